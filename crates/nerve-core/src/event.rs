@@ -1,0 +1,600 @@
+//! Events: what happened, when, where, and what caused it.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::correlation::CorrelationId;
+use crate::name::{ValidationError, check_event_type};
+
+/// A globally unique, time-sortable event id (a UUIDv7).
+///
+/// Ids made later in one process compare greater; ids made anywhere are unique.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventId(uuid::Uuid);
+
+impl EventId {
+    /// A fresh id.
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+
+    /// The id as a UUID.
+    pub fn as_uuid(&self) -> uuid::Uuid {
+        self.0
+    }
+}
+
+impl Default for EventId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<uuid::Uuid> for EventId {
+    fn from(id: uuid::Uuid) -> Self {
+        Self(id)
+    }
+}
+
+impl FromStr for EventId {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::parse_str(s).map(Self)
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventId({})", self.0.hyphenated())
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+/// A UTC instant with microsecond precision.
+///
+/// Serialized as RFC 3339 text (`2026-11-23T09:01:32.123456Z`); deserialized
+/// from that or from a number of seconds since the Unix epoch.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Self {
+        let micros = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+            Err(e) => -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),
+        };
+        Self(micros)
+    }
+
+    /// The instant `micros` microseconds after the Unix epoch.
+    pub const fn from_micros(micros: i64) -> Self {
+        Self(micros)
+    }
+
+    /// Microseconds since the Unix epoch.
+    pub const fn as_micros(&self) -> i64 {
+        self.0
+    }
+
+    /// The instant as a `chrono` date-time.
+    pub fn to_datetime(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp_micros(self.0).unwrap_or_default()
+    }
+
+    /// Parses RFC 3339 text.
+    ///
+    /// # Errors
+    ///
+    /// The `chrono` parse error when `s` is not RFC 3339.
+    pub fn parse_rfc3339(s: &str) -> Result<Self, chrono::ParseError> {
+        let dt = chrono::DateTime::parse_from_rfc3339(s)?;
+        Ok(Self(dt.timestamp_micros()))
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Timestamp({self})")
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self
+            .to_datetime()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        f.write_str(&text)
+    }
+}
+
+impl From<std::time::SystemTime> for Timestamp {
+    fn from(t: std::time::SystemTime) -> Self {
+        Self(chrono::DateTime::<chrono::Utc>::from(t).timestamp_micros())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an RFC 3339 timestamp or seconds since the Unix epoch")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Timestamp, E> {
+                Timestamp::parse_rfc3339(v).map_err(E::custom)
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Timestamp, E> {
+                if v.is_finite() {
+                    // Float seconds carry about microsecond precision today.
+                    #[allow(clippy::cast_possible_truncation, reason = "rounded, range-checked by is_finite")]
+                    Ok(Timestamp((v * 1e6).round() as i64))
+                } else {
+                    Err(E::custom("timestamp is not finite"))
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Timestamp, E> {
+                Ok(Timestamp(v.saturating_mul(1_000_000)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Timestamp, E> {
+                Ok(Timestamp(i64::try_from(v).unwrap_or(i64::MAX).saturating_mul(1_000_000)))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Something that happened: an immutable, cheaply cloned record.
+///
+/// Cloning an `Event` clones a pointer: fanning one event out to many handlers
+/// never copies its payload, and no handler can change what another sees.
+///
+/// | field            | meaning                                                          |
+/// |------------------|------------------------------------------------------------------|
+/// | `event_id`       | unique across buses, processes and time; time-sortable (UUIDv7)  |
+/// | `event_type`     | the name, `{domain}.{action}` by convention                      |
+/// | `timestamp`      | when it was created, UTC, microseconds                           |
+/// | `source`         | who emitted it (a component or service name)                     |
+/// | `correlation_id` | the piece of work it belongs to                                  |
+/// | `causation_id`   | the event whose handler emitted this one                         |
+/// | `run_id`         | the run (a job, an agent run) it belongs to                      |
+/// | `lane`           | a parallel branch of the run                                     |
+/// | `seq`            | bus-wide sequence number, strictly increasing; 0 until emitted   |
+/// | `data`           | the payload, any JSON value                                      |
+///
+/// ```
+/// use nerve_core::Event;
+/// let event = Event::builder("user.login")
+///     .data(serde_json::json!({"username": "alice"}))
+///     .source("auth")
+///     .correlation_id("req-1")
+///     .build()?;
+/// assert_eq!(event.event_type(), "user.login");
+/// assert_eq!(event.data()["username"], "alice");
+/// assert_eq!(event.correlation_id().unwrap().as_str(), "req-1");
+/// # Ok::<(), nerve_core::name::ValidationError>(())
+/// ```
+#[derive(Clone)]
+pub struct Event(Arc<Inner>);
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Inner {
+    event_id: EventId,
+    event_type: Box<str>,
+    timestamp: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<Box<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<CorrelationId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    causation_id: Option<EventId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    run_id: Option<Box<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lane: Option<Box<str>>,
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    data: Value,
+}
+
+impl Event {
+    /// Starts building an event of type `event_type`.
+    pub fn builder(event_type: impl Into<String>) -> EventBuilder {
+        EventBuilder {
+            event_type: event_type.into(),
+            data: Value::Null,
+            event_id: None,
+            timestamp: None,
+            source: None,
+            correlation_id: None,
+            causation_id: None,
+            run_id: None,
+            lane: None,
+            seq: 0,
+        }
+    }
+
+    /// An event of type `event_type` carrying `data`, with every other field
+    /// defaulted.
+    ///
+    /// # Errors
+    ///
+    /// A [`ValidationError`] when `event_type` breaks the rules every name
+    /// follows (see [`crate::name`]).
+    pub fn new(event_type: impl Into<String>, data: impl Into<Value>) -> Result<Self, ValidationError> {
+        Self::builder(event_type).data(data).build()
+    }
+
+    /// The unique id.
+    pub fn event_id(&self) -> EventId {
+        self.0.event_id
+    }
+
+    /// The type name.
+    pub fn event_type(&self) -> &str {
+        &self.0.event_type
+    }
+
+    /// The first segment of the type name.
+    pub fn domain(&self) -> &str {
+        crate::name::extract_domain(&self.0.event_type)
+    }
+
+    /// The type name after the domain.
+    pub fn action(&self) -> &str {
+        crate::name::extract_action(&self.0.event_type)
+    }
+
+    /// When the event was created.
+    pub fn timestamp(&self) -> Timestamp {
+        self.0.timestamp
+    }
+
+    /// Who emitted it.
+    pub fn source(&self) -> Option<&str> {
+        self.0.source.as_deref()
+    }
+
+    /// The piece of work it belongs to.
+    pub fn correlation_id(&self) -> Option<&CorrelationId> {
+        self.0.correlation_id.as_ref()
+    }
+
+    /// The event whose handler emitted this one.
+    pub fn causation_id(&self) -> Option<EventId> {
+        self.0.causation_id
+    }
+
+    /// The run it belongs to.
+    pub fn run_id(&self) -> Option<&str> {
+        self.0.run_id.as_deref()
+    }
+
+    /// The parallel branch of its run.
+    pub fn lane(&self) -> Option<&str> {
+        self.0.lane.as_deref()
+    }
+
+    /// The bus-wide sequence number; 0 until a bus accepted the event.
+    pub fn seq(&self) -> u64 {
+        self.0.seq
+    }
+
+    /// The payload.
+    pub fn data(&self) -> &Value {
+        &self.0.data
+    }
+
+    /// Deserializes the payload into `T`.
+    ///
+    /// # Errors
+    ///
+    /// A [`DecodeError`] naming the event and the target type.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, DecodeError> {
+        T::deserialize(&self.0.data).map_err(|source| DecodeError {
+            event_type: self.event_type().to_owned(),
+            event_id: self.event_id(),
+            target: std::any::type_name::<T>(),
+            source,
+        })
+    }
+
+    /// Whether two handles point to the same event in memory (no copy was made).
+    pub fn ptr_eq(a: &Event, b: &Event) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
+
+    fn make_mut(&mut self) -> &mut Inner {
+        // Copies only when the event is shared; a freshly built event is not.
+        Arc::make_mut(&mut self.0)
+    }
+
+    /// This event with `seq` set. Buses call this when they accept an event.
+    #[must_use]
+    pub fn with_seq(mut self, seq: u64) -> Self {
+        self.make_mut().seq = seq;
+        self
+    }
+
+    /// This event with `correlation_id` set.
+    #[must_use]
+    pub fn with_correlation_id(mut self, id: impl Into<CorrelationId>) -> Self {
+        self.make_mut().correlation_id = Some(id.into());
+        self
+    }
+
+    /// This event with `causation_id` set.
+    #[must_use]
+    pub fn with_causation_id(mut self, id: EventId) -> Self {
+        self.make_mut().causation_id = Some(id);
+        self
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &*self.0;
+        f.debug_struct("Event")
+            .field("event_id", &i.event_id)
+            .field("event_type", &i.event_type)
+            .field("timestamp", &i.timestamp)
+            .field("source", &i.source)
+            .field("correlation_id", &i.correlation_id)
+            .field("causation_id", &i.causation_id)
+            .field("run_id", &i.run_id)
+            .field("lane", &i.lane)
+            .field("seq", &i.seq)
+            .field("data", &i.data)
+            .finish()
+    }
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || {
+            let (a, b) = (&*self.0, &*other.0);
+            a.event_id == b.event_id
+                && a.event_type == b.event_type
+                && a.timestamp == b.timestamp
+                && a.source == b.source
+                && a.correlation_id == b.correlation_id
+                && a.causation_id == b.causation_id
+                && a.run_id == b.run_id
+                && a.lane == b.lane
+                && a.seq == b.seq
+                && a.data == b.data
+        }
+    }
+}
+
+/// Serialized as one JSON object with keys in the order of the field table;
+/// absent optional fields are omitted.
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// Deserialized from the form [`Serialize`] writes; the name must pass
+/// [`check_event_type`].
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let inner = Inner::deserialize(deserializer)?;
+        check_event_type(&inner.event_type).map_err(serde::de::Error::custom)?;
+        Ok(Self(Arc::new(inner)))
+    }
+}
+
+/// Builds an [`Event`]. Made by [`Event::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct EventBuilder {
+    event_type: String,
+    data: Value,
+    event_id: Option<EventId>,
+    timestamp: Option<Timestamp>,
+    source: Option<String>,
+    correlation_id: Option<CorrelationId>,
+    causation_id: Option<EventId>,
+    run_id: Option<String>,
+    lane: Option<String>,
+    seq: u64,
+}
+
+impl EventBuilder {
+    /// The payload (default `null`).
+    pub fn data(mut self, data: impl Into<Value>) -> Self {
+        self.data = data.into();
+        self
+    }
+
+    /// Who emits it.
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The piece of work it belongs to (default: the ambient id when emitted).
+    pub fn correlation_id(mut self, id: impl Into<CorrelationId>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// The event that caused it (default: the event being handled when emitted).
+    pub fn causation_id(mut self, id: EventId) -> Self {
+        self.causation_id = Some(id);
+        self
+    }
+
+    /// The run it belongs to.
+    pub fn run_id(mut self, run_id: impl Into<String>) -> Self {
+        self.run_id = Some(run_id.into());
+        self
+    }
+
+    /// The parallel branch of its run.
+    pub fn lane(mut self, lane: impl Into<String>) -> Self {
+        self.lane = Some(lane.into());
+        self
+    }
+
+    /// A given id, for example when re-emitting a recorded event (default: fresh).
+    pub fn event_id(mut self, id: EventId) -> Self {
+        self.event_id = Some(id);
+        self
+    }
+
+    /// A given time (default: now).
+    pub fn timestamp(mut self, timestamp: Timestamp) -> Self {
+        self.timestamp = Some(timestamp);
+        self
+    }
+
+    /// A given sequence number; buses overwrite it when they accept the event.
+    pub fn seq(mut self, seq: u64) -> Self {
+        self.seq = seq;
+        self
+    }
+
+    /// Whether a correlation id was given.
+    pub fn has_correlation_id(&self) -> bool {
+        self.correlation_id.is_some()
+    }
+
+    /// The event.
+    ///
+    /// # Errors
+    ///
+    /// A [`ValidationError`] when the type name breaks the rules every name
+    /// follows (see [`crate::name`]).
+    pub fn build(self) -> Result<Event, ValidationError> {
+        check_event_type(&self.event_type)?;
+        Ok(Event(Arc::new(Inner {
+            event_id: self.event_id.unwrap_or_default(),
+            event_type: self.event_type.into_boxed_str(),
+            timestamp: self.timestamp.unwrap_or_else(Timestamp::now),
+            source: self.source.map(String::into_boxed_str),
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            run_id: self.run_id.map(String::into_boxed_str),
+            lane: self.lane.map(String::into_boxed_str),
+            seq: self.seq,
+            data: self.data,
+        })))
+    }
+}
+
+/// An event's payload did not deserialize into the requested type.
+#[derive(Debug, thiserror::Error)]
+#[error("event {event_type} ({event_id}) does not deserialize into {target}: {source}")]
+pub struct DecodeError {
+    event_type: String,
+    event_id: EventId,
+    target: &'static str,
+    #[source]
+    source: serde_json::Error,
+}
+
+impl DecodeError {
+    /// The type of the event that failed to decode.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// The Rust type it was decoded into.
+    pub fn target(&self) -> &'static str {
+        self.target
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids_are_unique_and_sorted() {
+        let ids: Vec<EventId> = (0..1000).map(|_| EventId::new()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn clone_shares_payload() {
+        let e = Event::new("a.b", json!({"big": [1, 2, 3]})).unwrap();
+        let c = e.clone();
+        assert!(Event::ptr_eq(&e, &c));
+        let restamped = c.with_seq(9);
+        assert_eq!(e.seq(), 0, "the original is unchanged");
+        assert_eq!(restamped.seq(), 9);
+    }
+
+    #[test]
+    fn json_shape_and_key_order() {
+        let e = Event::builder("user.login")
+            .data(json!({"u": "alice"}))
+            .source("auth")
+            .correlation_id("req-1")
+            .timestamp(Timestamp::from_micros(1_700_000_000_123_456))
+            .seq(3)
+            .build()
+            .unwrap();
+        let text = serde_json::to_string(&e).unwrap();
+        let keys: Vec<&str> = ["event_id", "event_type", "timestamp", "source", "correlation_id", "seq", "data"]
+            .into_iter()
+            .collect();
+        let positions: Vec<usize> = keys.iter().map(|k| text.find(&format!("\"{k}\"")).unwrap()).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert!(text.contains("\"timestamp\":\"2023-11-14T22:13:20.123456Z\""), "{text}");
+        assert!(!text.contains("causation_id"), "absent fields are omitted: {text}");
+        let back: Event = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn epoch_float_timestamps_deserialize() {
+        let t: Timestamp = serde_json::from_str("1700000000.5").unwrap();
+        assert_eq!(t.as_micros(), 1_700_000_000_500_000);
+    }
+
+    #[test]
+    fn invalid_names_are_rejected() {
+        assert!(Event::new("a..b", json!(null)).is_err());
+        assert!(serde_json::from_str::<Event>(
+            r#"{"event_id":"0190b6e0-0000-7000-8000-000000000000","event_type":"bad name","timestamp":"2024-01-01T00:00:00Z"}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn decode_errors_name_the_event() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code, reason = "only decoded")]
+        struct Login {
+            username: String,
+        }
+        let e = Event::new("user.login", json!({"user": 1})).unwrap();
+        let err = e.decode::<Login>().unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("event user.login ("), "{text}");
+        assert!(text.contains("Login: missing field `username`"), "{text}");
+    }
+}

@@ -1,0 +1,50 @@
+//! The vocabulary of the [nerve] event bus: events, names, patterns and
+//! correlation.
+//!
+//! `nerve-core` owns the types every other nerve crate shares and knows no I/O
+//! and no async runtime. Applications use it through the `nerve` facade;
+//! crates that extend nerve (sinks, bridges) depend on it directly.
+//!
+//! # Key types
+//!
+//! * [`Event`]: an immutable, cheaply cloned record of something that happened,
+//!   built with [`Event::builder`].
+//! * [`EventId`]: a unique, time-sortable UUIDv7; [`Timestamp`]: UTC microseconds.
+//! * [`Pattern`]: which event types a subscriber receives (`user.login`,
+//!   `chat.*`, `*`), validated when parsed.
+//! * [`name`]: the `{domain}.{action}` convention and its validation.
+//! * [`correlation`]: the id that follows a piece of work across events,
+//!   threads and tasks.
+//! * [`TypedEvent`]: a Rust type that names its event type.
+//!
+//! # Example
+//!
+//! ```
+//! use nerve_core::{Event, Pattern};
+//! let event = Event::builder("chat.message.sent")
+//!     .data(serde_json::json!({"text": "hi"}))
+//!     .build()?;
+//! assert!(Pattern::parse("chat.*")?.matches(event.event_type()));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Supported Rust versions
+//!
+//! The minimum supported Rust version is 1.85 (edition 2024).
+//!
+//! [nerve]: https://docs.rs/nerve
+
+pub mod correlation;
+mod event;
+pub mod name;
+mod pattern;
+mod typed;
+
+#[doc(inline)]
+pub use correlation::CorrelationId;
+pub use event::{DecodeError, Event, EventBuilder, EventId, Timestamp};
+pub use pattern::{Pattern, PatternError, PatternErrorReason, Segment};
+pub use typed::TypedEvent;
+
+/// JSON values, the payload type of events (re-exported from `serde_json`).
+pub use serde_json::{Value, json};
