@@ -375,7 +375,9 @@ pub fn trace_id_from_traceparent(value: &str) -> Option<&str> {
     let (version, trace_id, parent_id, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let lower_hex = |s: &str, len: usize| {
-        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     // Version ff is invalid; version 00 has exactly four fields.
     if !lower_hex(version, 2) || version == "ff" || (version == "00" && parts.next().is_some()) {
@@ -448,23 +450,42 @@ mod tests {
     fn headers_order_and_case() {
         fn check(headers: &[(&str, &str)], expected: Option<&str>) {
             let got = try_from_headers(headers.iter().copied());
-            assert_eq!(got.as_ref().map(CorrelationId::as_str), expected, "{headers:?}");
+            assert_eq!(
+                got.as_ref().map(CorrelationId::as_str),
+                expected,
+                "{headers:?}"
+            );
         }
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         check(&[("X-CORRELATION-ID", "c")], Some("c"));
-        check(&[("x-request-id", "r"), ("x-correlation-id", "c")], Some("c"));
+        check(
+            &[("x-request-id", "r"), ("x-correlation-id", "c")],
+            Some("c"),
+        );
         check(&[("traceparent", tp), ("X-Request-Id", "r")], Some("r"));
-        check(&[("Traceparent", tp)], Some("4bf92f3577b34da6a3ce929d0e0e4736"));
-        check(&[("x-correlation-id", "  "), ("x-request-id", " r ")], Some("r"));
+        check(
+            &[("Traceparent", tp)],
+            Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+        );
+        check(
+            &[("x-correlation-id", "  "), ("x-request-id", " r ")],
+            Some("r"),
+        );
         check(&[("x-correlation-id", "a\nb")], None);
         check(&[("content-type", "json")], None);
         check(&[("traceparent", "garbage")], None);
         check(
-            &[("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")],
+            &[(
+                "traceparent",
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            )],
             None,
         );
         check(
-            &[("traceparent", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01")],
+            &[(
+                "traceparent",
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            )],
             None,
         );
         assert!(!from_headers(Vec::<(&str, &str)>::new()).as_str().is_empty());

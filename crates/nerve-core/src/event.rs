@@ -145,7 +145,10 @@ impl<'de> Deserialize<'de> for Timestamp {
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Timestamp, E> {
                 if v.is_finite() {
                     // Float seconds carry about microsecond precision today.
-                    #[allow(clippy::cast_possible_truncation, reason = "rounded, range-checked by is_finite")]
+                    #[allow(
+                        clippy::cast_possible_truncation,
+                        reason = "rounded, range-checked by is_finite"
+                    )]
                     Ok(Timestamp((v * 1e6).round() as i64))
                 } else {
                     Err(E::custom("timestamp is not finite"))
@@ -155,7 +158,11 @@ impl<'de> Deserialize<'de> for Timestamp {
                 Ok(Timestamp(v.saturating_mul(1_000_000)))
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Timestamp, E> {
-                Ok(Timestamp(i64::try_from(v).unwrap_or(i64::MAX).saturating_mul(1_000_000)))
+                Ok(Timestamp(
+                    i64::try_from(v)
+                        .unwrap_or(i64::MAX)
+                        .saturating_mul(1_000_000),
+                ))
             }
         }
         deserializer.deserialize_any(Visitor)
@@ -240,7 +247,10 @@ impl Event {
     ///
     /// A [`ValidationError`] when `event_type` breaks the rules every name
     /// follows (see [`crate::name`]).
-    pub fn new(event_type: impl Into<String>, data: impl Into<Value>) -> Result<Self, ValidationError> {
+    pub fn new(
+        event_type: impl Into<String>,
+        data: impl Into<Value>,
+    ) -> Result<Self, ValidationError> {
         Self::builder(event_type).data(data).build()
     }
 
@@ -558,13 +568,30 @@ mod tests {
             .build()
             .unwrap();
         let text = serde_json::to_string(&e).unwrap();
-        let keys: Vec<&str> = ["event_id", "event_type", "timestamp", "source", "correlation_id", "seq", "data"]
-            .into_iter()
+        let keys: Vec<&str> = [
+            "event_id",
+            "event_type",
+            "timestamp",
+            "source",
+            "correlation_id",
+            "seq",
+            "data",
+        ]
+        .into_iter()
+        .collect();
+        let positions: Vec<usize> = keys
+            .iter()
+            .map(|k| text.find(&format!("\"{k}\"")).unwrap())
             .collect();
-        let positions: Vec<usize> = keys.iter().map(|k| text.find(&format!("\"{k}\"")).unwrap()).collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
-        assert!(text.contains("\"timestamp\":\"2023-11-14T22:13:20.123456Z\""), "{text}");
-        assert!(!text.contains("causation_id"), "absent fields are omitted: {text}");
+        assert!(
+            text.contains("\"timestamp\":\"2023-11-14T22:13:20.123456Z\""),
+            "{text}"
+        );
+        assert!(
+            !text.contains("causation_id"),
+            "absent fields are omitted: {text}"
+        );
         let back: Event = serde_json::from_str(&text).unwrap();
         assert_eq!(back, e);
     }

@@ -38,6 +38,7 @@ pub mod correlation;
 mod event;
 pub mod name;
 mod pattern;
+pub mod query;
 mod typed;
 
 #[doc(inline)]

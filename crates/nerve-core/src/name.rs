@@ -110,7 +110,10 @@ pub fn check_event_type(name: &str) -> Result<(), ValidationError> {
         return Err(ValidationError::new(name, Rule::Empty));
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(ValidationError::new(name, Rule::TooLong { len: name.len() }));
+        return Err(ValidationError::new(
+            name,
+            Rule::TooLong { len: name.len() },
+        ));
     }
     let mut segment_len = 0usize;
     for c in name.chars() {
@@ -256,8 +259,16 @@ mod tests {
     use super::*;
 
     fn check(name: &str, base_ok: bool, strict_ok: bool) {
-        assert_eq!(check_event_type(name).is_ok(), base_ok, "base rules on {name:?}");
-        assert_eq!(is_valid_event_type(name), strict_ok, "strict rules on {name:?}");
+        assert_eq!(
+            check_event_type(name).is_ok(),
+            base_ok,
+            "base rules on {name:?}"
+        );
+        assert_eq!(
+            is_valid_event_type(name),
+            strict_ok,
+            "strict rules on {name:?}"
+        );
     }
 
     #[test]

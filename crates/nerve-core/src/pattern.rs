@@ -157,7 +157,9 @@ impl Pattern {
 
     /// Whether the pattern has no wildcard (it matches one event type).
     pub fn is_exact(&self) -> bool {
-        self.segments.iter().all(|s| matches!(s, Segment::Literal(_)))
+        self.segments
+            .iter()
+            .all(|s| matches!(s, Segment::Literal(_)))
     }
 
     /// Whether `event_type` matches.
@@ -320,7 +322,11 @@ mod tests {
     }
 
     fn segment() -> impl Strategy<Value = String> {
-        prop_oneof![Just("a".to_owned()), Just("b".to_owned()), Just("cc".to_owned())]
+        prop_oneof![
+            Just("a".to_owned()),
+            Just("b".to_owned()),
+            Just("cc".to_owned())
+        ]
     }
 
     proptest! {

@@ -1,0 +1,163 @@
+//! Configuring a [`Bus`].
+
+use std::time::Duration;
+
+use nerve_core::name::NameRules;
+use tokio::runtime::Handle;
+
+use crate::bus::Bus;
+use crate::error::BuildError;
+
+/// Settings of a bus, read on every emit.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) name_rules: Option<NameRules>,
+    pub(crate) history_capacity: usize,
+    pub(crate) handler_timeout: Option<Duration>,
+    pub(crate) max_concurrent_handlers: Option<usize>,
+    pub(crate) runtime: Option<Handle>,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) generate_correlation_ids: bool,
+    pub(crate) max_depth: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            name_rules: None,
+            history_capacity: 10_000,
+            handler_timeout: Some(Duration::from_secs(30)),
+            max_concurrent_handlers: None,
+            runtime: None,
+            shutdown_timeout: Duration::from_secs(5),
+            generate_correlation_ids: true,
+            max_depth: 64,
+        }
+    }
+}
+
+/// Builds a [`Bus`]. Made by [`Bus::builder`].
+///
+/// | setting                   | default                                        |
+/// |---------------------------|------------------------------------------------|
+/// | `validate_names`          | off: any name that is non-empty, without spaces, `*` or empty segments |
+/// | `allowed_domains`         | all (setting it turns `validate_names` on)     |
+/// | `history_capacity`        | 10,000 events (0 turns history off)            |
+/// | `handler_timeout`         | 30 s                                           |
+/// | `max_concurrent_handlers` | unlimited                                      |
+/// | `runtime`                 | the tokio runtime current at emit time         |
+/// | `shutdown_timeout`        | 5 s                                            |
+/// | `generate_correlation_ids`| on: an event with no explicit or ambient id gets a fresh one |
+/// | `max_depth`               | 64 levels of emits nested inside handlers      |
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = nerve_router::Bus::builder()
+///     .validate_names(true)
+///     .allowed_domains(["user", "chat"])
+///     .build()?;
+/// assert!(bus.emit("billing.charge", serde_json::json!({})).is_err());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct BusBuilder {
+    config: Config,
+    validate_names: bool,
+    allowed_domains: Option<Vec<String>>,
+}
+
+impl BusBuilder {
+    /// Enforce the `{domain}.{action}` convention on every emitted name.
+    pub fn validate_names(mut self, on: bool) -> Self {
+        self.validate_names = on;
+        self
+    }
+
+    /// Only accept names in these domains (turns `validate_names` on).
+    pub fn allowed_domains<I, S>(mut self, domains: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.validate_names = true;
+        self.allowed_domains = Some(domains.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// How many recent events `history` keeps.
+    pub fn history_capacity(mut self, capacity: usize) -> Self {
+        self.config.history_capacity = capacity;
+        self
+    }
+
+    /// How long one delivery may take; `None` for no limit. An async handler
+    /// past it is cancelled; an inline sync handler cannot be interrupted, so
+    /// it is reported as timed out when it returns late. Async timeouts need
+    /// a runtime with timers enabled (`enable_time`, on in `#[tokio::main]`).
+    pub fn handler_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.handler_timeout = timeout.into();
+        self
+    }
+
+    /// At most `n` async handlers run at once across the bus.
+    pub fn max_concurrent_handlers(mut self, n: usize) -> Self {
+        self.config.max_concurrent_handlers = Some(n);
+        self
+    }
+
+    /// Run async handlers on this runtime instead of the one current at emit
+    /// time; lets sync code with no runtime emit to async handlers.
+    pub fn runtime(mut self, handle: Handle) -> Self {
+        self.config.runtime = Some(handle);
+        self
+    }
+
+    /// How long `shutdown` waits for queued deliveries.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.config.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Whether events with no explicit or ambient correlation id get a fresh one.
+    pub fn generate_correlation_ids(mut self, on: bool) -> Self {
+        self.config.generate_correlation_ids = on;
+        self
+    }
+
+    /// How deeply emits may nest inside handlers before `emit` fails with
+    /// [`EmitError::TooDeep`](crate::EmitError::TooDeep).
+    pub fn max_depth(mut self, depth: usize) -> Self {
+        self.config.max_depth = depth;
+        self
+    }
+
+    /// The bus.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] when a setting cannot work: zero concurrency, or an
+    /// allowed domain that is not `[a-z][a-z0-9_]*`.
+    pub fn build(self) -> Result<Bus, BuildError> {
+        let mut config = self.config;
+        if config.max_concurrent_handlers == Some(0) {
+            return Err(BuildError::ZeroConcurrency);
+        }
+        if self.validate_names {
+            let mut rules = NameRules::new();
+            if let Some(domains) = self.allowed_domains {
+                for d in &domains {
+                    let probe = format!("{d}.x");
+                    if nerve_core::name::extract_domain(&probe) != d
+                        || !nerve_core::name::is_valid_event_type(&probe)
+                    {
+                        return Err(BuildError::InvalidDomain(d.clone()));
+                    }
+                }
+                rules = rules.allowed_domains(domains);
+            }
+            config.name_rules = Some(rules);
+        }
+        Ok(Bus::from_config(config))
+    }
+}

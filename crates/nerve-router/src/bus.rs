@@ -1,0 +1,1068 @@
+//! The [`Bus`]: publish events, route them to handlers, wait, flush, shut down.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use nerve_core::correlation::{self, Ambient, CorrelationId};
+use nerve_core::query::HistoryQuery;
+use nerve_core::{Event, EventId, Pattern, TypedEvent, Value};
+use serde_json::json;
+use smallvec::SmallVec;
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::builder::{BusBuilder, Config};
+use crate::error::{EmitError, EmitManyError, SubscribeError};
+use crate::handler::{self, HandlerError, IntoHandlerResult, panic_message};
+use crate::history::History;
+use crate::reentry::{self, Blocked, DepthGuard};
+use crate::report::{DeliveryReport, HandlerOutcome, Outcome};
+use crate::routes::{Route, RouteTable};
+use crate::stats::{BusStats, EventStats, Shared, SubscriberStats, SubscriptionStats};
+use crate::subscription::{
+    AsyncSlot, HandlerKind, IntoPatterns, Subscribe, Subscription, SubscriptionCounters,
+    SubscriptionId,
+};
+use crate::worker::{self, Delivery, Waiter};
+
+/// Event types the bus emits about itself. A failure while handling one of
+/// them is counted and logged but not reported as another event, so a failing
+/// `system.*` handler cannot loop.
+const SELF_REPORTED: [&str; 1] = ["system.handler_error"];
+
+/// Distinct event types counted apart in stats; the rest share `(other)`.
+const MAX_COUNTED_TYPES: usize = 10_000;
+
+static NEXT_BUS_ID: AtomicU64 = AtomicU64::new(1);
+
+/// An event bus: publish events by name, deliver them to the handlers whose
+/// patterns match, in priority order, isolated from each other's failures.
+///
+/// `Bus` is a cheap handle: clones share one bus. See the [crate docs](crate)
+/// for the delivery rules.
+///
+/// ```
+/// use nerve_router::{Bus, Subscribe};
+/// use serde_json::json;
+/// use std::sync::{Arc, Mutex};
+///
+/// let bus = Bus::new();
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let log = seen.clone();
+/// bus.subscribe_with("user.*", move |e: &nerve_core::Event| {
+///     log.lock().unwrap().push(e.event_type().to_owned());
+/// }, Subscribe::new().priority(10))?;
+/// bus.emit("user.login", json!({"username": "alice"}))?;
+/// assert_eq!(*seen.lock().unwrap(), ["user.login"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<BusInner>,
+}
+
+pub(crate) struct BusInner {
+    pub(crate) id: u64,
+    pub(crate) config: Config,
+    routes: ArcSwap<RouteTable>,
+    /// Serializes writers of `routes`; emitters never take it.
+    write_lock: Mutex<()>,
+    next_subscription: AtomicU64,
+    seq: AtomicU64,
+    history: History,
+    shared: Arc<Shared>,
+    by_type: DashMap<Box<str>, Arc<AtomicU64>, foldhash::fast::RandomState>,
+    closed: AtomicBool,
+    pub(crate) semaphore: Option<Arc<Semaphore>>,
+    shutdown: Mutex<Option<ShutdownReport>>,
+}
+
+/// How a shutdown went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ShutdownReport {
+    /// Whether every queued delivery finished within the shutdown timeout.
+    pub drained: bool,
+    /// Deliveries still queued or running when the timeout passed; they were
+    /// cancelled and counted as abandoned.
+    pub abandoned: u64,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("id", &self.inner.id)
+            .field("subscriptions", &self.inner.routes.load().len())
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bus {
+    /// A bus with the default settings (see [`BusBuilder`]).
+    pub fn new() -> Self {
+        Self::from_config(Config::default())
+    }
+
+    /// Starts configuring a bus.
+    pub fn builder() -> BusBuilder {
+        BusBuilder::default()
+    }
+
+    pub(crate) fn from_config(config: Config) -> Self {
+        let semaphore = config
+            .max_concurrent_handlers
+            .map(|n| Arc::new(Semaphore::new(n)));
+        Self {
+            inner: Arc::new(BusInner {
+                id: NEXT_BUS_ID.fetch_add(1, Ordering::Relaxed),
+                history: History::new(config.history_capacity),
+                config,
+                routes: ArcSwap::from_pointee(RouteTable::default()),
+                write_lock: Mutex::new(()),
+                next_subscription: AtomicU64::new(1),
+                seq: AtomicU64::new(0),
+                shared: Arc::default(),
+                by_type: DashMap::default(),
+                closed: AtomicBool::new(false),
+                semaphore,
+                shutdown: Mutex::new(None),
+            }),
+        }
+    }
+
+    // ----- subscribing -----
+
+    /// Runs `handler` inline, on the emitting thread, for every event matching
+    /// `patterns`. The handler returns `()` or `Result<(), E: Display>`.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError`] for an invalid pattern or a shut-down bus.
+    pub fn subscribe<P, F, R>(
+        &self,
+        patterns: P,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        P: IntoPatterns,
+        F: Fn(&Event) -> R + Send + Sync + 'static,
+        R: IntoHandlerResult,
+    {
+        self.subscribe_with(patterns, handler, Subscribe::new())
+    }
+
+    /// [`subscribe`](Self::subscribe) with options: priority, name, filter, timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError`] for an invalid pattern or a shut-down bus.
+    pub fn subscribe_with<P, F, R>(
+        &self,
+        patterns: P,
+        handler: F,
+        options: Subscribe,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        P: IntoPatterns,
+        F: Fn(&Event) -> R + Send + Sync + 'static,
+        R: IntoHandlerResult,
+    {
+        let kind = HandlerKind::Sync(handler::sync_fn(handler));
+        self.inner.add(patterns.into_patterns()?, options, kind)
+    }
+
+    /// Runs the async `handler` on the tokio runtime for every event matching
+    /// `patterns`. Each subscription handles its events one at a time, in
+    /// order, unless [`Subscribe::concurrency`] says otherwise.
+    ///
+    /// No runtime is needed to subscribe; emitting an event this handler
+    /// matches needs one (see [`EmitError::NoRuntime`]).
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError`] for an invalid pattern or a shut-down bus.
+    pub fn subscribe_async<P, F, Fut, R>(
+        &self,
+        patterns: P,
+        handler: F,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        P: IntoPatterns,
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: IntoHandlerResult,
+    {
+        self.subscribe_async_with(patterns, handler, Subscribe::new())
+    }
+
+    /// [`subscribe_async`](Self::subscribe_async) with options.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError`] for an invalid pattern or a shut-down bus.
+    pub fn subscribe_async_with<P, F, Fut, R>(
+        &self,
+        patterns: P,
+        handler: F,
+        options: Subscribe,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        P: IntoPatterns,
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: IntoHandlerResult,
+    {
+        let kind = HandlerKind::Async(AsyncSlot {
+            handler: handler::async_fn(handler),
+            concurrency: options.concurrency.unwrap_or(1),
+            worker: Mutex::new(None),
+        });
+        self.inner.add(patterns.into_patterns()?, options, kind)
+    }
+
+    /// Runs `handler` inline with each `T::NAME` event's payload decoded as
+    /// `T`. A payload that does not decode is a handler failure naming the
+    /// event and the type.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError`] when `T::NAME` is not a valid pattern or the bus is
+    /// shut down.
+    pub fn subscribe_typed<T, F, R>(&self, handler: F) -> Result<SubscriptionId, SubscribeError>
+    where
+        T: TypedEvent,
+        F: Fn(T) -> R + Send + Sync + 'static,
+        R: IntoHandlerResult,
+    {
+        self.subscribe_typed_with(handler, Subscribe::new())
+    }
+
+    /// [`subscribe_typed`](Self::subscribe_typed) with options.
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe_typed`](Self::subscribe_typed).
+    pub fn subscribe_typed_with<T, F, R>(
+        &self,
+        handler: F,
+        options: Subscribe,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        T: TypedEvent,
+        F: Fn(T) -> R + Send + Sync + 'static,
+        R: IntoHandlerResult,
+    {
+        let decode_then_handle = move |e: &Event| -> Result<(), HandlerError> {
+            let value: T = e.decode().map_err(HandlerError::new)?;
+            handler(value).into_handler_result()
+        };
+        self.subscribe_with(T::NAME, decode_then_handle, options)
+    }
+
+    /// The async twin of [`subscribe_typed`](Self::subscribe_typed).
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe_typed`](Self::subscribe_typed).
+    pub fn subscribe_typed_async<T, F, Fut, R>(
+        &self,
+        handler: F,
+        options: Subscribe,
+    ) -> Result<SubscriptionId, SubscribeError>
+    where
+        T: TypedEvent,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: IntoHandlerResult,
+    {
+        let handler = Arc::new(handler);
+        let decode_then_handle = move |e: Event| {
+            let handler = handler.clone();
+            async move {
+                let value: T = e.decode().map_err(HandlerError::new)?;
+                handler(value).await.into_handler_result()
+            }
+        };
+        self.subscribe_async_with(T::NAME, decode_then_handle, options)
+    }
+
+    /// Removes a subscription; `false` if it was not there. Deliveries already
+    /// queued for an async handler still run; no new ones start.
+    pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
+        self.inner.remove(id)
+    }
+
+    // ----- emitting -----
+
+    /// Publishes an event of type `event_type` carrying `data` and runs the
+    /// inline handlers before returning; async handlers are queued.
+    ///
+    /// The event takes its correlation id from the ambient scope (see
+    /// [`nerve_core::correlation`]), else a fresh one; inside a handler it
+    /// also gets the handled event as its `causation_id`.
+    ///
+    /// # Errors
+    ///
+    /// [`EmitError`]: invalid name, shut-down bus, no runtime for an async
+    /// handler, nesting too deep, or [`EmitError::Halted`] when a handler asked
+    /// to stop (the event was still delivered to every handler).
+    pub fn emit(
+        &self,
+        event_type: impl Into<String>,
+        data: impl Into<Value>,
+    ) -> Result<EventId, EmitError> {
+        let event = self.inner.build(event_type, data)?;
+        self.inner.dispatch(event, None)?.into_result()
+    }
+
+    /// Publishes a built event (see [`Event::builder`]); as [`emit`](Self::emit).
+    ///
+    /// # Errors
+    ///
+    /// As [`emit`](Self::emit).
+    pub fn emit_event(&self, event: Event) -> Result<EventId, EmitError> {
+        self.inner.dispatch(event, None)?.into_result()
+    }
+
+    /// Publishes `value` as a `T::NAME` event.
+    ///
+    /// # Errors
+    ///
+    /// [`EmitError::Serialize`] when `value` does not serialize, else as
+    /// [`emit`](Self::emit).
+    pub fn emit_typed<T: TypedEvent>(&self, value: &T) -> Result<EventId, EmitError> {
+        let data = serde_json::to_value(value).map_err(|source| EmitError::Serialize {
+            event_type: T::NAME.to_owned(),
+            source,
+        })?;
+        self.emit(T::NAME, data)
+    }
+
+    /// Publishes events in order, stopping at the first that fails.
+    ///
+    /// # Errors
+    ///
+    /// An [`EmitManyError`] with the position and error of the failing
+    /// event and the ids of those emitted before it.
+    pub fn emit_many<I>(&self, events: I) -> Result<Vec<EventId>, EmitManyError>
+    where
+        I: IntoIterator<Item = Event>,
+    {
+        let mut emitted = Vec::new();
+        for (index, event) in events.into_iter().enumerate() {
+            match self.emit_event(event) {
+                Ok(id) => emitted.push(id),
+                Err(source) => {
+                    return Err(EmitManyError {
+                        index,
+                        emitted,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(emitted)
+    }
+
+    /// Publishes an event and waits until every handler it reached has
+    /// finished, failed or timed out.
+    ///
+    /// # Errors
+    ///
+    /// As [`emit`](Self::emit), plus [`EmitError::WouldDeadlock`] when called
+    /// inside an async handler for an event that handler's subscription (or one
+    /// waiting on it) must also handle. A halt from any handler, sync or
+    /// async, is returned as [`EmitError::Halted`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops the waiting, not the deliveries.
+    pub async fn emit_and_wait(
+        &self,
+        event_type: impl Into<String>,
+        data: impl Into<Value>,
+    ) -> Result<DeliveryReport, EmitError> {
+        let event = self.inner.build(event_type, data)?;
+        self.emit_event_and_wait(event).await
+    }
+
+    /// [`emit_and_wait`](Self::emit_and_wait) for a built event.
+    ///
+    /// # Errors
+    ///
+    /// As [`emit_and_wait`](Self::emit_and_wait).
+    pub async fn emit_event_and_wait(&self, event: Event) -> Result<DeliveryReport, EmitError> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let dispatched = self.inner.dispatch(event, Some((tx, WaitMode::Async)))?;
+        let mut outcomes = Vec::new();
+        while let Some(outcome) = rx.recv().await {
+            outcomes.push(outcome);
+        }
+        dispatched.into_report(outcomes)
+    }
+
+    /// The blocking twin of [`emit_and_wait`](Self::emit_and_wait), for sync code.
+    ///
+    /// # Errors
+    ///
+    /// As [`emit_and_wait`](Self::emit_and_wait), plus
+    /// [`EmitError::WouldDeadlock`] when called on a current-thread tokio
+    /// runtime while async handlers must run (they would need this thread).
+    pub fn emit_and_wait_blocking(
+        &self,
+        event_type: impl Into<String>,
+        data: impl Into<Value>,
+    ) -> Result<DeliveryReport, EmitError> {
+        let event = self.inner.build(event_type, data)?;
+        self.emit_event_and_wait_blocking(event)
+    }
+
+    /// [`emit_and_wait_blocking`](Self::emit_and_wait_blocking) for a built event.
+    ///
+    /// # Errors
+    ///
+    /// As [`emit_and_wait_blocking`](Self::emit_and_wait_blocking).
+    pub fn emit_event_and_wait_blocking(&self, event: Event) -> Result<DeliveryReport, EmitError> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let dispatched = self.inner.dispatch(event, Some((tx, WaitMode::Blocking)))?;
+        // `futures`' executor, unlike `blocking_recv`, does not refuse to run
+        // inside a runtime; the deadlock cases were refused by `dispatch`.
+        let outcomes = futures::executor::block_on(async move {
+            let mut outcomes = Vec::new();
+            while let Some(outcome) = rx.recv().await {
+                outcomes.push(outcome);
+            }
+            outcomes
+        });
+        dispatched.into_report(outcomes)
+    }
+
+    /// Waits until every queued async delivery has finished.
+    ///
+    /// Called from inside a handler it returns at once, as waiting there
+    /// would wait on itself.
+    pub async fn flush(&self) {
+        if reentry::in_handler() {
+            tracing::warn!("Bus::flush called inside a handler; returning without waiting");
+            return;
+        }
+        self.inner.shared.pending.wait().await;
+    }
+
+    /// The blocking twin of [`flush`](Self::flush). On a current-thread tokio
+    /// runtime whose thread the handlers need, it returns at once; use
+    /// `flush().await` there.
+    pub fn flush_blocking(&self) {
+        if reentry::in_handler() || self.inner.blocking_would_deadlock() {
+            tracing::warn!("Bus::flush_blocking would wait on itself; returning without waiting");
+            return;
+        }
+        self.inner.shared.pending.wait_blocking(None);
+    }
+
+    // ----- reading -----
+
+    /// Recent events matching `query`, newest first unless it says otherwise.
+    pub fn history(&self, query: &HistoryQuery) -> Vec<Event> {
+        self.inner.history.query(query)
+    }
+
+    /// Empties the in-memory history.
+    pub fn clear_history(&self) {
+        self.inner.history.clear();
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> BusStats {
+        self.inner.stats()
+    }
+
+    /// Sets every counter to zero.
+    pub fn reset_stats(&self) {
+        let inner = &self.inner;
+        inner.shared.reset();
+        for counter in &inner.by_type {
+            counter.value().store(0, Ordering::Relaxed);
+        }
+        for sub in inner.routes.load().subscriptions() {
+            sub.counters.reset();
+        }
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    // ----- shutting down -----
+
+    /// Stops accepting events, waits up to the shutdown timeout for queued
+    /// deliveries, cancels what is left, and removes every subscription.
+    /// Idempotent: later calls return the first call's report.
+    ///
+    /// Handlers that hold a clone of the bus keep it alive; shutting down
+    /// releases them.
+    pub async fn shutdown(&self) -> ShutdownReport {
+        if let Some(report) = self.inner.begin_shutdown() {
+            return report;
+        }
+        let timeout = self.inner.config.shutdown_timeout;
+        let drained = tokio::time::timeout(timeout, self.inner.shared.pending.wait())
+            .await
+            .is_ok();
+        self.inner.finish_shutdown(drained)
+    }
+
+    /// The blocking twin of [`shutdown`](Self::shutdown).
+    pub fn shutdown_blocking(&self) -> ShutdownReport {
+        if let Some(report) = self.inner.begin_shutdown() {
+            return report;
+        }
+        let drained = if reentry::in_handler() || self.inner.blocking_would_deadlock() {
+            self.inner.shared.pending.get() == 0
+        } else {
+            let timeout = self.inner.config.shutdown_timeout;
+            self.inner.shared.pending.wait_blocking(Some(timeout))
+        };
+        self.inner.finish_shutdown(drained)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WaitMode {
+    Async,
+    Blocking,
+}
+
+/// What `dispatch` did, before anyone waited.
+struct Dispatched {
+    event_id: EventId,
+    halt: Option<(Arc<Subscription>, String)>,
+}
+
+impl Dispatched {
+    fn halted_error(event_id: EventId, sub: &Subscription, reason: String) -> EmitError {
+        EmitError::Halted {
+            event_id,
+            subscription: sub.id,
+            subscription_label: sub.label(),
+            reason,
+        }
+    }
+
+    fn into_result(self) -> Result<EventId, EmitError> {
+        match self.halt {
+            Some((sub, reason)) => Err(Self::halted_error(self.event_id, &sub, reason)),
+            None => Ok(self.event_id),
+        }
+    }
+
+    fn into_report(self, outcomes: Vec<HandlerOutcome>) -> Result<DeliveryReport, EmitError> {
+        if let Some((sub, reason)) = self.halt {
+            return Err(Self::halted_error(self.event_id, &sub, reason));
+        }
+        for o in &outcomes {
+            if let Outcome::Halted(reason) = &o.outcome {
+                return Err(EmitError::Halted {
+                    event_id: self.event_id,
+                    subscription: o.subscription,
+                    subscription_label: o
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| o.subscription.to_string()),
+                    reason: reason.clone(),
+                });
+            }
+        }
+        Ok(DeliveryReport {
+            event_id: self.event_id,
+            outcomes,
+        })
+    }
+}
+
+impl BusInner {
+    fn add(
+        &self,
+        patterns: Vec<Pattern>,
+        options: Subscribe,
+        kind: HandlerKind,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        if patterns.is_empty() {
+            return Err(SubscribeError::NoPatterns);
+        }
+        let _writer = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.closed.load(Ordering::Acquire) {
+            return Err(SubscribeError::Closed);
+        }
+        let id = SubscriptionId(self.next_subscription.fetch_add(1, Ordering::Relaxed));
+        let mut patterns = patterns;
+        patterns.dedup();
+        let sub = Arc::new(Subscription {
+            id,
+            name: options.name.map(String::into_boxed_str),
+            patterns,
+            priority: options.priority,
+            filter: options.filter,
+            timeout: options.timeout,
+            kind,
+            active: AtomicBool::new(true),
+            counters: SubscriptionCounters::default(),
+        });
+        let table = self.routes.load().with(sub);
+        self.routes.store(Arc::new(table));
+        self.shared
+            .subscriptions_total
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    fn remove(&self, id: SubscriptionId) -> bool {
+        let _writer = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some((table, sub)) = self.routes.load().without(id) else {
+            return false;
+        };
+        sub.active.store(false, Ordering::Release);
+        self.routes.store(Arc::new(table));
+        true
+    }
+
+    fn build(
+        &self,
+        event_type: impl Into<String>,
+        data: impl Into<Value>,
+    ) -> Result<Event, EmitError> {
+        Event::builder(event_type).data(data).build().map_err(|e| {
+            self.shared.rejected.fetch_add(1, Ordering::Relaxed);
+            EmitError::Invalid(e)
+        })
+    }
+
+    /// Validates and completes an event as the bus accepts it.
+    fn accept(&self, mut event: Event) -> Result<Event, EmitError> {
+        if let Some(rules) = &self.config.name_rules {
+            if let Err(e) = rules.validate(event.event_type()) {
+                self.shared.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(EmitError::Invalid(e));
+            }
+        }
+        if event.correlation_id().is_none() || event.causation_id().is_none() {
+            let ambient = correlation::current_ambient();
+            if event.correlation_id().is_none() {
+                let id = ambient.correlation_id.or_else(|| {
+                    self.config
+                        .generate_correlation_ids
+                        .then(CorrelationId::generate)
+                });
+                if let Some(id) = id {
+                    event = event.with_correlation_id(id);
+                }
+            }
+            if let (None, Some(cause)) = (event.causation_id(), ambient.causation_id) {
+                event = event.with_causation_id(cause);
+            }
+        }
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(event.with_seq(seq))
+    }
+
+    fn runtime(&self) -> Option<Handle> {
+        self.config
+            .runtime
+            .clone()
+            .or_else(|| Handle::try_current().ok())
+    }
+
+    /// Whether blocking this thread would stop the async handlers it waits
+    /// for: it drives a current-thread runtime, and the bus has none of its own.
+    fn blocking_would_deadlock(&self) -> bool {
+        self.config.runtime.is_none()
+            && Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread)
+    }
+
+    fn type_counter(&self, event_type: &str) -> Arc<AtomicU64> {
+        if let Some(counter) = self.by_type.get(event_type) {
+            return counter.clone();
+        }
+        let key: Box<str> = if self.by_type.len() < MAX_COUNTED_TYPES {
+            event_type.into()
+        } else {
+            "(other)".into()
+        };
+        self.by_type.entry(key).or_default().clone()
+    }
+
+    fn dispatch(
+        self: &Arc<Self>,
+        event: Event,
+        waiter: Option<(Waiter, WaitMode)>,
+    ) -> Result<Dispatched, EmitError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(EmitError::Closed);
+        }
+        let _depth = DepthGuard::enter(self.config.max_depth)
+            .map_err(|depth| EmitError::TooDeep { depth })?;
+        let event = self.accept(event)?;
+        let route: Arc<Route> = self
+            .routes
+            .load()
+            .route(event.event_type(), |t| self.type_counter(t));
+        let runtime = if route.has_async {
+            let runtime = self.runtime().ok_or_else(|| EmitError::NoRuntime {
+                event_type: event.event_type().to_owned(),
+            })?;
+            Some(runtime)
+        } else {
+            None
+        };
+        let chain = match &waiter {
+            Some((_, mode)) if route.has_async => {
+                self.check_wait(&event, &route, *mode)?;
+                reentry::chain()
+            }
+            _ => None,
+        };
+
+        self.history.push(&event);
+        self.shared.emitted.fetch_add(1, Ordering::Relaxed);
+        route.type_counter.fetch_add(1, Ordering::Relaxed);
+
+        let mut failures: SmallVec<[(Arc<Subscription>, Outcome); 2]> = SmallVec::new();
+        let mut halt = None;
+        {
+            // Inline handlers see the event's correlation id as ambient, and
+            // the event as the cause of anything they emit.
+            let _ambient = correlation::enter_ambient(Ambient::of_event(&event));
+            for sub in route.subscriptions.iter() {
+                if !sub.active.load(Ordering::Acquire) {
+                    continue;
+                }
+                if let Some(filter) = &sub.filter {
+                    match catch_unwind(AssertUnwindSafe(|| filter(&event))) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(panic) => {
+                            let outcome =
+                                Outcome::Panicked(format!("filter {}", panic_message(&*panic)));
+                            self.finish_inline(
+                                &event,
+                                sub,
+                                outcome,
+                                Duration::ZERO,
+                                &waiter,
+                                &mut failures,
+                                &mut halt,
+                            );
+                            continue;
+                        }
+                    }
+                }
+                match &sub.kind {
+                    HandlerKind::Sync(f) => {
+                        let limit = sub.timeout.or(self.config.handler_timeout);
+                        let start = limit.map(|_| Instant::now());
+                        let result = catch_unwind(AssertUnwindSafe(|| f(&event)));
+                        let elapsed = start.map_or(Duration::ZERO, |s| s.elapsed());
+                        let outcome = match result {
+                            Ok(Ok(())) if limit.is_some_and(|l| elapsed > l) => {
+                                Outcome::TimedOut(elapsed)
+                            }
+                            Ok(Ok(())) => Outcome::Delivered,
+                            Ok(Err(e)) if e.is_halt() => Outcome::Halted(e.message().to_owned()),
+                            Ok(Err(e)) => Outcome::Failed(e.message().to_owned()),
+                            Err(panic) => Outcome::Panicked(panic_message(&*panic)),
+                        };
+                        self.finish_inline(
+                            &event,
+                            sub,
+                            outcome,
+                            elapsed,
+                            &waiter,
+                            &mut failures,
+                            &mut halt,
+                        );
+                    }
+                    HandlerKind::Async(slot) => {
+                        let delivery = Delivery::new(
+                            event.clone(),
+                            sub.clone(),
+                            waiter.as_ref().map(|(w, _)| w.clone()),
+                            chain.clone(),
+                            self.shared.clone(),
+                        );
+                        if let Some(runtime) = &runtime {
+                            self.enqueue(slot, delivery, runtime);
+                        }
+                    }
+                }
+            }
+        }
+        for (sub, outcome) in failures {
+            self.report_failure(&event, &sub, &outcome);
+        }
+        Ok(Dispatched {
+            event_id: event.event_id(),
+            halt,
+        })
+    }
+
+    /// Refuses an `emit_and_wait` that would wait on itself.
+    fn check_wait(&self, event: &Event, route: &Route, mode: WaitMode) -> Result<(), EmitError> {
+        if mode == WaitMode::Blocking && self.blocking_would_deadlock() {
+            return Err(EmitError::WouldDeadlock {
+                reason: format!(
+                    "event {} has async handlers, and blocking this current-thread runtime would stop them; \
+                     use emit_and_wait().await",
+                    event.event_type()
+                ),
+            });
+        }
+        if let Some(chain) = reentry::chain() {
+            for sub in route.subscriptions.iter().filter(|s| s.is_async()) {
+                let me = Blocked {
+                    bus: self.id,
+                    subscription: sub.id,
+                };
+                if chain.contains(&me) {
+                    return Err(EmitError::WouldDeadlock {
+                        reason: format!(
+                            "{} handles {} but is itself running or waiting higher up on this task",
+                            sub.label(),
+                            event.event_type()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the inline loop's state, kept local for speed"
+    )]
+    fn finish_inline(
+        &self,
+        event: &Event,
+        sub: &Arc<Subscription>,
+        outcome: Outcome,
+        elapsed: Duration,
+        waiter: &Option<(Waiter, WaitMode)>,
+        failures: &mut SmallVec<[(Arc<Subscription>, Outcome); 2]>,
+        halt: &mut Option<(Arc<Subscription>, String)>,
+    ) {
+        self.count(sub, &outcome);
+        if let Outcome::Halted(reason) = &outcome {
+            halt.get_or_insert_with(|| (sub.clone(), reason.clone()));
+        }
+        if let Some((w, _)) = waiter {
+            let _ = w.send(HandlerOutcome {
+                subscription: sub.id,
+                name: sub.name.as_deref().map(str::to_owned),
+                outcome: outcome.clone(),
+                elapsed,
+            });
+        }
+        if is_failure(&outcome) {
+            failures.push((sub.clone(), outcome));
+        } else if !matches!(outcome, Outcome::Delivered) {
+            tracing::debug!(subscription = %sub.label(), event_type = event.event_type(), ?outcome, "inline handler outcome");
+        }
+    }
+
+    fn count(&self, sub: &Subscription, outcome: &Outcome) {
+        let (s, c) = (&self.shared, &sub.counters);
+        let pairs: &[(&AtomicU64, &AtomicU64)] = match outcome {
+            Outcome::Delivered => &[(&s.delivered, &c.delivered)],
+            Outcome::Failed(_) => &[(&s.failed, &c.failed)],
+            Outcome::Panicked(_) => &[(&s.failed, &c.failed), (&s.panicked, &c.panicked)],
+            Outcome::TimedOut(_) => &[(&s.timed_out, &c.timed_out)],
+            Outcome::Halted(_) => &[(&s.halted, &c.halted)],
+            Outcome::Abandoned => &[],
+        };
+        for (bus, one) in pairs {
+            bus.fetch_add(1, Ordering::Relaxed);
+            one.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts an async delivery's outcome and reports it if it failed.
+    pub(crate) fn record(self: &Arc<Self>, event: &Event, sub: &Subscription, outcome: &Outcome) {
+        self.count(sub, outcome);
+        if is_failure(outcome) {
+            self.report_failure(event, sub, outcome);
+        }
+    }
+
+    /// Publishes `system.handler_error` for a failed delivery.
+    fn report_failure(self: &Arc<Self>, event: &Event, sub: &Subscription, outcome: &Outcome) {
+        let error = outcome.error().unwrap_or_default();
+        tracing::warn!(
+            subscription = %sub.label(),
+            event_type = event.event_type(),
+            event_id = %event.event_id(),
+            kind = outcome.kind(),
+            %error,
+            "handler failed",
+        );
+        if SELF_REPORTED.contains(&event.event_type()) {
+            return;
+        }
+        let data = json!({
+            "event_id": event.event_id(),
+            "event_type": event.event_type(),
+            "subscription_id": sub.id,
+            "subscription_name": sub.name.as_deref(),
+            "kind": outcome.kind(),
+            "error": error,
+            "correlation_id": event.correlation_id(),
+        });
+        let mut report = Event::builder("system.handler_error")
+            .data(data)
+            .source("nerve")
+            .causation_id(event.event_id());
+        if let Some(id) = event.correlation_id() {
+            report = report.correlation_id(id);
+        }
+        if let Some(run) = event.run_id() {
+            report = report.run_id(run);
+        }
+        let result = report
+            .build()
+            .map_err(EmitError::from)
+            .and_then(|e| self.dispatch(e, None));
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "system.handler_error not published");
+        }
+    }
+
+    fn enqueue(self: &Arc<Self>, slot: &AsyncSlot, delivery: Delivery, runtime: &Handle) {
+        let mut worker = slot.worker.lock().unwrap_or_else(PoisonError::into_inner);
+        let delivery = match worker.as_ref() {
+            Some(w) => match w.tx.send(delivery) {
+                Ok(()) => return,
+                // The worker's runtime went away: start a new one below.
+                Err(mpsc::error::SendError(d)) => d,
+            },
+            None => delivery,
+        };
+        let started = worker::spawn(Arc::downgrade(self), runtime, slot.concurrency);
+        // A failure here drops the delivery, which counts it as abandoned.
+        let _ = started.tx.send(delivery);
+        *worker = Some(started);
+    }
+
+    fn stats(&self) -> BusStats {
+        let table = self.routes.load();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let s = &self.shared;
+        let mut patterns = BTreeSet::new();
+        let mut subscribers = Vec::new();
+        let mut handler_failures = std::collections::BTreeMap::new();
+        for sub in table.subscriptions() {
+            patterns.extend(sub.patterns.iter().map(|p| p.as_str().to_owned()));
+            let stats = SubscriberStats::of(sub);
+            let failures = stats.failed + stats.timed_out;
+            if failures > 0 {
+                handler_failures.insert(sub.label(), failures);
+            }
+            subscribers.push(stats);
+        }
+        BusStats {
+            subscriptions: SubscriptionStats {
+                active: table.len(),
+                total: get(&s.subscriptions_total),
+                patterns: patterns.into_iter().collect(),
+            },
+            events: EventStats {
+                emitted: get(&s.emitted),
+                rejected: get(&s.rejected),
+                delivered: get(&s.delivered),
+                failed: get(&s.failed),
+                panicked: get(&s.panicked),
+                timed_out: get(&s.timed_out),
+                halted: get(&s.halted),
+                abandoned: get(&s.abandoned),
+            },
+            by_event_type: self
+                .by_type
+                .iter()
+                .map(|e| (e.key().to_string(), get(e.value())))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            handler_failures,
+            subscribers,
+            pending: s.pending.get(),
+            history_size: self.history.len(),
+            history_capacity: self.history.capacity(),
+        }
+    }
+
+    /// Closes the bus; `Some` with the earlier report if it was closed already.
+    fn begin_shutdown(&self) -> Option<ShutdownReport> {
+        let already = self.closed.swap(true, Ordering::AcqRel);
+        if already {
+            let report = *self.shutdown.lock().unwrap_or_else(PoisonError::into_inner);
+            // A concurrent first call may still be draining; it will finish.
+            return Some(report.unwrap_or(ShutdownReport {
+                drained: false,
+                abandoned: 0,
+            }));
+        }
+        None
+    }
+
+    fn finish_shutdown(&self, drained: bool) -> ShutdownReport {
+        let abandoned = self.shared.pending.get();
+        let _writer = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let table = self.routes.swap(Arc::new(RouteTable::default()));
+        for sub in table.subscriptions() {
+            sub.active.store(false, Ordering::Release);
+            if let HandlerKind::Async(slot) = &sub.kind {
+                if let Some(worker) = slot
+                    .worker
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+                {
+                    if !drained {
+                        // Cancelled deliveries are dropped, which counts them abandoned.
+                        worker.task.abort();
+                    }
+                }
+            }
+        }
+        let report = ShutdownReport { drained, abandoned };
+        *self.shutdown.lock().unwrap_or_else(PoisonError::into_inner) = Some(report);
+        report
+    }
+}
+
+fn is_failure(outcome: &Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::Failed(_) | Outcome::Panicked(_) | Outcome::TimedOut(_)
+    )
+}

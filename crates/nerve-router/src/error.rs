@@ -1,0 +1,107 @@
+//! The errors of the bus, one type per operation.
+
+use nerve_core::name::ValidationError;
+use nerve_core::{EventId, PatternError};
+
+use crate::subscription::SubscriptionId;
+
+/// An event was not accepted, or a handler asked the emitter to stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmitError {
+    /// The bus was shut down.
+    #[error("the bus is shut down")]
+    Closed,
+    /// The event type broke a naming rule.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// A typed payload could not be serialized to JSON.
+    #[error("event {event_type} could not be serialized: {source}")]
+    Serialize {
+        /// The event type.
+        event_type: String,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A handler returned [`HandlerError::halt`](crate::HandlerError::halt).
+    /// The event was delivered to every handler.
+    #[error("{reason} (halted by {subscription_label} on event {event_id})")]
+    Halted {
+        /// The event being handled.
+        event_id: EventId,
+        /// The subscription that halted.
+        subscription: SubscriptionId,
+        /// Its name, or its id when it has none.
+        subscription_label: String,
+        /// The reason it gave.
+        reason: String,
+    },
+    /// An async handler matched but no tokio runtime is available: emit from
+    /// inside a runtime, or give the bus one with `Bus::builder().runtime(handle)`.
+    #[error(
+        "event {event_type} has async handlers but no tokio runtime is available; \
+         emit from inside a runtime or give the bus one with Bus::builder().runtime(handle)"
+    )]
+    NoRuntime {
+        /// The event type.
+        event_type: String,
+    },
+    /// Waiting here would wait on ourselves: `emit_and_wait` inside a handler
+    /// for an event that this handler (or one waiting on it) must also handle,
+    /// or a blocking wait on a single-threaded runtime.
+    #[error("emit_and_wait would deadlock: {reason}")]
+    WouldDeadlock {
+        /// Why.
+        reason: String,
+    },
+    /// Handlers emitting events whose handlers emit events ... went deeper
+    /// than the bus allows; likely an emit loop.
+    #[error(
+        "emit nested {depth} levels deep inside handlers; is a handler re-emitting its own event?"
+    )]
+    TooDeep {
+        /// The nesting depth reached.
+        depth: usize,
+    },
+}
+
+/// A subscription could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// A pattern is invalid.
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    /// No pattern was given.
+    #[error("a subscription needs at least one pattern")]
+    NoPatterns,
+    /// The bus was shut down.
+    #[error("the bus is shut down")]
+    Closed,
+}
+
+/// A bus could not be built from its builder's settings.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `max_concurrent_handlers(0)` would never run an async handler.
+    #[error("max_concurrent_handlers must be at least 1")]
+    ZeroConcurrency,
+    /// An allowed domain is not a valid domain segment.
+    #[error("allowed domain {0:?} must match [a-z][a-z0-9_]*")]
+    InvalidDomain(String),
+}
+
+/// Some events of `emit_many` were not accepted.
+#[derive(Debug, thiserror::Error)]
+#[error("event {index} of emit_many failed: {source}")]
+pub struct EmitManyError {
+    /// The position of the event that failed; the ones before it were emitted.
+    pub index: usize,
+    /// The ids of the events emitted before it.
+    pub emitted: Vec<EventId>,
+    /// Why it failed.
+    #[source]
+    pub source: EmitError,
+}

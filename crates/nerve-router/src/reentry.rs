@@ -1,0 +1,103 @@
+//! What this thread is in the middle of: how deep emits are nested inside
+//! handlers, and which async subscriptions are running or waited on here.
+//! Used to fail fast where waiting would deadlock.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::subscription::SubscriptionId;
+
+/// An async subscription that cannot make progress until the code running on
+/// this thread returns: its handler is being polled here, or it waits (through
+/// `emit_and_wait`) on the handler being polled here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Blocked {
+    pub(crate) bus: u64,
+    pub(crate) subscription: SubscriptionId,
+}
+
+pub(crate) type Chain = Arc<[Blocked]>;
+
+thread_local! {
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+    static CHAIN: RefCell<Option<Chain>> = const { RefCell::new(None) };
+}
+
+/// Marks one more level of emit nesting until dropped.
+pub(crate) struct DepthGuard(());
+
+impl DepthGuard {
+    /// `Err(depth)` when entering would pass `max`.
+    pub(crate) fn enter(max: usize) -> Result<Self, usize> {
+        DEPTH.with(|d| {
+            let depth = d.get() + 1;
+            if depth > max {
+                return Err(depth);
+            }
+            d.set(depth);
+            Ok(DepthGuard(()))
+        })
+    }
+}
+
+impl Drop for DepthGuard {
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// Whether this thread is inside a handler of any bus.
+pub(crate) fn in_handler() -> bool {
+    DEPTH.with(Cell::get) > 0 || CHAIN.with(|c| c.borrow().is_some())
+}
+
+/// The async subscriptions blocked on this thread.
+pub(crate) fn chain() -> Option<Chain> {
+    CHAIN.with(|c| c.borrow().clone())
+}
+
+/// `chain` plus `one`.
+pub(crate) fn extended(chain: Option<&Chain>, one: Blocked) -> Chain {
+    let mut v: Vec<Blocked> = chain.map(|c| c.to_vec()).unwrap_or_default();
+    v.push(one);
+    v.into()
+}
+
+pin_project_lite::pin_project! {
+    /// Runs a handler's future with its chain set while it is polled.
+    pub(crate) struct WithChain<F> {
+        chain: Option<Chain>,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> WithChain<F> {
+    pub(crate) fn new(chain: Chain, inner: F) -> Self {
+        Self {
+            chain: Some(chain),
+            inner,
+        }
+    }
+}
+
+impl<F: Future> Future for WithChain<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        struct Restore(Option<Chain>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let previous = self.0.take();
+                CHAIN.with(|c| *c.borrow_mut() = previous);
+            }
+        }
+        let previous = CHAIN.with(|c| c.replace(this.chain.clone()));
+        let _restore = Restore(previous);
+        this.inner.poll(cx)
+    }
+}

@@ -1,0 +1,114 @@
+//! What happened to one event: the report of `emit_and_wait`.
+
+use std::time::Duration;
+
+use nerve_core::EventId;
+use serde::Serialize;
+
+use crate::subscription::SubscriptionId;
+
+/// How one handler's delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", content = "detail", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The handler returned success.
+    Delivered,
+    /// The handler returned an error.
+    Failed(String),
+    /// The handler panicked; the panic was caught.
+    Panicked(String),
+    /// The handler ran past its timeout: an async handler was cancelled, an
+    /// inline sync handler returned late.
+    TimedOut(Duration),
+    /// The handler asked the emitter to stop, with this reason.
+    Halted(String),
+    /// The delivery was dropped before it ran (the bus shut down or its
+    /// runtime went away).
+    Abandoned,
+}
+
+impl Outcome {
+    /// Whether the handler succeeded.
+    pub fn is_delivered(&self) -> bool {
+        matches!(self, Outcome::Delivered)
+    }
+
+    /// The error text for failures, panics, timeouts and halts.
+    pub fn error(&self) -> Option<String> {
+        match self {
+            Outcome::Delivered => None,
+            Outcome::Failed(e) | Outcome::Panicked(e) | Outcome::Halted(e) => Some(e.clone()),
+            Outcome::TimedOut(d) => Some(format!("handler timed out after {d:?}")),
+            Outcome::Abandoned => Some("delivery abandoned before it ran".to_owned()),
+        }
+    }
+
+    /// A short word for the kind of outcome: `delivered`, `error`, `panic`,
+    /// `timeout`, `halt` or `abandoned`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Failed(_) => "error",
+            Outcome::Panicked(_) => "panic",
+            Outcome::TimedOut(_) => "timeout",
+            Outcome::Halted(_) => "halt",
+            Outcome::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// One handler's part of a [`DeliveryReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HandlerOutcome {
+    /// The subscription.
+    pub subscription: SubscriptionId,
+    /// Its name, if it has one.
+    pub name: Option<String>,
+    /// How the delivery ended.
+    pub outcome: Outcome,
+    /// How long the handler ran.
+    pub elapsed: Duration,
+}
+
+/// Every handler an event reached, and how each delivery ended. Returned by
+/// `emit_and_wait` once all of them finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryReport {
+    /// The event.
+    pub event_id: EventId,
+    /// One entry per handler the event was delivered to (filters passed), in
+    /// the order they finished.
+    pub outcomes: Vec<HandlerOutcome>,
+}
+
+impl DeliveryReport {
+    fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.outcomes.iter().filter(|o| f(&o.outcome)).count()
+    }
+
+    /// Handlers that succeeded.
+    pub fn delivered(&self) -> usize {
+        self.count(Outcome::is_delivered)
+    }
+
+    /// Handlers that returned an error or panicked.
+    pub fn failed(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Failed(_) | Outcome::Panicked(_)))
+    }
+
+    /// Handlers that timed out.
+    pub fn timed_out(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::TimedOut(_)))
+    }
+
+    /// Deliveries abandoned before they ran.
+    pub fn abandoned(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Abandoned))
+    }
+
+    /// Whether every handler succeeded.
+    pub fn is_success(&self) -> bool {
+        self.outcomes.iter().all(|o| o.outcome.is_delivered())
+    }
+}

@@ -1,0 +1,193 @@
+//! The routing table: a token trie over pattern segments, published as an
+//! immutable snapshot, with a bounded cache of topic -> handlers in front.
+//!
+//! Writers (subscribe, unsubscribe) copy the path they change and publish a
+//! new snapshot; emitters load the current snapshot without locking. The
+//! trie's child maps are persistent (`imbl`), so a copy is O(depth · log n),
+//! not O(subscriptions). Every snapshot starts with an empty cache, which is
+//! how subscribing invalidates it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+use nerve_core::Segment;
+
+use crate::subscription::{Subscription, SubscriptionId};
+
+/// The handlers one topic routes to, highest priority first, ties in
+/// subscription order, each subscription once.
+pub(crate) struct Route {
+    pub(crate) subscriptions: Box<[Arc<Subscription>]>,
+    pub(crate) has_async: bool,
+    /// Events emitted of this type, shared with the bus's stats, so that the
+    /// emit path counts with one atomic add and no map lookup.
+    pub(crate) type_counter: Arc<AtomicU64>,
+}
+
+/// Topics cached per snapshot. When the cache fills up it is cleared, so a
+/// stream of all-distinct topics costs one trie walk and one insert each and
+/// memory stays bounded, while hot topics are cached again right away.
+const CACHE_CAPACITY: usize = 4096;
+
+type Hasher = foldhash::fast::RandomState;
+
+#[derive(Clone, Default)]
+struct Node {
+    literal: imbl::HashMap<Box<str>, Arc<Node>>,
+    wildcard: Option<Arc<Node>>,
+    /// Subscriptions whose pattern ends at this node.
+    here: Vec<Arc<Subscription>>,
+    /// Subscriptions whose pattern ends with `*` after this node: they match
+    /// one or more further segments.
+    tail: Vec<Arc<Subscription>>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.literal.is_empty()
+            && self.wildcard.is_none()
+            && self.here.is_empty()
+            && self.tail.is_empty()
+    }
+
+    fn inserted(&self, segments: &[Segment], sub: &Arc<Subscription>) -> Node {
+        let mut node = self.clone();
+        match segments {
+            [] => node.here.push(sub.clone()),
+            [Segment::Wildcard] => node.tail.push(sub.clone()),
+            [Segment::Literal(lit), rest @ ..] => {
+                let child = match self.literal.get(lit) {
+                    Some(child) => child.inserted(rest, sub),
+                    None => Node::default().inserted(rest, sub),
+                };
+                node.literal.insert(lit.clone(), Arc::new(child));
+            }
+            [Segment::Wildcard, rest @ ..] => {
+                let child = match &self.wildcard {
+                    Some(child) => child.inserted(rest, sub),
+                    None => Node::default().inserted(rest, sub),
+                };
+                node.wildcard = Some(Arc::new(child));
+            }
+        }
+        node
+    }
+
+    fn removed(&self, segments: &[Segment], id: SubscriptionId) -> Node {
+        let mut node = self.clone();
+        match segments {
+            [] => node.here.retain(|s| s.id != id),
+            [Segment::Wildcard] => node.tail.retain(|s| s.id != id),
+            [Segment::Literal(lit), rest @ ..] => {
+                if let Some(child) = self.literal.get(lit) {
+                    let child = child.removed(rest, id);
+                    if child.is_empty() {
+                        node.literal.remove(lit);
+                    } else {
+                        node.literal.insert(lit.clone(), Arc::new(child));
+                    }
+                }
+            }
+            [Segment::Wildcard, rest @ ..] => {
+                if let Some(child) = &self.wildcard {
+                    let child = child.removed(rest, id);
+                    node.wildcard = (!child.is_empty()).then(|| Arc::new(child));
+                }
+            }
+        }
+        node
+    }
+
+    fn collect(&self, parts: &[&str], out: &mut Vec<Arc<Subscription>>) {
+        let Some((first, rest)) = parts.split_first() else {
+            out.extend(self.here.iter().cloned());
+            return;
+        };
+        out.extend(self.tail.iter().cloned());
+        if let Some(child) = self.literal.get(*first) {
+            child.collect(rest, out);
+        }
+        if let Some(child) = &self.wildcard {
+            child.collect(rest, out);
+        }
+    }
+}
+
+/// One published version of the routing table.
+#[derive(Default)]
+pub(crate) struct RouteTable {
+    root: Node,
+    subscriptions: imbl::OrdMap<SubscriptionId, Arc<Subscription>>,
+    cache: DashMap<Box<str>, Arc<Route>, Hasher>,
+    cached: AtomicUsize,
+}
+
+impl RouteTable {
+    pub(crate) fn with(&self, sub: Arc<Subscription>) -> RouteTable {
+        let mut root = self.root.clone();
+        for pattern in &sub.patterns {
+            root = root.inserted(pattern.segments(), &sub);
+        }
+        RouteTable {
+            root,
+            subscriptions: self.subscriptions.update(sub.id, sub),
+            ..RouteTable::default()
+        }
+    }
+
+    pub(crate) fn without(&self, id: SubscriptionId) -> Option<(RouteTable, Arc<Subscription>)> {
+        let sub = self.subscriptions.get(&id)?.clone();
+        let mut root = self.root.clone();
+        for pattern in &sub.patterns {
+            root = root.removed(pattern.segments(), id);
+        }
+        let table = RouteTable {
+            root,
+            subscriptions: self.subscriptions.without(&id),
+            ..RouteTable::default()
+        };
+        Some((table, sub))
+    }
+
+    pub(crate) fn subscriptions(&self) -> impl Iterator<Item = &Arc<Subscription>> {
+        self.subscriptions.values()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    /// The route of `topic`, from the cache when possible.
+    pub(crate) fn route(
+        &self,
+        topic: &str,
+        type_counter: impl FnOnce(&str) -> Arc<AtomicU64>,
+    ) -> Arc<Route> {
+        if let Some(route) = self.cache.get(topic) {
+            return route.clone();
+        }
+        let route = Arc::new(self.compute(topic, type_counter(topic)));
+        if self.cached.fetch_add(1, Ordering::Relaxed) >= CACHE_CAPACITY {
+            self.cache.clear();
+            self.cached.store(1, Ordering::Relaxed);
+        }
+        self.cache.insert(topic.into(), route.clone());
+        route
+    }
+
+    fn compute(&self, topic: &str, type_counter: Arc<AtomicU64>) -> Route {
+        let mut parts: smallvec::SmallVec<[&str; 8]> = topic.split('.').collect();
+        parts.retain(|p| !p.is_empty());
+        let mut subs = Vec::new();
+        self.root.collect(&parts, &mut subs);
+        subs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+        // A subscription with several matching patterns is delivered once.
+        subs.dedup_by_key(|s| s.id);
+        Route {
+            has_async: subs.iter().any(|s| s.is_async()),
+            subscriptions: subs.into_boxed_slice(),
+            type_counter,
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! nerve: an event bus for Rust, the nervous system of a program.
+//!
+//! One place where everything that happens in a program (a service, an agent
+//! runtime, a long batch job) is published, routed, recorded and watched.
+//! This crate is the facade: it re-exports the parts and wires their features.
+//!
+//! # Key types
+//!
+//! * [`Bus`]: publish events by name, deliver them to sync and async handlers
+//!   by pattern, in priority order, isolated from each other's failures.
+//! * [`Event`]: an immutable, cheaply cloned record of something that happened.
+//! * [`Pattern`]: `user.login`, `chat.*`, `*`.
+//! * [`correlation`]: the id that follows a piece of work across events,
+//!   threads and tasks.
+//! * [`TypedEvent`]: emit and subscribe to Rust structs as themselves.
+//!
+//! # Example
+//!
+//! ```
+//! use nerve::{Bus, Event, Subscribe, json};
+//!
+//! let bus = Bus::new();
+//! bus.subscribe_with("user.*", |e: &Event| {
+//!     assert_eq!(e.data()["username"], "alice");
+//! }, Subscribe::new().name("audit").priority(100))?;
+//!
+//! let _guard = nerve::correlation::enter("req-1");
+//! bus.emit("user.login", json!({"username": "alice"}))?;
+//!
+//! let recent = bus.history(&nerve::HistoryQuery::new().pattern("user.*")?.limit(10));
+//! assert_eq!(recent[0].correlation_id().unwrap().as_str(), "req-1");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---------|---------|--------------|
+//! | `full`  | no      | every stable feature (today: nothing beyond the default) |
+//!
+//! Later releases add `journal` (the JSONL audit log), `consumers`
+//! (validation, metrics, progress, alerts), `otel` and `nats`.
+//!
+//! # Supported Rust versions
+//!
+//! The minimum supported Rust version is 1.85 (edition 2024).
+
+#[doc(inline)]
+pub use nerve_core::query::HistoryQuery;
+#[doc(inline)]
+pub use nerve_core::{
+    CorrelationId, DecodeError, Event, EventBuilder, EventId, Pattern, PatternError, Timestamp,
+    TypedEvent, Value, json,
+};
+#[doc(inline)]
+pub use nerve_core::{correlation, name};
+#[doc(inline)]
+pub use nerve_router::{
+    BuildError, Bus, BusBuilder, BusStats, DeliveryReport, EmitError, EmitManyError, HandlerError,
+    HandlerOutcome, IntoHandlerResult, Outcome, ShutdownReport, Subscribe, SubscribeError,
+    SubscriptionId, global,
+};
+
+/// Stats types returned by [`Bus::stats`].
+pub mod stats {
+    pub use nerve_router::{BusStats, EventStats, SubscriberStats, SubscriptionStats};
+}

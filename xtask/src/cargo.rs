@@ -1,0 +1,135 @@
+//! Running cargo the same way for every step.
+
+use std::env;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+/// The workspace root.
+///
+/// xtask lives in `<root>/xtask`, so this is fixed when xtask is compiled and
+/// does not depend on the directory `cargo xtask` was called from.
+pub(crate) fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in a directory of the workspace root")
+}
+
+/// A cargo invocation, run from the workspace root with inherited stdio.
+#[derive(Clone, Debug)]
+pub(crate) struct Cargo {
+    /// Arguments after `cargo`.
+    args: Vec<String>,
+    /// Extra environment variables for this invocation only.
+    env: Vec<(&'static str, &'static str)>,
+}
+
+impl Cargo {
+    /// A `cargo` invocation with these arguments.
+    pub(crate) fn new<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            args: args.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Sets an environment variable for this invocation.
+    #[must_use]
+    pub(crate) fn env(mut self, key: &'static str, value: &'static str) -> Self {
+        self.env.push((key, value));
+        self
+    }
+
+    /// Echoes the command line, runs it and waits for it.
+    ///
+    /// # Errors
+    ///
+    /// When cargo cannot be started or exits unsuccessfully.
+    pub(crate) fn run(&self) -> Result<()> {
+        println!("$ {self}");
+        let status = self
+            .command()
+            .status()
+            .with_context(|| format!("could not start `{self}`"))?;
+        if !status.success() {
+            bail!("`{self}` failed ({status})");
+        }
+        Ok(())
+    }
+
+    /// Runs the command with its output discarded and reports whether it
+    /// succeeded; used to probe for optional tools.
+    pub(crate) fn succeeds_quietly(&self) -> bool {
+        self.command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+
+    /// The process to spawn.
+    ///
+    /// `CARGO` is set by `cargo run`, so nested invocations use the same
+    /// toolchain as the one that built xtask.
+    fn command(&self) -> Command {
+        let program = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+        let mut command = Command::new(program);
+        command
+            .args(&self.args)
+            .envs(self.env.iter().copied())
+            .current_dir(workspace_root());
+        command
+    }
+}
+
+impl fmt::Display for Cargo {
+    /// Formats the invocation as a shell command line a reader can paste.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (key, value) in &self.env {
+            write!(f, "{key}={} ", quoted(value))?;
+        }
+        f.write_str("cargo")?;
+        for arg in &self.args {
+            write!(f, " {}", quoted(arg))?;
+        }
+        Ok(())
+    }
+}
+
+/// Quotes a shell word when it contains spaces.
+fn quoted(word: &str) -> String {
+    if word.contains(char::is_whitespace) {
+        format!("\"{word}\"")
+    } else {
+        word.to_owned()
+    }
+}
+
+/// Unit tests for the command line echo.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The echoed line is a command that can be pasted into a shell.
+    #[test]
+    fn displays_as_a_shell_command() {
+        let doc = Cargo::new(["doc", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings");
+        assert_eq!(
+            doc.to_string(),
+            "RUSTDOCFLAGS=\"-D warnings\" cargo doc --no-deps"
+        );
+    }
+
+    /// The root is the directory holding the workspace manifest.
+    #[test]
+    fn workspace_root_holds_xtask() {
+        assert!(workspace_root().join("xtask").join("Cargo.toml").is_file());
+    }
+}

@@ -1,0 +1,138 @@
+//! `cargo xtask`: the project's checks, written in Rust so that CI and
+//! contributors run exactly the same commands.
+//!
+//! `cargo xtask ci` is what CI runs; every step it runs can also be run alone.
+//! See `cargo xtask --help`.
+
+mod cargo;
+mod ci;
+mod features;
+mod manifest;
+mod step;
+mod tidy;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+use crate::step::Step;
+
+/// What the command line asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Command {
+    /// Print the usage text.
+    Help,
+    /// Run every step in order.
+    Ci,
+    /// Run one step alone.
+    Step(Step),
+}
+
+/// Runs the command, printing any error as one line.
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the arguments and dispatches to the command.
+fn run() -> Result<ExitCode> {
+    let Some(command) = parse(std::env::args().skip(1))? else {
+        // A bare `cargo xtask` is more likely a mistake than a request for help,
+        // so it must not look like a passing check.
+        eprint!("{}", usage());
+        return Ok(ExitCode::from(2));
+    };
+    match command {
+        Command::Help => print!("{}", usage()),
+        Command::Ci => return Ok(ci::run()),
+        Command::Step(step) => step
+            .run()
+            .with_context(|| format!("{} failed", step.name()))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the command from the arguments after the program name; `None` when
+/// there are none.
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Command>> {
+    let Some(first) = args.next() else {
+        return Ok(None);
+    };
+    let command = match first.as_str() {
+        "-h" | "--help" | "help" => Command::Help,
+        "ci" => Command::Ci,
+        name => match Step::from_name(name) {
+            Some(step) => Command::Step(step),
+            None => bail!("unknown command `{name}`, see `cargo xtask --help`"),
+        },
+    };
+    if let Some(extra) = args.next() {
+        bail!("unexpected argument `{extra}` after `{first}`, see `cargo xtask --help`");
+    }
+    Ok(Some(command))
+}
+
+/// The text printed by `cargo xtask --help`, listing every command.
+fn usage() -> String {
+    let mut text = String::from(
+        "Checks for the nerve workspace.\n\nUsage: cargo xtask <COMMAND>\n\nCommands:\n",
+    );
+    let mut line = |name: &str, about: &str| text.push_str(&format!("  {name:<10}{about}\n"));
+    line(
+        "ci",
+        "Run every step below in order, stopping at the first failure",
+    );
+    for step in Step::ALL {
+        line(step.name(), step.about());
+    }
+    line("help", "Print this help (also -h, --help)");
+    text
+}
+
+/// Unit tests for argument parsing.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `args` as if they followed `cargo xtask`.
+    fn check(args: &[&str], expected: Option<Command>) {
+        let parsed = parse(args.iter().map(|arg| arg.to_string())).unwrap();
+        assert_eq!(parsed, expected, "args: {args:?}");
+    }
+
+    /// Every documented spelling reaches its command.
+    #[test]
+    fn parses_commands() {
+        check(&[], None);
+        check(&["--help"], Some(Command::Help));
+        check(&["-h"], Some(Command::Help));
+        check(&["ci"], Some(Command::Ci));
+        check(&["fmt"], Some(Command::Step(Step::Fmt)));
+        check(&["tidy"], Some(Command::Step(Step::Tidy)));
+    }
+
+    /// Typos and stray arguments are errors, not silently ignored.
+    #[test]
+    fn rejects_unknown_and_extra_arguments() {
+        assert!(parse(["lint".to_string()].into_iter()).is_err());
+        assert!(parse(["ci".to_string(), "--fast".to_string()].into_iter()).is_err());
+    }
+
+    /// The help lists every step.
+    #[test]
+    fn usage_lists_every_step() {
+        let text = usage();
+        for step in Step::ALL {
+            assert!(
+                text.contains(step.name()),
+                "{} missing from help",
+                step.name()
+            );
+        }
+    }
+}

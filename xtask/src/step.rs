@@ -1,0 +1,147 @@
+//! The checks that make up `cargo xtask ci`, each also runnable alone.
+
+use anyhow::Result;
+
+use crate::cargo::Cargo;
+use crate::{features, tidy};
+
+/// One check, run alone as `cargo xtask <name>` or as part of `ci`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// `cargo fmt --all --check`.
+    Fmt,
+    /// Clippy on every target and feature, warnings denied.
+    Clippy,
+    /// Unit, integration and example tests, with nextest when installed.
+    Test,
+    /// Doctests, which nextest does not run.
+    Doctest,
+    /// Rustdoc with warnings denied, so broken intra-doc links fail.
+    Doc,
+    /// The facade builds with no default features and with each feature alone.
+    Features,
+    /// Project conventions no compiler checks; see [`tidy`].
+    Tidy,
+}
+
+impl Step {
+    /// Every step, in the order `ci` runs them.
+    pub(crate) const ALL: [Step; 7] = [
+        Step::Fmt,
+        Step::Clippy,
+        Step::Test,
+        Step::Doctest,
+        Step::Doc,
+        Step::Features,
+        Step::Tidy,
+    ];
+
+    /// The subcommand name, as typed after `cargo xtask`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Step::Fmt => "fmt",
+            Step::Clippy => "clippy",
+            Step::Test => "test",
+            Step::Doctest => "doctest",
+            Step::Doc => "doc",
+            Step::Features => "features",
+            Step::Tidy => "tidy",
+        }
+    }
+
+    /// A one-line description for the help and the step header.
+    pub(crate) fn about(self) -> &'static str {
+        match self {
+            Step::Fmt => "Check formatting (cargo fmt --all --check)",
+            Step::Clippy => "Lint every target and feature with warnings denied",
+            Step::Test => "Run the tests (cargo nextest if installed, else cargo test)",
+            Step::Doctest => "Run the doctests",
+            Step::Doc => "Build the docs with warnings denied",
+            Step::Features => {
+                "Check the nerve facade with no default features and each feature alone"
+            }
+            Step::Tidy => {
+                "Check project conventions (lints, leftovers, crate docs, changelog, readme)"
+            }
+        }
+    }
+
+    /// The step called `name`, if there is one.
+    pub(crate) fn from_name(name: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|step| step.name() == name)
+    }
+
+    /// Runs the step.
+    ///
+    /// # Errors
+    ///
+    /// When the check fails or its tool cannot be started.
+    pub(crate) fn run(self) -> Result<()> {
+        match self {
+            Step::Fmt => Cargo::new(["fmt", "--all", "--check"]).run(),
+            Step::Clippy => Cargo::new([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .run(),
+            Step::Test => test(),
+            Step::Doctest => Cargo::new(["test", "--workspace", "--all-features", "--doc"]).run(),
+            Step::Doc => Cargo::new(["doc", "--workspace", "--no-deps", "--all-features"])
+                .env("RUSTDOCFLAGS", "-D warnings")
+                .run(),
+            Step::Features => features::check(),
+            Step::Tidy => tidy::check(),
+        }
+    }
+}
+
+/// Runs the tests with nextest when it is installed, else with `cargo test` on
+/// the same targets. Neither runs doctests; [`Step::Doctest`] does.
+fn test() -> Result<()> {
+    if Cargo::new(["nextest", "--version"]).succeeds_quietly() {
+        // `--no-tests=warn`: a workspace without tests yet is not a failure,
+        // matching what `cargo test` does.
+        Cargo::new([
+            "nextest",
+            "run",
+            "--workspace",
+            "--all-features",
+            "--no-fail-fast",
+            "--no-tests=warn",
+        ])
+        .run()
+    } else {
+        println!("xtask: cargo-nextest not found, falling back to cargo test");
+        Cargo::new([
+            "test",
+            "--workspace",
+            "--all-features",
+            "--no-fail-fast",
+            "--lib",
+            "--bins",
+            "--tests",
+            "--examples",
+        ])
+        .run()
+    }
+}
+
+/// Unit tests for step names.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every step can be found by its own name, and names are unique.
+    #[test]
+    fn names_round_trip() {
+        for step in Step::ALL {
+            assert_eq!(Step::from_name(step.name()), Some(step));
+        }
+        assert_eq!(Step::from_name("ci"), None);
+    }
+}

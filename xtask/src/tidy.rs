@@ -1,0 +1,278 @@
+//! `cargo xtask tidy`: project conventions that no compiler or linter checks.
+//!
+//! - every `crates/*/Cargo.toml` inherits the workspace lints (`[lints]` with
+//!   `workspace = true`);
+//! - no file under `crates/` contains a leftover `todo!(`, `unimplemented!(`
+//!   or `dbg!(` (this file is under `xtask/`, so it may name them);
+//! - every `crates/*/src/lib.rs` starts with a `//!` crate doc;
+//! - `CHANGELOG.md` has a standing `## [Unreleased]` section;
+//! - `README.md` shows how to run the demo and how to run the checks.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cargo::workspace_root;
+use crate::manifest;
+
+/// Macros that mark unfinished or debugging code.
+const LEFTOVERS: [&str; 3] = ["todo!(", "unimplemented!(", "dbg!("];
+
+/// Commands the README shows for trying the project; one is enough.
+const README_DEMOS: [&str; 2] = [
+    "cargo run --release -p nerve-cli -- demo",
+    "cargo run --release -p nerve --example quickstart",
+];
+
+/// The command the README must give for running the checks.
+const README_CHECKS: &str = "cargo xtask ci";
+
+/// A broken convention, printed as `path: message`.
+#[derive(Debug)]
+struct Problem {
+    /// The offending file, relative to the workspace root.
+    path: PathBuf,
+    /// What is wrong with it.
+    message: String,
+}
+
+impl fmt::Display for Problem {
+    /// Formats as `path: message`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.message)
+    }
+}
+
+/// The problems found so far, with paths made relative to the root.
+struct Report<'a> {
+    /// The workspace root.
+    root: &'a Path,
+    /// Everything found so far.
+    problems: Vec<Problem>,
+}
+
+impl Report<'_> {
+    /// Records a problem with `path`.
+    fn add(&mut self, path: &Path, message: impl Into<String>) {
+        let path = path.strip_prefix(self.root).unwrap_or(path).to_path_buf();
+        self.problems.push(Problem {
+            path,
+            message: message.into(),
+        });
+    }
+
+    /// Reads a text file, recording a problem and returning `None` if it cannot.
+    fn read(&mut self, path: &Path) -> Option<String> {
+        match fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(err) => {
+                self.add(path, format!("cannot read: {err}"));
+                None
+            }
+        }
+    }
+}
+
+/// Runs every tidy check and prints each problem found.
+///
+/// # Errors
+///
+/// When any convention is broken or `crates/` cannot be listed.
+pub(crate) fn check() -> Result<()> {
+    let root = workspace_root();
+    let mut report = Report {
+        root,
+        problems: Vec::new(),
+    };
+    let crates = root.join("crates");
+    for krate in sorted_entries(&crates)?
+        .into_iter()
+        .filter(|path| path.is_dir())
+    {
+        check_crate(&mut report, &krate);
+    }
+    for file in files_under(&crates)? {
+        check_leftovers(&mut report, &file);
+    }
+    check_changelog(&mut report, &root.join("CHANGELOG.md"));
+    check_readme(&mut report, &root.join("README.md"));
+
+    for problem in &report.problems {
+        println!("{problem}");
+    }
+    match report.problems.len() {
+        0 => {
+            println!("xtask: tidy found no problems");
+            Ok(())
+        }
+        1 => bail!("tidy found 1 problem"),
+        n => bail!("tidy found {n} problems"),
+    }
+}
+
+/// Checks one `crates/<name>` directory: its manifest and its crate docs.
+fn check_crate(report: &mut Report<'_>, krate: &Path) {
+    let manifest_path = krate.join("Cargo.toml");
+    let manifest = report.read(&manifest_path);
+    if manifest.is_some_and(|manifest| !inherits_workspace_lints(&manifest)) {
+        report.add(&manifest_path, "missing `[lints]` with `workspace = true`");
+    }
+    let lib = krate.join("src").join("lib.rs");
+    if !lib.is_file() {
+        return;
+    }
+    let text = report.read(&lib);
+    if text.is_some_and(|text| !has_crate_docs(&text)) {
+        report.add(&lib, "does not start with a `//!` crate doc comment");
+    }
+}
+
+/// Records each line of `path` that holds a leftover macro; files that are not
+/// UTF-8 text are skipped.
+fn check_leftovers(report: &mut Report<'_>, path: &Path) {
+    let Ok(text) = fs::read_to_string(path) else {
+        return;
+    };
+    for (line, leftover) in leftovers(&text) {
+        report.add(path, format!("line {line}: leftover `{leftover}`"));
+    }
+}
+
+/// Checks that the changelog keeps a section for unreleased changes.
+fn check_changelog(report: &mut Report<'_>, path: &Path) {
+    let text = report.read(path);
+    if text.is_some_and(|text| !text.contains("## [Unreleased]")) {
+        report.add(path, "missing a `## [Unreleased]` section");
+    }
+}
+
+/// Checks that the README tells a newcomer how to try the project and how to
+/// run the checks.
+fn check_readme(report: &mut Report<'_>, path: &Path) {
+    let Some(text) = report.read(path) else {
+        return;
+    };
+    if !README_DEMOS.iter().any(|demo| text.contains(demo)) {
+        let demos = README_DEMOS.map(|demo| format!("`{demo}`")).join(" or ");
+        report.add(path, format!("does not mention {demos}"));
+    }
+    if !text.contains(README_CHECKS) {
+        report.add(path, format!("does not mention `{README_CHECKS}`"));
+    }
+}
+
+/// Whether a crate manifest opts into the workspace lints, in any of the
+/// spellings Cargo accepts.
+fn inherits_workspace_lints(manifest: &str) -> bool {
+    manifest::entries(manifest).iter().any(|entry| {
+        let value: String = entry.value.split_whitespace().collect();
+        match (entry.table.as_str(), entry.key.as_str()) {
+            ("lints", "workspace") => value == "true",
+            ("", "lints.workspace") => value == "true",
+            ("", "lints") => value == "{workspace=true}",
+            _ => false,
+        }
+    })
+}
+
+/// Whether a `lib.rs` opens with a crate doc comment.
+fn has_crate_docs(text: &str) -> bool {
+    text.trim_start().starts_with("//!")
+}
+
+/// The one-based line numbers and macros of every leftover in `text`.
+fn leftovers(text: &str) -> Vec<(usize, &'static str)> {
+    text.lines()
+        .enumerate()
+        .flat_map(|(index, line)| {
+            LEFTOVERS
+                .into_iter()
+                .filter(move |leftover| line.contains(leftover))
+                .map(move |leftover| (index + 1, leftover))
+        })
+        .collect()
+}
+
+/// Every file under `dir`, sorted, skipping hidden entries and `target`.
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in sorted_entries(dir)? {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with('.') || name == "target" {
+            continue;
+        }
+        if path.is_dir() {
+            files.extend(files_under(&path)?);
+        } else {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+/// The entries of `dir`, sorted so the report reads the same on every machine.
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir)
+        .and_then(|entries| {
+            entries
+                .map(|entry| entry.map(|entry| entry.path()))
+                .collect()
+        })
+        .with_context(|| format!("could not list {}", dir.display()))?;
+    paths.sort();
+    Ok(paths)
+}
+
+/// Unit tests for the individual conventions.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checks whether `manifest` inherits the workspace lints.
+    fn check_lints(manifest: &str, expected: bool) {
+        assert_eq!(
+            inherits_workspace_lints(manifest),
+            expected,
+            "manifest:\n{manifest}"
+        );
+    }
+
+    /// The section form and both dotted forms count; anything else does not.
+    #[test]
+    fn finds_workspace_lints() {
+        check_lints(
+            "[package]\nname = \"a\"\n\n[lints]\nworkspace = true\n",
+            true,
+        );
+        check_lints("[lints]\nworkspace=true # inherited\n", true);
+        check_lints("lints.workspace = true\n[package]\n", true);
+        check_lints("lints = { workspace = true }\n", true);
+        check_lints("[package]\nname = \"a\"\n", false);
+        check_lints("[lints]\nworkspace = false\n", false);
+        check_lints("[lints.rust]\nworkspace = true\n", false);
+        check_lints("[package]\nworkspace = true\n", false);
+    }
+
+    /// Crate docs may follow blank lines but must come first.
+    #[test]
+    fn finds_crate_docs() {
+        assert!(has_crate_docs("//! The core.\n"));
+        assert!(has_crate_docs("\n//! The core.\n"));
+        assert!(!has_crate_docs("// licence\n//! The core.\n"));
+        assert!(!has_crate_docs("/// Not crate docs.\npub struct A;\n"));
+        assert!(!has_crate_docs(""));
+    }
+
+    /// Each leftover is reported with its line.
+    #[test]
+    fn finds_leftovers() {
+        let text =
+            "fn a() {\n    todo!()\n}\nfn b() { dbg!(1); unimplemented!(\"x\") }\nfn todo() {}\n";
+        assert_eq!(
+            leftovers(text),
+            [(2, "todo!("), (4, "unimplemented!("), (4, "dbg!(")]
+        );
+    }
+}
