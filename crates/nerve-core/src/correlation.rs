@@ -50,7 +50,11 @@ pub struct CorrelationId(Arc<str>);
 impl CorrelationId {
     /// A fresh, time-sortable id (a UUIDv7 in hyphenated form).
     pub fn generate() -> Self {
-        Self(uuid::Uuid::now_v7().hyphenated().to_string().into())
+        // Encoding into a stack buffer skips the formatting machinery: this
+        // runs on every emit of an event that starts a new piece of work.
+        let mut buf = uuid::Uuid::encode_buffer();
+        let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+        Self(Arc::from(&*text))
     }
 
     /// The id as text.
@@ -68,6 +72,16 @@ impl fmt::Debug for CorrelationId {
 impl fmt::Display for CorrelationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The correlation id a bus gives an event that starts a new piece of work:
+/// the event's own id, so the root of every correlation is easy to find.
+impl From<EventId> for CorrelationId {
+    fn from(id: EventId) -> Self {
+        let mut buf = uuid::Uuid::encode_buffer();
+        let text = id.as_uuid().hyphenated().encode_lower(&mut buf);
+        Self(Arc::from(&*text))
     }
 }
 

@@ -17,10 +17,32 @@ use crate::name::{ValidationError, check_event_type};
 #[serde(transparent)]
 pub struct EventId(uuid::Uuid);
 
+thread_local! {
+    // A per-thread UUIDv7 context: ids from one thread are strictly
+    // increasing, and emitting threads never contend on the process-wide
+    // mutex that `Uuid::now_v7` takes. Ids from different threads stay unique
+    // (a random-seeded 42-bit counter and 32 random bits) and sort by time.
+    static V7_CONTEXT: uuid::ContextV7 = const { uuid::ContextV7::new() };
+}
+
+/// A fresh id and the current time, from one clock read.
+fn now_id_and_time() -> (EventId, Timestamp) {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ts = uuid::Timestamp::from_unix(
+        uuid::timestamp::context::ThreadLocalContext::new(&V7_CONTEXT),
+        since_epoch.as_secs(),
+        since_epoch.subsec_nanos(),
+    );
+    let micros = i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX);
+    (EventId(uuid::Uuid::new_v7(ts)), Timestamp(micros))
+}
+
 impl EventId {
     /// A fresh id.
     pub fn new() -> Self {
-        Self(uuid::Uuid::now_v7())
+        now_id_and_time().0
     }
 
     /// The id as a UUID.
@@ -498,10 +520,16 @@ impl EventBuilder {
     /// follows (see [`crate::name`]).
     pub fn build(self) -> Result<Event, ValidationError> {
         check_event_type(&self.event_type)?;
+        let (event_id, timestamp) = match (self.event_id, self.timestamp) {
+            (Some(id), Some(t)) => (id, t),
+            (Some(id), None) => (id, Timestamp::now()),
+            (None, Some(t)) => (EventId::new(), t),
+            (None, None) => now_id_and_time(),
+        };
         Ok(Event(Arc::new(Inner {
-            event_id: self.event_id.unwrap_or_default(),
+            event_id,
             event_type: self.event_type.into_boxed_str(),
-            timestamp: self.timestamp.unwrap_or_else(Timestamp::now),
+            timestamp,
             source: self.source.map(String::into_boxed_str),
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,

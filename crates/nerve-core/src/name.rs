@@ -115,6 +115,27 @@ pub fn check_event_type(name: &str) -> Result<(), ValidationError> {
             Rule::TooLong { len: name.len() },
         ));
     }
+    if name.is_ascii() {
+        // The common case, checked byte by byte: this runs on every emit.
+        let mut segment_len = 0usize;
+        for &b in name.as_bytes() {
+            match b {
+                b'.' if segment_len == 0 => {
+                    return Err(ValidationError::new(name, Rule::EmptySegment));
+                }
+                b'.' => segment_len = 0,
+                b'*' => return Err(ValidationError::new(name, Rule::Wildcard)),
+                b if b.is_ascii_whitespace() || b.is_ascii_control() => {
+                    return Err(ValidationError::new(name, Rule::Whitespace));
+                }
+                _ => segment_len += 1,
+            }
+        }
+        if segment_len == 0 {
+            return Err(ValidationError::new(name, Rule::EmptySegment));
+        }
+        return Ok(());
+    }
     let mut segment_len = 0usize;
     for c in name.chars() {
         match c {
@@ -291,6 +312,9 @@ mod tests {
         check("user.log in", false, false);
         check("user.*", false, false);
         check(&"a".repeat(MAX_NAME_LEN + 1), false, false);
+        check("café.ouvert", true, false);
+        check("café.\u{a0}x", false, false);
+        check("x.\u{b}", false, false);
     }
 
     #[test]

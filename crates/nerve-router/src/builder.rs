@@ -14,11 +14,21 @@ pub(crate) struct Config {
     pub(crate) name_rules: Option<NameRules>,
     pub(crate) history_capacity: usize,
     pub(crate) handler_timeout: Option<Duration>,
+    /// Whether `handler_timeout` was set on the builder, which makes it apply
+    /// to inline sync handlers too.
+    pub(crate) handler_timeout_explicit: bool,
     pub(crate) max_concurrent_handlers: Option<usize>,
     pub(crate) runtime: Option<Handle>,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) generate_correlation_ids: bool,
     pub(crate) max_depth: usize,
+}
+
+impl Config {
+    /// The bus-wide timeout of inline sync handlers: only an explicit one.
+    pub(crate) fn sync_timeout(&self) -> Option<Duration> {
+        self.handler_timeout.filter(|_| self.handler_timeout_explicit)
+    }
 }
 
 impl Default for Config {
@@ -27,6 +37,7 @@ impl Default for Config {
             name_rules: None,
             history_capacity: 10_000,
             handler_timeout: Some(Duration::from_secs(30)),
+            handler_timeout_explicit: false,
             max_concurrent_handlers: None,
             runtime: None,
             shutdown_timeout: Duration::from_secs(5),
@@ -43,7 +54,7 @@ impl Default for Config {
 /// | `validate_names`          | off: any name that is non-empty, without spaces, `*` or empty segments |
 /// | `allowed_domains`         | all (setting it turns `validate_names` on)     |
 /// | `history_capacity`        | 10,000 events (0 turns history off)            |
-/// | `handler_timeout`         | 30 s                                           |
+/// | `handler_timeout`         | 30 s for async handlers; inline sync handlers untimed unless set |
 /// | `max_concurrent_handlers` | unlimited                                      |
 /// | `runtime`                 | the tokio runtime current at emit time         |
 /// | `shutdown_timeout`        | 5 s                                            |
@@ -93,10 +104,16 @@ impl BusBuilder {
 
     /// How long one delivery may take; `None` for no limit. An async handler
     /// past it is cancelled; an inline sync handler cannot be interrupted, so
-    /// it is reported as timed out when it returns late. Async timeouts need
+    /// it is reported as timed out when it returns late.
+    ///
+    /// Without this call, async handlers get 30 s and inline sync handlers
+    /// are not timed (timing costs two clock reads per call);
+    /// [`Subscribe::timeout`](crate::Subscribe::timeout) sets one per
+    /// subscription. Async timeouts need
     /// a runtime with timers enabled (`enable_time`, on in `#[tokio::main]`).
     pub fn handler_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.config.handler_timeout = timeout.into();
+        self.config.handler_timeout_explicit = true;
         self
     }
 

@@ -78,6 +78,9 @@ pub(crate) struct BusInner {
     history: History,
     shared: Arc<Shared>,
     by_type: DashMap<Box<str>, Arc<AtomicU64>, foldhash::fast::RandomState>,
+    types_counted: std::sync::atomic::AtomicUsize,
+    /// Where types past `MAX_COUNTED_TYPES` are counted.
+    other_types: Arc<AtomicU64>,
     closed: AtomicBool,
     pub(crate) semaphore: Option<Arc<Semaphore>>,
     shutdown: Mutex<Option<ShutdownReport>>,
@@ -135,6 +138,8 @@ impl Bus {
                 seq: AtomicU64::new(0),
                 shared: Arc::default(),
                 by_type: DashMap::default(),
+                types_counted: std::sync::atomic::AtomicUsize::new(0),
+                other_types: Arc::default(),
                 closed: AtomicBool::new(false),
                 semaphore,
                 shutdown: Mutex::new(None),
@@ -496,6 +501,7 @@ impl Bus {
         for counter in &inner.by_type {
             counter.value().store(0, Ordering::Relaxed);
         }
+        inner.other_types.store(0, Ordering::Relaxed);
         for sub in inner.routes.load().subscriptions() {
             sub.counters.reset();
         }
@@ -667,10 +673,11 @@ impl BusInner {
         if event.correlation_id().is_none() || event.causation_id().is_none() {
             let ambient = correlation::current_ambient();
             if event.correlation_id().is_none() {
+                // A root event names its correlation after itself.
                 let id = ambient.correlation_id.or_else(|| {
                     self.config
                         .generate_correlation_ids
-                        .then(CorrelationId::generate)
+                        .then(|| CorrelationId::from(event.event_id()))
                 });
                 if let Some(id) = id {
                     event = event.with_correlation_id(id);
@@ -699,16 +706,22 @@ impl BusInner {
                 .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread)
     }
 
+    /// The counter of `event_type`, made on first use; called on route-cache
+    /// misses only.
     fn type_counter(&self, event_type: &str) -> Arc<AtomicU64> {
         if let Some(counter) = self.by_type.get(event_type) {
             return counter.clone();
         }
-        let key: Box<str> = if self.by_type.len() < MAX_COUNTED_TYPES {
-            event_type.into()
-        } else {
-            "(other)".into()
-        };
-        self.by_type.entry(key).or_default().clone()
+        if self.types_counted.load(Ordering::Relaxed) >= MAX_COUNTED_TYPES {
+            return self.other_types.clone();
+        }
+        self.by_type
+            .entry(event_type.into())
+            .or_insert_with(|| {
+                self.types_counted.fetch_add(1, Ordering::Relaxed);
+                Arc::default()
+            })
+            .clone()
     }
 
     fn dispatch(
@@ -778,7 +791,10 @@ impl BusInner {
                 }
                 match &sub.kind {
                     HandlerKind::Sync(f) => {
-                        let limit = sub.timeout.or(self.config.handler_timeout);
+                        // Two clock reads per call are a large part of an
+                        // inline delivery, so sync handlers are timed only
+                        // when a timeout was asked for explicitly.
+                        let limit = sub.timeout.or(self.config.sync_timeout());
                         let start = limit.map(|_| Instant::now());
                         let result = catch_unwind(AssertUnwindSafe(|| f(&event)));
                         let elapsed = start.map_or(Duration::ZERO, |s| s.elapsed());
@@ -1007,6 +1023,7 @@ impl BusInner {
                 .by_type
                 .iter()
                 .map(|e| (e.key().to_string(), get(e.value())))
+                .chain(std::iter::once(("(other)".to_owned(), get(&self.other_types))))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             handler_failures,

@@ -37,10 +37,10 @@ struct Node {
     literal: imbl::HashMap<Box<str>, Arc<Node>>,
     wildcard: Option<Arc<Node>>,
     /// Subscriptions whose pattern ends at this node.
-    here: Vec<Arc<Subscription>>,
+    here: imbl::Vector<Arc<Subscription>>,
     /// Subscriptions whose pattern ends with `*` after this node: they match
     /// one or more further segments.
-    tail: Vec<Arc<Subscription>>,
+    tail: imbl::Vector<Arc<Subscription>>,
 }
 
 impl Node {
@@ -54,8 +54,8 @@ impl Node {
     fn inserted(&self, segments: &[Segment], sub: &Arc<Subscription>) -> Node {
         let mut node = self.clone();
         match segments {
-            [] => node.here.push(sub.clone()),
-            [Segment::Wildcard] => node.tail.push(sub.clone()),
+            [] => node.here.push_back(sub.clone()),
+            [Segment::Wildcard] => node.tail.push_back(sub.clone()),
             [Segment::Literal(lit), rest @ ..] => {
                 let child = match self.literal.get(lit) {
                     Some(child) => child.inserted(rest, sub),
