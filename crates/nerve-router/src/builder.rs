@@ -27,7 +27,8 @@ pub(crate) struct Config {
 impl Config {
     /// The bus-wide timeout of inline sync handlers: only an explicit one.
     pub(crate) fn sync_timeout(&self) -> Option<Duration> {
-        self.handler_timeout.filter(|_| self.handler_timeout_explicit)
+        self.handler_timeout
+            .filter(|_| self.handler_timeout_explicit)
     }
 }
 

@@ -1023,7 +1023,10 @@ impl BusInner {
                 .by_type
                 .iter()
                 .map(|e| (e.key().to_string(), get(e.value())))
-                .chain(std::iter::once(("(other)".to_owned(), get(&self.other_types))))
+                .chain(std::iter::once((
+                    "(other)".to_owned(),
+                    get(&self.other_types),
+                )))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             handler_failures,
