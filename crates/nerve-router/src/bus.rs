@@ -16,6 +16,7 @@ use serde_json::json;
 use smallvec::SmallVec;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::task::AbortHandle;
 
 use crate::builder::{BusBuilder, Config};
 use crate::error::{EmitError, EmitManyError, SubscribeError};
@@ -84,6 +85,9 @@ pub(crate) struct BusInner {
     closed: AtomicBool,
     pub(crate) semaphore: Option<Arc<Semaphore>>,
     shutdown: Mutex<Option<ShutdownReport>>,
+    /// Every worker started, so that shutdown can cancel the workers of
+    /// subscriptions removed while their deliveries were still running.
+    workers: Mutex<Vec<AbortHandle>>,
 }
 
 /// How a shutdown went.
@@ -143,6 +147,7 @@ impl Bus {
                 closed: AtomicBool::new(false),
                 semaphore,
                 shutdown: Mutex::new(None),
+                workers: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -444,12 +449,14 @@ impl Bus {
         let dispatched = self.inner.dispatch(event, Some((tx, WaitMode::Blocking)))?;
         // `futures`' executor, unlike `blocking_recv`, does not refuse to run
         // inside a runtime; the deadlock cases were refused by `dispatch`.
-        let outcomes = futures::executor::block_on(async move {
-            let mut outcomes = Vec::new();
-            while let Some(outcome) = rx.recv().await {
-                outcomes.push(outcome);
-            }
-            outcomes
+        let outcomes = block_here(|| {
+            futures::executor::block_on(async move {
+                let mut outcomes = Vec::new();
+                while let Some(outcome) = rx.recv().await {
+                    outcomes.push(outcome);
+                }
+                outcomes
+            })
         });
         dispatched.into_report(outcomes)
     }
@@ -474,7 +481,7 @@ impl Bus {
             tracing::warn!("Bus::flush_blocking would wait on itself; returning without waiting");
             return;
         }
-        self.inner.shared.pending.wait_blocking(None);
+        block_here(|| self.inner.shared.pending.wait_blocking(None));
     }
 
     // ----- reading -----
@@ -540,7 +547,7 @@ impl Bus {
             self.inner.shared.pending.get() == 0
         } else {
             let timeout = self.inner.config.shutdown_timeout;
-            self.inner.shared.pending.wait_blocking(Some(timeout))
+            block_here(|| self.inner.shared.pending.wait_blocking(Some(timeout)))
         };
         self.inner.finish_shutdown(drained)
     }
@@ -662,7 +669,7 @@ impl BusInner {
         })
     }
 
-    /// Validates and completes an event as the bus accepts it.
+    /// Validates an event and fills in its correlation and causation.
     fn accept(&self, mut event: Event) -> Result<Event, EmitError> {
         if let Some(rules) = &self.config.name_rules {
             if let Err(e) = rules.validate(event.event_type()) {
@@ -687,8 +694,7 @@ impl BusInner {
                 event = event.with_causation_id(cause);
             }
         }
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        Ok(event.with_seq(seq))
+        Ok(event)
     }
 
     fn runtime(&self) -> Option<Handle> {
@@ -755,6 +761,8 @@ impl BusInner {
             _ => None,
         };
 
+        // Numbered only once nothing can refuse it, so `seq` has no gaps.
+        let event = event.with_seq(self.seq.fetch_add(1, Ordering::Relaxed) + 1);
         self.history.push(&event);
         self.shared.emitted.fetch_add(1, Ordering::Relaxed);
         route.type_counter.fetch_add(1, Ordering::Relaxed);
@@ -863,6 +871,21 @@ impl BusInner {
                         reason: format!(
                             "{} handles {} but is itself running or waiting higher up on this task",
                             sub.label(),
+                            event.event_type()
+                        ),
+                    });
+                }
+            }
+            // Each async handler of this bus blocked here holds one of its
+            // permits until the wait ends; holding all of them, they leave
+            // none for the handlers waited on.
+            if let Some(max) = self.config.max_concurrent_handlers {
+                let held = chain.iter().filter(|b| b.bus == self.id).count();
+                if held >= max {
+                    return Err(EmitError::WouldDeadlock {
+                        reason: format!(
+                            "the async handlers waiting on this task hold all {max} of the bus's \
+                             max_concurrent_handlers permits, so the handlers of {} could never start",
                             event.event_type()
                         ),
                     });
@@ -982,6 +1005,11 @@ impl BusInner {
             None => delivery,
         };
         let started = worker::spawn(Arc::downgrade(self), runtime, slot.concurrency);
+        {
+            let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+            workers.retain(|w| !w.is_finished());
+            workers.push(started.task.abort_handle());
+        }
         // A failure here drops the delivery, which counts it as abandoned.
         let _ = started.tx.send(delivery);
         *worker = Some(started);
@@ -999,7 +1027,8 @@ impl BusInner {
             let stats = SubscriberStats::of(sub);
             let failures = stats.failed + stats.timed_out;
             if failures > 0 {
-                handler_failures.insert(sub.label(), failures);
+                // Names need not be unique: subscriptions sharing one add up.
+                *handler_failures.entry(sub.label()).or_insert(0) += failures;
             }
             subscribers.push(stats);
         }
@@ -1074,9 +1103,32 @@ impl BusInner {
                 }
             }
         }
+        let workers =
+            std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
+        if !drained {
+            // Workers of unsubscribed subscriptions may still run deliveries.
+            for worker in workers {
+                worker.abort();
+            }
+        }
         let report = ShutdownReport { drained, abandoned };
         *self.shutdown.lock().unwrap_or_else(PoisonError::into_inner) = Some(report);
         report
+    }
+}
+
+/// Runs `wait`, which blocks this thread until async handlers finish.
+///
+/// On a worker thread of a multi-thread runtime, a task this thread just woke
+/// can sit in the worker's LIFO slot, which other workers never steal, so
+/// blocking there could wait forever on a handler that never starts.
+/// `block_in_place` hands the worker's queued tasks to another thread first.
+fn block_here<R>(wait: impl FnOnce() -> R) -> R {
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
     }
 }
 
