@@ -196,18 +196,19 @@ impl<'de> Deserialize<'de> for Timestamp {
 /// Cloning an `Event` clones a pointer: fanning one event out to many handlers
 /// never copies its payload, and no handler can change what another sees.
 ///
-/// | field            | meaning                                                          |
-/// |------------------|------------------------------------------------------------------|
-/// | `event_id`       | unique across buses, processes and time; time-sortable (UUIDv7)  |
-/// | `event_type`     | the name, `{domain}.{action}` by convention                      |
-/// | `timestamp`      | when it was created, UTC, microseconds                           |
-/// | `source`         | who emitted it (a component or service name)                     |
-/// | `correlation_id` | the piece of work it belongs to                                  |
-/// | `causation_id`   | the event whose handler emitted this one                         |
-/// | `run_id`         | the run (a job, an agent run) it belongs to                      |
-/// | `lane`           | a parallel branch of the run                                     |
-/// | `seq`            | bus-wide sequence number, strictly increasing; 0 until emitted   |
-/// | `data`           | the payload, any JSON value                                      |
+/// | field            | meaning                                                                       |
+/// |------------------|-------------------------------------------------------------------------------|
+/// | `event_id`       | unique across buses, processes and time; time-sortable (UUIDv7)               |
+/// | `event_type`     | the name, `{domain}.{action}` by convention                                   |
+/// | `timestamp`      | when it was created, UTC, microseconds                                        |
+/// | `source`         | who emitted it (a component or service name)                                  |
+/// | `correlation_id` | the piece of work it belongs to                                               |
+/// | `causation_id`   | the event whose handler emitted this one                                      |
+/// | `run_id`         | the run (a job, an agent run) it belongs to                                   |
+/// | `lane`           | a parallel branch of the run                                                  |
+/// | `lane_seq`       | sequence number within its lane, strictly increasing per lane; set by the bus |
+/// | `seq`            | bus-wide sequence number, strictly increasing; 0 until emitted                |
+/// | `data`           | the payload, any JSON value                                                   |
 ///
 /// ```
 /// use nerve_core::Event;
@@ -239,10 +240,16 @@ struct Inner {
     run_id: Option<Box<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lane: Option<Box<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lane_seq: Option<u64>,
     #[serde(default)]
     seq: u64,
     #[serde(default)]
     data: Value,
+    /// Marked never to be dropped by a full queue. Not part of the JSON form:
+    /// buses decide terminality by pattern, this marks one event more.
+    #[serde(skip)]
+    terminal: bool,
 }
 
 impl Event {
@@ -258,6 +265,8 @@ impl Event {
             causation_id: None,
             run_id: None,
             lane: None,
+            lane_seq: None,
+            terminal: false,
             seq: 0,
         }
     }
@@ -326,6 +335,26 @@ impl Event {
         self.0.lane.as_deref()
     }
 
+    /// The sequence number within its lane, strictly increasing per lane;
+    /// `None` until a bus accepted an event that has a [`lane`](Self::lane).
+    pub fn lane_seq(&self) -> Option<u64> {
+        self.0.lane_seq
+    }
+
+    /// Whether this event was marked terminal ([`EventBuilder::terminal`] or
+    /// [`Event::terminal`]). Buses also treat events matching their terminal
+    /// patterns as terminal.
+    pub fn is_marked_terminal(&self) -> bool {
+        self.0.terminal
+    }
+
+    /// This event, marked terminal: a full queue never drops it.
+    #[must_use]
+    pub fn terminal(mut self) -> Self {
+        self.make_mut().terminal = true;
+        self
+    }
+
     /// The bus-wide sequence number; 0 until a bus accepted the event.
     pub fn seq(&self) -> u64 {
         self.0.seq
@@ -367,6 +396,14 @@ impl Event {
         self
     }
 
+    /// This event with `lane_seq` set. Buses call this when they accept an
+    /// event that has a [`lane`](Self::lane).
+    #[must_use]
+    pub fn with_lane_seq(mut self, lane_seq: u64) -> Self {
+        self.make_mut().lane_seq = Some(lane_seq);
+        self
+    }
+
     /// This event with `correlation_id` set.
     #[must_use]
     pub fn with_correlation_id(mut self, id: impl Into<CorrelationId>) -> Self {
@@ -394,6 +431,7 @@ impl fmt::Debug for Event {
             .field("causation_id", &i.causation_id)
             .field("run_id", &i.run_id)
             .field("lane", &i.lane)
+            .field("lane_seq", &i.lane_seq)
             .field("seq", &i.seq)
             .field("data", &i.data)
             .finish()
@@ -412,6 +450,7 @@ impl PartialEq for Event {
                 && a.causation_id == b.causation_id
                 && a.run_id == b.run_id
                 && a.lane == b.lane
+                && a.lane_seq == b.lane_seq
                 && a.seq == b.seq
                 && a.data == b.data
         }
@@ -449,10 +488,19 @@ pub struct EventBuilder {
     causation_id: Option<EventId>,
     run_id: Option<String>,
     lane: Option<String>,
+    lane_seq: Option<u64>,
     seq: u64,
+    terminal: bool,
 }
 
 impl EventBuilder {
+    /// Marks the event terminal: a full queue never drops it (see the bus's
+    /// overflow policies).
+    pub fn terminal(mut self) -> Self {
+        self.terminal = true;
+        self
+    }
+
     /// The payload (default `null`).
     pub fn data(mut self, data: impl Into<Value>) -> Self {
         self.data = data.into();
@@ -486,6 +534,14 @@ impl EventBuilder {
     /// The parallel branch of its run.
     pub fn lane(mut self, lane: impl Into<String>) -> Self {
         self.lane = Some(lane.into());
+        self
+    }
+
+    /// A given sequence number within the lane, for example when re-emitting a
+    /// recorded event; buses overwrite it when they accept an event that has a
+    /// lane.
+    pub fn lane_seq(mut self, lane_seq: u64) -> Self {
+        self.lane_seq = Some(lane_seq);
         self
     }
 
@@ -535,8 +591,10 @@ impl EventBuilder {
             causation_id: self.causation_id,
             run_id: self.run_id.map(String::into_boxed_str),
             lane: self.lane.map(String::into_boxed_str),
+            lane_seq: self.lane_seq,
             seq: self.seq,
             data: self.data,
+            terminal: self.terminal,
         })))
     }
 }
@@ -591,6 +649,9 @@ mod tests {
             .data(json!({"u": "alice"}))
             .source("auth")
             .correlation_id("req-1")
+            .run_id("run-1")
+            .lane("left")
+            .lane_seq(7)
             .timestamp(Timestamp::from_micros(1_700_000_000_123_456))
             .seq(3)
             .build()
@@ -602,6 +663,9 @@ mod tests {
             "timestamp",
             "source",
             "correlation_id",
+            "run_id",
+            "lane",
+            "lane_seq",
             "seq",
             "data",
         ]
@@ -620,8 +684,26 @@ mod tests {
             !text.contains("causation_id"),
             "absent fields are omitted: {text}"
         );
+        assert!(text.contains("\"lane_seq\":7,"), "{text}");
         let back: Event = serde_json::from_str(&text).unwrap();
         assert_eq!(back, e);
+        assert_eq!(back.lane_seq(), Some(7));
+    }
+
+    #[test]
+    fn lane_seq_is_omitted_when_absent_and_settable() {
+        let e = Event::builder("a.b").lane("left").build().unwrap();
+        assert_eq!(e.lane_seq(), None);
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(!text.contains("lane_seq"), "{text}");
+        let back: Event = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.lane_seq(), None);
+
+        let shared = e.clone();
+        let stamped = shared.with_lane_seq(4);
+        assert_eq!(stamped.lane_seq(), Some(4));
+        assert_eq!(e.lane_seq(), None, "the original is unchanged");
+        assert_ne!(stamped, e, "lane_seq takes part in equality");
     }
 
     #[test]

@@ -16,6 +16,10 @@
 //! * [`correlation`]: the id that follows a piece of work across events,
 //!   threads and tasks.
 //! * [`TypedEvent`]: a Rust type that names its event type.
+//! * [`metrics`]: the [`Metrics`](metrics::Metrics) trait the bus reports
+//!   through, the names of its metrics, and in-memory and callback recorders.
+//! * [`lanes`]: merging the parallel branches of a run ([`merge_lanes`]) and
+//!   reporting what is wrong with their numbering.
 //!
 //! # Example
 //!
@@ -28,6 +32,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---------|---------|--------------|
+//! | `metrics-facade` | no | `metrics::MetricsFacade`, which forwards to the [`metrics`](https://docs.rs/metrics) crate and its exporters |
+//!
 //! # Supported Rust versions
 //!
 //! The minimum supported Rust version is 1.85 (edition 2024).
@@ -36,6 +46,8 @@
 
 pub mod correlation;
 mod event;
+pub mod lanes;
+pub mod metrics;
 pub mod name;
 mod pattern;
 pub mod query;
@@ -44,6 +56,8 @@ mod typed;
 #[doc(inline)]
 pub use correlation::CorrelationId;
 pub use event::{DecodeError, Event, EventBuilder, EventId, Timestamp};
+#[doc(inline)]
+pub use lanes::{LaneAnomaly, MergedLanes, merge_lanes};
 pub use pattern::{Pattern, PatternError, PatternErrorReason, Segment};
 pub use typed::TypedEvent;
 

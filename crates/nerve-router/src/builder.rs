@@ -1,6 +1,9 @@
 //! Configuring a [`Bus`].
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use nerve_core::{Event, Pattern};
 
 use nerve_core::name::NameRules;
 use tokio::runtime::Handle;
@@ -9,7 +12,7 @@ use crate::bus::Bus;
 use crate::error::BuildError;
 
 /// Settings of a bus, read on every emit.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) name_rules: Option<NameRules>,
     pub(crate) history_capacity: usize,
@@ -22,6 +25,70 @@ pub(crate) struct Config {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) generate_correlation_ids: bool,
     pub(crate) max_depth: usize,
+    pub(crate) terminal_patterns: Vec<Pattern>,
+    pub(crate) guards: Vec<GuardFn>,
+    pub(crate) run_history: (usize, usize),
+}
+
+/// An emit-time check; see [`BusBuilder::guard`].
+pub(crate) type GuardFn = Arc<dyn Fn(&Event) -> Result<(), Reject> + Send + Sync>;
+
+/// A guard's refusal of an event, with the reason `emit` reports.
+///
+/// ```
+/// use nerve_router::{Bus, Reject};
+/// let bus = Bus::builder()
+///     .guard(|e| match e.data().get("chain_of_thought") {
+///         Some(_) => Err(Reject::new("events must not carry hidden reasoning")),
+///         None => Ok(()),
+///     })
+///     .build()?;
+/// let err = bus.emit("agent.step", serde_json::json!({"chain_of_thought": "..."})).unwrap_err();
+/// assert!(err.to_string().contains("hidden reasoning"));
+/// # Ok::<(), nerve_router::BuildError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    reason: String,
+}
+
+impl Reject {
+    /// A refusal with this reason.
+    pub fn new(reason: impl std::fmt::Display) -> Self {
+        Self {
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The reason.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl std::fmt::Display for Reject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// Event types never dropped by a full queue unless configured otherwise.
+pub const DEFAULT_TERMINAL_PATTERNS: [&str; 4] =
+    ["*.completed", "*.finished", "*.failed", "*.error"];
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("name_rules", &self.name_rules)
+            .field("history_capacity", &self.history_capacity)
+            .field("handler_timeout", &self.handler_timeout)
+            .field("max_concurrent_handlers", &self.max_concurrent_handlers)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("terminal_patterns", &self.terminal_patterns)
+            .field("guards", &self.guards.len())
+            .field("run_history", &self.run_history)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Config {
@@ -44,6 +111,12 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             generate_correlation_ids: true,
             max_depth: 64,
+            terminal_patterns: DEFAULT_TERMINAL_PATTERNS
+                .iter()
+                .filter_map(|p| Pattern::parse(p).ok())
+                .collect(),
+            guards: Vec::new(),
+            run_history: (500, 200),
         }
     }
 }
@@ -61,6 +134,9 @@ impl Default for Config {
 /// | `shutdown_timeout`        | 5 s                                            |
 /// | `generate_correlation_ids`| on: an event with no explicit or ambient id gets a fresh one |
 /// | `max_depth`               | 64 levels of emits nested inside handlers      |
+/// | `terminal_patterns`       | `*.completed`, `*.finished`, `*.failed`, `*.error` |
+/// | `guard`                   | none                                           |
+/// | `run_history`             | 500 events per run, 200 runs (least recently used evicted) |
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -147,6 +223,43 @@ impl BusBuilder {
     /// [`EmitError::TooDeep`](crate::EmitError::TooDeep).
     pub fn max_depth(mut self, depth: usize) -> Self {
         self.config.max_depth = depth;
+        self
+    }
+
+    /// Events matching these patterns are terminal: a full queue never drops
+    /// them (replaces the defaults). [`Event::terminal`] marks one event more.
+    ///
+    /// # Errors
+    ///
+    /// A [`PatternError`](nerve_core::PatternError) for an invalid pattern.
+    pub fn terminal_patterns<I, S>(mut self, patterns: I) -> Result<Self, nerve_core::PatternError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.config.terminal_patterns = patterns
+            .into_iter()
+            .map(|p| Pattern::parse(p.as_ref()))
+            .collect::<Result<_, _>>()?;
+        Ok(self)
+    }
+
+    /// Checks every event before it is accepted; a refused event is not
+    /// delivered, not recorded, counted as rejected, and `emit` returns
+    /// [`EmitError::Rejected`](crate::EmitError::Rejected) with the reason.
+    /// Guards run in the order added.
+    pub fn guard<F>(mut self, guard: F) -> Self
+    where
+        F: Fn(&Event) -> Result<(), Reject> + Send + Sync + 'static,
+    {
+        self.config.guards.push(Arc::new(guard));
+        self
+    }
+
+    /// How much of each run [`Bus::subscribe_run`] can replay: the newest
+    /// `per_run` events of each of the `max_runs` most recently used runs.
+    pub fn run_history(mut self, per_run: usize, max_runs: usize) -> Self {
+        self.config.run_history = (per_run, max_runs);
         self
     }
 

@@ -18,24 +18,32 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 
-use crate::builder::{BusBuilder, Config};
+use crate::builder::{BusBuilder, Config, Reject};
 use crate::error::{EmitError, EmitManyError, SubscribeError};
-use crate::handler::{self, HandlerError, IntoHandlerResult, panic_message};
+use crate::handler::{self, HandlerError, IntoHandlerResult, SyncFn, panic_message};
 use crate::history::History;
+use crate::queue::{DropReason, Overflow, Pushed, Queue, QueueItem};
 use crate::reentry::{self, Blocked, DepthGuard};
 use crate::report::{DeliveryReport, HandlerOutcome, Outcome};
 use crate::routes::{Route, RouteTable};
-use crate::stats::{BusStats, EventStats, Shared, SubscriberStats, SubscriptionStats};
+use crate::stats::{BusStats, EventStats, RunStats, Shared, SubscriberStats, SubscriptionStats};
+use crate::stream::{EventStream, Runs, StreamItem, StreamOptions};
 use crate::subscription::{
-    AsyncSlot, HandlerKind, IntoPatterns, Subscribe, Subscription, SubscriptionCounters,
-    SubscriptionId,
+    AsyncSlot, HandlerKind, IntoPatterns, QueuedSlot, Subscribe, Subscription,
+    SubscriptionCounters, SubscriptionId,
 };
 use crate::worker::{self, Delivery, Waiter};
 
 /// Event types the bus emits about itself. A failure while handling one of
 /// them is counted and logged but not reported as another event, so a failing
 /// `system.*` handler cannot loop.
-const SELF_REPORTED: [&str; 1] = ["system.handler_error"];
+const SELF_REPORTED: [&str; 2] = ["system.handler_error", "system.events_dropped"];
+
+/// Queue capacity of async and queued handlers unless `Subscribe::queued` says.
+const DEFAULT_HANDLER_QUEUE: usize = 65_536;
+
+/// At most one `system.events_dropped` per subscriber in this long.
+const DROP_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Distinct event types counted apart in stats; the rest share `(other)`.
 const MAX_COUNTED_TYPES: usize = 10_000;
@@ -77,6 +85,7 @@ pub(crate) struct BusInner {
     next_subscription: AtomicU64,
     seq: AtomicU64,
     history: History,
+    runs: Runs,
     shared: Arc<Shared>,
     by_type: DashMap<Box<str>, Arc<AtomicU64>, foldhash::fast::RandomState>,
     types_counted: std::sync::atomic::AtomicUsize,
@@ -135,6 +144,7 @@ impl Bus {
             inner: Arc::new(BusInner {
                 id: NEXT_BUS_ID.fetch_add(1, Ordering::Relaxed),
                 history: History::new(config.history_capacity),
+                runs: Runs::new(config.run_history.0, config.run_history.1),
                 config,
                 routes: ArcSwap::from_pointee(RouteTable::default()),
                 write_lock: Mutex::new(()),
@@ -189,8 +199,31 @@ impl Bus {
         F: Fn(&Event) -> R + Send + Sync + 'static,
         R: IntoHandlerResult,
     {
-        let kind = HandlerKind::Sync(handler::sync_fn(handler));
-        self.inner.add(patterns.into_patterns()?, options, kind)
+        let handler = handler::sync_fn(handler);
+        if !options.queued {
+            return self.inner.add(
+                patterns.into_patterns()?,
+                options,
+                HandlerKind::Sync(handler),
+                None,
+            );
+        }
+        let queue = Arc::new(Queue::new(
+            options.queue_capacity.unwrap_or(DEFAULT_HANDLER_QUEUE),
+            options.overflow.unwrap_or(Overflow::Block),
+        ));
+        let kind = HandlerKind::Queued(QueuedSlot {
+            queue: queue.clone(),
+        });
+        let id = self
+            .inner
+            .add(patterns.into_patterns()?, options, kind, None)?;
+        let name = format!("nerve-queued-{}", id.as_u64());
+        if let Err(e) = worker::spawn_thread(Arc::downgrade(&self.inner), name, queue, handler) {
+            self.inner.remove(id);
+            return Err(SubscribeError::Worker(e));
+        }
+        Ok(id)
     }
 
     /// Runs the async `handler` on the tokio runtime for every event matching
@@ -237,9 +270,14 @@ impl Bus {
         let kind = HandlerKind::Async(AsyncSlot {
             handler: handler::async_fn(handler),
             concurrency: options.concurrency.unwrap_or(1),
+            queue: Arc::new(Queue::new(
+                options.queue_capacity.unwrap_or(DEFAULT_HANDLER_QUEUE),
+                options.overflow.unwrap_or(Overflow::Block),
+            )),
             worker: Mutex::new(None),
         });
-        self.inner.add(patterns.into_patterns()?, options, kind)
+        self.inner
+            .add(patterns.into_patterns()?, options, kind, None)
     }
 
     /// Runs `handler` inline with each `T::NAME` event's payload decoded as
@@ -312,6 +350,64 @@ impl Bus {
     /// queued for an async handler still run; no new ones start.
     pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
         self.inner.remove(id)
+    }
+
+    // ----- streams -----
+
+    /// A live stream of the events matching `patterns`, with the default
+    /// [`StreamOptions`] (1,024 events, [`Overflow::DropOldest`]).
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError`] for an invalid pattern or a shut-down bus.
+    pub fn stream<P: IntoPatterns>(&self, patterns: P) -> Result<EventStream, SubscribeError> {
+        self.stream_with(patterns, StreamOptions::new())
+    }
+
+    /// A live stream with options: capacity, overflow policy, and filters
+    /// on run id, lane, source or a predicate.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError`] for an invalid pattern or a shut-down bus.
+    pub fn stream_with<P: IntoPatterns>(
+        &self,
+        patterns: P,
+        options: StreamOptions,
+    ) -> Result<EventStream, SubscribeError> {
+        self.inner
+            .open_stream(patterns.into_patterns()?, options, false)
+    }
+
+    /// Every event from every run, live only.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::Closed`] on a shut-down bus.
+    pub fn stream_global(&self) -> Result<EventStream, SubscribeError> {
+        self.stream("*")
+    }
+
+    /// The events of one run: first the run's recorded events, oldest first,
+    /// then live ones, with no gap and no duplicate at the seam; the stream
+    /// ends after [`close_run`](Self::close_run). A subscriber that joins
+    /// mid-run sees the whole run, within the run history's bounds
+    /// (`BusBuilder::run_history`).
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::Closed`] on a shut-down bus.
+    pub fn subscribe_run(&self, run_id: &str) -> Result<EventStream, SubscribeError> {
+        let options = StreamOptions::new().run_id(run_id);
+        self.inner
+            .open_stream(vec![Pattern::parse("*")?], options, true)
+    }
+
+    /// Ends the streams of a run: each gets the end after what is queued, and
+    /// later `subscribe_run` calls replay the run and end. `false` if the bus
+    /// has no record of the run.
+    pub fn close_run(&self, run_id: &str) -> bool {
+        self.inner.close_run(run_id)
     }
 
     // ----- emitting -----
@@ -563,6 +659,34 @@ enum WaitMode {
 struct Dispatched {
     event_id: EventId,
     halt: Option<(Arc<Subscription>, String)>,
+    /// A subscriber's queue refused the event (`Overflow::Error`, or a
+    /// `Block` that would wait on itself).
+    refused: Option<EmitError>,
+}
+
+/// What the delivery loop leaves for after it: failures to report, queues
+/// that dropped events, a halt or a refusal to return.
+#[derive(Default)]
+struct AfterDelivery {
+    failures: SmallVec<[(Arc<Subscription>, Outcome); 2]>,
+    drops: SmallVec<[Arc<Subscription>; 2]>,
+    halt: Option<(Arc<Subscription>, String)>,
+    refused: Option<EmitError>,
+}
+
+/// Something a full queue can drop, telling whoever waits for it.
+trait Discard {
+    fn discard(self, reason: DropReason);
+}
+
+impl Discard for Delivery {
+    fn discard(self, reason: DropReason) {
+        Delivery::discard(self, reason);
+    }
+}
+
+impl Discard for StreamItem {
+    fn discard(self, _reason: DropReason) {}
 }
 
 impl Dispatched {
@@ -576,15 +700,19 @@ impl Dispatched {
     }
 
     fn into_result(self) -> Result<EventId, EmitError> {
-        match self.halt {
-            Some((sub, reason)) => Err(Self::halted_error(self.event_id, &sub, reason)),
-            None => Ok(self.event_id),
+        match (self.halt, self.refused) {
+            (Some((sub, reason)), _) => Err(Self::halted_error(self.event_id, &sub, reason)),
+            (None, Some(refused)) => Err(refused),
+            (None, None) => Ok(self.event_id),
         }
     }
 
     fn into_report(self, outcomes: Vec<HandlerOutcome>) -> Result<DeliveryReport, EmitError> {
         if let Some((sub, reason)) = self.halt {
             return Err(Self::halted_error(self.event_id, &sub, reason));
+        }
+        if let Some(refused) = self.refused {
+            return Err(refused);
         }
         for o in &outcomes {
             if let Outcome::Halted(reason) = &o.outcome {
@@ -612,7 +740,19 @@ impl BusInner {
         patterns: Vec<Pattern>,
         options: Subscribe,
         kind: HandlerKind,
+        run_id: Option<Box<str>>,
     ) -> Result<SubscriptionId, SubscribeError> {
+        self.add_sub(patterns, options, kind, run_id)
+            .map(|sub| sub.id)
+    }
+
+    fn add_sub(
+        &self,
+        patterns: Vec<Pattern>,
+        options: Subscribe,
+        kind: HandlerKind,
+        run_id: Option<Box<str>>,
+    ) -> Result<Arc<Subscription>, SubscribeError> {
         if patterns.is_empty() {
             return Err(SubscribeError::NoPatterns);
         }
@@ -634,18 +774,86 @@ impl BusInner {
             filter: options.filter,
             timeout: options.timeout,
             kind,
+            run_id,
             active: AtomicBool::new(true),
             counters: SubscriptionCounters::default(),
         });
-        let table = self.routes.load().with(sub);
+        let table = self.routes.load().with(sub.clone());
         self.routes.store(Arc::new(table));
         self.shared
             .subscriptions_total
             .fetch_add(1, Ordering::Relaxed);
-        Ok(id)
+        Ok(sub)
     }
 
-    fn remove(&self, id: SubscriptionId) -> bool {
+    /// Subscribes a stream; for a run, replays the run's log first.
+    pub(crate) fn open_stream(
+        self: &Arc<Self>,
+        patterns: Vec<Pattern>,
+        options: StreamOptions,
+        replay_run: bool,
+    ) -> Result<EventStream, SubscribeError> {
+        let queue = Arc::new(Queue::new(options.capacity, options.overflow));
+        let subscribe = Subscribe {
+            name: options.name.clone(),
+            filter: options.combined_filter(),
+            ..Subscribe::default()
+        };
+        let kind = HandlerKind::Stream(queue.clone());
+        let run_id = options.run_id.as_deref().map(Box::from);
+        if !replay_run {
+            let sub = self.add_sub(patterns, subscribe, kind, run_id)?;
+            return Ok(EventStream::new(
+                queue,
+                sub,
+                Arc::downgrade(self),
+                Vec::new(),
+            ));
+        }
+        let run = options.run_id.clone().unwrap_or_default();
+        // Holding the run log while subscribing: an emit of this run is
+        // either in the snapshot or, recorded after it, routed to the new
+        // subscription (see `dispatch`).
+        let mut runs = self.runs.lock();
+        let (replay, closed) = match runs.get(&run) {
+            Some(log) => (log.events.iter().cloned().collect(), log.closed),
+            None => (Vec::new(), false),
+        };
+        let sub = self.add_sub(patterns, subscribe, kind, run_id)?;
+        if closed {
+            let _ = queue.push(StreamItem::End, false, |_| {});
+        } else {
+            // Touch the run so that `close_run` knows it, and it is fresh.
+            runs.touch(&run, self.runs.max_runs());
+        }
+        drop(runs);
+        Ok(EventStream::new(queue, sub, Arc::downgrade(self), replay))
+    }
+
+    fn close_run(&self, run_id: &str) -> bool {
+        let known = {
+            let mut runs = self.runs.lock();
+            match runs.get_mut(run_id) {
+                Some(log) => {
+                    log.closed = true;
+                    true
+                }
+                None => false,
+            }
+        };
+        for sub in self.routes.load().subscriptions() {
+            if let (HandlerKind::Stream(queue), Some(r)) = (&sub.kind, sub.run_id.as_deref()) {
+                if r == run_id {
+                    // The end is terminal: never dropped, queued after what
+                    // the stream has yet to read.
+                    let _ = queue.push(StreamItem::End, false, |_| {});
+                }
+            }
+        }
+        known
+    }
+
+    pub(crate) fn remove(&self, id: SubscriptionId) -> bool {
         let _writer = self
             .write_lock
             .lock()
@@ -655,6 +863,7 @@ impl BusInner {
         };
         sub.active.store(false, Ordering::Release);
         self.routes.store(Arc::new(table));
+        sub.close_queue();
         true
     }
 
@@ -675,6 +884,19 @@ impl BusInner {
             if let Err(e) = rules.validate(event.event_type()) {
                 self.shared.rejected.fetch_add(1, Ordering::Relaxed);
                 return Err(EmitError::Invalid(e));
+            }
+        }
+        for guard in &self.config.guards {
+            let verdict =
+                catch_unwind(AssertUnwindSafe(|| guard(&event))).unwrap_or_else(|panic| {
+                    Err(Reject::new(format!("guard {}", panic_message(&*panic))))
+                });
+            if let Err(reject) = verdict {
+                self.shared.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(EmitError::Rejected {
+                    event_type: event.event_type().to_owned(),
+                    reason: reject.reason().to_owned(),
+                });
             }
         }
         if event.correlation_id().is_none() || event.causation_id().is_none() {
@@ -741,11 +963,8 @@ impl BusInner {
         let _depth = DepthGuard::enter(self.config.max_depth)
             .map_err(|depth| EmitError::TooDeep { depth })?;
         let event = self.accept(event)?;
-        let route: Arc<Route> = self
-            .routes
-            .load()
-            .route(event.event_type(), |t| self.type_counter(t));
-        let runtime = if route.has_async {
+        let mut route = self.route(event.event_type());
+        let mut runtime = if route.has_async {
             let runtime = self.runtime().ok_or_else(|| EmitError::NoRuntime {
                 event_type: event.event_type().to_owned(),
             })?;
@@ -762,13 +981,20 @@ impl BusInner {
         };
 
         // Numbered only once nothing can refuse it, so `seq` has no gaps.
-        let event = event.with_seq(self.seq.fetch_add(1, Ordering::Relaxed) + 1);
+        let mut event = event.with_seq(self.seq.fetch_add(1, Ordering::Relaxed) + 1);
+        if event.run_id().is_some() || event.lane().is_some() {
+            // Recorded in the run's log before the routes are read again, so
+            // a `subscribe_run` racing with this emit either replays the
+            // event or receives it live (the stream drops the duplicate).
+            event = self.runs.record(event);
+            route = self.route(event.event_type());
+        }
         self.history.push(&event);
         self.shared.emitted.fetch_add(1, Ordering::Relaxed);
         route.type_counter.fetch_add(1, Ordering::Relaxed);
+        let terminal = route.terminal || event.is_marked_terminal();
 
-        let mut failures: SmallVec<[(Arc<Subscription>, Outcome); 2]> = SmallVec::new();
-        let mut halt = None;
+        let mut after = AfterDelivery::default();
         {
             // Inline handlers see the event's correlation id as ambient, and
             // the event as the cause of anything they emit.
@@ -784,14 +1010,15 @@ impl BusInner {
                         Err(panic) => {
                             let outcome =
                                 Outcome::Panicked(format!("filter {}", panic_message(&*panic)));
+                            sub.counters.offered.fetch_add(1, Ordering::Relaxed);
+                            sub.counters.delivered.fetch_add(1, Ordering::Relaxed);
                             self.finish_inline(
                                 &event,
                                 sub,
                                 outcome,
                                 Duration::ZERO,
                                 &waiter,
-                                &mut failures,
-                                &mut halt,
+                                &mut after,
                             );
                             continue;
                         }
@@ -799,54 +1026,208 @@ impl BusInner {
                 }
                 match &sub.kind {
                     HandlerKind::Sync(f) => {
+                        sub.counters.offered.fetch_add(1, Ordering::Relaxed);
+                        sub.counters.delivered.fetch_add(1, Ordering::Relaxed);
                         // Two clock reads per call are a large part of an
                         // inline delivery, so sync handlers are timed only
                         // when a timeout was asked for explicitly.
                         let limit = sub.timeout.or(self.config.sync_timeout());
-                        let start = limit.map(|_| Instant::now());
-                        let result = catch_unwind(AssertUnwindSafe(|| f(&event)));
-                        let elapsed = start.map_or(Duration::ZERO, |s| s.elapsed());
-                        let outcome = match result {
-                            Ok(Ok(())) if limit.is_some_and(|l| elapsed > l) => {
-                                Outcome::TimedOut(elapsed)
-                            }
-                            Ok(Ok(())) => Outcome::Delivered,
-                            Ok(Err(e)) if e.is_halt() => Outcome::Halted(e.message().to_owned()),
-                            Ok(Err(e)) => Outcome::Failed(e.message().to_owned()),
-                            Err(panic) => Outcome::Panicked(panic_message(&*panic)),
-                        };
-                        self.finish_inline(
-                            &event,
-                            sub,
-                            outcome,
-                            elapsed,
-                            &waiter,
-                            &mut failures,
-                            &mut halt,
-                        );
+                        let (outcome, elapsed) = self.call_sync(f, &event, limit);
+                        self.finish_inline(&event, sub, outcome, elapsed, &waiter, &mut after);
+                    }
+                    HandlerKind::Queued(slot) => {
+                        let delivery = self.delivery(&event, sub, &waiter, &chain, terminal);
+                        self.offer(&event, sub, &slot.queue, delivery, &mut after);
                     }
                     HandlerKind::Async(slot) => {
-                        let delivery = Delivery::new(
-                            event.clone(),
-                            sub.clone(),
-                            waiter.as_ref().map(|(w, _)| w.clone()),
-                            chain.clone(),
-                            self.shared.clone(),
-                        );
-                        if let Some(runtime) = &runtime {
-                            self.enqueue(slot, delivery, runtime);
+                        let delivery = self.delivery(&event, sub, &waiter, &chain, terminal);
+                        if runtime.is_none() {
+                            runtime = self.runtime();
                         }
+                        self.offer(&event, sub, &slot.queue, delivery, &mut after);
+                        // After the offer: a worker spawned on a runtime that
+                        // is gone is dropped unpolled, abandoning what is
+                        // queued, this delivery included, instead of leaving
+                        // it for a worker that never comes. With no runtime
+                        // (subscribed after the check) the delivery waits for
+                        // the next emit to start one.
+                        if let Some(runtime) = &runtime {
+                            self.ensure_worker(slot, runtime);
+                        }
+                    }
+                    HandlerKind::Stream(queue) => {
+                        let item = StreamItem::Event {
+                            event: event.clone(),
+                            terminal,
+                        };
+                        self.offer(&event, sub, queue, item, &mut after);
                     }
                 }
             }
         }
-        for (sub, outcome) in failures {
+        for (sub, outcome) in after.failures {
             self.report_failure(&event, &sub, &outcome);
+        }
+        for sub in after.drops {
+            self.announce_drops(&event, &sub);
         }
         Ok(Dispatched {
             event_id: event.event_id(),
-            halt,
+            halt: after.halt,
+            refused: after.refused,
         })
+    }
+
+    fn route(&self, event_type: &str) -> Arc<Route> {
+        self.routes.load().route(event_type, |t| {
+            let terminal = self.config.terminal_patterns.iter().any(|p| p.matches(t));
+            (self.type_counter(t), terminal)
+        })
+    }
+
+    fn delivery(
+        &self,
+        event: &Event,
+        sub: &Arc<Subscription>,
+        waiter: &Option<(Waiter, WaitMode)>,
+        chain: &Option<reentry::Chain>,
+        terminal: bool,
+    ) -> Delivery {
+        Delivery::new(
+            event.clone(),
+            sub.clone(),
+            waiter.as_ref().map(|(w, _)| w.clone()),
+            chain.clone(),
+            terminal,
+            self.shared.clone(),
+        )
+    }
+
+    /// Calls a sync handler, catching panics, timing it if `limit` is set.
+    pub(crate) fn call_sync(
+        &self,
+        f: &SyncFn,
+        event: &Event,
+        limit: Option<Duration>,
+    ) -> (Outcome, Duration) {
+        let start = limit.map(|_| Instant::now());
+        let result = catch_unwind(AssertUnwindSafe(|| f(event)));
+        let elapsed = start.map_or(Duration::ZERO, |s| s.elapsed());
+        let outcome = match result {
+            Ok(Ok(())) if limit.is_some_and(|l| elapsed > l) => Outcome::TimedOut(elapsed),
+            Ok(Ok(())) => Outcome::Delivered,
+            Ok(Err(e)) if e.is_halt() => Outcome::Halted(e.message().to_owned()),
+            Ok(Err(e)) => Outcome::Failed(e.message().to_owned()),
+            Err(panic) => Outcome::Panicked(panic_message(&*panic)),
+        };
+        (outcome, elapsed)
+    }
+
+    /// Puts `item` on a subscriber's queue, applying its overflow policy, and
+    /// accounts for whatever is lost.
+    fn offer<T: QueueItem + Discard>(
+        &self,
+        event: &Event,
+        sub: &Arc<Subscription>,
+        queue: &Queue<T>,
+        item: T,
+        after: &mut AfterDelivery,
+    ) {
+        sub.counters.offered.fetch_add(1, Ordering::Relaxed);
+        let may_block = !reentry::in_handler() && !self.blocking_would_deadlock();
+        let lost = match queue.push(item, may_block, |wait| block_here(wait)) {
+            Pushed::Queued(None) => return,
+            Pushed::Queued(Some((evicted, reason))) | Pushed::Dropped(evicted, reason) => {
+                Some((evicted, reason))
+            }
+            Pushed::Full(item) => {
+                after.refused.get_or_insert_with(|| EmitError::QueueFull {
+                    event_id: event.event_id(),
+                    subscription: sub.id,
+                    subscription_label: sub.label(),
+                });
+                Some((item, DropReason::Refused))
+            }
+            Pushed::WouldBlock(item) => {
+                after
+                    .refused
+                    .get_or_insert_with(|| EmitError::WouldDeadlock {
+                        reason: format!(
+                            "the queue of {} is full and its policy is Block, but waiting here \
+                         (inside a handler, or on the current-thread runtime that drains it) \
+                         would wait on itself",
+                            sub.label()
+                        ),
+                    });
+                Some((item, DropReason::Refused))
+            }
+            Pushed::Closed(item) => Some((item, DropReason::Closed)),
+        };
+        if let Some((item, reason)) = lost {
+            item.discard(reason);
+            self.count_drop(sub, reason);
+            if !after.drops.iter().any(|s| s.id == sub.id) {
+                after.drops.push(sub.clone());
+            }
+        }
+    }
+
+    fn count_drop(&self, sub: &Subscription, reason: DropReason) {
+        sub.counters.dropped[reason.index()].fetch_add(1, Ordering::Relaxed);
+        sub.counters.unannounced.fetch_add(1, Ordering::Relaxed);
+        self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(subscription = %sub.label(), reason = reason.as_str(), "event dropped");
+    }
+
+    /// Publishes `system.events_dropped` for a subscriber that lost events,
+    /// at most once per interval; drops in between are summed into the next.
+    fn announce_drops(self: &Arc<Self>, event: &Event, sub: &Subscription) {
+        if SELF_REPORTED.contains(&event.event_type()) {
+            return;
+        }
+        {
+            let mut at = sub
+                .counters
+                .announced_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            if at.is_some_and(|t| now.duration_since(t) < DROP_ANNOUNCE_INTERVAL) {
+                return;
+            }
+            *at = Some(now);
+        }
+        let dropped = sub.counters.unannounced.swap(0, Ordering::Relaxed);
+        if dropped == 0 {
+            return;
+        }
+        let by_reason: serde_json::Map<String, Value> = DropReason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    r.as_str().to_owned(),
+                    json!(sub.counters.dropped[r.index()].load(Ordering::Relaxed)),
+                )
+            })
+            .filter(|(_, n)| n != &json!(0))
+            .collect();
+        let data = json!({
+            "subscription_id": sub.id,
+            "subscription_name": sub.name.as_deref(),
+            "dropped": dropped,
+            "dropped_total": sub.counters.dropped_total(),
+            "by_reason": by_reason,
+            "event_type": event.event_type(),
+        });
+        let result = Event::builder("system.events_dropped")
+            .data(data)
+            .source("nerve")
+            .build()
+            .map_err(EmitError::from)
+            .and_then(|e| self.dispatch(e, None));
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "system.events_dropped not published");
+        }
     }
 
     /// Refuses an `emit_and_wait` that would wait on itself.
@@ -895,10 +1276,6 @@ impl BusInner {
         Ok(())
     }
 
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the inline loop's state, kept local for speed"
-    )]
     fn finish_inline(
         &self,
         event: &Event,
@@ -906,12 +1283,13 @@ impl BusInner {
         outcome: Outcome,
         elapsed: Duration,
         waiter: &Option<(Waiter, WaitMode)>,
-        failures: &mut SmallVec<[(Arc<Subscription>, Outcome); 2]>,
-        halt: &mut Option<(Arc<Subscription>, String)>,
+        after: &mut AfterDelivery,
     ) {
         self.count(sub, &outcome);
         if let Outcome::Halted(reason) = &outcome {
-            halt.get_or_insert_with(|| (sub.clone(), reason.clone()));
+            after
+                .halt
+                .get_or_insert_with(|| (sub.clone(), reason.clone()));
         }
         if let Some((w, _)) = waiter {
             let _ = w.send(HandlerOutcome {
@@ -922,7 +1300,7 @@ impl BusInner {
             });
         }
         if is_failure(&outcome) {
-            failures.push((sub.clone(), outcome));
+            after.failures.push((sub.clone(), outcome));
         } else if !matches!(outcome, Outcome::Delivered) {
             tracing::debug!(subscription = %sub.label(), event_type = event.event_type(), ?outcome, "inline handler outcome");
         }
@@ -931,12 +1309,12 @@ impl BusInner {
     fn count(&self, sub: &Subscription, outcome: &Outcome) {
         let (s, c) = (&self.shared, &sub.counters);
         let pairs: &[(&AtomicU64, &AtomicU64)] = match outcome {
-            Outcome::Delivered => &[(&s.delivered, &c.delivered)],
+            Outcome::Delivered => &[(&s.delivered, &c.succeeded)],
             Outcome::Failed(_) => &[(&s.failed, &c.failed)],
             Outcome::Panicked(_) => &[(&s.failed, &c.failed), (&s.panicked, &c.panicked)],
             Outcome::TimedOut(_) => &[(&s.timed_out, &c.timed_out)],
             Outcome::Halted(_) => &[(&s.halted, &c.halted)],
-            Outcome::Abandoned => &[],
+            Outcome::Abandoned | Outcome::Dropped(_) => &[],
         };
         for (bus, one) in pairs {
             bus.fetch_add(1, Ordering::Relaxed);
@@ -994,24 +1372,24 @@ impl BusInner {
         }
     }
 
-    fn enqueue(self: &Arc<Self>, slot: &AsyncSlot, delivery: Delivery, runtime: &Handle) {
+    /// Starts the subscription's worker on `runtime` unless one is running.
+    fn ensure_worker(self: &Arc<Self>, slot: &AsyncSlot, runtime: &Handle) {
         let mut worker = slot.worker.lock().unwrap_or_else(PoisonError::into_inner);
-        let delivery = match worker.as_ref() {
-            Some(w) => match w.tx.send(delivery) {
-                Ok(()) => return,
-                // The worker's runtime went away: start a new one below.
-                Err(mpsc::error::SendError(d)) => d,
-            },
-            None => delivery,
-        };
-        let started = worker::spawn(Arc::downgrade(self), runtime, slot.concurrency);
+        if worker.as_ref().is_some_and(|w| !w.task.is_finished()) {
+            return;
+        }
+        // First delivery, or the worker's runtime went away: start one here.
+        let started = worker::spawn(
+            Arc::downgrade(self),
+            runtime,
+            slot.queue.clone(),
+            slot.concurrency,
+        );
         {
             let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
             workers.retain(|w| !w.is_finished());
             workers.push(started.task.abort_handle());
         }
-        // A failure here drops the delivery, which counts it as abandoned.
-        let _ = started.tx.send(delivery);
         *worker = Some(started);
     }
 
@@ -1042,6 +1420,7 @@ impl BusInner {
                 emitted: get(&s.emitted),
                 rejected: get(&s.rejected),
                 delivered: get(&s.delivered),
+                dropped: get(&s.dropped),
                 failed: get(&s.failed),
                 panicked: get(&s.panicked),
                 timed_out: get(&s.timed_out),
@@ -1063,6 +1442,15 @@ impl BusInner {
             pending: s.pending.get(),
             history_size: self.history.len(),
             history_capacity: self.history.capacity(),
+            runs: {
+                let runs = self.runs.lock();
+                RunStats {
+                    tracked: runs.len(),
+                    max_runs: self.runs.max_runs(),
+                    events_evicted: runs.events_evicted,
+                    runs_evicted: runs.runs_evicted,
+                }
+            },
         }
     }
 
@@ -1089,6 +1477,16 @@ impl BusInner {
         let table = self.routes.swap(Arc::new(RouteTable::default()));
         for sub in table.subscriptions() {
             sub.active.store(false, Ordering::Release);
+            sub.close_queue();
+            if !drained {
+                // What is still queued will not run: dropping it counts it
+                // abandoned and tells any waiter.
+                match &sub.kind {
+                    HandlerKind::Queued(slot) => drop(slot.queue.take_all()),
+                    HandlerKind::Async(slot) => drop(slot.queue.take_all()),
+                    HandlerKind::Sync(_) | HandlerKind::Stream(_) => {}
+                }
+            }
             if let HandlerKind::Async(slot) = &sub.kind {
                 if let Some(worker) = slot
                     .worker

@@ -55,6 +55,25 @@ pub enum EmitError {
         /// Why.
         reason: String,
     },
+    /// A subscriber with [`Overflow::Error`](crate::Overflow::Error) had no
+    /// room. Every other subscriber received the event.
+    #[error("the queue of {subscription_label} is full; event {event_id} was not delivered to it")]
+    QueueFull {
+        /// The event.
+        event_id: EventId,
+        /// The subscriber whose queue is full.
+        subscription: SubscriptionId,
+        /// Its name, or its id when it has none.
+        subscription_label: String,
+    },
+    /// A guard refused the event: it was not delivered or recorded.
+    #[error("event {event_type} rejected by a guard: {reason}")]
+    Rejected {
+        /// The event type.
+        event_type: String,
+        /// The guard's reason.
+        reason: String,
+    },
     /// Handlers emitting events whose handlers emit events ... went deeper
     /// than the bus allows; likely an emit loop.
     #[error(
@@ -79,6 +98,9 @@ pub enum SubscribeError {
     /// The bus was shut down.
     #[error("the bus is shut down")]
     Closed,
+    /// The worker thread of a queued handler could not be started.
+    #[error("could not start the worker thread of a queued handler: {0}")]
+    Worker(#[source] std::io::Error),
 }
 
 /// A bus could not be built from its builder's settings.

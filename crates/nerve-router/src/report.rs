@@ -26,6 +26,8 @@ pub enum Outcome {
     /// The delivery was dropped before it ran (the bus shut down or its
     /// runtime went away).
     Abandoned,
+    /// The subscriber's queue had no room (see [`Overflow`](crate::Overflow)).
+    Dropped(crate::DropReason),
 }
 
 impl Outcome {
@@ -41,6 +43,7 @@ impl Outcome {
             Outcome::Failed(e) | Outcome::Panicked(e) | Outcome::Halted(e) => Some(e.clone()),
             Outcome::TimedOut(d) => Some(format!("handler timed out after {d:?}")),
             Outcome::Abandoned => Some("delivery abandoned before it ran".to_owned()),
+            Outcome::Dropped(r) => Some(format!("dropped: {}", r.as_str())),
         }
     }
 
@@ -54,6 +57,7 @@ impl Outcome {
             Outcome::TimedOut(_) => "timeout",
             Outcome::Halted(_) => "halt",
             Outcome::Abandoned => "abandoned",
+            Outcome::Dropped(_) => "dropped",
         }
     }
 }
@@ -100,6 +104,11 @@ impl DeliveryReport {
     /// Handlers that timed out.
     pub fn timed_out(&self) -> usize {
         self.count(|o| matches!(o, Outcome::TimedOut(_)))
+    }
+
+    /// Deliveries dropped by a full queue.
+    pub fn dropped(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Dropped(_)))
     }
 
     /// Deliveries abandoned before they ran.

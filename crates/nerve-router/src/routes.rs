@@ -23,6 +23,8 @@ pub(crate) struct Route {
     /// Events emitted of this type, shared with the bus's stats, so that the
     /// emit path counts with one atomic add and no map lookup.
     pub(crate) type_counter: Arc<AtomicU64>,
+    /// Whether the topic matches the bus's terminal patterns.
+    pub(crate) terminal: bool,
 }
 
 /// Topics cached per snapshot. When the cache fills up it is cleared, so a
@@ -162,12 +164,13 @@ impl RouteTable {
     pub(crate) fn route(
         &self,
         topic: &str,
-        type_counter: impl FnOnce(&str) -> Arc<AtomicU64>,
+        extras: impl FnOnce(&str) -> (Arc<AtomicU64>, bool),
     ) -> Arc<Route> {
         if let Some(route) = self.cache.get(topic) {
             return route.clone();
         }
-        let route = Arc::new(self.compute(topic, type_counter(topic)));
+        let (type_counter, terminal) = extras(topic);
+        let route = Arc::new(self.compute(topic, type_counter, terminal));
         if self.cached.fetch_add(1, Ordering::Relaxed) >= CACHE_CAPACITY {
             self.cache.clear();
             self.cached.store(1, Ordering::Relaxed);
@@ -176,7 +179,7 @@ impl RouteTable {
         route
     }
 
-    fn compute(&self, topic: &str, type_counter: Arc<AtomicU64>) -> Route {
+    fn compute(&self, topic: &str, type_counter: Arc<AtomicU64>, terminal: bool) -> Route {
         let mut parts: smallvec::SmallVec<[&str; 8]> = topic.split('.').collect();
         parts.retain(|p| !p.is_empty());
         let mut subs = Vec::new();
@@ -188,6 +191,7 @@ impl RouteTable {
             has_async: subs.iter().any(|s| s.is_async()),
             subscriptions: subs.into_boxed_slice(),
             type_counter,
+            terminal,
         }
     }
 }

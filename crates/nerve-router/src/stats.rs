@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 use crate::pending::Pending;
-use crate::subscription::{HandlerKind, Subscription};
+use crate::queue::DropReason;
+use crate::subscription::Subscription;
 
 /// Bus-wide counters, shared with queued deliveries.
 #[derive(Default)]
@@ -14,6 +15,7 @@ pub(crate) struct Shared {
     pub(crate) emitted: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) delivered: AtomicU64,
+    pub(crate) dropped: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) panicked: AtomicU64,
     pub(crate) timed_out: AtomicU64,
@@ -29,6 +31,7 @@ impl Shared {
             &self.emitted,
             &self.rejected,
             &self.delivered,
+            &self.dropped,
             &self.failed,
             &self.panicked,
             &self.timed_out,
@@ -63,6 +66,22 @@ pub struct BusStats {
     pub history_size: usize,
     /// The history's capacity.
     pub history_capacity: usize,
+    /// The per-run history behind `subscribe_run`.
+    pub runs: RunStats,
+}
+
+/// The per-run history's counts.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct RunStats {
+    /// Runs whose recent events are kept.
+    pub tracked: usize,
+    /// How many runs are kept at most.
+    pub max_runs: usize,
+    /// Events pushed out of a full run log (late subscribers miss them).
+    pub events_evicted: u64,
+    /// Runs evicted, least recently used first.
+    pub runs_evicted: u64,
 }
 
 /// Subscription counts.
@@ -85,8 +104,11 @@ pub struct EventStats {
     pub emitted: u64,
     /// Events refused (invalid names).
     pub rejected: u64,
-    /// Deliveries that succeeded.
+    /// Handler deliveries that succeeded.
     pub delivered: u64,
+    /// Events lost by full or closed subscriber queues (see each
+    /// subscriber's `dropped_by_reason`).
+    pub dropped: u64,
     /// Deliveries that returned an error or panicked.
     pub failed: u64,
     /// Of `failed`, those that panicked.
@@ -111,10 +133,26 @@ pub struct SubscriberStats {
     pub patterns: Vec<String>,
     /// Its priority.
     pub priority: i32,
-    /// `sync` or `async`.
+    /// `sync` (inline), `queued`, `async` or `stream`.
     pub kind: &'static str,
-    /// Deliveries that succeeded.
+    /// Events offered: matched the patterns and passed the filter.
+    pub offered: u64,
+    /// Events handed to the handler or the stream, whatever the outcome.
+    /// Once the queue is empty, `delivered + dropped == offered`.
     pub delivered: u64,
+    /// Events lost by this subscriber's queue.
+    pub dropped: u64,
+    /// `dropped` by reason (`queue_full`, `evicted`, `terminal_priority`,
+    /// `refused`, `block_timeout`, `closed`); reasons with no drops are left out.
+    pub dropped_by_reason: BTreeMap<&'static str, u64>,
+    /// Events waiting in the queue now (0 for inline handlers).
+    pub queued: u64,
+    /// The queue's capacity, if it has one.
+    pub capacity: Option<usize>,
+    /// The queue's overflow policy, if it has one.
+    pub overflow: Option<crate::Overflow>,
+    /// Deliveries whose handler succeeded (streams: 0).
+    pub succeeded: u64,
     /// Deliveries that returned an error or panicked.
     pub failed: u64,
     /// Of `failed`, those that panicked.
@@ -131,16 +169,25 @@ impl SubscriberStats {
     pub(crate) fn of(sub: &Subscription) -> Self {
         let c = &sub.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let queue = sub.kind.queue_depth();
         Self {
             id: sub.id.0,
             name: sub.name.as_deref().map(str::to_owned),
             patterns: sub.patterns.iter().map(|p| p.as_str().to_owned()).collect(),
             priority: sub.priority,
-            kind: match sub.kind {
-                HandlerKind::Sync(_) => "sync",
-                HandlerKind::Async(_) => "async",
-            },
+            kind: sub.kind.name(),
+            offered: get(&c.offered),
             delivered: get(&c.delivered),
+            dropped: c.dropped_total(),
+            dropped_by_reason: DropReason::ALL
+                .iter()
+                .map(|r| (r.as_str(), get(&c.dropped[r.index()])))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            queued: queue.map_or(0, |q| q.0 as u64),
+            capacity: queue.map(|q| q.1),
+            overflow: queue.map(|q| q.2),
+            succeeded: get(&c.succeeded),
             failed: get(&c.failed),
             panicked: get(&c.panicked),
             timed_out: get(&c.timed_out),

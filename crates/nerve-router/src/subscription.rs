@@ -10,6 +10,7 @@ use nerve_core::{Event, Pattern, PatternError};
 use serde::Serialize;
 
 use crate::handler::{AsyncFn, FilterFn, SyncFn};
+use crate::queue::{DropReason, Overflow, Queue};
 
 /// Identifies a subscription on its bus. Returned by every `subscribe*` call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -39,6 +40,9 @@ impl fmt::Display for SubscriptionId {
 /// | `filter`      | none: every matching event            |
 /// | `timeout`     | the bus's `handler_timeout`           |
 /// | `concurrency` | 1: one event at a time, in order (async only) |
+/// | `queued`      | off: sync handlers run inline on the emitting thread |
+/// | queue capacity| async handlers and queued sync handlers: 65,536 |
+/// | `overflow`    | handlers: [`Overflow::Block`]; streams: [`Overflow::DropOldest`] |
 ///
 /// ```
 /// use nerve_router::Subscribe;
@@ -55,6 +59,9 @@ pub struct Subscribe {
     pub(crate) filter: Option<FilterFn>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) concurrency: Option<usize>,
+    pub(crate) queue_capacity: Option<usize>,
+    pub(crate) queued: bool,
+    pub(crate) overflow: Option<Overflow>,
 }
 
 impl Subscribe {
@@ -97,6 +104,22 @@ impl Subscribe {
         self.concurrency = Some(n.max(1));
         self
     }
+
+    /// Runs a sync handler on its own worker thread, behind a queue of
+    /// `capacity` events, instead of inline: a slow handler then stops
+    /// slowing the emitter. For an async handler, sets its queue's capacity.
+    pub fn queued(mut self, capacity: usize) -> Self {
+        self.queued = true;
+        self.queue_capacity = Some(capacity.max(1));
+        self
+    }
+
+    /// What this subscriber's queue does when full (async and queued
+    /// handlers; inline handlers have no queue).
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = Some(overflow);
+        self
+    }
 }
 
 impl fmt::Debug for Subscribe {
@@ -107,6 +130,9 @@ impl fmt::Debug for Subscribe {
             .field("filter", &self.filter.is_some())
             .field("timeout", &self.timeout)
             .field("concurrency", &self.concurrency)
+            .field("queued", &self.queued)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("overflow", &self.overflow)
             .finish()
     }
 }
@@ -169,13 +195,53 @@ impl<T: Clone + IntoPatterns> IntoPatterns for Vec<T> {
 }
 
 pub(crate) enum HandlerKind {
+    /// Runs inline on the emitting thread.
     Sync(SyncFn),
+    /// Runs on its own thread behind a queue.
+    Queued(QueuedSlot),
+    /// Runs on the tokio runtime behind a queue.
     Async(AsyncSlot),
+    /// Feeds an [`EventStream`](crate::EventStream).
+    Stream(Arc<Queue<crate::stream::StreamItem>>),
+}
+
+impl HandlerKind {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            HandlerKind::Sync(_) => "sync",
+            HandlerKind::Queued(_) => "queued",
+            HandlerKind::Async(_) => "async",
+            HandlerKind::Stream(_) => "stream",
+        }
+    }
+
+    /// The queue, depth and capacity, of a subscriber that has one.
+    pub(crate) fn queue_depth(&self) -> Option<(usize, usize, Overflow)> {
+        match self {
+            HandlerKind::Sync(_) => None,
+            HandlerKind::Queued(slot) => Some((
+                slot.queue.len(),
+                slot.queue.capacity(),
+                slot.queue.overflow(),
+            )),
+            HandlerKind::Async(slot) => Some((
+                slot.queue.len(),
+                slot.queue.capacity(),
+                slot.queue.overflow(),
+            )),
+            HandlerKind::Stream(q) => Some((q.len(), q.capacity(), q.overflow())),
+        }
+    }
+}
+
+pub(crate) struct QueuedSlot {
+    pub(crate) queue: Arc<Queue<crate::worker::Delivery>>,
 }
 
 pub(crate) struct AsyncSlot {
     pub(crate) handler: AsyncFn,
     pub(crate) concurrency: usize,
+    pub(crate) queue: Arc<Queue<crate::worker::Delivery>>,
     /// The running worker, started on first delivery (a runtime is needed then,
     /// not at subscribe time) and restarted if its runtime went away.
     pub(crate) worker: Mutex<Option<crate::worker::WorkerHandle>>,
@@ -190,6 +256,8 @@ pub(crate) struct Subscription {
     pub(crate) filter: Option<FilterFn>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) kind: HandlerKind,
+    /// For run streams: the run, so `close_run` can end them.
+    pub(crate) run_id: Option<Box<str>>,
     pub(crate) active: AtomicBool,
     pub(crate) counters: SubscriptionCounters,
 }
@@ -197,6 +265,17 @@ pub(crate) struct Subscription {
 impl Subscription {
     pub(crate) fn is_async(&self) -> bool {
         matches!(self.kind, HandlerKind::Async(_))
+    }
+
+    /// Closes this subscriber's queue, if it has one; what is queued still
+    /// runs (handlers) or is dropped (streams).
+    pub(crate) fn close_queue(&self) {
+        match &self.kind {
+            HandlerKind::Sync(_) => {}
+            HandlerKind::Queued(slot) => slot.queue.close(),
+            HandlerKind::Async(slot) => slot.queue.close(),
+            HandlerKind::Stream(q) => q.close(),
+        }
     }
 
     /// `name` when given, else the id: how stats and errors refer to it.
@@ -210,7 +289,17 @@ impl Subscription {
 
 #[derive(Default)]
 pub(crate) struct SubscriptionCounters {
+    /// Events offered to this subscriber (passed its filter).
+    pub(crate) offered: AtomicU64,
+    /// Events handed to the handler or stream, whatever the outcome.
     pub(crate) delivered: AtomicU64,
+    /// Events lost, by [`DropReason`] index.
+    pub(crate) dropped: [AtomicU64; DropReason::ALL.len()],
+    /// Drops not yet announced by a `system.events_dropped` event.
+    pub(crate) unannounced: AtomicU64,
+    /// When drops were last announced.
+    pub(crate) announced_at: Mutex<Option<std::time::Instant>>,
+    pub(crate) succeeded: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) panicked: AtomicU64,
     pub(crate) timed_out: AtomicU64,
@@ -220,14 +309,21 @@ pub(crate) struct SubscriptionCounters {
 
 impl SubscriptionCounters {
     pub(crate) fn reset(&self) {
-        for c in [
+        for c in self.dropped.iter().chain([
+            &self.offered,
             &self.delivered,
+            &self.unannounced,
+            &self.succeeded,
             &self.failed,
             &self.panicked,
             &self.timed_out,
             &self.halted,
-        ] {
+        ]) {
             c.store(0, Ordering::Relaxed);
         }
+    }
+
+    pub(crate) fn dropped_total(&self) -> u64 {
+        self.dropped.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 }

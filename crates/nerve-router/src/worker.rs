@@ -1,5 +1,6 @@
-//! Async deliveries: one worker task per async subscription, fed by a queue,
-//! so each subscriber sees its events in order (or `concurrency(n)` at once).
+//! Queued deliveries: one worker per async subscription (a task) or queued
+//! sync subscription (a thread), fed by the subscriber's bounded queue, so
+//! each subscriber sees its events in order (or `concurrency(n)` at once).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -13,7 +14,8 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use crate::bus::BusInner;
-use crate::handler::panic_message;
+use crate::handler::{SyncFn, panic_message};
+use crate::queue::{DropReason, Queue, QueueItem};
 use crate::reentry::{self, Blocked, Chain, WithChain};
 use crate::report::{HandlerOutcome, Outcome};
 use crate::stats::Shared;
@@ -23,7 +25,6 @@ use crate::subscription::{HandlerKind, Subscription};
 pub(crate) type Waiter = mpsc::UnboundedSender<HandlerOutcome>;
 
 pub(crate) struct WorkerHandle {
-    pub(crate) tx: mpsc::UnboundedSender<Delivery>,
     pub(crate) task: tokio::task::JoinHandle<()>,
 }
 
@@ -35,8 +36,16 @@ pub(crate) struct Delivery {
     pub(crate) waiter: Option<Waiter>,
     /// The subscriptions blocked on the emitter, when it waits for this one.
     pub(crate) chain: Option<Chain>,
+    /// Never dropped by a full queue.
+    pub(crate) terminal: bool,
     shared: Arc<Shared>,
     finished: bool,
+}
+
+impl QueueItem for Delivery {
+    fn is_terminal(&self) -> bool {
+        self.terminal
+    }
 }
 
 impl Delivery {
@@ -45,6 +54,7 @@ impl Delivery {
         sub: Arc<Subscription>,
         waiter: Option<Waiter>,
         chain: Option<Chain>,
+        terminal: bool,
         shared: Arc<Shared>,
     ) -> Self {
         shared.pending.add();
@@ -54,9 +64,16 @@ impl Delivery {
             sub,
             waiter,
             chain,
+            terminal,
             shared,
             finished: false,
         }
+    }
+
+    /// Drops the delivery because its queue had no room (counted by the
+    /// caller), telling a waiting `emit_and_wait`.
+    pub(crate) fn discard(self, reason: DropReason) {
+        self.finish(Outcome::Dropped(reason), Duration::ZERO);
     }
 
     fn finish(mut self, outcome: Outcome, elapsed: Duration) {
@@ -90,23 +107,73 @@ impl Drop for Delivery {
     }
 }
 
+/// If the worker task is cancelled (its runtime shut down), what it left in
+/// the queue is abandoned, counted and reported, rather than left waiting for
+/// a worker that may never come.
+struct AbandonQueuedOnDrop(Arc<Queue<Delivery>>);
+
+impl Drop for AbandonQueuedOnDrop {
+    fn drop(&mut self) {
+        drop(self.0.take_all());
+    }
+}
+
 /// Starts the worker of one async subscription on `handle`.
-pub(crate) fn spawn(bus: Weak<BusInner>, handle: &Handle, concurrency: usize) -> WorkerHandle {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Delivery>();
+pub(crate) fn spawn(
+    bus: Weak<BusInner>,
+    handle: &Handle,
+    queue: Arc<Queue<Delivery>>,
+    concurrency: usize,
+) -> WorkerHandle {
+    // Made outside the task so that a task dropped unpolled (its runtime is
+    // shutting down) still abandons the queue.
+    let abandon = AbandonQueuedOnDrop(queue.clone());
     let task = handle.spawn(async move {
+        let _abandon = abandon;
         // `for_each_concurrent(1)` finishes event N before starting N+1, which
         // is the per-subscriber order; `n` runs up to n at once.
-        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+        futures::stream::poll_fn(|cx| queue.poll_pop(cx))
             .for_each_concurrent(concurrency, |delivery| run(bus.clone(), delivery))
             .await;
     });
-    WorkerHandle { tx, task }
+    WorkerHandle { task }
+}
+
+/// Starts the thread of one queued sync subscription.
+pub(crate) fn spawn_thread(
+    bus: Weak<BusInner>,
+    name: String,
+    queue: Arc<Queue<Delivery>>,
+    handler: SyncFn,
+) -> std::io::Result<()> {
+    std::thread::Builder::new().name(name).spawn(move || {
+        while let Some(delivery) = queue.pop_blocking() {
+            let Some(bus) = bus.upgrade() else {
+                continue; // The bus is gone: dropping counts it abandoned.
+            };
+            delivery
+                .sub
+                .counters
+                .delivered
+                .fetch_add(1, Ordering::Relaxed);
+            let timeout = delivery.sub.timeout.or(bus.config.sync_timeout());
+            let (outcome, elapsed) = bus.call_sync(&handler, &delivery.event, timeout);
+            bus.record(&delivery.event, &delivery.sub, &outcome);
+            delivery.finish(outcome, elapsed);
+        }
+    })?;
+    Ok(())
 }
 
 async fn run(bus: Weak<BusInner>, delivery: Delivery) {
     let Some(bus) = bus.upgrade() else {
         return; // The bus is gone: dropping the delivery counts it abandoned.
     };
+    delivery
+        .sub
+        .counters
+        .delivered
+        .fetch_add(1, Ordering::Relaxed);
     let HandlerKind::Async(slot) = &delivery.sub.kind else {
         return;
     };

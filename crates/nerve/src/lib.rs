@@ -13,6 +13,8 @@
 //! * [`correlation`]: the id that follows a piece of work across events,
 //!   threads and tasks.
 //! * [`TypedEvent`]: emit and subscribe to Rust structs as themselves.
+//! * [`metrics`]: the [`Metrics`](metrics::Metrics) trait the bus reports
+//!   through, the names of its metrics, and in-memory and callback recorders.
 //!
 //! # Example
 //!
@@ -36,7 +38,8 @@
 //!
 //! | feature | default | what it adds |
 //! |---------|---------|--------------|
-//! | `full`  | no      | every stable feature (today: nothing beyond the default) |
+//! | `full`  | no      | every stable feature |
+//! | `metrics-facade` | no | `metrics::MetricsFacade`: the bus's metrics through the [`metrics`](https://docs.rs/metrics) crate, so any of its exporters (Prometheus included) can publish them |
 //!
 //! Later releases add `journal` (the JSONL audit log), `consumers`
 //! (validation, metrics, progress, alerts), `otel` and `nats`.
@@ -49,11 +52,11 @@
 pub use nerve_core::query::HistoryQuery;
 #[doc(inline)]
 pub use nerve_core::{
-    CorrelationId, DecodeError, Event, EventBuilder, EventId, Pattern, PatternError, Timestamp,
-    TypedEvent, Value, json,
+    CorrelationId, DecodeError, Event, EventBuilder, EventId, LaneAnomaly, MergedLanes, Pattern,
+    PatternError, Timestamp, TypedEvent, Value, json, merge_lanes,
 };
 #[doc(inline)]
-pub use nerve_core::{correlation, name};
+pub use nerve_core::{correlation, metrics, name};
 #[doc(inline)]
 pub use nerve_router::{
     BuildError, Bus, BusBuilder, BusStats, DeliveryReport, EmitError, EmitManyError, HandlerError,

@@ -1,0 +1,376 @@
+//! Streams of events: [`EventStream`], and the per-run history that lets a
+//! late subscriber see a whole run.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll};
+
+use nerve_core::{Event, EventId};
+
+use crate::bus::BusInner;
+use crate::handler::FilterFn;
+use crate::queue::{DropReason, Overflow, Queue, QueueItem};
+use crate::subscription::{Subscription, SubscriptionId};
+
+/// What a stream's queue holds: an event, or the end of a closed run.
+pub(crate) enum StreamItem {
+    Event { event: Event, terminal: bool },
+    End,
+}
+
+impl QueueItem for StreamItem {
+    fn is_terminal(&self) -> bool {
+        match self {
+            StreamItem::Event { terminal, .. } => *terminal,
+            StreamItem::End => true,
+        }
+    }
+}
+
+/// Options of a stream, for [`Bus::stream_with`](crate::Bus::stream_with).
+///
+/// | option     | default                          |
+/// |------------|----------------------------------|
+/// | `capacity` | 1,024 events                     |
+/// | `overflow` | [`Overflow::DropOldest`]         |
+/// | `run_id`, `lane`, `source`, `filter` | none: every matching event |
+/// | `name`     | none (stats show the id)         |
+#[derive(Clone)]
+#[must_use]
+pub struct StreamOptions {
+    pub(crate) capacity: usize,
+    pub(crate) overflow: Overflow,
+    pub(crate) run_id: Option<String>,
+    pub(crate) lane: Option<String>,
+    pub(crate) source: Option<String>,
+    pub(crate) filter: Option<FilterFn>,
+    pub(crate) name: Option<String>,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        Self {
+            capacity: 1024,
+            overflow: Overflow::DropOldest,
+            run_id: None,
+            lane: None,
+            source: None,
+            filter: None,
+            name: None,
+        }
+    }
+}
+
+impl StreamOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many events wait for the consumer before `overflow` applies.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// What happens when the stream's queue is full.
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// Only events of this run.
+    pub fn run_id(mut self, run_id: impl Into<String>) -> Self {
+        self.run_id = Some(run_id.into());
+        self
+    }
+
+    /// Only events of this lane.
+    pub fn lane(mut self, lane: impl Into<String>) -> Self {
+        self.lane = Some(lane.into());
+        self
+    }
+
+    /// Only events from this source.
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Only events for which `filter` returns true.
+    pub fn filter<F>(mut self, filter: F) -> Self
+    where
+        F: Fn(&Event) -> bool + Send + Sync + 'static,
+    {
+        self.filter = Some(Arc::new(filter));
+        self
+    }
+
+    /// A name shown in stats and drop reports.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The filters combined into one.
+    pub(crate) fn combined_filter(&self) -> Option<FilterFn> {
+        if self.run_id.is_none()
+            && self.lane.is_none()
+            && self.source.is_none()
+            && self.filter.is_none()
+        {
+            return None;
+        }
+        let (run_id, lane, source, user) = (
+            self.run_id.clone(),
+            self.lane.clone(),
+            self.source.clone(),
+            self.filter.clone(),
+        );
+        Some(Arc::new(move |e: &Event| {
+            run_id.as_deref().is_none_or(|r| e.run_id() == Some(r))
+                && lane.as_deref().is_none_or(|l| e.lane() == Some(l))
+                && source.as_deref().is_none_or(|s| e.source() == Some(s))
+                && user.as_ref().is_none_or(|f| f(e))
+        }))
+    }
+}
+
+impl fmt::Debug for StreamOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamOptions")
+            .field("capacity", &self.capacity)
+            .field("overflow", &self.overflow)
+            .field("run_id", &self.run_id)
+            .field("lane", &self.lane)
+            .field("source", &self.source)
+            .field("filter", &self.filter.is_some())
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// A live stream of events: a [`futures::Stream`] of [`Event`]s backed by a
+/// bounded queue. Made by [`Bus::stream`](crate::Bus::stream) and friends.
+///
+/// Dropping the stream unsubscribes it. A stream from
+/// [`Bus::subscribe_run`](crate::Bus::subscribe_run) first yields the run's
+/// recorded events, oldest first, then live ones, with no gap and no
+/// duplicate at the seam, and ends after [`Bus::close_run`](crate::Bus::close_run).
+///
+/// # Cancel safety
+///
+/// `next()` is cancel safe: an event is only taken from the queue when it is
+/// returned.
+pub struct EventStream {
+    queue: Arc<Queue<StreamItem>>,
+    sub: Arc<Subscription>,
+    bus: Weak<BusInner>,
+    replay: VecDeque<Event>,
+    /// Replayed events that may also arrive live, skipped then.
+    replayed: HashSet<EventId>,
+    ended: bool,
+}
+
+impl EventStream {
+    pub(crate) fn new(
+        queue: Arc<Queue<StreamItem>>,
+        sub: Arc<Subscription>,
+        bus: Weak<BusInner>,
+        replay: Vec<Event>,
+    ) -> Self {
+        Self {
+            queue,
+            sub,
+            bus,
+            replayed: replay.iter().map(Event::event_id).collect(),
+            replay: replay.into(),
+            ended: false,
+        }
+    }
+
+    /// The subscription behind this stream.
+    pub fn id(&self) -> SubscriptionId {
+        self.sub.id
+    }
+
+    /// Events waiting in the stream's queue.
+    pub fn len(&self) -> usize {
+        self.queue.len() + self.replay.len()
+    }
+
+    /// Whether no event is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventStream")
+            .field("id", &self.sub.id)
+            .field("queued", &self.queue.len())
+            .field("replay", &self.replay.len())
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+impl futures::Stream for EventStream {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let this = self.get_mut();
+        if let Some(event) = this.replay.pop_front() {
+            return Poll::Ready(Some(event));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        loop {
+            match this.queue.poll_pop(cx) {
+                Poll::Ready(Some(StreamItem::Event { event, .. })) => {
+                    this.sub.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    if !this.replayed.is_empty() && this.replayed.remove(&event.event_id()) {
+                        continue; // Already yielded from the run's history.
+                    }
+                    return Poll::Ready(Some(event));
+                }
+                Poll::Ready(Some(StreamItem::End) | None) => {
+                    this.ended = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        if let Some(bus) = self.bus.upgrade() {
+            bus.remove(self.sub.id);
+        }
+        let left = self.queue.close_and_drain();
+        let lost = left
+            .iter()
+            .filter(|i| matches!(i, StreamItem::Event { .. }))
+            .count();
+        if lost > 0 {
+            self.sub.counters.dropped[DropReason::Closed.index()]
+                .fetch_add(lost as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The recent events of each run, for late subscribers.
+pub(crate) struct Runs {
+    per_run: usize,
+    max_runs: usize,
+    state: Mutex<RunsState>,
+}
+
+#[derive(Default)]
+pub(crate) struct RunsState {
+    runs: HashMap<Box<str>, RunLog>,
+    tick: u64,
+    /// Events pushed out of a full run log, and whole runs evicted.
+    pub(crate) events_evicted: u64,
+    pub(crate) runs_evicted: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct RunLog {
+    pub(crate) events: VecDeque<Event>,
+    lanes: HashMap<Box<str>, u64>,
+    pub(crate) closed: bool,
+    last_used: u64,
+}
+
+impl Runs {
+    pub(crate) fn new(per_run: usize, max_runs: usize) -> Self {
+        Self {
+            per_run,
+            max_runs,
+            state: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, RunsState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Numbers `event` in its lane and records it in its run's log.
+    ///
+    /// Lane counters live with their run (events with a lane and no run share
+    /// the run `""`), so they are bounded with the runs; a run evicted and
+    /// seen again restarts its lanes at 1, which `merge_lanes` reports.
+    pub(crate) fn record(&self, event: Event) -> Event {
+        let run_id = event.run_id().unwrap_or("");
+        let max_runs = self.max_runs.max(1);
+        let mut state = self.lock();
+        let log = state.touch(run_id, max_runs);
+        let event = match event.lane() {
+            Some(lane) => {
+                let next = log.lanes.entry(lane.into()).or_insert(0);
+                *next += 1;
+                let n = *next;
+                event.with_lane_seq(n)
+            }
+            None => event,
+        };
+        if event.run_id().is_some() && self.per_run > 0 {
+            log.events.push_back(event.clone());
+            if log.events.len() > self.per_run {
+                log.events.pop_front();
+                state.events_evicted += 1;
+            }
+        }
+        event
+    }
+}
+
+impl RunsState {
+    /// The log of `run_id`, made (evicting the least recently used run if
+    /// there are too many) when it is new.
+    pub(crate) fn touch(&mut self, run_id: &str, max_runs: usize) -> &mut RunLog {
+        self.tick += 1;
+        let tick = self.tick;
+        if !self.runs.contains_key(run_id) && self.runs.len() >= max_runs {
+            // A scan of at most `max_runs` logs, only when a new run starts.
+            if let Some(oldest) = self
+                .runs
+                .iter()
+                .min_by_key(|(_, log)| log.last_used)
+                .map(|(id, _)| id.clone())
+            {
+                self.runs.remove(&oldest);
+                self.runs_evicted += 1;
+            }
+        }
+        let log = self.runs.entry(run_id.into()).or_default();
+        log.last_used = tick;
+        log
+    }
+
+    pub(crate) fn get(&self, run_id: &str) -> Option<&RunLog> {
+        self.runs.get(run_id)
+    }
+
+    pub(crate) fn get_mut(&mut self, run_id: &str) -> Option<&mut RunLog> {
+        self.runs.get_mut(run_id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.runs.len()
+    }
+}
+
+impl Runs {
+    pub(crate) fn max_runs(&self) -> usize {
+        self.max_runs
+    }
+}
