@@ -18,6 +18,8 @@
 //! * [`TypedEvent`]: a Rust type that names its event type.
 //! * [`metrics`]: the [`Metrics`](metrics::Metrics) trait the bus reports
 //!   through, the names of its metrics, and in-memory and callback recorders.
+//! * [`sink`]: the [`EventSink`](sink::EventSink) trait through which a bus
+//!   records every event it accepts (the journal implements it).
 //! * [`lanes`]: merging the parallel branches of a run ([`merge_lanes`]) and
 //!   reporting what is wrong with their numbering.
 //!
@@ -51,6 +53,7 @@ pub mod metrics;
 pub mod name;
 mod pattern;
 pub mod query;
+pub mod sink;
 mod typed;
 
 #[doc(inline)]

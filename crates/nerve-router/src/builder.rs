@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use nerve_core::sink::EventSink;
 use nerve_core::{Event, Pattern};
 
 use nerve_core::name::NameRules;
@@ -28,6 +29,7 @@ pub(crate) struct Config {
     pub(crate) terminal_patterns: Vec<Pattern>,
     pub(crate) guards: Vec<GuardFn>,
     pub(crate) run_history: (usize, usize),
+    pub(crate) sink: Option<Arc<dyn EventSink>>,
 }
 
 /// An emit-time check; see [`BusBuilder::guard`].
@@ -87,6 +89,7 @@ impl std::fmt::Debug for Config {
             .field("terminal_patterns", &self.terminal_patterns)
             .field("guards", &self.guards.len())
             .field("run_history", &self.run_history)
+            .field("sink", &self.sink.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -117,6 +120,7 @@ impl Default for Config {
                 .collect(),
             guards: Vec::new(),
             run_history: (500, 200),
+            sink: None,
         }
     }
 }
@@ -137,6 +141,7 @@ impl Default for Config {
 /// | `terminal_patterns`       | `*.completed`, `*.finished`, `*.failed`, `*.error` |
 /// | `guard`                   | none                                           |
 /// | `run_history`             | 500 events per run, 200 runs (least recently used evicted) |
+/// | `journal`                 | none: events live in memory only               |
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -260,6 +265,17 @@ impl BusBuilder {
     /// `per_run` events of each of the `max_runs` most recently used runs.
     pub fn run_history(mut self, per_run: usize, max_runs: usize) -> Self {
         self.config.run_history = (per_run, max_runs);
+        self
+    }
+
+    /// Records every accepted event in `sink`, such as the JSONL journal of
+    /// `nerve-journal`, before handlers see it. See
+    /// [`nerve_core::sink`] for what the bus does with the sink's errors:
+    /// they are counted (`stats().events.journal_errors`), published as
+    /// `system.journal_error`, and the event is still delivered in memory.
+    /// `shutdown` closes the sink; `flush` flushes it.
+    pub fn journal(mut self, sink: impl EventSink) -> Self {
+        self.config.sink = Some(Arc::new(sink));
         self
     }
 

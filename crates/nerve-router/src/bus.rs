@@ -33,11 +33,19 @@ use crate::subscription::{
     SubscriptionCounters, SubscriptionId,
 };
 use crate::worker::{self, Delivery, Waiter};
+use nerve_core::sink::{FaultReporter, SinkError, SinkFault};
 
 /// Event types the bus emits about itself. A failure while handling one of
 /// them is counted and logged but not reported as another event, so a failing
 /// `system.*` handler cannot loop.
-const SELF_REPORTED: [&str; 2] = ["system.handler_error", "system.events_dropped"];
+const SELF_REPORTED: [&str; 3] = [
+    "system.handler_error",
+    "system.events_dropped",
+    JOURNAL_ERROR,
+];
+
+/// Published when the bus's sink (the journal) fails; never recorded in it.
+const JOURNAL_ERROR: &str = "system.journal_error";
 
 /// Queue capacity of async and queued handlers unless `Subscribe::queued` says.
 const DEFAULT_HANDLER_QUEUE: usize = 65_536;
@@ -140,7 +148,7 @@ impl Bus {
         let semaphore = config
             .max_concurrent_handlers
             .map(|n| Arc::new(Semaphore::new(n)));
-        Self {
+        let bus = Self {
             inner: Arc::new(BusInner {
                 id: NEXT_BUS_ID.fetch_add(1, Ordering::Relaxed),
                 history: History::new(config.history_capacity),
@@ -159,7 +167,16 @@ impl Bus {
                 shutdown: Mutex::new(None),
                 workers: Mutex::new(Vec::new()),
             }),
+        };
+        if let Some(sink) = &bus.inner.config.sink {
+            let weak = Arc::downgrade(&bus.inner);
+            sink.attach(FaultReporter::new(move |fault| {
+                if let Some(bus) = weak.upgrade() {
+                    bus.sink_fault(fault);
+                }
+            }));
         }
+        bus
     }
 
     // ----- subscribing -----
@@ -567,6 +584,7 @@ impl Bus {
             return;
         }
         self.inner.shared.pending.wait().await;
+        self.inner.flush_sink();
     }
 
     /// The blocking twin of [`flush`](Self::flush). On a current-thread tokio
@@ -578,6 +596,7 @@ impl Bus {
             return;
         }
         block_here(|| self.inner.shared.pending.wait_blocking(None));
+        self.inner.flush_sink();
     }
 
     // ----- reading -----
@@ -585,6 +604,24 @@ impl Bus {
     /// Recent events matching `query`, newest first unless it says otherwise.
     pub fn history(&self, query: &HistoryQuery) -> Vec<Event> {
         self.inner.history.query(query)
+    }
+
+    /// Recorded events matching `query`, read through the journal when the
+    /// bus has one (so events older than the in-memory history are found),
+    /// else from the in-memory history. Newest first unless the query says
+    /// otherwise.
+    ///
+    /// # Errors
+    ///
+    /// A [`SinkError`] when the journal cannot be read.
+    pub fn events(&self, query: &HistoryQuery) -> Result<Vec<Event>, SinkError> {
+        match &self.inner.config.sink {
+            Some(sink) => {
+                self.inner.flush_sink();
+                sink.query(query)
+            }
+            None => Ok(self.inner.history.query(query)),
+        }
     }
 
     /// Empties the in-memory history.
@@ -989,6 +1026,17 @@ impl BusInner {
             event = self.runs.record(event);
             route = self.route(event.event_type());
         }
+        if let Some(sink) = &self.config.sink {
+            if event.event_type() != JOURNAL_ERROR {
+                if let Err(e) = sink.record(&event) {
+                    self.sink_fault(SinkFault {
+                        kind: e.kind(),
+                        message: e.to_string(),
+                        event: Some(event.clone()),
+                    });
+                }
+            }
+        }
         self.history.push(&event);
         self.shared.emitted.fetch_add(1, Ordering::Relaxed);
         route.type_counter.fetch_add(1, Ordering::Relaxed);
@@ -1230,6 +1278,33 @@ impl BusInner {
         }
     }
 
+    /// Counts a fault of the sink and publishes it as `system.journal_error`.
+    /// May run on the sink's writer thread.
+    pub(crate) fn sink_fault(self: &Arc<Self>, fault: SinkFault) {
+        self.shared.journal_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(kind = fault.kind.as_str(), message = %fault.message, "journal error");
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let data = json!({
+            "kind": fault.kind.as_str(),
+            "error": fault.message,
+            "event_id": fault.event.as_ref().map(|e| e.event_id().to_string()),
+            "event_type": fault.event.as_ref().map(|e| e.event_type().to_owned()),
+        });
+        let mut builder = Event::builder(JOURNAL_ERROR).data(data).source("nerve");
+        if let Some(id) = fault.event.as_ref().and_then(Event::correlation_id) {
+            builder = builder.correlation_id(id.clone());
+        }
+        let result = builder
+            .build()
+            .map_err(EmitError::from)
+            .and_then(|e| self.dispatch(e, None));
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "system.journal_error not published");
+        }
+    }
+
     /// Refuses an `emit_and_wait` that would wait on itself.
     fn check_wait(&self, event: &Event, route: &Route, mode: WaitMode) -> Result<(), EmitError> {
         if mode == WaitMode::Blocking && self.blocking_would_deadlock() {
@@ -1421,6 +1496,7 @@ impl BusInner {
                 rejected: get(&s.rejected),
                 delivered: get(&s.delivered),
                 dropped: get(&s.dropped),
+                journal_errors: get(&s.journal_errors),
                 failed: get(&s.failed),
                 panicked: get(&s.panicked),
                 timed_out: get(&s.timed_out),
@@ -1468,6 +1544,17 @@ impl BusInner {
         None
     }
 
+    /// Flushes the sink, counting a failure.
+    fn flush_sink(&self) {
+        if let Some(sink) = &self.config.sink {
+            let timeout = self.config.shutdown_timeout;
+            if let Err(e) = block_here(|| sink.flush(timeout)) {
+                self.shared.journal_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "journal flush failed");
+            }
+        }
+    }
+
     fn finish_shutdown(&self, drained: bool) -> ShutdownReport {
         let abandoned = self.shared.pending.get();
         let _writer = self
@@ -1507,6 +1594,13 @@ impl BusInner {
             // Workers of unsubscribed subscriptions may still run deliveries.
             for worker in workers {
                 worker.abort();
+            }
+        }
+        if let Some(sink) = &self.config.sink {
+            let timeout = self.config.shutdown_timeout;
+            if let Err(e) = block_here(|| sink.close(timeout)) {
+                self.shared.journal_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "journal close failed");
             }
         }
         let report = ShutdownReport { drained, abandoned };

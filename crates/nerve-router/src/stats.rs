@@ -16,6 +16,7 @@ pub(crate) struct Shared {
     pub(crate) rejected: AtomicU64,
     pub(crate) delivered: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    pub(crate) journal_errors: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) panicked: AtomicU64,
     pub(crate) timed_out: AtomicU64,
@@ -32,6 +33,7 @@ impl Shared {
             &self.rejected,
             &self.delivered,
             &self.dropped,
+            &self.journal_errors,
             &self.failed,
             &self.panicked,
             &self.timed_out,
@@ -109,6 +111,9 @@ pub struct EventStats {
     /// Events lost by full or closed subscriber queues (see each
     /// subscriber's `dropped_by_reason`).
     pub dropped: u64,
+    /// Failures of the journal (the bus's sink): events it could not take,
+    /// background write errors, failed flushes.
+    pub journal_errors: u64,
     /// Deliveries that returned an error or panicked.
     pub failed: u64,
     /// Of `failed`, those that panicked.
