@@ -3,7 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use nerve_core::metrics::Metrics;
 use nerve_core::sink::EventSink;
+
+use crate::dead_letter::DeadLetterQueue;
+use crate::queue::Overflow;
 use nerve_core::{Event, Pattern};
 
 use nerve_core::name::NameRules;
@@ -30,6 +34,9 @@ pub(crate) struct Config {
     pub(crate) guards: Vec<GuardFn>,
     pub(crate) run_history: (usize, usize),
     pub(crate) sink: Option<Arc<dyn EventSink>>,
+    pub(crate) dead_letters: Option<DeadLetterQueue>,
+    pub(crate) metrics: Option<Arc<dyn Metrics>>,
+    pub(crate) max_pending: Option<(usize, Overflow)>,
 }
 
 /// An emit-time check; see [`BusBuilder::guard`].
@@ -90,6 +97,9 @@ impl std::fmt::Debug for Config {
             .field("guards", &self.guards.len())
             .field("run_history", &self.run_history)
             .field("sink", &self.sink.is_some())
+            .field("dead_letters", &self.dead_letters)
+            .field("metrics", &self.metrics.is_some())
+            .field("max_pending", &self.max_pending)
             .finish_non_exhaustive()
     }
 }
@@ -121,6 +131,9 @@ impl Default for Config {
             guards: Vec::new(),
             run_history: (500, 200),
             sink: None,
+            dead_letters: None,
+            metrics: None,
+            max_pending: None,
         }
     }
 }
@@ -142,6 +155,9 @@ impl Default for Config {
 /// | `guard`                   | none                                           |
 /// | `run_history`             | 500 events per run, 200 runs (least recently used evicted) |
 /// | `journal`                 | none: events live in memory only               |
+/// | `dead_letters`            | none: failures are counted and published, not kept |
+/// | `metrics`                 | none: only `stats()` counts                    |
+/// | `max_pending`             | none: each subscriber's queue bounds itself    |
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -276,6 +292,36 @@ impl BusBuilder {
     /// `shutdown` closes the sink; `flush` flushes it.
     pub fn journal(mut self, sink: impl EventSink) -> Self {
         self.config.sink = Some(Arc::new(sink));
+        self
+    }
+
+    /// Keeps failed deliveries in `queue` for inspection and retry (see
+    /// [`DeadLetterQueue`]). Attach a queue to one bus only.
+    pub fn dead_letters(mut self, queue: DeadLetterQueue) -> Self {
+        self.config.dead_letters = Some(queue);
+        self
+    }
+
+    /// Reports the bus's metrics (see [`nerve_core::metrics::names`]) to
+    /// `metrics`: events emitted by type, delivered, dropped by reason,
+    /// handler durations and failures, queue depths, pending deliveries and
+    /// dead letters. Inline handlers are timed when a recorder is set.
+    pub fn metrics(mut self, metrics: impl Metrics) -> Self {
+        self.config.metrics = Some(Arc::new(metrics));
+        self
+    }
+
+    /// Bounds the deliveries accepted but not yet finished across every
+    /// async and queued handler of the bus to `max`, with `overflow` applied
+    /// when the bound is reached: `DropNewest` drops the new delivery,
+    /// `DropOldest` evicts the oldest delivery queued for the same
+    /// subscriber (or drops the new one if it has none), `Error` makes
+    /// `emit` return [`EmitError::PendingFull`](crate::EmitError::PendingFull),
+    /// `Block` waits for room, `BlockTimeout(d)` waits up to `d` then drops.
+    /// Drops are counted per subscriber with reason `max_pending`. Terminal
+    /// events pass the bound. Streams are bounded by their own capacity.
+    pub fn max_pending(mut self, max: usize, overflow: Overflow) -> Self {
+        self.config.max_pending = Some((max.max(1), overflow));
         self
     }
 

@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 
 use crate::builder::{BusBuilder, Config, Reject};
+use crate::dead_letter::{DeadLetter, DeadLetterReason, Failure};
 use crate::error::{EmitError, EmitManyError, SubscribeError};
 use crate::handler::{self, HandlerError, IntoHandlerResult, SyncFn, panic_message};
 use crate::history::History;
@@ -33,7 +34,8 @@ use crate::subscription::{
     SubscriptionCounters, SubscriptionId,
 };
 use crate::worker::{self, Delivery, Waiter};
-use nerve_core::sink::{FaultReporter, SinkError, SinkFault};
+use nerve_core::metrics::names as metric;
+use nerve_core::sink::{FaultReporter, SinkError, SinkErrorKind, SinkFault};
 
 /// Event types the bus emits about itself. A failure while handling one of
 /// them is counted and logged but not reported as another event, so a failing
@@ -168,6 +170,9 @@ impl Bus {
                 workers: Mutex::new(Vec::new()),
             }),
         };
+        if let Some(dlq) = &bus.inner.config.dead_letters {
+            dlq.attach(Arc::downgrade(&bus.inner));
+        }
         if let Some(sink) = &bus.inner.config.sink {
             let weak = Arc::downgrade(&bus.inner);
             sink.attach(FaultReporter::new(move |fault| {
@@ -713,16 +718,26 @@ struct AfterDelivery {
 
 /// Something a full queue can drop, telling whoever waits for it.
 trait Discard {
+    fn event(&self) -> Option<&Event>;
     fn discard(self, reason: DropReason);
 }
 
 impl Discard for Delivery {
+    fn event(&self) -> Option<&Event> {
+        Some(&self.event)
+    }
     fn discard(self, reason: DropReason) {
         Delivery::discard(self, reason);
     }
 }
 
 impl Discard for StreamItem {
+    fn event(&self) -> Option<&Event> {
+        match self {
+            StreamItem::Event { event, .. } => Some(event),
+            StreamItem::End => None,
+        }
+    }
     fn discard(self, _reason: DropReason) {}
 }
 
@@ -803,6 +818,10 @@ impl BusInner {
         let id = SubscriptionId(self.next_subscription.fetch_add(1, Ordering::Relaxed));
         let mut patterns = patterns;
         patterns.dedup();
+        let metric_label = match &options.name {
+            Some(name) => name.clone().into_boxed_str(),
+            None => id.to_string().into_boxed_str(),
+        };
         let sub = Arc::new(Subscription {
             id,
             name: options.name.map(String::into_boxed_str),
@@ -814,6 +833,7 @@ impl BusInner {
             run_id,
             active: AtomicBool::new(true),
             counters: SubscriptionCounters::default(),
+            metric_label,
         });
         let table = self.routes.load().with(sub.clone());
         self.routes.store(Arc::new(table));
@@ -920,6 +940,17 @@ impl BusInner {
         if let Some(rules) = &self.config.name_rules {
             if let Err(e) = rules.validate(event.event_type()) {
                 self.shared.rejected.fetch_add(1, Ordering::Relaxed);
+                self.metric_counter(
+                    metric::EVENTS_REJECTED_TOTAL,
+                    &[(metric::label::REASON, "validation")],
+                );
+                self.dead_letter(Failure {
+                    event: event.clone(),
+                    subscription: None,
+                    reason: DeadLetterReason::ValidationError,
+                    error: e.to_string(),
+                    targets: Vec::new(),
+                });
                 return Err(EmitError::Invalid(e));
             }
         }
@@ -930,6 +961,10 @@ impl BusInner {
                 });
             if let Err(reject) = verdict {
                 self.shared.rejected.fetch_add(1, Ordering::Relaxed);
+                self.metric_counter(
+                    metric::EVENTS_REJECTED_TOTAL,
+                    &[(metric::label::REASON, "guard")],
+                );
                 return Err(EmitError::Rejected {
                     event_type: event.event_type().to_owned(),
                     reason: reject.reason().to_owned(),
@@ -1041,6 +1076,32 @@ impl BusInner {
         self.shared.emitted.fetch_add(1, Ordering::Relaxed);
         route.type_counter.fetch_add(1, Ordering::Relaxed);
         let terminal = route.terminal || event.is_marked_terminal();
+        let retrying = retrying();
+        if let Some(metrics) = &self.config.metrics {
+            metrics.counter(
+                metric::EVENTS_EMITTED_TOTAL,
+                1,
+                &[(metric::label::EVENT_TYPE, event.event_type())],
+            );
+        }
+        if route.subscriptions.is_empty() && !retrying {
+            if let Some(dlq) = &self.config.dead_letters {
+                if dlq.records_unrouted() && !event.event_type().starts_with("system.") {
+                    self.dead_letter(Failure {
+                        event: event.clone(),
+                        subscription: None,
+                        reason: DeadLetterReason::NoSubscriber,
+                        error: "no subscription matched the event".to_owned(),
+                        targets: Vec::new(),
+                    });
+                }
+            }
+        }
+        // Handlers that ran inline, and whether any subscriber was queued:
+        // an event whose inline handlers all failed, with none queued, is one
+        // `AllHandlersFailed` dead letter rather than one per handler.
+        let mut inline_ran = 0usize;
+        let mut queued_any = false;
 
         let mut after = AfterDelivery::default();
         {
@@ -1058,6 +1119,7 @@ impl BusInner {
                         Err(panic) => {
                             let outcome =
                                 Outcome::Panicked(format!("filter {}", panic_message(&*panic)));
+                            inline_ran += 1;
                             sub.counters.offered.fetch_add(1, Ordering::Relaxed);
                             sub.counters.delivered.fetch_add(1, Ordering::Relaxed);
                             self.finish_inline(
@@ -1080,19 +1142,30 @@ impl BusInner {
                         // inline delivery, so sync handlers are timed only
                         // when a timeout was asked for explicitly.
                         let limit = sub.timeout.or(self.config.sync_timeout());
+                        inline_ran += 1;
                         let (outcome, elapsed) = self.call_sync(f, &event, limit);
                         self.finish_inline(&event, sub, outcome, elapsed, &waiter, &mut after);
                     }
                     HandlerKind::Queued(slot) => {
+                        queued_any = true;
+                        let refused = self.admit(&event, sub, &slot.queue, terminal, &mut after);
                         let delivery = self.delivery(&event, sub, &waiter, &chain, terminal);
-                        self.offer(&event, sub, &slot.queue, delivery, &mut after);
+                        match refused {
+                            None => self.offer(&event, sub, &slot.queue, delivery, &mut after),
+                            Some(reason) => self.refuse(sub, delivery, reason, &mut after),
+                        }
                     }
                     HandlerKind::Async(slot) => {
+                        queued_any = true;
+                        let refused = self.admit(&event, sub, &slot.queue, terminal, &mut after);
                         let delivery = self.delivery(&event, sub, &waiter, &chain, terminal);
                         if runtime.is_none() {
                             runtime = self.runtime();
                         }
-                        self.offer(&event, sub, &slot.queue, delivery, &mut after);
+                        match refused {
+                            None => self.offer(&event, sub, &slot.queue, delivery, &mut after),
+                            Some(reason) => self.refuse(sub, delivery, reason, &mut after),
+                        }
                         // After the offer: a worker spawned on a runtime that
                         // is gone is dropped unpolled, abandoning what is
                         // queued, this delivery included, instead of leaving
@@ -1113,8 +1186,24 @@ impl BusInner {
                 }
             }
         }
+        let all_failed = !queued_any && inline_ran >= 2 && after.failures.len() == inline_ran;
+        if all_failed && !retrying && self.config.dead_letters.is_some() {
+            let error = after
+                .failures
+                .iter()
+                .map(|(sub, o)| format!("{}: {}", sub.label(), o.error().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join("; ");
+            self.dead_letter(Failure {
+                event: event.clone(),
+                subscription: None,
+                reason: DeadLetterReason::AllHandlersFailed,
+                error,
+                targets: after.failures.iter().map(|(sub, _)| sub.id).collect(),
+            });
+        }
         for (sub, outcome) in after.failures {
-            self.report_failure(&event, &sub, &outcome);
+            self.report_failure(&event, &sub, &outcome, !retrying && !all_failed);
         }
         for sub in after.drops {
             self.announce_drops(&event, &sub);
@@ -1147,6 +1236,7 @@ impl BusInner {
             waiter.as_ref().map(|(w, _)| w.clone()),
             chain.clone(),
             terminal,
+            !retrying(),
             self.shared.clone(),
         )
     }
@@ -1158,7 +1248,8 @@ impl BusInner {
         event: &Event,
         limit: Option<Duration>,
     ) -> (Outcome, Duration) {
-        let start = limit.map(|_| Instant::now());
+        let timed = limit.is_some() || self.config.metrics.is_some();
+        let start = timed.then(Instant::now);
         let result = catch_unwind(AssertUnwindSafe(|| f(event)));
         let elapsed = start.map_or(Duration::ZERO, |s| s.elapsed());
         let outcome = match result {
@@ -1171,8 +1262,9 @@ impl BusInner {
         (outcome, elapsed)
     }
 
-    /// Puts `item` on a subscriber's queue, applying its overflow policy, and
-    /// accounts for whatever is lost.
+    /// Puts `item` on a subscriber's queue, applying the bus's `max_pending`
+    /// bound and the queue's overflow policy, and accounts for whatever is
+    /// lost.
     fn offer<T: QueueItem + Discard>(
         &self,
         event: &Event,
@@ -1184,7 +1276,7 @@ impl BusInner {
         sub.counters.offered.fetch_add(1, Ordering::Relaxed);
         let may_block = !reentry::in_handler() && !self.blocking_would_deadlock();
         let lost = match queue.push(item, may_block, |wait| block_here(wait)) {
-            Pushed::Queued(None) => return,
+            Pushed::Queued(None) => None,
             Pushed::Queued(Some((evicted, reason))) | Pushed::Dropped(evicted, reason) => {
                 Some((evicted, reason))
             }
@@ -1212,11 +1304,114 @@ impl BusInner {
             Pushed::Closed(item) => Some((item, DropReason::Closed)),
         };
         if let Some((item, reason)) = lost {
-            item.discard(reason);
-            self.count_drop(sub, reason);
-            if !after.drops.iter().any(|s| s.id == sub.id) {
-                after.drops.push(sub.clone());
+            self.lose(sub, item, reason, after);
+        }
+        if let Some(metrics) = &self.config.metrics {
+            let label = [(metric::label::SUBSCRIPTION, &*sub.metric_label)];
+            metrics.gauge(metric::QUEUE_DEPTH, queue.len() as f64, &label);
+            metrics.gauge(metric::PENDING, self.shared.pending.get() as f64, &[]);
+        }
+    }
+
+    /// Applies the bus-wide `max_pending` bound before a handler delivery is
+    /// made: `None` to go ahead, else why the delivery is lost.
+    ///
+    /// Checked before the delivery counts as pending, so emitters blocked
+    /// here hold no pending count of their own and wait only on deliveries
+    /// that are queued or running. Concurrent emitters can overshoot the
+    /// bound by at most one delivery each.
+    fn admit(
+        &self,
+        event: &Event,
+        sub: &Arc<Subscription>,
+        queue: &Queue<Delivery>,
+        terminal: bool,
+        after: &mut AfterDelivery,
+    ) -> Option<DropReason> {
+        let (max, overflow) = self.config.max_pending?;
+        let max = max as u64;
+        if terminal || self.shared.pending.get() < max {
+            return None;
+        }
+        let may_block = !reentry::in_handler() && !self.blocking_would_deadlock();
+        let deadline =
+            match overflow {
+                Overflow::Block if may_block => None,
+                Overflow::BlockTimeout(d) if may_block => Some(Instant::now() + d),
+                Overflow::DropOldest => {
+                    return match queue.evict_oldest() {
+                        Some(evicted) => {
+                            self.lose(sub, evicted, DropReason::MaxPending, after);
+                            None
+                        }
+                        None => Some(DropReason::MaxPending),
+                    };
+                }
+                Overflow::Error => {
+                    after.refused.get_or_insert_with(|| EmitError::PendingFull {
+                        event_id: event.event_id(),
+                        max_pending: max as usize,
+                        subscription_label: sub.label(),
+                    });
+                    return Some(DropReason::Refused);
+                }
+                Overflow::Block => {
+                    after.refused.get_or_insert_with(|| EmitError::WouldDeadlock {
+                    reason: format!(
+                        "max_pending ({max}) is reached and its policy is Block, but waiting \
+                         here (inside a handler, or on the current-thread runtime that \
+                         drains the queues) would wait on itself"
+                    ),
+                });
+                    return Some(DropReason::Refused);
+                }
+                Overflow::DropNewest | Overflow::BlockTimeout(_) => {
+                    return Some(DropReason::MaxPending);
+                }
+            };
+        if block_here(|| self.shared.pending.wait_below(max, deadline)) {
+            None
+        } else {
+            Some(DropReason::MaxPending)
+        }
+    }
+
+    /// A delivery `admit` turned away: offered, then lost.
+    fn refuse(
+        &self,
+        sub: &Arc<Subscription>,
+        delivery: Delivery,
+        reason: DropReason,
+        after: &mut AfterDelivery,
+    ) {
+        sub.counters.offered.fetch_add(1, Ordering::Relaxed);
+        self.lose(sub, delivery, reason, after);
+    }
+
+    /// Accounts for an item a subscriber lost: counted, dead-lettered,
+    /// announced later, and whoever waits for it told.
+    fn lose<T: Discard>(
+        &self,
+        sub: &Arc<Subscription>,
+        item: T,
+        reason: DropReason,
+        after: &mut AfterDelivery,
+    ) {
+        if reason != DropReason::Closed && !retrying() {
+            if let Some(event) = item.event() {
+                self.dead_letter(Failure {
+                    event: event.clone(),
+                    subscription: Some((sub.id, sub.name.as_deref().map(str::to_owned))),
+                    reason: DeadLetterReason::OverflowDrop,
+                    error: format!("dropped by a full queue ({})", reason.as_str()),
+                    targets: Vec::new(),
+                });
             }
+        }
+        item.discard(reason);
+        self.count_drop(sub, reason);
+        if !after.drops.iter().any(|s| s.id == sub.id) {
+            after.drops.push(sub.clone());
         }
     }
 
@@ -1224,7 +1419,40 @@ impl BusInner {
         sub.counters.dropped[reason.index()].fetch_add(1, Ordering::Relaxed);
         sub.counters.unannounced.fetch_add(1, Ordering::Relaxed);
         self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(metrics) = &self.config.metrics {
+            metrics.counter(
+                metric::EVENTS_DROPPED_TOTAL,
+                1,
+                &[
+                    (metric::label::REASON, reason.as_str()),
+                    (metric::label::SUBSCRIPTION, &sub.metric_label),
+                ],
+            );
+        }
         tracing::debug!(subscription = %sub.label(), reason = reason.as_str(), "event dropped");
+    }
+
+    /// Adds a failure to the dead letter queue, if the bus has one.
+    pub(crate) fn dead_letter(&self, failure: Failure) {
+        let Some(dlq) = &self.config.dead_letters else {
+            return;
+        };
+        let reason = failure.reason;
+        dlq.push(failure);
+        if let Some(metrics) = &self.config.metrics {
+            metrics.counter(
+                metric::DEAD_LETTERS_TOTAL,
+                1,
+                &[(metric::label::REASON, reason.as_str())],
+            );
+            metrics.gauge(metric::DEAD_LETTERS, dlq.len() as f64, &[]);
+        }
+    }
+
+    fn metric_counter(&self, name: &'static str, labels: &[(&'static str, &str)]) {
+        if let Some(metrics) = &self.config.metrics {
+            metrics.counter(name, 1, labels);
+        }
     }
 
     /// Publishes `system.events_dropped` for a subscriber that lost events,
@@ -1283,6 +1511,15 @@ impl BusInner {
     pub(crate) fn sink_fault(self: &Arc<Self>, fault: SinkFault) {
         self.shared.journal_errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(kind = fault.kind.as_str(), message = %fault.message, "journal error");
+        if let (SinkErrorKind::Serialize, Some(event)) = (fault.kind, &fault.event) {
+            self.dead_letter(Failure {
+                event: event.clone(),
+                subscription: None,
+                reason: DeadLetterReason::SerializationError,
+                error: fault.message.clone(),
+                targets: Vec::new(),
+            });
+        }
         if self.closed.load(Ordering::Acquire) {
             return;
         }
@@ -1360,7 +1597,7 @@ impl BusInner {
         waiter: &Option<(Waiter, WaitMode)>,
         after: &mut AfterDelivery,
     ) {
-        self.count(sub, &outcome);
+        self.count(sub, &outcome, elapsed);
         if let Outcome::Halted(reason) = &outcome {
             after
                 .halt
@@ -1381,7 +1618,10 @@ impl BusInner {
         }
     }
 
-    fn count(&self, sub: &Subscription, outcome: &Outcome) {
+    fn count(&self, sub: &Subscription, outcome: &Outcome, elapsed: Duration) {
+        if let Some(metrics) = &self.config.metrics {
+            self.count_metrics(&**metrics, sub, outcome, elapsed);
+        }
         let (s, c) = (&self.shared, &sub.counters);
         let pairs: &[(&AtomicU64, &AtomicU64)] = match outcome {
             Outcome::Delivered => &[(&s.delivered, &c.succeeded)],
@@ -1397,17 +1637,81 @@ impl BusInner {
         }
     }
 
-    /// Counts an async delivery's outcome and reports it if it failed.
-    pub(crate) fn record(self: &Arc<Self>, event: &Event, sub: &Subscription, outcome: &Outcome) {
-        self.count(sub, outcome);
+    fn count_metrics(
+        &self,
+        metrics: &dyn nerve_core::metrics::Metrics,
+        sub: &Subscription,
+        outcome: &Outcome,
+        elapsed: Duration,
+    ) {
+        use nerve_core::metrics::names::handler_failure;
+        let label = [(metric::label::SUBSCRIPTION, &*sub.metric_label)];
+        if matches!(outcome, Outcome::Abandoned | Outcome::Dropped(_)) {
+            return;
+        }
+        metrics.counter(metric::EVENTS_DELIVERED_TOTAL, 1, &label);
+        metrics.histogram(
+            metric::HANDLER_DURATION_SECONDS,
+            elapsed.as_secs_f64(),
+            &label,
+        );
+        let failure = match outcome {
+            Outcome::Failed(_) => handler_failure::ERROR,
+            Outcome::Panicked(_) => handler_failure::PANIC,
+            Outcome::TimedOut(_) => handler_failure::TIMEOUT,
+            _ => return,
+        };
+        metrics.counter(
+            metric::HANDLER_FAILURES_TOTAL,
+            1,
+            &[
+                (metric::label::REASON, failure),
+                (metric::label::SUBSCRIPTION, &sub.metric_label),
+            ],
+        );
+    }
+
+    /// Counts a queued delivery's outcome and reports it if it failed;
+    /// `dead_letter` says whether a failure becomes a dead letter (not for
+    /// retries of one).
+    pub(crate) fn record(
+        self: &Arc<Self>,
+        event: &Event,
+        sub: &Subscription,
+        outcome: &Outcome,
+        elapsed: Duration,
+        dead_letter: bool,
+    ) {
+        self.count(sub, outcome, elapsed);
         if is_failure(outcome) {
-            self.report_failure(event, sub, outcome);
+            self.report_failure(event, sub, outcome, dead_letter);
         }
     }
 
-    /// Publishes `system.handler_error` for a failed delivery.
-    fn report_failure(self: &Arc<Self>, event: &Event, sub: &Subscription, outcome: &Outcome) {
+    /// Publishes `system.handler_error` for a failed delivery, and records
+    /// it as a dead letter if `dead_letter`.
+    fn report_failure(
+        self: &Arc<Self>,
+        event: &Event,
+        sub: &Subscription,
+        outcome: &Outcome,
+        dead_letter: bool,
+    ) {
         let error = outcome.error().unwrap_or_default();
+        if dead_letter {
+            let reason = match outcome {
+                Outcome::Panicked(_) => DeadLetterReason::HandlerPanic,
+                Outcome::TimedOut(_) => DeadLetterReason::HandlerTimeout,
+                _ => DeadLetterReason::HandlerError,
+            };
+            self.dead_letter(Failure {
+                event: event.clone(),
+                subscription: Some((sub.id, sub.name.as_deref().map(str::to_owned))),
+                reason,
+                error: error.clone(),
+                targets: Vec::new(),
+            });
+        }
         tracing::warn!(
             subscription = %sub.label(),
             event_type = event.event_type(),
@@ -1444,6 +1748,153 @@ impl BusInner {
             .and_then(|e| self.dispatch(e, None));
         if let Err(e) = result {
             tracing::debug!(error = %e, "system.handler_error not published");
+        }
+    }
+
+    /// Redelivers a dead letter's event: to the subscriptions that failed,
+    /// or, for an entry that belongs to none, through the whole bus. `Err`
+    /// with the failure's text.
+    pub(crate) async fn redeliver(self: &Arc<Self>, entry: &DeadLetter) -> Result<(), String> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err("the bus is shut down".to_owned());
+        }
+        let targets: Vec<SubscriptionId> = if entry.targets.is_empty() {
+            entry.subscription_id.into_iter().collect()
+        } else {
+            entry.targets.clone()
+        };
+        if targets.is_empty() {
+            return self.re_emit(entry.event.clone()).await;
+        }
+        for id in targets {
+            let sub = self
+                .find_retry_target(id, entry)
+                .ok_or_else(|| format!("subscription {id} no longer exists"))?;
+            match self.deliver_to(&sub, &entry.event).await {
+                Outcome::Delivered => {}
+                other => return Err(other.error().unwrap_or_default()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The subscription a retry goes to: the same id with the same name; for
+    /// an entry restored after a restart (ids start again), the subscription
+    /// with the entry's name.
+    fn find_retry_target(
+        &self,
+        id: SubscriptionId,
+        entry: &DeadLetter,
+    ) -> Option<Arc<Subscription>> {
+        let routes = self.routes.load();
+        let name = entry.subscription_name.as_deref();
+        let same = |s: &&Arc<Subscription>| s.id == id && s.name.as_deref() == name;
+        if let Some(sub) = routes.subscriptions().find(same) {
+            return Some(sub.clone());
+        }
+        let name = name?;
+        routes
+            .subscriptions()
+            .filter(|s| s.name.as_deref() == Some(name))
+            .min_by_key(|s| s.id)
+            .cloned()
+    }
+
+    /// Emits `event` again and waits for every handler.
+    async fn re_emit(self: &Arc<Self>, event: Event) -> Result<(), String> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let dispatched = while_retrying(|| self.dispatch(event, Some((tx, WaitMode::Async))))
+            .map_err(|e| e.to_string())?;
+        let mut outcomes = Vec::new();
+        while let Some(outcome) = rx.recv().await {
+            outcomes.push(outcome);
+        }
+        let report = dispatched
+            .into_report(outcomes)
+            .map_err(|e| e.to_string())?;
+        if report.outcomes.is_empty() {
+            return Err("no subscription matched the event".to_owned());
+        }
+        match report.outcomes.iter().find(|o| !o.outcome.is_delivered()) {
+            Some(o) => Err(o.outcome.error().unwrap_or_default()),
+            None => Ok(()),
+        }
+    }
+
+    /// Delivers `event` to one subscription, as a retry, and waits for the
+    /// outcome. A retry's delivery is never dropped by a full queue (it is
+    /// queued as a terminal event would be).
+    async fn deliver_to(self: &Arc<Self>, sub: &Arc<Subscription>, event: &Event) -> Outcome {
+        sub.counters.offered.fetch_add(1, Ordering::Relaxed);
+        let (queue, slot) = match &sub.kind {
+            HandlerKind::Sync(f) => {
+                sub.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                let _ambient = correlation::enter_ambient(Ambient::of_event(event));
+                let limit = sub.timeout.or(self.config.sync_timeout());
+                let (outcome, elapsed) = while_retrying(|| self.call_sync(f, event, limit));
+                self.record(event, sub, &outcome, elapsed, false);
+                return outcome;
+            }
+            HandlerKind::Stream(queue) => {
+                let item = StreamItem::Event {
+                    event: event.clone(),
+                    terminal: true,
+                };
+                return match queue.push(item, false, |_| {}) {
+                    Pushed::Queued(evicted) => {
+                        if let Some((item, reason)) = evicted {
+                            let mut after = AfterDelivery::default();
+                            while_retrying(|| self.lose(sub, item, reason, &mut after));
+                        }
+                        Outcome::Delivered
+                    }
+                    _ => {
+                        self.count_drop(sub, DropReason::Closed);
+                        Outcome::Dropped(DropReason::Closed)
+                    }
+                };
+            }
+            HandlerKind::Queued(slot) => (&slot.queue, None),
+            HandlerKind::Async(slot) => (&slot.queue, Some(slot)),
+        };
+        let runtime = match slot {
+            Some(_) => match self.runtime() {
+                Some(runtime) => Some(runtime),
+                None => return Outcome::Failed("no tokio runtime to run the async handler".into()),
+            },
+            None => None,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let delivery = while_retrying(|| {
+            Delivery::new(
+                event.clone(),
+                sub.clone(),
+                Some(tx),
+                None,
+                true,
+                false,
+                self.shared.clone(),
+            )
+        });
+        match queue.push(delivery, false, |_| {}) {
+            Pushed::Queued(evicted) => {
+                if let Some((item, reason)) = evicted {
+                    let mut after = AfterDelivery::default();
+                    while_retrying(|| self.lose(sub, item, reason, &mut after));
+                }
+            }
+            Pushed::Closed(d) | Pushed::Full(d) | Pushed::WouldBlock(d) | Pushed::Dropped(d, _) => {
+                d.discard(DropReason::Closed);
+                self.count_drop(sub, DropReason::Closed);
+                return Outcome::Dropped(DropReason::Closed);
+            }
+        }
+        if let (Some(slot), Some(runtime)) = (slot, &runtime) {
+            self.ensure_worker(slot, runtime);
+        }
+        match rx.recv().await {
+            Some(o) => o.outcome,
+            None => Outcome::Abandoned,
         }
     }
 
@@ -1607,6 +2058,28 @@ impl BusInner {
         *self.shutdown.lock().unwrap_or_else(PoisonError::into_inner) = Some(report);
         report
     }
+}
+
+thread_local! {
+    /// Set while a dead letter is being retried on this thread, so that a
+    /// retry that fails again updates its entry instead of adding another.
+    static RETRYING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn retrying() -> bool {
+    RETRYING.with(std::cell::Cell::get)
+}
+
+/// Runs `f` with `retrying()` true on this thread.
+fn while_retrying<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            RETRYING.with(|r| r.set(self.0));
+        }
+    }
+    let _restore = Restore(RETRYING.with(|r| r.replace(true)));
+    f()
 }
 
 /// Runs `wait`, which blocks this thread until async handlers finish.

@@ -66,6 +66,20 @@ pub enum EmitError {
         /// Its name, or its id when it has none.
         subscription_label: String,
     },
+    /// The bus's `max_pending` bound was reached and its policy is
+    /// [`Overflow::Error`](crate::Overflow::Error). Inline handlers and
+    /// subscribers with room received the event.
+    #[error(
+        "{max_pending} deliveries are pending, the bus's bound; event {event_id} was not queued for {subscription_label}"
+    )]
+    PendingFull {
+        /// The event.
+        event_id: EventId,
+        /// The bound.
+        max_pending: usize,
+        /// The subscriber that did not get it.
+        subscription_label: String,
+    },
     /// A guard refused the event: it was not delivered or recorded.
     #[error("event {event_type} rejected by a guard: {reason}")]
     Rejected {

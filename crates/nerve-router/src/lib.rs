@@ -80,6 +80,7 @@
 
 mod builder;
 mod bus;
+mod dead_letter;
 mod error;
 mod global;
 mod handler;
@@ -96,6 +97,9 @@ mod worker;
 
 pub use builder::{BusBuilder, DEFAULT_TERMINAL_PATTERNS, Reject};
 pub use bus::{Bus, ShutdownReport};
+pub use dead_letter::{
+    DeadLetter, DeadLetterQueue, DeadLetterReason, DeadLetterStats, RetryError, RetrySummary,
+};
 pub use error::{BuildError, EmitError, EmitManyError, SubscribeError};
 pub use global::global;
 pub use handler::{HandlerError, IntoHandlerResult};

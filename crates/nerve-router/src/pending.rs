@@ -2,7 +2,7 @@
 //! wait on reaching zero.
 
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,9 @@ pub(crate) struct Pending {
     lock: Mutex<()>,
     zero: Condvar,
     notify: Notify,
+    /// Emitters waiting for the count to fall below the bus's `max_pending`.
+    below_waiters: AtomicUsize,
+    below: Condvar,
 }
 
 impl Pending {
@@ -22,7 +25,14 @@ impl Pending {
     }
 
     pub(crate) fn done(&self) {
-        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // SeqCst on both sides (here, and in `wait_below`): a waiter either
+        // sees the new count or is seen here and woken.
+        let before = self.count.fetch_sub(1, Ordering::SeqCst);
+        if self.below_waiters.load(Ordering::SeqCst) > 0 {
+            drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner));
+            self.below.notify_all();
+        }
+        if before == 1 {
             // Taking the lock orders this wake-up after any blocking waiter's
             // check of the count, so no waiter can miss it.
             drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner));
@@ -33,6 +43,37 @@ impl Pending {
 
     pub(crate) fn get(&self) -> u64 {
         self.count.load(Ordering::Acquire)
+    }
+
+    /// Waits until fewer than `max` are pending; `false` if `deadline`
+    /// passed first.
+    pub(crate) fn wait_below(&self, max: u64, deadline: Option<Instant>) -> bool {
+        self.below_waiters.fetch_add(1, Ordering::SeqCst);
+        let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let ok = loop {
+            if self.count.load(Ordering::SeqCst) < max {
+                break true;
+            }
+            guard = match deadline {
+                None => self
+                    .below
+                    .wait(guard)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break false;
+                    }
+                    self.below
+                        .wait_timeout(guard, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        };
+        drop(guard);
+        self.below_waiters.fetch_sub(1, Ordering::AcqRel);
+        ok
     }
 
     /// Waits for zero; `false` if `timeout` passed first.

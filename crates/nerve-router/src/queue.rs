@@ -62,17 +62,20 @@ pub enum DropReason {
     BlockTimeout,
     /// The subscription was closed with the event still queued.
     Closed,
+    /// The bus-wide `max_pending` bound was reached.
+    MaxPending,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::QueueFull,
         DropReason::Evicted,
         DropReason::TerminalPriority,
         DropReason::Refused,
         DropReason::BlockTimeout,
         DropReason::Closed,
+        DropReason::MaxPending,
     ];
 
     /// The reason as a metric label.
@@ -84,6 +87,7 @@ impl DropReason {
             DropReason::Refused => "refused",
             DropReason::BlockTimeout => "block_timeout",
             DropReason::Closed => "closed",
+            DropReason::MaxPending => "max_pending",
         }
     }
 
@@ -205,6 +209,17 @@ impl<T: QueueItem> Queue<T> {
                 self.wait_then_push(item, Some(Instant::now() + limit), block)
             }
         }
+    }
+
+    /// Takes the oldest non-terminal item, making room.
+    pub(crate) fn evict_oldest(&self) -> Option<T> {
+        let mut state = self.lock();
+        let evicted = Self::evict_oldest_plain(&mut state);
+        drop(state);
+        if evicted.is_some() {
+            self.room.notify_one();
+        }
+        evicted
     }
 
     fn evict_oldest_plain(state: &mut State<T>) -> Option<T> {

@@ -13,7 +13,9 @@ use crate::handler::{AsyncFn, FilterFn, SyncFn};
 use crate::queue::{DropReason, Overflow, Queue};
 
 /// Identifies a subscription on its bus. Returned by every `subscribe*` call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct SubscriptionId(pub(crate) u64);
 
@@ -260,6 +262,8 @@ pub(crate) struct Subscription {
     pub(crate) run_id: Option<Box<str>>,
     pub(crate) active: AtomicBool,
     pub(crate) counters: SubscriptionCounters,
+    /// `label()`, made once, for metric labels.
+    pub(crate) metric_label: Box<str>,
 }
 
 impl Subscription {

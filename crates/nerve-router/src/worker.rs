@@ -38,6 +38,8 @@ pub(crate) struct Delivery {
     pub(crate) chain: Option<Chain>,
     /// Never dropped by a full queue.
     pub(crate) terminal: bool,
+    /// Whether a failure becomes a dead letter (not for retries of one).
+    pub(crate) dead_letter: bool,
     shared: Arc<Shared>,
     finished: bool,
 }
@@ -55,6 +57,7 @@ impl Delivery {
         waiter: Option<Waiter>,
         chain: Option<Chain>,
         terminal: bool,
+        dead_letter: bool,
         shared: Arc<Shared>,
     ) -> Self {
         shared.pending.add();
@@ -65,6 +68,7 @@ impl Delivery {
             waiter,
             chain,
             terminal,
+            dead_letter,
             shared,
             finished: false,
         }
@@ -158,7 +162,13 @@ pub(crate) fn spawn_thread(
                 .fetch_add(1, Ordering::Relaxed);
             let timeout = delivery.sub.timeout.or(bus.config.sync_timeout());
             let (outcome, elapsed) = bus.call_sync(&handler, &delivery.event, timeout);
-            bus.record(&delivery.event, &delivery.sub, &outcome);
+            bus.record(
+                &delivery.event,
+                &delivery.sub,
+                &outcome,
+                elapsed,
+                delivery.dead_letter,
+            );
             delivery.finish(outcome, elapsed);
         }
     })?;
@@ -209,7 +219,13 @@ async fn run(bus: Weak<BusInner>, delivery: Delivery) {
         Some(Ok(Err(e))) => Outcome::Failed(e.message().to_owned()),
         Some(Err(panic)) => Outcome::Panicked(panic_message(&*panic)),
     };
-    bus.record(&delivery.event, &delivery.sub, &outcome);
+    bus.record(
+        &delivery.event,
+        &delivery.sub,
+        &outcome,
+        elapsed,
+        delivery.dead_letter,
+    );
     if matches!(outcome, Outcome::Halted(_)) && delivery.waiter.is_none() {
         tracing::warn!(
             subscription = %delivery.sub.label(),
