@@ -420,7 +420,21 @@ impl Bus {
     ///
     /// [`SubscribeError::Closed`] on a shut-down bus.
     pub fn subscribe_run(&self, run_id: &str) -> Result<EventStream, SubscribeError> {
-        let options = StreamOptions::new().run_id(run_id);
+        self.subscribe_run_with(run_id, StreamOptions::new())
+    }
+
+    /// [`subscribe_run`](Self::subscribe_run) with options: capacity,
+    /// overflow policy and further filters (the run id is set to `run_id`).
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::Closed`] on a shut-down bus.
+    pub fn subscribe_run_with(
+        &self,
+        run_id: &str,
+        options: StreamOptions,
+    ) -> Result<EventStream, SubscribeError> {
+        let options = options.run_id(run_id);
         self.inner
             .open_stream(vec![Pattern::parse("*")?], options, true)
     }
@@ -1274,7 +1288,7 @@ impl BusInner {
         after: &mut AfterDelivery,
     ) {
         sub.counters.offered.fetch_add(1, Ordering::Relaxed);
-        let may_block = !reentry::in_handler() && !self.blocking_would_deadlock();
+        let may_block = !reentry::dispatching_in_handler() && !self.blocking_would_deadlock();
         let lost = match queue.push(item, may_block, |wait| block_here(wait)) {
             Pushed::Queued(None) => None,
             Pushed::Queued(Some((evicted, reason))) | Pushed::Dropped(evicted, reason) => {
@@ -1333,7 +1347,7 @@ impl BusInner {
         if terminal || self.shared.pending.get() < max {
             return None;
         }
-        let may_block = !reentry::in_handler() && !self.blocking_would_deadlock();
+        let may_block = !reentry::dispatching_in_handler() && !self.blocking_would_deadlock();
         let deadline =
             match overflow {
                 Overflow::Block if may_block => None,

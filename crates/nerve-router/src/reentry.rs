@@ -54,6 +54,12 @@ pub(crate) fn in_handler() -> bool {
     DEPTH.with(Cell::get) > 0 || CHAIN.with(|c| c.borrow().is_some())
 }
 
+/// Whether a dispatch running on this thread was started inside a handler:
+/// the dispatch itself counts one level of depth.
+pub(crate) fn dispatching_in_handler() -> bool {
+    DEPTH.with(Cell::get) > 1 || CHAIN.with(|c| c.borrow().is_some())
+}
+
 /// The async subscriptions blocked on this thread.
 pub(crate) fn chain() -> Option<Chain> {
     CHAIN.with(|c| c.borrow().clone())

@@ -161,7 +161,15 @@ pub(crate) fn spawn_thread(
                 .delivered
                 .fetch_add(1, Ordering::Relaxed);
             let timeout = delivery.sub.timeout.or(bus.config.sync_timeout());
-            let (outcome, elapsed) = bus.call_sync(&handler, &delivery.event, timeout);
+            let (outcome, elapsed) = {
+                // Marks this thread as inside a handler, so that its emits
+                // never block on a queue (its own, possibly) it drains.
+                let _in_handler = crate::reentry::DepthGuard::enter(usize::MAX);
+                let _ambient = nerve_core::correlation::enter_ambient(
+                    nerve_core::correlation::Ambient::of_event(&delivery.event),
+                );
+                bus.call_sync(&handler, &delivery.event, timeout)
+            };
             bus.record(
                 &delivery.event,
                 &delivery.sub,
