@@ -109,6 +109,17 @@ pub(crate) struct BusInner {
     workers: Mutex<Vec<AbortHandle>>,
 }
 
+impl Drop for BusInner {
+    /// The last handle is gone: close every queue, so that streams end once
+    /// drained and queued handlers' threads stop, instead of waiting forever
+    /// for events that cannot come.
+    fn drop(&mut self) {
+        for sub in self.routes.load().subscriptions() {
+            sub.close_queue();
+        }
+    }
+}
+
 /// How a shutdown went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct ShutdownReport {

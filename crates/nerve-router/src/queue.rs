@@ -12,6 +12,7 @@
 //! consumer that may be a thread or a task.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -119,6 +120,12 @@ struct State<T> {
     items: VecDeque<T>,
     closed: bool,
     waker: Option<Waker>,
+    /// Producers waiting for room (`Block`, `BlockTimeout`, terminal events).
+    waiting: usize,
+    /// Whether a consumer thread sleeps in `pop_blocking`. std's `Condvar`
+    /// makes a futex syscall on every notify, waiter or not, so the queue
+    /// notifies only when someone waits.
+    sleeping: bool,
 }
 
 pub(crate) struct Queue<T> {
@@ -127,6 +134,8 @@ pub(crate) struct Queue<T> {
     ready: Condvar,
     capacity: usize,
     overflow: Overflow,
+    /// Items ever pushed, so a reader can watch for new ones without the lock.
+    pushes: AtomicU64,
 }
 
 impl<T: QueueItem> Queue<T> {
@@ -136,11 +145,14 @@ impl<T: QueueItem> Queue<T> {
                 items: VecDeque::with_capacity(capacity.min(1024)),
                 closed: false,
                 waker: None,
+                waiting: 0,
+                sleeping: false,
             }),
             room: Condvar::new(),
             ready: Condvar::new(),
             capacity: capacity.max(1),
             overflow,
+            pushes: AtomicU64::new(0),
         }
     }
 
@@ -234,9 +246,13 @@ impl<T: QueueItem> Queue<T> {
         evicted: Option<(T, DropReason)>,
     ) -> Pushed<T> {
         state.items.push_back(item);
+        self.pushes.fetch_add(1, Ordering::Release);
         let waker = state.waker.take();
+        let sleeping = state.sleeping;
         drop(state);
-        self.ready.notify_one();
+        if sleeping {
+            self.ready.notify_one();
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -261,9 +277,13 @@ impl<T: QueueItem> Queue<T> {
                 }
                 if state.items.len() < self.capacity {
                     state.items.push_back(pending);
+                    self.pushes.fetch_add(1, Ordering::Release);
                     let waker = state.waker.take();
+                    let sleeping = state.sleeping;
                     drop(state);
-                    self.ready.notify_one();
+                    if sleeping {
+                        self.ready.notify_one();
+                    }
                     if let Some(w) = waker {
                         w.wake();
                     }
@@ -271,6 +291,7 @@ impl<T: QueueItem> Queue<T> {
                     return;
                 }
                 item = Some(pending);
+                state.waiting += 1;
                 state = match deadline {
                     None => self
                         .room
@@ -279,6 +300,7 @@ impl<T: QueueItem> Queue<T> {
                     Some(deadline) => {
                         let left = deadline.saturating_duration_since(Instant::now());
                         if left.is_zero() {
+                            state.waiting -= 1;
                             let pending = item.take().unwrap_or_else(|| unreachable_item());
                             outcome = Some(Pushed::Dropped(pending, DropReason::BlockTimeout));
                             return;
@@ -289,6 +311,7 @@ impl<T: QueueItem> Queue<T> {
                             .0
                     }
                 };
+                state.waiting -= 1;
             }
         });
         match (outcome, item) {
@@ -299,9 +322,18 @@ impl<T: QueueItem> Queue<T> {
         }
     }
 
+    /// After a pop: wakes waiting producers once the queue is half empty,
+    /// not after every pop. Waking a blocked emitter for each free slot made
+    /// every event of a full queue cost two context switches (65 times
+    /// slower than crossbeam with 16 subscribers on 2 cores); waking at half
+    /// lets it push a batch. A producer whose deadline passes re-checks for
+    /// room before it gives up, so none drops an event the queue had room for.
     fn took(&self, state: MutexGuard<'_, State<T>>) {
+        let wake = state.waiting > 0 && state.items.len() <= self.capacity / 2;
         drop(state);
-        self.room.notify_one();
+        if wake {
+            self.room.notify_all();
+        }
     }
 
     /// Pops for an async consumer.
@@ -313,6 +345,55 @@ impl<T: QueueItem> Queue<T> {
         }
         if state.closed {
             return Poll::Ready(None);
+        }
+        if !state
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            state.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Pops up to `max` items at once for an async consumer, into `out`:
+    /// one lock for a batch instead of one per item, which keeps a fast
+    /// emitter and many readers from taking turns at the lock.
+    /// `Ready(false)` once closed and empty.
+    pub(crate) fn poll_pop_batch(
+        &self,
+        cx: &mut Context<'_>,
+        max: usize,
+        out: &mut VecDeque<T>,
+    ) -> Poll<bool> {
+        let mut state = self.lock();
+        if state.items.is_empty() && !state.closed {
+            // Before going to sleep, give a busy emitter a moment: parking
+            // and being unparked for every event (a futex call and a context
+            // switch each) cost a reader ~1.5 µs an event, where crossbeam's
+            // receivers spin briefly first. This backoff is the same idea:
+            // about 60 pause instructions, growing, watching the push count
+            // without the lock.
+            let seen = self.pushes.load(Ordering::Acquire);
+            drop(state);
+            for step in 0..6 {
+                for _ in 0..(1 << step) {
+                    std::hint::spin_loop();
+                }
+                if self.pushes.load(Ordering::Acquire) != seen {
+                    break;
+                }
+            }
+            state = self.lock();
+        }
+        if !state.items.is_empty() {
+            let n = state.items.len().min(max);
+            out.extend(state.items.drain(..n));
+            self.took(state);
+            return Poll::Ready(true);
+        }
+        if state.closed {
+            return Poll::Ready(false);
         }
         if !state
             .waker
@@ -336,10 +417,12 @@ impl<T: QueueItem> Queue<T> {
             if state.closed {
                 return None;
             }
+            state.sleeping = true;
             state = self
                 .ready
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.sleeping = false;
         }
     }
 

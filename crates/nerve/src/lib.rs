@@ -56,15 +56,19 @@ pub use nerve_core::{
     PatternError, Timestamp, TypedEvent, Value, json, merge_lanes,
 };
 #[doc(inline)]
-pub use nerve_core::{correlation, metrics, name};
+pub use nerve_core::{correlation, metrics, name, sink};
 #[doc(inline)]
 pub use nerve_router::{
-    BuildError, Bus, BusBuilder, BusStats, DeliveryReport, EmitError, EmitManyError, HandlerError,
-    HandlerOutcome, IntoHandlerResult, Outcome, ShutdownReport, Subscribe, SubscribeError,
+    BuildError, Bus, BusBuilder, BusStats, DEFAULT_TERMINAL_PATTERNS, DeadLetter, DeadLetterQueue,
+    DeadLetterReason, DeadLetterStats, DeliveryReport, DropReason, EmitError, EmitManyError,
+    EventStream, HandlerError, HandlerOutcome, IntoHandlerResult, Outcome, Overflow, Reject,
+    RetryError, RetrySummary, ShutdownReport, StreamOptions, Subscribe, SubscribeError,
     SubscriptionId, global,
 };
 
 /// Stats types returned by [`Bus::stats`].
 pub mod stats {
-    pub use nerve_router::{BusStats, EventStats, SubscriberStats, SubscriptionStats};
+    pub use nerve_router::{
+        BusStats, DeadLetterStats, EventStats, RunStats, SubscriberStats, SubscriptionStats,
+    };
 }

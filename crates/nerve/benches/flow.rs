@@ -1,0 +1,482 @@
+//! Fan-out to stream subscribers, side by side with the channels a Rust
+//! program would otherwise use. Every measurement counts events *delivered*
+//! to consumers (a consumer thread per subscriber), never publishes.
+//!
+//! * `fanout_lossless/<impl>/<n>`: 10,000 events to `n` subscribers, each of
+//!   which must receive all of them. nerve streams use `Overflow::Block`;
+//!   crossbeam uses one bounded channel per subscriber (blocking send);
+//!   async-broadcast uses its blocking broadcast; tokio's broadcast cannot
+//!   make a sender wait, so it gets a capacity of 10,000 (no lag possible).
+//! * `fanout_lossy/<impl>`: 4 subscribers that do some work per event,
+//!   capacity 1,024: nerve `DropOldest` against tokio broadcast (which drops
+//!   the oldest too, as `Lagged`). The loss is printed to stderr.
+//! * `fast_beside_slow/<policy>`: how long a fast subscriber takes to get
+//!   10,000 events while a slow one shares the bus under each policy.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use futures::StreamExt;
+use nerve::{Bus, Event, Overflow, StreamOptions, Value};
+
+const EVENTS: u64 = 10_000;
+const CAPACITY: usize = 1_024;
+
+fn event() -> Event {
+    Event::builder("bench.tick")
+        .data(Value::Null)
+        .build()
+        .unwrap()
+}
+
+fn bus() -> Bus {
+    Bus::builder()
+        .history_capacity(0)
+        .generate_correlation_ids(false)
+        .build()
+        .unwrap()
+}
+
+/// Starts a consumer thread per stream that reads until `want` events or the
+/// end, returning how many it read.
+fn consume_streams(streams: Vec<nerve::EventStream>, want: u64, work: u64) -> Vec<JoinHandle<u64>> {
+    streams
+        .into_iter()
+        .map(|mut s| {
+            std::thread::spawn(move || {
+                futures::executor::block_on(async {
+                    let mut got = 0;
+                    while got < want {
+                        match s.next().await {
+                            Some(e) => {
+                                std::hint::black_box(&e);
+                                spin(work);
+                                got += 1;
+                            }
+                            None => break,
+                        }
+                    }
+                    got
+                })
+            })
+        })
+        .collect()
+}
+
+fn spin(work: u64) {
+    for i in 0..work {
+        std::hint::black_box(i);
+    }
+}
+
+fn nerve_lossless(n: usize) -> Duration {
+    let bus = bus();
+    let streams = (0..n)
+        .map(|_| {
+            bus.stream_with(
+                "bench.*",
+                StreamOptions::new()
+                    .capacity(CAPACITY)
+                    .overflow(Overflow::Block),
+            )
+            .unwrap()
+        })
+        .collect();
+    let readers = consume_streams(streams, EVENTS, 0);
+    let start = Instant::now();
+    for _ in 0..EVENTS {
+        bus.emit_event(event()).unwrap();
+    }
+    let got: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    let elapsed = start.elapsed();
+    assert_eq!(got, EVENTS * n as u64);
+    elapsed
+}
+
+fn crossbeam_lossless(n: usize) -> Duration {
+    let (txs, readers): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| {
+            let (tx, rx) = crossbeam_channel::bounded::<Event>(CAPACITY);
+            let reader = std::thread::spawn(move || {
+                let mut got = 0u64;
+                while let Ok(e) = rx.recv() {
+                    std::hint::black_box(&e);
+                    got += 1;
+                }
+                got
+            });
+            (tx, reader)
+        })
+        .unzip();
+    let start = Instant::now();
+    for _ in 0..EVENTS {
+        let e = event();
+        for tx in &txs {
+            tx.send(e.clone()).unwrap();
+        }
+    }
+    drop(txs);
+    let got: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    let elapsed = start.elapsed();
+    assert_eq!(got, EVENTS * n as u64);
+    elapsed
+}
+
+fn tokio_lossless(n: usize) -> Duration {
+    let (tx, _) = tokio::sync::broadcast::channel::<Event>(EVENTS as usize);
+    let readers: Vec<_> = (0..n)
+        .map(|_| {
+            let mut rx = tx.subscribe();
+            std::thread::spawn(move || {
+                let mut got = 0u64;
+                while let Ok(e) = rx.blocking_recv() {
+                    std::hint::black_box(&e);
+                    got += 1;
+                }
+                got
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    for _ in 0..EVENTS {
+        tx.send(event()).unwrap();
+    }
+    drop(tx);
+    let got: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    let elapsed = start.elapsed();
+    assert_eq!(got, EVENTS * n as u64);
+    elapsed
+}
+
+fn async_broadcast_lossless(n: usize) -> Duration {
+    let (tx, rx) = async_broadcast::broadcast::<Event>(CAPACITY);
+    let readers: Vec<_> = (0..n)
+        .map(|_| {
+            let mut rx = rx.clone();
+            std::thread::spawn(move || {
+                let mut got = 0u64;
+                while let Ok(e) = rx.recv_blocking() {
+                    std::hint::black_box(&e);
+                    got += 1;
+                }
+                got
+            })
+        })
+        .collect();
+    drop(rx);
+    let start = Instant::now();
+    for _ in 0..EVENTS {
+        tx.broadcast_blocking(event()).unwrap();
+    }
+    drop(tx);
+    let got: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    let elapsed = start.elapsed();
+    assert_eq!(got, EVENTS * n as u64);
+    elapsed
+}
+
+/// The runtime async readers run on: 2 workers, as many as cores here.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap()
+    })
+}
+
+/// Joins reader tasks, summing what they read.
+fn join_tasks(tasks: Vec<tokio::task::JoinHandle<u64>>) -> u64 {
+    runtime().block_on(async {
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        total
+    })
+}
+
+fn nerve_lossless_tasks(n: usize) -> Duration {
+    let bus = bus();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let mut s = bus
+                .stream_with(
+                    "bench.*",
+                    StreamOptions::new()
+                        .capacity(CAPACITY)
+                        .overflow(Overflow::Block),
+                )
+                .unwrap();
+            runtime().spawn(async move {
+                let mut got = 0u64;
+                while got < EVENTS {
+                    match s.next().await {
+                        Some(e) => {
+                            std::hint::black_box(&e);
+                            got += 1;
+                        }
+                        None => break,
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    for _ in 0..EVENTS {
+        bus.emit_event(event()).unwrap();
+    }
+    let got = join_tasks(tasks);
+    let elapsed = start.elapsed();
+    assert_eq!(got, EVENTS * n as u64);
+    elapsed
+}
+
+fn tokio_lossless_tasks(n: usize) -> Duration {
+    let (tx, _) = tokio::sync::broadcast::channel::<Event>(EVENTS as usize);
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let mut rx = tx.subscribe();
+            runtime().spawn(async move {
+                let mut got = 0u64;
+                while let Ok(e) = rx.recv().await {
+                    std::hint::black_box(&e);
+                    got += 1;
+                }
+                got
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    for _ in 0..EVENTS {
+        tx.send(event()).unwrap();
+    }
+    drop(tx);
+    let got = join_tasks(tasks);
+    let elapsed = start.elapsed();
+    assert_eq!(got, EVENTS * n as u64);
+    elapsed
+}
+
+fn async_broadcast_lossless_tasks(n: usize) -> Duration {
+    let (tx, rx) = async_broadcast::broadcast::<Event>(CAPACITY);
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let mut rx = rx.clone();
+            runtime().spawn(async move {
+                let mut got = 0u64;
+                while let Ok(e) = rx.recv().await {
+                    std::hint::black_box(&e);
+                    got += 1;
+                }
+                got
+            })
+        })
+        .collect();
+    drop(rx);
+    let start = Instant::now();
+    for _ in 0..EVENTS {
+        tx.broadcast_blocking(event()).unwrap();
+    }
+    drop(tx);
+    let got = join_tasks(tasks);
+    let elapsed = start.elapsed();
+    assert_eq!(got, EVENTS * n as u64);
+    elapsed
+}
+
+fn fanout_lossless(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fanout_lossless");
+    group.throughput(criterion::Throughput::Elements(EVENTS));
+    for n in [1usize, 4, 16] {
+        type Run = fn(usize) -> Duration;
+        let impls: [(&str, Run); 7] = [
+            ("nerve stream, tasks", nerve_lossless_tasks),
+            ("nerve stream, threads", nerve_lossless),
+            ("crossbeam per subscriber, threads", crossbeam_lossless),
+            ("tokio broadcast, tasks", tokio_lossless_tasks),
+            ("tokio broadcast, threads", tokio_lossless),
+            ("async-broadcast, tasks", async_broadcast_lossless_tasks),
+            ("async-broadcast, threads", async_broadcast_lossless),
+        ];
+        for (name, run) in impls {
+            group.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
+                b.iter_custom(|iters| (0..iters).map(|_| run(n)).sum());
+            });
+        }
+    }
+    group.finish();
+}
+
+const LOSSY_WORK: u64 = 2_000;
+
+fn fanout_lossy(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fanout_lossy");
+    group.throughput(criterion::Throughput::Elements(EVENTS));
+    let lost = Arc::new(AtomicU64::new(0));
+    let runs = Arc::new(AtomicU64::new(0));
+    let (l, r) = (lost.clone(), runs.clone());
+    group.bench_function("nerve DropOldest", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let bus = bus();
+                let streams: Vec<_> = (0..4)
+                    .map(|_| {
+                        bus.stream_with(
+                            "bench.*",
+                            StreamOptions::new()
+                                .capacity(CAPACITY)
+                                .overflow(Overflow::DropOldest),
+                        )
+                        .unwrap()
+                    })
+                    .collect();
+                let start = Instant::now();
+                let readers = consume_streams(streams, EVENTS, LOSSY_WORK);
+                for _ in 0..EVENTS {
+                    bus.emit_event(event()).unwrap();
+                }
+                let dropped = bus.stats().events.dropped;
+                bus.shutdown_blocking(); // ends the streams once drained
+                let got: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+                total += start.elapsed();
+                assert_eq!(
+                    got + dropped,
+                    4 * EVENTS,
+                    "every event delivered or counted"
+                );
+                l.fetch_add(dropped, Ordering::Relaxed);
+                r.fetch_add(1, Ordering::Relaxed);
+            }
+            total
+        });
+    });
+    report_loss("nerve DropOldest", &lost, &runs);
+    let (lost, runs) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (l, r) = (lost.clone(), runs.clone());
+    group.bench_function("tokio broadcast", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (tx, _) = tokio::sync::broadcast::channel::<Event>(CAPACITY);
+                let readers: Vec<_> = (0..4)
+                    .map(|_| {
+                        let mut rx = tx.subscribe();
+                        std::thread::spawn(move || {
+                            let (mut got, mut lagged) = (0u64, 0u64);
+                            loop {
+                                match rx.blocking_recv() {
+                                    Ok(e) => {
+                                        std::hint::black_box(&e);
+                                        spin(LOSSY_WORK);
+                                        got += 1;
+                                    }
+                                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                                        lagged += n
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                            (got, lagged)
+                        })
+                    })
+                    .collect();
+                let start = Instant::now();
+                for _ in 0..EVENTS {
+                    tx.send(event()).unwrap();
+                }
+                drop(tx);
+                let (got, lagged) = readers
+                    .into_iter()
+                    .map(|r| r.join().unwrap())
+                    .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+                total += start.elapsed();
+                assert_eq!(got + lagged, 4 * EVENTS);
+                l.fetch_add(lagged, Ordering::Relaxed);
+                r.fetch_add(1, Ordering::Relaxed);
+            }
+            total
+        });
+    });
+    report_loss("tokio broadcast", &lost, &runs);
+    group.finish();
+}
+
+fn report_loss(name: &str, lost: &AtomicU64, runs: &AtomicU64) {
+    let runs = runs.load(Ordering::Relaxed).max(1);
+    let offered = runs * 4 * EVENTS;
+    eprintln!(
+        "fanout_lossy/{name}: {:.1}% of deliveries lost over {runs} runs",
+        100.0 * lost.load(Ordering::Relaxed) as f64 / offered as f64
+    );
+}
+
+fn fast_beside_slow(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fast_beside_slow");
+    group.throughput(criterion::Throughput::Elements(EVENTS));
+    let policies = [
+        ("alone", None),
+        ("DropNewest", Some(Overflow::DropNewest)),
+        ("DropOldest", Some(Overflow::DropOldest)),
+        (
+            "BlockTimeout(10us)",
+            Some(Overflow::BlockTimeout(Duration::from_micros(10))),
+        ),
+        ("Block", Some(Overflow::Block)),
+    ];
+    for (name, policy) in policies {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let bus = bus();
+                    let fast = bus
+                        .stream_with(
+                            "bench.*",
+                            StreamOptions::new()
+                                .capacity(CAPACITY)
+                                .overflow(Overflow::Block),
+                        )
+                        .unwrap();
+                    let slow = policy.map(|p| {
+                        bus.stream_with("bench.*", StreamOptions::new().capacity(64).overflow(p))
+                            .unwrap()
+                    });
+                    let fast_reader = consume_streams(vec![fast], EVENTS, 0);
+                    let slow_reader = slow.map(|s| consume_streams(vec![s], EVENTS, 20_000));
+                    let start = Instant::now();
+                    for _ in 0..EVENTS {
+                        bus.emit_event(event()).unwrap();
+                    }
+                    let got: u64 = fast_reader.into_iter().map(|r| r.join().unwrap()).sum();
+                    total += start.elapsed();
+                    assert_eq!(got, EVENTS);
+                    bus.shutdown_blocking();
+                    if let Some(readers) = slow_reader {
+                        for r in readers {
+                            r.join().unwrap();
+                        }
+                    }
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = fanout_lossless, fanout_lossy, fast_beside_slow
+}
+criterion_main!(benches);
