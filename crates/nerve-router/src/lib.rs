@@ -19,6 +19,13 @@
 //! * **Timeouts**: an async handler past its timeout is cancelled; an inline
 //!   sync handler cannot be interrupted, so one that returns late is reported
 //!   and counted as timed out.
+//! * **Streams and backpressure**: [`Bus::stream`] and [`Bus::subscribe_run`]
+//!   return an [`EventStream`] behind a bounded queue; queued and async
+//!   handlers have one too. Each queue applies its [`Overflow`] policy when
+//!   full, terminal events are never dropped, and every loss is counted by
+//!   [`DropReason`] (`offered == delivered + dropped` per subscriber).
+//! * **Dead letters**: a [`DeadLetterQueue`] keeps failed deliveries for
+//!   inspection and [`retry`](DeadLetterQueue::retry).
 //! * **Correlation**: while a handler runs, the event's correlation id is
 //!   ambient (see [`nerve_core::correlation`]), so events it emits carry the
 //!   same id and the handled event as their `causation_id`.
