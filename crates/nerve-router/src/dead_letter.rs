@@ -8,22 +8,6 @@
 //! journal could not serialize, and (opt-in) every event no subscription
 //! matched. [`retry`](DeadLetterQueue::retry) redelivers an entry's event to
 //! the subscription that failed, and only to it.
-//!
-//! # Persistence
-//!
-//! [`DeadLetterQueue::persistent`] keeps the entries in a JSONL file, one
-//! operation a line, so they survive a restart:
-//!
-//! ```text
-//! {"op":"put","entry":{"id":1,"event":{...},"subscription_id":3,"subscription_name":"billing","reason":"handler_error","error":"card declined","attempts":1,"first_failure":"2026-11-23T10:00:00.000000Z","last_failure":"2026-11-23T10:00:00.000000Z"}}
-//! {"op":"remove","id":1}
-//! ```
-//!
-//! `put` adds or replaces an entry (a failed retry rewrites it with one more
-//! attempt), `remove` deletes one, `clear` deletes all. On open the file is
-//! replayed, then rewritten compacted (to a temporary file renamed over it,
-//! so a crash leaves either the old or the new file). A torn last line (a
-//! crash mid-append) is skipped and counted in [`DeadLetterStats::corrupt_lines`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -214,8 +198,15 @@ struct Inner {
     added: AtomicU64,
 }
 
-/// Failed deliveries, kept for inspection and retry. See the
-/// [module docs](self).
+/// Failed deliveries, kept for inspection and retry.
+///
+/// A queue attached with [`BusBuilder::dead_letters`](crate::BusBuilder::dead_letters)
+/// receives an entry for every handler error, panic and timeout, every event
+/// a full queue dropped, every event refused by the naming rules, every event
+/// the journal could not serialize, and (opt-in) every event no subscription
+/// matched. [`retry`](DeadLetterQueue::retry) redelivers an entry's event to
+/// the subscription that failed, and only to it; after a restart, to the
+/// subscription with the same name.
 ///
 /// Cheap to clone: clones share one queue. Attach it to one bus with
 /// [`BusBuilder::dead_letters`](crate::BusBuilder::dead_letters).
@@ -234,6 +225,22 @@ struct Inner {
 /// assert_eq!(dlq.by_reason(DeadLetterReason::HandlerError).len(), 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+///  # Persistence
+///
+///  [`DeadLetterQueue::persistent`] keeps the entries in a JSONL file, one
+///  operation a line, so they survive a restart:
+///
+///  ```text
+///  {"op":"put","entry":{"id":1,"event":{...},"subscription_id":3,"subscription_name":"billing","reason":"handler_error","error":"card declined","attempts":1,"first_failure":"2026-11-23T10:00:00.000000Z","last_failure":"2026-11-23T10:00:00.000000Z"}}
+///  {"op":"remove","id":1}
+///  ```
+///
+///  `put` adds or replaces an entry (a failed retry rewrites it with one more
+///  attempt), `remove` deletes one, `clear` deletes all. On open the file is
+///  replayed, then rewritten compacted (to a temporary file renamed over it,
+///  so a crash leaves either the old or the new file). A torn last line (a
+///  crash mid-append) is skipped and counted in [`DeadLetterStats::corrupt_lines`].
 #[derive(Clone)]
 pub struct DeadLetterQueue {
     inner: Arc<Inner>,
@@ -256,7 +263,7 @@ impl DeadLetterQueue {
     }
 
     /// A queue kept in the JSONL file at `path`, restored from it if it
-    /// exists (see the [module docs](self) for the format).
+    /// exists (see [Persistence](DeadLetterQueue#persistence) for the format).
     ///
     /// # Errors
     ///
