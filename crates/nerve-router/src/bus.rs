@@ -739,6 +739,7 @@ struct AfterDelivery {
     drops: SmallVec<[Arc<Subscription>; 2]>,
     halt: Option<(Arc<Subscription>, String)>,
     refused: Option<EmitError>,
+    may_block: Option<bool>,
 }
 
 /// Something a full queue can drop, telling whoever waits for it.
@@ -1299,7 +1300,7 @@ impl BusInner {
         after: &mut AfterDelivery,
     ) {
         sub.counters.offered.fetch_add(1, Ordering::Relaxed);
-        let may_block = !reentry::dispatching_in_handler() && !self.blocking_would_deadlock();
+        let may_block = self.may_block(after);
         let lost = match queue.push(item, may_block, |wait| block_here(wait)) {
             Pushed::Queued(None) => None,
             Pushed::Queued(Some((evicted, reason))) | Pushed::Dropped(evicted, reason) => {
@@ -1358,7 +1359,7 @@ impl BusInner {
         if terminal || self.shared.pending.get() < max {
             return None;
         }
-        let may_block = !reentry::dispatching_in_handler() && !self.blocking_would_deadlock();
+        let may_block = self.may_block(after);
         let deadline =
             match overflow {
                 Overflow::Block if may_block => None,
@@ -1399,6 +1400,15 @@ impl BusInner {
         } else {
             Some(DropReason::MaxPending)
         }
+    }
+
+    /// Whether this dispatch may wait for room in a queue: not inside a
+    /// handler, nor on the current-thread runtime that drains the queues.
+    /// Worked out once per dispatch, on first need.
+    fn may_block(&self, after: &mut AfterDelivery) -> bool {
+        *after.may_block.get_or_insert_with(|| {
+            !reentry::dispatching_in_handler() && !self.blocking_would_deadlock()
+        })
     }
 
     /// A delivery `admit` turned away: offered, then lost.

@@ -134,8 +134,20 @@ pub(crate) struct Queue<T> {
     ready: Condvar,
     capacity: usize,
     overflow: Overflow,
-    /// Items ever pushed, so a reader can watch for new ones without the lock.
-    pushes: AtomicU64,
+    /// Items ever pushed, so a reader can watch for new ones without the
+    /// lock; on a cache line of its own, away from the lock's.
+    pushes: CacheLine<AtomicU64>,
+}
+
+/// A value alone on its cache line.
+#[repr(align(128))]
+struct CacheLine<T>(T);
+
+impl<T> std::ops::Deref for CacheLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 impl<T: QueueItem> Queue<T> {
@@ -152,7 +164,7 @@ impl<T: QueueItem> Queue<T> {
             ready: Condvar::new(),
             capacity: capacity.max(1),
             overflow,
-            pushes: AtomicU64::new(0),
+            pushes: CacheLine(AtomicU64::new(0)),
         }
     }
 

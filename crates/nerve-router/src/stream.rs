@@ -244,14 +244,27 @@ impl futures::Stream for EventStream {
             let item = match this.batch.pop_front() {
                 Some(item) => item,
                 None => match this.queue.poll_pop_batch(cx, READ_BATCH, &mut this.batch) {
-                    Poll::Ready(true) => continue,
+                    Poll::Ready(true) => {
+                        // Handed to the reader: counted once per batch, so
+                        // the reader does not bounce the counters' cache line
+                        // with the emitter for every event.
+                        let events = this
+                            .batch
+                            .iter()
+                            .filter(|i| matches!(i, StreamItem::Event { .. }))
+                            .count();
+                        this.sub
+                            .counters
+                            .delivered
+                            .fetch_add(events as u64, Ordering::Relaxed);
+                        continue;
+                    }
                     Poll::Ready(false) => StreamItem::End,
                     Poll::Pending => return Poll::Pending,
                 },
             };
             match item {
                 StreamItem::Event { event, .. } => {
-                    this.sub.counters.delivered.fetch_add(1, Ordering::Relaxed);
                     if !this.replayed.is_empty() && this.replayed.remove(&event.event_id()) {
                         continue; // Already yielded from the run's history.
                     }
@@ -272,8 +285,9 @@ impl Drop for EventStream {
         if let Some(bus) = self.bus.upgrade() {
             bus.remove(self.sub.id);
         }
-        let mut left = self.queue.close_and_drain();
-        left.extend(self.batch.drain(..));
+        // What the reader took but never read counts as delivered (it was
+        // handed over); what is still queued is lost with the stream.
+        let left = self.queue.close_and_drain();
         let lost = left
             .iter()
             .filter(|i| matches!(i, StreamItem::Event { .. }))
