@@ -18,6 +18,8 @@
 //! * [`TypedEvent`]: a Rust type that names its event type.
 //! * [`metrics`]: the [`Metrics`](metrics::Metrics) trait the bus reports
 //!   through, the names of its metrics, and in-memory and callback recorders.
+//! * `redact` (feature `redact`): a `Redactor` that removes personal data
+//!   and secrets from events before they leave the process.
 //! * [`lanes`]: merging the parallel branches of a run ([`merge_lanes`]) and
 //!   reporting what is wrong with their numbering.
 //!
@@ -37,6 +39,7 @@
 //! | feature | default | what it adds |
 //! |---------|---------|--------------|
 //! | `metrics-facade` | no | `metrics::MetricsFacade`, which forwards to the [`metrics`](https://docs.rs/metrics) crate and its exporters |
+//! | `redact` | no | `redact::Redactor`: key- and pattern-based redaction with 25 validated detectors (email, cards, IBAN, tokens, keys, …) |
 //!
 //! # Supported Rust versions
 //!
@@ -51,6 +54,8 @@ pub mod metrics;
 pub mod name;
 mod pattern;
 pub mod query;
+#[cfg(feature = "redact")]
+pub mod redact;
 mod typed;
 
 #[doc(inline)]
