@@ -61,7 +61,7 @@
 //! | `jwt` | `[REDACTED_JWT]` | `eyJ….eyJ….…` | header decodes to JSON naming `alg`, payload to JSON |
 //! | `bearer_token` | `[REDACTED_BEARER_TOKEN]` | the credential after `Bearer` | 16+ characters with letters and digits |
 //! | `basic_auth` | `[REDACTED_BASIC_AUTH]` | the credential after `Basic` | decodes to `user:password` |
-//! | `aws_access_key_id` | `[REDACTED_AWS_KEY_ID]` | `AKIA…`, `ASIA…` and the other id prefixes | base32 body |
+//! | `aws_access_key_id` | `[REDACTED_AWS_KEY_ID]` | `AKIA…`, `ASIA…` and the other id prefixes, 16 more characters | not one repeated character |
 //! | `aws_secret_access_key` | `[REDACTED_AWS_SECRET]` | labelled 40 base64 characters | mixed case and digits (not hex) |
 //! | `github_token` | `[REDACTED_GITHUB_TOKEN]` | `ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_`, `github_pat_` | |
 //! | `gitlab_token` | `[REDACTED_GITLAB_TOKEN]` | `glpat-…` | |

@@ -211,15 +211,20 @@ impl Detector {
                     && found.bytes().any(|b| b.is_ascii_alphabetic())
             }
             Self::BasicAuth => validate::basic_credentials(found),
-            Self::AwsAccessKeyId => found[4..]
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)),
+            Self::AwsAccessKeyId => {
+                let body = &found.as_bytes()[4..];
+                body.iter().any(|&b| b != body[0])
+            }
             Self::AwsSecretAccessKey => {
                 !is_token_byte(after(text, &span), b"/+=") && mixed_case_and_digits(found)
             }
             Self::GitlabToken | Self::GoogleApiKey => !is_token_byte(after(text, &span), b"-_"),
             Self::OpenAiKey => {
-                let key = found.rsplit('-').next().unwrap_or(found);
+                let key = found.trim_start_matches("sk-");
+                let key = ["proj-", "svcacct-", "admin-"]
+                    .iter()
+                    .find_map(|p| key.strip_prefix(p))
+                    .unwrap_or(key);
                 !is_token_byte(after(text, &span), b"-_") && mixed_case_and_digits(key)
             }
             Self::SlackToken
@@ -228,7 +233,7 @@ impl Detector {
             | Self::NpmToken
             | Self::PrivateKey
             | Self::UrlPassword => true,
-            Self::SecretAssignment => !placeholder(found),
+            Self::SecretAssignment => !placeholder(found) && !bare_json_value(text, &span),
         }
     }
 }
@@ -312,6 +317,20 @@ fn mixed_case_and_digits(s: &str) -> bool {
     s.bytes().any(|b| b.is_ascii_uppercase())
         && s.bytes().any(|b| b.is_ascii_lowercase())
         && s.bytes().any(|b| b.is_ascii_digit())
+}
+
+/// Whether the value at `span` follows a quoted key without a quote of its
+/// own (`"token":12345`): a JSON number, `null` or `true`, which a token in
+/// its place would turn into invalid JSON. Such values are left to
+/// key-based redaction.
+fn bare_json_value(text: &str, span: &Range<usize>) -> bool {
+    let before = text[..span.start].trim_end();
+    if before.ends_with(['"', '\'']) {
+        return false;
+    }
+    before
+        .strip_suffix([':', '='])
+        .is_some_and(|key| key.trim_end().ends_with('"'))
 }
 
 /// Values that stand in for a secret rather than being one.

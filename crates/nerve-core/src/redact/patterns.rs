@@ -43,7 +43,7 @@ pub(crate) const PASSPORT: &str = concat!(
     r"((?-i:[A-Z0-9]{6,9}))\b",
 );
 pub(crate) const JWT: &str = r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*";
-pub(crate) const BEARER_TOKEN: &str = r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{16,}=*)";
+pub(crate) const BEARER_TOKEN: &str = r"(?i)\bbearer\s+([A-Za-z0-9_.~+/-]{16,}=*)";
 pub(crate) const BASIC_AUTH: &str = r"(?i)\bbasic\s+([A-Za-z0-9+/]{6,}={0,2})";
 pub(crate) const AWS_ACCESS_KEY_ID: &str =
     r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA)[A-Z0-9]{16}\b";
@@ -73,7 +73,7 @@ pub(crate) const SECRET_ASSIGNMENT: &str = concat!(
     r"(?i)\b(?:[A-Za-z0-9]+[_-]){0,2}",
     r"(?:api[_-]?key|api[_-]?secret|access[_-]?key|secret[_-]?key|client[_-]?secret|secret",
     r"|access[_-]?token|auth[_-]?token|refresh[_-]?token|token|password|passwd|passphrase)",
-    r#"["']?\s*[:=]\s*["']?([^\s"'&,;<>]{3,})"#,
+    r#"["']?\s*[:=]\s*["']?([^\s"'&,;<>{}\[\]]{3,})"#,
 );
 
 /// Every pattern, in the order of `Detector::ALL`.

@@ -12,6 +12,9 @@ use super::{Detector, patterns};
 /// No detector matches fewer bytes than this (`a@b.co`).
 const MIN_LEN: usize = 6;
 
+/// The most passes over one text; see [`Scanner::redact`].
+const MAX_PASSES: usize = 4;
+
 /// Room for the lazy DFAs of every pattern at once, so that long texts do not
 /// thrash their caches.
 const DFA_SIZE_LIMIT: usize = 8 << 20;
@@ -66,20 +69,42 @@ impl Scanner {
 
     /// `text` with every finding replaced by its detector's token, and the
     /// number of replacements. Borrows `text` when nothing was found.
+    ///
+    /// Redacted text is scanned again until nothing more is found (at most
+    /// [`MAX_PASSES`] passes): a token can turn its neighbour into a finding
+    /// (in `alice@example.com-(415) 555-2671` the phone number is joined to
+    /// the address by a dash until the address is a token), and without the
+    /// second pass redacting the output again would change it. Clean text
+    /// costs one pass.
     pub(crate) fn redact<'a>(&self, text: &'a str) -> (Cow<'a, str>, usize) {
-        if text.len() < MIN_LEN || self.finders.is_empty() {
+        let Some((mut out, mut count)) = self.pass(text) else {
             return (Cow::Borrowed(text), 0);
+        };
+        for _ in 1..MAX_PASSES {
+            let Some((next, more)) = self.pass(&out) else {
+                break;
+            };
+            out = next;
+            count += more;
+        }
+        (Cow::Owned(out), count)
+    }
+
+    /// One pass over `text`: `None` when nothing was found.
+    fn pass(&self, text: &str) -> Option<(String, usize)> {
+        if text.len() < MIN_LEN || self.finders.is_empty() {
+            return None;
         }
         let matched = self.set.matches(text);
         if !matched.matched_any() {
-            return (Cow::Borrowed(text), 0);
+            return None;
         }
         let mut findings = Vec::new();
         for index in matched.iter() {
             self.finders[index].find(text, &mut findings);
         }
         if findings.is_empty() {
-            return (Cow::Borrowed(text), 0);
+            return None;
         }
         // Earliest first, then longest, then the more specific detector; a
         // finding that overlaps one already taken is dropped.
@@ -96,7 +121,7 @@ impl Scanner {
             count += 1;
         }
         out.push_str(&text[last..]);
-        (Cow::Owned(out), count)
+        Some((out, count))
     }
 }
 
