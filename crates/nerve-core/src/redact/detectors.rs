@@ -173,11 +173,28 @@ impl Detector {
         patterns::ALL[self as usize]
     }
 
+    /// Where the value starts in `matched`, a match of a labelled pattern
+    /// whose value is the match's tail; `None` when the capture group must
+    /// say.
+    pub(crate) fn value_offset(self, matched: &str) -> Option<usize> {
+        match self {
+            // `Bearer <token>`, `Basic <credentials>`.
+            Self::BearerToken | Self::BasicAuth => {
+                let label = matched.find(char::is_whitespace)?;
+                let rest = &matched[label..];
+                Some(label + rest.len() - rest.trim_start().len())
+            }
+            // The pattern ends with exactly 40 ASCII characters.
+            Self::AwsSecretAccessKey => matched.len().checked_sub(40),
+            _ => None,
+        }
+    }
+
     /// Whether the candidate at `span` of `text` is what the detector names.
     pub(crate) fn accepts(self, text: &str, span: Range<usize>) -> bool {
         let found = &text[span.clone()];
         match self {
-            Self::Email => email(found),
+            Self::Email => email(found) && !in_url_authority(text, span.start),
             Self::CreditCard => {
                 let digits = validate::digits(found);
                 consistent_separators(found)
@@ -286,6 +303,17 @@ fn email(found: &str) -> bool {
         && !local.ends_with('.')
         && !local.contains("..")
         && domain.split('.').all(|label| label.len() <= 63)
+}
+
+/// Whether `at` is inside the authority of a URL (`scheme://user:pw@host`),
+/// where `user@host` or `pw@host` is not an email address.
+fn in_url_authority(text: &str, at: usize) -> bool {
+    let before = &text[..at];
+    before.rfind("://").is_some_and(|scheme_end| {
+        !before[scheme_end + 3..].contains(|c: char| {
+            c.is_whitespace() || matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>')
+        })
+    })
 }
 
 /// Card numbers are written with one kind of separator, in groups of 3 to 6.

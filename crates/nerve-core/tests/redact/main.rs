@@ -61,10 +61,26 @@ fn email() {
         "git clone git@github.com:org/repo.git",
         "git clone [REDACTED_EMAIL]:org/repo.git",
     );
-    check(d, "José <jose@exämple.com> jose@example.com", "José <jose@exämple.com> [REDACTED_EMAIL]");
+    check(
+        d,
+        "José <jose@exämple.com> jose@example.com",
+        "José <jose@exämple.com> [REDACTED_EMAIL]",
+    );
+    check(
+        d,
+        "https://example.com/?contact=alice@example.com",
+        "https://example.com/?contact=[REDACTED_EMAIL]",
+    );
     none(
         d,
-        &["user@localhost", "@alice mentioned it", "foo@bar", "pkg@1.2.3", "name@example.c"],
+        &[
+            "user@localhost",
+            "@alice mentioned it",
+            "foo@bar",
+            "pkg@1.2.3",
+            "name@example.c",
+            "postgres://app:s3cr3t@db.internal:5432/app",
+        ],
     );
 }
 
@@ -812,13 +828,13 @@ fn key_redaction_is_nested_and_case_insensitive() {
 fn a_realistic_line_is_redacted_everywhere() {
     let line = format!(
         "user alice@example.com paid with 4111 1111 1111 1111 from 203.0.113.9, \
-         Authorization: Bearer {JWT_HS256}, db postgres://app:s3cr3t@db:5432, \
+         Authorization: Bearer {JWT_HS256}, db postgres://app:s3cr3t@db.internal:5432, \
          at 2026-11-23T09:01:32Z, request 0b7a4f9e-4b2e-4f7c-9d1a-3c5e8f2a6b10"
     );
     assert_eq!(
         ALL.redact_str(&line),
         "user [REDACTED_EMAIL] paid with [REDACTED_CARD] from [REDACTED_IPV4], \
-         Authorization: Bearer [REDACTED_JWT], db postgres://app:[REDACTED_PASSWORD]@db:5432, \
+         Authorization: Bearer [REDACTED_JWT], db postgres://app:[REDACTED_PASSWORD]@db.internal:5432, \
          at 2026-11-23T09:01:32Z, request 0b7a4f9e-4b2e-4f7c-9d1a-3c5e8f2a6b10"
     );
 }
