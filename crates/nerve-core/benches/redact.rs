@@ -26,7 +26,10 @@ use regex::Regex;
 
 // The detector patterns themselves, so that the naive redactor runs exactly
 // what the `Redactor` runs, minus the `RegexSet` and the validators.
-#[allow(dead_code, reason = "the bench uses the table, not every constant by name")]
+#[allow(
+    dead_code,
+    reason = "the bench uses the table, not every constant by name"
+)]
 #[path = "../src/redact/patterns.rs"]
 mod patterns;
 

@@ -426,7 +426,9 @@ impl Event {
             event_id: i.event_id,
             event_type: i.event_type.clone(),
             timestamp: i.timestamp,
-            source: source.map(String::into_boxed_str).or_else(|| i.source.clone()),
+            source: source
+                .map(String::into_boxed_str)
+                .or_else(|| i.source.clone()),
             correlation_id: correlation_id.or_else(|| i.correlation_id.clone()),
             causation_id: i.causation_id,
             run_id: i.run_id.clone(),

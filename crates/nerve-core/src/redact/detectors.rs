@@ -280,15 +280,21 @@ fn is_token_byte(b: Option<u8>, extra: &[u8]) -> bool {
 fn detached(text: &str, span: &Range<usize>, joiners: &[u8]) -> bool {
     let bytes = text.as_bytes();
     let joined = |joiner: Option<u8>, beyond: Option<u8>| {
-        joiner.is_some_and(|j| joiners.contains(&j)) && beyond.is_some_and(|b| b.is_ascii_alphanumeric())
+        joiner.is_some_and(|j| joiners.contains(&j))
+            && beyond.is_some_and(|b| b.is_ascii_alphanumeric())
     };
     let start_ok = match span.start {
         0 => true,
         1 => !bytes[0].is_ascii_alphanumeric(),
-        s => !bytes[s - 1].is_ascii_alphanumeric() && !joined(Some(bytes[s - 1]), Some(bytes[s - 2])),
+        s => {
+            !bytes[s - 1].is_ascii_alphanumeric() && !joined(Some(bytes[s - 1]), Some(bytes[s - 2]))
+        }
     };
     let end_ok = !bytes.get(span.end).is_some_and(u8::is_ascii_alphanumeric)
-        && !joined(bytes.get(span.end).copied(), bytes.get(span.end + 1).copied());
+        && !joined(
+            bytes.get(span.end).copied(),
+            bytes.get(span.end + 1).copied(),
+        );
     start_ok && end_ok
 }
 
@@ -364,10 +370,20 @@ fn bare_json_value(text: &str, span: &Range<usize>) -> bool {
 /// Values that stand in for a secret rather than being one.
 fn placeholder(value: &str) -> bool {
     const WORDS: &[&str] = &[
-        "null", "none", "nil", "true", "false", "undefined", "bearer", "basic", "redacted",
+        "null",
+        "none",
+        "nil",
+        "true",
+        "false",
+        "undefined",
+        "bearer",
+        "basic",
+        "redacted",
     ];
     WORDS.iter().any(|w| value.eq_ignore_ascii_case(w))
-        || value.bytes().all(|b| b == b'*' || b == b'x' || b == b'X' || b == b'.')
+        || value
+            .bytes()
+            .all(|b| b == b'*' || b == b'x' || b == b'X' || b == b'.')
         || value.starts_with("${")
         || value.starts_with("{{")
         || value.starts_with("%(")
@@ -394,8 +410,7 @@ mod tests {
     #[test]
     fn every_pattern_compiles() {
         for d in Detector::ALL {
-            regex::Regex::new(&patterns::ascii(d.pattern()))
-                .unwrap_or_else(|e| panic!("{d}: {e}"));
+            regex::Regex::new(&patterns::ascii(d.pattern())).unwrap_or_else(|e| panic!("{d}: {e}"));
         }
     }
 
@@ -406,7 +421,10 @@ mod tests {
             for t in Detector::ALL {
                 assert!(!re.is_match(t.token()), "{d} matches {}", t.token());
             }
-            assert!(!re.is_match(super::super::REDACTED), "{d} matches [REDACTED]");
+            assert!(
+                !re.is_match(super::super::REDACTED),
+                "{d} matches [REDACTED]"
+            );
         }
     }
 

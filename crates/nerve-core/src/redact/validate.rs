@@ -372,7 +372,10 @@ mod tests {
         assert!(jwt(token));
         assert!(!jwt("eyJ0eXAiOiJKV1QifQ.eyJzdWIiOiIxMjM0NTY3ODkwIn0.sig"));
         assert!(!jwt("eyJhbGciOi.eyJzdWIi.sig"));
-        assert!(!jwt("eyJhbGciOiJIUzI1NiJ9.eyJub3QganNvbg.sig"), "payload not an object");
+        assert!(
+            !jwt("eyJhbGciOiJIUzI1NiJ9.eyJub3QganNvbg.sig"),
+            "payload not an object"
+        );
     }
 
     #[test]

@@ -25,7 +25,11 @@ fn check(detector: Detector, input: &str, expected: &str) {
         .detectors([detector])
         .build()
         .unwrap();
-    assert_eq!(redactor.redact_str(input), expected, "{detector} on {input:?}");
+    assert_eq!(
+        redactor.redact_str(input),
+        expected,
+        "{detector} on {input:?}"
+    );
     assert_eq!(
         redactor.redact_str(expected),
         expected,
@@ -89,7 +93,11 @@ fn credit_card() {
     let d = Detector::CreditCard;
     check(d, "4111 1111 1111 1111", "[REDACTED_CARD]");
     check(d, "card=5500-0000-0000-0004", "card=[REDACTED_CARD]");
-    check(d, "amex 378282246310005 exp 12/29", "amex [REDACTED_CARD] exp 12/29");
+    check(
+        d,
+        "amex 378282246310005 exp 12/29",
+        "amex [REDACTED_CARD] exp 12/29",
+    );
     check(d, "6011111111111117", "[REDACTED_CARD]");
     check(d, "jcb:3530111333300000", "jcb:[REDACTED_CARD]");
     check(d, "mc 2223003122003222.", "mc [REDACTED_CARD].");
@@ -167,7 +175,14 @@ fn ipv4() {
     );
     none(
         d,
-        &["1.2.3", "256.1.1.1", "1.2.3.4.5", "01.02.03.04", "v10.0.1-beta.2", "999.999.999.999"],
+        &[
+            "1.2.3",
+            "256.1.1.1",
+            "1.2.3.4.5",
+            "01.02.03.04",
+            "v10.0.1-beta.2",
+            "999.999.999.999",
+        ],
     );
 }
 
@@ -180,7 +195,11 @@ fn ipv6() {
         "addr=fe80::1ff:fe23:4567:890a%eth0",
         "addr=[REDACTED_IPV6]%eth0",
     );
-    check(d, "2001:0db8:85a3:0000:0000:8a2e:0370:7334", "[REDACTED_IPV6]");
+    check(
+        d,
+        "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+        "[REDACTED_IPV6]",
+    );
     check(d, "::ffff:192.0.2.128", "[REDACTED_IPV6]");
     check(d, "[2001:db8::ff00:42:8329]:443", "[[REDACTED_IPV6]]:443");
     none(
@@ -269,8 +288,16 @@ fn date_of_birth() {
 fn passport() {
     let d = Detector::Passport;
     check(d, "passport: X1234567", "passport: [REDACTED_PASSPORT]");
-    check(d, "Passport No. 123456789", "Passport No. [REDACTED_PASSPORT]");
-    check(d, "passport_number=C01X00T47", "passport_number=[REDACTED_PASSPORT]");
+    check(
+        d,
+        "Passport No. 123456789",
+        "Passport No. [REDACTED_PASSPORT]",
+    );
+    check(
+        d,
+        "passport_number=C01X00T47",
+        "passport_number=[REDACTED_PASSPORT]",
+    );
     check(d, "PASSPORT#L898902C", "PASSPORT#[REDACTED_PASSPORT]");
     check(
         d,
@@ -296,19 +323,12 @@ const JWT_HS256: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.\
 #[test]
 fn jwt() {
     let d = Detector::Jwt;
-    let rs256 = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6ImsxIn0.eyJzdWIiOiIxIn0.c2ln-bmF0_dXJl";
+    let rs256 =
+        "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6ImsxIn0.eyJzdWIiOiIxIn0.c2ln-bmF0_dXJl";
     let es256 = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJuZXJ2ZSIsImV4cCI6MTczMjM1NjAwMH0.MEUCIQ";
     check(d, JWT_HS256, "[REDACTED_JWT]");
-    check(
-        d,
-        &format!("token={rs256}&x=1"),
-        "token=[REDACTED_JWT]&x=1",
-    );
-    check(
-        d,
-        "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.",
-        "[REDACTED_JWT]",
-    );
+    check(d, &format!("token={rs256}&x=1"), "token=[REDACTED_JWT]&x=1");
+    check(d, "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.", "[REDACTED_JWT]");
     check(
         d,
         &format!(r#""id_token":"{es256}""#),
@@ -473,7 +493,11 @@ fn github_token() {
     let d = Detector::GithubToken;
     let t = "[REDACTED_GITHUB_TOKEN]";
     check(d, &format!("ghp_{}", body(36)), t);
-    check(d, &format!("token gho_{} ok", body(36)), &format!("token {t} ok"));
+    check(
+        d,
+        &format!("token gho_{} ok", body(36)),
+        &format!("token {t} ok"),
+    );
     check(d, &format!("ghs_{}.", body(40)), &format!("{t}."));
     check(d, &format!("ghu_{}", body(36)), t);
     check(d, &format!("github_pat_{}_{}", body(22), body(40)), t);
@@ -495,7 +519,11 @@ fn gitlab_token() {
     let t = "[REDACTED_GITLAB_TOKEN]";
     check(d, &format!("glpat-{}", body(20)), t);
     check(d, "glpat-xYz12AbC34dEf56GhI78", t);
-    check(d, &format!("PRIVATE-TOKEN: glpat-{}", body(26)), &format!("PRIVATE-TOKEN: {t}"));
+    check(
+        d,
+        &format!("PRIVATE-TOKEN: glpat-{}", body(26)),
+        &format!("PRIVATE-TOKEN: {t}"),
+    );
     check(d, "glpat-ab_cd-ef12gh34ij56kl", t);
     check(d, &format!("'glpat-{}'", body(20)), &format!("'{t}'"));
     none(
@@ -514,7 +542,11 @@ fn gitlab_token() {
 fn slack_token() {
     let d = Detector::SlackToken;
     let t = "[REDACTED_SLACK_TOKEN]";
-    check(d, "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", t);
+    check(
+        d,
+        "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+        t,
+    );
     check(
         d,
         "SLACK_TOKEN=xoxp-1234567890-1234567890-1234567890-abcdef1234567890",
@@ -570,7 +602,11 @@ fn google_api_key() {
     let t = "[REDACTED_GOOGLE_API_KEY]";
     check(d, "AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe", t);
     check(d, &format!("AIza{}", body(35)), t);
-    check(d, &format!("key=AIza{}&q=1", body(35)), &format!("key={t}&q=1"));
+    check(
+        d,
+        &format!("key=AIza{}&q=1", body(35)),
+        &format!("key={t}&q=1"),
+    );
     check(d, &format!("\"AIza{}\"", body(35)), &format!("\"{t}\""));
     check(d, "AIza_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_", t);
     none(
@@ -597,7 +633,11 @@ fn openai_key() {
         &format!("OPENAI_API_KEY={t}"),
     );
     check(d, &format!("sk-svcacct-{}", body(40)), t);
-    check(d, &format!("key: sk-admin-{}.", body(24)), &format!("key: {t}."));
+    check(
+        d,
+        &format!("key: sk-admin-{}.", body(24)),
+        &format!("key: {t}."),
+    );
     none(
         d,
         &[
@@ -620,9 +660,17 @@ fn npm_token() {
         &format!("//registry.npmjs.org/:_authToken=npm_{}", body(36)),
         &format!("//registry.npmjs.org/:_authToken={t}"),
     );
-    check(d, &format!("NPM_TOKEN=npm_{}", body(36)), &format!("NPM_TOKEN={t}"));
+    check(
+        d,
+        &format!("NPM_TOKEN=npm_{}", body(36)),
+        &format!("NPM_TOKEN={t}"),
+    );
     check(d, &format!("'npm_{}'", body(36)), &format!("'{t}'"));
-    check(d, &format!("npm_{} npm_{}", body(36), body(36)), &format!("{t} {t}"));
+    check(
+        d,
+        &format!("npm_{} npm_{}", body(36), body(36)),
+        &format!("{t} {t}"),
+    );
     none(
         d,
         &[
@@ -695,8 +743,16 @@ fn url_password() {
         "https://user:p%40ss@example.com/x",
         &format!("https://user:{t}@example.com/x"),
     );
-    check(d, "redis://:hunter2@cache:6379", &format!("redis://:{t}@cache:6379"));
-    check(d, "amqp://guest:guest@localhost", &format!("amqp://guest:{t}@localhost"));
+    check(
+        d,
+        "redis://:hunter2@cache:6379",
+        &format!("redis://:{t}@cache:6379"),
+    );
+    check(
+        d,
+        "amqp://guest:guest@localhost",
+        &format!("amqp://guest:{t}@localhost"),
+    );
     check(
         d,
         "DATABASE_URL=mysql://root:toor@127.0.0.1/db",
@@ -882,12 +938,8 @@ fn fragment() -> impl Strategy<Value = String> {
 
 fn text() -> impl Strategy<Value = String> {
     let separator = prop::sample::select(vec!["", " ", ", ", "=", ":", "\"", "/", "-", ".", "\n"]);
-    prop::collection::vec((fragment(), separator), 0..8).prop_map(|parts| {
-        parts
-            .into_iter()
-            .map(|(f, s)| f + s)
-            .collect::<String>()
-    })
+    prop::collection::vec((fragment(), separator), 0..8)
+        .prop_map(|parts| parts.into_iter().map(|(f, s)| f + s).collect::<String>())
 }
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -901,8 +953,15 @@ fn json_value() -> impl Strategy<Value = Value> {
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
         let key = prop_oneof![
-            prop::sample::select(vec!["password", "Token", "user", "note", "x-api-key", "data"])
-                .prop_map(str::to_owned),
+            prop::sample::select(vec![
+                "password",
+                "Token",
+                "user",
+                "note",
+                "x-api-key",
+                "data"
+            ])
+            .prop_map(str::to_owned),
             "[a-z]{1,6}",
         ];
         prop_oneof![
