@@ -180,7 +180,7 @@ impl Finder {
     /// true one it overlaps (`12 4111 1111 1111 1111`).
     fn find(&self, text: &str, chunk: Range<usize>, out: &mut Vec<Finding>) {
         let haystack = &text[..chunk.end];
-        let mut locations = self.regex.capture_locations();
+        let mut locations = None;
         let mut at = chunk.start;
         while at < chunk.end {
             let Some(whole) = self.regex.find_at(haystack, at) else {
@@ -194,8 +194,9 @@ impl Finder {
             } else if let Some(offset) = self.detector.value_offset(whole.as_str()) {
                 whole.start() + offset..whole.end()
             } else {
+                let locations = locations.get_or_insert_with(|| self.regex.capture_locations());
                 self.regex
-                    .captures_read_at(&mut locations, haystack, whole.start())
+                    .captures_read_at(locations, haystack, whole.start())
                     .and_then(|_| locations.get(1))
                     .map_or(whole.range(), |(s, e)| s..e)
             };
