@@ -411,6 +411,35 @@ impl Event {
         self
     }
 
+    /// This event with the given parts replaced (`None` keeps a part): what
+    /// [`Redactor::redact_event`](crate::redact::Redactor::redact_event)
+    /// returns. Copies the parts it keeps, never the payload it replaces.
+    #[cfg(feature = "redact")]
+    pub(crate) fn with_redacted_parts(
+        &self,
+        data: Option<Value>,
+        source: Option<String>,
+        correlation_id: Option<CorrelationId>,
+    ) -> Self {
+        let i = &*self.0;
+        Self(Arc::new(Inner {
+            event_id: i.event_id,
+            event_type: i.event_type.clone(),
+            timestamp: i.timestamp,
+            source: source
+                .map(String::into_boxed_str)
+                .or_else(|| i.source.clone()),
+            correlation_id: correlation_id.or_else(|| i.correlation_id.clone()),
+            causation_id: i.causation_id,
+            run_id: i.run_id.clone(),
+            lane: i.lane.clone(),
+            lane_seq: i.lane_seq,
+            seq: i.seq,
+            data: data.unwrap_or_else(|| i.data.clone()),
+            terminal: i.terminal,
+        }))
+    }
+
     /// This event with `causation_id` set.
     #[must_use]
     pub fn with_causation_id(mut self, id: EventId) -> Self {

@@ -20,6 +20,8 @@
 //!   through, the names of its metrics, and in-memory and callback recorders.
 //! * [`sink`]: the [`EventSink`](sink::EventSink) trait through which a bus
 //!   records every event it accepts (the journal implements it).
+//! * `redact` (feature `redact`): a `Redactor` that removes personal data
+//!   and secrets from events before they leave the process.
 //! * [`lanes`]: merging the parallel branches of a run ([`merge_lanes`]) and
 //!   reporting what is wrong with their numbering.
 //!
@@ -39,6 +41,7 @@
 //! | feature | default | what it adds |
 //! |---------|---------|--------------|
 //! | `metrics-facade` | no | `metrics::MetricsFacade`, which forwards to the [`metrics`](https://docs.rs/metrics) crate and its exporters |
+//! | `redact` | no | `redact::Redactor`: key- and pattern-based redaction with 25 validated detectors (email, cards, IBAN, tokens, keys, …) |
 //!
 //! # Supported Rust versions
 //!
@@ -53,6 +56,8 @@ pub mod metrics;
 pub mod name;
 mod pattern;
 pub mod query;
+#[cfg(feature = "redact")]
+pub mod redact;
 pub mod sink;
 mod typed;
 

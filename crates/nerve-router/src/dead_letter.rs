@@ -180,11 +180,15 @@ struct Store {
     lines: usize,
 }
 
+/// Turns an event into what may be written to disk.
+type RedactFn = Arc<dyn Fn(&Event) -> Event + Send + Sync>;
+
 struct State {
     entries: VecDeque<DeadLetter>,
     next_id: u64,
     stats: DeadLetterStats,
     store: Option<Store>,
+    redact: Option<RedactFn>,
 }
 
 struct Inner {
@@ -273,7 +277,7 @@ impl DeadLetterQueue {
         let max_size = max_size.max(1);
         let (entries, corrupt) = restore(&path, max_size)?;
         let next_id = entries.iter().map(|e| e.id).max().unwrap_or(0) + 1;
-        let store = compact(&path, &entries)?;
+        let store = compact(&path, &entries, None)?;
         Ok(Self::with_state(
             max_size,
             entries,
@@ -302,6 +306,7 @@ impl DeadLetterQueue {
                         ..DeadLetterStats::default()
                     },
                     store,
+                    redact: None,
                 }),
                 bus: Mutex::new(Weak::new()),
                 retrying: Mutex::new(Vec::new()),
@@ -316,6 +321,17 @@ impl DeadLetterQueue {
     #[must_use]
     pub fn record_unrouted(self) -> Self {
         self.inner.record_unrouted.store(true, Ordering::Relaxed);
+        self
+    }
+
+    /// Passes every event through `redact` before it is written to the
+    /// persistence file (the entries in memory keep the original, so a retry
+    /// delivers what failed; entries restored after a restart carry the
+    /// redacted event). With the `redact` feature of nerve-core:
+    /// `dlq.redact_with(move |e| redactor.redact_event(e))`.
+    #[must_use]
+    pub fn redact_with(self, redact: impl Fn(&Event) -> Event + Send + Sync + 'static) -> Self {
+        self.lock().redact = Some(Arc::new(redact));
         self
     }
 
@@ -607,6 +623,17 @@ enum OwnedOp {
 /// Appends one operation to the store, if any, compacting when the file has
 /// grown well past what it holds.
 fn persist(state: &mut State, op: &Op<'_>) {
+    let redacted;
+    let op = match (op, &state.redact) {
+        (Op::Put { entry }, Some(redact)) => {
+            redacted = DeadLetter {
+                event: redact(&entry.event),
+                ..(*entry).clone()
+            };
+            &Op::Put { entry: &redacted }
+        }
+        _ => op,
+    };
     let Some(store) = state.store.as_mut() else {
         return;
     };
@@ -625,7 +652,7 @@ fn persist(state: &mut State, op: &Op<'_>) {
     }
     if store.lines > 4 * state.entries.len() + 1024 {
         let entries = state.entries.clone();
-        match compact(&store.path.clone(), &entries) {
+        match compact(&store.path.clone(), &entries, state.redact.as_ref()) {
             Ok(fresh) => state.store = Some(fresh),
             Err(_) => state.stats.persist_errors += 1,
         }
@@ -664,11 +691,26 @@ fn restore(path: &Path, max_size: usize) -> std::io::Result<(VecDeque<DeadLetter
 }
 
 /// Rewrites the file to hold exactly `entries`, atomically.
-fn compact(path: &Path, entries: &VecDeque<DeadLetter>) -> std::io::Result<Store> {
+fn compact(
+    path: &Path,
+    entries: &VecDeque<DeadLetter>,
+    redact: Option<&RedactFn>,
+) -> std::io::Result<Store> {
     let tmp = path.with_extension("compact.tmp");
     {
         let mut out = BufWriter::new(File::create(&tmp)?);
         for entry in entries {
+            let redacted;
+            let entry = match redact {
+                Some(redact) => {
+                    redacted = DeadLetter {
+                        event: redact(&entry.event),
+                        ..entry.clone()
+                    };
+                    &redacted
+                }
+                None => entry,
+            };
             serde_json::to_writer(&mut out, &Op::Put { entry })?;
             out.write_all(b"\n")?;
         }

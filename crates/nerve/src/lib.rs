@@ -39,6 +39,7 @@
 //! | feature | default | what it adds |
 //! |---------|---------|--------------|
 //! | `full`  | no      | every stable feature |
+//! | `redact` | no | `redact`: the `Redactor`, for what leaves the process (journal, dead letters, alerts, bridges) |
 //! | `metrics-facade` | no | `metrics::MetricsFacade`: the bus's metrics through the [`metrics`](https://docs.rs/metrics) crate, so any of its exporters (Prometheus included) can publish them |
 //!
 //! Later releases add `journal` (the JSONL audit log), `consumers`
@@ -50,6 +51,9 @@
 
 #[doc(inline)]
 pub use nerve_core::query::HistoryQuery;
+#[cfg(feature = "redact")]
+#[doc(inline)]
+pub use nerve_core::redact;
 #[doc(inline)]
 pub use nerve_core::{
     CorrelationId, DecodeError, Event, EventBuilder, EventId, LaneAnomaly, MergedLanes, Pattern,

@@ -338,3 +338,35 @@ fn a_persistent_queue_survives_a_restart() {
     assert!(reopened.is_empty(), "successful retries were persisted");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn persisted_dead_letters_are_redacted() {
+    let dir = std::env::temp_dir().join(format!("nerve-dlq-redact-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("dead_letters.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let redactor = nerve_core::redact::Redactor::default();
+    let dlq = DeadLetterQueue::persistent(&path, 10)
+        .unwrap()
+        .redact_with(move |e| redactor.redact_event(e));
+    let bus = Bus::builder().dead_letters(dlq.clone()).build().unwrap();
+    bus.subscribe("user.signup", |_: &Event| -> Result<(), String> {
+        Err("crm down".into())
+    })
+    .unwrap();
+    bus.emit(
+        "user.signup",
+        json!({"email": "alice@example.com", "password": "hunter2", "plan": "pro"}),
+    )
+    .unwrap();
+    let on_disk = std::fs::read_to_string(&path).unwrap();
+    assert!(!on_disk.contains("alice@example.com"), "{on_disk}");
+    assert!(!on_disk.contains("hunter2"), "{on_disk}");
+    assert!(on_disk.contains("\"plan\":\"pro\""), "{on_disk}");
+    assert_eq!(
+        dlq.entries()[0].event.data()["email"],
+        "alice@example.com",
+        "memory keeps the original, so a retry delivers what failed"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,438 @@
+//! The built-in detectors: what each looks for, its token, and the checks a
+//! candidate must pass.
+//!
+//! No maintained Rust crate offers validated detectors for this set (the
+//! existing PII crates cover a handful of kinds without mod-97, SSN area
+//! rules or JWT header checks, and none covers provider tokens), so they are
+//! written here: a pattern in `patterns.rs` finds candidates, a check below
+//! rejects the ones that cannot be what the detector names.
+
+use std::fmt;
+use std::ops::Range;
+
+use super::{patterns, validate};
+
+/// A kind of personal data or secret that a [`Redactor`](super::Redactor)
+/// finds in text and replaces with the detector's [`token`](Self::token).
+///
+/// See the [module docs](super#detectors) for what each one matches and
+/// which checks it applies. New detectors may be added in minor releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Detector {
+    /// Email addresses.
+    Email,
+    /// Payment card numbers (Luhn and card network prefix and length).
+    CreditCard,
+    /// US Social Security Numbers, dashed or spaced (area and group rules).
+    UsSsn,
+    /// Phone numbers: E.164 (`+` and country code) and common national forms.
+    Phone,
+    /// IPv4 addresses (octets at most 255).
+    Ipv4,
+    /// IPv6 addresses, compressed and IPv4-embedded forms too.
+    Ipv6,
+    /// MAC addresses (colon, dash or Cisco dot form).
+    MacAddress,
+    /// International Bank Account Numbers (country length and mod-97).
+    Iban,
+    /// Dates of birth, after a `dob` / `date of birth` / `born` label.
+    DateOfBirth,
+    /// Passport numbers, after a `passport` label.
+    Passport,
+    /// JSON Web Tokens (header decoded and checked).
+    Jwt,
+    /// The credential of an HTTP `Bearer` authorization.
+    BearerToken,
+    /// The credential of an HTTP `Basic` authorization (decoded and checked).
+    BasicAuth,
+    /// AWS access key ids (`AKIA…`, `ASIA…`).
+    AwsAccessKeyId,
+    /// AWS secret access keys, after an `aws…secret` label.
+    AwsSecretAccessKey,
+    /// GitHub tokens (`ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_`, `github_pat_`).
+    GithubToken,
+    /// GitLab personal access tokens (`glpat-`).
+    GitlabToken,
+    /// Slack tokens (`xoxb-`, `xoxp-`, …) and incoming-webhook URLs.
+    SlackToken,
+    /// Stripe secret, restricted and publishable keys and webhook secrets.
+    StripeKey,
+    /// Google API keys (`AIza…`).
+    GoogleApiKey,
+    /// OpenAI API keys (`sk-…`, `sk-proj-…`).
+    OpenAiKey,
+    /// npm access tokens (`npm_…`).
+    NpmToken,
+    /// PEM and PGP private key blocks.
+    PrivateKey,
+    /// The password in a URL's user info (`scheme://user:password@host`).
+    UrlPassword,
+    /// The value of `api_key=`, `secret:`, `password=`, `token:` and similar
+    /// assignments, in text and in JSON text.
+    SecretAssignment,
+}
+
+impl Detector {
+    /// Every detector, in the order that breaks ties between findings of
+    /// equal span: the more specific detector comes first.
+    pub const ALL: &'static [Detector] = &[
+        Self::Email,
+        Self::CreditCard,
+        Self::UsSsn,
+        Self::Phone,
+        Self::Ipv4,
+        Self::Ipv6,
+        Self::MacAddress,
+        Self::Iban,
+        Self::DateOfBirth,
+        Self::Passport,
+        Self::Jwt,
+        Self::BearerToken,
+        Self::BasicAuth,
+        Self::AwsAccessKeyId,
+        Self::AwsSecretAccessKey,
+        Self::GithubToken,
+        Self::GitlabToken,
+        Self::SlackToken,
+        Self::StripeKey,
+        Self::GoogleApiKey,
+        Self::OpenAiKey,
+        Self::NpmToken,
+        Self::PrivateKey,
+        Self::UrlPassword,
+        Self::SecretAssignment,
+    ];
+
+    /// The detector's name in `snake_case`, for configuration and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::CreditCard => "credit_card",
+            Self::UsSsn => "us_ssn",
+            Self::Phone => "phone",
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
+            Self::MacAddress => "mac_address",
+            Self::Iban => "iban",
+            Self::DateOfBirth => "date_of_birth",
+            Self::Passport => "passport",
+            Self::Jwt => "jwt",
+            Self::BearerToken => "bearer_token",
+            Self::BasicAuth => "basic_auth",
+            Self::AwsAccessKeyId => "aws_access_key_id",
+            Self::AwsSecretAccessKey => "aws_secret_access_key",
+            Self::GithubToken => "github_token",
+            Self::GitlabToken => "gitlab_token",
+            Self::SlackToken => "slack_token",
+            Self::StripeKey => "stripe_key",
+            Self::GoogleApiKey => "google_api_key",
+            Self::OpenAiKey => "openai_key",
+            Self::NpmToken => "npm_token",
+            Self::PrivateKey => "private_key",
+            Self::UrlPassword => "url_password",
+            Self::SecretAssignment => "secret_assignment",
+        }
+    }
+
+    /// The text that replaces what the detector finds, such as
+    /// `[REDACTED_EMAIL]`. No detector matches any token, which is what
+    /// makes redaction idempotent.
+    pub const fn token(self) -> &'static str {
+        match self {
+            Self::Email => "[REDACTED_EMAIL]",
+            Self::CreditCard => "[REDACTED_CARD]",
+            Self::UsSsn => "[REDACTED_SSN]",
+            Self::Phone => "[REDACTED_PHONE]",
+            Self::Ipv4 => "[REDACTED_IPV4]",
+            Self::Ipv6 => "[REDACTED_IPV6]",
+            Self::MacAddress => "[REDACTED_MAC]",
+            Self::Iban => "[REDACTED_IBAN]",
+            Self::DateOfBirth => "[REDACTED_DOB]",
+            Self::Passport => "[REDACTED_PASSPORT]",
+            Self::Jwt => "[REDACTED_JWT]",
+            Self::BearerToken => "[REDACTED_BEARER_TOKEN]",
+            Self::BasicAuth => "[REDACTED_BASIC_AUTH]",
+            Self::AwsAccessKeyId => "[REDACTED_AWS_KEY_ID]",
+            Self::AwsSecretAccessKey => "[REDACTED_AWS_SECRET]",
+            Self::GithubToken => "[REDACTED_GITHUB_TOKEN]",
+            Self::GitlabToken => "[REDACTED_GITLAB_TOKEN]",
+            Self::SlackToken => "[REDACTED_SLACK_TOKEN]",
+            Self::StripeKey => "[REDACTED_STRIPE_KEY]",
+            Self::GoogleApiKey => "[REDACTED_GOOGLE_API_KEY]",
+            Self::OpenAiKey => "[REDACTED_OPENAI_KEY]",
+            Self::NpmToken => "[REDACTED_NPM_TOKEN]",
+            Self::PrivateKey => "[REDACTED_PRIVATE_KEY]",
+            Self::UrlPassword => "[REDACTED_PASSWORD]",
+            Self::SecretAssignment => "[REDACTED_SECRET]",
+        }
+    }
+
+    /// The pattern that finds candidates (see `patterns.rs`).
+    pub(crate) fn pattern(self) -> &'static str {
+        patterns::ALL[self as usize]
+    }
+
+    /// Where the value starts in `matched`, a match of a labelled pattern
+    /// whose value is the match's tail; `None` when the capture group must
+    /// say.
+    pub(crate) fn value_offset(self, matched: &str) -> Option<usize> {
+        match self {
+            // `Bearer <token>`, `Basic <credentials>`.
+            Self::BearerToken | Self::BasicAuth => {
+                let label = matched.find(char::is_whitespace)?;
+                let rest = &matched[label..];
+                Some(label + rest.len() - rest.trim_start().len())
+            }
+            // The pattern ends with exactly 40 ASCII characters.
+            Self::AwsSecretAccessKey => matched.len().checked_sub(40),
+            _ => None,
+        }
+    }
+
+    /// Whether the candidate at `span` of `text` is what the detector names.
+    pub(crate) fn accepts(self, text: &str, span: Range<usize>) -> bool {
+        let found = &text[span.clone()];
+        match self {
+            Self::Email => email(found) && !in_url_authority(text, span.start),
+            Self::CreditCard => {
+                let digits = validate::digits(found);
+                consistent_separators(found)
+                    && validate::card_network(&digits)
+                    && validate::luhn(&digits)
+            }
+            Self::UsSsn => detached(text, &span, b"-.") && validate::ssn(&validate::digits(found)),
+            Self::Phone => detached(text, &span, b"-.") && phone(found),
+            Self::Ipv4 => detached(text, &span, b".") && validate::ipv4(found),
+            Self::Ipv6 => {
+                !is_token_byte(before(text, &span), b":.")
+                    && !is_token_byte(after(text, &span), b":")
+                    && validate::ipv6(found)
+            }
+            Self::MacAddress => {
+                detached(text, &span, b":-.")
+                    && !found
+                        .bytes()
+                        .filter(u8::is_ascii_hexdigit)
+                        .all(|b| b == b'0' || b.eq_ignore_ascii_case(&b'f'))
+            }
+            Self::Iban => validate::iban(found),
+            Self::DateOfBirth => {
+                !after(text, &span).is_some_and(|b| b.is_ascii_digit())
+                    && validate::birth_date(found)
+            }
+            Self::Passport => found.bytes().filter(u8::is_ascii_digit).count() >= 2,
+            Self::Jwt => !is_token_byte(after(text, &span), b"-_=") && validate::jwt(found),
+            Self::BearerToken => {
+                found.bytes().any(|b| b.is_ascii_digit())
+                    && found.bytes().any(|b| b.is_ascii_alphabetic())
+            }
+            Self::BasicAuth => validate::basic_credentials(found),
+            Self::AwsAccessKeyId => {
+                let body = &found.as_bytes()[4..];
+                body.iter().any(|&b| b != body[0])
+            }
+            Self::AwsSecretAccessKey => {
+                !is_token_byte(after(text, &span), b"/+=") && mixed_case_and_digits(found)
+            }
+            Self::GitlabToken | Self::GoogleApiKey => !is_token_byte(after(text, &span), b"-_"),
+            Self::OpenAiKey => {
+                let key = found.trim_start_matches("sk-");
+                let key = ["proj-", "svcacct-", "admin-"]
+                    .iter()
+                    .find_map(|p| key.strip_prefix(p))
+                    .unwrap_or(key);
+                !is_token_byte(after(text, &span), b"-_") && mixed_case_and_digits(key)
+            }
+            Self::SlackToken
+            | Self::GithubToken
+            | Self::StripeKey
+            | Self::NpmToken
+            | Self::PrivateKey
+            | Self::UrlPassword => true,
+            Self::SecretAssignment => !placeholder(found) && !bare_json_value(text, &span),
+        }
+    }
+}
+
+impl fmt::Display for Detector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn before(text: &str, span: &Range<usize>) -> Option<u8> {
+    text.as_bytes()[..span.start].last().copied()
+}
+
+fn after(text: &str, span: &Range<usize>) -> Option<u8> {
+    text.as_bytes().get(span.end).copied()
+}
+
+/// Whether `b` is a letter, a digit, or one of `extra`.
+fn is_token_byte(b: Option<u8>, extra: &[u8]) -> bool {
+    b.is_some_and(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+}
+
+/// Whether the candidate stands alone rather than being one piece of a
+/// longer dotted or dashed run: `1.2.3.4.5` holds no IPv4 address and a
+/// UUID holds no phone number.
+fn detached(text: &str, span: &Range<usize>, joiners: &[u8]) -> bool {
+    let bytes = text.as_bytes();
+    let joined = |joiner: Option<u8>, beyond: Option<u8>| {
+        joiner.is_some_and(|j| joiners.contains(&j))
+            && beyond.is_some_and(|b| b.is_ascii_alphanumeric())
+    };
+    let start_ok = match span.start {
+        0 => true,
+        1 => !bytes[0].is_ascii_alphanumeric(),
+        s => {
+            !bytes[s - 1].is_ascii_alphanumeric() && !joined(Some(bytes[s - 1]), Some(bytes[s - 2]))
+        }
+    };
+    let end_ok = !bytes.get(span.end).is_some_and(u8::is_ascii_alphanumeric)
+        && !joined(
+            bytes.get(span.end).copied(),
+            bytes.get(span.end + 1).copied(),
+        );
+    start_ok && end_ok
+}
+
+fn email(found: &str) -> bool {
+    let Some((local, domain)) = found.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && local.len() <= 64
+        && found.len() <= 254
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && domain.split('.').all(|label| label.len() <= 63)
+}
+
+/// Whether `at` is inside the authority of a URL (`scheme://user:pw@host`),
+/// where `user@host` or `pw@host` is not an email address.
+fn in_url_authority(text: &str, at: usize) -> bool {
+    let before = &text[..at];
+    before.rfind("://").is_some_and(|scheme_end| {
+        !before[scheme_end + 3..].contains(|c: char| {
+            c.is_whitespace() || matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>')
+        })
+    })
+}
+
+/// Card numbers are written with one kind of separator, in groups of 3 to 6.
+fn consistent_separators(found: &str) -> bool {
+    let mut separators = found.bytes().filter(|b| !b.is_ascii_digit());
+    let Some(first) = separators.next() else {
+        return true;
+    };
+    separators.all(|s| s == first)
+        && found
+            .split(char::from(first))
+            .all(|group| (3..=6).contains(&group.len()))
+}
+
+fn phone(found: &str) -> bool {
+    let digits = validate::digits(found);
+    if found.matches('(').count() != found.matches(')').count() {
+        return false;
+    }
+    match found.as_bytes()[0] {
+        b'+' => (8..=15).contains(&digits.len()),
+        b'0' => (9..=12).contains(&digits.len()),
+        // North American numbering plan: area code and exchange start 2 to 9.
+        _ => digits.len() == 10 && digits[0] >= 2 && digits[3] >= 2,
+    }
+}
+
+fn mixed_case_and_digits(s: &str) -> bool {
+    s.bytes().any(|b| b.is_ascii_uppercase())
+        && s.bytes().any(|b| b.is_ascii_lowercase())
+        && s.bytes().any(|b| b.is_ascii_digit())
+}
+
+/// Whether the value at `span` follows a quoted key without a quote of its
+/// own (`"token":12345`): a JSON number, `null` or `true`, which a token in
+/// its place would turn into invalid JSON. Such values are left to
+/// key-based redaction.
+fn bare_json_value(text: &str, span: &Range<usize>) -> bool {
+    let before = text[..span.start].trim_end();
+    if before.ends_with(['"', '\'']) {
+        return false;
+    }
+    before
+        .strip_suffix([':', '='])
+        .is_some_and(|key| key.trim_end().ends_with('"'))
+}
+
+/// Values that stand in for a secret rather than being one.
+fn placeholder(value: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "null",
+        "none",
+        "nil",
+        "true",
+        "false",
+        "undefined",
+        "bearer",
+        "basic",
+        "redacted",
+    ];
+    WORDS.iter().any(|w| value.eq_ignore_ascii_case(w))
+        || value
+            .bytes()
+            .all(|b| b == b'*' || b == b'x' || b == b'X' || b == b'.')
+        || value.starts_with("${")
+        || value.starts_with("{{")
+        || value.starts_with("%(")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn all_lists_every_detector_once_in_pattern_order() {
+        assert_eq!(Detector::ALL.len(), patterns::ALL.len());
+        for (i, d) in Detector::ALL.iter().enumerate() {
+            assert_eq!(*d as usize, i, "{d} is out of order");
+        }
+        let names: HashSet<_> = Detector::ALL.iter().map(|d| d.name()).collect();
+        let tokens: HashSet<_> = Detector::ALL.iter().map(|d| d.token()).collect();
+        assert_eq!(names.len(), Detector::ALL.len());
+        assert_eq!(tokens.len(), Detector::ALL.len());
+    }
+
+    #[test]
+    fn every_pattern_compiles() {
+        for d in Detector::ALL {
+            regex::Regex::new(&patterns::ascii(d.pattern())).unwrap_or_else(|e| panic!("{d}: {e}"));
+        }
+    }
+
+    #[test]
+    fn no_pattern_matches_a_token() {
+        for d in Detector::ALL {
+            let re = regex::Regex::new(&patterns::ascii(d.pattern())).unwrap();
+            for t in Detector::ALL {
+                assert!(!re.is_match(t.token()), "{d} matches {}", t.token());
+            }
+            assert!(
+                !re.is_match(super::super::REDACTED),
+                "{d} matches [REDACTED]"
+            );
+        }
+    }
+
+    #[test]
+    fn detached_rejects_pieces_of_longer_runs() {
+        let text = "1.2.3.4.5";
+        assert!(!detached(text, &(0..7), b"."));
+        assert!(!detached(text, &(2..9), b"."));
+        assert!(detached("ip 1.2.3.4.", &(3..10), b"."));
+    }
+}
