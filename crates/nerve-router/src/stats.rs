@@ -175,14 +175,22 @@ impl SubscriberStats {
         let c = &sub.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let queue = sub.kind.queue_depth();
+        // An inline handler is called for every event it is offered, and
+        // its outcomes are counted anyway: derived, not counted twice.
+        let (offered, delivered) = if sub.is_inline() {
+            let ran = get(&c.succeeded) + get(&c.failed) + get(&c.timed_out) + get(&c.halted);
+            (ran, ran)
+        } else {
+            (get(&c.offered), get(&c.delivered))
+        };
         Self {
             id: sub.id.0,
             name: sub.name.as_deref().map(str::to_owned),
             patterns: sub.patterns.iter().map(|p| p.as_str().to_owned()).collect(),
             priority: sub.priority,
             kind: sub.kind.name(),
-            offered: get(&c.offered),
-            delivered: get(&c.delivered),
+            offered,
+            delivered,
             dropped: c.dropped_total(),
             dropped_by_reason: DropReason::ALL
                 .iter()

@@ -267,6 +267,11 @@ pub(crate) struct Subscription {
 }
 
 impl Subscription {
+    /// Whether it runs inline on the emitting thread (no queue).
+    pub(crate) fn is_inline(&self) -> bool {
+        matches!(self.kind, HandlerKind::Sync(_))
+    }
+
     pub(crate) fn is_async(&self) -> bool {
         matches!(self.kind, HandlerKind::Async(_))
     }
