@@ -72,7 +72,11 @@ impl Paths {
     /// directory (only at open and after a failed rotation).
     pub(crate) fn backup_numbers(&self) -> io::Result<Vec<usize>> {
         let prefix = format!("{}.", self.stem);
-        let suffix = self.ext.as_ref().map(|e| format!(".{e}")).unwrap_or_default();
+        let suffix = self
+            .ext
+            .as_ref()
+            .map(|e| format!(".{e}"))
+            .unwrap_or_default();
         let mut found = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let name = entry?.file_name();

@@ -185,55 +185,76 @@ impl Follow {
     /// between the one being read and the new active file.
     fn rotated(&mut self) -> Result<bool, ReadError> {
         let active = self.paths.active();
-        let id = match std::fs::metadata(active) {
-            Ok(m) => file_id(&m),
-            // Between the rename and the new file's creation.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(source) => {
+        // Rotation renames backups one by one, so a scan racing with it can
+        // see a file twice or not at all: it is retried until every path
+        // still names what was opened (or left to the next poll).
+        for _ in 0..100 {
+            let next = match Source::open(active, false) {
+                Ok(s) => s,
+                // Between the rename and the new file's creation.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(source) => {
+                    return Err(ReadError::Io {
+                        path: active.to_path_buf(),
+                        source,
+                    });
+                }
+            };
+            if next.id == self.current.id {
+                return Ok(false);
+            }
+            // The files rotated between the one being read and the new
+            // active file. Bytes written to the old file just before its
+            // rename are read first: queued files only follow once it is at
+            // its end again.
+            let (newer, found) = self.scan_backups()?;
+            let still =
+                |path: &Path, id: FileId| std::fs::metadata(path).is_ok_and(|m| file_id(&m) == id);
+            let consistent = still(active, next.id)
+                && newer.iter().all(|s| still(&s.path, s.id))
+                && found.as_ref().is_none_or(|p| still(p, self.current.id));
+            if !consistent {
+                std::thread::yield_now();
+                continue;
+            }
+            if found.is_none() {
+                // Ours was deleted by retention before we finished it: say
+                // so, and carry on with the active file.
+                let lost = std::mem::replace(&mut self.current, next);
                 return Err(ReadError::Io {
-                    path: active.to_path_buf(),
-                    source,
+                    path: lost.path,
+                    source: io::Error::other("rotated away before it was read to the end"),
                 });
             }
-        };
-        if id == self.current.id {
-            return Ok(false);
+            self.queue.extend(newer.into_iter().rev());
+            self.queue.push_back(next);
+            return Ok(true);
         }
-        // Bytes written just before the rename are in the old file: a
-        // further read of it (on the next round) picks them up, because
-        // queued files only follow once it is at its end again.
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ReadError::Io { path, source }
-        };
+        Ok(false)
+    }
+
+    /// The backups newer than the file being read (newest first), and the
+    /// path where that file was found.
+    fn scan_backups(&self) -> Result<(Vec<Source>, Option<PathBuf>), ReadError> {
+        let numbers = self
+            .paths
+            .backup_numbers()
+            .map_err(|source| ReadError::Io {
+                path: self.paths.dir().to_path_buf(),
+                source,
+            })?;
         let mut newer = Vec::new();
-        let mut found = false;
-        for k in self.paths.backup_numbers().map_err(io(self.paths.dir()))? {
+        for k in numbers {
             let path = self.paths.backup(k);
             let Ok(source) = Source::open(&path, false) else {
                 continue;
             };
             if source.id == self.current.id {
-                found = true;
-                break;
+                return Ok((newer, Some(path)));
             }
             newer.push(source);
         }
-        if !found {
-            // Ours was deleted by retention before we finished it: say so,
-            // and carry on with the active file.
-            self.queue
-                .push_back(Source::open(active, false).map_err(io(active))?);
-            let lost = std::mem::replace(&mut self.current, self.queue.pop_front().expect("pushed"));
-            return Err(ReadError::Io {
-                path: lost.path,
-                source: io::Error::other("rotated away before it was read to the end"),
-            });
-        }
-        self.queue.extend(newer.into_iter().rev());
-        self.queue
-            .push_back(Source::open(active, false).map_err(io(active))?);
-        Ok(true)
+        Ok((newer, None))
     }
 }
 

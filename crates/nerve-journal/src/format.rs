@@ -357,7 +357,9 @@ mod tests {
         assert_eq!(back.event_id(), deep.event_id());
         // One level deeper than the limit is what serde_json itself refuses.
         let mut raw = String::from_utf8(line(&ok).into_bytes()).unwrap();
-        raw = raw.replacen("\"data\":", "\"data\":[", 1).replacen(",\"v\"", "],\"v\"", 1);
+        raw = raw
+            .replacen("\"data\":", "\"data\":[", 1)
+            .replacen(",\"v\"", "],\"v\"", 1);
         assert!(decode(raw.trim_end().as_bytes()).is_err());
     }
 

@@ -660,11 +660,15 @@ mod tests {
     #[test]
     fn close_is_idempotent_and_later_records_fail() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::builder(dir.path().join("e.jsonl")).build().unwrap();
+        let j = Journal::builder(dir.path().join("e.jsonl"))
+            .build()
+            .unwrap();
         j.record(&Event::builder("a.b").build().unwrap()).unwrap();
         j.close(Duration::from_secs(5)).unwrap();
         j.close(Duration::from_secs(5)).unwrap();
-        let err = j.record(&Event::builder("a.b").build().unwrap()).unwrap_err();
+        let err = j
+            .record(&Event::builder("a.b").build().unwrap())
+            .unwrap_err();
         assert_eq!(err.kind(), SinkErrorKind::Closed);
         assert_eq!(j.stats().written, 1);
     }

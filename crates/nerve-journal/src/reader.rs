@@ -156,7 +156,10 @@ pub struct JournalReader {
 impl std::fmt::Debug for JournalReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JournalReader")
-            .field("files", &self.files.iter().map(|f| &f.0).collect::<Vec<_>>())
+            .field(
+                "files",
+                &self.files.iter().map(|f| &f.0).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -332,7 +335,11 @@ mod tests {
         assert!(matches!(&items[2], Err(ReadError::BadLine { line: 2, .. })));
         assert!(matches!(
             &items[4],
-            Err(ReadError::TornTail { line: 2, bytes: 6, .. })
+            Err(ReadError::TornTail {
+                line: 2,
+                bytes: 6,
+                ..
+            })
         ));
 
         let all = HistoryQuery::new();

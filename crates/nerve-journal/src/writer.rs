@@ -223,7 +223,11 @@ impl Writer {
         if used > 0 && used + size > self.max_bytes {
             self.commit();
             if let Err(e) = self.rotate() {
-                self.fail(&format!("rotation failed: {e}"), vec![event], ack.into_iter());
+                self.fail(
+                    &format!("rotation failed: {e}"),
+                    vec![event],
+                    ack.into_iter(),
+                );
                 return;
             }
         }
@@ -396,8 +400,7 @@ impl Writer {
                 self.fs
                     .rename(&self.paths.backup(k), &self.paths.backup(k + 1))?;
             }
-            self.fs
-                .rename(self.paths.active(), &self.paths.backup(1))?;
+            self.fs.rename(self.paths.active(), &self.paths.backup(1))?;
             self.backups += 1;
         }
         self.needs_repair = false;
