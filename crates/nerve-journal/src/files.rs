@@ -120,7 +120,7 @@ impl Paths {
     }
 }
 
-/// What [`recover`] found and repaired when the journal was opened.
+/// What opening the journal found and repaired ([`Journal::recovery`](crate::Journal::recovery)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Recovery {

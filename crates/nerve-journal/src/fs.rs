@@ -37,6 +37,10 @@ pub trait JournalFs: Send + Sync + 'static {
 }
 
 /// A file open for appending.
+#[allow(
+    clippy::len_without_is_empty,
+    reason = "a file length, not a collection"
+)]
 pub trait JournalFile: Send {
     /// Appends all of `buf`. On error, part of it may have been written.
     ///

@@ -103,7 +103,7 @@ pub struct JournalStats {
     pub io_errors: u64,
     /// Events written with their payload replaced by an error marker.
     pub serialize_errors: u64,
-    /// Replayed events not recorded again (see [`crate::replay`]).
+    /// Replayed events not recorded again (see [`replay()`](crate::replay())).
     pub skipped_replayed: u64,
 }
 
@@ -237,8 +237,10 @@ impl JournalBuilder {
     }
 
     /// Rewrites every event just before it is written, on the writer thread
-    /// (so it costs emitters nothing): the hook for PII redaction. Only the
-    /// line on disk changes; handlers see the original. If `f` panics, the
+    /// (so it costs emitters nothing): the hook for PII redaction. The `data`
+    /// of the event `f` returns is written in place of the payload; every
+    /// other field is written from the original. Only the line on disk
+    /// changes; handlers see the original. If `f` panics, the
     /// event is written with its payload replaced by an error marker
     /// (`{"$nerve_error":"redact",...}`), never unredacted.
     pub fn redact_with(mut self, f: impl Fn(&Event) -> Event + Send + Sync + 'static) -> Self {
@@ -246,7 +248,7 @@ impl JournalBuilder {
         self
     }
 
-    /// Whether events re-emitted by [`crate::replay`] are recorded again
+    /// Whether events re-emitted by [`replay()`](crate::replay()) are recorded again
     /// (default `false`, so replaying a journal into a bus that writes to the
     /// same journal does not duplicate it).
     pub fn record_replayed(mut self, on: bool) -> Self {
