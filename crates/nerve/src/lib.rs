@@ -13,6 +13,8 @@
 //! * [`correlation`]: the id that follows a piece of work across events,
 //!   threads and tasks.
 //! * [`TypedEvent`]: emit and subscribe to Rust structs as themselves.
+//! * [`Journal`] (feature `journal`, on by default): the JSONL audit log a
+//!   bus records every accepted event in, with [`Fsync`] durability policies.
 //! * [`metrics`]: the [`Metrics`](metrics::Metrics) trait the bus reports
 //!   through, the names of its metrics, and in-memory and callback recorders.
 //!
@@ -40,10 +42,11 @@
 //! |---------|---------|--------------|
 //! | `full`  | no      | every stable feature |
 //! | `redact` | no | `redact`: the `Redactor`, for what leaves the process (journal, dead letters, alerts, bridges) |
+//! | `journal` | yes   | [`journal`]: the JSONL audit log, [`Journal`] and [`Fsync`]; `Bus::builder().journal(..)` records every accepted event |
 //! | `metrics-facade` | no | `metrics::MetricsFacade`: the bus's metrics through the [`metrics`](https://docs.rs/metrics) crate, so any of its exporters (Prometheus included) can publish them |
 //!
-//! Later releases add `journal` (the JSONL audit log), `consumers`
-//! (validation, metrics, progress, alerts), `otel` and `nats`.
+//! Later releases add `consumers` (validation, metrics, progress, alerts),
+//! `otel` and `nats`.
 //!
 //! # Supported Rust versions
 //!
@@ -69,6 +72,15 @@ pub use nerve_router::{
     RetryError, RetrySummary, ShutdownReport, StreamOptions, Subscribe, SubscribeError,
     SubscriptionId, global,
 };
+
+/// The JSONL journal: an ordered, crash-safe, rotating audit log of every
+/// event a bus accepts (the `nerve-journal` crate).
+#[cfg(feature = "journal")]
+#[doc(inline)]
+pub use nerve_journal as journal;
+#[cfg(feature = "journal")]
+#[doc(inline)]
+pub use nerve_journal::{Fsync, Journal};
 
 /// Stats types returned by [`Bus::stats`].
 pub mod stats {

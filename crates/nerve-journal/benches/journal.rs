@@ -1,0 +1,119 @@
+//! Journal throughput under each fsync policy, and emit latency with and
+//! without the journal, in the same run.
+//!
+//! `cargo bench -p nerve-journal --bench journal`
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use nerve_core::sink::EventSink;
+use nerve_core::{Event, json};
+use nerve_journal::{Fsync, Journal};
+use nerve_router::Bus;
+
+fn small_event(i: u64) -> Event {
+    Event::builder("bench.tick")
+        .source("bench")
+        .seq(i)
+        .data(json!({"i": i, "ok": true}))
+        .build()
+        .unwrap()
+}
+
+/// Records `per_emitter` events from each of `emitters` threads, then flushes.
+fn persist(journal: &Journal, emitters: u64, per_emitter: u64) -> Duration {
+    let events: Vec<Event> = (0..per_emitter).map(small_event).collect();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..emitters {
+            s.spawn(|| {
+                for e in &events {
+                    journal.record(e).unwrap();
+                }
+            });
+        }
+    });
+    journal.flush(Duration::from_secs(60)).unwrap();
+    start.elapsed()
+}
+
+fn throughput(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = c.benchmark_group("journal_throughput");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
+    let cases: [(&str, Fsync, u64, u64); 4] = [
+        ("never", Fsync::Never, 1, 100_000),
+        (
+            "interval_200ms",
+            Fsync::Interval(Duration::from_millis(200)),
+            1,
+            100_000,
+        ),
+        ("always_1_emitter", Fsync::Always, 1, 200),
+        ("always_4_emitters", Fsync::Always, 4, 200),
+    ];
+    for (name, fsync, emitters, per) in cases {
+        let path = dir.path().join(format!("{name}.jsonl"));
+        let journal = Journal::builder(&path)
+            .fsync(fsync)
+            .max_bytes(64 << 20)
+            .max_files(2)
+            .build()
+            .unwrap();
+        group.throughput(Throughput::Elements(emitters * per));
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| persist(&journal, emitters, per)).sum());
+        });
+        let stats = journal.stats();
+        println!(
+            "{name}: {} bytes/event over {} events, {} syncs",
+            stats.bytes / stats.written.max(1),
+            stats.written,
+            stats.syncs
+        );
+    }
+    group.finish();
+}
+
+fn emit_latency(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = c.benchmark_group("emit_latency");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3));
+    let plain = Bus::builder().history_capacity(16).build().unwrap();
+    plain
+        .subscribe("bench.*", |e: &Event| {
+            black_box(e.seq());
+        })
+        .unwrap();
+    group.bench_function("journal_off", |b| {
+        b.iter(|| plain.emit("bench.tick", json!({"ok": true})).unwrap());
+    });
+    let journal = Journal::builder(dir.path().join("latency.jsonl"))
+        .fsync(Fsync::Never)
+        .max_bytes(64 << 20)
+        .max_files(2)
+        .build()
+        .unwrap();
+    let bus = Bus::builder()
+        .history_capacity(16)
+        .journal(journal.clone())
+        .build()
+        .unwrap();
+    bus.subscribe("bench.*", |e: &Event| {
+        black_box(e.seq());
+    })
+    .unwrap();
+    group.bench_function("journal_on_never", |b| {
+        b.iter(|| bus.emit("bench.tick", json!({"ok": true})).unwrap());
+    });
+    group.finish();
+    bus.shutdown_blocking();
+}
+
+criterion_group!(benches, throughput, emit_latency);
+criterion_main!(benches);

@@ -1,0 +1,423 @@
+//! The line format: one JSON object per event, newline-terminated.
+//!
+//! See the [crate docs](crate#the-line-format) and `docs/journal-format.md`
+//! for the specification; this module is its one implementation.
+
+use nerve_core::{Event, EventId, Timestamp, Value};
+use serde::{Deserialize, Serialize};
+
+/// The format version every line this crate writes carries, as `"v":1`, the
+/// line's last key. Lines without `v` are read as version 1 (and as the
+/// aperion-event-bus format when they carry `payload`).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The deepest `data` a line may hold: containers nested more than this are
+/// replaced by an error marker, because `serde_json` (and so every reader
+/// built on it) refuses to parse deeper documents.
+pub const MAX_DATA_DEPTH: usize = 126;
+
+/// The key of the error marker object that replaces a payload which could not
+/// be written: `{"$nerve_error":"too_deep","message":"..."}`.
+pub const ERROR_MARKER_KEY: &str = "$nerve_error";
+
+/// A line as written, keys in the documented order.
+#[derive(Serialize)]
+struct LineOut<'a> {
+    event_id: EventId,
+    event_type: &'a str,
+    timestamp: Rfc3339Micros,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    causation_id: Option<EventId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lane: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lane_seq: Option<u64>,
+    seq: u64,
+    data: &'a Value,
+    v: u32,
+}
+
+/// Why a payload was replaced by an error marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Replaced {
+    pub(crate) reason: &'static str,
+    pub(crate) message: String,
+}
+
+/// The error marker object written in place of a payload.
+pub(crate) fn error_marker(reason: &str, message: &str) -> Value {
+    let mut map = serde_json::Map::new();
+    map.insert(ERROR_MARKER_KEY.to_owned(), Value::from(reason));
+    map.insert("message".to_owned(), Value::from(message));
+    Value::Object(map)
+}
+
+/// Appends `event` as `redacted` says it may be written: the payload,
+/// `source` and `correlation_id` (what a redactor rewrites) come from
+/// `redacted`, every other field (ids, type, time, run, lane, seq) from
+/// `event`, so a hook cannot make a line lie about which event it records.
+pub(crate) fn encode_redacted(
+    event: &Event,
+    redacted: &Event,
+    out: &mut Vec<u8>,
+) -> Option<Replaced> {
+    encode_parts(
+        event,
+        Some(redacted.data()),
+        redacted.source(),
+        redacted.correlation_id().map(|c| c.as_str()),
+        out,
+    )
+}
+
+/// Appends `event` to `out` as one line; `data` overrides the event's payload
+/// (the redacted or replacement payload). Returns why the payload was
+/// replaced, if it was.
+pub(crate) fn encode(event: &Event, data: Option<&Value>, out: &mut Vec<u8>) -> Option<Replaced> {
+    encode_parts(
+        event,
+        data,
+        event.source(),
+        event.correlation_id().map(|c| c.as_str()),
+        out,
+    )
+}
+
+fn encode_parts(
+    event: &Event,
+    data: Option<&Value>,
+    source: Option<&str>,
+    correlation_id: Option<&str>,
+    out: &mut Vec<u8>,
+) -> Option<Replaced> {
+    let data = data.unwrap_or_else(|| event.data());
+    let depth = depth(data);
+    let marker;
+    let (data, replaced) = if depth > MAX_DATA_DEPTH {
+        let message = format!(
+            "payload nests {depth} levels deep, more than the {MAX_DATA_DEPTH} a journal line may hold"
+        );
+        marker = error_marker("too_deep", &message);
+        (
+            &marker,
+            Some(Replaced {
+                reason: "too_deep",
+                message,
+            }),
+        )
+    } else {
+        (data, None)
+    };
+    let line = LineOut {
+        event_id: event.event_id(),
+        event_type: event.event_type(),
+        timestamp: Rfc3339Micros(event.timestamp()),
+        source,
+        correlation_id,
+        causation_id: event.causation_id(),
+        run_id: event.run_id(),
+        lane: event.lane(),
+        lane_seq: event.lane_seq(),
+        seq: event.seq(),
+        data,
+        v: FORMAT_VERSION,
+    };
+    let start = out.len();
+    if let Err(e) = serde_json::to_writer(&mut *out, &line) {
+        // Unreachable with `serde_json::Value` payloads (string keys, finite
+        // numbers), kept so that a future payload type cannot tear a line.
+        out.truncate(start);
+        let message = format!("payload could not be serialized: {e}");
+        let marker = error_marker("serialize", &message);
+        let line = LineOut {
+            data: &marker,
+            ..line
+        };
+        serde_json::to_writer(&mut *out, &line).unwrap_or_else(|_| out.truncate(start));
+        out.push(b'\n');
+        return Some(Replaced {
+            reason: "serialize",
+            message,
+        });
+    }
+    out.push(b'\n');
+    replaced
+}
+
+/// How deeply containers nest in `value` (a scalar is 0, `[]` is 1), counted
+/// without recursion so that a hostile payload cannot overflow the stack.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            Value::Array(items) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(items.iter().map(|i| (i, d + 1)));
+            }
+            Value::Object(map) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(map.values().map(|i| (i, d + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// A timestamp written as `2026-11-23T09:01:32.123456Z` without allocating.
+struct Rfc3339Micros(Timestamp);
+
+impl Serialize for Rfc3339Micros {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let micros = self.0.as_micros();
+        let secs = micros.div_euclid(1_000_000);
+        let frac = micros.rem_euclid(1_000_000);
+        let days = secs.div_euclid(86_400);
+        let tod = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        if !(0..=9999).contains(&y) {
+            // Outside four-digit years RFC 3339 has no form; chrono's is used.
+            return serializer.collect_str(&self.0);
+        }
+        let mut b = *b"0000-00-00T00:00:00.000000Z";
+        put(&mut b[0..4], y);
+        put(&mut b[5..7], m);
+        put(&mut b[8..10], d);
+        put(&mut b[11..13], tod / 3600);
+        put(&mut b[14..16], tod % 3600 / 60);
+        put(&mut b[17..19], tod % 60);
+        put(&mut b[20..26], frac);
+        serializer.serialize_str(std::str::from_utf8(&b).unwrap_or_default())
+    }
+}
+
+/// Writes `n` as zero-padded decimal digits filling `out`.
+fn put(out: &mut [u8], mut n: i64) {
+    for slot in out.iter_mut().rev() {
+        #[allow(clippy::cast_possible_truncation, reason = "a single digit")]
+        let digit = (n % 10) as u8;
+        *slot = b'0' + digit;
+        n /= 10;
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A line as read: this crate's format, or aperion-event-bus's (`payload`
+/// instead of `data`, epoch-float timestamps, no `seq`).
+#[derive(Deserialize)]
+struct LineIn {
+    #[serde(default)]
+    event_id: Option<String>,
+    event_type: String,
+    timestamp: Timestamp,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    causation_id: Option<String>,
+    #[serde(default)]
+    run_id: Option<String>,
+    #[serde(default)]
+    lane: Option<String>,
+    #[serde(default)]
+    lane_seq: Option<u64>,
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    payload: Option<Value>,
+    #[serde(default)]
+    v: Option<u32>,
+}
+
+/// Parses one line (without its newline) back into an event.
+pub(crate) fn decode(line: &[u8]) -> Result<Event, String> {
+    let l: LineIn = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    if let Some(v) = l.v {
+        if v > FORMAT_VERSION {
+            return Err(format!(
+                "format version {v} is newer than this reader (version {FORMAT_VERSION})"
+            ));
+        }
+    }
+    let mut b = Event::builder(l.event_type)
+        .timestamp(l.timestamp)
+        .seq(l.seq)
+        .data(l.data.or(l.payload).unwrap_or(Value::Null));
+    if let Some(id) = l.event_id {
+        let id: EventId = id
+            .parse()
+            .map_err(|e| format!("event_id {id:?} is not a UUID: {e}"))?;
+        b = b.event_id(id);
+    }
+    if let Some(s) = l.source {
+        b = b.source(s);
+    }
+    if let Some(c) = l.correlation_id {
+        b = b.correlation_id(c);
+    }
+    if let Some(c) = l.causation_id {
+        let c: EventId = c
+            .parse()
+            .map_err(|e| format!("causation_id {c:?} is not a UUID: {e}"))?;
+        b = b.causation_id(c);
+    }
+    if let Some(r) = l.run_id {
+        b = b.run_id(r);
+    }
+    if let Some(lane) = l.lane {
+        b = b.lane(lane);
+    }
+    if let Some(n) = l.lane_seq {
+        b = b.lane_seq(n);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nerve_core::json;
+
+    fn line(event: &Event) -> String {
+        let mut out = Vec::new();
+        assert_eq!(encode(event, None, &mut out), None);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn keys_in_order_and_round_trip() {
+        let e = Event::builder("user.login")
+            .data(json!({"u": "alice", "metrics": {"success_rate": 0.5}}))
+            .source("auth")
+            .correlation_id("req-1")
+            .causation_id(EventId::new())
+            .run_id("run-1")
+            .lane("left")
+            .lane_seq(7)
+            .timestamp(Timestamp::from_micros(1_700_000_000_123_456))
+            .seq(3)
+            .build()
+            .unwrap();
+        let text = line(&e);
+        assert!(text.ends_with("}\n") && !text[..text.len() - 1].contains('\n'));
+        let keys = [
+            "event_id",
+            "event_type",
+            "timestamp",
+            "source",
+            "correlation_id",
+            "causation_id",
+            "run_id",
+            "lane",
+            "lane_seq",
+            "seq",
+            "data",
+            "v",
+        ];
+        let pos: Vec<usize> = keys
+            .iter()
+            .map(|k| text.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        assert!(pos.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert!(
+            text.contains("\"timestamp\":\"2023-11-14T22:13:20.123456Z\""),
+            "{text}"
+        );
+        assert!(text.ends_with(",\"v\":1}\n"), "{text}");
+        assert_eq!(decode(text.trim_end().as_bytes()).unwrap(), e);
+    }
+
+    #[test]
+    fn timestamps_match_chrono() {
+        for micros in [
+            0,
+            1,
+            -1,
+            951_782_400_000_000,
+            1_700_000_000_999_999,
+            4_102_444_800_000_000,
+            -62_135_596_800_000_000,
+        ] {
+            let t = Timestamp::from_micros(micros);
+            let ours = serde_json::to_string(&Rfc3339Micros(t)).unwrap();
+            assert_eq!(ours, format!("\"{t}\""), "{micros}");
+        }
+    }
+
+    fn nested(levels: usize) -> Value {
+        let mut v = json!(1);
+        for _ in 0..levels {
+            v = json!([v]);
+        }
+        v
+    }
+
+    #[test]
+    fn the_deepest_payload_allowed_reads_back_and_deeper_ones_are_marked() {
+        let ok = Event::new("a.b", nested(MAX_DATA_DEPTH)).unwrap();
+        let text = line(&ok);
+        assert_eq!(decode(text.trim_end().as_bytes()).unwrap(), ok);
+
+        let deep = Event::new("a.b", nested(MAX_DATA_DEPTH + 1)).unwrap();
+        let mut out = Vec::new();
+        let replaced = encode(&deep, None, &mut out).unwrap();
+        assert_eq!(replaced.reason, "too_deep");
+        let back = decode(&out[..out.len() - 1]).unwrap();
+        assert_eq!(back.data()[ERROR_MARKER_KEY], "too_deep");
+        assert_eq!(back.event_id(), deep.event_id());
+        // One level deeper than the limit is what serde_json itself refuses.
+        let mut raw = String::from_utf8(line(&ok).into_bytes()).unwrap();
+        raw = raw
+            .replacen("\"data\":", "\"data\":[", 1)
+            .replacen(",\"v\"", "],\"v\"", 1);
+        assert!(decode(raw.trim_end().as_bytes()).is_err());
+    }
+
+    #[test]
+    fn aperion_lines_read() {
+        let text = r#"{"event_type": "user.login", "payload": {"user": "alice"}, "timestamp": 1700000000.25, "event_id": "6f1c0b8e-3c1d-4c5e-9a0b-2b1d3c4e5f60", "source": null, "correlation_id": "req-abc-123"}"#;
+        let e = decode(text.as_bytes()).unwrap();
+        assert_eq!(e.event_type(), "user.login");
+        assert_eq!(e.data()["user"], "alice");
+        assert_eq!(e.timestamp().as_micros(), 1_700_000_000_250_000);
+        assert_eq!(e.correlation_id().unwrap().as_str(), "req-abc-123");
+        assert_eq!(e.source(), None);
+        assert_eq!(
+            e.event_id().to_string(),
+            "6f1c0b8e-3c1d-4c5e-9a0b-2b1d3c4e5f60"
+        );
+    }
+
+    #[test]
+    fn newer_versions_and_garbage_are_refused() {
+        assert!(decode(br#"{"event_id":"6f1c0b8e-3c1d-4c5e-9a0b-2b1d3c4e5f60","event_type":"a.b","timestamp":"2024-01-01T00:00:00Z","seq":1,"data":null,"v":2}"#)
+            .unwrap_err()
+            .contains("version 2"));
+        assert!(decode(b"{\"event_type\":").is_err());
+        assert!(decode(b"").is_err());
+    }
+}

@@ -1,0 +1,687 @@
+//! The journal handle, its builder and its policies.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
+use nerve_core::Event;
+use nerve_core::query::HistoryQuery;
+use nerve_core::sink::{EventSink, FaultReporter, SinkError, SinkErrorKind, SinkFault};
+
+use crate::files::{self, Paths, Recovery};
+use crate::follow::Follow;
+use crate::fs::{JournalFs, StdFs};
+use crate::reader::JournalReader;
+use crate::writer::{Msg, Writer, await_reply};
+
+/// The redaction hook: the event as it is to be written.
+pub(crate) type Redact = Arc<dyn Fn(&Event) -> Event + Send + Sync>;
+
+/// When written events are made durable (`fdatasync`).
+///
+/// | policy | after a process crash | after power loss or a kernel crash |
+/// |--------|-----------------------|------------------------------------|
+/// | `Never` | every event the writer thread wrote (it writes each batch as soon as it has it, so all but the last few microseconds' events) | whatever the OS had flushed: possibly nothing since the last rotation |
+/// | `Interval(d)` | as `Never` | everything up to the last sync, at most `d` (plus one batch) old |
+/// | `Always` | every event whose `emit` returned | every event whose `emit` returned |
+///
+/// With `Always`, `record` (so `emit`) returns only once the batch holding
+/// the event is synced; concurrent emitters share one sync (group commit).
+/// In every policy a crash never corrupts what precedes it: at most the last
+/// line is torn, and reopening moves it to the `.torn` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fsync {
+    /// Never sync; leave it to the OS. The fastest.
+    #[default]
+    Never,
+    /// Sync at most this long after a write (group commit).
+    Interval(Duration),
+    /// Sync before `record` returns (group commit across emitters).
+    Always,
+}
+
+/// What `record` does when the journal's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum JournalOverflow {
+    /// Wait for room: lossless, and the emitter slows to the disk's pace.
+    #[default]
+    Block,
+    /// Refuse the event: `record` fails with [`SinkErrorKind::Full`], the
+    /// bus counts it, publishes `system.journal_error` and still delivers
+    /// the event in memory. Counted in [`JournalStats::dropped`].
+    DropNewest,
+}
+
+/// The journal could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// Another journal (in this or another process) has these files open.
+    #[error("journal {path} is locked by another writer")]
+    Locked {
+        /// The active file's path.
+        path: PathBuf,
+    },
+    /// A setting is out of range.
+    #[error("invalid journal setting: {0}")]
+    Invalid(&'static str),
+    /// Opening, locking or repairing the files failed.
+    #[error("could not open journal {path}")]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Counters of one journal, from [`Journal::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JournalStats {
+    /// Events written to the active file (handed to the OS).
+    pub written: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Batches written (one write call each, between rotations).
+    pub batches: u64,
+    /// Syncs done.
+    pub syncs: u64,
+    /// Rotations done.
+    pub rotations: u64,
+    /// Events refused because the queue was full (`JournalOverflow::DropNewest`).
+    pub dropped: u64,
+    /// Events not written because of an I/O error (each also reported).
+    pub lost: u64,
+    /// I/O failures (write, flush, sync, rename, remove, open).
+    pub io_errors: u64,
+    /// Events written with their payload replaced by an error marker.
+    pub serialize_errors: u64,
+    /// Replayed events not recorded again (see [`replay()`](crate::replay())).
+    pub skipped_replayed: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(crate) fn inc(&self) {
+        self.add(1);
+    }
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) written: Counter,
+    pub(crate) bytes: Counter,
+    pub(crate) batches: Counter,
+    pub(crate) syncs: Counter,
+    pub(crate) rotations: Counter,
+    pub(crate) dropped: Counter,
+    pub(crate) lost: Counter,
+    pub(crate) io_errors: Counter,
+    pub(crate) serialize_errors: Counter,
+    pub(crate) skipped_replayed: Counter,
+}
+
+/// What the writer thread and the handles share.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub(crate) counters: Counters,
+    reporter: RwLock<Option<FaultReporter>>,
+}
+
+impl Shared {
+    pub(crate) fn report(&self, fault: SinkFault) {
+        tracing::warn!(kind = fault.kind.as_str(), message = %fault.message, "journal fault");
+        let reporter = self
+            .reporter
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(r) = reporter {
+            r.report(fault);
+        }
+    }
+}
+
+/// Builds a [`Journal`]. Made by [`Journal::builder`].
+///
+/// | setting | default |
+/// |---------|---------|
+/// | [`max_bytes`](Self::max_bytes) | 10 MiB |
+/// | [`max_files`](Self::max_files) | 5 backups |
+/// | [`fsync`](Self::fsync) | [`Fsync::Interval`] of 200 ms |
+/// | [`capacity`](Self::capacity) | 8,192 queued events |
+/// | [`overflow`](Self::overflow) | [`JournalOverflow::Block`] |
+/// | [`drop_timeout`](Self::drop_timeout) | 5 s |
+/// | [`redact_with`](Self::redact_with) | none |
+/// | [`record_replayed`](Self::record_replayed) | `false` |
+#[must_use]
+pub struct JournalBuilder {
+    path: PathBuf,
+    max_bytes: u64,
+    max_files: usize,
+    fsync: Fsync,
+    capacity: usize,
+    overflow: JournalOverflow,
+    drop_timeout: Duration,
+    redact: Option<Redact>,
+    record_replayed: bool,
+    fs: Arc<dyn JournalFs>,
+}
+
+impl std::fmt::Debug for JournalBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalBuilder")
+            .field("path", &self.path)
+            .field("max_bytes", &self.max_bytes)
+            .field("max_files", &self.max_files)
+            .field("fsync", &self.fsync)
+            .field("capacity", &self.capacity)
+            .field("overflow", &self.overflow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JournalBuilder {
+    /// Rotate before the active file would exceed `bytes` (default 10 MiB).
+    /// A single record larger than this is written alone in its own file.
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// Keep at most `n` backups (default 5); the oldest is deleted. With 0,
+    /// rotation deletes the active file.
+    pub fn max_files(mut self, n: usize) -> Self {
+        self.max_files = n;
+        self
+    }
+
+    /// When writes are made durable (default `Interval(200 ms)`).
+    pub fn fsync(mut self, fsync: Fsync) -> Self {
+        self.fsync = fsync;
+        self
+    }
+
+    /// How many events may wait for the writer thread (default 8,192).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// What `record` does when the queue is full (default `Block`).
+    pub fn overflow(mut self, overflow: JournalOverflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// How long dropping the last handle (or a [`FlushGuard`]) waits for the
+    /// writer to finish (default 5 s).
+    pub fn drop_timeout(mut self, timeout: Duration) -> Self {
+        self.drop_timeout = timeout;
+        self
+    }
+
+    /// Rewrites every event just before it is written, on the writer thread
+    /// (so it costs emitters nothing): the hook for PII redaction. The
+    /// `data`, `source` and `correlation_id` of the event `f` returns are
+    /// written in place of the original's (what a redactor rewrites); every
+    /// other field (ids, type, time, run, lane, seq) is written from the
+    /// original, so a line always says truly which event it records. Only the
+    /// line on disk changes; handlers see the original. If `f` panics, the
+    /// event is written with its payload replaced by an error marker
+    /// (`{"$nerve_error":"redact",...}`), never unredacted.
+    pub fn redact_with(mut self, f: impl Fn(&Event) -> Event + Send + Sync + 'static) -> Self {
+        self.redact = Some(Arc::new(f));
+        self
+    }
+
+    /// Redacts every event with `redactor` before it is written (feature
+    /// `redact`): [`redact_with`](Self::redact_with) with
+    /// [`Redactor::redact_event`](nerve_core::redact::Redactor::redact_event).
+    #[cfg(feature = "redact")]
+    pub fn redactor(self, redactor: nerve_core::redact::Redactor) -> Self {
+        self.redact_with(move |e| redactor.redact_event(e))
+    }
+
+    /// Whether events re-emitted by [`replay()`](crate::replay()) are recorded again
+    /// (default `false`, so replaying a journal into a bus that writes to the
+    /// same journal does not duplicate it).
+    pub fn record_replayed(mut self, on: bool) -> Self {
+        self.record_replayed = on;
+        self
+    }
+
+    /// The file operations the writer uses: for fault-injection tests.
+    #[doc(hidden)]
+    pub fn file_system(mut self, fs: impl JournalFs) -> Self {
+        self.fs = Arc::new(fs);
+        self
+    }
+
+    /// Opens the journal: takes the lock, repairs what a crash left, and
+    /// starts the writer thread.
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError::Locked`] if another writer holds the journal,
+    /// [`JournalError::Invalid`] for a zero `max_bytes` or `capacity`,
+    /// [`JournalError::Io`] if the files cannot be opened or repaired.
+    pub fn build(self) -> Result<Journal, JournalError> {
+        if self.max_bytes == 0 {
+            return Err(JournalError::Invalid("max_bytes must be at least 1"));
+        }
+        if self.capacity == 0 {
+            return Err(JournalError::Invalid("capacity must be at least 1"));
+        }
+        let paths = Paths::new(&self.path);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| JournalError::Io { path, source }
+        };
+        std::fs::create_dir_all(paths.dir()).map_err(io(paths.dir()))?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(paths.lock())
+            .map_err(io(&paths.lock()))?;
+        match fs4::FileExt::try_lock(&lock) {
+            Ok(()) => {}
+            Err(fs4::TryLockError::WouldBlock) => {
+                return Err(JournalError::Locked { path: self.path });
+            }
+            Err(fs4::TryLockError::Error(e)) => return Err(io(&paths.lock())(e)),
+        }
+        let (recovery, len) = files::recover(&paths, self.max_files).map_err(io(&self.path))?;
+        let backups = paths.backup_numbers().map_err(io(paths.dir()))?.len();
+        if recovery.repaired_anything() {
+            tracing::warn!(?recovery, path = %self.path.display(), "journal repaired after a crash");
+        }
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = crossbeam_channel::bounded(self.capacity);
+        let writer = Writer::new(
+            self.fs,
+            paths.clone(),
+            self.max_bytes,
+            self.max_files,
+            self.fsync,
+            self.redact,
+            shared.clone(),
+            len,
+            backups,
+        );
+        let thread = std::thread::Builder::new()
+            .name("nerve-journal".into())
+            .spawn(move || writer.run(&rx))
+            .map_err(io(&self.path))?;
+        Ok(Journal {
+            inner: Arc::new(Inner {
+                tx,
+                paths,
+                fsync: self.fsync,
+                overflow: self.overflow,
+                drop_timeout: self.drop_timeout,
+                record_replayed: self.record_replayed,
+                closed: AtomicBool::new(false),
+                shared,
+                thread: Mutex::new(Some(thread)),
+                recovery,
+                _lock: lock,
+            }),
+        })
+    }
+}
+
+/// An append-only JSONL audit log of every event a bus accepts, rotated by
+/// size, written by a background thread. See the [crate docs](crate).
+///
+/// A cheap handle: clones share the journal. Give one to the bus
+/// (`Bus::builder().journal(journal.clone())`) and keep one to read it back.
+/// When the last handle is dropped, the journal is flushed and closed (waiting
+/// at most the [`drop_timeout`](JournalBuilder::drop_timeout)).
+#[derive(Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: Sender<Msg>,
+    paths: Paths,
+    fsync: Fsync,
+    overflow: JournalOverflow,
+    drop_timeout: Duration,
+    record_replayed: bool,
+    closed: AtomicBool,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    recovery: Recovery,
+    // Held for the journal's life: the advisory lock is released when it closes.
+    _lock: File,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("path", &self.inner.paths.active())
+            .field("fsync", &self.inner.fsync)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    /// Starts building a journal whose active file is `path`.
+    pub fn builder(path: impl AsRef<Path>) -> JournalBuilder {
+        JournalBuilder {
+            path: path.as_ref().to_path_buf(),
+            max_bytes: 10 << 20,
+            max_files: 5,
+            fsync: Fsync::Interval(Duration::from_millis(200)),
+            capacity: 8192,
+            overflow: JournalOverflow::Block,
+            drop_timeout: Duration::from_secs(5),
+            redact: None,
+            record_replayed: false,
+            fs: Arc::new(StdFs),
+        }
+    }
+
+    /// The active file's path.
+    pub fn path(&self) -> &Path {
+        self.inner.paths.active()
+    }
+
+    /// What opening the journal repaired.
+    pub fn recovery(&self) -> &Recovery {
+        &self.inner.recovery
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> JournalStats {
+        let c = &self.inner.shared.counters;
+        JournalStats {
+            written: c.written.get(),
+            bytes: c.bytes.get(),
+            batches: c.batches.get(),
+            syncs: c.syncs.get(),
+            rotations: c.rotations.get(),
+            dropped: c.dropped.get(),
+            lost: c.lost.get(),
+            io_errors: c.io_errors.get(),
+            serialize_errors: c.serialize_errors.get(),
+            skipped_replayed: c.skipped_replayed.get(),
+        }
+    }
+
+    /// A reader over everything written so far (call [`flush`](EventSink::flush)
+    /// first to include what is still queued), oldest file first.
+    ///
+    /// # Errors
+    ///
+    /// A [`ReadError`](crate::ReadError) if the files cannot be opened.
+    pub fn reader(&self) -> Result<JournalReader, crate::ReadError> {
+        JournalReader::open(self.path())
+    }
+
+    /// Follows the active file from its current end: yields each event
+    /// written from now on, across rotations. See [`Follow`].
+    ///
+    /// # Errors
+    ///
+    /// A [`ReadError`](crate::ReadError) if the active file cannot be opened.
+    pub fn follow(&self) -> Result<Follow, crate::ReadError> {
+        Follow::from_end(self.path())
+    }
+
+    /// Removes the active file and every backup; the journal carries on with
+    /// an empty active file. Events queued before the call are written (and
+    /// removed) first.
+    ///
+    /// # Errors
+    ///
+    /// A [`SinkError`] if a file could not be removed, or the writer did not
+    /// answer within the drop timeout.
+    pub fn clear(&self) -> Result<(), SinkError> {
+        self.request(Msg::Clear, self.inner.drop_timeout)
+    }
+
+    /// A guard that flushes the journal when dropped, waiting at most the
+    /// [`drop_timeout`](JournalBuilder::drop_timeout). Keep it in `main`.
+    pub fn flush_guard(&self) -> FlushGuard {
+        FlushGuard {
+            journal: self.clone(),
+        }
+    }
+
+    fn request(
+        &self,
+        msg: impl FnOnce(Sender<Result<(), String>>) -> Msg,
+        timeout: Duration,
+    ) -> Result<(), SinkError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let deadline = std::time::Instant::now() + timeout;
+        match self.inner.tx.send_timeout(msg(reply), timeout) {
+            Ok(()) => {}
+            Err(SendTimeoutError::Timeout(_)) => return Err(timed_out(timeout)),
+            Err(SendTimeoutError::Disconnected(_)) => return Err(closed()),
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match await_reply(&answer, left) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(SinkError::new(SinkErrorKind::Io, message)),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(timed_out(timeout)),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(closed()),
+        }
+    }
+}
+
+fn timed_out(timeout: Duration) -> SinkError {
+    SinkError::new(
+        SinkErrorKind::Timeout,
+        format!("journal writer did not finish within {timeout:?}"),
+    )
+}
+
+fn closed() -> SinkError {
+    SinkError::new(SinkErrorKind::Closed, "journal closed")
+}
+
+impl EventSink for Journal {
+    fn record(&self, event: &Event) -> Result<(), SinkError> {
+        let inner = &*self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        if !inner.record_replayed && crate::replay::is_replayed(event) {
+            inner.shared.counters.skipped_replayed.inc();
+            return Ok(());
+        }
+        let (ack, answer) = if inner.fsync == Fsync::Always {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let msg = Msg::Event(event.clone(), ack);
+        match inner.overflow {
+            JournalOverflow::Block => inner.tx.send(msg).map_err(|_| closed())?,
+            JournalOverflow::DropNewest => match inner.tx.try_send(msg) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    inner.shared.counters.dropped.inc();
+                    return Err(SinkError::new(
+                        SinkErrorKind::Full,
+                        "journal queue full; event not recorded",
+                    ));
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(closed()),
+            },
+        }
+        match answer.map(|rx| rx.recv()) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(message))) => Err(SinkError::new(SinkErrorKind::Io, message)),
+            Some(Err(_)) => Err(closed()),
+        }
+    }
+
+    /// Writes everything queued so far and, unless the policy is
+    /// [`Fsync::Never`], syncs it.
+    fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
+        self.request(Msg::Flush, timeout)
+    }
+
+    fn close(&self, timeout: Duration) -> Result<(), SinkError> {
+        self.inner.close(timeout)
+    }
+
+    fn query(&self, query: &HistoryQuery) -> Result<Vec<Event>, SinkError> {
+        let reader = self
+            .reader()
+            .map_err(|e| SinkError::with_source(SinkErrorKind::Io, e.to_string(), e))?;
+        reader
+            .query(query)
+            .map_err(|e| SinkError::with_source(SinkErrorKind::Io, e.to_string(), e))
+    }
+
+    fn attach(&self, reporter: FaultReporter) {
+        let recovery = &self.inner.recovery;
+        if recovery.torn_bytes > 0 {
+            reporter.report(SinkFault {
+                kind: SinkErrorKind::Io,
+                message: format!(
+                    "journal {} recovered from a crash: a torn last line of {} bytes was moved to {}",
+                    self.path().display(),
+                    recovery.torn_bytes,
+                    self.inner.paths.torn().display()
+                ),
+                event: None,
+            });
+        }
+        *self
+            .inner
+            .shared
+            .reporter
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(reporter);
+    }
+}
+
+impl Inner {
+    fn close(&self, timeout: Duration) -> Result<(), SinkError> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let result = match self.tx.send_timeout(Msg::Close(reply), timeout) {
+            Ok(()) => match answer.recv_timeout(timeout) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(message)) => Err(SinkError::new(SinkErrorKind::Io, message)),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(timed_out(timeout)),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Ok(()),
+            },
+            Err(SendTimeoutError::Timeout(_)) => Err(timed_out(timeout)),
+            Err(SendTimeoutError::Disconnected(_)) => Ok(()),
+        };
+        if result.is_ok() {
+            let thread = self
+                .thread
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(t) = thread {
+                let _ = t.join();
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = self.close(self.drop_timeout) {
+            tracing::warn!(error = %e, "journal not closed cleanly");
+        }
+    }
+}
+
+/// Flushes its journal when dropped, waiting at most the journal's
+/// [`drop_timeout`](JournalBuilder::drop_timeout). Made by
+/// [`Journal::flush_guard`].
+#[must_use = "the journal is flushed when the guard is dropped"]
+#[derive(Debug)]
+pub struct FlushGuard {
+    journal: Journal,
+}
+
+impl Drop for FlushGuard {
+    fn drop(&mut self) {
+        let timeout = self.journal.inner.drop_timeout;
+        if let Err(e) = self.journal.flush(timeout) {
+            if e.kind() != SinkErrorKind::Closed {
+                tracing::warn!(error = %e, "journal not flushed on drop");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_settings_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.jsonl");
+        assert!(matches!(
+            Journal::builder(&p).max_bytes(0).build(),
+            Err(JournalError::Invalid(_))
+        ));
+        assert!(matches!(
+            Journal::builder(&p).capacity(0).build(),
+            Err(JournalError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_second_writer_in_the_same_process_is_locked_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.jsonl");
+        let first = Journal::builder(&p).build().unwrap();
+        assert!(matches!(
+            Journal::builder(&p).build(),
+            Err(JournalError::Locked { .. })
+        ));
+        drop(first);
+        Journal::builder(&p).build().unwrap();
+    }
+
+    #[test]
+    fn close_is_idempotent_and_later_records_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::builder(dir.path().join("e.jsonl"))
+            .build()
+            .unwrap();
+        j.record(&Event::builder("a.b").build().unwrap()).unwrap();
+        j.close(Duration::from_secs(5)).unwrap();
+        j.close(Duration::from_secs(5)).unwrap();
+        let err = j
+            .record(&Event::builder("a.b").build().unwrap())
+            .unwrap_err();
+        assert_eq!(err.kind(), SinkErrorKind::Closed);
+        assert_eq!(j.stats().written, 1);
+    }
+}

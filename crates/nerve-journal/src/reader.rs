@@ -1,0 +1,361 @@
+//! Reading a journal back: every file, oldest first, streaming.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use nerve_core::Event;
+use nerve_core::query::HistoryQuery;
+
+use crate::files::Paths;
+use crate::format;
+
+/// Reading a journal found something other than a well-formed event.
+/// Iteration continues after every error but [`ReadError::Io`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// A file could not be opened or read.
+    #[error("could not read {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// A complete line is not a journal record (reading continues).
+    #[error("{path}:{line}: not a journal record: {message}")]
+    BadLine {
+        /// The file.
+        path: PathBuf,
+        /// The line number, from 1.
+        line: u64,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The file ends in a line without its newline: the write of the last
+    /// record was cut short (a crash, or a write in progress).
+    #[error("{path}:{line}: torn last line ({bytes} bytes without a newline)")]
+    TornTail {
+        /// The file.
+        path: PathBuf,
+        /// The line number, from 1.
+        line: u64,
+        /// The bytes of the torn line.
+        bytes: u64,
+    },
+}
+
+/// A file's identity, to notice that a path now names another file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId(u64, u64);
+
+#[cfg(unix)]
+pub(crate) fn file_id(meta: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    FileId(meta.dev(), meta.ino())
+}
+
+#[cfg(not(unix))]
+pub(crate) fn file_id(meta: &std::fs::Metadata) -> FileId {
+    let created = meta
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64);
+    FileId(created, 0)
+}
+
+/// Lines of one file, numbered.
+pub(crate) struct Lines {
+    pub(crate) path: PathBuf,
+    reader: BufReader<File>,
+    line: u64,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    pub(crate) fn new(path: PathBuf, file: File) -> Self {
+        Self {
+            path,
+            reader: BufReader::with_capacity(64 * 1024, file),
+            line: 0,
+            buf: Vec::with_capacity(1024),
+        }
+    }
+
+    /// The next record, bad line or torn tail; `None` at the end.
+    fn next_record(&mut self) -> Option<Result<Event, ReadError>> {
+        loop {
+            self.buf.clear();
+            match self.reader.read_until(b'\n', &mut self.buf) {
+                Ok(0) => return None,
+                Ok(n) => {
+                    self.line += 1;
+                    if self.buf.last() != Some(&b'\n') {
+                        return Some(Err(ReadError::TornTail {
+                            path: self.path.clone(),
+                            line: self.line,
+                            bytes: n as u64,
+                        }));
+                    }
+                    let text = self.buf[..n - 1].trim_ascii();
+                    if text.is_empty() {
+                        continue;
+                    }
+                    return Some(format::decode(text).map_err(|message| ReadError::BadLine {
+                        path: self.path.clone(),
+                        line: self.line,
+                        message,
+                    }));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Some(Err(ReadError::Io {
+                        path: self.path.clone(),
+                        source,
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Reads a journal (this crate's, or an aperion-event-bus log) from its
+/// oldest backup to its active file, one line at a time.
+///
+/// The files are opened when the reader is made, as one consistent snapshot
+/// (re-checked so that a rotation at that moment cannot make it skip or
+/// repeat a file); rotations afterwards do not affect it. As an
+/// [`Iterator`] it yields every event and every [`ReadError`], continuing
+/// after bad lines; [`query`](Self::query) answers a [`HistoryQuery`].
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("events.jsonl");
+/// # std::fs::write(&path, concat!(
+/// #     r#"{"event_type":"user.login","payload":{"user":"alice"},"timestamp":1700000000.5,"#,
+/// #     r#""event_id":"6f1c0b8e-3c1d-4c5e-9a0b-2b1d3c4e5f60","correlation_id":"req-1"}"#, "\n"))?;
+/// use nerve_core::query::HistoryQuery;
+/// use nerve_journal::JournalReader;
+///
+/// let logins = JournalReader::open(&path)?
+///     .query(&HistoryQuery::new().pattern("user.*")?.limit(100))?;
+/// assert_eq!(logins[0].data()["user"], "alice");
+/// # Ok(()) }
+/// ```
+pub struct JournalReader {
+    /// Oldest first.
+    files: VecDeque<(PathBuf, File)>,
+    current: Option<Lines>,
+}
+
+impl std::fmt::Debug for JournalReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalReader")
+            .field(
+                "files",
+                &self.files.iter().map(|f| &f.0).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl JournalReader {
+    /// Opens the journal whose active file is `path` (which need not exist:
+    /// a journal with only backups, or none, reads as what it has).
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Io`] if a file cannot be opened or the directory listed.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, ReadError> {
+        let paths = Paths::new(path.as_ref());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (files, consistent) = snapshot(&paths)?;
+            if consistent || attempt >= 16 {
+                return Ok(Self {
+                    files: files.into(),
+                    current: None,
+                });
+            }
+        }
+    }
+
+    /// The files this reader will read, oldest first.
+    pub fn files(&self) -> Vec<&Path> {
+        let mut all: Vec<&Path> = self.current.iter().map(|c| c.path.as_path()).collect();
+        all.extend(self.files.iter().map(|f| f.0.as_path()));
+        all
+    }
+
+    /// The events matching `query` (its conditions, limit and order),
+    /// reading only as much as the answer needs: oldest first streams
+    /// forward and stops at the limit; newest first reads the newest file
+    /// first, keeping at most `limit` events in memory per file.
+    ///
+    /// Bad lines and torn tails are skipped and logged (iterate the reader
+    /// to see them).
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Io`] if a file cannot be read.
+    pub fn query(mut self, query: &HistoryQuery) -> Result<Vec<Event>, ReadError> {
+        let limit = query.get_limit().unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        if query.is_oldest_first() {
+            for item in self.by_ref() {
+                if let Some(e) = keep(item, query)? {
+                    out.push(e);
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        while let Some((path, file)) = self.files.pop_back() {
+            let want = limit - out.len();
+            let mut lines = Lines::new(path, file);
+            let mut newest = VecDeque::new();
+            while let Some(item) = lines.next_record() {
+                if let Some(e) = keep(item, query)? {
+                    if newest.len() == want {
+                        newest.pop_front();
+                    }
+                    newest.push_back(e);
+                }
+            }
+            out.extend(newest.into_iter().rev());
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The event if it matches; bad lines are logged and skipped.
+fn keep(item: Result<Event, ReadError>, query: &HistoryQuery) -> Result<Option<Event>, ReadError> {
+    match item {
+        Ok(e) => Ok(query.matches(&e).then_some(e)),
+        Err(e @ ReadError::Io { .. }) => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "skipped a journal line");
+            Ok(None)
+        }
+    }
+}
+
+/// Opens every file, oldest first; `consistent` says no path changed what it
+/// names while they were being opened.
+fn snapshot(paths: &Paths) -> Result<(Vec<(PathBuf, File)>, bool), ReadError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ReadError::Io { path, source }
+    };
+    let mut names: Vec<PathBuf> = paths
+        .backup_numbers()
+        .map_err(io(paths.dir()))?
+        .into_iter()
+        .rev()
+        .map(|k| paths.backup(k))
+        .collect();
+    names.push(paths.active().to_path_buf());
+    let mut files = Vec::with_capacity(names.len());
+    let mut ids = Vec::with_capacity(names.len());
+    for name in names {
+        match File::open(&name) {
+            Ok(f) => {
+                ids.push(file_id(&f.metadata().map_err(io(&name))?));
+                files.push((name, f));
+            }
+            // Renamed or deleted since the listing: only a retry can tell.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if name != paths.active() {
+                    return Ok((files, false));
+                }
+            }
+            Err(e) => return Err(io(&name)(e)),
+        }
+    }
+    let consistent = files
+        .iter()
+        .zip(&ids)
+        .all(|((name, _), id)| std::fs::metadata(name).is_ok_and(|m| file_id(&m) == *id));
+    Ok((files, consistent))
+}
+
+impl Iterator for JournalReader {
+    type Item = Result<Event, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(lines) = &mut self.current {
+                if let Some(item) = lines.next_record() {
+                    return Some(item);
+                }
+            }
+            let (path, file) = self.files.pop_front()?;
+            self.current = Some(Lines::new(path, file));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = r#"{"event_id":"0190b6e0-0000-7000-8000-000000000001","event_type":"a.one","timestamp":"2024-01-01T00:00:00.000001Z","seq":1,"data":1,"v":1}"#;
+    const B: &str = r#"{"event_id":"0190b6e0-0000-7000-8000-000000000002","event_type":"b.two","timestamp":"2024-01-01T00:00:00.000002Z","seq":2,"data":2,"v":1}"#;
+    const C: &str = r#"{"event_id":"0190b6e0-0000-7000-8000-000000000003","event_type":"a.three","timestamp":"2024-01-01T00:00:00.000003Z","seq":3,"data":3,"v":1}"#;
+
+    fn seqs(events: &[Event]) -> Vec<u64> {
+        events.iter().map(Event::seq).collect()
+    }
+
+    #[test]
+    fn reads_across_files_with_bad_lines_and_queries_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("events.jsonl");
+        let paths = Paths::new(&p);
+        std::fs::write(paths.backup(2), format!("{A}\n")).unwrap();
+        std::fs::write(paths.backup(1), format!("{B}\nnot json\n\n")).unwrap();
+        std::fs::write(&p, format!("{C}\n{{\"torn")).unwrap();
+
+        let items: Vec<_> = JournalReader::open(&p).unwrap().collect();
+        assert_eq!(items.len(), 5);
+        assert!(matches!(&items[2], Err(ReadError::BadLine { line: 2, .. })));
+        assert!(matches!(
+            &items[4],
+            Err(ReadError::TornTail {
+                line: 2,
+                bytes: 6,
+                ..
+            })
+        ));
+
+        let all = HistoryQuery::new();
+        let q = |q: &HistoryQuery| seqs(&JournalReader::open(&p).unwrap().query(q).unwrap());
+        assert_eq!(q(&all), [3, 2, 1]);
+        assert_eq!(q(&all.clone().oldest_first()), [1, 2, 3]);
+        assert_eq!(q(&all.clone().limit(2)), [3, 2]);
+        assert_eq!(q(&all.clone().oldest_first().limit(2)), [1, 2]);
+        assert_eq!(q(&HistoryQuery::new().pattern("a.*").unwrap()), [3, 1]);
+        assert_eq!(q(&all.clone().limit(0)), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_missing_journal_reads_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = JournalReader::open(dir.path().join("none.jsonl")).unwrap();
+        assert_eq!(r.count(), 0);
+    }
+}

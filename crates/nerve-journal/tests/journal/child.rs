@@ -1,0 +1,104 @@
+//! Entry points run in a child process (this binary, re-executed).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use nerve_core::json;
+use nerve_journal::{Fsync, Journal, JournalError};
+use nerve_router::Bus;
+
+const VAR: &str = "NERVE_JOURNAL_CHILD";
+
+/// Starts this test binary running only the test `name`, with `arg` in the
+/// environment.
+pub(crate) fn spawn(name: &str, arg: &str) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(VAR, arg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The child's stdout lines starting with `prefix`, without it, until EOF or
+/// `stop` says enough.
+pub(crate) fn lines(
+    child: &mut Child,
+    prefix: &str,
+    mut stop: impl FnMut(&str) -> bool,
+) -> Vec<String> {
+    let out = BufReader::new(child.stdout.as_mut().unwrap());
+    let mut seen = Vec::new();
+    for line in out.lines() {
+        let Ok(line) = line else { break };
+        // libtest prints `test name ... ` before the test's own output.
+        if let Some(rest) = line.find(prefix).map(|i| &line[i + prefix.len()..]) {
+            seen.push(rest.to_owned());
+            if stop(rest) {
+                break;
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn child_opens_a_locked_journal() {
+    let Ok(path) = std::env::var(VAR) else { return };
+    match Journal::builder(&path).build() {
+        Err(JournalError::Locked { .. }) => println!("CHILD locked"),
+        Err(e) => println!("CHILD error {e}"),
+        Ok(_) => println!("CHILD opened"),
+    }
+}
+
+#[test]
+fn child_emits_until_killed() {
+    let Ok(arg) = std::env::var(VAR) else { return };
+    let (path, run) = arg.split_once('|').unwrap();
+    let journal = Journal::builder(path)
+        .fsync(Fsync::Always)
+        .max_bytes(16 * 1024)
+        .max_files(1_000)
+        .build()
+        .unwrap();
+    let bus = Bus::builder()
+        .journal(journal)
+        .history_capacity(4)
+        .build()
+        .unwrap();
+    println!("ACK ready");
+    for i in 0u64.. {
+        bus.emit("crash.tick", json!({"run": run, "i": i})).unwrap();
+        // The bus delivers even when the journal fails; that must not happen here.
+        let errors = bus.stats().events.journal_errors;
+        if errors > 0 {
+            println!("ACK error {errors}");
+        }
+        // Printed only after emit returned: the event is durable.
+        println!("ACK {i}");
+    }
+}
+
+#[test]
+fn a_second_process_gets_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let journal = Journal::builder(&path).build().unwrap();
+    let mut child = spawn(
+        "child::child_opens_a_locked_journal",
+        path.to_str().unwrap(),
+    );
+    let said = lines(&mut child, "CHILD ", |_| false);
+    child.wait().unwrap();
+    assert_eq!(said, ["locked"]);
+    drop(journal);
+    let mut child = spawn(
+        "child::child_opens_a_locked_journal",
+        path.to_str().unwrap(),
+    );
+    let said = lines(&mut child, "CHILD ", |_| false);
+    child.wait().unwrap();
+    assert_eq!(said, ["opened"], "the lock is released on close");
+}

@@ -1,0 +1,187 @@
+use std::sync::{Arc, Mutex};
+
+use nerve_core::sink::{EventSink, SinkErrorKind};
+use nerve_core::{Event, json};
+use nerve_journal::fs::{FaultyFs, Op};
+use nerve_journal::{Fsync, Journal};
+use nerve_router::Bus;
+
+use crate::{WAIT, assert_whole_lines, read_all};
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    fs: FaultyFs,
+    journal: Journal,
+    bus: Bus,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+fn rig(fsync: Fsync, max_bytes: u64) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let fs = FaultyFs::new();
+    let journal = Journal::builder(&path)
+        .fsync(fsync)
+        .max_bytes(max_bytes)
+        .max_files(3)
+        .file_system(fs.clone())
+        .build()
+        .unwrap();
+    let bus = Bus::builder().journal(journal.clone()).build().unwrap();
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let seen = errors.clone();
+    bus.subscribe("system.journal_error", move |e: &Event| {
+        seen.lock()
+            .unwrap()
+            .push(e.data()["kind"].as_str().unwrap().to_owned());
+    })
+    .unwrap();
+    Rig {
+        _dir: dir,
+        path,
+        fs,
+        journal,
+        bus,
+        errors,
+    }
+}
+
+fn emit(rig: &Rig, n: u64, tag: &str) {
+    let delivered = Arc::new(Mutex::new(0));
+    for i in 0..n {
+        rig.bus
+            .emit("work.item", json!({"tag": tag, "i": i}))
+            .unwrap();
+    }
+    drop(delivered);
+}
+
+fn tags(path: &std::path::Path) -> Vec<String> {
+    read_all(path)
+        .iter()
+        .map(|e| e.data()["tag"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A fault in `op` loses (and reports) the events it hit, leaves no partial
+/// line, and the journal resumes once healed.
+fn check(op: Op, fsync: Fsync, max_bytes: u64) {
+    let rig = rig(fsync, max_bytes);
+    emit(&rig, 5, "before");
+    rig.journal.flush(WAIT).unwrap();
+    rig.fs.fail(op, 1);
+    emit(&rig, 5, "during");
+    let _ = rig.journal.flush(WAIT);
+    rig.fs.heal();
+    emit(&rig, 5, "after");
+    rig.journal.flush(WAIT).unwrap();
+
+    let stats = rig.journal.stats();
+    assert!(stats.io_errors >= 1, "{op:?}: {stats:?}");
+    assert!(rig.bus.stats().events.journal_errors >= 1, "{op:?}");
+    assert!(!rig.errors.lock().unwrap().is_empty(), "{op:?}: published");
+    assert!(
+        rig.errors.lock().unwrap().iter().all(|k| k == "io"),
+        "{op:?}"
+    );
+    assert_whole_lines(&rig.path);
+    let tags = tags(&rig.path);
+    assert_eq!(&tags[..5], ["before"; 5], "{op:?}");
+    assert_eq!(&tags[tags.len() - 5..], ["after"; 5], "{op:?}: resumed");
+    let during = tags.iter().filter(|t| *t == "during").count() as u64;
+    assert_eq!(
+        during + stats.lost,
+        5,
+        "{op:?}: kept or counted lost: {stats:?}"
+    );
+    // Every event reached the handlers regardless.
+    assert_eq!(rig.bus.stats().by_event_type["work.item"], 15);
+}
+
+#[test]
+fn a_failed_write_leaves_no_partial_line() {
+    check(Op::Write, Fsync::Never, 1 << 20);
+}
+
+#[test]
+fn a_failed_flush_is_reported_and_cut_back() {
+    check(Op::Flush, Fsync::Never, 1 << 20);
+}
+
+#[test]
+fn a_failed_write_whose_cut_back_fails_too_is_repaired_on_reopen() {
+    let rig = rig(Fsync::Never, 1 << 20);
+    emit(&rig, 3, "before");
+    rig.journal.flush(WAIT).unwrap();
+    rig.fs.fail(Op::Write, 1);
+    rig.fs.fail(Op::Truncate, 1);
+    emit(&rig, 3, "during");
+    let _ = rig.journal.flush(WAIT);
+    emit(&rig, 3, "after");
+    rig.journal.flush(WAIT).unwrap();
+    assert_whole_lines(&rig.path);
+    assert_eq!(tags(&rig.path).last().unwrap(), "after");
+}
+
+#[test]
+fn a_failed_rename_keeps_rotation_consistent() {
+    let rig = rig(Fsync::Never, 400);
+    emit(&rig, 10, "before");
+    rig.journal.flush(WAIT).unwrap();
+    rig.fs.fail(Op::Rename, 1);
+    emit(&rig, 10, "during");
+    let _ = rig.journal.flush(WAIT);
+    rig.fs.heal();
+    emit(&rig, 10, "after");
+    rig.journal.flush(WAIT).unwrap();
+    assert!(rig.journal.stats().io_errors >= 1);
+    assert_whole_lines(&rig.path);
+    for f in crate::files(&rig.path) {
+        assert!(
+            std::fs::metadata(&f).unwrap().len() <= 400,
+            "{}",
+            f.display()
+        );
+    }
+    assert_eq!(tags(&rig.path).last().unwrap(), "after");
+    assert_eq!(crate::files(&rig.path).len(), 4, "3 backups, no gap");
+}
+
+#[test]
+fn a_failed_open_is_retried() {
+    let rig = rig(Fsync::Never, 1 << 20);
+    rig.fs.fail(Op::Open, 1);
+    check_resumes(&rig);
+}
+
+fn check_resumes(rig: &Rig) {
+    emit(rig, 2, "during");
+    let _ = rig.journal.flush(WAIT);
+    emit(rig, 2, "after");
+    rig.journal.flush(WAIT).unwrap();
+    assert_eq!(tags(&rig.path), ["after", "after"]);
+    assert_eq!(rig.journal.stats().lost, 2);
+}
+
+#[test]
+fn a_failed_sync_fails_the_emits_it_was_to_make_durable() {
+    let rig = rig(Fsync::Always, 1 << 20);
+    emit(&rig, 2, "before");
+    rig.fs.fail(Op::Sync, 1);
+    // The emit still succeeds (the bus delivers in memory) but the journal
+    // error is counted, published, and the unsynced line is cut back.
+    emit(&rig, 1, "during");
+    emit(&rig, 2, "after");
+    assert_eq!(rig.bus.stats().events.journal_errors, 1);
+    assert_eq!(*rig.errors.lock().unwrap(), ["io"]);
+    assert_eq!(tags(&rig.path), ["before", "before", "after", "after"]);
+    let err = rig.journal.record(&Event::new("x.y", json!(1)).unwrap());
+    assert!(err.is_ok());
+    rig.fs.fail(Op::Sync, 1);
+    let err = rig
+        .journal
+        .record(&Event::new("x.y", json!(1)).unwrap())
+        .unwrap_err();
+    assert_eq!(err.kind(), SinkErrorKind::Io);
+}

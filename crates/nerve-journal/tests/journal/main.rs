@@ -1,0 +1,60 @@
+//! Integration tests of the journal: writing through a bus, rotation and
+//! retention under concurrency, recovery, faults, the lock, crashes, follow
+//! and replay.
+//!
+//! Some tests run this binary again as a child process; the child's entry
+//! points are ordinary `#[test]`s that do nothing unless `NERVE_JOURNAL_CHILD`
+//! is set.
+
+mod child;
+mod concurrency;
+mod crash;
+mod faults;
+mod follow;
+mod recovery;
+mod replay;
+mod writing;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nerve_core::Event;
+use nerve_journal::{JournalReader, ReadError};
+
+/// A generous bound for waits that should take milliseconds.
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
+
+/// Every event of the journal at `path`, oldest first; panics on any bad line.
+pub(crate) fn read_all(path: &Path) -> Vec<Event> {
+    JournalReader::open(path)
+        .unwrap()
+        .map(|r| r.unwrap_or_else(|e| panic!("{e}")))
+        .collect()
+}
+
+/// The journal's files, oldest first.
+pub(crate) fn files(path: &Path) -> Vec<PathBuf> {
+    JournalReader::open(path)
+        .unwrap()
+        .files()
+        .into_iter()
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// Asserts that every file of the journal holds only whole, valid lines.
+pub(crate) fn assert_whole_lines(path: &Path) {
+    for f in files(path) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            bytes.is_empty() || bytes.ends_with(b"\n"),
+            "{} ends in a partial line",
+            f.display()
+        );
+    }
+    let bad: Vec<ReadError> = JournalReader::open(path)
+        .unwrap()
+        .filter_map(Result::err)
+        .collect();
+    assert!(bad.is_empty(), "{bad:?}");
+}
