@@ -160,8 +160,14 @@ fn check_resumes(rig: &Rig) {
     let _ = rig.journal.flush(WAIT);
     emit(rig, 2, "after");
     rig.journal.flush(WAIT).unwrap();
-    assert_eq!(tags(&rig.path), ["after", "after"]);
-    assert_eq!(rig.journal.stats().lost, 2);
+    // Which of the "during" events share the failing batch depends on how
+    // the writer thread batches; every one is either written or counted.
+    let tags = tags(&rig.path);
+    let lost = rig.journal.stats().lost;
+    let written = tags.iter().filter(|t| *t == "during").count() as u64;
+    assert!(lost >= 1, "the fault lost its batch: {tags:?}");
+    assert_eq!(written + lost, 2, "{tags:?}, {lost} lost");
+    assert_eq!(tags[tags.len() - 2..], ["after", "after"], "{tags:?}");
 }
 
 #[test]

@@ -1,0 +1,170 @@
+//! `nerve`: run the demo, and read, summarise, follow and verify event
+//! journals written by nerve (or by aperion-event-bus).
+//!
+//! Every command prints one clear line and exits non-zero on error, never a
+//! panic or a backtrace, and stops quietly when its output pipe closes
+//! (`nerve query ... | head`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod demo;
+mod demo_consumers;
+mod inspect;
+mod output;
+mod path;
+
+use output::Out;
+
+/// nerve: the event bus's command line.
+#[derive(Debug, Parser)]
+#[command(name = "nerve", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the extraction demo: a healthy run that completes and a broken
+    /// one that early validation stops at specimen 5.
+    ///
+    /// Example: nerve demo --out demo_event_output --seed 7
+    Demo(demo::DemoArgs),
+    /// Count events by type, runs, time span, success rate per run, and
+    /// damaged lines.
+    ///
+    /// Example: nerve stats demo_event_output/run-broken/events.jsonl
+    Stats(StatsArgs),
+    /// Print matching events as JSON lines (or a table), oldest first.
+    ///
+    /// Example: nerve query events.jsonl --type 'specimen.*' --run run-1 --limit 20
+    Query(QueryArgs),
+    /// Show one field over the run, with a sparkline: when did it drop?
+    ///
+    /// Example: nerve timeline events.jsonl --field data.metrics.success_rate --type specimen.completed
+    Timeline(TimelineArgs),
+    /// Print the last events, and with -f follow the journal across rotations.
+    ///
+    /// Example: nerve tail -f events.jsonl --type 'validation.*'
+    Tail(TailArgs),
+    /// Check a journal's integrity: torn tails, corrupt lines, seq gaps,
+    /// duplicate ids, rotation numbering. Exit 0 clean, 1 problems, 2 unreadable.
+    ///
+    /// Example: nerve verify demo_event_output/run-healthy
+    Verify(PathArg),
+}
+
+/// A journal file, or a directory holding one journal.
+#[derive(Debug, Args)]
+struct PathArg {
+    /// A journal file (`events.jsonl`; its rotated backups are read too) or
+    /// a directory holding one journal.
+    path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct StatsArgs {
+    #[command(flatten)]
+    path: PathArg,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Event types (pattern) that count as a success.
+    #[arg(long, default_value = "specimen.completed")]
+    success: String,
+    /// Event types (pattern) that count as a failure.
+    #[arg(long, default_value = "specimen.failed")]
+    failure: String,
+}
+
+/// The conditions shared by `query` and `timeline`.
+#[derive(Debug, Args, Default)]
+struct Filter {
+    /// Only event types matching this pattern (`user.*`, `*.failed`).
+    #[arg(long = "type", value_name = "PATTERN")]
+    event_type: Option<String>,
+    /// Only events at or after this time (RFC 3339, or seconds since the epoch).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only events at or before this time (RFC 3339, or seconds since the epoch).
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Only events with this correlation id.
+    #[arg(long, value_name = "ID")]
+    correlation: Option<String>,
+    /// Only events of this run.
+    #[arg(long, value_name = "ID")]
+    run: Option<String>,
+    /// Only events from this source.
+    #[arg(long, value_name = "SOURCE")]
+    source: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    #[command(flatten)]
+    path: PathArg,
+    #[command(flatten)]
+    filter: Filter,
+    /// At most this many events.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Newest first (with --limit: the newest N).
+    #[arg(long)]
+    reverse: bool,
+    /// Print a table instead of JSON lines.
+    #[arg(long)]
+    table: bool,
+}
+
+#[derive(Debug, Args)]
+struct TimelineArgs {
+    #[command(flatten)]
+    path: PathArg,
+    /// The field to follow, as a dotted path into the event
+    /// (`data.metrics.success_rate`, `seq`).
+    #[arg(long, value_name = "PATH")]
+    field: String,
+    #[command(flatten)]
+    filter: Filter,
+}
+
+#[derive(Debug, Args)]
+struct TailArgs {
+    #[command(flatten)]
+    path: PathArg,
+    /// Keep following the journal, across rotations, until interrupted.
+    #[arg(short, long)]
+    follow: bool,
+    /// How many of the last events to print first.
+    #[arg(short = 'n', long, default_value_t = 10)]
+    lines: usize,
+    /// Only event types matching this pattern.
+    #[arg(long = "type", value_name = "PATTERN")]
+    event_type: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut out = Out::stdout();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(&args, &mut out),
+        Command::Stats(args) => inspect::stats(&args, &mut out),
+        Command::Query(args) => inspect::query(&args, &mut out),
+        Command::Timeline(args) => inspect::timeline(&args, &mut out),
+        Command::Tail(args) => inspect::tail(&args, &mut out),
+        Command::Verify(args) => inspect::verify(&args, &mut out),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = out.flush();
+            eprintln!("nerve: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! `nerve demo`: the two runs, their outcomes, and their journals.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::{dir, nerve, stderr, stdout};
+
+/// `jq -r '.event_type' events.jsonl | sort | uniq -c`, in Rust.
+fn counts(log: &Path) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for line in std::fs::read_to_string(log).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        *counts
+            .entry(v["event_type"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn the_broken_run_stops_at_the_checkpoint_and_the_healthy_one_completes() {
+    let d = dir("demo");
+    let o = nerve(&[
+        "demo",
+        "--out",
+        d.to_str().unwrap(),
+        "--seed",
+        "7",
+        "--delay-ms",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary = stdout(&o);
+    assert!(
+        summary.contains("run-healthy") && summary.contains("completed"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("stopped: early validation failed: 20% success rate after 5 specimens"),
+        "{summary}"
+    );
+
+    let broken = counts(&d.join("run-broken/events.jsonl"));
+    assert_eq!(broken["extraction.started"], 1);
+    assert_eq!(broken["specimen.processing"], 5);
+    assert_eq!(broken.get("specimen.completed").copied().unwrap_or(0), 1);
+    assert_eq!(broken["specimen.failed"], 4);
+    assert_eq!(broken["validation.checkpoint"], 1);
+    assert_eq!(broken["extraction.failed"], 1);
+    assert!(!broken.contains_key("extraction.completed"));
+
+    let healthy = counts(&d.join("run-healthy/events.jsonl"));
+    assert_eq!(healthy["specimen.processing"], 25);
+    assert_eq!(healthy["specimen.completed"], 23, "92 %");
+    assert_eq!(healthy["extraction.completed"], 1);
+    assert_eq!(healthy["validation.checkpoint"], 1);
+
+    // The CLI reads what the demo wrote.
+    let o = nerve(&["verify", d.join("run-broken").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = nerve(&["stats", "--json", d.join("run-healthy").to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["runs"]["run-healthy"]["success_rate"], 0.92);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_events() {
+    let types = |seed: &str| {
+        let d = dir(&format!("demo-seed-{seed}"));
+        let o = nerve(&[
+            "demo",
+            "--out",
+            d.to_str().unwrap(),
+            "--seed",
+            seed,
+            "--delay-ms",
+            "0",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = std::fs::read_to_string(d.join("run-healthy/events.jsonl")).unwrap();
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!("{} {}", v["event_type"], v["data"]["specimen_id"])
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(types("11"), types("11"));
+    assert_ne!(types("11"), types("12"));
+}
+
+#[test]
+fn running_the_demo_twice_starts_each_log_afresh() {
+    let d = dir("demo-twice");
+    for _ in 0..2 {
+        let o = nerve(&["demo", "--out", d.to_str().unwrap(), "--delay-ms", "0"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert_eq!(
+        counts(&d.join("run-broken/events.jsonl"))["extraction.started"],
+        1
+    );
+}
