@@ -111,6 +111,31 @@ fn emit_latency(c: &mut Criterion) {
     group.bench_function("journal_on_never", |b| {
         b.iter(|| bus.emit("bench.tick", json!({"ok": true})).unwrap());
     });
+    // The latency an emitter sees while the writer keeps up: bursts of
+    // 1,000 emits, each timed, with the writer catching up (untimed) in
+    // between. The tight loop above is bound by the writer's throughput
+    // instead, once the queue is full.
+    let burst = |b: &mut criterion::Bencher<'_>, bus: &Bus, flush: bool| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut done = 0;
+            while done < iters {
+                let n = (iters - done).min(1_000);
+                let start = std::time::Instant::now();
+                for _ in 0..n {
+                    bus.emit("bench.tick", json!({"ok": true})).unwrap();
+                }
+                total += start.elapsed();
+                done += n;
+                if flush {
+                    bus.flush_blocking();
+                }
+            }
+            total
+        });
+    };
+    group.bench_function("journal_off, bursts of 1000", |b| burst(b, &plain, false));
+    group.bench_function("journal_on_never, bursts of 1000", |b| burst(b, &bus, true));
     group.finish();
     bus.shutdown_blocking();
 }

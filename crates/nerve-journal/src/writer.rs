@@ -28,6 +28,11 @@ pub(crate) enum Msg {
 }
 
 /// The most messages one batch takes off the channel.
+/// Short sleeps a writer with nothing to do takes before sleeping on the
+/// channel (see `linger`).
+const LINGER_ROUNDS: u32 = 20;
+const LINGER_SLEEP: Duration = Duration::from_micros(50);
+
 const MAX_BATCH: usize = 4096;
 
 pub(crate) struct Writer {
@@ -98,24 +103,51 @@ impl Writer {
         }
     }
 
+    /// Waits a little for the next message before going to sleep on the
+    /// channel. A writer asleep in `recv` must be woken by the emitter, a
+    /// futex call that made `emit` twice as slow as the rest of its work
+    /// whenever the writer kept up; lingering for up to ~1 ms in short
+    /// sleeps lets a busy emitter send without waking anyone. Not with
+    /// `Fsync::Always`, where an emitter waits for its sync and a prompt
+    /// wake-up is the point.
+    fn linger(&self, rx: &Receiver<Msg>) -> Option<Msg> {
+        if self.fsync == Fsync::Always {
+            return None;
+        }
+        for _ in 0..LINGER_ROUNDS {
+            match rx.try_recv() {
+                Ok(m) => return Some(m),
+                Err(crossbeam_channel::TryRecvError::Empty) => std::thread::sleep(LINGER_SLEEP),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return None,
+            }
+        }
+        None
+    }
+
     /// The thread's body: runs until `Close` or every sender is gone.
     pub(crate) fn run(mut self, rx: &Receiver<Msg>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
-            let first = match self.sync_deadline() {
-                Some(deadline) => {
-                    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                        Ok(m) => m,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.sync_now();
-                            continue;
+            if let Some(m) = self.linger(rx) {
+                batch.push(m);
+            }
+            let first = match batch.pop() {
+                Some(m) => m,
+                None => match self.sync_deadline() {
+                    Some(deadline) => {
+                        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                            Ok(m) => m,
+                            Err(RecvTimeoutError::Timeout) => {
+                                self.sync_now();
+                                continue;
+                            }
+                            Err(RecvTimeoutError::Disconnected) => break,
                         }
-                        Err(RecvTimeoutError::Disconnected) => break,
                     }
-                }
-                None => match rx.recv() {
-                    Ok(m) => m,
-                    Err(_) => break,
+                    None => match rx.recv() {
+                        Ok(m) => m,
+                        Err(_) => break,
+                    },
                 },
             };
             batch.push(first);
