@@ -1,0 +1,14 @@
+//! Ready-made consumers for the [nerve] event bus.
+//!
+//! placeholder docs
+//!
+//! [nerve]: https://docs.rs/nerve
+
+mod error;
+mod run;
+pub mod validation;
+
+pub use error::{AttachError, BuildError};
+pub use run::{Attachment, DEFAULT_END, DEFAULT_FAILURE, DEFAULT_START, DEFAULT_SUCCESS, TOTAL_KEYS};
+#[doc(inline)]
+pub use validation::{Checkpoint, ValidationBuilder, ValidationConsumer, ValidationStatus};
