@@ -6,9 +6,12 @@
 
 mod error;
 mod run;
+pub mod run_metrics;
 pub mod validation;
 
 pub use error::{AttachError, BuildError};
 pub use run::{Attachment, DEFAULT_END, DEFAULT_FAILURE, DEFAULT_START, DEFAULT_SUCCESS, TOTAL_KEYS};
 #[doc(inline)]
 pub use validation::{Checkpoint, ValidationBuilder, ValidationConsumer, ValidationStatus};
+#[doc(inline)]
+pub use run_metrics::{Latency, MetricsBuilder, MetricsConsumer, RunMetrics};
