@@ -4,6 +4,7 @@
 //!
 //! [nerve]: https://docs.rs/nerve
 
+pub mod alert;
 mod error;
 mod run;
 pub mod run_metrics;
@@ -15,3 +16,5 @@ pub use run::{Attachment, DEFAULT_END, DEFAULT_FAILURE, DEFAULT_START, DEFAULT_S
 pub use validation::{Checkpoint, ValidationBuilder, ValidationConsumer, ValidationStatus};
 #[doc(inline)]
 pub use run_metrics::{Latency, MetricsBuilder, MetricsConsumer, RunMetrics};
+#[doc(inline)]
+pub use alert::{AlertConsumer, AlertRule, AlertStats};
