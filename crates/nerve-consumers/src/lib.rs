@@ -6,6 +6,7 @@
 
 pub mod alert;
 mod error;
+pub mod progress;
 mod run;
 pub mod run_metrics;
 pub mod validation;
@@ -18,3 +19,5 @@ pub use validation::{Checkpoint, ValidationBuilder, ValidationConsumer, Validati
 pub use run_metrics::{Latency, MetricsBuilder, MetricsConsumer, RunMetrics};
 #[doc(inline)]
 pub use alert::{AlertConsumer, AlertRule, AlertStats};
+#[doc(inline)]
+pub use progress::{ProgressBuilder, ProgressConsumer, ProgressState};
