@@ -35,12 +35,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The custom consumer: after the metrics consumer updated (it has the
     // default priority and subscribed first), one row per completion.
     let (sink, live) = (db.clone(), metrics.clone());
-    bus.subscribe("specimen.completed", move |event: &Event| -> Result<(), String> {
-        let Some(m) = live.snapshot() else {
-            return Ok(());
-        };
-        let db = sink.lock().map_err(|e| e.to_string())?;
-        db.execute(
+    bus.subscribe(
+        "specimen.completed",
+        move |event: &Event| -> Result<(), String> {
+            let Some(m) = live.snapshot() else {
+                return Ok(());
+            };
+            let db = sink.lock().map_err(|e| e.to_string())?;
+            db.execute(
             "INSERT INTO extraction_metrics (timestamp, run_id, processed, success_rate, throughput)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             rusqlite::params![
@@ -52,8 +54,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ],
         )
         .map_err(|e| e.to_string())?;
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
 
     bus.emit(
         "extraction.started",
@@ -61,7 +64,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     for i in 1..=25_u32 {
         let id = format!("specimen-{i:03}");
-        bus.emit("specimen.processing", json!({"specimen_id": id, "sequence": i}))?;
+        bus.emit(
+            "specimen.processing",
+            json!({"specimen_id": id, "sequence": i}),
+        )?;
         let outcome = if i == 7 || i == 19 {
             "specimen.failed"
         } else {

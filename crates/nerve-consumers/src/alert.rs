@@ -221,7 +221,10 @@ impl fmt::Debug for AlertBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AlertBuilder")
             .field("rules", &self.rules)
-            .field("sinks", &self.sinks.iter().map(|s| s.name()).collect::<Vec<_>>())
+            .field(
+                "sinks",
+                &self.sinks.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            )
             .field("retry", &self.retry)
             .field("capacity", &self.capacity)
             .finish_non_exhaustive()
@@ -290,7 +293,9 @@ impl AlertBuilder {
             return Err(BuildError::Missing { option: "sink" });
         }
         if self.retry.attempts == 0 {
-            return Err(BuildError::Zero { option: "retry attempts" });
+            return Err(BuildError::Zero {
+                option: "retry attempts",
+            });
         }
         if self.capacity == 0 {
             return Err(BuildError::Zero { option: "capacity" });
@@ -535,7 +540,10 @@ async fn deliver_all(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
         let inner = inner.clone();
         tokio::spawn(async move {
             let job = job;
-            let sends = inner.sinks.iter().map(|sink| inner.deliver(sink.as_ref(), &job));
+            let sends = inner
+                .sinks
+                .iter()
+                .map(|sink| inner.deliver(sink.as_ref(), &job));
             futures::future::join_all(sends).await;
             inner.done();
             drop(permit);

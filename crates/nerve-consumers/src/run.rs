@@ -227,7 +227,10 @@ mod tests {
         assert_eq!(current.key(&start, Role::Start), "r1");
         let item = event("specimen.completed", json!({}));
         assert_eq!(current.key(&item, Role::Success), "r1");
-        let other = Event::builder("specimen.failed").run_id("r2").build().unwrap();
+        let other = Event::builder("specimen.failed")
+            .run_id("r2")
+            .build()
+            .unwrap();
         assert_eq!(current.key(&other, Role::Failure), "r2");
         let end = event("extraction.completed", json!({"run_id": "r1"}));
         assert_eq!(current.key(&end, Role::End), "r1");

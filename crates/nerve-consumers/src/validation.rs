@@ -541,7 +541,10 @@ mod tests {
             .warning_interval(0)
             .build()
             .unwrap_err();
-        assert_eq!(err.to_string(), "warning_interval must be greater than zero");
+        assert_eq!(
+            err.to_string(),
+            "warning_interval must be greater than zero"
+        );
         assert!(
             ValidationConsumer::builder()
                 .success("bad..pattern")

@@ -467,12 +467,7 @@ impl DeadLetterQueue {
     /// assert_eq!(entry.subscription_name.as_deref(), Some("alert:webhook"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn record(
-        &self,
-        event: Event,
-        target: Option<String>,
-        error: impl Into<String>,
-    ) -> u64 {
+    pub fn record(&self, event: Event, target: Option<String>, error: impl Into<String>) -> u64 {
         self.insert(
             event,
             (None, target),

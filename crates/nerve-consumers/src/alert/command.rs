@@ -86,8 +86,19 @@ impl CommandSink {
             return Ok(());
         }
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: String = stderr.trim().chars().rev().take(500).collect::<Vec<_>>().into_iter().rev().collect();
-        Err(SinkError::new(format!("{program} exited with {}: {tail}", output.status)))
+        let tail: String = stderr
+            .trim()
+            .chars()
+            .rev()
+            .take(500)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        Err(SinkError::new(format!(
+            "{program} exited with {}: {tail}",
+            output.status
+        )))
     }
 }
 

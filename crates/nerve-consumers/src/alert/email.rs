@@ -177,7 +177,10 @@ impl EmailBuilder {
                 reason: e.to_string(),
             })
         };
-        let from = mailbox("from", &self.from.ok_or(BuildError::Missing { option: "from" })?)?;
+        let from = mailbox(
+            "from",
+            &self.from.ok_or(BuildError::Missing { option: "from" })?,
+        )?;
         if self.to.is_empty() {
             return Err(BuildError::Missing { option: "to" });
         }
@@ -193,7 +196,9 @@ impl EmailBuilder {
                     value: host.clone(),
                     reason: e.to_string(),
                 })?,
-            Security::Plain => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host).port(25),
+            Security::Plain => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host).port(25)
+            }
         };
         if let Some(port) = self.port {
             transport = transport.port(port);

@@ -37,14 +37,22 @@ impl Condition {
     /// below `limit`; false when it is missing or not a number.
     pub fn below(path: impl Into<String>, limit: f64) -> Self {
         let path = path.into();
-        Self::new(move |e| lookup(e.data(), &path).and_then(Value::as_f64).is_some_and(|v| v < limit))
+        Self::new(move |e| {
+            lookup(e.data(), &path)
+                .and_then(Value::as_f64)
+                .is_some_and(|v| v < limit)
+        })
     }
 
     /// The number at `path` is above `limit`; false when it is missing or
     /// not a number.
     pub fn above(path: impl Into<String>, limit: f64) -> Self {
         let path = path.into();
-        Self::new(move |e| lookup(e.data(), &path).and_then(Value::as_f64).is_some_and(|v| v > limit))
+        Self::new(move |e| {
+            lookup(e.data(), &path)
+                .and_then(Value::as_f64)
+                .is_some_and(|v| v > limit)
+        })
     }
 
     /// The value at `path` equals `value`.

@@ -164,10 +164,9 @@ impl AlertSink for WebhookSink {
                 request = request.header(name, value);
             }
             // Never print the URL: webhook URLs carry their token.
-            let response = request
-                .send()
-                .await
-                .map_err(|e| SinkError::new(format!("webhook request failed: {}", e.without_url())))?;
+            let response = request.send().await.map_err(|e| {
+                SinkError::new(format!("webhook request failed: {}", e.without_url()))
+            })?;
             let status = response.status();
             if status.is_success() {
                 return Ok(());

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
+use nerve_consumers::ValidationConsumer;
 use nerve_consumers::alert::{
     AlertConsumer, AlertRule, CommandSink, Condition, EmailSink, WebhookSink,
 };
-use nerve_consumers::ValidationConsumer;
 use nerve_core::redact::Redactor;
 use nerve_router::{Bus, DeadLetterQueue, DeadLetterReason};
 use serde_json::{Value, json};
@@ -22,7 +22,10 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// and sending each request body down the channel.
 async fn http_server(status: u16) -> (String, mpsc::UnboundedReceiver<Value>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook/secret-token", listener.local_addr().unwrap());
+    let url = format!(
+        "http://{}/hook/secret-token",
+        listener.local_addr().unwrap()
+    );
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
@@ -376,7 +379,11 @@ async fn a_failing_command_reports_its_stderr() {
     let bus = Bus::new();
     let alerts = AlertConsumer::builder()
         .rule(AlertRule::new("run-failed", "extraction.failed"))
-        .sink(CommandSink::new("sh").arg("-c").arg("echo no pager >&2; exit 3"))
+        .sink(
+            CommandSink::new("sh")
+                .arg("-c")
+                .arg("echo no pager >&2; exit 3"),
+        )
         .retry(1, Duration::from_millis(1))
         .dead_letters(dlq.clone())
         .build()

@@ -88,11 +88,17 @@ fn a_run_reports_counts_rates_throughput_eta_and_latency() {
     // And through the metrics backend.
     let run = [("run_id", "r1")];
     assert_eq!(
-        backend.counter_value(names::ITEMS_TOTAL, &[("run_id", "r1"), ("outcome", "failed")]),
+        backend.counter_value(
+            names::ITEMS_TOTAL,
+            &[("run_id", "r1"), ("outcome", "failed")]
+        ),
         2
     );
     assert_eq!(backend.gauge_value(names::SUCCESS_RATE, &run), Some(0.8));
-    assert_eq!(backend.histogram_count(names::ITEM_DURATION_SECONDS, &run), 10);
+    assert_eq!(
+        backend.histogram_count(names::ITEM_DURATION_SECONDS, &run),
+        10
+    );
     assert!(backend.gauge_value(names::ETA_SECONDS, &run).is_some());
 
     bus.emit_event(at(31.0, "extraction.completed", json!({"run_id": "r1"})))

@@ -12,8 +12,10 @@ use serde_json::{Value, json};
 fn record(bus: &Bus, pattern: &str) -> Arc<Mutex<Vec<Event>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
-    bus.subscribe(pattern, move |e: &Event| log.lock().unwrap().push(e.clone()))
-        .unwrap();
+    bus.subscribe(pattern, move |e: &Event| {
+        log.lock().unwrap().push(e.clone())
+    })
+    .unwrap();
     seen
 }
 
@@ -90,8 +92,11 @@ fn a_92_percent_run_passes_without_warnings() {
     let checkpoints = record(&bus, "validation.checkpoint");
     let warnings = record(&bus, "validation.warning");
 
-    bus.emit("extraction.started", json!({"run_id": "demo", "total": 100}))
-        .unwrap();
+    bus.emit(
+        "extraction.started",
+        json!({"run_id": "demo", "total": 100}),
+    )
+    .unwrap();
     // 92 of 100 succeed: items 6, 18, ..., 90 fail.
     let halted = run_items(&bus, 100, |i| i % 12 != 6);
     assert!(halted.is_none(), "a 92% run must not halt: {halted:?}");
@@ -155,7 +160,10 @@ fn runs_are_kept_apart_by_run_id() {
     bus.emit_event(item("specimen.failed", "bad")).unwrap();
     bus.emit_event(item("specimen.completed", "good")).unwrap();
     let err = bus.emit_event(item("specimen.failed", "bad")).unwrap_err();
-    assert!(err.to_string().contains("0% success rate after 2 specimens"));
+    assert!(
+        err.to_string()
+            .contains("0% success rate after 2 specimens")
+    );
 
     assert_eq!(
         validator.status_of("good").unwrap().checkpoint,
