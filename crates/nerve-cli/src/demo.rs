@@ -225,6 +225,22 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
         )?)?;
     }
     consumers.finish();
+    // The summary reports what the consumers measured, and checks it against
+    // what the simulation did.
+    let metrics = consumers
+        .snapshot()
+        .context("the metrics consumer saw no run")?;
+    anyhow::ensure!(
+        (metrics.processed, metrics.succeeded) == (u64::from(processed), u64::from(succeeded)),
+        "the metrics consumer counted {} processed, {} succeeded; the run did {processed}, {succeeded}",
+        metrics.processed,
+        metrics.succeeded
+    );
+    if let Some(status) = consumers.validation.status() {
+        if let Some(reason) = status.halt_reason {
+            outcome = format!("stopped: {reason}");
+        }
+    }
     bus.shutdown_blocking();
     Ok(Summary {
         run_id: plan.run_id,

@@ -1,50 +1,49 @@
-//! The consumers the demo attaches to each run's bus.
+//! The consumers the demo attaches to each run's bus: early validation (which
+//! halts the broken run at its fifth specimen), live metrics for the
+//! summary, and a progress bar (hidden when stdout is not a terminal).
 
 use anyhow::Result;
-use nerve_core::Event;
-use nerve_router::{Bus, HandlerError, Subscribe};
-use std::sync::{Arc, Mutex};
+use nerve_consumers::{MetricsConsumer, ProgressConsumer, RunMetrics, ValidationConsumer};
+use nerve_router::Bus;
 
-/// What the demo attached; `finish` ends the progress display.
-pub(crate) struct Attached;
-
-impl Attached {
-    pub(crate) fn finish(&self) {}
+/// What the demo attached to one run's bus.
+pub(crate) struct Attached {
+    pub(crate) validation: ValidationConsumer,
+    metrics: MetricsConsumer,
+    progress: ProgressConsumer,
 }
 
-/// Early validation: at the fifth specimen, a success rate below 50 % halts
-/// the run.
+impl Attached {
+    /// Ends the progress display.
+    pub(crate) fn finish(&self) {
+        if !self.progress.bar().is_finished() {
+            self.progress.bar().abandon();
+        }
+    }
+
+    /// The run's metrics as the consumer measured them.
+    pub(crate) fn snapshot(&self) -> Option<RunMetrics> {
+        self.metrics.snapshot()
+    }
+}
+
+/// Attaches the integration guide's consumers, with its settings: a
+/// checkpoint after 5 specimens that halts below 50 %, warnings below 70 %.
 pub(crate) fn attach(bus: &Bus, _total: u32) -> Result<Attached> {
-    let counts = Arc::new(Mutex::new((0u32, 0u32)));
-    let b = bus.clone();
-    bus.subscribe_with(
-        ["specimen.completed", "specimen.failed"],
-        move |e: &Event| -> Result<(), HandlerError> {
-            let (processed, ok) = {
-                let mut c = counts.lock().unwrap();
-                c.0 += 1;
-                if e.event_type() == "specimen.completed" {
-                    c.1 += 1;
-                }
-                *c
-            };
-            if processed == 5 {
-                let rate = f64::from(ok) / f64::from(processed);
-                let passed = rate >= 0.5;
-                let _ = b.emit(
-                    "validation.checkpoint",
-                    serde_json::json!({"processed": processed, "success_rate": rate, "passed": passed}),
-                );
-                if !passed {
-                    return Err(HandlerError::halt(format!(
-                        "early validation failed: {:.0}% success rate after {processed} specimens",
-                        rate * 100.0
-                    )));
-                }
-            }
-            Ok(())
-        },
-        Subscribe::new().name("validation").priority(1000),
-    )?;
-    Ok(Attached)
+    let validation = ValidationConsumer::builder()
+        .early_checkpoint(5)
+        .early_threshold(0.5)
+        .warning_threshold(0.7)
+        .warning_interval(50)
+        .build()?;
+    validation.attach(bus)?;
+    let metrics = MetricsConsumer::builder().build()?;
+    metrics.attach(bus)?;
+    let progress = ProgressConsumer::builder().build()?;
+    progress.attach(bus)?;
+    Ok(Attached {
+        validation,
+        metrics,
+        progress,
+    })
 }

@@ -47,6 +47,9 @@ pub enum DeadLetterReason {
     /// No subscription matched the event (opt-in:
     /// [`DeadLetterQueue::record_unrouted`]).
     NoSubscriber,
+    /// A delivery outside the bus failed, such as an alert sink giving up
+    /// after its retries; added with [`DeadLetterQueue::record`].
+    DeliveryFailed,
 }
 
 impl DeadLetterReason {
@@ -61,6 +64,7 @@ impl DeadLetterReason {
             DeadLetterReason::SerializationError => "serialization_error",
             DeadLetterReason::OverflowDrop => "overflow_drop",
             DeadLetterReason::NoSubscriber => "no_subscriber",
+            DeadLetterReason::DeliveryFailed => "delivery_failed",
         }
     }
 }
@@ -442,27 +446,76 @@ impl DeadLetterQueue {
         old.len()
     }
 
+    /// Adds an entry for a delivery that failed outside the bus (an alert
+    /// sink, a bridge), with reason
+    /// [`DeliveryFailed`](DeadLetterReason::DeliveryFailed); `target` names
+    /// what failed (shown as the entry's `subscription_name`). Returns the
+    /// entry's id.
+    ///
+    /// Such an entry belongs to no subscription, so
+    /// [`retry`](Self::retry) re-emits its event to the bus.
+    ///
+    /// ```
+    /// use nerve_router::{DeadLetterQueue, DeadLetterReason};
+    /// use nerve_core::Event;
+    ///
+    /// let dlq = DeadLetterQueue::new(10);
+    /// let event = Event::builder("run.failed").build()?;
+    /// let id = dlq.record(event, Some("alert:webhook".into()), "HTTP 503");
+    /// let entry = dlq.get(id).unwrap();
+    /// assert_eq!(entry.reason, DeadLetterReason::DeliveryFailed);
+    /// assert_eq!(entry.subscription_name.as_deref(), Some("alert:webhook"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn record(&self, event: Event, target: Option<String>, error: impl Into<String>) -> u64 {
+        self.insert(
+            event,
+            (None, target),
+            DeadLetterReason::DeliveryFailed,
+            error.into(),
+            Vec::new(),
+        )
+    }
+
     /// Adds a failure, evicting the oldest entry if full.
     pub(crate) fn push(&self, failure: Failure) {
+        let subscription = match failure.subscription {
+            Some((id, name)) => (Some(id), name),
+            None => (None, None),
+        };
+        self.insert(
+            failure.event,
+            subscription,
+            failure.reason,
+            failure.error,
+            failure.targets,
+        );
+    }
+
+    /// Adds an entry, evicting the oldest if full; returns its id.
+    fn insert(
+        &self,
+        event: Event,
+        (subscription_id, subscription_name): (Option<SubscriptionId>, Option<String>),
+        reason: DeadLetterReason,
+        error: String,
+        targets: Vec<SubscriptionId>,
+    ) -> u64 {
         let now = Timestamp::now();
         let mut state = self.lock();
         let id = state.next_id;
         state.next_id += 1;
-        let (subscription_id, subscription_name) = match failure.subscription {
-            Some((id, name)) => (Some(id), name),
-            None => (None, None),
-        };
         let entry = DeadLetter {
             id,
-            event: failure.event,
+            event,
             subscription_id,
             subscription_name,
-            reason: failure.reason,
-            error: failure.error,
+            reason,
+            error,
             attempts: 1,
             first_failure: now,
             last_failure: now,
-            targets: failure.targets,
+            targets,
         };
         persist(&mut state, &Op::Put { entry: &entry });
         state.entries.push_back(entry);
@@ -473,6 +526,7 @@ impl DeadLetterQueue {
                 persist(&mut state, &Op::Remove { id: old.id });
             }
         }
+        id
     }
 
     /// Redelivers entry `id`'s event to the subscription that failed (for
@@ -755,6 +809,21 @@ mod tests {
         assert_eq!(ids, [4, 5]);
         assert_eq!(stats.by_reason["handler_error"], 2);
         assert_eq!(stats.by_event_type["job.run"], 2);
+    }
+
+    #[test]
+    fn record_adds_a_delivery_failure_without_a_subscription() {
+        let dlq = DeadLetterQueue::new(10);
+        dlq.push(failure(1, DeadLetterReason::HandlerError));
+        let event = Event::builder("run.failed").build().unwrap();
+        let id = dlq.record(event, Some("alert:webhook".into()), "HTTP 503");
+        assert_eq!(id, 2);
+        let entry = dlq.get(id).unwrap();
+        assert_eq!(entry.reason, DeadLetterReason::DeliveryFailed);
+        assert_eq!(entry.subscription_id, None);
+        assert_eq!(entry.subscription_name.as_deref(), Some("alert:webhook"));
+        assert_eq!((entry.error.as_str(), entry.attempts), ("HTTP 503", 1));
+        assert_eq!(dlq.stats().by_reason["delivery_failed"], 1);
     }
 
     #[test]

@@ -41,17 +41,20 @@
 //! | feature | default | what it adds |
 //! |---------|---------|--------------|
 //! | `full`  | no      | every stable feature |
+//! | `consumers` | no | `consumers`: early validation that halts a broken run, live run metrics, a progress bar, alerts to webhooks, email and programs |
 //! | `redact` | no | `redact`: the `Redactor`, for what leaves the process (journal, dead letters, alerts, bridges) |
 //! | `journal` | yes   | [`journal`]: the JSONL audit log, [`Journal`] and [`Fsync`]; `Bus::builder().journal(..)` records every accepted event |
 //! | `metrics-facade` | no | `metrics::MetricsFacade`: the bus's metrics through the [`metrics`](https://docs.rs/metrics) crate, so any of its exporters (Prometheus included) can publish them |
 //!
-//! Later releases add `consumers` (validation, metrics, progress, alerts),
-//! `otel` and `nats`.
+//! Later releases add `otel` and `nats`.
 //!
 //! # Supported Rust versions
 //!
 //! The minimum supported Rust version is 1.85 (edition 2024).
 
+#[cfg(feature = "consumers")]
+#[doc(inline)]
+pub use nerve_consumers as consumers;
 #[doc(inline)]
 pub use nerve_core::query::HistoryQuery;
 #[cfg(feature = "redact")]

@@ -1,0 +1,104 @@
+//! Ready-made consumers for the [nerve] event bus: early validation, run
+//! metrics, progress bars and alerts.
+//!
+//! Each consumer is built with `Thing::builder()...build()?`, subscribes to a
+//! bus with [`attach`](ValidationConsumer::attach), and is `Clone` over
+//! shared state, so the caller keeps a handle to read it.
+//!
+//! # Key types
+//!
+//! * [`ValidationConsumer`]: checks a run's success rate after its first
+//!   items (5 by default) and halts the emitter when it is below the early
+//!   threshold; warns every 50 items while below the warning threshold.
+//! * [`MetricsConsumer`]: per-run processed, succeeded, failed, success
+//!   rate, throughput, elapsed, ETA and item latency percentiles, as a serde
+//!   [`RunMetrics`], as `metrics.snapshot` events and through a
+//!   [`Metrics`](nerve_core::metrics::Metrics) backend.
+//! * [`ProgressConsumer`]: an [`indicatif`] progress bar driven by events.
+//! * [`AlertConsumer`]: [rules](AlertRule) that turn events into alerts,
+//!   delivered by [`alert::WebhookSink`], [`alert::EmailSink`] and
+//!   [`alert::CommandSink`] on tokio, deduplicated, rate limited, retried,
+//!   redacted, and dead-lettered when they fail.
+//!
+//! # Runs
+//!
+//! The consumers follow runs, such as one extraction job. Start events
+//! (`extraction.started`) carry the run's `run_id` and its size
+//! (`total_specimens` or `total`); success and failure events
+//! (`specimen.completed`, `specimen.failed`) count its items; end events
+//! (`extraction.completed`, `extraction.failed`) close it. Every pattern can
+//! be changed (`task.completed` / `task.failed`, say). An event belongs to
+//! the run in its envelope's `run_id`, else in a `run_id` of its data, else
+//! to the run started last and not yet ended.
+//!
+//! # Example
+//!
+//! Early validation stops a broken run at its fifth specimen:
+//!
+//! ```
+//! use nerve_consumers::{MetricsConsumer, ValidationConsumer};
+//! use nerve_router::{Bus, EmitError};
+//! use serde_json::json;
+//!
+//! let bus = Bus::new();
+//! let validator = ValidationConsumer::builder()
+//!     .early_checkpoint(5)
+//!     .early_threshold(0.5)
+//!     .build()?;
+//! validator.attach(&bus)?;
+//! let metrics = MetricsConsumer::builder().build()?;
+//! metrics.attach(&bus)?;
+//!
+//! bus.emit("extraction.started", json!({"run_id": "extraction_001", "total_specimens": 2885}))?;
+//! let mut stopped = None;
+//! for sequence in 1..=2885 {
+//!     bus.emit("specimen.processing", json!({"specimen_id": sequence}))?;
+//!     // Every extraction comes back empty.
+//!     if let Err(e) = bus.emit("specimen.failed", json!({"specimen_id": sequence})) {
+//!         stopped = Some((sequence, e));
+//!         break;
+//!     }
+//! }
+//! let (at, error) = stopped.expect("the run was halted");
+//! assert_eq!(at, 5);
+//! assert!(matches!(&error, EmitError::Halted { reason, .. }
+//!     if reason == "early validation failed: 0% success rate after 5 specimens"));
+//! bus.emit("extraction.failed", json!({"run_id": "extraction_001", "reason": "early_validation_failed"}))?;
+//!
+//! let status = validator.status().unwrap();
+//! assert!(!status.passed() && status.ended);
+//! assert_eq!(metrics.snapshot().unwrap().failed, 5);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Feature flags
+//!
+//! None: every consumer and sink is always built. The `nerve` facade
+//! re-exports this crate as `nerve::consumers` under its feature
+//! `consumers`.
+//!
+//! # Supported Rust versions
+//!
+//! The minimum supported Rust version is 1.85 (edition 2024).
+//!
+//! [nerve]: https://docs.rs/nerve
+
+pub mod alert;
+mod error;
+pub mod progress;
+mod run;
+pub mod run_metrics;
+pub mod validation;
+
+#[doc(inline)]
+pub use alert::{AlertConsumer, AlertRule, AlertStats};
+pub use error::{AttachError, BuildError};
+#[doc(inline)]
+pub use progress::{ProgressBuilder, ProgressConsumer, ProgressState};
+pub use run::{
+    Attachment, DEFAULT_END, DEFAULT_FAILURE, DEFAULT_START, DEFAULT_SUCCESS, TOTAL_KEYS,
+};
+#[doc(inline)]
+pub use run_metrics::{Latency, MetricsBuilder, MetricsConsumer, RunMetrics};
+#[doc(inline)]
+pub use validation::{Checkpoint, ValidationBuilder, ValidationConsumer, ValidationStatus};
