@@ -391,3 +391,35 @@ fn the_redactor_keeps_pii_off_the_disk() {
         "handlers see the original"
     );
 }
+
+#[test]
+fn an_event_written_with_a_marker_is_dead_lettered_by_the_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let journal = Journal::builder(&path)
+        .redact_with(|e: &Event| {
+            assert!(e.event_type() != "secret.boom", "redactor bug");
+            e.clone()
+        })
+        .build()
+        .unwrap();
+    let dlq = nerve_router::DeadLetterQueue::new(10);
+    let bus = Bus::builder()
+        .journal(journal)
+        .dead_letters(dlq.clone())
+        .build()
+        .unwrap();
+    bus.emit("secret.boom", json!({"password": "hunter2"}))
+        .unwrap();
+    bus.emit("plain.event", json!({})).unwrap();
+    bus.flush_blocking();
+    let entries = dlq.by_reason(nerve_router::DeadLetterReason::SerializationError);
+    assert_eq!(entries.len(), 1, "{:?}", dlq.entries());
+    assert_eq!(entries[0].event.event_type(), "secret.boom");
+    assert!(
+        entries[0].error.contains("redaction panicked"),
+        "{}",
+        entries[0].error
+    );
+    assert_eq!(dlq.len(), 1, "nothing else was dead-lettered");
+}
