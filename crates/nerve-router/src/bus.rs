@@ -727,8 +727,8 @@ struct Dispatched {
     event_id: EventId,
     halt: Option<(Arc<Subscription>, String)>,
     /// A subscriber's queue refused the event (`Overflow::Error`, or a
-    /// `Block` that would wait on itself).
-    refused: Option<EmitError>,
+    /// `Block` that would wait on itself). Boxed: rare, and large.
+    refused: Option<Box<EmitError>>,
 }
 
 /// What the delivery loop leaves for after it: failures to report, queues
@@ -738,8 +738,17 @@ struct AfterDelivery {
     failures: SmallVec<[(Arc<Subscription>, Outcome); 2]>,
     drops: SmallVec<[Arc<Subscription>; 2]>,
     halt: Option<(Arc<Subscription>, String)>,
-    refused: Option<EmitError>,
+    refused: Option<Box<EmitError>>,
     may_block: Option<bool>,
+}
+
+impl AfterDelivery {
+    /// Records why `emit` must fail, unless an earlier reason was recorded.
+    fn refuse(&mut self, error: impl FnOnce() -> EmitError) {
+        if self.refused.is_none() {
+            self.refused = Some(Box::new(error()));
+        }
+    }
 }
 
 /// Something a full queue can drop, telling whoever waits for it.
@@ -780,7 +789,7 @@ impl Dispatched {
     fn into_result(self) -> Result<EventId, EmitError> {
         match (self.halt, self.refused) {
             (Some((sub, reason)), _) => Err(Self::halted_error(self.event_id, &sub, reason)),
-            (None, Some(refused)) => Err(refused),
+            (None, Some(refused)) => Err(*refused),
             (None, None) => Ok(self.event_id),
         }
     }
@@ -790,7 +799,7 @@ impl Dispatched {
             return Err(Self::halted_error(self.event_id, &sub, reason));
         }
         if let Some(refused) = self.refused {
-            return Err(refused);
+            return Err(*refused);
         }
         for o in &outcomes {
             if let Outcome::Halted(reason) = &o.outcome {
@@ -1102,7 +1111,6 @@ impl BusInner {
         self.shared.emitted.fetch_add(1, Ordering::Relaxed);
         route.type_counter.fetch_add(1, Ordering::Relaxed);
         let terminal = route.terminal || event.is_marked_terminal();
-        let retrying = retrying();
         if let Some(metrics) = &self.config.metrics {
             metrics.counter(
                 metric::EVENTS_EMITTED_TOTAL,
@@ -1110,7 +1118,7 @@ impl BusInner {
                 &[(metric::label::EVENT_TYPE, event.event_type())],
             );
         }
-        if route.subscriptions.is_empty() && !retrying {
+        if route.subscriptions.is_empty() && self.config.dead_letters.is_some() && !retrying() {
             if let Some(dlq) = &self.config.dead_letters {
                 if dlq.records_unrouted() && !event.event_type().starts_with("system.") {
                     self.dead_letter(Failure {
@@ -1216,6 +1224,8 @@ impl BusInner {
             }
         }
         let all_failed = !queued_any && inline_ran >= 2 && after.failures.len() == inline_ran;
+        // Only looked up when a failure may become a dead letter.
+        let retrying = !after.failures.is_empty() && retrying();
         if all_failed && !retrying && self.config.dead_letters.is_some() {
             let error = after
                 .failures
@@ -1271,6 +1281,7 @@ impl BusInner {
     }
 
     /// Calls a sync handler, catching panics, timing it if `limit` is set.
+    #[inline(always)]
     pub(crate) fn call_sync(
         &self,
         f: &SyncFn,
@@ -1310,7 +1321,7 @@ impl BusInner {
                 Some((evicted, reason))
             }
             Pushed::Full(item) => {
-                after.refused.get_or_insert_with(|| EmitError::QueueFull {
+                after.refuse(|| EmitError::QueueFull {
                     event_id: event.event_id(),
                     subscription: sub.id,
                     subscription_label: sub.label(),
@@ -1318,16 +1329,14 @@ impl BusInner {
                 Some((item, DropReason::Refused))
             }
             Pushed::WouldBlock(item) => {
-                after
-                    .refused
-                    .get_or_insert_with(|| EmitError::WouldDeadlock {
-                        reason: format!(
-                            "the queue of {} is full and its policy is Block, but waiting here \
+                after.refuse(|| EmitError::WouldDeadlock {
+                    reason: format!(
+                        "the queue of {} is full and its policy is Block, but waiting here \
                          (inside a handler, or on the current-thread runtime that drains it) \
                          would wait on itself",
-                            sub.label()
-                        ),
-                    });
+                        sub.label()
+                    ),
+                });
                 Some((item, DropReason::Refused))
             }
             Pushed::Closed(item) => Some((item, DropReason::Closed)),
@@ -1363,41 +1372,40 @@ impl BusInner {
             return None;
         }
         let may_block = self.may_block(after);
-        let deadline =
-            match overflow {
-                Overflow::Block if may_block => None,
-                Overflow::BlockTimeout(d) if may_block => Some(Instant::now() + d),
-                Overflow::DropOldest => {
-                    return match queue.evict_oldest() {
-                        Some(evicted) => {
-                            self.lose(sub, evicted, DropReason::MaxPending, after);
-                            None
-                        }
-                        None => Some(DropReason::MaxPending),
-                    };
-                }
-                Overflow::Error => {
-                    after.refused.get_or_insert_with(|| EmitError::PendingFull {
-                        event_id: event.event_id(),
-                        max_pending: max as usize,
-                        subscription_label: sub.label(),
-                    });
-                    return Some(DropReason::Refused);
-                }
-                Overflow::Block => {
-                    after.refused.get_or_insert_with(|| EmitError::WouldDeadlock {
+        let deadline = match overflow {
+            Overflow::Block if may_block => None,
+            Overflow::BlockTimeout(d) if may_block => Some(Instant::now() + d),
+            Overflow::DropOldest => {
+                return match queue.evict_oldest() {
+                    Some(evicted) => {
+                        self.lose(sub, evicted, DropReason::MaxPending, after);
+                        None
+                    }
+                    None => Some(DropReason::MaxPending),
+                };
+            }
+            Overflow::Error => {
+                after.refuse(|| EmitError::PendingFull {
+                    event_id: event.event_id(),
+                    max_pending: max as usize,
+                    subscription_label: sub.label(),
+                });
+                return Some(DropReason::Refused);
+            }
+            Overflow::Block => {
+                after.refuse(|| EmitError::WouldDeadlock {
                     reason: format!(
                         "max_pending ({max}) is reached and its policy is Block, but waiting \
                          here (inside a handler, or on the current-thread runtime that \
                          drains the queues) would wait on itself"
                     ),
                 });
-                    return Some(DropReason::Refused);
-                }
-                Overflow::DropNewest | Overflow::BlockTimeout(_) => {
-                    return Some(DropReason::MaxPending);
-                }
-            };
+                return Some(DropReason::Refused);
+            }
+            Overflow::DropNewest | Overflow::BlockTimeout(_) => {
+                return Some(DropReason::MaxPending);
+            }
+        };
         if block_here(|| self.shared.pending.wait_below(max, deadline)) {
             None
         } else {
@@ -1626,6 +1634,7 @@ impl BusInner {
         Ok(())
     }
 
+    #[inline]
     fn finish_inline(
         &self,
         event: &Event,
@@ -1656,6 +1665,7 @@ impl BusInner {
         }
     }
 
+    #[inline(always)]
     fn count(&self, sub: &Subscription, outcome: &Outcome, elapsed: Duration) {
         if let Some(metrics) = &self.config.metrics {
             self.count_metrics(&**metrics, sub, outcome, elapsed);
