@@ -84,7 +84,7 @@ fn emit_latency(c: &mut Criterion) {
     group
         .sample_size(20)
         .measurement_time(Duration::from_secs(3));
-    let plain = Bus::builder().history_capacity(16).build().unwrap();
+    let plain = Bus::builder().build().unwrap();
     plain
         .subscribe("bench.*", |e: &Event| {
             black_box(e.seq());
@@ -99,11 +99,7 @@ fn emit_latency(c: &mut Criterion) {
         .max_files(2)
         .build()
         .unwrap();
-    let bus = Bus::builder()
-        .history_capacity(16)
-        .journal(journal.clone())
-        .build()
-        .unwrap();
+    let bus = Bus::builder().journal(journal.clone()).build().unwrap();
     bus.subscribe("bench.*", |e: &Event| {
         black_box(e.seq());
     })
