@@ -740,6 +740,8 @@ struct AfterDelivery {
     halt: Option<(Arc<Subscription>, String)>,
     refused: Option<Box<EmitError>>,
     may_block: Option<bool>,
+    /// Readers to wake once the event is in every queue.
+    wakes: crate::queue::Wakes,
 }
 
 impl AfterDelivery {
@@ -1180,6 +1182,10 @@ impl BusInner {
                         // when a timeout was asked for explicitly.
                         let limit = sub.timeout.or(self.config.sync_timeout());
                         inline_ran += 1;
+                        // A handler may wait for what a queued one does.
+                        if !after.wakes.is_empty() {
+                            crate::queue::wake_all(Some(&mut after.wakes));
+                        }
                         let (outcome, elapsed) = self.call_sync(f, &event, limit);
                         self.finish_inline(&event, sub, outcome, elapsed, &waiter, &mut after);
                     }
@@ -1222,6 +1228,9 @@ impl BusInner {
                     }
                 }
             }
+        }
+        for waker in after.wakes.drain(..) {
+            waker.wake();
         }
         let all_failed = !queued_any && inline_ran >= 2 && after.failures.len() == inline_ran;
         // Only looked up when a failure may become a dead letter.
@@ -1315,7 +1324,12 @@ impl BusInner {
     ) {
         sub.counters.offered.fetch_add(1, Ordering::Relaxed);
         let may_block = self.may_block(after);
-        let lost = match queue.push(item, may_block, |wait| block_here(wait)) {
+        let lost = match queue.push_deferring(
+            item,
+            may_block,
+            |wait| block_here(wait),
+            Some(&mut after.wakes),
+        ) {
             Pushed::Queued(None) => None,
             Pushed::Queued(Some((evicted, reason))) | Pushed::Dropped(evicted, reason) => {
                 Some((evicted, reason))
@@ -1406,6 +1420,7 @@ impl BusInner {
                 return Some(DropReason::MaxPending);
             }
         };
+        crate::queue::wake_all(Some(&mut after.wakes));
         if block_here(|| self.shared.pending.wait_below(max, deadline)) {
             None
         } else {

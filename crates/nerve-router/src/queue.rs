@@ -126,6 +126,8 @@ struct State<T> {
     /// makes a futex syscall on every notify, waiter or not, so the queue
     /// notifies only when someone waits.
     sleeping: bool,
+    /// Items ever pushed; published in `Queue::pushes`.
+    pushed: u64,
 }
 
 pub(crate) struct Queue<T> {
@@ -159,6 +161,7 @@ impl<T: QueueItem> Queue<T> {
                 waker: None,
                 waiting: 0,
                 sleeping: false,
+                pushed: 0,
             }),
             room: Condvar::new(),
             ready: Condvar::new(),
@@ -193,36 +196,60 @@ impl<T: QueueItem> Queue<T> {
         may_block: bool,
         block: impl FnOnce(&mut dyn FnMut()),
     ) -> Pushed<T> {
+        self.push_deferring(item, may_block, block, None)
+    }
+
+    /// [`push`](Self::push), leaving the reader's wake-up, if one is due, in
+    /// `wakes` for the caller to do once it has pushed to every subscriber:
+    /// a fan-out then wakes its readers together, after the event is in every
+    /// queue, as a broadcast channel does, instead of one at a time between
+    /// pushes.
+    pub(crate) fn push_deferring(
+        &self,
+        item: T,
+        may_block: bool,
+        block: impl FnOnce(&mut dyn FnMut()),
+        wakes: Option<&mut Wakes>,
+    ) -> Pushed<T> {
         let mut state = self.lock();
         if state.closed {
             return Pushed::Closed(item);
         }
         if state.items.len() < self.capacity {
-            return self.queued(state, item, None);
+            return self.queued(state, item, None, wakes);
         }
         if item.is_terminal() {
             if let Some(evicted) = Self::evict_oldest_plain(&mut state) {
-                return self.queued(state, item, Some((evicted, DropReason::TerminalPriority)));
+                return self.queued(
+                    state,
+                    item,
+                    Some((evicted, DropReason::TerminalPriority)),
+                    wakes,
+                );
             }
             if !may_block {
                 // Only terminal events are queued, waiting would wait on
                 // ourselves, and terminal events are never dropped: go over
                 // capacity by one rather than lose it.
-                return self.queued(state, item, None);
+                return self.queued(state, item, None, wakes);
             }
             drop(state);
+            wake_all(wakes);
             return self.wait_then_push(item, None, block);
         }
         match self.overflow {
             Overflow::DropNewest => Pushed::Dropped(item, DropReason::QueueFull),
             Overflow::DropOldest => match Self::evict_oldest_plain(&mut state) {
-                Some(evicted) => self.queued(state, item, Some((evicted, DropReason::Evicted))),
+                Some(evicted) => {
+                    self.queued(state, item, Some((evicted, DropReason::Evicted)), wakes)
+                }
                 None => Pushed::Dropped(item, DropReason::QueueFull),
             },
             Overflow::Error => Pushed::Full(item),
             Overflow::Block if !may_block => Pushed::WouldBlock(item),
             Overflow::Block => {
                 drop(state);
+                wake_all(wakes);
                 self.wait_then_push(item, None, block)
             }
             Overflow::BlockTimeout(_) if !may_block => {
@@ -230,6 +257,7 @@ impl<T: QueueItem> Queue<T> {
             }
             Overflow::BlockTimeout(limit) => {
                 drop(state);
+                wake_all(wakes);
                 self.wait_then_push(item, Some(Instant::now() + limit), block)
             }
         }
@@ -256,9 +284,12 @@ impl<T: QueueItem> Queue<T> {
         mut state: MutexGuard<'_, State<T>>,
         item: T,
         evicted: Option<(T, DropReason)>,
+        wakes: Option<&mut Wakes>,
     ) -> Pushed<T> {
         state.items.push_back(item);
-        self.pushes.fetch_add(1, Ordering::Release);
+        state.pushed += 1;
+        // A plain store, under the lock: cheaper than an atomic add.
+        self.pushes.store(state.pushed, Ordering::Release);
         let waker = state.waker.take();
         let sleeping = state.sleeping;
         drop(state);
@@ -266,7 +297,10 @@ impl<T: QueueItem> Queue<T> {
             self.ready.notify_one();
         }
         if let Some(w) = waker {
-            w.wake();
+            match wakes {
+                Some(wakes) => wakes.push(w),
+                None => w.wake(),
+            }
         }
         Pushed::Queued(evicted)
     }
@@ -289,7 +323,8 @@ impl<T: QueueItem> Queue<T> {
                 }
                 if state.items.len() < self.capacity {
                     state.items.push_back(pending);
-                    self.pushes.fetch_add(1, Ordering::Release);
+                    state.pushed += 1;
+                    self.pushes.store(state.pushed, Ordering::Release);
                     let waker = state.waker.take();
                     let sleeping = state.sleeping;
                     drop(state);
@@ -469,6 +504,19 @@ impl<T: QueueItem> Queue<T> {
         };
         self.close();
         items
+    }
+}
+
+/// Wake-ups a fan-out defers until every queue has the event.
+pub(crate) type Wakes = smallvec::SmallVec<[Waker; 8]>;
+
+/// Wakes what a fan-out deferred: before any wait, so that nothing the
+/// emitter waits for is itself waiting for a wake-up still in its hands.
+pub(crate) fn wake_all(wakes: Option<&mut Wakes>) {
+    if let Some(wakes) = wakes {
+        for waker in wakes.drain(..) {
+            waker.wake();
+        }
     }
 }
 

@@ -736,3 +736,54 @@ async fn metrics_report_what_the_bus_does() {
         1
     );
 }
+
+/// Wake-ups of a fan-out are deferred until every queue has the event; an
+/// emitter about to wait on a full `Block` queue must hand them out first,
+/// or a reader parked on one stream while another is full never wakes.
+#[test]
+fn a_blocked_emitter_wakes_the_readers_it_deferred() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let bus = Bus::new();
+    // Subscribed first, so that a `pair.both` event reaches it first.
+    let mut first = bus
+        .stream_with(
+            "pair.both",
+            StreamOptions::new().capacity(16).overflow(Overflow::Block),
+        )
+        .unwrap();
+    let mut second = bus
+        .stream_with(
+            "pair.*",
+            StreamOptions::new().capacity(1).overflow(Overflow::Block),
+        )
+        .unwrap();
+    let reader = runtime.spawn(async move {
+        let mut n = 0u64;
+        while n < 1_000 {
+            // Parked on `first` while `second` holds a `pair.only`.
+            first.next().await.unwrap();
+            second.next().await.unwrap();
+            second.next().await.unwrap();
+            n += 1;
+        }
+        n
+    });
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let emitter = std::thread::spawn(move || {
+        for n in 0..1_000 {
+            // Fills `second`; then `pair.both` wakes the reader on `first`
+            // (deferred) and must wait for room in `second`.
+            bus.emit("pair.only", json!(n)).unwrap();
+            bus.emit("pair.both", json!(n)).unwrap();
+        }
+        done_tx.send(()).unwrap();
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the emitter finished: no reader was left unwoken");
+    emitter.join().unwrap();
+    assert_eq!(runtime.block_on(reader).unwrap(), 1_000);
+}
