@@ -322,19 +322,7 @@ impl<T: QueueItem> Queue<T> {
                     return;
                 }
                 if state.items.len() < self.capacity {
-                    state.items.push_back(pending);
-                    state.pushed += 1;
-                    self.pushes.store(state.pushed, Ordering::Release);
-                    let waker = state.waker.take();
-                    let sleeping = state.sleeping;
-                    drop(state);
-                    if sleeping {
-                        self.ready.notify_one();
-                    }
-                    if let Some(w) = waker {
-                        w.wake();
-                    }
-                    outcome = Some(Pushed::Queued(None));
+                    outcome = Some(self.queued(state, pending, None, None));
                     return;
                 }
                 item = Some(pending);
