@@ -407,11 +407,13 @@ impl<T: QueueItem> Queue<T> {
             // and being unparked for every event (a futex call and a context
             // switch each) cost a reader ~1.5 µs an event, where crossbeam's
             // receivers spin briefly first. This backoff is the same idea:
-            // about 60 pause instructions, growing, watching the push count
-            // without the lock.
+            // 1 + 2 + 4 pause instructions, watching the push count without
+            // the lock. Longer spins (63 pauses were tried) steal the
+            // emitter's core on a 2-core machine: no spin made 16 readers
+            // 2x slower, 63 pauses made 1 reader 10 % slower than 7.
             let seen = self.pushes.load(Ordering::Acquire);
             drop(state);
-            for step in 0..6 {
+            for step in 0..3 {
                 for _ in 0..(1 << step) {
                     std::hint::spin_loop();
                 }
