@@ -407,13 +407,21 @@ impl<T: QueueItem> Queue<T> {
             // and being unparked for every event (a futex call and a context
             // switch each) cost a reader ~1.5 µs an event, where crossbeam's
             // receivers spin briefly first. This backoff is the same idea:
-            // 1 + 2 + 4 pause instructions, watching the push count without
-            // the lock. Longer spins (63 pauses were tried) steal the
-            // emitter's core on a 2-core machine: no spin made 16 readers
-            // 2x slower, 63 pauses made 1 reader 10 % slower than 7.
+            // a few pause instructions, growing, watching the push count
+            // without the lock. A reader in a tokio task spins 7 pauses:
+            // longer, it holds up the worker's other tasks and the emitter's
+            // core (63 made one reader 10 % slower; none made 16 readers 2x
+            // slower). A reader on its own thread spins 63: it parks
+            // otherwise, a context switch per event (16 thread readers were
+            // 2x slower with 7).
             let seen = self.pushes.load(Ordering::Acquire);
             drop(state);
-            for step in 0..3 {
+            let steps = if tokio::task::try_id().is_some() {
+                3
+            } else {
+                6
+            };
+            for step in 0..steps {
                 for _ in 0..(1 << step) {
                     std::hint::spin_loop();
                 }
