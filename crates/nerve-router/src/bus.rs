@@ -241,10 +241,7 @@ impl Bus {
                 None,
             );
         }
-        let queue = Arc::new(Queue::new(
-            options.queue_capacity.unwrap_or(DEFAULT_HANDLER_QUEUE),
-            options.overflow.unwrap_or(Overflow::Block),
-        ));
+        let queue = handler_queue(&options);
         let kind = HandlerKind::Queued(QueuedSlot {
             queue: queue.clone(),
         });
@@ -303,10 +300,7 @@ impl Bus {
         let kind = HandlerKind::Async(AsyncSlot {
             handler: handler::async_fn(handler),
             concurrency: options.concurrency.unwrap_or(1),
-            queue: Arc::new(Queue::new(
-                options.queue_capacity.unwrap_or(DEFAULT_HANDLER_QUEUE),
-                options.overflow.unwrap_or(Overflow::Block),
-            )),
+            queue: handler_queue(&options),
             worker: Mutex::new(None),
         });
         self.inner
@@ -2122,6 +2116,15 @@ impl BusInner {
         *self.shutdown.lock().unwrap_or_else(PoisonError::into_inner) = Some(report);
         report
     }
+}
+
+/// The queue of an async or queued handler, as its options ask: 65,536
+/// events and `Overflow::Block` unless they say otherwise.
+fn handler_queue(options: &Subscribe) -> Arc<Queue<Delivery>> {
+    Arc::new(Queue::new(
+        options.queue_capacity.unwrap_or(DEFAULT_HANDLER_QUEUE),
+        options.overflow.unwrap_or(Overflow::Block),
+    ))
 }
 
 thread_local! {

@@ -72,9 +72,46 @@ fn spin(work: u64) {
     }
 }
 
-fn nerve_lossless(n: usize) -> Duration {
-    let bus = bus();
-    let streams = (0..n)
+/// Times `EVENTS` calls of `send` on `sender` and then `finish`, which ends
+/// the run (closing `sender`) and returns how many events the readers got;
+/// checks that each got them all.
+fn timed<S>(
+    n: usize,
+    sender: S,
+    mut send: impl FnMut(&S),
+    finish: impl FnOnce(S) -> u64,
+) -> Duration {
+    let start = Instant::now();
+    for _ in 0..EVENTS {
+        send(&sender);
+    }
+    let got = finish(sender);
+    let elapsed = start.elapsed();
+    assert_eq!(got, EVENTS * n as u64);
+    elapsed
+}
+
+/// Joins reader threads, summing what they read.
+fn join_threads(readers: Vec<JoinHandle<u64>>) -> u64 {
+    readers.into_iter().map(|r| r.join().unwrap()).sum()
+}
+
+/// A reader thread that counts what `recv` returns until it fails.
+fn count_on_thread<E>(
+    mut recv: impl FnMut() -> Result<Event, E> + Send + 'static,
+) -> JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut got = 0u64;
+        while let Ok(e) = recv() {
+            std::hint::black_box(&e);
+            got += 1;
+        }
+        got
+    })
+}
+
+fn lossless_streams(bus: &Bus, n: usize) -> Vec<nerve::EventStream> {
+    (0..n)
         .map(|_| {
             bus.stream_with(
                 "bench.*",
@@ -84,45 +121,47 @@ fn nerve_lossless(n: usize) -> Duration {
             )
             .unwrap()
         })
-        .collect();
-    let readers = consume_streams(streams, EVENTS, 0);
-    let start = Instant::now();
-    for _ in 0..EVENTS {
-        bus.emit_event(event()).unwrap();
-    }
-    let got: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
-    let elapsed = start.elapsed();
-    assert_eq!(got, EVENTS * n as u64);
-    elapsed
+        .collect()
+}
+
+fn emit(bus: &Bus) {
+    bus.emit_event(event()).unwrap();
+}
+
+fn nerve_lossless(n: usize) -> Duration {
+    let bus = bus();
+    let readers = consume_streams(lossless_streams(&bus, n), EVENTS, 0);
+    timed(n, bus, emit, |_| join_threads(readers))
 }
 
 fn crossbeam_lossless(n: usize) -> Duration {
     let (txs, readers): (Vec<_>, Vec<_>) = (0..n)
         .map(|_| {
             let (tx, rx) = crossbeam_channel::bounded::<Event>(CAPACITY);
-            let reader = std::thread::spawn(move || {
-                let mut got = 0u64;
-                while let Ok(e) = rx.recv() {
-                    std::hint::black_box(&e);
-                    got += 1;
-                }
-                got
-            });
-            (tx, reader)
+            (tx, count_on_thread(move || rx.recv()))
         })
         .unzip();
-    let start = Instant::now();
-    for _ in 0..EVENTS {
+    let send = |txs: &Vec<crossbeam_channel::Sender<Event>>| {
         let e = event();
-        for tx in &txs {
+        for tx in txs {
             tx.send(e.clone()).unwrap();
         }
-    }
-    drop(txs);
-    let got: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
-    let elapsed = start.elapsed();
-    assert_eq!(got, EVENTS * n as u64);
-    elapsed
+    };
+    timed(n, txs, send, |txs| {
+        drop(txs);
+        join_threads(readers)
+    })
+}
+
+type TokioSender = tokio::sync::broadcast::Sender<Event>;
+type AsyncBroadcastSender = async_broadcast::Sender<Event>;
+
+fn tokio_send(tx: &TokioSender) {
+    tx.send(event()).unwrap();
+}
+
+fn async_broadcast_send(tx: &AsyncBroadcastSender) {
+    tx.broadcast_blocking(event()).unwrap();
 }
 
 fn tokio_lossless(n: usize) -> Duration {
@@ -130,25 +169,13 @@ fn tokio_lossless(n: usize) -> Duration {
     let readers: Vec<_> = (0..n)
         .map(|_| {
             let mut rx = tx.subscribe();
-            std::thread::spawn(move || {
-                let mut got = 0u64;
-                while let Ok(e) = rx.blocking_recv() {
-                    std::hint::black_box(&e);
-                    got += 1;
-                }
-                got
-            })
+            count_on_thread(move || rx.blocking_recv())
         })
         .collect();
-    let start = Instant::now();
-    for _ in 0..EVENTS {
-        tx.send(event()).unwrap();
-    }
-    drop(tx);
-    let got: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
-    let elapsed = start.elapsed();
-    assert_eq!(got, EVENTS * n as u64);
-    elapsed
+    timed(n, tx, tokio_send, |tx| {
+        drop(tx);
+        join_threads(readers)
+    })
 }
 
 fn async_broadcast_lossless(n: usize) -> Duration {
@@ -156,26 +183,14 @@ fn async_broadcast_lossless(n: usize) -> Duration {
     let readers: Vec<_> = (0..n)
         .map(|_| {
             let mut rx = rx.clone();
-            std::thread::spawn(move || {
-                let mut got = 0u64;
-                while let Ok(e) = rx.recv_blocking() {
-                    std::hint::black_box(&e);
-                    got += 1;
-                }
-                got
-            })
+            count_on_thread(move || rx.recv_blocking())
         })
         .collect();
     drop(rx);
-    let start = Instant::now();
-    for _ in 0..EVENTS {
-        tx.broadcast_blocking(event()).unwrap();
-    }
-    drop(tx);
-    let got: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
-    let elapsed = start.elapsed();
-    assert_eq!(got, EVENTS * n as u64);
-    elapsed
+    timed(n, tx, async_broadcast_send, |tx| {
+        drop(tx);
+        join_threads(readers)
+    })
 }
 
 /// The runtime async readers run on: 2 workers, as many as cores here.
@@ -200,94 +215,63 @@ fn join_tasks(tasks: Vec<tokio::task::JoinHandle<u64>>) -> u64 {
     })
 }
 
+/// A reader task that counts what `stream` yields, up to `EVENTS`.
+fn count_in_task<S>(mut stream: S) -> tokio::task::JoinHandle<u64>
+where
+    S: futures::Stream<Item = Event> + Unpin + Send + 'static,
+{
+    runtime().spawn(async move {
+        let mut got = 0u64;
+        while got < EVENTS {
+            match stream.next().await {
+                Some(e) => {
+                    std::hint::black_box(&e);
+                    got += 1;
+                }
+                None => break,
+            }
+        }
+        got
+    })
+}
+
+/// A tokio broadcast receiver as a stream that ends when the channel closes.
+fn tokio_stream_of(
+    rx: tokio::sync::broadcast::Receiver<Event>,
+) -> std::pin::Pin<Box<dyn futures::Stream<Item = Event> + Send>> {
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.ok().map(|e| (e, rx))
+    }))
+}
+
 fn nerve_lossless_tasks(n: usize) -> Duration {
     let bus = bus();
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let mut s = bus
-                .stream_with(
-                    "bench.*",
-                    StreamOptions::new()
-                        .capacity(CAPACITY)
-                        .overflow(Overflow::Block),
-                )
-                .unwrap();
-            runtime().spawn(async move {
-                let mut got = 0u64;
-                while got < EVENTS {
-                    match s.next().await {
-                        Some(e) => {
-                            std::hint::black_box(&e);
-                            got += 1;
-                        }
-                        None => break,
-                    }
-                }
-                got
-            })
-        })
+    let tasks = lossless_streams(&bus, n)
+        .into_iter()
+        .map(count_in_task)
         .collect();
-    let start = Instant::now();
-    for _ in 0..EVENTS {
-        bus.emit_event(event()).unwrap();
-    }
-    let got = join_tasks(tasks);
-    let elapsed = start.elapsed();
-    assert_eq!(got, EVENTS * n as u64);
-    elapsed
+    timed(n, bus, emit, |_| join_tasks(tasks))
 }
 
 fn tokio_lossless_tasks(n: usize) -> Duration {
     let (tx, _) = tokio::sync::broadcast::channel::<Event>(EVENTS as usize);
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let mut rx = tx.subscribe();
-            runtime().spawn(async move {
-                let mut got = 0u64;
-                while let Ok(e) = rx.recv().await {
-                    std::hint::black_box(&e);
-                    got += 1;
-                }
-                got
-            })
-        })
+    let tasks = (0..n)
+        .map(|_| count_in_task(tokio_stream_of(tx.subscribe())))
         .collect();
-    let start = Instant::now();
-    for _ in 0..EVENTS {
-        tx.send(event()).unwrap();
-    }
-    drop(tx);
-    let got = join_tasks(tasks);
-    let elapsed = start.elapsed();
-    assert_eq!(got, EVENTS * n as u64);
-    elapsed
+    timed(n, tx, tokio_send, |tx| {
+        drop(tx);
+        join_tasks(tasks)
+    })
 }
 
 fn async_broadcast_lossless_tasks(n: usize) -> Duration {
     let (tx, rx) = async_broadcast::broadcast::<Event>(CAPACITY);
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let mut rx = rx.clone();
-            runtime().spawn(async move {
-                let mut got = 0u64;
-                while let Ok(e) = rx.recv().await {
-                    std::hint::black_box(&e);
-                    got += 1;
-                }
-                got
-            })
-        })
-        .collect();
+    let tasks = (0..n).map(|_| count_in_task(rx.clone())).collect();
     drop(rx);
-    let start = Instant::now();
-    for _ in 0..EVENTS {
-        tx.broadcast_blocking(event()).unwrap();
-    }
-    drop(tx);
-    let got = join_tasks(tasks);
-    let elapsed = start.elapsed();
-    assert_eq!(got, EVENTS * n as u64);
-    elapsed
+    timed(n, tx, async_broadcast_send, |tx| {
+        drop(tx);
+        join_tasks(tasks)
+    })
 }
 
 fn fanout_lossless(c: &mut Criterion) {
