@@ -136,5 +136,33 @@ fn emit_latency(c: &mut Criterion) {
     bus.shutdown_blocking();
 }
 
-criterion_group!(benches, throughput, emit_latency);
+/// What rotation costs as `max_files` grows: 10,000 small events into files
+/// of 4 KiB (about 20 records each, so about 500 rotations), keeping 2, 20 or
+/// 100 backups.
+fn rotation(c: &mut Criterion) {
+    let mut group = c.benchmark_group("rotation");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(10_000));
+    for max_files in [2usize, 20, 100] {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::builder(dir.path().join("events.jsonl"))
+            .fsync(Fsync::Never)
+            .max_bytes(4 << 10)
+            .max_files(max_files)
+            .build()
+            .unwrap();
+        group.bench_function(format!("max_files {max_files}"), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| persist(&journal, 1, 10_000)).sum());
+        });
+        println!(
+            "max_files {max_files}: {} rotations",
+            journal.stats().rotations
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, throughput, emit_latency, rotation);
 criterion_main!(benches);
