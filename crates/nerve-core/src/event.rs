@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::correlation::CorrelationId;
 use crate::name::{ValidationError, check_event_type};
+use crate::trace::TraceContext;
 
 /// A globally unique, time-sortable event id (a UUIDv7).
 ///
@@ -208,6 +209,7 @@ impl<'de> Deserialize<'de> for Timestamp {
 /// | `lane`           | a parallel branch of the run                                                  |
 /// | `lane_seq`       | sequence number within its lane, strictly increasing per lane; set by the bus |
 /// | `seq`            | bus-wide sequence number, strictly increasing; 0 until emitted                |
+/// | `trace_context`  | the W3C trace context of the span it was emitted in (see [`crate::trace`])     |
 /// | `data`           | the payload, any JSON value                                                   |
 ///
 /// ```
@@ -244,6 +246,8 @@ struct Inner {
     lane_seq: Option<u64>,
     #[serde(default)]
     seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace_context: Option<TraceContext>,
     #[serde(default)]
     data: Value,
     /// Marked never to be dropped by a full queue. Not part of the JSON form:
@@ -268,6 +272,7 @@ impl Event {
             lane_seq: None,
             terminal: false,
             seq: 0,
+            trace_context: None,
         }
     }
 
@@ -360,6 +365,19 @@ impl Event {
         self.0.seq
     }
 
+    /// The trace context of the span the event was emitted in, when an
+    /// instrument recorded one (see [`crate::trace`]).
+    pub fn trace_context(&self) -> Option<&TraceContext> {
+        self.0.trace_context.as_ref()
+    }
+
+    /// This event with its trace context set (or cleared).
+    #[must_use]
+    pub fn with_trace_context(mut self, trace_context: Option<TraceContext>) -> Self {
+        self.make_mut().trace_context = trace_context;
+        self
+    }
+
     /// The payload.
     pub fn data(&self) -> &Value {
         &self.0.data
@@ -435,6 +453,7 @@ impl Event {
             lane: i.lane.clone(),
             lane_seq: i.lane_seq,
             seq: i.seq,
+            trace_context: i.trace_context.clone(),
             data: data.unwrap_or_else(|| i.data.clone()),
             terminal: i.terminal,
         }))
@@ -462,6 +481,7 @@ impl fmt::Debug for Event {
             .field("lane", &i.lane)
             .field("lane_seq", &i.lane_seq)
             .field("seq", &i.seq)
+            .field("trace_context", &i.trace_context)
             .field("data", &i.data)
             .finish()
     }
@@ -481,6 +501,7 @@ impl PartialEq for Event {
                 && a.lane == b.lane
                 && a.lane_seq == b.lane_seq
                 && a.seq == b.seq
+                && a.trace_context == b.trace_context
                 && a.data == b.data
         }
     }
@@ -520,9 +541,18 @@ pub struct EventBuilder {
     lane_seq: Option<u64>,
     seq: u64,
     terminal: bool,
+    trace_context: Option<TraceContext>,
 }
 
 impl EventBuilder {
+    /// The trace context of the span it belongs to, for example one
+    /// extracted from incoming HTTP headers (default: the current span's,
+    /// recorded at emit by an OpenTelemetry instrument, if one is installed).
+    pub fn trace_context(mut self, trace_context: TraceContext) -> Self {
+        self.trace_context = Some(trace_context);
+        self
+    }
+
     /// Marks the event terminal: a full queue never drops it (see the bus's
     /// overflow policies).
     pub fn terminal(mut self) -> Self {
@@ -622,6 +652,7 @@ impl EventBuilder {
             lane: self.lane.map(String::into_boxed_str),
             lane_seq: self.lane_seq,
             seq: self.seq,
+            trace_context: self.trace_context,
             data: self.data,
             terminal: self.terminal,
         })))

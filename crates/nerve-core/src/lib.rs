@@ -22,6 +22,9 @@
 //!   records every event it accepts (the journal implements it).
 //! * `redact` (feature `redact`): a `Redactor` that removes personal data
 //!   and secrets from events before they leave the process.
+//! * [`trace`]: the W3C trace context an event carries from the span it was
+//!   emitted in; [`instrument`]: the [`Instrument`](instrument::Instrument)
+//!   trait through which tracing bridges see emits and deliveries.
 //! * [`lanes`]: merging the parallel branches of a run ([`merge_lanes`]) and
 //!   reporting what is wrong with their numbering.
 //!
@@ -51,6 +54,7 @@
 
 pub mod correlation;
 mod event;
+pub mod instrument;
 pub mod lanes;
 pub mod metrics;
 pub mod name;
@@ -59,6 +63,7 @@ pub mod query;
 #[cfg(feature = "redact")]
 pub mod redact;
 pub mod sink;
+pub mod trace;
 mod typed;
 
 #[doc(inline)]

@@ -3,6 +3,7 @@
 //! See the [crate docs](crate#the-line-format) and `docs/journal-format.md`
 //! for the specification; this module is its one implementation.
 
+use nerve_core::trace::TraceContext;
 use nerve_core::{Event, EventId, Timestamp, Value};
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +40,8 @@ struct LineOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     lane_seq: Option<u64>,
     seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_context: Option<&'a TraceContext>,
     data: &'a Value,
     v: u32,
 }
@@ -125,6 +128,7 @@ fn encode_parts(
         lane: event.lane(),
         lane_seq: event.lane_seq(),
         seq: event.seq(),
+        trace_context: event.trace_context(),
         data,
         v: FORMAT_VERSION,
     };
@@ -200,6 +204,10 @@ fn write_line(line: &LineOut<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
     }
     out.extend_from_slice(b",\"seq\":");
     out.extend_from_slice(digits.format(line.seq).as_bytes());
+    if let Some(tc) = line.trace_context {
+        out.extend_from_slice(b",\"trace_context\":");
+        serde_json::to_writer(&mut *out, tc)?;
+    }
     out.extend_from_slice(b",\"data\":");
     serde_json::to_writer(&mut *out, line.data)?;
     out.extend_from_slice(b",\"v\":");
@@ -328,6 +336,8 @@ struct LineIn {
     #[serde(default)]
     seq: u64,
     #[serde(default)]
+    trace_context: Option<TraceContext>,
+    #[serde(default)]
     data: Option<Value>,
     #[serde(default)]
     payload: Option<Value>,
@@ -376,6 +386,9 @@ pub(crate) fn decode(line: &[u8]) -> Result<Event, String> {
     if let Some(n) = l.lane_seq {
         b = b.lane_seq(n);
     }
+    if let Some(tc) = l.trace_context {
+        b = b.trace_context(tc);
+    }
     b.build().map_err(|e| e.to_string())
 }
 
@@ -396,6 +409,7 @@ mod write_line_tests {
             lane: e.lane(),
             lane_seq: e.lane_seq(),
             seq: e.seq(),
+            trace_context: e.trace_context(),
             data: e.data(),
             v: FORMAT_VERSION,
         };
@@ -418,6 +432,13 @@ mod write_line_tests {
             .lane("left\u{1}")
             .lane_seq(7)
             .seq(42)
+            .trace_context(
+                TraceContext::parse(
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    Some("congo=t61rcWkgMzE"),
+                )
+                .unwrap(),
+            )
             .data(json!({"k": [1, "two", {"three": null}], "é": "\u{0}"}))
             .build()
             .unwrap();
@@ -464,6 +485,13 @@ mod tests {
             .lane_seq(7)
             .timestamp(Timestamp::from_micros(1_700_000_000_123_456))
             .seq(3)
+            .trace_context(
+                TraceContext::parse(
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+                    None,
+                )
+                .unwrap(),
+            )
             .build()
             .unwrap();
         let text = line(&e);
@@ -479,6 +507,7 @@ mod tests {
             "lane",
             "lane_seq",
             "seq",
+            "trace_context",
             "data",
             "v",
         ];

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use nerve_core::instrument::{Instrument, Instruments};
 use nerve_core::metrics::Metrics;
 use nerve_core::sink::EventSink;
 
@@ -37,6 +38,8 @@ pub(crate) struct Config {
     pub(crate) dead_letters: Option<DeadLetterQueue>,
     pub(crate) metrics: Option<Arc<dyn Metrics>>,
     pub(crate) max_pending: Option<(usize, Overflow)>,
+    /// Every instrument, combined into one (`None` costs one branch).
+    pub(crate) instrument: Option<Arc<dyn Instrument>>,
 }
 
 /// An emit-time check; see [`BusBuilder::guard`].
@@ -99,6 +102,7 @@ impl std::fmt::Debug for Config {
             .field("sink", &self.sink.is_some())
             .field("dead_letters", &self.dead_letters)
             .field("metrics", &self.metrics.is_some())
+            .field("instrument", &self.instrument.is_some())
             .field("max_pending", &self.max_pending)
             .finish_non_exhaustive()
     }
@@ -133,6 +137,7 @@ impl Default for Config {
             sink: None,
             dead_letters: None,
             metrics: None,
+            instrument: None,
             max_pending: None,
         }
     }
@@ -158,6 +163,7 @@ impl Default for Config {
 /// | `dead_letters`            | none: failures are counted and published, not kept |
 /// | `metrics`                 | none: only `stats()` counts                    |
 /// | `max_pending`             | none: each subscriber's queue bounds itself    |
+/// | `instrument`              | none: no tracing bridge                        |
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -308,6 +314,19 @@ impl BusBuilder {
     /// dead letters. Inline handlers are timed when a recorder is set.
     pub fn metrics(mut self, metrics: impl Metrics) -> Self {
         self.config.metrics = Some(Arc::new(metrics));
+        self
+    }
+
+    /// Lets `instrument` see every emit and run around every delivery: how
+    /// the OpenTelemetry and `tracing` bridges of `nerve-otel` follow the
+    /// work (see [`nerve_core::instrument`]). Several instruments are called
+    /// in the order added, the first one's scope outermost.
+    pub fn instrument(mut self, instrument: impl Instrument) -> Self {
+        let added: Arc<dyn Instrument> = Arc::new(instrument);
+        self.config.instrument = Some(match self.config.instrument.take() {
+            None => added,
+            Some(first) => Arc::new([first, added].into_iter().collect::<Instruments>()),
+        });
         self
     }
 

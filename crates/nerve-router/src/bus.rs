@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use nerve_core::correlation::{self, Ambient, CorrelationId};
+use nerve_core::instrument::{HandlerInfo, HandlerMode, Instrument};
 use nerve_core::query::HistoryQuery;
 use nerve_core::{Event, EventId, Pattern, TypedEvent, Value};
 use serde_json::json;
@@ -1004,20 +1005,22 @@ impl BusInner {
         }
         if event.correlation_id().is_none() || event.causation_id().is_none() {
             let ambient = correlation::current_ambient();
-            if event.correlation_id().is_none() {
-                // A root event names its correlation after itself.
-                let id = ambient.correlation_id.or_else(|| {
-                    self.config
-                        .generate_correlation_ids
-                        .then(|| CorrelationId::from(event.event_id()))
-                });
-                if let Some(id) = id {
-                    event = event.with_correlation_id(id);
-                }
+            if let (None, Some(id)) = (event.correlation_id(), ambient.correlation_id) {
+                event = event.with_correlation_id(id);
             }
             if let (None, Some(cause)) = (event.causation_id(), ambient.causation_id) {
                 event = event.with_causation_id(cause);
             }
+        }
+        // Between the ambient id and a generated one: an instrument may take
+        // the correlation from the current trace.
+        if let Some(instrument) = &self.config.instrument {
+            event = instrument.prepare(event);
+        }
+        if event.correlation_id().is_none() && self.config.generate_correlation_ids {
+            // A root event names its correlation after itself.
+            let id = CorrelationId::from(event.event_id());
+            event = event.with_correlation_id(id);
         }
         Ok(event)
     }
@@ -1104,6 +1107,9 @@ impl BusInner {
             }
         }
         self.history.push(&event);
+        if let Some(instrument) = &self.config.instrument {
+            instrument.emitted(&event);
+        }
         self.shared.emitted.fetch_add(1, Ordering::Relaxed);
         route.type_counter.fetch_add(1, Ordering::Relaxed);
         let terminal = route.terminal || event.is_marked_terminal();
@@ -1180,7 +1186,8 @@ impl BusInner {
                         if !after.wakes.is_empty() {
                             crate::queue::wake_all(Some(&mut after.wakes));
                         }
-                        let (outcome, elapsed) = self.call_sync(f, &event, limit);
+                        let (outcome, elapsed) =
+                            self.call_sync(f, &event, limit, sub, HandlerMode::Inline);
                         self.finish_inline(&event, sub, outcome, elapsed, &waiter, &mut after);
                     }
                     HandlerKind::Queued(slot) => {
@@ -1283,9 +1290,53 @@ impl BusInner {
         )
     }
 
-    /// Calls a sync handler, catching panics, timing it if `limit` is set.
+    /// Calls a sync handler, catching panics, timing it if `limit` is set,
+    /// inside the scope of the bus's instrument if it has one.
     #[inline(always)]
     pub(crate) fn call_sync(
+        &self,
+        f: &SyncFn,
+        event: &Event,
+        limit: Option<Duration>,
+        sub: &Subscription,
+        mode: HandlerMode,
+    ) -> (Outcome, Duration) {
+        match &self.config.instrument {
+            None => self.call_sync_plain(f, event, limit),
+            Some(instrument) => {
+                self.call_sync_instrumented(&**instrument, f, event, limit, sub, mode)
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn call_sync_instrumented(
+        &self,
+        instrument: &dyn Instrument,
+        f: &SyncFn,
+        event: &Event,
+        limit: Option<Duration>,
+        sub: &Subscription,
+        mode: HandlerMode,
+    ) -> (Outcome, Duration) {
+        let info = HandlerInfo::new(sub.id.0, sub.name.as_deref(), mode);
+        let Some(scope) = instrument.handle(event, &info) else {
+            return self.call_sync_plain(f, event, limit);
+        };
+        let mut result = None;
+        scope.in_scope(&mut || result = Some(self.call_sync_plain(f, event, limit)));
+        let (outcome, elapsed) = result.unwrap_or_else(|| {
+            (
+                Outcome::Failed("the instrument's scope did not run the handler".to_owned()),
+                Duration::ZERO,
+            )
+        });
+        scope.finish(&outcome.as_delivery());
+        (outcome, elapsed)
+    }
+
+    #[inline(always)]
+    fn call_sync_plain(
         &self,
         f: &SyncFn,
         event: &Event,
@@ -1889,7 +1940,8 @@ impl BusInner {
             HandlerKind::Sync(f) => {
                 let _ambient = correlation::enter_ambient(Ambient::of_event(event));
                 let limit = sub.timeout.or(self.config.sync_timeout());
-                let (outcome, elapsed) = while_retrying(|| self.call_sync(f, event, limit));
+                let (outcome, elapsed) =
+                    while_retrying(|| self.call_sync(f, event, limit, sub, HandlerMode::Inline));
                 self.record(event, sub, &outcome, elapsed, false);
                 return outcome;
             }

@@ -31,6 +31,21 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome as instruments see it (a handler that never ran counts
+    /// as failed).
+    pub(crate) fn as_delivery(&self) -> nerve_core::instrument::DeliveryOutcome<'_> {
+        use nerve_core::instrument::DeliveryOutcome as D;
+        match self {
+            Outcome::Delivered => D::Delivered,
+            Outcome::Failed(e) => D::Failed(e),
+            Outcome::Panicked(e) => D::Panicked(e),
+            Outcome::TimedOut(d) => D::TimedOut(*d),
+            Outcome::Halted(e) => D::Halted(e),
+            Outcome::Abandoned => D::Failed("abandoned"),
+            Outcome::Dropped(_) => D::Failed("dropped"),
+        }
+    }
+
     /// Whether the handler succeeded.
     pub fn is_delivered(&self) -> bool {
         matches!(self, Outcome::Delivered)

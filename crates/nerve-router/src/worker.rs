@@ -7,9 +7,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use futures::{FutureExt, StreamExt};
 use nerve_core::Event;
 use nerve_core::correlation::{Ambient, Scoped};
+use nerve_core::instrument::{HandleScope, HandlerInfo, HandlerMode};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
@@ -168,7 +173,13 @@ pub(crate) fn spawn_thread(
                 let _ambient = nerve_core::correlation::enter_ambient(
                     nerve_core::correlation::Ambient::of_event(&delivery.event),
                 );
-                bus.call_sync(&handler, &delivery.event, timeout)
+                bus.call_sync(
+                    &handler,
+                    &delivery.event,
+                    timeout,
+                    &delivery.sub,
+                    nerve_core::instrument::HandlerMode::Queued,
+                )
             };
             bus.record(
                 &delivery.event,
@@ -181,6 +192,36 @@ pub(crate) fn spawn_thread(
         }
     })?;
     Ok(())
+}
+
+pin_project_lite::pin_project! {
+    /// A future polled inside an instrument's scope, when there is one.
+    struct InScope<'a, F> {
+        #[pin]
+        inner: F,
+        scope: Option<&'a dyn HandleScope>,
+    }
+}
+
+impl<F: Future> Future for InScope<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        match this.scope {
+            None => this.inner.poll(cx),
+            Some(scope) => {
+                let mut inner = Some(this.inner);
+                let mut out = Poll::Pending;
+                scope.in_scope(&mut || {
+                    if let Some(inner) = inner.take() {
+                        out = inner.poll(cx);
+                    }
+                });
+                out
+            }
+        }
+    }
 }
 
 async fn run(bus: Weak<BusInner>, delivery: Delivery) {
@@ -214,6 +255,20 @@ async fn run(bus: Weak<BusInner>, delivery: Delivery) {
     let call = async move { handler(event).await };
     let scoped = WithChain::new(chain, Scoped::new(Ambient::of_event(&delivery.event), call));
     let caught = AssertUnwindSafe(scoped).catch_unwind();
+    // Every poll of the handler's future runs inside the instrument's scope,
+    // so whatever it emits or logs belongs to this delivery.
+    let scope = bus.config.instrument.as_ref().and_then(|i| {
+        let info = HandlerInfo::new(
+            delivery.sub.id.0,
+            delivery.sub.name.as_deref(),
+            HandlerMode::Async,
+        );
+        i.handle(&delivery.event, &info)
+    });
+    let caught = InScope {
+        inner: caught,
+        scope: scope.as_deref(),
+    };
     let start = Instant::now();
     let result = match timeout {
         Some(limit) => tokio::time::timeout(limit, caught).await.ok(),
@@ -227,6 +282,9 @@ async fn run(bus: Weak<BusInner>, delivery: Delivery) {
         Some(Ok(Err(e))) => Outcome::Failed(e.message().to_owned()),
         Some(Err(panic)) => Outcome::Panicked(panic_message(&*panic)),
     };
+    if let Some(scope) = scope {
+        scope.finish(&outcome.as_delivery());
+    }
     bus.record(
         &delivery.event,
         &delivery.sub,
