@@ -1,0 +1,234 @@
+//! The OpenTelemetry instrument.
+
+use std::fmt;
+
+use nerve_core::Event;
+use nerve_core::correlation;
+use nerve_core::instrument::{DeliveryOutcome, HandleScope, HandlerInfo, Instrument};
+use opentelemetry::global::{self, BoxedTracer};
+use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
+
+use crate::attributes as attr;
+use crate::context::{parent_context, trace_context_of};
+
+/// Bridges a bus to OpenTelemetry: give it to `Bus::builder().instrument`.
+///
+/// | moment | what it does |
+/// |--------|--------------|
+/// | emit, inside a span | records the span's `traceparent`/`tracestate` on the event (unless the event already carries one), and adds a span event `nerve.emit {event_type}` to the span if it is recording |
+/// | emit, outside any span | nothing (the event carries no trace context) |
+/// | each delivery | a span `nerve.handle {event_type}`, kind `Consumer`, child of the event's trace context (a root span when it has none), current while the handler runs (every poll, for async handlers), ended with the outcome |
+///
+/// The attributes are listed in the [crate docs](crate#span-and-attribute-mapping).
+///
+/// | setting | default |
+/// |---------|---------|
+/// | tracer | [`OtelLayer::new`]: the global tracer provider's tracer named `nerve`, taken when the layer is made |
+/// | [`correlation_from_trace`](Self::correlation_from_trace) | off |
+/// | [`emit_events`](Self::emit_events) | on |
+///
+/// ```
+/// use nerve_otel::OtelLayer;
+/// let bus = nerve_router::Bus::builder()
+///     .instrument(OtelLayer::new().correlation_from_trace(true))
+///     .build()?;
+/// # Ok::<(), nerve_router::BuildError>(())
+/// ```
+pub struct OtelLayer<T = BoxedTracer> {
+    tracer: T,
+    correlation_from_trace: bool,
+    emit_events: bool,
+}
+
+impl OtelLayer<BoxedTracer> {
+    /// A layer using the global tracer provider's tracer `nerve`, as
+    /// installed now (install the provider first: a layer made before keeps
+    /// the no-op tracer).
+    pub fn new() -> Self {
+        let scope = InstrumentationScope::builder("nerve")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        Self::with_tracer(global::tracer_with_scope(scope))
+    }
+}
+
+impl Default for OtelLayer<BoxedTracer> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> OtelLayer<T>
+where
+    T: Tracer + Send + Sync + 'static,
+    T::Span: Send + Sync + 'static,
+{
+    /// A layer using `tracer` (for example `provider.tracer("nerve")` of an
+    /// SDK provider, which avoids the boxing of the global tracer).
+    pub fn with_tracer(tracer: T) -> Self {
+        Self {
+            tracer,
+            correlation_from_trace: false,
+            emit_events: true,
+        }
+    }
+
+    /// Whether an event with no explicit and no ambient correlation id takes
+    /// the trace id (32 lowercase hex characters) as its correlation id,
+    /// rather than a generated one. Events emitted outside a span are not
+    /// affected.
+    #[must_use]
+    pub fn correlation_from_trace(mut self, on: bool) -> Self {
+        self.correlation_from_trace = on;
+        self
+    }
+
+    /// Whether emitting inside a recording span adds the span event
+    /// `nerve.emit {event_type}` (with the event's id, type and sequence
+    /// number) to that span.
+    #[must_use]
+    pub fn emit_events(mut self, on: bool) -> Self {
+        self.emit_events = on;
+        self
+    }
+}
+
+impl<T> fmt::Debug for OtelLayer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtelLayer")
+            .field("correlation_from_trace", &self.correlation_from_trace)
+            .field("emit_events", &self.emit_events)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Instrument for OtelLayer<T>
+where
+    T: Tracer + Send + Sync + 'static,
+    T::Span: Send + Sync + 'static,
+{
+    fn prepare(&self, mut event: Event) -> Event {
+        let wants_correlation = self.correlation_from_trace
+            && event.correlation_id().is_none()
+            // The ambient id has already been applied by the bus when there
+            // is one; checked again so a bus that changes the order cannot
+            // make the trace win over it.
+            && correlation::current_ambient().correlation_id.is_none();
+        if event.trace_context().is_none() {
+            let Some(tc) = Context::map_current(trace_context_of) else {
+                return event;
+            };
+            event = event.with_trace_context(Some(tc));
+        }
+        if wants_correlation {
+            if let Some(id) = event.trace_context().map(|tc| tc.trace_id_hex()) {
+                event = event.with_correlation_id(id);
+            }
+        }
+        event
+    }
+
+    fn emitted(&self, event: &Event) {
+        if !self.emit_events || event.trace_context().is_none() {
+            return;
+        }
+        Context::map_current(|cx| {
+            let span = cx.span();
+            if span.is_recording() {
+                span.add_event(
+                    format!("nerve.emit {}", event.event_type()),
+                    vec![
+                        KeyValue::new(
+                            attr::MESSAGING_DESTINATION_NAME,
+                            event.event_type().to_owned(),
+                        ),
+                        KeyValue::new(attr::MESSAGING_MESSAGE_ID, event.event_id().to_string()),
+                        KeyValue::new(attr::EVENT_SEQ, seq_value(event.seq())),
+                    ],
+                );
+            }
+        });
+    }
+
+    fn handle(&self, event: &Event, handler: &HandlerInfo<'_>) -> Option<Box<dyn HandleScope>> {
+        let parent = parent_context(event);
+        let builder = self
+            .tracer
+            .span_builder(format!("nerve.handle {}", event.event_type()))
+            .with_kind(SpanKind::Consumer);
+        let mut span = self.tracer.build_with_context(builder, &parent);
+        // Attributes only for spans that record: a dropped span costs its
+        // start and nothing more.
+        if span.is_recording() {
+            span.set_attributes(handler_attributes(event, handler));
+        }
+        Some(Box::new(OtelScope {
+            cx: parent.with_span(span),
+        }))
+    }
+}
+
+fn seq_value(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn handler_attributes(event: &Event, handler: &HandlerInfo<'_>) -> Vec<KeyValue> {
+    let mut kv = Vec::with_capacity(12);
+    kv.push(KeyValue::new(attr::MESSAGING_SYSTEM, "nerve"));
+    kv.push(KeyValue::new(attr::MESSAGING_OPERATION_TYPE, "process"));
+    kv.push(KeyValue::new(
+        attr::MESSAGING_DESTINATION_NAME,
+        event.event_type().to_owned(),
+    ));
+    kv.push(KeyValue::new(
+        attr::MESSAGING_MESSAGE_ID,
+        event.event_id().to_string(),
+    ));
+    if let Some(c) = event.correlation_id() {
+        kv.push(KeyValue::new(
+            attr::MESSAGING_CONVERSATION_ID,
+            c.as_str().to_owned(),
+        ));
+    }
+    kv.push(KeyValue::new(attr::EVENT_SEQ, seq_value(event.seq())));
+    if let Some(run) = event.run_id() {
+        kv.push(KeyValue::new(attr::RUN_ID, run.to_owned()));
+    }
+    if let Some(lane) = event.lane() {
+        kv.push(KeyValue::new(attr::LANE, lane.to_owned()));
+    }
+    kv.push(KeyValue::new(
+        attr::SUBSCRIPTION_ID,
+        seq_value(handler.subscription_id),
+    ));
+    if let Some(name) = handler.name {
+        kv.push(KeyValue::new(attr::SUBSCRIPTION_NAME, name.to_owned()));
+    }
+    kv.push(KeyValue::new(attr::HANDLER_MODE, handler.mode.as_str()));
+    kv
+}
+
+/// One delivery's span, current while the handler runs.
+struct OtelScope {
+    cx: Context,
+}
+
+impl HandleScope for OtelScope {
+    fn in_scope(&self, f: &mut dyn FnMut()) {
+        let _guard = self.cx.clone().attach();
+        f();
+    }
+
+    fn finish(self: Box<Self>, outcome: &DeliveryOutcome<'_>) {
+        let span = self.cx.span();
+        if span.is_recording() {
+            span.set_attribute(KeyValue::new(attr::OUTCOME, outcome.as_str()));
+            if let Some(error) = outcome.error() {
+                span.set_attribute(KeyValue::new(attr::ERROR_TYPE, outcome.as_str()));
+                span.set_status(Status::error(error));
+            }
+        }
+        span.end();
+    }
+}
