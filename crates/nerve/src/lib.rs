@@ -17,6 +17,10 @@
 //!   bus records every accepted event in, with [`Fsync`] durability policies.
 //! * [`metrics`]: the [`Metrics`](metrics::Metrics) trait the bus reports
 //!   through, the names of its metrics, and in-memory and callback recorders.
+//! * [`trace`] and [`instrument`]: the W3C trace context events carry, and
+//!   the hook tracing bridges use; `otel` (feature `otel`) is the
+//!   OpenTelemetry bridge, `tracing_layer()` (feature `tracing`) the
+//!   `tracing` one.
 //!
 //! # Example
 //!
@@ -45,8 +49,11 @@
 //! | `redact` | no | `redact`: the `Redactor`, for what leaves the process (journal, dead letters, alerts, bridges) |
 //! | `journal` | yes   | [`journal`]: the JSONL audit log, [`Journal`] and [`Fsync`]; `Bus::builder().journal(..)` records every accepted event |
 //! | `metrics-facade` | no | `metrics::MetricsFacade`: the bus's metrics through the [`metrics`](https://docs.rs/metrics) crate, so any of its exporters (Prometheus included) can publish them |
+//! | `otel` | no | `otel`: the OpenTelemetry bridge (`OtelLayer`, `traced`, `inject`/`extract`, `trace_correlation_id`); one trace from the emitting span through every handler. Depends on the OpenTelemetry API only: install an SDK provider in the application |
+//! | `tracing` | no | `tracing_layer()`: handler deliveries inside `tracing` spans carrying the event and its correlation id (implies `otel`) |
 //!
-//! Later releases add `otel` and `nats`.
+//! Without `otel` and `tracing` nothing of the bridges is compiled in.
+//! A later release adds `nats`.
 //!
 //! # Supported Rust versions
 //!
@@ -66,7 +73,26 @@ pub use nerve_core::{
     PatternError, Timestamp, TypedEvent, Value, json, merge_lanes,
 };
 #[doc(inline)]
-pub use nerve_core::{correlation, metrics, name, sink};
+pub use nerve_core::{correlation, instrument, metrics, name, sink, trace};
+/// The OpenTelemetry bridge (the `nerve-otel` crate): give
+/// [`otel::OtelLayer`] to [`BusBuilder::instrument`].
+#[cfg(feature = "otel")]
+#[doc(inline)]
+pub use nerve_otel as otel;
+
+/// The `tracing` bridge, to give to [`BusBuilder::instrument`]: handler
+/// deliveries run inside `nerve.handle` spans carrying the event's type, id
+/// and correlation id, and emits record the correlation id on the current
+/// span (see [`otel::TracingLayer`]).
+///
+/// ```
+/// let bus = nerve::Bus::builder().instrument(nerve::tracing_layer()).build()?;
+/// # Ok::<(), nerve::BuildError>(())
+/// ```
+#[cfg(feature = "tracing")]
+pub fn tracing_layer() -> nerve_otel::TracingLayer {
+    nerve_otel::TracingLayer::new()
+}
 #[doc(inline)]
 pub use nerve_router::{
     BuildError, Bus, BusBuilder, BusStats, DEFAULT_TERMINAL_PATTERNS, DeadLetter, DeadLetterQueue,

@@ -72,8 +72,12 @@ fn text(span: &SpanData, key: &str) -> String {
 async fn three_kinds_of_handler_are_children_of_the_emitting_span() {
     let otel = Otel::new();
     let bus = Bus::builder().instrument(otel.layer()).build().unwrap();
-    bus.subscribe_with("order.placed", |_| Ok::<_, HandlerError>(()), Subscribe::new().name("inline"))
-        .unwrap();
+    bus.subscribe_with(
+        "order.placed",
+        |_| Ok::<_, HandlerError>(()),
+        Subscribe::new().name("inline"),
+    )
+    .unwrap();
     bus.subscribe_with(
         "order.placed",
         |_| Ok::<_, HandlerError>(()),
@@ -189,7 +193,8 @@ fn a_nested_emit_continues_the_same_trace() {
         inner.emit("order.shipped", json!({})).map(drop)
     })
     .unwrap();
-    bus.subscribe("order.shipped", |_| Ok::<_, HandlerError>(())).unwrap();
+    bus.subscribe("order.shipped", |_| Ok::<_, HandlerError>(()))
+        .unwrap();
     let root = otel.tracer().in_span("request", |cx| {
         bus.emit("order.placed", json!({})).unwrap();
         cx.span().span_context().clone()
@@ -389,7 +394,8 @@ fn inject_and_extract_round_trip_a_traceparent() {
 fn an_extracted_context_becomes_the_handlers_parent() {
     let otel = Otel::new();
     let bus = Bus::builder().instrument(otel.layer()).build().unwrap();
-    bus.subscribe("http.request", |_| Ok::<_, HandlerError>(())).unwrap();
+    bus.subscribe("http.request", |_| Ok::<_, HandlerError>(()))
+        .unwrap();
     let headers = HashMap::from([(
         "traceparent".to_owned(),
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
