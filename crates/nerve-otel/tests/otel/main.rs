@@ -502,3 +502,44 @@ fn the_journal_writes_the_trace_context() {
         span.span_id().to_bytes()
     );
 }
+
+#[test]
+fn a_dead_letter_retry_continues_the_original_trace() {
+    let otel = Otel::new();
+    let dlq = nerve_router::DeadLetterQueue::new(10);
+    let bus = Bus::builder()
+        .instrument(otel.layer())
+        .dead_letters(dlq.clone())
+        .build()
+        .unwrap();
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let f = fail.clone();
+    bus.subscribe_with(
+        "job.run",
+        move |_| {
+            if f.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(HandlerError::new("not yet"))
+            } else {
+                Ok(())
+            }
+        },
+        Subscribe::new().name("flaky").queued(4),
+    )
+    .unwrap();
+    let root = otel.tracer().in_span("request", |cx| {
+        bus.emit("job.run", json!({})).unwrap();
+        cx.span().span_context().clone()
+    });
+    bus.flush_blocking();
+    let entry = dlq.entries().pop().expect("one dead letter");
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    dlq.retry_blocking(entry.id).unwrap();
+    let spans = otel.named("nerve.handle job.run");
+    assert_eq!(spans.len(), 2);
+    let outcomes: Vec<String> = spans.iter().map(|s| text(s, attr::OUTCOME)).collect();
+    assert_eq!(outcomes, ["failed", "delivered"]);
+    for span in spans {
+        assert_eq!(span.parent_span_id, root.span_id());
+        assert_eq!(span.span_context.trace_id(), root.trace_id());
+    }
+}
