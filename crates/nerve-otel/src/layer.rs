@@ -162,6 +162,11 @@ where
             .with_kind(SpanKind::Consumer);
         let mut span = self.tracer.build_with_context(builder, &parent);
         if !span.is_recording() {
+            if !span.span_context().is_valid() {
+                // The no-op tracer (no provider installed), with no parent:
+                // nothing to record and nothing to propagate.
+                return None;
+            }
             // A dropped span still propagates its context (trace id and the
             // unsampled flag) to whatever the handler emits, without the
             // boxing and locking of a live span.
