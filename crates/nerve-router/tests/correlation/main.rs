@@ -321,3 +321,156 @@ fn handler_errors_carry_the_failed_events_correlation() {
     assert_eq!(report.causation_id(), Some(id));
     assert_eq!(report.data()["correlation_id"], "req-pay");
 }
+
+mod instruments {
+    use super::*;
+    use nerve_core::instrument::{DeliveryOutcome, HandleScope, HandlerInfo, Instrument};
+    use nerve_router::HandlerError;
+
+    /// Records every hook call as text.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        name: &'static str,
+        log: Arc<Mutex<Vec<String>>>,
+        /// A correlation id to give events that have none (as a tracing
+        /// bridge gives the trace id).
+        fallback: Option<&'static str>,
+    }
+
+    struct Scope(Recorder, String);
+
+    impl HandleScope for Scope {
+        fn in_scope(&self, f: &mut dyn FnMut()) {
+            let _ambient = correlation::enter(format!("inside-{}", self.0.name));
+            f();
+        }
+        fn finish(self: Box<Self>, outcome: &DeliveryOutcome<'_>) {
+            self.0.log.lock().unwrap().push(format!(
+                "{} {} {}",
+                self.0.name,
+                self.1,
+                outcome.as_str()
+            ));
+        }
+    }
+
+    impl Instrument for Recorder {
+        fn prepare(&self, event: Event) -> Event {
+            match (event.correlation_id(), self.fallback) {
+                (None, Some(id)) => event.with_correlation_id(id),
+                _ => event,
+            }
+        }
+        fn emitted(&self, event: &Event) {
+            self.log.lock().unwrap().push(format!(
+                "{} emitted {} #{}",
+                self.name,
+                event.event_type(),
+                event.seq()
+            ));
+        }
+        fn handle(&self, event: &Event, h: &HandlerInfo<'_>) -> Option<Box<dyn HandleScope>> {
+            let what = format!(
+                "{}:{}:{}",
+                event.event_type(),
+                h.name.unwrap_or("-"),
+                h.mode.as_str()
+            );
+            Some(Box::new(Scope(self.clone(), what)))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_kind_of_delivery_runs_inside_every_instrument() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let outer = Recorder {
+            name: "outer",
+            log: log.clone(),
+            fallback: None,
+        };
+        let inner = Recorder {
+            name: "inner",
+            log: log.clone(),
+            fallback: None,
+        };
+        let bus = Bus::builder()
+            .instrument(outer)
+            .instrument(inner)
+            .build()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        bus.subscribe_with(
+            "a.b",
+            move |_: &Event| {
+                // The innermost scope's ambient id is current.
+                s.lock()
+                    .unwrap()
+                    .push(correlation::current().map(|c| c.as_str().to_owned()));
+                Err::<(), _>(HandlerError::new("no"))
+            },
+            Subscribe::new().name("inline"),
+        )
+        .unwrap();
+        bus.subscribe_with(
+            "a.b",
+            |_: &Event| {},
+            Subscribe::new().name("queued").queued(4),
+        )
+        .unwrap();
+        bus.subscribe_async_with("a.b", |_e: Event| async {}, Subscribe::new().name("async"))
+            .unwrap();
+        bus.emit("a.b", 1).unwrap();
+        tokio::time::timeout(LIMIT, bus.flush()).await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), [Some("inside-inner".to_owned())]);
+        let mut log = log.lock().unwrap().clone();
+        log.sort();
+        assert_eq!(
+            log,
+            [
+                "inner a.b:async:async delivered",
+                "inner a.b:inline:inline failed",
+                "inner a.b:queued:queued delivered",
+                "inner emitted a.b #1",
+                // The failure's announcement is an event like any other.
+                "inner emitted system.handler_error #2",
+                "outer a.b:async:async delivered",
+                "outer a.b:inline:inline failed",
+                "outer a.b:queued:queued delivered",
+                "outer emitted a.b #1",
+                "outer emitted system.handler_error #2",
+            ]
+        );
+        bus.shutdown().await;
+    }
+
+    #[test]
+    fn an_instrument_correlates_after_ambient_ids_and_before_generated_ones() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let bus = Bus::builder()
+            .instrument(Recorder {
+                name: "r",
+                log,
+                fallback: Some("from-trace"),
+            })
+            .build()
+            .unwrap();
+        let root = bus.emit("a.root", 1).unwrap();
+        let explicit = Event::builder("a.explicit")
+            .correlation_id("given")
+            .build()
+            .unwrap();
+        bus.emit_event(explicit).unwrap();
+        {
+            let _ambient = correlation::enter("ambient");
+            bus.emit("a.ambient", 1).unwrap();
+        }
+        assert_eq!(correlation_of(&the(&bus, "a.root")), Some("from-trace"));
+        assert_ne!(
+            correlation_of(&the(&bus, "a.root")),
+            Some(root.to_string().as_str())
+        );
+        assert_eq!(correlation_of(&the(&bus, "a.explicit")), Some("given"));
+        assert_eq!(correlation_of(&the(&bus, "a.ambient")), Some("ambient"));
+    }
+}
