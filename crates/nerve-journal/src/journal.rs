@@ -16,6 +16,7 @@ use crate::files::{self, Paths, Recovery};
 use crate::follow::Follow;
 use crate::fs::{JournalFs, StdFs};
 use crate::reader::JournalReader;
+use crate::shifter::Shifter;
 use crate::writer::{Msg, Writer, await_reply};
 
 /// The redaction hook: the event as it is to be written.
@@ -95,6 +96,16 @@ pub struct JournalStats {
     pub syncs: u64,
     /// Rotations done.
     pub rotations: u64,
+    /// Time the writer thread spent rotating, in nanoseconds (syncing and
+    /// closing the full file, one rename, opening the new one): the part of
+    /// rotation emitters can wait for.
+    pub rotation_nanos: u64,
+    /// Renumbering passes done by the background thread that gives rotated
+    /// files their final names (one pass serves every rotation pending when
+    /// it starts).
+    pub renumber_passes: u64,
+    /// Renames done by those passes.
+    pub renumber_renames: u64,
     /// Events refused because the queue was full (`JournalOverflow::DropNewest`).
     pub dropped: u64,
     /// Events not written because of an I/O error (each also reported).
@@ -129,6 +140,9 @@ pub(crate) struct Counters {
     pub(crate) batches: Counter,
     pub(crate) syncs: Counter,
     pub(crate) rotations: Counter,
+    pub(crate) rotation_nanos: Counter,
+    pub(crate) renumber_passes: Counter,
+    pub(crate) renumber_renames: Counter,
     pub(crate) dropped: Counter,
     pub(crate) lost: Counter,
     pub(crate) io_errors: Counter,
@@ -308,12 +322,21 @@ impl JournalBuilder {
             Err(fs4::TryLockError::Error(e)) => return Err(io(&paths.lock())(e)),
         }
         let (recovery, len) = files::recover(&paths, self.max_files).map_err(io(&self.path))?;
-        let backups = paths.backup_numbers().map_err(io(paths.dir()))?.len();
+        let backups = paths.list().map_err(io(paths.dir()))?.backups.len();
         if recovery.repaired_anything() {
             tracing::warn!(?recovery, path = %self.path.display(), "journal repaired after a crash");
         }
         let shared = Arc::new(Shared::default());
         let (tx, rx) = crossbeam_channel::bounded(self.capacity);
+        let shifter = Shifter::spawn(
+            self.fs.clone(),
+            paths.clone(),
+            self.max_files,
+            self.fsync,
+            shared.clone(),
+            backups,
+        )
+        .map_err(io(&paths.rename_lock()))?;
         let writer = Writer::new(
             self.fs,
             paths.clone(),
@@ -323,7 +346,7 @@ impl JournalBuilder {
             self.redact,
             shared.clone(),
             len,
-            backups,
+            shifter,
         );
         let thread = std::thread::Builder::new()
             .name("nerve-journal".into())
@@ -419,6 +442,9 @@ impl Journal {
             batches: c.batches.get(),
             syncs: c.syncs.get(),
             rotations: c.rotations.get(),
+            rotation_nanos: c.rotation_nanos.get(),
+            renumber_passes: c.renumber_passes.get(),
+            renumber_renames: c.renumber_renames.get(),
             dropped: c.dropped.get(),
             lost: c.lost.get(),
             io_errors: c.io_errors.get(),

@@ -110,6 +110,7 @@ pub mod fs;
 mod journal;
 mod reader;
 pub mod replay;
+mod shifter;
 mod writer;
 
 pub use files::Recovery;

@@ -1,0 +1,240 @@
+//! The renumbering thread: gives rotated files their final names off the
+//! writer's path.
+//!
+//! A rotation on the writer thread is one rename, of the active file to a
+//! pending name (`events.p<g>.jsonl`, `g` a generation growing with each
+//! rotation). This thread then renames the backups up and the pending files
+//! into `events.1.jsonl ..= events.N.jsonl`, deleting the oldest beyond
+//! `max_files`. However many rotations are pending when it wakes, it makes
+//! one pass (see [`files::renumber`]): the backups move once for all of them.
+
+use std::io;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+
+use nerve_core::sink::{SinkErrorKind, SinkFault};
+
+use crate::Fsync;
+use crate::files::{self, Listing, Paths, RenameLock};
+use crate::fs::JournalFs;
+use crate::journal::Shared;
+
+/// What the writer and the renumbering thread share, under one mutex.
+#[derive(Debug, Default)]
+struct State {
+    /// Generations renamed by the writer and not yet taken by a pass.
+    pending: Vec<u64>,
+    /// The newest generation any pass has taken: pending files on disk up to
+    /// it belong to the renumbering, newer ones may still be on their way.
+    taken: u64,
+    /// Backups on disk, `1..=backups`, when `repair` is false.
+    backups: usize,
+    /// A pass failed part-way: the next one lists the directory instead of
+    /// trusting `backups`.
+    repair: bool,
+    /// A pass is running.
+    running: bool,
+    /// Passes asked for by [`Shifter::quiesce`], and the last one finished.
+    requested: u64,
+    done: u64,
+    /// The first failure since a `quiesce` last returned one.
+    failure: Option<String>,
+    stop: bool,
+}
+
+struct Signal {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Signal {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.changed
+            .wait(guard)
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The writer's handle on the renumbering thread; stops and joins it when
+/// dropped.
+pub(crate) struct Shifter {
+    sync: Arc<Signal>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The renumbering thread's own settings.
+struct Worker {
+    fs: Arc<dyn JournalFs>,
+    paths: Paths,
+    max_files: usize,
+    fsync: Fsync,
+    shared: Arc<Shared>,
+    lock: RenameLock,
+    sync: Arc<Signal>,
+}
+
+impl Shifter {
+    /// Starts the thread. `backups` are present as `1..=backups`, with
+    /// nothing pending (as recovery leaves them).
+    pub(crate) fn spawn(
+        fs: Arc<dyn JournalFs>,
+        paths: Paths,
+        max_files: usize,
+        fsync: Fsync,
+        shared: Arc<Shared>,
+        backups: usize,
+    ) -> io::Result<Self> {
+        let sync = Arc::new(Signal {
+            state: Mutex::new(State {
+                backups,
+                ..State::default()
+            }),
+            changed: Condvar::new(),
+        });
+        let worker = Worker {
+            lock: RenameLock::create(&paths)?,
+            fs,
+            paths,
+            max_files,
+            fsync,
+            shared,
+            sync: sync.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("nerve-journal-renumber".into())
+            .spawn(move || worker.run())?;
+        Ok(Self {
+            sync,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands over generation `g`, just renamed by the writer.
+    pub(crate) fn push(&self, g: u64) {
+        self.sync.lock().pending.push(g);
+        self.sync.changed.notify_all();
+    }
+
+    /// Waits until every rotation handed over so far has its final name
+    /// (retrying a pass that failed before), and returns the first failure
+    /// since the last call.
+    pub(crate) fn quiesce(&self) -> Result<(), String> {
+        let mut state = self.sync.lock();
+        if !state.pending.is_empty() || state.repair || state.running {
+            state.requested += 1;
+            let ticket = state.requested;
+            self.sync.changed.notify_all();
+            while state.done < ticket && !state.stop {
+                state = self.sync.wait(state);
+            }
+        }
+        state.failure.take().map_or(Ok(()), Err)
+    }
+
+    /// With the thread idle (after [`quiesce`](Self::quiesce)), the writer
+    /// removed every rotated file (`ok`), or failed part-way: then the next
+    /// pass lists the directory.
+    pub(crate) fn cleared(&self, ok: bool) {
+        let mut state = self.sync.lock();
+        state.backups = 0;
+        state.repair = !ok;
+    }
+}
+
+impl Drop for Shifter {
+    fn drop(&mut self) {
+        self.sync.lock().stop = true;
+        self.sync.changed.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Worker {
+    fn run(self) {
+        let mut state = self.sync.lock();
+        loop {
+            let asked = state.requested > state.done;
+            if state.pending.is_empty() && !asked {
+                if state.stop {
+                    return;
+                }
+                state = self.sync.wait(state);
+                continue;
+            }
+            let ticket = state.requested;
+            let mut pending = std::mem::take(&mut state.pending);
+            pending.sort_unstable();
+            if let Some(g) = pending.last() {
+                state.taken = state.taken.max(*g);
+            }
+            let (repair, backups, taken) = (state.repair, state.backups, state.taken);
+            state.running = true;
+            drop(state);
+
+            let result = self.pass(repair, backups, taken, pending);
+
+            state = self.sync.lock();
+            state.running = false;
+            state.done = state.done.max(ticket);
+            match result {
+                Ok(backups) => {
+                    state.backups = backups;
+                    state.repair = false;
+                }
+                Err(e) => {
+                    state.repair = true;
+                    let message = format!("renumbering rotated files failed: {e}");
+                    if state.failure.is_none() {
+                        state.failure = Some(message.clone());
+                    }
+                    self.shared.counters.io_errors.inc();
+                    self.shared.report(SinkFault {
+                        kind: SinkErrorKind::Io,
+                        message: format!(
+                            "journal {message}; the files keep their names and order, \
+                             and the next rotation, flush or open retries"
+                        ),
+                        event: None,
+                    });
+                }
+            }
+            self.sync.changed.notify_all();
+        }
+    }
+
+    /// One pass: the backups move up once for all of `pending`. After a
+    /// failure the directory is listed instead (pending files up to `taken`
+    /// are this thread's; newer ones are left for the next pass).
+    fn pass(
+        &self,
+        repair: bool,
+        backups: usize,
+        taken: u64,
+        pending: Vec<u64>,
+    ) -> io::Result<usize> {
+        let _held = self.lock.exclusive()?;
+        let listing = if repair {
+            let mut found = self.paths.list()?;
+            found.pending.retain(|g| *g <= taken);
+            found
+        } else {
+            Listing {
+                backups: (1..=backups).collect(),
+                pending,
+            }
+        };
+        let done = files::renumber(&*self.fs, &self.paths, &listing, self.max_files)?;
+        self.shared.counters.renumber_passes.inc();
+        self.shared.counters.renumber_renames.add(done.renames);
+        if self.fsync != Fsync::Never && done.renames > 0 {
+            self.fs.sync_dir(self.paths.dir())?;
+        }
+        Ok(done.backups)
+    }
+}
