@@ -208,17 +208,17 @@ pub(crate) fn renumber(
         .collect();
     // Moving down, ascending; then moving up, descending.
     for (from, to) in moves.iter().filter(|(b, t)| t < b) {
-        fs.rename(&paths.backup(*from), &paths.backup(*to))?;
+        fs.renumber(&paths.backup(*from), &paths.backup(*to))?;
         renames += 1;
     }
     for (from, to) in moves.iter().rev().filter(|(b, t)| t > b) {
-        fs.rename(&paths.backup(*from), &paths.backup(*to))?;
+        fs.renumber(&paths.backup(*from), &paths.backup(*to))?;
         renames += 1;
     }
     // Pending, oldest kept first, into `min(pending, kept)..=1`.
     let kept_pending = pending.min(kept);
     for (j, g) in listing.pending[pending - kept_pending..].iter().enumerate() {
-        fs.rename(&paths.pending(*g), &paths.backup(kept_pending - j))?;
+        fs.renumber(&paths.pending(*g), &paths.backup(kept_pending - j))?;
         renames += 1;
     }
     Ok(Renumbered {
