@@ -305,8 +305,8 @@ pub struct Recovery {
     /// Bytes of a torn last line cut off the active file and appended to the
     /// `.torn` quarantine file.
     pub torn_bytes: u64,
-    /// Whether backups were renumbered to close a gap (or trimmed to
-    /// `max_files`).
+    /// Whether backups were renumbered to close a gap, pending files
+    /// numbered, or backups trimmed to `max_files`.
     pub renumbered: bool,
     /// Whether the active file was missing and created.
     pub created_active: bool,
@@ -444,14 +444,27 @@ mod tests {
         // Backups 1..=3 and three rotations pending.
         layout(
             &p,
-            &[p.backup(3), p.backup(2), p.backup(1), p.pending(4), p.pending(5), p.pending(9)],
+            &[
+                p.backup(3),
+                p.backup(2),
+                p.backup(1),
+                p.pending(4),
+                p.pending(5),
+                p.pending(9),
+            ],
         );
         let listing = p.list().unwrap();
         assert_eq!(listing.backups, [1, 2, 3]);
         assert_eq!(listing.pending, [4, 5, 9]);
         assert_eq!(ages(&p), ["0", "1", "2", "3", "4", "5"]);
         let done = renumber(&StdFs, &p, &listing, 5).unwrap();
-        assert_eq!(done, Renumbered { backups: 5, renames: 5 });
+        assert_eq!(
+            done,
+            Renumbered {
+                backups: 5,
+                renames: 5
+            }
+        );
         let after = p.list().unwrap();
         assert!(after.is_final(5), "{after:?}");
         assert_eq!(ages(&p), ["1", "2", "3", "4", "5"], "the oldest went");
@@ -463,7 +476,13 @@ mod tests {
         let p = Paths::new(&dir.path().join("events.jsonl"));
         layout(
             &p,
-            &[p.backup(2), p.backup(1), p.pending(1), p.pending(2), p.pending(3)],
+            &[
+                p.backup(2),
+                p.backup(1),
+                p.pending(1),
+                p.pending(2),
+                p.pending(3),
+            ],
         );
         renumber(&StdFs, &p, &p.list().unwrap(), 2).unwrap();
         assert_eq!(p.list().unwrap().backups, [1, 2]);
@@ -496,7 +515,12 @@ mod tests {
                     .map(|f| case.path().join(f.file_name().unwrap()))
                     .collect();
                 layout(&q, &names);
-                let ok = renumber(&CrashAfter(n, std::sync::atomic::AtomicUsize::new(0)), &q, &listing, 5);
+                let ok = renumber(
+                    &CrashAfter(n, std::sync::atomic::AtomicUsize::new(0)),
+                    &q,
+                    &listing,
+                    5,
+                );
                 // Readers see the surviving files in age order at every step.
                 let seen = ages(&q);
                 let mut sorted = seen.clone();

@@ -220,6 +220,13 @@ impl JournalBuilder {
 
     /// Keep at most `n` backups (default 5); the oldest is deleted. With 0,
     /// rotation deletes the active file.
+    ///
+    /// The writer's cost per rotation does not depend on `n`: it renames the
+    /// full file to a pending name, and a background thread renumbers the
+    /// backups (one pass per batch of pending rotations). Once the journal is
+    /// quiescent (after `flush`, `close` or `clear`) there are at most `n`
+    /// backups, `events.1.jsonl` the newest; in between, the rotations not
+    /// yet renumbered can add to them (`docs/journal-format.md`).
     pub fn max_files(mut self, n: usize) -> Self {
         self.max_files = n;
         self
@@ -473,9 +480,10 @@ impl Journal {
         Follow::from_end(self.path())
     }
 
-    /// Removes the active file and every backup; the journal carries on with
-    /// an empty active file. Events queued before the call are written (and
-    /// removed) first.
+    /// Removes the active file and every backup (rotated files still waiting
+    /// for their number included, once the renumbering in progress is done);
+    /// the journal carries on with an empty active file. Events queued before
+    /// the call are written (and removed) first.
     ///
     /// # Errors
     ///
@@ -565,11 +573,16 @@ impl EventSink for Journal {
     }
 
     /// Writes everything queued so far and, unless the policy is
-    /// [`Fsync::Never`], syncs it.
+    /// [`Fsync::Never`], syncs it; then waits until every rotated file has
+    /// its final name (`events.1.jsonl` ...). Fails with the first I/O
+    /// error since the last flush, the background renumbering's included.
     fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
         self.request(Msg::Flush, timeout)
     }
 
+    /// Flushes as [`flush`](EventSink::flush) does (rotated files get their
+    /// final names first), then stops the writer and renumbering threads
+    /// and releases the lock.
     fn close(&self, timeout: Duration) -> Result<(), SinkError> {
         self.inner.close(timeout)
     }

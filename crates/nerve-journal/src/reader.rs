@@ -329,10 +329,12 @@ pub(crate) fn open_files(paths: &Paths) -> Result<Vec<Opened>, ReadError> {
                     vanished = true;
                     break;
                 }
-                Err(e) => return Err(ReadError::Io {
-                    path: paths.dir().to_path_buf(),
-                    source: e,
-                }),
+                Err(e) => {
+                    return Err(ReadError::Io {
+                        path: paths.dir().to_path_buf(),
+                        source: e,
+                    });
+                }
             }
         }
         let moved = || !held.is_held() && files.iter().any(|f| !names(&f.path, f.id));

@@ -178,30 +178,36 @@ impl Worker {
             drop(state);
 
             let result = self.pass(repair, backups, taken, pending);
+            let failure = result.as_ref().err().map(|e| {
+                let message = format!("renumbering rotated files failed: {e}");
+                // Reported before a waiting flush is answered (as the writer
+                // does), and without the lock: the bus runs
+                // `system.journal_error` handlers on this thread.
+                self.shared.counters.io_errors.inc();
+                self.shared.report(SinkFault {
+                    kind: SinkErrorKind::Io,
+                    message: format!(
+                        "journal {message}; the files keep their names and order, \
+                         and the next rotation, flush or open retries"
+                    ),
+                    event: None,
+                });
+                message
+            });
 
             state = self.sync.lock();
             state.running = false;
             state.done = state.done.max(ticket);
-            match result {
-                Ok(backups) => {
+            match (result, failure) {
+                (Ok(backups), _) => {
                     state.backups = backups;
                     state.repair = false;
                 }
-                Err(e) => {
+                (Err(_), message) => {
                     state.repair = true;
-                    let message = format!("renumbering rotated files failed: {e}");
                     if state.failure.is_none() {
-                        state.failure = Some(message.clone());
+                        state.failure = message;
                     }
-                    self.shared.counters.io_errors.inc();
-                    self.shared.report(SinkFault {
-                        kind: SinkErrorKind::Io,
-                        message: format!(
-                            "journal {message}; the files keep their names and order, \
-                             and the next rotation, flush or open retries"
-                        ),
-                        event: None,
-                    });
                 }
             }
             self.sync.changed.notify_all();
@@ -232,7 +238,7 @@ impl Worker {
         let done = files::renumber(&*self.fs, &self.paths, &listing, self.max_files)?;
         self.shared.counters.renumber_passes.inc();
         self.shared.counters.renumber_renames.add(done.renames);
-        if self.fsync != Fsync::Never && done.renames > 0 {
+        if self.fsync != Fsync::Never {
             self.fs.sync_dir(self.paths.dir())?;
         }
         Ok(done.backups)

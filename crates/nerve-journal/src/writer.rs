@@ -430,7 +430,8 @@ impl Writer {
             self.fs.remove(self.paths.active())?;
         } else {
             let g = self.next_gen;
-            self.fs.rename(self.paths.active(), &self.paths.pending(g))?;
+            self.fs
+                .rename(self.paths.active(), &self.paths.pending(g))?;
             self.next_gen += 1;
             self.shifter.push(g);
         }

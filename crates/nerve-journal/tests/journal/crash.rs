@@ -88,10 +88,20 @@ fn a_crash_with_rotated_files_still_pending_is_repaired_at_open() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(seen.first().map(String::as_str), Some("ready"));
-    let acked = seen.iter().filter_map(|l| l.parse::<u64>().ok()).max().unwrap();
+    let acked = seen
+        .iter()
+        .filter_map(|l| l.parse::<u64>().ok())
+        .max()
+        .unwrap();
     let pending = std::fs::read_dir(dir.path())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("events.p"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("events.p")
+        })
         .count();
     // Retention (deleting the oldest) held even with renames failing.
     assert_eq!(pending, 3, "the crash left {pending} pending files");
@@ -100,7 +110,10 @@ fn a_crash_with_rotated_files_still_pending_is_repaired_at_open() {
     let before: Vec<u64> = crate::read_all(&path).iter().map(|e| e.seq()).collect();
     let first = before[0];
     let last = *before.last().unwrap();
-    assert!(first > 0 && last >= acked, "{first}..={last}, {acked} acked");
+    assert!(
+        first > 0 && last >= acked,
+        "{first}..={last}, {acked} acked"
+    );
     assert_eq!(before, (first..=last).collect::<Vec<_>>());
 
     let journal = Journal::builder(&path).max_files(3).build().unwrap();
@@ -112,7 +125,12 @@ fn a_crash_with_rotated_files_still_pending_is_repaired_at_open() {
         .collect();
     assert_eq!(
         names,
-        ["events.3.jsonl", "events.2.jsonl", "events.1.jsonl", "events.jsonl"],
+        [
+            "events.3.jsonl",
+            "events.2.jsonl",
+            "events.1.jsonl",
+            "events.jsonl"
+        ],
         "max_files backups, final names"
     );
     // The same records in the same order: nothing lost, nothing twice.

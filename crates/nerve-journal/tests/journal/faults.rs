@@ -238,7 +238,11 @@ fn a_failing_renumbering_is_reported_and_loses_nothing() {
     rig.journal.flush(WAIT).unwrap();
     assert!(pending_names(&rig).is_empty(), "final names after flush");
     let files = crate::files(&rig.path);
-    assert_eq!(files.len(), 4, "max_files backups once quiescent: {files:?}");
+    assert_eq!(
+        files.len(),
+        4,
+        "max_files backups once quiescent: {files:?}"
+    );
     for (i, f) in files.iter().enumerate() {
         let want = match i {
             3 => "events.jsonl".to_owned(),
@@ -283,7 +287,7 @@ fn clear_removes_pending_files_too() {
     assert!(!pending_names(&rig).is_empty());
     rig.journal.clear().unwrap();
     assert!(pending_names(&rig).is_empty());
-    assert_eq!(crate::files(&rig.path), [rig.path.clone()]);
+    assert_eq!(crate::files(&rig.path), std::slice::from_ref(&rig.path));
     rig.fs.heal();
     emit(&rig, 20, "after");
     rig.journal.flush(WAIT).unwrap();

@@ -80,12 +80,23 @@ fn follow_and_replay_read_pending_files_in_order() {
     assert!(journal.stats().rotations > 5);
     let pending = std::fs::read_dir(dir.path())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("events.p"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("events.p")
+        })
         .count();
     assert!(pending > 5, "{pending} pending files");
     let mut seqs = Vec::new();
     while seqs.len() < 60 {
-        seqs.push(tail.next_timeout(WAIT).expect("the tail keeps up").unwrap().seq());
+        seqs.push(
+            tail.next_timeout(WAIT)
+                .expect("the tail keeps up")
+                .unwrap()
+                .seq(),
+        );
     }
     assert_eq!(seqs, (1..=60).collect::<Vec<_>>());
 
@@ -116,7 +127,12 @@ fn follow_and_replay_read_pending_files_in_order() {
     }
     journal.flush(WAIT).unwrap();
     while seqs.len() < 80 {
-        seqs.push(tail.next_timeout(WAIT).expect("the tail keeps up").unwrap().seq());
+        seqs.push(
+            tail.next_timeout(WAIT)
+                .expect("the tail keeps up")
+                .unwrap()
+                .seq(),
+        );
     }
     assert_eq!(seqs, (1..=80).collect::<Vec<_>>());
 }
