@@ -34,6 +34,8 @@ struct State {
     repair: bool,
     /// A pass is running.
     running: bool,
+    /// The thread sleeps on the condition variable (so a push must wake it).
+    asleep: bool,
     /// Passes asked for by [`Shifter::quiesce`], and the last one finished.
     requested: u64,
     done: u64,
@@ -115,8 +117,15 @@ impl Shifter {
 
     /// Hands over generation `g`, just renamed by the writer.
     pub(crate) fn push(&self, g: u64) {
-        self.sync.lock().pending.push(g);
-        self.sync.changed.notify_all();
+        let mut state = self.sync.lock();
+        state.pending.push(g);
+        let asleep = state.asleep;
+        drop(state);
+        // A thread already awake takes it with its next pass: no wake-up
+        // call on the writer's path.
+        if asleep {
+            self.sync.changed.notify_all();
+        }
     }
 
     /// Waits until every rotation handed over so far has its final name
@@ -164,7 +173,9 @@ impl Worker {
                 if state.stop {
                     return;
                 }
+                state.asleep = true;
                 state = self.sync.wait(state);
+                state.asleep = false;
                 continue;
             }
             let ticket = state.requested;
