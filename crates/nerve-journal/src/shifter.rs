@@ -11,6 +11,7 @@
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use nerve_core::sink::{SinkErrorKind, SinkFault};
 
@@ -49,7 +50,30 @@ struct Signal {
     changed: Condvar,
 }
 
+/// The longest a rotated file waits for its final name while the journal is
+/// not flushed (unless renumbering fails).
+pub(crate) const MAX_DELAY: Duration = Duration::from_millis(100);
+
+/// Pending rotations that start a pass at once: a pass renames every
+/// backup, so waiting for `backups / 4` rotations bounds the renames to
+/// about 5 per rotation however fast rotations come, while `MAX_DELAY`
+/// bounds how long names stay pending when they come slowly.
+fn batch(backups: usize) -> usize {
+    (backups / 4).max(1)
+}
+
 impl Signal {
+    fn wait_timeout<'a>(
+        &self,
+        guard: MutexGuard<'a, State>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, State> {
+        self.changed
+            .wait_timeout(guard, timeout)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -119,11 +143,13 @@ impl Shifter {
     pub(crate) fn push(&self, g: u64) {
         let mut state = self.sync.lock();
         state.pending.push(g);
-        let asleep = state.asleep;
+        let n = state.pending.len();
+        let wake = state.asleep && (n == 1 || n == batch(state.backups));
         drop(state);
-        // A thread already awake takes it with its next pass: no wake-up
-        // call on the writer's path.
-        if asleep {
+        // Woken to start its clock, and when a batch is full; a thread
+        // awake takes the rest with its next pass. So most rotations make
+        // no wake-up call.
+        if wake {
             self.sync.changed.notify_all();
         }
     }
@@ -167,17 +193,33 @@ impl Drop for Shifter {
 impl Worker {
     fn run(self) {
         let mut state = self.sync.lock();
+        // When the oldest rotation still pending was first seen.
+        let mut since: Option<Instant> = None;
         loop {
             let asked = state.requested > state.done;
             if state.pending.is_empty() && !asked {
                 if state.stop {
                     return;
                 }
+                since = None;
                 state.asleep = true;
                 state = self.sync.wait(state);
                 state.asleep = false;
                 continue;
             }
+            if !asked && !state.stop && state.pending.len() < batch(state.backups) {
+                // Too few to be worth a pass yet: wait for more, or for the
+                // oldest to have waited `MAX_DELAY`.
+                let first = *since.get_or_insert_with(Instant::now);
+                let left = MAX_DELAY.saturating_sub(first.elapsed());
+                if !left.is_zero() {
+                    state.asleep = true;
+                    state = self.sync.wait_timeout(state, left);
+                    state.asleep = false;
+                    continue;
+                }
+            }
+            since = None;
             let ticket = state.requested;
             let mut pending = std::mem::take(&mut state.pending);
             pending.sort_unstable();
