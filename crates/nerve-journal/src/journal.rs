@@ -226,7 +226,8 @@ impl JournalBuilder {
     /// backups (one pass per batch of pending rotations). Once the journal is
     /// quiescent (after `flush`, `close` or `clear`) there are at most `n`
     /// backups, `events.1.jsonl` the newest; in between, the rotations not
-    /// yet renumbered can add to them (`docs/journal-format.md`).
+    /// yet renumbered (a batch of about `max(n / 4, 4)`, or those of the last
+    /// 100 ms) can add to them (`docs/journal-format.md`).
     pub fn max_files(mut self, n: usize) -> Self {
         self.max_files = n;
         self

@@ -55,11 +55,12 @@ struct Signal {
 pub(crate) const MAX_DELAY: Duration = Duration::from_millis(100);
 
 /// Pending rotations that start a pass at once: a pass renames every
-/// backup, so waiting for `backups / 4` rotations bounds the renames to
-/// about 5 per rotation however fast rotations come, while `MAX_DELAY`
+/// backup, so waiting for `backups / 4` rotations (at least 4, so that a
+/// pass and its wake-up are shared even with few backups) bounds the renames
+/// to about 5 per rotation however fast rotations come, while `MAX_DELAY`
 /// bounds how long names stay pending when they come slowly.
-fn batch(backups: usize) -> usize {
-    (backups / 4).max(1)
+pub(crate) fn batch(backups: usize) -> usize {
+    (backups / 4).max(4)
 }
 
 impl Signal {
