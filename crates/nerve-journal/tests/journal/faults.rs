@@ -294,3 +294,22 @@ fn clear_removes_pending_files_too() {
     assert!(pending_names(&rig).is_empty());
     assert!(tags(&rig.path).iter().all(|t| t == "after"));
 }
+
+#[test]
+fn with_fsync_always_rotation_and_renumbering_keep_every_record() {
+    let rig = rig(Fsync::Always, 400);
+    emit(&rig, 30, "durable");
+    rig.journal.flush(WAIT).unwrap();
+    let stats = rig.journal.stats();
+    assert!(
+        stats.rotations > 5 && stats.renumber_passes >= 1,
+        "{stats:?}"
+    );
+    assert_eq!(stats.io_errors, 0);
+    assert!(pending_names(&rig).is_empty());
+    assert_eq!(crate::files(&rig.path).len(), 4);
+    let kept = numbers(&rig.path);
+    assert_eq!(*kept.last().unwrap(), 29);
+    assert_eq!(kept, (kept[0]..30).collect::<Vec<_>>());
+    assert_whole_lines(&rig.path);
+}
