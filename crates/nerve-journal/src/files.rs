@@ -180,26 +180,12 @@ pub(crate) struct Renumbered {
 /// name is free), and pending files are numbered oldest first, each into the
 /// slot just below the backups. A crash at any point leaves a state that
 /// this function, run again at open, completes.
-///
-/// With `dir`, each rename and removal holds it and hands it over fairly
-/// (the writer's rotation takes it too): the writer then waits for one
-/// background operation at most, never for a pass (the kernel's directory
-/// lock lets a thread renaming in a loop starve another for milliseconds).
 pub(crate) fn renumber(
     fs: &dyn JournalFs,
     paths: &Paths,
     listing: &Listing,
     max_files: usize,
-    dir: Option<&parking_lot::Mutex<()>>,
 ) -> io::Result<Renumbered> {
-    let turn = |op: &mut dyn FnMut() -> io::Result<()>| {
-        let held = dir.map(parking_lot::Mutex::lock);
-        let result = op();
-        if let Some(held) = held {
-            parking_lot::MutexGuard::unlock_fair(held);
-        }
-        result
-    };
     let pending = listing.pending.len();
     let total = pending + listing.backups.len();
     let kept = total.min(max_files);
@@ -211,7 +197,7 @@ pub(crate) fn renumber(
         } else {
             paths.backup(listing.backups[i - pending])
         };
-        turn(&mut || remove_if_present(fs, &path))?;
+        remove_if_present(fs, &path)?;
     }
     let mut renames = 0;
     let kept_backups = kept.saturating_sub(pending);
@@ -222,17 +208,17 @@ pub(crate) fn renumber(
         .collect();
     // Moving down, ascending; then moving up, descending.
     for (from, to) in moves.iter().filter(|(b, t)| t < b) {
-        turn(&mut || fs.renumber(&paths.backup(*from), &paths.backup(*to)))?;
+        fs.renumber(&paths.backup(*from), &paths.backup(*to))?;
         renames += 1;
     }
     for (from, to) in moves.iter().rev().filter(|(b, t)| t > b) {
-        turn(&mut || fs.renumber(&paths.backup(*from), &paths.backup(*to)))?;
+        fs.renumber(&paths.backup(*from), &paths.backup(*to))?;
         renames += 1;
     }
     // Pending, oldest kept first, into `min(pending, kept)..=1`.
     let kept_pending = pending.min(kept);
     for (j, g) in listing.pending[pending - kept_pending..].iter().enumerate() {
-        turn(&mut || fs.renumber(&paths.pending(*g), &paths.backup(kept_pending - j)))?;
+        fs.renumber(&paths.pending(*g), &paths.backup(kept_pending - j))?;
         renames += 1;
     }
     Ok(Renumbered {
@@ -348,7 +334,7 @@ pub(crate) fn recover(paths: &Paths, max_files: usize) -> io::Result<(Recovery, 
         // Readers in other processes wait while the names move.
         let lock = RenameLock::create(paths)?;
         let _held = lock.exclusive()?;
-        renumber(&StdFs, paths, &listing, max_files, None)?;
+        renumber(&StdFs, paths, &listing, max_files)?;
         report.renumbered = true;
         report.pending = listing.pending.len();
     }
@@ -471,7 +457,7 @@ mod tests {
         assert_eq!(listing.backups, [1, 2, 3]);
         assert_eq!(listing.pending, [4, 5, 9]);
         assert_eq!(ages(&p), ["0", "1", "2", "3", "4", "5"]);
-        let done = renumber(&StdFs, &p, &listing, 5, None).unwrap();
+        let done = renumber(&StdFs, &p, &listing, 5).unwrap();
         assert_eq!(
             done,
             Renumbered {
@@ -498,7 +484,7 @@ mod tests {
                 p.pending(3),
             ],
         );
-        renumber(&StdFs, &p, &p.list().unwrap(), 2, None).unwrap();
+        renumber(&StdFs, &p, &p.list().unwrap(), 2).unwrap();
         assert_eq!(p.list().unwrap().backups, [1, 2]);
         assert_eq!(ages(&p), ["3", "4"]);
     }
@@ -534,7 +520,6 @@ mod tests {
                     &q,
                     &listing,
                     5,
-                    None,
                 );
                 // Readers see the surviving files in age order at every step.
                 let seen = ages(&q);

@@ -154,9 +154,6 @@ pub(crate) struct Counters {
 #[derive(Default)]
 pub(crate) struct Shared {
     pub(crate) counters: Counters,
-    /// Taken around every change to the directory's names (the writer's
-    /// rotation, each background rename), handed over fairly.
-    pub(crate) dir: parking_lot::Mutex<()>,
     reporter: RwLock<Option<FaultReporter>>,
 }
 

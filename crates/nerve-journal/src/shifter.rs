@@ -289,13 +289,7 @@ impl Worker {
                 pending,
             }
         };
-        let done = files::renumber(
-            &*self.fs,
-            &self.paths,
-            &listing,
-            self.max_files,
-            Some(&self.shared.dir),
-        )?;
+        let done = files::renumber(&*self.fs, &self.paths, &listing, self.max_files)?;
         self.shared.counters.renumber_passes.inc();
         self.shared.counters.renumber_renames.add(done.renames);
         if self.fsync != Fsync::Never {
