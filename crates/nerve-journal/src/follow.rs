@@ -10,7 +10,7 @@ use nerve_core::Event;
 
 use crate::files::{Paths, last_boundary};
 use crate::format;
-use crate::reader::{FileId, ReadError, file_id};
+use crate::reader::{FileId, Opened, ReadError, file_id, open_files};
 
 /// How often a [`Follow`] at the end of the file looks for more (default).
 const DEFAULT_POLL: Duration = Duration::from_millis(20);
@@ -21,9 +21,11 @@ const DEFAULT_POLL: Duration = Duration::from_millis(20);
 /// [`Follow::from_end`].
 ///
 /// At the end of the file it polls (every 20 ms by default). A rotation is
-/// noticed when the active path names a new file: the old one (now
-/// `events.1.jsonl`) is read to its end first, then any newer backups, then
-/// the new active file from its start. The writer never writes to a renamed
+/// noticed when the active path names a new file: the old one (now a pending
+/// `events.p<g>.jsonl`, or already `events.1.jsonl`) is read to its end
+/// first, then any newer rotated files, then the new active file from its
+/// start. Files are followed by identity, so the renumbering that renames
+/// them meanwhile changes nothing. The writer never writes to a renamed
 /// file, so nothing can appear behind the tail. Retention faster than the
 /// tail reads (`max_files` rotations between two polls) is the one way to
 /// miss lines; it is reported as a [`ReadError::Io`] naming the lost file.
@@ -47,6 +49,16 @@ struct Source {
 }
 
 impl Source {
+    fn from_opened(f: Opened) -> Self {
+        Self {
+            path: f.path,
+            id: f.id,
+            reader: BufReader::new(f.file),
+            partial: Vec::new(),
+            line: 0,
+        }
+    }
+
     fn open(path: &Path, from_end: bool) -> io::Result<Self> {
         let mut file = File::open(path)?;
         let id = file_id(&file.metadata()?);
@@ -182,79 +194,43 @@ impl Follow {
     }
 
     /// Whether the active path names a new file; if so, queues the files
-    /// between the one being read and the new active file.
+    /// between the one being read and the new active file (pending ones
+    /// included: they are newer than every backup).
     fn rotated(&mut self) -> Result<bool, ReadError> {
         let active = self.paths.active();
-        // Rotation renames backups one by one, so a scan racing with it can
-        // see a file twice or not at all: it is retried until every path
-        // still names what was opened (or left to the next poll).
-        for _ in 0..100 {
-            let next = match Source::open(active, false) {
-                Ok(s) => s,
-                // Between the rename and the new file's creation.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-                Err(source) => {
-                    return Err(ReadError::Io {
-                        path: active.to_path_buf(),
-                        source,
-                    });
-                }
-            };
-            if next.id == self.current.id {
-                return Ok(false);
-            }
-            // The files rotated between the one being read and the new
-            // active file. Bytes written to the old file just before its
-            // rename are read first: queued files only follow once it is at
-            // its end again.
-            let (newer, found) = self.scan_backups()?;
-            let still =
-                |path: &Path, id: FileId| std::fs::metadata(path).is_ok_and(|m| file_id(&m) == id);
-            let consistent = still(active, next.id)
-                && newer.iter().all(|s| still(&s.path, s.id))
-                && found.as_ref().is_none_or(|p| still(p, self.current.id));
-            if !consistent {
-                std::thread::yield_now();
-                continue;
-            }
-            if found.is_none() {
-                // Ours was deleted by retention before we finished it: say
-                // so, and carry on with the active file.
-                let lost = std::mem::replace(&mut self.current, next);
+        match std::fs::metadata(active) {
+            Ok(m) if file_id(&m) == self.current.id => return Ok(false),
+            Ok(_) => {}
+            // Between the rename and the new file's creation.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(source) => {
                 return Err(ReadError::Io {
-                    path: lost.path,
-                    source: io::Error::other("rotated away before it was read to the end"),
+                    path: active.to_path_buf(),
+                    source,
                 });
             }
-            self.queue.extend(newer.into_iter().rev());
-            self.queue.push_back(next);
-            return Ok(true);
         }
-        Ok(false)
-    }
-
-    /// The backups newer than the file being read (newest first), and the
-    /// path where that file was found.
-    fn scan_backups(&self) -> Result<(Vec<Source>, Option<PathBuf>), ReadError> {
-        let numbers = self
-            .paths
-            .backup_numbers()
-            .map_err(|source| ReadError::Io {
-                path: self.paths.dir().to_path_buf(),
-                source,
-            })?;
-        let mut newer = Vec::new();
-        for k in numbers {
-            let path = self.paths.backup(k);
-            let Ok(source) = Source::open(&path, false) else {
-                continue;
+        // Bytes written to the old file just before its rename are read
+        // first: queued files only follow once it is at its end again.
+        let files = open_files(&self.paths)?;
+        let Some(at) = files.iter().position(|f| f.id == self.current.id) else {
+            // Ours was deleted by retention before we finished it (so every
+            // file left is newer): say so, and carry on with the oldest.
+            let mut rest = files.into_iter().map(Source::from_opened);
+            let Some(next) = rest.next() else {
+                return Ok(false);
             };
-            if source.id == self.current.id {
-                return Ok((newer, Some(path)));
-            }
-            newer.push(source);
-        }
-        Ok((newer, None))
+            let lost = std::mem::replace(&mut self.current, next);
+            self.queue.extend(rest);
+            return Err(ReadError::Io {
+                path: lost.path,
+                source: io::Error::other("rotated away before it was read to the end"),
+            });
+        };
+        let newer = files.len() - at - 1;
+        self.queue
+            .extend(files.into_iter().skip(at + 1).map(Source::from_opened));
+        Ok(newer > 0)
     }
 }
 

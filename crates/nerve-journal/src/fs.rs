@@ -16,12 +16,21 @@ pub trait JournalFs: Send + Sync + 'static {
     ///
     /// The I/O error.
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn JournalFile>>;
-    /// Renames `from` to `to`, replacing `to`.
+    /// Renames `from` to `to`, replacing `to` (the writer's rotation).
     ///
     /// # Errors
     ///
     /// The I/O error.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Renames a rotated file to its number, off the writer's thread (the
+    /// background renumbering). [`rename`](Self::rename) unless overridden.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error.
+    fn renumber(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.rename(from, to)
+    }
     /// Removes the file at `path`.
     ///
     /// # Errors
@@ -134,15 +143,17 @@ pub enum Op {
     Flush,
     /// Syncing a file.
     Sync,
-    /// Renaming (rotation).
+    /// Renaming the active file (rotation, on the writer thread).
     Rename,
+    /// Renaming a rotated file to its number (the background renumbering).
+    Renumber,
     /// Removing (retention, `clear`).
     Remove,
     /// Truncating back to a record boundary.
     Truncate,
 }
 
-const OPS: usize = 7;
+const OPS: usize = 8;
 
 /// The real file system, except that the operations it is told to fail fail
 /// with an I/O error (`EIO`-like `Other`). Clones share their faults.
@@ -203,6 +214,10 @@ impl JournalFs for FaultyFs {
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.check(Op::Rename)?;
+        StdFs.rename(from, to)
+    }
+    fn renumber(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check(Op::Renumber)?;
         StdFs.rename(from, to)
     }
     fn remove(&self, path: &Path) -> io::Result<()> {

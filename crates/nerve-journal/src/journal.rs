@@ -16,6 +16,7 @@ use crate::files::{self, Paths, Recovery};
 use crate::follow::Follow;
 use crate::fs::{JournalFs, StdFs};
 use crate::reader::JournalReader;
+use crate::shifter::Shifter;
 use crate::writer::{Msg, Writer, await_reply};
 
 /// The redaction hook: the event as it is to be written.
@@ -95,6 +96,16 @@ pub struct JournalStats {
     pub syncs: u64,
     /// Rotations done.
     pub rotations: u64,
+    /// Time the writer thread spent rotating, in nanoseconds (syncing and
+    /// closing the full file, one rename, opening the new one): the part of
+    /// rotation emitters can wait for.
+    pub rotation_nanos: u64,
+    /// Renumbering passes done by the background thread that gives rotated
+    /// files their final names (one pass serves every rotation pending when
+    /// it starts).
+    pub renumber_passes: u64,
+    /// Renames done by those passes.
+    pub renumber_renames: u64,
     /// Events refused because the queue was full (`JournalOverflow::DropNewest`).
     pub dropped: u64,
     /// Events not written because of an I/O error (each also reported).
@@ -129,6 +140,9 @@ pub(crate) struct Counters {
     pub(crate) batches: Counter,
     pub(crate) syncs: Counter,
     pub(crate) rotations: Counter,
+    pub(crate) rotation_nanos: Counter,
+    pub(crate) renumber_passes: Counter,
+    pub(crate) renumber_renames: Counter,
     pub(crate) dropped: Counter,
     pub(crate) lost: Counter,
     pub(crate) io_errors: Counter,
@@ -206,6 +220,14 @@ impl JournalBuilder {
 
     /// Keep at most `n` backups (default 5); the oldest is deleted. With 0,
     /// rotation deletes the active file.
+    ///
+    /// The writer's cost per rotation does not depend on `n`: it renames the
+    /// full file to a pending name, and a background thread renumbers the
+    /// backups (one pass per batch of pending rotations). Once the journal is
+    /// quiescent (after `flush`, `close` or `clear`) there are at most `n`
+    /// backups, `events.1.jsonl` the newest; in between, the rotations not
+    /// yet renumbered (a batch of about `max(n / 4, 4)`, or those of the last
+    /// 100 ms) can add to them (`docs/journal-format.md`).
     pub fn max_files(mut self, n: usize) -> Self {
         self.max_files = n;
         self
@@ -308,12 +330,21 @@ impl JournalBuilder {
             Err(fs4::TryLockError::Error(e)) => return Err(io(&paths.lock())(e)),
         }
         let (recovery, len) = files::recover(&paths, self.max_files).map_err(io(&self.path))?;
-        let backups = paths.backup_numbers().map_err(io(paths.dir()))?.len();
+        let backups = paths.list().map_err(io(paths.dir()))?.backups.len();
         if recovery.repaired_anything() {
             tracing::warn!(?recovery, path = %self.path.display(), "journal repaired after a crash");
         }
         let shared = Arc::new(Shared::default());
         let (tx, rx) = crossbeam_channel::bounded(self.capacity);
+        let shifter = Shifter::spawn(
+            self.fs.clone(),
+            paths.clone(),
+            self.max_files,
+            self.fsync,
+            shared.clone(),
+            backups,
+        )
+        .map_err(io(&paths.rename_lock()))?;
         let writer = Writer::new(
             self.fs,
             paths.clone(),
@@ -323,7 +354,7 @@ impl JournalBuilder {
             self.redact,
             shared.clone(),
             len,
-            backups,
+            shifter,
         );
         let thread = std::thread::Builder::new()
             .name("nerve-journal".into())
@@ -419,6 +450,9 @@ impl Journal {
             batches: c.batches.get(),
             syncs: c.syncs.get(),
             rotations: c.rotations.get(),
+            rotation_nanos: c.rotation_nanos.get(),
+            renumber_passes: c.renumber_passes.get(),
+            renumber_renames: c.renumber_renames.get(),
             dropped: c.dropped.get(),
             lost: c.lost.get(),
             io_errors: c.io_errors.get(),
@@ -447,9 +481,10 @@ impl Journal {
         Follow::from_end(self.path())
     }
 
-    /// Removes the active file and every backup; the journal carries on with
-    /// an empty active file. Events queued before the call are written (and
-    /// removed) first.
+    /// Removes the active file and every backup (rotated files still waiting
+    /// for their number included, once the renumbering in progress is done);
+    /// the journal carries on with an empty active file. Events queued before
+    /// the call are written (and removed) first.
     ///
     /// # Errors
     ///
@@ -539,11 +574,16 @@ impl EventSink for Journal {
     }
 
     /// Writes everything queued so far and, unless the policy is
-    /// [`Fsync::Never`], syncs it.
+    /// [`Fsync::Never`], syncs it; then waits until every rotated file has
+    /// its final name (`events.1.jsonl` ...). Fails with the first I/O
+    /// error since the last flush, the background renumbering's included.
     fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
         self.request(Msg::Flush, timeout)
     }
 
+    /// Flushes as [`flush`](EventSink::flush) does (rotated files get their
+    /// final names first), then stops the writer and renumbering threads
+    /// and releases the lock.
     fn close(&self, timeout: Duration) -> Result<(), SinkError> {
         self.inner.close(timeout)
     }

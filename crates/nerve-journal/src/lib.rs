@@ -96,6 +96,14 @@
 //! boundary. The bus keeps delivering in memory meanwhile, and the journal
 //! resumes with the next batch once the fault clears.
 //!
+//! Rotation on the writer thread is a single rename (of the active file to a
+//! pending name, `events.p<g>.jsonl`); a background thread of the journal
+//! then renames the backups into `events.1.jsonl` (newest) ...
+//! `events.N.jsonl`, one pass for however many rotations are pending. Its
+//! failures lose nothing (the files keep names that read in order); they are
+//! counted in `io_errors`, reported (`system.journal_error`, with no event),
+//! returned by the next `flush`, and retried.
+//!
 //! # Supported Rust versions
 //!
 //! The minimum supported Rust version is 1.85 (edition 2024).
@@ -110,6 +118,7 @@ pub mod fs;
 mod journal;
 mod reader;
 pub mod replay;
+mod shifter;
 mod writer;
 
 pub use files::Recovery;

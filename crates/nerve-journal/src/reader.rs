@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use nerve_core::Event;
 use nerve_core::query::HistoryQuery;
 
-use crate::files::Paths;
+use crate::files::{Paths, RenameLock};
 use crate::format;
 
 /// Reading a journal found something other than a well-formed event.
@@ -126,9 +126,12 @@ impl Lines {
 /// Reads a journal (this crate's, or an aperion-event-bus log) from its
 /// oldest backup to its active file, one line at a time.
 ///
-/// The files are opened when the reader is made, as one consistent snapshot
-/// (re-checked so that a rotation at that moment cannot make it skip or
-/// repeat a file); rotations afterwards do not affect it. As an
+/// The files are opened when the reader is made, as one consistent snapshot:
+/// the backups, the rotated files still waiting for their number
+/// (`events.p<g>.jsonl`, newer than `events.1.jsonl`), and the active file.
+/// A rotation or renumbering at that moment cannot make it skip or repeat a
+/// file (it waits for a renumbering pass in progress to finish); rotations
+/// afterwards do not affect it. As an
 /// [`Iterator`] it yields every event and every [`ReadError`], continuing
 /// after bad lines; [`query`](Self::query) answers a [`HistoryQuery`].
 ///
@@ -173,17 +176,14 @@ impl JournalReader {
     /// [`ReadError::Io`] if a file cannot be opened or the directory listed.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ReadError> {
         let paths = Paths::new(path.as_ref());
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let (files, consistent) = snapshot(&paths)?;
-            if consistent || attempt >= 16 {
-                return Ok(Self {
-                    files: files.into(),
-                    current: None,
-                });
-            }
-        }
+        let files = open_files(&paths)?
+            .into_iter()
+            .map(|f| (f.path, f.file))
+            .collect();
+        Ok(Self {
+            files,
+            current: None,
+        })
     }
 
     /// The files this reader will read, oldest first.
@@ -254,43 +254,97 @@ fn keep(item: Result<Event, ReadError>, query: &HistoryQuery) -> Result<Option<E
     }
 }
 
-/// Opens every file, oldest first; `consistent` says no path changed what it
-/// names while they were being opened.
-fn snapshot(paths: &Paths) -> Result<(Vec<(PathBuf, File)>, bool), ReadError> {
+/// A file of the journal, opened.
+pub(crate) struct Opened {
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
+    pub(crate) id: FileId,
+}
+
+fn open_one(path: PathBuf) -> io::Result<Opened> {
+    let file = File::open(&path)?;
+    let id = file_id(&file.metadata()?);
+    Ok(Opened { path, file, id })
+}
+
+fn names(path: &Path, id: FileId) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| file_id(&m) == id)
+}
+
+/// How many times a snapshot that raced with a rotation is retried before
+/// the last one is taken as it is.
+const ATTEMPTS: usize = 1000;
+
+/// Opens every file of the journal as one consistent snapshot, oldest first:
+/// backups from the highest number down, pending files by generation, the
+/// active file last (if there is one).
+///
+/// The active file is opened first and defines the snapshot: everything
+/// rotated before it, nothing after. Renumbering cannot run meanwhile (the
+/// rename lock is held shared), so the only name that can change is the
+/// active file's own, renamed to a pending name by a rotation: it is
+/// recognised by its identity, and the files listed after it (newer) are
+/// left out.
+pub(crate) fn open_files(paths: &Paths) -> Result<Vec<Opened>, ReadError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ReadError::Io { path, source }
     };
-    let mut names: Vec<PathBuf> = paths
-        .backup_numbers()
-        .map_err(io(paths.dir()))?
-        .into_iter()
-        .rev()
-        .map(|k| paths.backup(k))
-        .collect();
-    names.push(paths.active().to_path_buf());
-    let mut files = Vec::with_capacity(names.len());
-    let mut ids = Vec::with_capacity(names.len());
-    for name in names {
-        match File::open(&name) {
-            Ok(f) => {
-                ids.push(file_id(&f.metadata().map_err(io(&name))?));
-                files.push((name, f));
-            }
-            // Renamed or deleted since the listing: only a retry can tell.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if name != paths.active() {
-                    return Ok((files, false));
+    let list = || paths.list().map_err(io(paths.dir()));
+    let lock = RenameLock::open_existing(paths);
+    let held = lock.shared();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let retry = attempt < ATTEMPTS;
+        let active = match open_one(paths.active().to_path_buf()) {
+            Ok(a) => Some(a),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(paths.active())(e)),
+        };
+        let mut listing = list()?;
+        match &active {
+            // Rotated since it was opened: list again, so that the listing
+            // surely holds it under its pending name.
+            Some(a) if !names(&a.path, a.id) => listing = list()?,
+            Some(_) => {}
+            // Between a rotation's rename and the new file's creation, or a
+            // journal without an active file: take it only if nothing moved.
+            None => {
+                if retry && (paths.active().exists() || list()? != listing) {
+                    std::thread::yield_now();
+                    continue;
                 }
             }
-            Err(e) => return Err(io(&name)(e)),
         }
+        let mut files = Vec::with_capacity(listing.backups.len() + listing.pending.len() + 1);
+        let mut vanished = false;
+        for name in paths.oldest_first(&listing) {
+            match open_one(name) {
+                Ok(f) if active.as_ref().is_some_and(|a| a.id == f.id) => break,
+                Ok(f) => files.push(f),
+                // Renamed by a renumbering that did not wait for the lock (it
+                // could not be taken here): only a retry can tell.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    vanished = true;
+                    break;
+                }
+                Err(e) => {
+                    return Err(ReadError::Io {
+                        path: paths.dir().to_path_buf(),
+                        source: e,
+                    });
+                }
+            }
+        }
+        let moved = || !held.is_held() && files.iter().any(|f| !names(&f.path, f.id));
+        if retry && (vanished || moved()) {
+            std::thread::yield_now();
+            continue;
+        }
+        files.extend(active);
+        return Ok(files);
     }
-    let consistent = files
-        .iter()
-        .zip(&ids)
-        .all(|((name, _), id)| std::fs::metadata(name).is_ok_and(|m| file_id(&m) == *id));
-    Ok((files, consistent))
 }
 
 impl Iterator for JournalReader {

@@ -11,10 +11,11 @@ use nerve_core::Event;
 use nerve_core::sink::{SinkErrorKind, SinkFault};
 
 use crate::Fsync;
-use crate::files::Paths;
+use crate::files::{self, Paths};
 use crate::format;
 use crate::fs::{JournalFile, JournalFs};
 use crate::journal::{Redact, Shared};
+use crate::shifter::Shifter;
 
 /// The answer to an `Fsync::Always` record: `Err` carries the message.
 pub(crate) type Ack = Sender<Result<(), String>>;
@@ -50,10 +51,10 @@ pub(crate) struct Writer {
     /// Of those, how many are synced (with `Fsync::Always`, the boundary a
     /// failed sync truncates back to).
     synced_len: u64,
-    /// Backups present, `.1` to `.backups`.
-    backups: usize,
-    /// A rotation failed part-way: renumber from the directory before the next.
-    needs_repair: bool,
+    /// Gives rotated files their final names, off this thread.
+    shifter: Shifter,
+    /// The generation the next rotated file gets (`events.p<g>.jsonl`).
+    next_gen: u64,
     /// Written but not yet synced.
     dirty: bool,
     last_sync: Instant,
@@ -78,7 +79,7 @@ impl Writer {
         redact: Option<Redact>,
         shared: Arc<Shared>,
         len: u64,
-        backups: usize,
+        shifter: Shifter,
     ) -> Self {
         Self {
             fs,
@@ -91,8 +92,8 @@ impl Writer {
             file: None,
             len,
             synced_len: len,
-            backups,
-            needs_repair: false,
+            shifter,
+            next_gen: 1,
             dirty: false,
             last_sync: Instant::now(),
             pending: Vec::with_capacity(256 * 1024),
@@ -167,22 +168,14 @@ impl Writer {
                 match msg {
                     Msg::Event(event, ack) => self.push(event, ack),
                     Msg::Flush(reply) => {
-                        self.commit();
-                        if self.fsync != Fsync::Never {
-                            self.sync_now();
-                        }
-                        let _ = reply.send(self.failure.take().map_or(Ok(()), Err));
+                        let _ = reply.send(self.settle());
                     }
                     Msg::Clear(reply) => {
                         self.commit();
                         let _ = reply.send(self.clear().map_err(|e| e.to_string()));
                     }
                     Msg::Close(reply) => {
-                        self.commit();
-                        if self.fsync != Fsync::Never {
-                            self.sync_now();
-                        }
-                        let _ = reply.send(self.failure.take().map_or(Ok(()), Err));
+                        let _ = reply.send(self.settle());
                         stop = true;
                     }
                 }
@@ -193,9 +186,21 @@ impl Writer {
                 break;
             }
         }
+        let _ = self.settle();
+    }
+
+    /// Writes and (unless the policy is `Never`) syncs everything, waits for
+    /// the rotated files' final names, and answers with the first failure
+    /// since the last answer.
+    fn settle(&mut self) -> Result<(), String> {
         self.commit();
         if self.fsync != Fsync::Never {
             self.sync_now();
+        }
+        let renumbered = self.shifter.quiesce();
+        match self.failure.take() {
+            Some(e) => Err(e),
+            None => renumbered,
         }
     }
 
@@ -405,10 +410,14 @@ impl Writer {
         }
     }
 
-    /// Renames the active file to `.1` (shifting the backups up, deleting the
-    /// oldest beyond `max_files`) and starts a new active file. The old
-    /// handle is closed first, so nothing is ever written to a renamed file.
+    /// Renames the active file to the next pending name
+    /// (`events.p<g>.jsonl`), hands it to the renumbering thread (which gives
+    /// it the name `.1`, shifting the backups up and deleting the oldest
+    /// beyond `max_files`) and starts a new active file: a constant cost,
+    /// whatever `max_files`. The old handle is closed first, so nothing is
+    /// ever written to a renamed file.
     fn rotate(&mut self) -> io::Result<()> {
+        let start = Instant::now();
         if let Some(mut file) = self.file.take() {
             if self.fsync != Fsync::Never {
                 file.sync()?;
@@ -417,26 +426,15 @@ impl Writer {
                 self.answer_acks(Ok(()));
             }
         }
-        if self.needs_repair {
-            self.backups = self.paths.repair_numbering(self.max_files)?;
-            self.needs_repair = false;
-        }
-        self.needs_repair = true;
         if self.max_files == 0 {
             self.fs.remove(self.paths.active())?;
         } else {
-            if self.backups >= self.max_files {
-                self.fs.remove(&self.paths.backup(self.max_files))?;
-                self.backups = self.max_files - 1;
-            }
-            for k in (1..=self.backups).rev() {
-                self.fs
-                    .rename(&self.paths.backup(k), &self.paths.backup(k + 1))?;
-            }
-            self.fs.rename(self.paths.active(), &self.paths.backup(1))?;
-            self.backups += 1;
+            let g = self.next_gen;
+            self.fs
+                .rename(self.paths.active(), &self.paths.pending(g))?;
+            self.next_gen += 1;
+            self.shifter.push(g);
         }
-        self.needs_repair = false;
         self.len = 0;
         self.synced_len = 0;
         self.shared.counters.rotations.inc();
@@ -444,28 +442,35 @@ impl Writer {
         if self.fsync != Fsync::Never {
             self.fs.sync_dir(self.paths.dir())?;
         }
+        self.shared
+            .counters
+            .rotation_nanos
+            .add(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
         Ok(())
     }
 
+    /// Removes every file, once renumbering is idle (its failure, if any,
+    /// no longer matters: the files it was renaming are gone).
     fn clear(&mut self) -> io::Result<()> {
         self.file = None;
         self.len = 0;
         self.synced_len = 0;
         self.dirty = false;
-        remove_if_present(&*self.fs, self.paths.active())?;
-        for k in self.paths.backup_numbers()? {
-            remove_if_present(&*self.fs, &self.paths.backup(k))?;
-        }
-        self.backups = 0;
+        let _ = self.shifter.quiesce();
+        let removed = self.remove_all();
+        self.shifter.cleared(removed.is_ok());
+        removed?;
         self.open()?;
         Ok(())
     }
-}
 
-fn remove_if_present(fs: &dyn JournalFs, path: &std::path::Path) -> io::Result<()> {
-    match fs.remove(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
+    fn remove_all(&self) -> io::Result<()> {
+        files::remove_if_present(&*self.fs, self.paths.active())?;
+        let listing = self.paths.list()?;
+        for path in self.paths.oldest_first(&listing) {
+            files::remove_if_present(&*self.fs, &path)?;
+        }
+        Ok(())
     }
 }
 

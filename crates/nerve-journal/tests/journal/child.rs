@@ -102,3 +102,30 @@ fn a_second_process_gets_locked() {
     child.wait().unwrap();
     assert_eq!(said, ["opened"], "the lock is released on close");
 }
+
+#[test]
+fn child_rotates_while_renumbering_is_stuck() {
+    use nerve_journal::fs::{FaultyFs, Op};
+    let Ok(path) = std::env::var(VAR) else { return };
+    let fs = FaultyFs::new();
+    // Every rotated file stays pending: the crash finds them so.
+    fs.fail_always(Op::Renumber);
+    let journal = Journal::builder(&path)
+        .fsync(Fsync::Always)
+        .max_bytes(1024)
+        .max_files(3)
+        .file_system(fs)
+        .build()
+        .unwrap();
+    println!("ACK ready");
+    for i in 0u64.. {
+        let e = nerve_core::Event::builder("crash.tick")
+            .seq(i)
+            .data(json!({"i": i}))
+            .build()
+            .unwrap();
+        nerve_core::sink::EventSink::record(&journal, &e).unwrap();
+        // Printed only after record returned: the event is durable.
+        println!("ACK {i}");
+    }
+}

@@ -191,3 +191,125 @@ fn a_failed_sync_fails_the_emits_it_was_to_make_durable() {
         .unwrap_err();
     assert_eq!(err.kind(), SinkErrorKind::Io);
 }
+
+/// The names in the journal's directory that are pending (`events.p<g>.jsonl`).
+fn pending_names(rig: &Rig) -> Vec<String> {
+    std::fs::read_dir(rig.path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("events.p"))
+        .collect()
+}
+
+fn numbers(path: &std::path::Path) -> Vec<u64> {
+    read_all(path)
+        .iter()
+        .map(|e| e.data()["i"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_failing_renumbering_is_reported_and_loses_nothing() {
+    let rig = rig(Fsync::Interval(std::time::Duration::from_millis(5)), 400);
+    rig.fs.fail_always(Op::Renumber);
+    emit(&rig, 40, "stuck");
+    let err = rig.journal.flush(WAIT).unwrap_err();
+    assert_eq!(err.kind(), SinkErrorKind::Io);
+    assert!(err.to_string().contains("renumbering"), "{err}");
+    let stats = rig.journal.stats();
+    assert!(stats.rotations > 5, "{stats:?}");
+    assert!(stats.io_errors >= 1 && stats.lost == 0, "{stats:?}");
+    assert!(
+        rig.bus.stats().events.journal_errors >= 1,
+        "reported to the bus"
+    );
+    assert!(rig.errors.lock().unwrap().iter().all(|k| k == "io"));
+    // The rotated files keep their pending names; retention (deleting the
+    // oldest) still holds; a reader sees the rest once each, in order.
+    let pending = pending_names(&rig);
+    assert_eq!(pending.len(), 3, "{pending:?}");
+    let stuck = numbers(&rig.path);
+    let first = stuck[0];
+    assert!(first > 0);
+    assert_eq!(stuck, (first..40).collect::<Vec<_>>());
+    assert_whole_lines(&rig.path);
+
+    rig.fs.heal();
+    rig.journal.flush(WAIT).unwrap();
+    assert!(pending_names(&rig).is_empty(), "final names after flush");
+    let files = crate::files(&rig.path);
+    assert_eq!(
+        files.len(),
+        4,
+        "max_files backups once quiescent: {files:?}"
+    );
+    for (i, f) in files.iter().enumerate() {
+        let want = match i {
+            3 => "events.jsonl".to_owned(),
+            _ => format!("events.{}.jsonl", 3 - i),
+        };
+        assert_eq!(f.file_name().unwrap().to_str().unwrap(), want);
+        assert!(std::fs::metadata(f).unwrap().len() <= 400);
+    }
+    // Renumbered in place: the same records, in the same order.
+    assert_eq!(numbers(&rig.path), stuck);
+    emit(&rig, 5, "after");
+    rig.journal.flush(WAIT).unwrap();
+    assert_eq!(tags(&rig.path).last().unwrap(), "after", "resumed");
+}
+
+#[test]
+fn a_renumbering_that_fails_once_is_retried_by_the_next_flush() {
+    let rig = rig(Fsync::Never, 400);
+    emit(&rig, 10, "before");
+    rig.journal.flush(WAIT).unwrap();
+    rig.fs.fail(Op::Renumber, 1);
+    emit(&rig, 10, "during");
+    // Either the failed pass's error, or (if a later pass already repaired
+    // it) success; the names are final either way once a flush succeeds.
+    let _ = rig.journal.flush(WAIT);
+    rig.journal.flush(WAIT).unwrap();
+    assert!(rig.journal.stats().io_errors >= 1);
+    assert_eq!(rig.journal.stats().lost, 0);
+    assert!(pending_names(&rig).is_empty());
+    assert_eq!(crate::files(&rig.path).len(), 4, "3 backups, no gap");
+    assert_whole_lines(&rig.path);
+    let kept = numbers(&rig.path);
+    assert_eq!(*kept.last().unwrap(), 9);
+}
+
+#[test]
+fn clear_removes_pending_files_too() {
+    let rig = rig(Fsync::Never, 400);
+    rig.fs.fail_always(Op::Renumber);
+    emit(&rig, 20, "stuck");
+    let _ = rig.journal.flush(WAIT);
+    assert!(!pending_names(&rig).is_empty());
+    rig.journal.clear().unwrap();
+    assert!(pending_names(&rig).is_empty());
+    assert_eq!(crate::files(&rig.path), std::slice::from_ref(&rig.path));
+    rig.fs.heal();
+    emit(&rig, 20, "after");
+    rig.journal.flush(WAIT).unwrap();
+    assert!(pending_names(&rig).is_empty());
+    assert!(tags(&rig.path).iter().all(|t| t == "after"));
+}
+
+#[test]
+fn with_fsync_always_rotation_and_renumbering_keep_every_record() {
+    let rig = rig(Fsync::Always, 400);
+    emit(&rig, 30, "durable");
+    rig.journal.flush(WAIT).unwrap();
+    let stats = rig.journal.stats();
+    assert!(
+        stats.rotations > 5 && stats.renumber_passes >= 1,
+        "{stats:?}"
+    );
+    assert_eq!(stats.io_errors, 0);
+    assert!(pending_names(&rig).is_empty());
+    assert_eq!(crate::files(&rig.path).len(), 4);
+    let kept = numbers(&rig.path);
+    assert_eq!(*kept.last().unwrap(), 29);
+    assert_eq!(kept, (kept[0]..30).collect::<Vec<_>>());
+    assert_whole_lines(&rig.path);
+}

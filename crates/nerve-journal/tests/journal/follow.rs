@@ -52,3 +52,87 @@ fn follow_crosses_rotations_without_losing_or_repeating() {
         "nothing repeated"
     );
 }
+
+#[test]
+fn follow_and_replay_read_pending_files_in_order() {
+    use nerve_journal::fs::{FaultyFs, Op};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let fs = FaultyFs::new();
+    // Renumbering stuck: every rotated file stays pending.
+    fs.fail_always(Op::Renumber);
+    let journal = Journal::builder(&path)
+        .max_bytes(600)
+        .max_files(100)
+        .fsync(Fsync::Never)
+        .file_system(fs.clone())
+        .build()
+        .unwrap();
+    let mut tail = nerve_journal::Follow::from_start(&path)
+        .unwrap()
+        .poll_interval(Duration::from_millis(1));
+    for i in 0..60 {
+        journal
+            .record(&Event::builder("a.b").seq(i + 1).build().unwrap())
+            .unwrap();
+    }
+    assert!(journal.flush(WAIT).is_err(), "the renumbering failed");
+    assert!(journal.stats().rotations > 5);
+    let pending = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("events.p")
+        })
+        .count();
+    assert!(pending > 5, "{pending} pending files");
+    let mut seqs = Vec::new();
+    while seqs.len() < 60 {
+        seqs.push(
+            tail.next_timeout(WAIT)
+                .expect("the tail keeps up")
+                .unwrap()
+                .seq(),
+        );
+    }
+    assert_eq!(seqs, (1..=60).collect::<Vec<_>>());
+
+    // Replay reads them in the same order.
+    let bus = nerve_router::Bus::builder().build().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    bus.subscribe("a.b", move |e: &Event| {
+        s.lock().unwrap().push(e.event_id());
+    })
+    .unwrap();
+    let report = nerve_journal::replay(
+        nerve_journal::JournalReader::open(&path).unwrap(),
+        &nerve_core::query::HistoryQuery::new(),
+        &bus,
+    )
+    .unwrap();
+    assert_eq!(report.replayed, 60);
+    let ids: Vec<_> = crate::read_all(&path).iter().map(Event::event_id).collect();
+    assert_eq!(*seen.lock().unwrap(), ids);
+
+    // Renumbering resumes; the tail goes on across the renames.
+    fs.heal();
+    for i in 60..80 {
+        journal
+            .record(&Event::builder("a.b").seq(i + 1).build().unwrap())
+            .unwrap();
+    }
+    journal.flush(WAIT).unwrap();
+    while seqs.len() < 80 {
+        seqs.push(
+            tail.next_timeout(WAIT)
+                .expect("the tail keeps up")
+                .unwrap()
+                .seq(),
+        );
+    }
+    assert_eq!(seqs, (1..=80).collect::<Vec<_>>());
+}
