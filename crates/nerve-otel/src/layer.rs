@@ -169,8 +169,14 @@ where
             }
             // A dropped span still propagates its context (trace id and the
             // unsampled flag) to whatever the handler emits, without the
-            // boxing and locking of a live span.
-            let cx = parent.with_remote_span_context(span.span_context().clone());
+            // boxing and locking of a live span. Under a parent, the
+            // parent's context propagates the same trace and flags (and no
+            // one records either span id), so it serves as it is.
+            let cx = if parent.has_active_span() {
+                parent
+            } else {
+                parent.with_remote_span_context(span.span_context().clone())
+            };
             return Some(Box::new(OtelScope {
                 cx,
                 recording: false,
