@@ -1348,6 +1348,12 @@ impl BusInner {
                 Some((item, DropReason::Refused))
             }
             Pushed::Closed(item) => Some((item, DropReason::Closed)),
+            Pushed::Withdrawn(items) => {
+                for item in items.into_iter().filter(|i| i.event().is_some()) {
+                    self.lose(sub, item, DropReason::Closed, after);
+                }
+                None
+            }
         };
         if let Some((item, reason)) = lost {
             self.lose(sub, item, reason, after);
@@ -1906,6 +1912,12 @@ impl BusInner {
                         }
                         Outcome::Delivered
                     }
+                    Pushed::Withdrawn(items) => {
+                        for _ in items.iter().filter(|i| i.event().is_some()) {
+                            self.count_drop(sub, DropReason::Closed);
+                        }
+                        Outcome::Dropped(DropReason::Closed)
+                    }
                     _ => {
                         self.count_drop(sub, DropReason::Closed);
                         Outcome::Dropped(DropReason::Closed)
@@ -1944,6 +1956,13 @@ impl BusInner {
             Pushed::Closed(d) | Pushed::Full(d) | Pushed::WouldBlock(d) | Pushed::Dropped(d, _) => {
                 d.discard(DropReason::Closed);
                 self.count_drop(sub, DropReason::Closed);
+                return Outcome::Dropped(DropReason::Closed);
+            }
+            Pushed::Withdrawn(items) => {
+                for d in items {
+                    d.discard(DropReason::Closed);
+                    self.count_drop(sub, DropReason::Closed);
+                }
                 return Outcome::Dropped(DropReason::Closed);
             }
         }
