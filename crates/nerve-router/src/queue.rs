@@ -214,9 +214,15 @@ impl Wake for ThreadWaker {
 
 impl<T: QueueItem> Queue<T> {
     pub(crate) fn new(capacity: usize, overflow: Overflow) -> Self {
+        Self::with_ring(capacity, overflow, RING_MAX)
+    }
+
+    /// A queue whose ring holds at most `ring` items (tests use small rings
+    /// to reach `back`).
+    fn with_ring(capacity: usize, overflow: Overflow, ring: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
-            ring: ArrayQueue::new(capacity.min(RING_MAX)),
+            ring: ArrayQueue::new(capacity.min(ring.max(1))),
             hot: CacheLine(Hot {
                 state: AtomicUsize::new(0),
                 parked: AtomicBool::new(false),
@@ -261,9 +267,10 @@ impl<T: QueueItem> Queue<T> {
     /// Publishes how many items are outside the ring; under the lock.
     fn set_spilled(&self, slow: &Slow<T>) {
         let closed = self.hot.state.load(Ordering::Relaxed) & CLOSED;
-        self.hot
-            .state
-            .store(closed | (slow.front.len() + slow.back.len()), Ordering::Release);
+        self.hot.state.store(
+            closed | (slow.front.len() + slow.back.len()),
+            Ordering::Release,
+        );
     }
 
     /// Pushes `item`, applying the overflow policy when full. `may_block`
@@ -810,5 +817,342 @@ mod tests {
         }
         q.close();
         assert_eq!(consumer.join().unwrap(), (0..1000).collect::<Vec<_>>());
+    }
+    fn overflow_of(n: u8) -> Overflow {
+        match n % 5 {
+            0 => Overflow::DropNewest,
+            1 => Overflow::DropOldest,
+            2 => Overflow::Error,
+            3 => Overflow::Block,
+            _ => Overflow::BlockTimeout(Duration::from_micros(50)),
+        }
+    }
+
+    /// What the queue must do, as the obvious single-threaded `VecDeque`.
+    struct Model {
+        items: VecDeque<Item>,
+        capacity: usize,
+        overflow: Overflow,
+    }
+
+    /// A push's outcome, comparable: (kind, item, evicted item and reason).
+    type Seen = (&'static str, Option<u32>, Option<(u32, DropReason)>);
+
+    impl Model {
+        fn evict(&mut self) -> Option<Item> {
+            let at = self.items.iter().position(|i| !i.1)?;
+            self.items.remove(at)
+        }
+
+        fn push(&mut self, item: Item) -> Seen {
+            if self.items.len() < self.capacity {
+                self.items.push_back(item);
+                return ("queued", None, None);
+            }
+            if item.1 || self.overflow == Overflow::DropOldest {
+                let reason = if item.1 {
+                    DropReason::TerminalPriority
+                } else {
+                    DropReason::Evicted
+                };
+                if let Some(e) = self.evict() {
+                    self.items.push_back(item);
+                    return ("queued", None, Some((e.0, reason)));
+                }
+            }
+            if item.1 {
+                self.items.push_back(item);
+                return ("queued", None, None);
+            }
+            match self.overflow {
+                Overflow::DropNewest | Overflow::DropOldest => (
+                    "dropped",
+                    Some(item.0),
+                    Some((item.0, DropReason::QueueFull)),
+                ),
+                Overflow::Error => ("full", Some(item.0), None),
+                Overflow::Block => ("would_block", Some(item.0), None),
+                Overflow::BlockTimeout(_) => (
+                    "dropped",
+                    Some(item.0),
+                    Some((item.0, DropReason::BlockTimeout)),
+                ),
+            }
+        }
+    }
+
+    fn seen(pushed: Pushed<Item>) -> Seen {
+        match pushed {
+            Pushed::Queued(e) => ("queued", None, e.map(|(i, r)| (i.0, r))),
+            Pushed::Dropped(i, r) => ("dropped", Some(i.0), Some((i.0, r))),
+            Pushed::Full(i) => ("full", Some(i.0), None),
+            Pushed::WouldBlock(i) => ("would_block", Some(i.0), None),
+            Pushed::Closed(i) => ("closed", Some(i.0), None),
+            Pushed::Withdrawn(_) => ("withdrawn", None, None),
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(bool),
+        Pop(usize),
+        Evict,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            // One push in four is terminal.
+            4 => (0u8..4).prop_map(|n| Op::Push(n == 0)),
+            2 => (1usize..6).prop_map(Op::Pop),
+            1 => Just(Op::Evict),
+        ]
+    }
+
+    /// Takes from a thread-side consumer: a batch, or `None` at the end.
+    fn pop_batch(q: &Queue<Item>, max: usize) -> Option<Vec<Item>> {
+        let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut out = VecDeque::new();
+        loop {
+            match q.poll_pop_batch(&mut cx, max, &mut out) {
+                Poll::Ready(true) => return Some(out.into()),
+                Poll::Ready(false) => return None,
+                Poll::Pending => std::thread::park(),
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Single-threaded, the queue does exactly what the model does, for
+        /// every policy, with rings smaller than the capacity (so `back` is
+        /// used) and terminal items evicting from the middle.
+        #[test]
+        fn matches_the_model(
+            capacity in 1usize..8,
+            ring in 1usize..8,
+            policy in 0u8..5,
+            ops in proptest::collection::vec(op(), 1..80),
+        ) {
+            let overflow = overflow_of(policy);
+            let q = Queue::with_ring(capacity, overflow, ring);
+            let mut model = Model { items: VecDeque::new(), capacity, overflow };
+            let waker = futures::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            for (n, op) in ops.into_iter().enumerate() {
+                let n = n as u32;
+                match op {
+                    Op::Push(t) => {
+                        let got = seen(q.push(Item(n, t), false, no_block));
+                        proptest::prop_assert_eq!(got, model.push(Item(n, t)));
+                    }
+                    Op::Pop(k) => {
+                        let mut out = VecDeque::new();
+                        let _ = q.poll_pop_batch(&mut cx, k, &mut out);
+                        let want: Vec<u32> = (0..k.min(model.items.len()))
+                            .filter_map(|_| model.items.pop_front().map(|i| i.0))
+                            .collect();
+                        let got: Vec<u32> = out.into_iter().map(|i| i.0).collect();
+                        proptest::prop_assert_eq!(got, want);
+                    }
+                    Op::Evict => {
+                        let got = q.evict_oldest().map(|i| i.0);
+                        proptest::prop_assert_eq!(got, model.evict().map(|i| i.0));
+                    }
+                }
+                proptest::prop_assert_eq!(q.len(), model.items.len());
+            }
+            let rest: Vec<u32> = model.items.iter().map(|i| i.0).collect();
+            proptest::prop_assert_eq!(drain(&q), rest);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Concurrent producers and one consumer, under every policy: each
+        /// item is received exactly once or reported lost exactly once,
+        /// terminal items are never lost, and each producer's items arrive
+        /// in the order it pushed them.
+        #[test]
+        fn concurrent_producers_keep_order_and_account_exactly(
+            capacity in 1usize..40,
+            ring in 1usize..40,
+            policy in 0u8..5,
+            producers in 1u32..4,
+            batch in 1usize..70,
+        ) {
+            const PER: u32 = 2_000;
+            let q = Arc::new(Queue::with_ring(capacity, overflow_of(policy), ring));
+            let consumer = {
+                let q = q.clone();
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    while let Some(items) = pop_batch(&q, batch) {
+                        got.extend(items);
+                    }
+                    got
+                })
+            };
+            let pushers: Vec<_> = (0..producers)
+                .map(|p| {
+                    let q = q.clone();
+                    std::thread::spawn(move || {
+                        let (mut lost, mut evicted) = (Vec::new(), 0);
+                        for i in 0..PER {
+                            // Every 16th item terminal; the id says who and when.
+                            let item = Item(p * PER + i, i % 16 == 0);
+                            match q.push(item, true, run) {
+                                Pushed::Queued(None) => {}
+                                Pushed::Queued(Some((e, reason))) => {
+                                    evicted += usize::from(reason == DropReason::TerminalPriority);
+                                    lost.push(e)
+                                }
+                                Pushed::Dropped(e, _) => lost.push(e),
+                                Pushed::Full(e) | Pushed::WouldBlock(e) | Pushed::Closed(e) => {
+                                    lost.push(e)
+                                }
+                                Pushed::Withdrawn(items) => lost.extend(items),
+                            }
+                        }
+                        (lost, evicted)
+                    })
+                })
+                .collect();
+            let (mut lost, mut by_terminals) = (Vec::new(), 0);
+            for p in pushers {
+                let (l, e) = p.join().unwrap();
+                lost.extend(l);
+                by_terminals += e;
+            }
+            q.close();
+            let got = consumer.join().unwrap();
+            proptest::prop_assert!(q.close_and_drain().is_empty());
+            proptest::prop_assert!(lost.iter().all(|i| !i.1), "a terminal item was lost");
+            let mut all: Vec<u32> = got.iter().chain(&lost).map(|i| i.0).collect();
+            all.sort_unstable();
+            proptest::prop_assert_eq!(all, (0..producers * PER).collect::<Vec<_>>());
+            for p in 0..producers {
+                let mine: Vec<u32> = got.iter().map(|i| i.0).filter(|i| i / PER == p).collect();
+                proptest::prop_assert!(mine.windows(2).all(|w| w[0] < w[1]), "out of order");
+            }
+            if matches!(overflow_of(policy), Overflow::Block) {
+                // Only terminal items make room under `Block`.
+                proptest::prop_assert_eq!(lost.len(), by_terminals);
+            }
+        }
+
+        /// Producers racing with a consumer that goes away: whatever the
+        /// consumer did not take comes back from `close_and_drain`, a push,
+        /// or a withdrawal, exactly once.
+        #[test]
+        fn close_racing_with_pushes_loses_nothing_uncounted(
+            capacity in 1usize..64,
+            take in 0usize..3_000,
+        ) {
+            const PER: u32 = 2_000;
+            let q = Arc::new(Queue::with_ring(capacity, Overflow::DropNewest, 16));
+            let pushers: Vec<_> = (0..2u32)
+                .map(|p| {
+                    let q = q.clone();
+                    std::thread::spawn(move || {
+                        let mut lost = Vec::new();
+                        for i in 0..PER {
+                            match q.push(Item(p * PER + i, i % 50 == 0), false, no_block) {
+                                Pushed::Queued(None) => {}
+                                Pushed::Queued(Some((e, _))) | Pushed::Dropped(e, _) => lost.push(e),
+                                Pushed::Full(e) | Pushed::WouldBlock(e) | Pushed::Closed(e) => {
+                                    lost.push(e)
+                                }
+                                Pushed::Withdrawn(items) => lost.extend(items),
+                            }
+                        }
+                        lost
+                    })
+                })
+                .collect();
+            let waker = futures::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            let mut got = VecDeque::new();
+            while got.len() < take {
+                match q.poll_pop_batch(&mut cx, 7, &mut got) {
+                    Poll::Ready(_) => {}
+                    Poll::Pending => {
+                        if pushers.iter().all(|p| p.is_finished()) {
+                            break;
+                        }
+                        std::thread::yield_now();
+                    }
+                }
+            }
+            let left = q.close_and_drain();
+            let lost: Vec<Item> = pushers.into_iter().flat_map(|p| p.join().unwrap()).collect();
+            // Nothing stays behind after the drain: late pushes withdrew.
+            proptest::prop_assert_eq!(q.len(), 0);
+            let mut all: Vec<u32> = got.iter().chain(&left).chain(&lost).map(|i| i.0).collect();
+            all.sort_unstable();
+            proptest::prop_assert_eq!(all, (0..2 * PER).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn terminal_eviction_with_a_full_ring_keeps_the_order() {
+        // The ring is full: T T N N. A terminal evicts the first N, moving
+        // the two terminal items ahead of it out of the ring, to `front`.
+        let q = Queue::with_ring(4, Overflow::Block, 4);
+        for (n, t) in [(1, true), (2, true), (3, false), (4, false)] {
+            assert!(matches!(
+                q.push(Item(n, t), false, no_block),
+                Pushed::Queued(None)
+            ));
+        }
+        assert!(matches!(
+            q.push(Item(5, true), false, no_block),
+            Pushed::Queued(Some((Item(3, false), DropReason::TerminalPriority)))
+        ));
+        assert_eq!(q.len(), 4);
+        // Still full: a plain item may not slip into the ring's free slot.
+        assert!(matches!(
+            q.push(Item(6, false), false, no_block),
+            Pushed::WouldBlock(Item(6, false))
+        ));
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut out = VecDeque::new();
+        assert!(matches!(
+            q.poll_pop_batch(&mut cx, 3, &mut out),
+            Poll::Ready(true)
+        ));
+        assert_eq!(out.iter().map(|i| i.0).collect::<Vec<_>>(), [1, 2, 4]);
+        assert_eq!(drain(&q), [5]);
+    }
+
+    #[test]
+    fn a_parked_reader_is_woken_by_the_next_push() {
+        let q = Arc::new(Queue::new(8, Overflow::Block));
+        let reader = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                while let Some(items) = pop_batch(&q, 64) {
+                    got.extend(items.into_iter().map(|i| i.0));
+                }
+                got
+            })
+        };
+        for n in 0..10_000 {
+            assert!(matches!(
+                q.push(Item(n, false), true, run),
+                Pushed::Queued(None)
+            ));
+            if n % 100 == 0 {
+                // Let the reader catch up and park now and then.
+                while !q.looks_empty() {
+                    std::thread::yield_now();
+                }
+            }
+        }
+        q.close();
+        assert_eq!(reader.join().unwrap(), (0..10_000).collect::<Vec<_>>());
     }
 }
