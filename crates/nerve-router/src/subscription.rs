@@ -300,8 +300,10 @@ impl Subscription {
 pub(crate) struct SubscriptionCounters {
     /// Events offered to this subscriber (passed its filter).
     pub(crate) offered: AtomicU64,
-    /// Events handed to the handler or stream, whatever the outcome.
-    pub(crate) delivered: AtomicU64,
+    /// Events handed to the handler or stream, whatever the outcome. Written
+    /// by the reader, so on a cache line of its own: the emitter writes
+    /// `offered` and reads the subscription on every event.
+    pub(crate) delivered: crossbeam_utils::CachePadded<AtomicU64>,
     /// Events lost, by [`DropReason`] index.
     pub(crate) dropped: [AtomicU64; DropReason::ALL.len()],
     /// Drops not yet announced by a `system.events_dropped` event.
@@ -320,7 +322,7 @@ impl SubscriptionCounters {
     pub(crate) fn reset(&self) {
         for c in self.dropped.iter().chain([
             &self.offered,
-            &self.delivered,
+            &*self.delivered,
             &self.unannounced,
             &self.succeeded,
             &self.failed,
