@@ -1317,7 +1317,13 @@ impl BusInner {
         after: &mut AfterDelivery,
     ) {
         sub.counters.offered.fetch_add(1, Ordering::Relaxed);
-        let may_block = self.may_block(after);
+        // Worked out only if the queue is full: it reads thread-locals and
+        // the runtime handle.
+        let may_block = || {
+            *after.may_block.get_or_insert_with(|| {
+                !reentry::dispatching_in_handler() && !self.blocking_would_deadlock()
+            })
+        };
         let lost = match queue.push_deferring(
             item,
             may_block,

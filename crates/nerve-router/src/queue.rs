@@ -42,6 +42,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::CachePadded;
 use futures::task::AtomicWaker;
 
 use serde::Serialize;
@@ -168,36 +169,22 @@ struct Slow<T> {
 
 pub(crate) struct Queue<T> {
     ring: ArrayQueue<T>,
-    /// What the emitter reads on every push, together on one cache line:
-    /// whether the queue is closed or anything is outside the ring, and
-    /// whether the reader is parked.
-    hot: CacheLine<Hot>,
-    slow: Mutex<Slow<T>>,
+    /// [`CLOSED`] | items in `front` and `back`; written under the lock,
+    /// read by the emitter on every push. Each field the emitter and the
+    /// reader share sits on a cache line of its own, so that one side's
+    /// writes do not make the other miss on what it only reads.
+    state: CachePadded<AtomicUsize>,
+    /// The reader registered its waker and is about to sleep: the next push
+    /// wakes it.
+    parked: CachePadded<AtomicBool>,
+    /// Taken by the reader once per batch.
+    slow: CachePadded<Mutex<Slow<T>>>,
     /// Producers wait here for room.
     room: Condvar,
     /// The reader's waker, set before it parks.
     waker: AtomicWaker,
     capacity: usize,
     overflow: Overflow,
-}
-
-struct Hot {
-    /// [`CLOSED`] | items in `front` and `back`; written under the lock.
-    state: AtomicUsize,
-    /// The reader registered its waker and is about to sleep: the next push
-    /// wakes it.
-    parked: AtomicBool,
-}
-
-/// A value alone on its cache line.
-#[repr(align(128))]
-struct CacheLine<T>(T);
-
-impl<T> std::ops::Deref for CacheLine<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
 }
 
 /// Wakes a reader thread parked in [`Queue::pop_blocking`].
@@ -223,15 +210,13 @@ impl<T: QueueItem> Queue<T> {
         let capacity = capacity.max(1);
         Self {
             ring: ArrayQueue::new(capacity.min(ring.max(1))),
-            hot: CacheLine(Hot {
-                state: AtomicUsize::new(0),
-                parked: AtomicBool::new(false),
-            }),
-            slow: Mutex::new(Slow {
+            state: CachePadded::new(AtomicUsize::new(0)),
+            parked: CachePadded::new(AtomicBool::new(false)),
+            slow: CachePadded::new(Mutex::new(Slow {
                 front: VecDeque::new(),
                 back: VecDeque::new(),
                 waiting: 0,
-            }),
+            })),
             room: Condvar::new(),
             waker: AtomicWaker::new(),
             capacity,
@@ -252,12 +237,12 @@ impl<T: QueueItem> Queue<T> {
     }
 
     fn is_closed(&self) -> bool {
-        self.hot.state.load(Ordering::Acquire) & CLOSED != 0
+        self.state.load(Ordering::Acquire) & CLOSED != 0
     }
 
     /// Items queued; exact when nothing pushes or pops meanwhile.
     pub(crate) fn len(&self) -> usize {
-        self.ring.len() + (self.hot.state.load(Ordering::Acquire) & !CLOSED)
+        self.ring.len() + (self.state.load(Ordering::Acquire) & !CLOSED)
     }
 
     fn len_locked(&self, slow: &Slow<T>) -> usize {
@@ -266,8 +251,8 @@ impl<T: QueueItem> Queue<T> {
 
     /// Publishes how many items are outside the ring; under the lock.
     fn set_spilled(&self, slow: &Slow<T>) {
-        let closed = self.hot.state.load(Ordering::Relaxed) & CLOSED;
-        self.hot.state.store(
+        let closed = self.state.load(Ordering::Relaxed) & CLOSED;
+        self.state.store(
             closed | (slow.front.len() + slow.back.len()),
             Ordering::Release,
         );
@@ -282,30 +267,30 @@ impl<T: QueueItem> Queue<T> {
         may_block: bool,
         block: impl FnOnce(&mut dyn FnMut()),
     ) -> Pushed<T> {
-        self.push_deferring(item, may_block, block, None)
+        self.push_deferring(item, move || may_block, block, None)
     }
 
     /// [`push`](Self::push), leaving the reader's wake-up, if one is due, in
     /// `wakes` for the caller to do once it has pushed to every subscriber:
     /// a fan-out then wakes its readers together, after the event is in every
     /// queue, as a broadcast channel does, instead of one at a time between
-    /// pushes.
+    /// pushes. `may_block` is asked only if the queue is full.
     pub(crate) fn push_deferring(
         &self,
         item: T,
-        may_block: bool,
+        may_block: impl FnOnce() -> bool,
         block: impl FnOnce(&mut dyn FnMut()),
         wakes: Option<&mut Wakes>,
     ) -> Pushed<T> {
         // The fast path: open, nothing outside the ring, and the ring has
         // room. Lock-free.
-        let item = if self.hot.state.load(Ordering::Acquire) == 0 {
+        let item = if self.state.load(Ordering::Acquire) == 0 {
             match self.ring.push(item) {
                 Ok(()) => {
                     // Orders the push before reading `state` and `parked`;
                     // the reader (parking) and `close` fence the other way.
                     fence(Ordering::SeqCst);
-                    if self.hot.state.load(Ordering::Relaxed) & CLOSED != 0 {
+                    if self.state.load(Ordering::Relaxed) & CLOSED != 0 {
                         // Closed while we pushed: whoever closed may have
                         // drained before our item landed. Take back what is
                         // left, so nothing stays in a queue nobody reads.
@@ -344,8 +329,7 @@ impl<T: QueueItem> Queue<T> {
 
     /// Wakes the reader if it parked; called after a push and a SeqCst fence.
     fn wake_reader(&self, wakes: Option<&mut Wakes>) {
-        if self.hot.parked.load(Ordering::Relaxed) && self.hot.parked.swap(false, Ordering::AcqRel)
-        {
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
             if let Some(w) = self.waker.take() {
                 match wakes {
                     Some(wakes) => wakes.push(w),
@@ -358,14 +342,14 @@ impl<T: QueueItem> Queue<T> {
     fn push_slow(
         &self,
         item: T,
-        may_block: bool,
+        may_block: impl FnOnce() -> bool,
         block: impl FnOnce(&mut dyn FnMut()),
         wakes: Option<&mut Wakes>,
     ) -> Pushed<T> {
         let mut slow = self.lock();
         // Under the lock, `close` either happened before (seen here) or
         // drains after us (and finds the item).
-        if self.hot.state.load(Ordering::Relaxed) & CLOSED != 0 {
+        if self.state.load(Ordering::Relaxed) & CLOSED != 0 {
             return Pushed::Closed(item);
         }
         if self.len_locked(&slow) < self.capacity {
@@ -386,6 +370,7 @@ impl<T: QueueItem> Queue<T> {
                 return self.queued(Some((evicted, reason)), wakes);
             }
         }
+        let may_block = may_block();
         if terminal {
             if !may_block {
                 // Only terminal events are queued, waiting would wait on
@@ -472,7 +457,7 @@ impl<T: QueueItem> Queue<T> {
             let mut slow = self.lock();
             loop {
                 let Some(pending) = item.take() else { return };
-                if self.hot.state.load(Ordering::Relaxed) & CLOSED != 0 {
+                if self.state.load(Ordering::Relaxed) & CLOSED != 0 {
                     outcome = Some(Pushed::Closed(pending));
                     return;
                 }
@@ -555,7 +540,7 @@ impl<T: QueueItem> Queue<T> {
 
     /// Whether anything is queued, without the lock.
     fn looks_empty(&self) -> bool {
-        self.ring.is_empty() && self.hot.state.load(Ordering::Acquire) & !CLOSED == 0
+        self.ring.is_empty() && self.state.load(Ordering::Acquire) & !CLOSED == 0
     }
 
     /// Pops for an async consumer.
@@ -624,14 +609,14 @@ impl<T: QueueItem> Queue<T> {
         // lands before the second look (and is taken), or sees `parked`
         // after its own fence and wakes us.
         self.waker.register(cx.waker());
-        self.hot.parked.store(true, Ordering::Relaxed);
+        self.parked.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         if self.take(max, out) > 0 {
-            self.hot.parked.store(false, Ordering::Relaxed);
+            self.parked.store(false, Ordering::Relaxed);
             return Poll::Ready(true);
         }
-        if self.hot.state.load(Ordering::SeqCst) & CLOSED != 0 {
-            self.hot.parked.store(false, Ordering::Relaxed);
+        if self.state.load(Ordering::SeqCst) & CLOSED != 0 {
+            self.parked.store(false, Ordering::Relaxed);
             // A push that raced with `close` and did not see `CLOSED` (so
             // will not withdraw its item) fenced before `close` did: after
             // reading `CLOSED` and fencing, its item is visible here.
@@ -663,7 +648,7 @@ impl<T: QueueItem> Queue<T> {
     pub(crate) fn close(&self) {
         {
             let _slow = self.lock();
-            self.hot.state.fetch_or(CLOSED, Ordering::SeqCst);
+            self.state.fetch_or(CLOSED, Ordering::SeqCst);
         }
         // Pairs with the fence after a lock-free push: that push either is
         // seen by whoever drains next, or sees `CLOSED` and withdraws.
