@@ -668,6 +668,11 @@ impl Bus {
         inner.other_types.store(0, Ordering::Relaxed);
         for sub in inner.routes.load().subscriptions() {
             sub.counters.reset();
+            // Queues count their own offers, and are not reset (their count
+            // orders pushes before wake-ups): start from where they are.
+            sub.counters
+                .offered_base
+                .store(sub.kind.accepted(), Ordering::Relaxed);
         }
     }
 
@@ -1316,7 +1321,8 @@ impl BusInner {
         item: T,
         after: &mut AfterDelivery,
     ) {
-        sub.counters.offered.fetch_add(1, Ordering::Relaxed);
+        // What the queue accepts it counts as offered itself (one atomic
+        // add it makes anyway); here only what it turns away is counted.
         // Worked out only if the queue is full: it reads thread-locals and
         // the runtime handle.
         let may_block = || {
@@ -1331,10 +1337,13 @@ impl BusInner {
             Some(&mut after.wakes),
         ) {
             Pushed::Queued(None) => None,
-            Pushed::Queued(Some((evicted, reason))) | Pushed::Dropped(evicted, reason) => {
-                Some((evicted, reason))
+            Pushed::Queued(Some((evicted, reason))) => Some((evicted, reason)),
+            Pushed::Dropped(item, reason) => {
+                sub.counters.offered.fetch_add(1, Ordering::Relaxed);
+                Some((item, reason))
             }
             Pushed::Full(item) => {
+                sub.counters.offered.fetch_add(1, Ordering::Relaxed);
                 after.refuse(|| EmitError::QueueFull {
                     event_id: event.event_id(),
                     subscription: sub.id,
@@ -1343,6 +1352,7 @@ impl BusInner {
                 Some((item, DropReason::Refused))
             }
             Pushed::WouldBlock(item) => {
+                sub.counters.offered.fetch_add(1, Ordering::Relaxed);
                 after.refuse(|| EmitError::WouldDeadlock {
                     reason: format!(
                         "the queue of {} is full and its policy is Block, but waiting here \
@@ -1353,7 +1363,10 @@ impl BusInner {
                 });
                 Some((item, DropReason::Refused))
             }
-            Pushed::Closed(item) => Some((item, DropReason::Closed)),
+            Pushed::Closed(item) => {
+                sub.counters.offered.fetch_add(1, Ordering::Relaxed);
+                Some((item, DropReason::Closed))
+            }
             Pushed::Withdrawn(items) => {
                 for item in items.into_iter().filter(|i| i.event().is_some()) {
                     self.lose(sub, item, DropReason::Closed, after);
@@ -1894,9 +1907,8 @@ impl BusInner {
     /// outcome. A retry's delivery is never dropped by a full queue (it is
     /// queued as a terminal event would be).
     async fn deliver_to(self: &Arc<Self>, sub: &Arc<Subscription>, event: &Event) -> Outcome {
-        if !sub.is_inline() {
-            sub.counters.offered.fetch_add(1, Ordering::Relaxed);
-        }
+        // A queue counts what it accepts as offered; what it turns away is
+        // counted here.
         let (queue, slot) = match &sub.kind {
             HandlerKind::Sync(f) => {
                 let _ambient = correlation::enter_ambient(Ambient::of_event(event));
@@ -1925,6 +1937,7 @@ impl BusInner {
                         Outcome::Dropped(DropReason::Closed)
                     }
                     _ => {
+                        sub.counters.offered.fetch_add(1, Ordering::Relaxed);
                         self.count_drop(sub, DropReason::Closed);
                         Outcome::Dropped(DropReason::Closed)
                     }
@@ -1960,6 +1973,7 @@ impl BusInner {
                 }
             }
             Pushed::Closed(d) | Pushed::Full(d) | Pushed::WouldBlock(d) | Pushed::Dropped(d, _) => {
+                sub.counters.offered.fetch_add(1, Ordering::Relaxed);
                 d.discard(DropReason::Closed);
                 self.count_drop(sub, DropReason::Closed);
                 return Outcome::Dropped(DropReason::Closed);

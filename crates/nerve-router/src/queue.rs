@@ -36,7 +36,7 @@
 //! slow side around it and the parking protocol.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -128,6 +128,11 @@ impl DropReason {
 /// Something a queue holds: it knows whether it must never be dropped.
 pub(crate) trait QueueItem {
     fn is_terminal(&self) -> bool;
+    /// Whether the item counts as offered to the subscriber (an event, not
+    /// an end-of-stream marker).
+    fn counted(&self) -> bool {
+        true
+    }
 }
 
 /// The result of a push.
@@ -177,6 +182,14 @@ pub(crate) struct Queue<T> {
     /// The reader registered its waker and is about to sleep: the next push
     /// wakes it.
     parked: CachePadded<AtomicBool>,
+    /// Counted items the queue ever accepted: the subscriber's offers that
+    /// were not refused, so the emitter does not count them again. Each
+    /// push's SeqCst add also orders the push before the pusher's look at
+    /// `parked` and `state`; the reader (parking, or seeing `CLOSED`) and
+    /// `close` read it with SeqCst before they look at the ring, so either
+    /// side sees the other (a Dekker handshake, at the price of one atomic
+    /// add the emitter would make anyway to count the offer).
+    accepted: CachePadded<AtomicU64>,
     /// Taken by the reader once per batch.
     slow: CachePadded<Mutex<Slow<T>>>,
     /// Producers wait here for room.
@@ -212,6 +225,7 @@ impl<T: QueueItem> Queue<T> {
             ring: ArrayQueue::new(capacity.min(ring.max(1))),
             state: CachePadded::new(AtomicUsize::new(0)),
             parked: CachePadded::new(AtomicBool::new(false)),
+            accepted: CachePadded::new(AtomicU64::new(0)),
             slow: CachePadded::new(Mutex::new(Slow {
                 front: VecDeque::new(),
                 back: VecDeque::new(),
@@ -245,6 +259,11 @@ impl<T: QueueItem> Queue<T> {
         self.ring.len() + (self.state.load(Ordering::Acquire) & !CLOSED)
     }
 
+    /// Counted items ever accepted (see `QueueItem::counted`).
+    pub(crate) fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
     fn len_locked(&self, slow: &Slow<T>) -> usize {
         self.ring.len() + slow.front.len() + slow.back.len()
     }
@@ -254,7 +273,7 @@ impl<T: QueueItem> Queue<T> {
         let closed = self.state.load(Ordering::Relaxed) & CLOSED;
         self.state.store(
             closed | (slow.front.len() + slow.back.len()),
-            Ordering::Release,
+            Ordering::SeqCst,
         );
     }
 
@@ -285,12 +304,11 @@ impl<T: QueueItem> Queue<T> {
         // The fast path: open, nothing outside the ring, and the ring has
         // room. Lock-free.
         let item = if self.state.load(Ordering::Acquire) == 0 {
+            let counted = u64::from(item.counted());
             match self.ring.push(item) {
                 Ok(()) => {
-                    // Orders the push before reading `state` and `parked`;
-                    // the reader (parking) and `close` fence the other way.
-                    fence(Ordering::SeqCst);
-                    if self.state.load(Ordering::Relaxed) & CLOSED != 0 {
+                    self.accepted.fetch_add(counted, Ordering::SeqCst);
+                    if self.state.load(Ordering::SeqCst) & CLOSED != 0 {
                         // Closed while we pushed: whoever closed may have
                         // drained before our item landed. Take back what is
                         // left, so nothing stays in a queue nobody reads.
@@ -320,16 +338,24 @@ impl<T: QueueItem> Queue<T> {
         }
     }
 
-    /// After an item was put under the lock (now released): wakes the reader.
-    fn queued(&self, evicted: Option<(T, DropReason)>, wakes: Option<&mut Wakes>) -> Pushed<T> {
-        fence(Ordering::SeqCst);
+    /// After a `counted` item was put under the lock (now released): counts
+    /// it and wakes the reader.
+    fn queued(
+        &self,
+        counted: bool,
+        evicted: Option<(T, DropReason)>,
+        wakes: Option<&mut Wakes>,
+    ) -> Pushed<T> {
+        self.accepted
+            .fetch_add(u64::from(counted), Ordering::SeqCst);
         self.wake_reader(wakes);
         Pushed::Queued(evicted)
     }
 
-    /// Wakes the reader if it parked; called after a push and a SeqCst fence.
+    /// Wakes the reader if it parked; called after a push and its SeqCst add
+    /// to `accepted`.
     fn wake_reader(&self, wakes: Option<&mut Wakes>) {
-        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+        if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::AcqRel) {
             if let Some(w) = self.waker.take() {
                 match wakes {
                     Some(wakes) => wakes.push(w),
@@ -352,10 +378,11 @@ impl<T: QueueItem> Queue<T> {
         if self.state.load(Ordering::Relaxed) & CLOSED != 0 {
             return Pushed::Closed(item);
         }
+        let counted = item.counted();
         if self.len_locked(&slow) < self.capacity {
             self.put(&mut slow, item);
             drop(slow);
-            return self.queued(None, wakes);
+            return self.queued(counted, None, wakes);
         }
         let terminal = item.is_terminal();
         if terminal || self.overflow == Overflow::DropOldest {
@@ -367,7 +394,7 @@ impl<T: QueueItem> Queue<T> {
                 } else {
                     DropReason::Evicted
                 };
-                return self.queued(Some((evicted, reason)), wakes);
+                return self.queued(counted, Some((evicted, reason)), wakes);
             }
         }
         let may_block = may_block();
@@ -378,7 +405,7 @@ impl<T: QueueItem> Queue<T> {
                 // capacity by one rather than lose it.
                 self.put(&mut slow, item);
                 drop(slow);
-                return self.queued(None, wakes);
+                return self.queued(counted, None, wakes);
             }
             drop(slow);
             wake_all(wakes);
@@ -462,9 +489,10 @@ impl<T: QueueItem> Queue<T> {
                     return;
                 }
                 if self.len_locked(&slow) < self.capacity {
+                    let counted = pending.counted();
                     self.put(&mut slow, pending);
                     drop(slow);
-                    outcome = Some(self.queued(None, None));
+                    outcome = Some(self.queued(counted, None, None));
                     return;
                 }
                 item = Some(pending);
@@ -607,10 +635,10 @@ impl<T: QueueItem> Queue<T> {
         }
         // Park: register the waker, say so, then look again. A push either
         // lands before the second look (and is taken), or sees `parked`
-        // after its own fence and wakes us.
+        // after its add to `accepted` and wakes us.
         self.waker.register(cx.waker());
-        self.parked.store(true, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        self.parked.store(true, Ordering::SeqCst);
+        self.accepted.load(Ordering::SeqCst);
         if self.take(max, out) > 0 {
             self.parked.store(false, Ordering::Relaxed);
             return Poll::Ready(true);
@@ -618,9 +646,10 @@ impl<T: QueueItem> Queue<T> {
         if self.state.load(Ordering::SeqCst) & CLOSED != 0 {
             self.parked.store(false, Ordering::Relaxed);
             // A push that raced with `close` and did not see `CLOSED` (so
-            // will not withdraw its item) fenced before `close` did: after
-            // reading `CLOSED` and fencing, its item is visible here.
-            fence(Ordering::SeqCst);
+            // will not withdraw its item) added to `accepted` before `close`
+            // set it: after reading `CLOSED`, then `accepted`, its item is
+            // visible here.
+            self.accepted.load(Ordering::SeqCst);
             return Poll::Ready(self.take(max, out) > 0);
         }
         Poll::Pending
@@ -650,9 +679,9 @@ impl<T: QueueItem> Queue<T> {
             let _slow = self.lock();
             self.state.fetch_or(CLOSED, Ordering::SeqCst);
         }
-        // Pairs with the fence after a lock-free push: that push either is
-        // seen by whoever drains next, or sees `CLOSED` and withdraws.
-        fence(Ordering::SeqCst);
+        // Pairs with a lock-free push's add to `accepted`: that push either
+        // is seen by whoever drains next, or sees `CLOSED` and withdraws.
+        self.accepted.load(Ordering::SeqCst);
         self.room.notify_all();
         self.waker.wake();
     }
