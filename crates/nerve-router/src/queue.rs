@@ -162,6 +162,23 @@ pub(crate) const RING_MAX: usize = 1024;
 /// `front` and `back`.
 const CLOSED: usize = 1 << (usize::BITS - 1);
 
+/// See [`Queue::hot`].
+struct Hot {
+    /// [`CLOSED`] | items in `front` and `back`; written under the lock.
+    state: AtomicUsize,
+    /// Counted items the queue ever accepted: the subscriber's offers that
+    /// were not refused, so the emitter does not count them again. Each
+    /// push's SeqCst add also orders the push before the pusher's look at
+    /// `parked` and `state`; the reader (parking, or seeing `CLOSED`) and
+    /// `close` read it with SeqCst before they look at the ring, so either
+    /// side sees the other (a Dekker handshake, at the price of one atomic
+    /// add the emitter would make anyway to count the offer).
+    accepted: AtomicU64,
+    /// The reader registered its waker and is about to sleep: the next push
+    /// wakes it. The only field here the reader writes, once per sleep.
+    parked: AtomicBool,
+}
+
 /// The slow side: everything a lock-free push cannot do.
 struct Slow<T> {
     /// Terminal items evicted from the ring's head, ahead of the ring.
@@ -174,22 +191,10 @@ struct Slow<T> {
 
 pub(crate) struct Queue<T> {
     ring: ArrayQueue<T>,
-    /// [`CLOSED`] | items in `front` and `back`; written under the lock,
-    /// read by the emitter on every push. Each field the emitter and the
-    /// reader share sits on a cache line of its own, so that one side's
-    /// writes do not make the other miss on what it only reads.
-    state: CachePadded<AtomicUsize>,
-    /// The reader registered its waker and is about to sleep: the next push
-    /// wakes it.
-    parked: CachePadded<AtomicBool>,
-    /// Counted items the queue ever accepted: the subscriber's offers that
-    /// were not refused, so the emitter does not count them again. Each
-    /// push's SeqCst add also orders the push before the pusher's look at
-    /// `parked` and `state`; the reader (parking, or seeing `CLOSED`) and
-    /// `close` read it with SeqCst before they look at the ring, so either
-    /// side sees the other (a Dekker handshake, at the price of one atomic
-    /// add the emitter would make anyway to count the offer).
-    accepted: CachePadded<AtomicU64>,
+    /// What the emitter reads or writes on every push besides the ring,
+    /// together on one cache line of its own: one line to bring in per
+    /// push, which misses only when the reader has parked since.
+    hot: CachePadded<Hot>,
     /// Taken by the reader once per batch.
     slow: CachePadded<Mutex<Slow<T>>>,
     /// Producers wait here for room.
@@ -223,9 +228,11 @@ impl<T: QueueItem> Queue<T> {
         let capacity = capacity.max(1);
         Self {
             ring: ArrayQueue::new(capacity.min(ring.max(1))),
-            state: CachePadded::new(AtomicUsize::new(0)),
-            parked: CachePadded::new(AtomicBool::new(false)),
-            accepted: CachePadded::new(AtomicU64::new(0)),
+            hot: CachePadded::new(Hot {
+                state: AtomicUsize::new(0),
+                accepted: AtomicU64::new(0),
+                parked: AtomicBool::new(false),
+            }),
             slow: CachePadded::new(Mutex::new(Slow {
                 front: VecDeque::new(),
                 back: VecDeque::new(),
@@ -251,17 +258,17 @@ impl<T: QueueItem> Queue<T> {
     }
 
     fn is_closed(&self) -> bool {
-        self.state.load(Ordering::Acquire) & CLOSED != 0
+        self.hot.state.load(Ordering::Acquire) & CLOSED != 0
     }
 
     /// Items queued; exact when nothing pushes or pops meanwhile.
     pub(crate) fn len(&self) -> usize {
-        self.ring.len() + (self.state.load(Ordering::Acquire) & !CLOSED)
+        self.ring.len() + (self.hot.state.load(Ordering::Acquire) & !CLOSED)
     }
 
     /// Counted items ever accepted (see `QueueItem::counted`).
     pub(crate) fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
+        self.hot.accepted.load(Ordering::Relaxed)
     }
 
     fn len_locked(&self, slow: &Slow<T>) -> usize {
@@ -270,8 +277,8 @@ impl<T: QueueItem> Queue<T> {
 
     /// Publishes how many items are outside the ring; under the lock.
     fn set_spilled(&self, slow: &Slow<T>) {
-        let closed = self.state.load(Ordering::Relaxed) & CLOSED;
-        self.state.store(
+        let closed = self.hot.state.load(Ordering::Relaxed) & CLOSED;
+        self.hot.state.store(
             closed | (slow.front.len() + slow.back.len()),
             Ordering::SeqCst,
         );
@@ -294,6 +301,7 @@ impl<T: QueueItem> Queue<T> {
     /// a fan-out then wakes its readers together, after the event is in every
     /// queue, as a broadcast channel does, instead of one at a time between
     /// pushes. `may_block` is asked only if the queue is full.
+    #[inline]
     pub(crate) fn push_deferring(
         &self,
         item: T,
@@ -303,12 +311,12 @@ impl<T: QueueItem> Queue<T> {
     ) -> Pushed<T> {
         // The fast path: open, nothing outside the ring, and the ring has
         // room. Lock-free.
-        let item = if self.state.load(Ordering::Acquire) == 0 {
+        let item = if self.hot.state.load(Ordering::Acquire) == 0 {
             let counted = u64::from(item.counted());
             match self.ring.push(item) {
                 Ok(()) => {
-                    self.accepted.fetch_add(counted, Ordering::SeqCst);
-                    if self.state.load(Ordering::SeqCst) & CLOSED != 0 {
+                    self.hot.accepted.fetch_add(counted, Ordering::SeqCst);
+                    if self.hot.state.load(Ordering::SeqCst) & CLOSED != 0 {
                         // Closed while we pushed: whoever closed may have
                         // drained before our item landed. Take back what is
                         // left, so nothing stays in a queue nobody reads.
@@ -346,7 +354,8 @@ impl<T: QueueItem> Queue<T> {
         evicted: Option<(T, DropReason)>,
         wakes: Option<&mut Wakes>,
     ) -> Pushed<T> {
-        self.accepted
+        self.hot
+            .accepted
             .fetch_add(u64::from(counted), Ordering::SeqCst);
         self.wake_reader(wakes);
         Pushed::Queued(evicted)
@@ -355,7 +364,7 @@ impl<T: QueueItem> Queue<T> {
     /// Wakes the reader if it parked; called after a push and its SeqCst add
     /// to `accepted`.
     fn wake_reader(&self, wakes: Option<&mut Wakes>) {
-        if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::AcqRel) {
+        if self.hot.parked.load(Ordering::SeqCst) && self.hot.parked.swap(false, Ordering::AcqRel) {
             if let Some(w) = self.waker.take() {
                 match wakes {
                     Some(wakes) => wakes.push(w),
@@ -365,6 +374,7 @@ impl<T: QueueItem> Queue<T> {
         }
     }
 
+    #[inline(never)]
     fn push_slow(
         &self,
         item: T,
@@ -375,7 +385,7 @@ impl<T: QueueItem> Queue<T> {
         let mut slow = self.lock();
         // Under the lock, `close` either happened before (seen here) or
         // drains after us (and finds the item).
-        if self.state.load(Ordering::Relaxed) & CLOSED != 0 {
+        if self.hot.state.load(Ordering::Relaxed) & CLOSED != 0 {
             return Pushed::Closed(item);
         }
         let counted = item.counted();
@@ -484,7 +494,7 @@ impl<T: QueueItem> Queue<T> {
             let mut slow = self.lock();
             loop {
                 let Some(pending) = item.take() else { return };
-                if self.state.load(Ordering::Relaxed) & CLOSED != 0 {
+                if self.hot.state.load(Ordering::Relaxed) & CLOSED != 0 {
                     outcome = Some(Pushed::Closed(pending));
                     return;
                 }
@@ -566,9 +576,12 @@ impl<T: QueueItem> Queue<T> {
         n
     }
 
-    /// Whether anything is queued, without the lock.
+    /// Whether the ring is empty, without the lock: what a reader watches
+    /// while it spins (items outside the ring it takes under the lock
+    /// before parking anyway), so that it reads no line the emitter writes
+    /// but the ring's.
     fn looks_empty(&self) -> bool {
-        self.ring.is_empty() && self.state.load(Ordering::Acquire) & !CLOSED == 0
+        self.ring.is_empty()
     }
 
     /// Pops for an async consumer.
@@ -637,19 +650,19 @@ impl<T: QueueItem> Queue<T> {
         // lands before the second look (and is taken), or sees `parked`
         // after its add to `accepted` and wakes us.
         self.waker.register(cx.waker());
-        self.parked.store(true, Ordering::SeqCst);
-        self.accepted.load(Ordering::SeqCst);
+        self.hot.parked.store(true, Ordering::SeqCst);
+        self.hot.accepted.load(Ordering::SeqCst);
         if self.take(max, out) > 0 {
-            self.parked.store(false, Ordering::Relaxed);
+            self.hot.parked.store(false, Ordering::Relaxed);
             return Poll::Ready(true);
         }
-        if self.state.load(Ordering::SeqCst) & CLOSED != 0 {
-            self.parked.store(false, Ordering::Relaxed);
+        if self.hot.state.load(Ordering::SeqCst) & CLOSED != 0 {
+            self.hot.parked.store(false, Ordering::Relaxed);
             // A push that raced with `close` and did not see `CLOSED` (so
             // will not withdraw its item) added to `accepted` before `close`
             // set it: after reading `CLOSED`, then `accepted`, its item is
             // visible here.
-            self.accepted.load(Ordering::SeqCst);
+            self.hot.accepted.load(Ordering::SeqCst);
             return Poll::Ready(self.take(max, out) > 0);
         }
         Poll::Pending
@@ -677,11 +690,11 @@ impl<T: QueueItem> Queue<T> {
     pub(crate) fn close(&self) {
         {
             let _slow = self.lock();
-            self.state.fetch_or(CLOSED, Ordering::SeqCst);
+            self.hot.state.fetch_or(CLOSED, Ordering::SeqCst);
         }
         // Pairs with a lock-free push's add to `accepted`: that push either
         // is seen by whoever drains next, or sees `CLOSED` and withdraws.
-        self.accepted.load(Ordering::SeqCst);
+        self.hot.accepted.load(Ordering::SeqCst);
         self.room.notify_all();
         self.waker.wake();
     }

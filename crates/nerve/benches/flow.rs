@@ -500,22 +500,36 @@ fn fast_beside_slow(c: &mut Criterion) {
 fn interleaved(rounds: usize) {
     for n in [1usize, 4, 16] {
         let mut times: Vec<Vec<Duration>> = vec![Vec::new(); LOSSLESS.len()];
+        // FANOUT_ONLY=a,b runs only the fan-outs whose names contain one
+        // of these (and crossbeam's and tokio mpsc's, for the ratios).
+        let only = std::env::var("FANOUT_ONLY").unwrap_or_default();
+        let wanted = |name: &str| {
+            only.is_empty()
+                || name.starts_with("crossbeam")
+                || name.starts_with("tokio mpsc")
+                || only.split(',').any(|o| name.contains(o))
+        };
         for _ in 0..rounds {
-            for (i, (_, run)) in LOSSLESS.iter().enumerate() {
-                times[i].push(run(n));
+            for (i, (name, run)) in LOSSLESS.iter().enumerate() {
+                if wanted(name) {
+                    times[i].push(run(n));
+                }
             }
         }
         let medians: Vec<Duration> = times
             .iter_mut()
             .map(|t| {
                 t.sort_unstable();
-                t[t.len() / 2]
+                t.get(t.len() / 2).copied().unwrap_or_default()
             })
             .collect();
         let of = |name: &str| medians[LOSSLESS.iter().position(|(n, _)| *n == name).unwrap()];
         let crossbeam = of("crossbeam per subscriber, threads");
         let mpsc = of("tokio mpsc per subscriber, tasks");
         for ((name, _), median) in LOSSLESS.iter().zip(&medians) {
+            if median.is_zero() {
+                continue;
+            }
             println!(
                 "{n:>2} subscribers  {name:<36} {:>8.2} ms  {:>5.2} x crossbeam  {:>5.2} x tokio mpsc",
                 median.as_secs_f64() * 1e3,
