@@ -22,7 +22,9 @@
 //!   the ring's size (queues larger than [`RING_MAX`], and terminal items
 //!   pushed over capacity). The queue's order is `front`, ring, `back`.
 //!   While either holds anything, pushes take the slow side, so the bound
-//!   and the order stay exact;
+//!   and the order stay exact (but for a lock-free push that read `state`
+//!   just before an eviction moved items to `front`: it may land after, one
+//!   item over the bound per emitter racing so, as with `max_pending`);
 //! * the reader, once per batch: it takes `front`, then the ring, then
 //!   `back` under the lock, so that an eviction moving items from the ring to
 //!   `front` never lets the reader overtake them.
@@ -558,7 +560,7 @@ impl<T: QueueItem> Queue<T> {
             out(item);
             n += 1;
         }
-        while n < max && self.ring.is_empty() {
+        while n < max && !slow.back.is_empty() && self.ring.is_empty() {
             let Some(item) = slow.back.pop_front() else {
                 break;
             };
