@@ -1140,9 +1140,13 @@ impl BusInner {
 
         let mut after = AfterDelivery::default();
         {
-            // Inline handlers see the event's correlation id as ambient, and
-            // the event as the cause of anything they emit.
-            let _ambient = correlation::enter_ambient(Ambient::of_event(&event));
+            // Inline handlers and filters see the event's correlation id as
+            // ambient, and the event as the cause of anything they emit. A
+            // route that runs neither (streams and queued handlers only)
+            // skips the thread-local swap.
+            let _ambient = route
+                .runs_inline
+                .then(|| correlation::enter_ambient(Ambient::of_event(&event)));
             for sub in route.subscriptions.iter() {
                 if !sub.active.load(Ordering::Acquire) {
                     continue;
