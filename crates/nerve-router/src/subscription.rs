@@ -321,10 +321,8 @@ pub(crate) struct SubscriptionCounters {
     pub(crate) offered: AtomicU64,
     /// What the queue had accepted at the last `reset_stats`.
     pub(crate) offered_base: AtomicU64,
-    /// Events handed to the handler or stream, whatever the outcome. Written
-    /// by the reader, so on a cache line of its own: the emitter writes
-    /// `offered` and reads the subscription on every event.
-    pub(crate) delivered: crossbeam_utils::CachePadded<AtomicU64>,
+    /// Events handed to the handler or stream, whatever the outcome.
+    pub(crate) delivered: AtomicU64,
     /// Events lost, by [`DropReason`] index.
     pub(crate) dropped: [AtomicU64; DropReason::ALL.len()],
     /// Drops not yet announced by a `system.events_dropped` event.
@@ -343,7 +341,7 @@ impl SubscriptionCounters {
     pub(crate) fn reset(&self) {
         for c in self.dropped.iter().chain([
             &self.offered,
-            &*self.delivered,
+            &self.delivered,
             &self.unannounced,
             &self.succeeded,
             &self.failed,
