@@ -669,6 +669,11 @@ impl Bus {
         inner.other_types.store(0, Ordering::Relaxed);
         for sub in inner.routes.load().subscriptions() {
             sub.counters.reset();
+            // Queues count their own offers, and are not reset (their count
+            // orders pushes before wake-ups): start from where they are.
+            sub.counters
+                .offered_base
+                .store(sub.kind.accepted(), Ordering::Relaxed);
         }
     }
 
@@ -1141,9 +1146,13 @@ impl BusInner {
 
         let mut after = AfterDelivery::default();
         {
-            // Inline handlers see the event's correlation id as ambient, and
-            // the event as the cause of anything they emit.
-            let _ambient = correlation::enter_ambient(Ambient::of_event(&event));
+            // Inline handlers and filters see the event's correlation id as
+            // ambient, and the event as the cause of anything they emit. A
+            // route that runs neither (streams and queued handlers only)
+            // skips the thread-local swap.
+            let _ambient = route
+                .runs_inline
+                .then(|| correlation::enter_ambient(Ambient::of_event(&event)));
             for sub in route.subscriptions.iter() {
                 if !sub.active.load(Ordering::Acquire) {
                     continue;
@@ -1359,6 +1368,7 @@ impl BusInner {
     /// Puts `item` on a subscriber's queue, applying the bus's `max_pending`
     /// bound and the queue's overflow policy, and accounts for whatever is
     /// lost.
+    #[inline]
     fn offer<T: QueueItem + Discard>(
         &self,
         event: &Event,
@@ -1367,8 +1377,15 @@ impl BusInner {
         item: T,
         after: &mut AfterDelivery,
     ) {
-        sub.counters.offered.fetch_add(1, Ordering::Relaxed);
-        let may_block = self.may_block(after);
+        // What the queue accepts it counts as offered itself (one atomic
+        // add it makes anyway); here only what it turns away is counted.
+        // Worked out only if the queue is full: it reads thread-locals and
+        // the runtime handle.
+        let may_block = || {
+            *after.may_block.get_or_insert_with(|| {
+                !reentry::dispatching_in_handler() && !self.blocking_would_deadlock()
+            })
+        };
         let lost = match queue.push_deferring(
             item,
             may_block,
@@ -1376,10 +1393,13 @@ impl BusInner {
             Some(&mut after.wakes),
         ) {
             Pushed::Queued(None) => None,
-            Pushed::Queued(Some((evicted, reason))) | Pushed::Dropped(evicted, reason) => {
-                Some((evicted, reason))
+            Pushed::Queued(Some((evicted, reason))) => Some((evicted, reason)),
+            Pushed::Dropped(item, reason) => {
+                sub.counters.offered.fetch_add(1, Ordering::Relaxed);
+                Some((item, reason))
             }
             Pushed::Full(item) => {
+                sub.counters.offered.fetch_add(1, Ordering::Relaxed);
                 after.refuse(|| EmitError::QueueFull {
                     event_id: event.event_id(),
                     subscription: sub.id,
@@ -1388,6 +1408,7 @@ impl BusInner {
                 Some((item, DropReason::Refused))
             }
             Pushed::WouldBlock(item) => {
+                sub.counters.offered.fetch_add(1, Ordering::Relaxed);
                 after.refuse(|| EmitError::WouldDeadlock {
                     reason: format!(
                         "the queue of {} is full and its policy is Block, but waiting here \
@@ -1398,7 +1419,16 @@ impl BusInner {
                 });
                 Some((item, DropReason::Refused))
             }
-            Pushed::Closed(item) => Some((item, DropReason::Closed)),
+            Pushed::Closed(item) => {
+                sub.counters.offered.fetch_add(1, Ordering::Relaxed);
+                Some((item, DropReason::Closed))
+            }
+            Pushed::Withdrawn(items) => {
+                for item in items.into_iter().filter(|i| i.event().is_some()) {
+                    self.lose(sub, item, DropReason::Closed, after);
+                }
+                None
+            }
         };
         if let Some((item, reason)) = lost {
             self.lose(sub, item, reason, after);
@@ -1933,9 +1963,8 @@ impl BusInner {
     /// outcome. A retry's delivery is never dropped by a full queue (it is
     /// queued as a terminal event would be).
     async fn deliver_to(self: &Arc<Self>, sub: &Arc<Subscription>, event: &Event) -> Outcome {
-        if !sub.is_inline() {
-            sub.counters.offered.fetch_add(1, Ordering::Relaxed);
-        }
+        // A queue counts what it accepts as offered; what it turns away is
+        // counted here.
         let (queue, slot) = match &sub.kind {
             HandlerKind::Sync(f) => {
                 let _ambient = correlation::enter_ambient(Ambient::of_event(event));
@@ -1958,7 +1987,14 @@ impl BusInner {
                         }
                         Outcome::Delivered
                     }
+                    Pushed::Withdrawn(items) => {
+                        for _ in items.iter().filter(|i| i.event().is_some()) {
+                            self.count_drop(sub, DropReason::Closed);
+                        }
+                        Outcome::Dropped(DropReason::Closed)
+                    }
                     _ => {
+                        sub.counters.offered.fetch_add(1, Ordering::Relaxed);
                         self.count_drop(sub, DropReason::Closed);
                         Outcome::Dropped(DropReason::Closed)
                     }
@@ -1994,8 +2030,16 @@ impl BusInner {
                 }
             }
             Pushed::Closed(d) | Pushed::Full(d) | Pushed::WouldBlock(d) | Pushed::Dropped(d, _) => {
+                sub.counters.offered.fetch_add(1, Ordering::Relaxed);
                 d.discard(DropReason::Closed);
                 self.count_drop(sub, DropReason::Closed);
+                return Outcome::Dropped(DropReason::Closed);
+            }
+            Pushed::Withdrawn(items) => {
+                for d in items {
+                    d.discard(DropReason::Closed);
+                    self.count_drop(sub, DropReason::Closed);
+                }
                 return Outcome::Dropped(DropReason::Closed);
             }
         }

@@ -181,7 +181,7 @@ impl SubscriberStats {
             let ran = get(&c.succeeded) + get(&c.failed) + get(&c.timed_out) + get(&c.halted);
             (ran, ran)
         } else {
-            (get(&c.offered), get(&c.delivered))
+            (sub.kind.offered(c), get(&c.delivered))
         };
         Self {
             id: sub.id.0,

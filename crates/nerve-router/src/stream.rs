@@ -35,6 +35,10 @@ impl QueueItem for StreamItem {
             StreamItem::End => true,
         }
     }
+
+    fn counted(&self) -> bool {
+        matches!(self, StreamItem::Event { .. })
+    }
 }
 
 /// Options of a stream, for [`Bus::stream_with`](crate::Bus::stream_with).

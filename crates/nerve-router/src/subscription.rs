@@ -217,6 +217,23 @@ impl HandlerKind {
         }
     }
 
+    /// Events the subscriber's queue ever accepted; 0 without a queue.
+    pub(crate) fn accepted(&self) -> u64 {
+        match self {
+            HandlerKind::Sync(_) => 0,
+            HandlerKind::Queued(slot) => slot.queue.accepted(),
+            HandlerKind::Async(slot) => slot.queue.accepted(),
+            HandlerKind::Stream(q) => q.accepted(),
+        }
+    }
+
+    /// Events offered to a subscriber with a queue: those the queue accepted
+    /// since the last reset, and those it turned away.
+    pub(crate) fn offered(&self, counters: &SubscriptionCounters) -> u64 {
+        let base = counters.offered_base.load(Ordering::Relaxed);
+        counters.offered.load(Ordering::Relaxed) + self.accepted().saturating_sub(base)
+    }
+
     /// The queue, depth and capacity, of a subscriber that has one.
     pub(crate) fn queue_depth(&self) -> Option<(usize, usize, Overflow)> {
         match self {
@@ -298,8 +315,12 @@ impl Subscription {
 
 #[derive(Default)]
 pub(crate) struct SubscriptionCounters {
-    /// Events offered to this subscriber (passed its filter).
+    /// Events offered to this subscriber (passed its filter) that its queue
+    /// did not accept; what it accepted its queue counts (see
+    /// [`HandlerKind::offered`]).
     pub(crate) offered: AtomicU64,
+    /// What the queue had accepted at the last `reset_stats`.
+    pub(crate) offered_base: AtomicU64,
     /// Events handed to the handler or stream, whatever the outcome.
     pub(crate) delivered: AtomicU64,
     /// Events lost, by [`DropReason`] index.

@@ -7,6 +7,11 @@
 //!   crossbeam uses one bounded channel per subscriber (blocking send);
 //!   async-broadcast uses its blocking broadcast; tokio's broadcast cannot
 //!   make a sender wait, so it gets a capacity of 10,000 (no lag possible).
+//!   Readers run as nerve's do, either way: an OS thread each (crossbeam
+//!   has only blocking receives, so its readers are threads only; compare
+//!   nerve's thread readers with it), or a tokio task each on a 2-worker
+//!   runtime, where one bounded tokio mpsc channel per subscriber is the
+//!   counterpart of one crossbeam channel per subscriber.
 //! * `fanout_lossy/<impl>`: 4 subscribers that do some work per event,
 //!   capacity 1,024: nerve `DropOldest` against tokio broadcast (which drops
 //!   the oldest too, as `Lagged`). The loss is printed to stderr.
@@ -18,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group};
 use futures::StreamExt;
 use nerve::{Bus, Event, Overflow, StreamOptions, Value};
 
@@ -274,21 +279,53 @@ fn async_broadcast_lossless_tasks(n: usize) -> Duration {
     })
 }
 
+/// The async counterpart of one crossbeam channel per subscriber: one
+/// bounded tokio mpsc channel each, read by tasks like nerve's task readers.
+fn tokio_mpsc_lossless_tasks(n: usize) -> Duration {
+    let (txs, tasks): (Vec<_>, Vec<_>) =
+        (0..n)
+            .map(|_| {
+                let (tx, rx) = tokio::sync::mpsc::channel::<Event>(CAPACITY);
+                let stream = futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|e| (e, rx))
+                });
+                (tx, count_in_task(Box::pin(stream)))
+            })
+            .unzip();
+    let send = |txs: &Vec<tokio::sync::mpsc::Sender<Event>>| {
+        let e = event();
+        for tx in txs {
+            tx.blocking_send(e.clone()).unwrap();
+        }
+    };
+    timed(n, txs, send, |txs| {
+        drop(txs);
+        join_tasks(tasks)
+    })
+}
+
+type Run = fn(usize) -> Duration;
+
+/// Every lossless fan-out, by name.
+const LOSSLESS: [(&str, Run); 8] = [
+    ("nerve stream, tasks", nerve_lossless_tasks),
+    ("nerve stream, threads", nerve_lossless),
+    ("crossbeam per subscriber, threads", crossbeam_lossless),
+    (
+        "tokio mpsc per subscriber, tasks",
+        tokio_mpsc_lossless_tasks,
+    ),
+    ("tokio broadcast, tasks", tokio_lossless_tasks),
+    ("tokio broadcast, threads", tokio_lossless),
+    ("async-broadcast, tasks", async_broadcast_lossless_tasks),
+    ("async-broadcast, threads", async_broadcast_lossless),
+];
+
 fn fanout_lossless(c: &mut Criterion) {
     let mut group = c.benchmark_group("fanout_lossless");
     group.throughput(criterion::Throughput::Elements(EVENTS));
     for n in [1usize, 4, 16] {
-        type Run = fn(usize) -> Duration;
-        let impls: [(&str, Run); 7] = [
-            ("nerve stream, tasks", nerve_lossless_tasks),
-            ("nerve stream, threads", nerve_lossless),
-            ("crossbeam per subscriber, threads", crossbeam_lossless),
-            ("tokio broadcast, tasks", tokio_lossless_tasks),
-            ("tokio broadcast, threads", tokio_lossless),
-            ("async-broadcast, tasks", async_broadcast_lossless_tasks),
-            ("async-broadcast, threads", async_broadcast_lossless),
-        ];
-        for (name, run) in impls {
+        for (name, run) in LOSSLESS {
             group.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
                 b.iter_custom(|iters| (0..iters).map(|_| run(n)).sum());
             });
@@ -455,6 +492,54 @@ fn fast_beside_slow(c: &mut Criterion) {
     group.finish();
 }
 
+/// `FANOUT_ROUNDS=n cargo bench -p nerve --bench flow`: instead of
+/// criterion, runs every lossless fan-out once per round, round after round,
+/// so that on a shared machine each sees the same load, and prints medians
+/// with each one's ratio to crossbeam's (and to tokio mpsc's for task
+/// readers) at the same subscriber count.
+fn interleaved(rounds: usize) {
+    for n in [1usize, 4, 16] {
+        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); LOSSLESS.len()];
+        // FANOUT_ONLY=a,b runs only the fan-outs whose names contain one
+        // of these (and crossbeam's and tokio mpsc's, for the ratios).
+        let only = std::env::var("FANOUT_ONLY").unwrap_or_default();
+        let wanted = |name: &str| {
+            only.is_empty()
+                || name.starts_with("crossbeam")
+                || name.starts_with("tokio mpsc")
+                || only.split(',').any(|o| name.contains(o))
+        };
+        for _ in 0..rounds {
+            for (i, (name, run)) in LOSSLESS.iter().enumerate() {
+                if wanted(name) {
+                    times[i].push(run(n));
+                }
+            }
+        }
+        let medians: Vec<Duration> = times
+            .iter_mut()
+            .map(|t| {
+                t.sort_unstable();
+                t.get(t.len() / 2).copied().unwrap_or_default()
+            })
+            .collect();
+        let of = |name: &str| medians[LOSSLESS.iter().position(|(n, _)| *n == name).unwrap()];
+        let crossbeam = of("crossbeam per subscriber, threads");
+        let mpsc = of("tokio mpsc per subscriber, tasks");
+        for ((name, _), median) in LOSSLESS.iter().zip(&medians) {
+            if median.is_zero() {
+                continue;
+            }
+            println!(
+                "{n:>2} subscribers  {name:<36} {:>8.2} ms  {:>5.2} x crossbeam  {:>5.2} x tokio mpsc",
+                median.as_secs_f64() * 1e3,
+                median.as_secs_f64() / crossbeam.as_secs_f64(),
+                median.as_secs_f64() / mpsc.as_secs_f64(),
+            );
+        }
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
@@ -463,4 +548,15 @@ criterion_group! {
         .measurement_time(Duration::from_secs(2));
     targets = fanout_lossless, fanout_lossy, fast_beside_slow
 }
-criterion_main!(benches);
+
+fn main() {
+    if let Some(rounds) = std::env::var("FANOUT_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        interleaved(rounds);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
