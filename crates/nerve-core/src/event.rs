@@ -246,8 +246,10 @@ struct Inner {
     lane_seq: Option<u64>,
     #[serde(default)]
     seq: u64,
+    // Boxed: most events carry none, and every event pays for the field's
+    // size in its allocation and in every move of its builder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    trace_context: Option<TraceContext>,
+    trace_context: Option<Box<TraceContext>>,
     #[serde(default)]
     data: Value,
     /// Marked never to be dropped by a full queue. Not part of the JSON form:
@@ -368,13 +370,13 @@ impl Event {
     /// The trace context of the span the event was emitted in, when an
     /// instrument recorded one (see [`crate::trace`]).
     pub fn trace_context(&self) -> Option<&TraceContext> {
-        self.0.trace_context.as_ref()
+        self.0.trace_context.as_deref()
     }
 
     /// This event with its trace context set (or cleared).
     #[must_use]
     pub fn with_trace_context(mut self, trace_context: Option<TraceContext>) -> Self {
-        self.make_mut().trace_context = trace_context;
+        self.make_mut().trace_context = trace_context.map(Box::new);
         self
     }
 
@@ -541,7 +543,7 @@ pub struct EventBuilder {
     lane_seq: Option<u64>,
     seq: u64,
     terminal: bool,
-    trace_context: Option<TraceContext>,
+    trace_context: Option<Box<TraceContext>>,
 }
 
 impl EventBuilder {
@@ -549,7 +551,7 @@ impl EventBuilder {
     /// extracted from incoming HTTP headers (default: the current span's,
     /// recorded at emit by an OpenTelemetry instrument, if one is installed).
     pub fn trace_context(mut self, trace_context: TraceContext) -> Self {
-        self.trace_context = Some(trace_context);
+        self.trace_context = Some(Box::new(trace_context));
         self
     }
 
