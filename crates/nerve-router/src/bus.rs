@@ -1368,7 +1368,6 @@ impl BusInner {
     /// Puts `item` on a subscriber's queue, applying the bus's `max_pending`
     /// bound and the queue's overflow policy, and accounts for whatever is
     /// lost.
-    #[inline]
     fn offer<T: QueueItem + Discard>(
         &self,
         event: &Event,
