@@ -12,6 +12,9 @@
 //! * `emit/always_on`: an SDK provider that samples everything, exporting
 //!   to an exporter that discards (so the figure is nerve's and the SDK's
 //!   span work, not an exporter's I/O).
+//! * `sdk_only/*`: the SDK alone starting, attaching and ending one span
+//!   per iteration: the floor under any bridge that gives each delivery a
+//!   span.
 //! * `emit_in_span/*`: the same inside an active (sampled or unsampled)
 //!   span, so the event carries trace context and the emit adds a span
 //!   event; `always_on_no_emit_event` turns that span event off, to show
@@ -88,6 +91,29 @@ fn emit(c: &mut Criterion) {
     ] {
         group.bench_function(name, |b| {
             b.iter(|| bus.emit("bench.event", data.clone()).expect("emit"));
+        });
+    }
+    group.finish();
+
+    // The floor under any bridge that gives each delivery a span: the SDK
+    // starting, attaching and dropping one span, with nerve not involved.
+    let mut group = c.benchmark_group("sdk_only");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(40);
+    for (name, provider) in [("always_off", &off), ("always_on", &on)] {
+        let tracer = provider.tracer("bench");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let span = tracer
+                    .span_builder("nerve.handle")
+                    .with_kind(opentelemetry::trace::SpanKind::Consumer)
+                    .start_with_context(&tracer, &opentelemetry::Context::new());
+                let cx = opentelemetry::Context::current_with_span(span);
+                let _guard = cx.clone().attach();
+                black_box(&cx);
+            });
         });
     }
     group.finish();
