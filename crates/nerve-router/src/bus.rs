@@ -1147,12 +1147,11 @@ impl BusInner {
         let mut after = AfterDelivery::default();
         {
             // Inline handlers and filters see the event's correlation id as
-            // ambient, and the event as the cause of anything they emit. A
-            // route that runs neither (streams and queued handlers only)
-            // skips the thread-local swap.
-            let _ambient = route
-                .runs_inline
-                .then(|| correlation::enter_ambient(Ambient::of_event(&event)));
+            // ambient, and the event as the cause of anything they emit.
+            // Unconditionally: skipping it for routes with no inline
+            // handler (14 ns an event to streams) cost every inline
+            // delivery 5 to 10 ns, in code layout rather than work.
+            let _ambient = correlation::enter_ambient(Ambient::of_event(&event));
             for sub in route.subscriptions.iter() {
                 if !sub.active.load(Ordering::Acquire) {
                     continue;

@@ -20,9 +20,6 @@ use crate::subscription::{Subscription, SubscriptionId};
 pub(crate) struct Route {
     pub(crate) subscriptions: Box<[Arc<Subscription>]>,
     pub(crate) has_async: bool,
-    /// Whether dispatch runs user code on the emitting thread (an inline
-    /// handler or a filter), which must see the event as ambient.
-    pub(crate) runs_inline: bool,
     /// Events emitted of this type, shared with the bus's stats, so that the
     /// emit path counts with one atomic add and no map lookup.
     pub(crate) type_counter: Arc<AtomicU64>,
@@ -192,7 +189,6 @@ impl RouteTable {
         subs.dedup_by_key(|s| s.id);
         Route {
             has_async: subs.iter().any(|s| s.is_async()),
-            runs_inline: subs.iter().any(|s| s.is_inline() || s.filter.is_some()),
             subscriptions: subs.into_boxed_slice(),
             type_counter,
             terminal,
