@@ -104,6 +104,14 @@ pub trait HandleScope: Send + Sync {
     /// delivery's context current on this thread.
     fn in_scope(&self, f: &mut dyn FnMut());
 
+    /// [`in_scope`](Self::in_scope) for a delivery that runs in one call
+    /// (a sync handler): the bus calls this once, then
+    /// [`finish`](Self::finish), so a scope may hand its context over
+    /// instead of copying it. The default calls `in_scope`.
+    fn in_scope_once(&mut self, f: &mut dyn FnMut()) {
+        self.in_scope(f);
+    }
+
     /// Ends the delivery with its outcome.
     fn finish(self: Box<Self>, outcome: &DeliveryOutcome<'_>);
 }

@@ -243,6 +243,18 @@ impl HandleScope for OtelScope {
         f();
     }
 
+    fn in_scope_once(&mut self, f: &mut dyn FnMut()) {
+        if self.recording {
+            // `finish` still needs the span.
+            self.in_scope(f);
+        } else {
+            // Nothing left to do with a dropped span's context afterwards:
+            // hand it to the context stack rather than copy it.
+            let _guard = std::mem::take(&mut self.cx).attach();
+            f();
+        }
+    }
+
     fn finish(mut self: Box<Self>, outcome: &DeliveryOutcome<'_>) {
         if self.recording {
             let span = self.cx.span();

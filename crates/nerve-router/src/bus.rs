@@ -1328,11 +1328,11 @@ impl BusInner {
         mode: HandlerMode,
     ) -> (Outcome, Duration) {
         let info = HandlerInfo::new(sub.id.0, sub.name.as_deref(), mode);
-        let Some(scope) = instrument.handle(event, &info) else {
+        let Some(mut scope) = instrument.handle(event, &info) else {
             return self.call_sync_plain(f, event, limit);
         };
         let mut result = None;
-        scope.in_scope(&mut || result = Some(self.call_sync_plain(f, event, limit)));
+        scope.in_scope_once(&mut || result = Some(self.call_sync_plain(f, event, limit)));
         let (outcome, elapsed) = result.unwrap_or_else(|| {
             (
                 Outcome::Failed("the instrument's scope did not run the handler".to_owned()),
