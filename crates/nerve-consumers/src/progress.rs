@@ -78,33 +78,7 @@ pub struct ProgressBuilder {
 }
 
 impl ProgressBuilder {
-    /// The pattern of successful item events.
-    pub fn success(mut self, pattern: impl Into<String>) -> Self {
-        self.patterns.success = vec![pattern.into()];
-        self
-    }
-
-    /// The pattern of failed item events.
-    pub fn failure(mut self, pattern: impl Into<String>) -> Self {
-        self.patterns.failure = vec![pattern.into()];
-        self
-    }
-
-    /// The pattern of run start events.
-    pub fn start(mut self, pattern: impl Into<String>) -> Self {
-        self.patterns.start = vec![pattern.into()];
-        self
-    }
-
-    /// The patterns of run end events.
-    pub fn end<I, S>(mut self, patterns: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.patterns.end = patterns.into_iter().map(Into::into).collect();
-        self
-    }
+    crate::run::run_pattern_setters!();
 
     /// Never draws, even on a terminal.
     pub fn hidden(mut self) -> Self {

@@ -72,6 +72,44 @@ impl Default for RunPatternText {
     }
 }
 
+/// The four pattern setters every run consumer's builder has, written once:
+/// `success`, `failure`, `start` and `end`, on a builder with a field
+/// `patterns: RunPatternText`. (A trait would make users import it to call
+/// a builder method.)
+macro_rules! run_pattern_setters {
+    () => {
+        /// The pattern of successful item events (default `specimen.completed`).
+        pub fn success(mut self, pattern: impl Into<String>) -> Self {
+            self.patterns.success = vec![pattern.into()];
+            self
+        }
+
+        /// The pattern of failed item events (default `specimen.failed`).
+        pub fn failure(mut self, pattern: impl Into<String>) -> Self {
+            self.patterns.failure = vec![pattern.into()];
+            self
+        }
+
+        /// The pattern of run start events (default `extraction.started`).
+        pub fn start(mut self, pattern: impl Into<String>) -> Self {
+            self.patterns.start = vec![pattern.into()];
+            self
+        }
+
+        /// The patterns of run end events (default `extraction.completed`
+        /// and `extraction.failed`).
+        pub fn end<I, S>(mut self, patterns: I) -> Self
+        where
+            I: IntoIterator<Item = S>,
+            S: Into<String>,
+        {
+            self.patterns.end = patterns.into_iter().map(Into::into).collect();
+            self
+        }
+    };
+}
+pub(crate) use run_pattern_setters;
+
 impl RunPatternText {
     pub(crate) fn parse(&self) -> Result<RunPatterns, PatternError> {
         let parse = |v: &[String]| -> Result<Vec<Pattern>, PatternError> {

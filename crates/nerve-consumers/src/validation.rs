@@ -213,34 +213,7 @@ impl ValidationBuilder {
         self
     }
 
-    /// The pattern of successful item events (default `specimen.completed`).
-    pub fn success(mut self, pattern: impl Into<String>) -> Self {
-        self.patterns.success = vec![pattern.into()];
-        self
-    }
-
-    /// The pattern of failed item events (default `specimen.failed`).
-    pub fn failure(mut self, pattern: impl Into<String>) -> Self {
-        self.patterns.failure = vec![pattern.into()];
-        self
-    }
-
-    /// The pattern of run start events (default `extraction.started`).
-    pub fn start(mut self, pattern: impl Into<String>) -> Self {
-        self.patterns.start = vec![pattern.into()];
-        self
-    }
-
-    /// The patterns of run end events (default `extraction.completed` and
-    /// `extraction.failed`).
-    pub fn end<I, S>(mut self, patterns: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.patterns.end = patterns.into_iter().map(Into::into).collect();
-        self
-    }
+    crate::run::run_pattern_setters!();
 
     /// What the items are called in messages (default `specimens`).
     pub fn items(mut self, name: impl Into<String>) -> Self {

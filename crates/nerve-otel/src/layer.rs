@@ -4,7 +4,6 @@ use std::cell::Cell;
 use std::fmt;
 
 use nerve_core::Event;
-use nerve_core::correlation;
 use nerve_core::instrument::{DeliveryOutcome, HandleScope, HandlerInfo, Instrument};
 use opentelemetry::global::{self, BoxedTracer};
 use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer};
@@ -110,12 +109,10 @@ where
     T::Span: Send + Sync + 'static,
 {
     fn prepare(&self, mut event: Event) -> Event {
-        let wants_correlation = self.correlation_from_trace
-            && event.correlation_id().is_none()
-            // The ambient id has already been applied by the bus when there
-            // is one; checked again so a bus that changes the order cannot
-            // make the trace win over it.
-            && correlation::current_ambient().correlation_id.is_none();
+        // The bus applies an ambient id before `prepare` (the trait's
+        // contract), so an event still without one here has neither an
+        // explicit nor an ambient id.
+        let wants_correlation = self.correlation_from_trace && event.correlation_id().is_none();
         if event.trace_context().is_none() {
             let Some(tc) = Context::map_current(trace_context_of) else {
                 return event;

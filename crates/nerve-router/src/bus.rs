@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use nerve_core::correlation::{self, Ambient, CorrelationId};
-use nerve_core::instrument::{HandlerInfo, HandlerMode, Instrument};
+use nerve_core::instrument::{HandlerMode, Instrument};
 use nerve_core::query::HistoryQuery;
 use nerve_core::{Event, EventId, Pattern, TypedEvent, Value};
 use serde_json::json;
@@ -1327,8 +1327,7 @@ impl BusInner {
         sub: &Subscription,
         mode: HandlerMode,
     ) -> (Outcome, Duration) {
-        let info = HandlerInfo::new(sub.id.0, sub.name.as_deref(), mode);
-        let Some(mut scope) = instrument.handle(event, &info) else {
+        let Some(mut scope) = instrument.handle(event, &sub.handler_info(mode)) else {
             return self.call_sync_plain(f, event, limit);
         };
         let mut result = None;

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use nerve_core::instrument::{HandlerInfo, HandlerMode};
 use nerve_core::{Event, Pattern, PatternError};
 use serde::Serialize;
 
@@ -284,6 +285,11 @@ pub(crate) struct Subscription {
 }
 
 impl Subscription {
+    /// How instruments see this subscription for a delivery run in `mode`.
+    pub(crate) fn handler_info(&self, mode: HandlerMode) -> HandlerInfo<'_> {
+        HandlerInfo::new(self.id.0, self.name.as_deref(), mode)
+    }
+
     /// Whether it runs inline on the emitting thread (no queue).
     pub(crate) fn is_inline(&self) -> bool {
         matches!(self.kind, HandlerKind::Sync(_))

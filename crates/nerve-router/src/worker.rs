@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use futures::{FutureExt, StreamExt};
 use nerve_core::Event;
 use nerve_core::correlation::{Ambient, Scoped};
-use nerve_core::instrument::{HandleScope, HandlerInfo, HandlerMode};
+use nerve_core::instrument::{HandleScope, HandlerMode};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
@@ -178,7 +178,7 @@ pub(crate) fn spawn_thread(
                     &delivery.event,
                     timeout,
                     &delivery.sub,
-                    nerve_core::instrument::HandlerMode::Queued,
+                    HandlerMode::Queued,
                 )
             };
             bus.record(
@@ -258,12 +258,10 @@ async fn run(bus: Weak<BusInner>, delivery: Delivery) {
     // Every poll of the handler's future runs inside the instrument's scope,
     // so whatever it emits or logs belongs to this delivery.
     let scope = bus.config.instrument.as_ref().and_then(|i| {
-        let info = HandlerInfo::new(
-            delivery.sub.id.0,
-            delivery.sub.name.as_deref(),
-            HandlerMode::Async,
-        );
-        i.handle(&delivery.event, &info)
+        i.handle(
+            &delivery.event,
+            &delivery.sub.handler_info(HandlerMode::Async),
+        )
     });
     let caught = InScope {
         inner: caught,
