@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use nerve_core::Event;
 use nerve_core::instrument::Instrument;
 use nerve_otel::OtelLayer;
@@ -156,5 +156,90 @@ fn emit(c: &mut Criterion) {
     group.finish();
 }
 
+/// The ratio to absent, paired: rounds of `CHUNK` emits on the bus without
+/// the bridge and `CHUNK` on each bus with it, back to back, so that both
+/// sides of each ratio see the same machine (on a shared machine the
+/// baseline alone drifts by 10 to 20 % between criterion runs). Prints the
+/// median ratio and its quartiles over `ROUNDS` rounds.
+fn paired() {
+    const ROUNDS: usize = 201;
+    const CHUNK: u32 = 20_000;
+    let off = provider(Sampler::AlwaysOff);
+    let on = provider(Sampler::AlwaysOn);
+    let absent = bus(None);
+    let buses = [
+        ("no_provider", bus(Some(Arc::new(OtelLayer::new())))),
+        (
+            "always_off",
+            bus(Some(Arc::new(OtelLayer::with_tracer(off.tracer("nerve"))))),
+        ),
+        (
+            "always_on",
+            bus(Some(Arc::new(OtelLayer::with_tracer(on.tracer("nerve"))))),
+        ),
+    ];
+    let data = serde_json::json!({"n": 1});
+    let time = |bus: &Bus| {
+        let start = std::time::Instant::now();
+        for _ in 0..CHUNK {
+            bus.emit("bench.event", data.clone()).expect("emit");
+        }
+        start.elapsed().as_secs_f64() / f64::from(CHUNK)
+    };
+    // Warm up every bus (history rings full, caches warm).
+    time(&absent);
+    for (_, bus) in &buses {
+        time(bus);
+    }
+    // The always-off bus again, emitting inside an (unsampled) span: the
+    // event carries trace context and the handler span has a parent.
+    // (A bus of its own: the history of the bus above stays free of events
+    // with trace context.)
+    let always_off_in_span = bus(Some(Arc::new(OtelLayer::with_tracer(off.tracer("nerve")))));
+    let request = opentelemetry::Context::new().with_span(off.tracer("bench").start("request"));
+    let in_span = |bus: &Bus| {
+        let _guard = request.clone().attach();
+        time(bus)
+    };
+    let mut ratios = vec![Vec::with_capacity(ROUNDS); buses.len() + 1];
+    let mut base = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let a = time(&absent);
+        base.push(a);
+        for (i, (_, bus)) in buses.iter().enumerate() {
+            ratios[i].push(time(bus) / a);
+        }
+        ratios[buses.len()].push(in_span(&always_off_in_span) / a);
+    }
+    let quartiles = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 4], v[v.len() / 2], v[v.len() * 3 / 4])
+    };
+    let (_, b, _) = quartiles(&mut base);
+    println!(
+        "paired/absent: median {:.0} ns per emit over {ROUNDS} rounds of {CHUNK}",
+        b * 1e9
+    );
+    let names = buses.iter().map(|(name, _)| *name);
+    for (i, name) in names.chain(["always_off, inside a span"]).enumerate() {
+        let (q1, m, q3) = quartiles(&mut ratios[i]);
+        println!("paired/{name}: {m:.3} x absent (quartiles {q1:.3} to {q3:.3})");
+    }
+}
+
 criterion_group!(benches, emit);
-criterion_main!(benches);
+
+fn main() {
+    // A filter (the first argument not starting with '-') that does not
+    // name `paired` skips it, as criterion skips what a filter does not
+    // match.
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter
+        .as_deref()
+        .is_none_or(|f| "paired".contains(f) || f.contains("paired"))
+    {
+        paired();
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

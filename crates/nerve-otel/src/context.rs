@@ -23,6 +23,13 @@ pub(crate) fn trace_context_of(cx: &Context) -> Option<TraceContext> {
     .ok()
 }
 
+/// Whether the span current in `cx` is the one `tc` names.
+pub(crate) fn is_span_of(cx: &Context, tc: &TraceContext) -> bool {
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.span_id().to_bytes() == tc.span_id() && sc.trace_id().to_bytes() == tc.trace_id()
+}
+
 /// The OpenTelemetry span context an event's trace context names.
 pub(crate) fn span_context_of(tc: &TraceContext, remote: bool) -> SpanContext {
     let state = tc

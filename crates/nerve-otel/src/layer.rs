@@ -1,16 +1,17 @@
 //! The OpenTelemetry instrument.
 
-use std::cell::Cell;
 use std::fmt;
 
 use nerve_core::Event;
-use nerve_core::instrument::{DeliveryOutcome, HandleScope, HandlerInfo, Instrument};
+use nerve_core::instrument::{
+    DeliveryOutcome, HandleScope, HandlerInfo, HandlerMode, Instrument, Run,
+};
 use opentelemetry::global::{self, BoxedTracer};
 use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
 
 use crate::attributes as attr;
-use crate::context::{parent_context, trace_context_of};
+use crate::context::{is_span_of, parent_context, trace_context_of};
 
 /// Bridges a bus to OpenTelemetry: give it to `Bus::builder().instrument`.
 ///
@@ -18,7 +19,7 @@ use crate::context::{parent_context, trace_context_of};
 /// |--------|--------------|
 /// | emit, inside a span | records the span's `traceparent`/`tracestate` on the event (unless the event already carries one), and adds a span event `nerve.emit {event_type}` to the span if it is recording |
 /// | emit, outside any span | nothing (the event carries no trace context) |
-/// | each delivery | a span `nerve.handle {event_type}`, kind `Consumer`, child of the event's trace context (a root span when it has none), current while the handler runs (every poll, for async handlers), ended with the outcome |
+/// | each delivery | a span `nerve.handle {event_type}`, kind `Consumer`, child of the event's trace context (a root span when it has none), current while the handler runs (every poll, for async handlers), ended with the outcome. An inline handler's span is started in the emitter's own context (so its baggage and other values reach the handler); a queued or async handler's, in a context rebuilt from the event's trace context, which is all that crosses to another thread |
 ///
 /// The attributes are listed in the [crate docs](crate#span-and-attribute-mapping).
 ///
@@ -150,7 +151,48 @@ where
     }
 
     fn handle(&self, event: &Event, handler: &HandlerInfo<'_>) -> Option<Box<dyn HandleScope>> {
-        let parent = parent_context(event);
+        let (cx, recording) = self.start(event, handler)?;
+        Some(Box::new(OtelScope { cx, recording }))
+    }
+
+    fn deliver(&self, event: &Event, handler: &HandlerInfo<'_>, run: Run<'_>) {
+        // The scope on the stack: no allocation and no dynamic call per
+        // sync delivery beyond the bus's one call to `deliver`.
+        match self.start(event, handler) {
+            None => run(&mut |_| {}),
+            Some((cx, true)) => {
+                let _guard = cx.clone().attach();
+                run(&mut |outcome| end(&cx, outcome));
+            }
+            Some((cx, false)) => {
+                // Nothing left to do with a dropped span's context after
+                // the call: hand it to the context stack rather than copy.
+                let _guard = cx.attach();
+                run(&mut |_| {});
+            }
+        }
+    }
+}
+
+impl<T> OtelLayer<T>
+where
+    T: Tracer + Send + Sync + 'static,
+    T::Span: Send + Sync + 'static,
+{
+    /// Starts a delivery's span: the context to run the handler in, and
+    /// whether its span records (`None`: nothing to record or propagate).
+    fn start(&self, event: &Event, handler: &HandlerInfo<'_>) -> Option<(Context, bool)> {
+        let parent = match event.trace_context() {
+            // An inline handler runs on the emitting thread, still inside
+            // the span the event was emitted in: its parent is that context
+            // itself (no new context to allocate, and the emitter's other
+            // context values, baggage say, reach the handler too).
+            Some(tc) if handler.mode == HandlerMode::Inline => {
+                Context::map_current(|cx| is_span_of(cx, tc).then(|| cx.clone()))
+                    .unwrap_or_else(|| parent_context(event))
+            }
+            _ => parent_context(event),
+        };
         // The sampler sees the static name `nerve.handle` (and the kind):
         // formatting the full name for a span that is then dropped was a
         // fifth of the bridge's cost. A recording span is renamed at once.
@@ -175,12 +217,23 @@ where
             } else {
                 parent.with_remote_span_context(span.span_context().clone())
             };
-            return Some(OtelScope::boxed(cx, false));
+            return Some((cx, false));
         }
         span.update_name(format!("{HANDLE_SPAN} {}", event.event_type()));
         span.set_attributes(handler_attributes(event, handler));
-        Some(OtelScope::boxed(parent.with_span(span), true))
+        Some((parent.with_span(span), true))
     }
+}
+
+/// Ends a recording delivery span with the handler's outcome.
+fn end(cx: &Context, outcome: &DeliveryOutcome<'_>) {
+    let span = cx.span();
+    span.set_attribute(KeyValue::new(attr::OUTCOME, outcome.as_str()));
+    if let Some(error) = outcome.error() {
+        span.set_attribute(KeyValue::new(attr::ERROR_TYPE, outcome.as_str()));
+        span.set_status(Status::error(error));
+    }
+    span.end();
 }
 
 /// The name of handler spans, before the event type is appended.
@@ -226,7 +279,7 @@ fn handler_attributes(event: &Event, handler: &HandlerInfo<'_>) -> Vec<KeyValue>
     kv
 }
 
-/// One delivery's span, current while the handler runs.
+/// One delivery's span, current while an async handler's future is polled.
 struct OtelScope {
     cx: Context,
     /// Whether the span records (a dropped span is neither annotated nor
@@ -240,52 +293,9 @@ impl HandleScope for OtelScope {
         f();
     }
 
-    fn in_scope_once(&mut self, f: &mut dyn FnMut()) {
+    fn finish(self: Box<Self>, outcome: &DeliveryOutcome<'_>) {
         if self.recording {
-            // `finish` still needs the span.
-            self.in_scope(f);
-        } else {
-            // Nothing left to do with a dropped span's context afterwards:
-            // hand it to the context stack rather than copy it.
-            let _guard = std::mem::take(&mut self.cx).attach();
-            f();
-        }
-    }
-
-    fn finish(mut self: Box<Self>, outcome: &DeliveryOutcome<'_>) {
-        if self.recording {
-            let span = self.cx.span();
-            span.set_attribute(KeyValue::new(attr::OUTCOME, outcome.as_str()));
-            if let Some(error) = outcome.error() {
-                span.set_attribute(KeyValue::new(attr::ERROR_TYPE, outcome.as_str()));
-                span.set_status(Status::error(error));
-            }
-            span.end();
-        }
-        // The context (and with it the span) goes now; the allocation is
-        // kept for this thread's next delivery.
-        self.cx = Context::new();
-        SPARE.with(|spare| spare.set(Some(self)));
-    }
-}
-
-thread_local! {
-    // One spare scope allocation per thread: a delivery's scope is made and
-    // finished on the same thread for every inline and queued handler, so
-    // reusing it saves an allocation and a free per delivery (a tenth of the
-    // bridge's cost with a sampler that drops everything).
-    static SPARE: Cell<Option<Box<OtelScope>>> = const { Cell::new(None) };
-}
-
-impl OtelScope {
-    fn boxed(cx: Context, recording: bool) -> Box<dyn HandleScope> {
-        match SPARE.with(Cell::take) {
-            Some(mut spare) => {
-                spare.cx = cx;
-                spare.recording = recording;
-                spare
-            }
-            None => Box::new(Self { cx, recording }),
+            end(&self.cx, outcome);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The `tracing` instrument.
 
 use nerve_core::Event;
-use nerve_core::instrument::{DeliveryOutcome, HandleScope, HandlerInfo, Instrument};
+use nerve_core::instrument::{DeliveryOutcome, HandleScope, HandlerInfo, Instrument, Run};
 use tracing::field::Empty;
 
 /// Bridges a bus to the `tracing` crate: give it to
@@ -52,23 +52,42 @@ impl Instrument for TracingLayer {
     }
 
     fn handle(&self, event: &Event, handler: &HandlerInfo<'_>) -> Option<Box<dyn HandleScope>> {
-        let span = tracing::info_span!(
-            target: "nerve",
-            "nerve.handle",
-            event_type = event.event_type(),
-            event_id = %event.event_id(),
-            seq = event.seq(),
-            correlation_id = event.correlation_id().map(|c| c.as_str()),
-            subscription = handler.name,
-            subscription_id = handler.subscription_id,
-            mode = handler.mode.as_str(),
-            outcome = Empty,
-            error = Empty,
-        );
-        if span.is_disabled() {
-            return None;
-        }
+        let span = delivery_span(event, handler)?;
         Some(Box::new(TracingScope { span }))
+    }
+
+    fn deliver(&self, event: &Event, handler: &HandlerInfo<'_>, run: Run<'_>) {
+        let Some(span) = delivery_span(event, handler) else {
+            run(&mut |_| {});
+            return;
+        };
+        let _entered = span.enter();
+        run(&mut |outcome| record_outcome(&span, outcome));
+    }
+}
+
+/// A delivery's span, `None` when no subscriber wants it.
+fn delivery_span(event: &Event, handler: &HandlerInfo<'_>) -> Option<tracing::Span> {
+    let span = tracing::info_span!(
+        target: "nerve",
+        "nerve.handle",
+        event_type = event.event_type(),
+        event_id = %event.event_id(),
+        seq = event.seq(),
+        correlation_id = event.correlation_id().map(|c| c.as_str()),
+        subscription = handler.name,
+        subscription_id = handler.subscription_id,
+        mode = handler.mode.as_str(),
+        outcome = Empty,
+        error = Empty,
+    );
+    (!span.is_disabled()).then_some(span)
+}
+
+fn record_outcome(span: &tracing::Span, outcome: &DeliveryOutcome<'_>) {
+    span.record("outcome", outcome.as_str());
+    if let Some(error) = outcome.error() {
+        span.record("error", error.as_str());
     }
 }
 
@@ -83,9 +102,6 @@ impl HandleScope for TracingScope {
     }
 
     fn finish(self: Box<Self>, outcome: &DeliveryOutcome<'_>) {
-        self.span.record("outcome", outcome.as_str());
-        if let Some(error) = outcome.error() {
-            self.span.record("error", error.as_str());
-        }
+        record_outcome(&self.span, outcome);
     }
 }

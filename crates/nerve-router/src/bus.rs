@@ -1327,19 +1327,18 @@ impl BusInner {
         sub: &Subscription,
         mode: HandlerMode,
     ) -> (Outcome, Duration) {
-        let Some(mut scope) = instrument.handle(event, &sub.handler_info(mode)) else {
-            return self.call_sync_plain(f, event, limit);
-        };
         let mut result = None;
-        scope.in_scope_once(&mut || result = Some(self.call_sync_plain(f, event, limit)));
-        let (outcome, elapsed) = result.unwrap_or_else(|| {
+        instrument.deliver(event, &sub.handler_info(mode), &mut |report| {
+            let (outcome, elapsed) = self.call_sync_plain(f, event, limit);
+            report(&outcome.as_delivery());
+            result = Some((outcome, elapsed));
+        });
+        result.unwrap_or_else(|| {
             (
-                Outcome::Failed("the instrument's scope did not run the handler".to_owned()),
+                Outcome::Failed("the instrument did not run the handler".to_owned()),
                 Duration::ZERO,
             )
-        });
-        scope.finish(&outcome.as_delivery());
-        (outcome, elapsed)
+        })
     }
 
     #[inline(always)]

@@ -543,3 +543,42 @@ fn a_dead_letter_retry_continues_the_original_trace() {
         assert_eq!(span.span_context.trace_id(), root.trace_id());
     }
 }
+
+#[test]
+fn inline_handlers_run_in_the_emitters_own_context() {
+    #[derive(Debug, Clone, PartialEq)]
+    struct Tenant(&'static str);
+
+    let otel = Otel::new();
+    let bus = Bus::builder().instrument(otel.layer()).build().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    for queued in [false, true] {
+        let s = seen.clone();
+        let handler = move |_: &Event| {
+            let tenant = Context::map_current(|cx| cx.get::<Tenant>().cloned());
+            s.lock().unwrap().push((queued, tenant));
+            Ok::<_, HandlerError>(())
+        };
+        let options = Subscribe::new().name(if queued { "queued" } else { "inline" });
+        let options = if queued { options.queued(8) } else { options };
+        bus.subscribe_with("a.b", handler, options).unwrap();
+    }
+    let root = {
+        let cx = Context::current_with_value(Tenant("acme"));
+        let _guard = cx.attach();
+        otel.tracer().in_span("request", |cx| {
+            bus.emit("a.b", 1).unwrap();
+            cx.span().span_context().clone()
+        })
+    };
+    bus.flush_blocking();
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_by_key(|(queued, _)| *queued);
+    // Inline: the emitter's context itself, its values included. Queued: a
+    // context rebuilt from the trace context the event carries, which is
+    // all that crosses to another thread (or process).
+    assert_eq!(seen, [(false, Some(Tenant("acme"))), (true, None)]);
+    let spans = otel.named("nerve.handle a.b");
+    assert_eq!(spans.len(), 2);
+    assert!(spans.iter().all(|s| s.parent_span_id == root.span_id()));
+}
