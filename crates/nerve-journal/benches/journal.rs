@@ -185,12 +185,14 @@ fn rotation() {
         println!(
             "rotation/max_files {max_files}: {:.1} ms per 10,000 events ({:.0} K events/s, \
              median of {ROUNDS}, taking turns); {rotations} rotations, writer {:.1} us \
-             per rotation, {:.1} rotations per pass, {:.1} renames per rotation",
+             per rotation, {:.1} rotations per pass, {:.1} renames per rotation, \
+             {} created the active file (no spare ready)",
             median.as_secs_f64() * 1e3,
             10_000.0 / median.as_secs_f64() / 1e3,
             (s.rotation_nanos - b.rotation_nanos) as f64 / rotations as f64 / 1_000.0,
             rotations as f64 / passes as f64,
             (s.renumber_renames - b.renumber_renames) as f64 / rotations as f64,
+            s.rotations_created - b.rotations_created,
         );
     }
 }

@@ -106,6 +106,10 @@ pub struct JournalStats {
     pub renumber_passes: u64,
     /// Renames done by those passes.
     pub renumber_renames: u64,
+    /// Rotations that created the new active file on the writer thread
+    /// because no spare file (made ahead by the renumbering thread) was
+    /// ready; the others renamed a spare into place.
+    pub rotations_created: u64,
     /// Events refused because the queue was full (`JournalOverflow::DropNewest`).
     pub dropped: u64,
     /// Events not written because of an I/O error (each also reported).
@@ -143,6 +147,7 @@ pub(crate) struct Counters {
     pub(crate) rotation_nanos: Counter,
     pub(crate) renumber_passes: Counter,
     pub(crate) renumber_renames: Counter,
+    pub(crate) rotations_created: Counter,
     pub(crate) dropped: Counter,
     pub(crate) lost: Counter,
     pub(crate) io_errors: Counter,
@@ -453,6 +458,7 @@ impl Journal {
             rotation_nanos: c.rotation_nanos.get(),
             renumber_passes: c.renumber_passes.get(),
             renumber_renames: c.renumber_renames.get(),
+            rotations_created: c.rotations_created.get(),
             dropped: c.dropped.get(),
             lost: c.lost.get(),
             io_errors: c.io_errors.get(),

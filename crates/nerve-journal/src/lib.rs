@@ -119,6 +119,7 @@ mod journal;
 mod reader;
 pub mod replay;
 mod shifter;
+mod spare;
 mod writer;
 
 pub use files::Recovery;

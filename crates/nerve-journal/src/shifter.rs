@@ -19,6 +19,7 @@ use crate::Fsync;
 use crate::files::{self, Listing, Paths, RenameLock};
 use crate::fs::JournalFs;
 use crate::journal::Shared;
+use crate::spare;
 
 /// What the writer and the renumbering thread share, under one mutex.
 #[derive(Debug, Default)]
@@ -43,6 +44,8 @@ struct State {
     /// The first failure since a `quiesce` last returned one.
     failure: Option<String>,
     stop: bool,
+    /// Spare files ready for the writer's next rotations.
+    spares: Vec<spare::Spare>,
 }
 
 struct Signal {
@@ -62,6 +65,9 @@ pub(crate) const MAX_DELAY: Duration = Duration::from_millis(100);
 pub(crate) fn batch(backups: usize) -> usize {
     (backups / 4).max(4)
 }
+
+/// Spare files kept ready (see [`spare`]).
+pub(crate) const SPARES: usize = 4;
 
 impl Signal {
     fn wait_timeout<'a>(
@@ -115,9 +121,14 @@ impl Shifter {
         shared: Arc<Shared>,
         backups: usize,
     ) -> io::Result<Self> {
+        // The first spares now, so that even the first rotation finds one.
+        let spares = (0..SPARES)
+            .map_while(|_| spare::Spare::make(paths.dir()).ok())
+            .collect();
         let sync = Arc::new(Signal {
             state: Mutex::new(State {
                 backups,
+                spares,
                 ..State::default()
             }),
             changed: Condvar::new(),
@@ -153,6 +164,20 @@ impl Shifter {
         if wake {
             self.sync.changed.notify_all();
         }
+    }
+
+    /// A spare file for the rotation under way, if one is ready: the
+    /// writer renames it into the active name. Wakes the thread to make
+    /// more once half are gone.
+    pub(crate) fn take_spare(&self) -> Option<spare::Spare> {
+        let mut state = self.sync.lock();
+        let spare = state.spares.pop();
+        let wake = state.asleep && state.spares.len() <= SPARES / 2;
+        drop(state);
+        if wake {
+            self.sync.changed.notify_all();
+        }
+        spare
     }
 
     /// Waits until every rotation handed over so far has its final name
@@ -197,6 +222,7 @@ impl Worker {
         // When the oldest rotation still pending was first seen.
         let mut since: Option<Instant> = None;
         loop {
+            state = self.make_spares(state);
             let asked = state.requested > state.done;
             if state.pending.is_empty() && !asked {
                 if state.stop {
@@ -266,6 +292,23 @@ impl Worker {
             }
             self.sync.changed.notify_all();
         }
+    }
+
+    /// Tops the spare files up to [`SPARES`], without the lock while it
+    /// makes them. A spare that cannot be made is not an error: the writer
+    /// then creates the active file itself, and reports what fails there.
+    fn make_spares<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        if state.stop || state.spares.len() >= SPARES || !spare::SUPPORTED {
+            return state;
+        }
+        let wanted = SPARES - state.spares.len();
+        drop(state);
+        let made: Vec<_> = (0..wanted)
+            .map_while(|_| spare::Spare::make(self.paths.dir()).ok())
+            .collect();
+        state = self.sync.lock();
+        state.spares.extend(made);
+        state
     }
 
     /// One pass: the backups move up once for all of `pending`. After a

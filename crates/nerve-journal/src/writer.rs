@@ -438,6 +438,16 @@ impl Writer {
         self.len = 0;
         self.synced_len = 0;
         self.shared.counters.rotations.inc();
+        // A spare made ahead by the renumbering thread becomes the active
+        // file by a rename: no file to allocate on this thread. Without one
+        // (or if the rename fails) `open` creates the file as at start.
+        let from_spare = self
+            .shifter
+            .take_spare()
+            .is_some_and(|spare| spare.link(self.paths.active()).is_ok());
+        if !from_spare {
+            self.shared.counters.rotations_created.inc();
+        }
         self.open()?;
         if self.fsync != Fsync::Never {
             self.fs.sync_dir(self.paths.dir())?;

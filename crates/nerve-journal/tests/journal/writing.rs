@@ -423,3 +423,68 @@ fn an_event_written_with_a_marker_is_dead_lettered_by_the_bus() {
     );
     assert_eq!(dlq.len(), 1, "nothing else was dead-lettered");
 }
+
+#[test]
+fn rotations_rename_spares_into_place_and_leave_no_other_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let journal = Journal::builder(&path)
+        .max_bytes(1_000)
+        .max_files(3)
+        .fsync(Fsync::Never)
+        .build()
+        .unwrap();
+    let record = |i: u64| {
+        let e = Event::builder("a.b")
+            .seq(i)
+            .data(json!({"pad": "z".repeat(300)}))
+            .build()
+            .unwrap();
+        journal.record(&e).unwrap();
+    };
+    // Three records of ~400 bytes fill a file: the fourth rotates.
+    for i in 1..=4 {
+        record(i);
+    }
+    journal.flush(WAIT).unwrap();
+    let s = journal.stats();
+    assert_eq!(s.rotations, 1);
+    if cfg!(target_os = "linux") {
+        // Spares are made when the journal opens: the first rotation
+        // renamed one into place instead of creating the file.
+        assert_eq!(s.rotations_created, 0, "{s:?}");
+    }
+    for i in 5..=40 {
+        record(i);
+    }
+    journal.flush(WAIT).unwrap();
+    let s = journal.stats();
+    assert!(
+        s.rotations >= 10 && s.rotations_created <= s.rotations,
+        "{s:?}"
+    );
+    drop(journal);
+    // Spares have no names: only the journal's own files are there.
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "events.1.jsonl",
+            "events.2.jsonl",
+            "events.3.jsonl",
+            "events.jsonl",
+            "events.jsonl.lock",
+            "events.jsonl.rename-lock"
+        ]
+    );
+    let got: Vec<u64> = read_all(&path).iter().map(Event::seq).collect();
+    assert_eq!(got.last(), Some(&40));
+    assert!(
+        got.windows(2).all(|w| w[1] == w[0] + 1),
+        "a contiguous suffix"
+    );
+}
