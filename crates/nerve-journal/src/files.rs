@@ -186,6 +186,19 @@ pub(crate) fn renumber(
     listing: &Listing,
     max_files: usize,
 ) -> io::Result<Renumbered> {
+    renumber_with(fs, paths, listing, max_files, &mut || {})
+}
+
+/// [`renumber`], calling `between` after each removal and rename (the
+/// renumbering thread keeps its spare files topped up there, so that a long
+/// pass does not leave rotations without one).
+pub(crate) fn renumber_with(
+    fs: &dyn JournalFs,
+    paths: &Paths,
+    listing: &Listing,
+    max_files: usize,
+    between: &mut dyn FnMut(),
+) -> io::Result<Renumbered> {
     let pending = listing.pending.len();
     let total = pending + listing.backups.len();
     let kept = total.min(max_files);
@@ -198,6 +211,7 @@ pub(crate) fn renumber(
             paths.backup(listing.backups[i - pending])
         };
         remove_if_present(fs, &path)?;
+        between();
     }
     let mut renames = 0;
     let kept_backups = kept.saturating_sub(pending);
@@ -210,16 +224,19 @@ pub(crate) fn renumber(
     for (from, to) in moves.iter().filter(|(b, t)| t < b) {
         fs.renumber(&paths.backup(*from), &paths.backup(*to))?;
         renames += 1;
+        between();
     }
     for (from, to) in moves.iter().rev().filter(|(b, t)| t > b) {
         fs.renumber(&paths.backup(*from), &paths.backup(*to))?;
         renames += 1;
+        between();
     }
     // Pending, oldest kept first, into `min(pending, kept)..=1`.
     let kept_pending = pending.min(kept);
     for (j, g) in listing.pending[pending - kept_pending..].iter().enumerate() {
         fs.renumber(&paths.pending(*g), &paths.backup(kept_pending - j))?;
         renames += 1;
+        between();
     }
     Ok(Renumbered {
         backups: kept,

@@ -294,6 +294,15 @@ impl Worker {
         }
     }
 
+    /// During a pass: tops the spares up once half are gone (a pass over
+    /// many backups takes as long as many rotations).
+    fn refill_spares(&self) {
+        let state = self.sync.lock();
+        if state.spares.len() <= SPARES / 2 {
+            drop(self.make_spares(state));
+        }
+    }
+
     /// Tops the spare files up to [`SPARES`], without the lock while it
     /// makes them. A spare that cannot be made is not an error: the writer
     /// then creates the active file itself, and reports what fails there.
@@ -332,7 +341,13 @@ impl Worker {
                 pending,
             }
         };
-        let done = files::renumber(&*self.fs, &self.paths, &listing, self.max_files)?;
+        let done = files::renumber_with(
+            &*self.fs,
+            &self.paths,
+            &listing,
+            self.max_files,
+            &mut || self.refill_spares(),
+        )?;
         self.shared.counters.renumber_passes.inc();
         self.shared.counters.renumber_renames.add(done.renames);
         if self.fsync != Fsync::Never {
