@@ -197,6 +197,67 @@ fn rotation() {
     }
 }
 
+/// Emit latency with the journal against without, paired: rounds of a
+/// burst of `BURST` emits on a bus without a journal and a burst on one
+/// with (`Fsync::Never`; its writer then catches up, untimed), back to back,
+/// so that both sides of each ratio see the same machine. Prints the median
+/// ratio and its quartiles over `ROUNDS` rounds.
+fn emit_latency_paired() {
+    const ROUNDS: usize = 301;
+    const BURST: u32 = 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    let plain = Bus::builder().build().unwrap();
+    let journal = Journal::builder(dir.path().join("paired.jsonl"))
+        .fsync(Fsync::Never)
+        .max_bytes(64 << 20)
+        .max_files(2)
+        .build()
+        .unwrap();
+    let with = Bus::builder().journal(journal).build().unwrap();
+    for bus in [&plain, &with] {
+        bus.subscribe("bench.*", |e: &Event| {
+            black_box(e.seq());
+        })
+        .unwrap();
+    }
+    let burst = |bus: &Bus| {
+        let start = Instant::now();
+        for _ in 0..BURST {
+            bus.emit("bench.tick", json!({"ok": true})).unwrap();
+        }
+        let per_emit = start.elapsed().as_secs_f64() / f64::from(BURST);
+        bus.flush_blocking();
+        per_emit
+    };
+    for _ in 0..20 {
+        burst(&plain);
+        burst(&with);
+    }
+    let (mut ratios, mut off, mut on) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let a = burst(&plain);
+        let b = burst(&with);
+        off.push(a);
+        on.push(b);
+        ratios.push(b / a);
+    }
+    for v in [&mut ratios, &mut off, &mut on] {
+        v.sort_by(f64::total_cmp);
+    }
+    let (q1, m, q3) = (
+        ratios[ROUNDS / 4],
+        ratios[ROUNDS / 2],
+        ratios[ROUNDS * 3 / 4],
+    );
+    println!(
+        "emit_latency_paired: journal off {:.0} ns, on {:.0} ns per emit (medians, bursts of \
+         {BURST}); on / off {m:.2} x (quartiles {q1:.2} to {q3:.2}) over {ROUNDS} rounds",
+        off[ROUNDS / 2] * 1e9,
+        on[ROUNDS / 2] * 1e9,
+    );
+    with.shutdown_blocking();
+}
+
 criterion_group!(benches, throughput, emit_latency);
 
 fn main() {
@@ -209,6 +270,12 @@ fn main() {
         .is_none_or(|f| "rotation".contains(f) || f.contains("rotation"))
     {
         rotation();
+    }
+    if filter
+        .as_deref()
+        .is_none_or(|f| "emit_latency_paired".contains(f) || f.contains("paired"))
+    {
+        emit_latency_paired();
     }
     benches();
     Criterion::default().configure_from_args().final_summary();
