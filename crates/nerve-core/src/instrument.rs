@@ -104,7 +104,7 @@ pub trait Instrument: Send + Sync + 'static {
         };
         let mut outcome = None;
         scope.in_scope_once(&mut || run(&mut |o| outcome = Some(OwnedOutcome::from(o))));
-        let outcome = outcome.unwrap_or(OwnedOutcome::Failed(NOT_REPORTED.to_owned()));
+        let outcome = OwnedOutcome::reported(outcome);
         scope.finish(&outcome.as_delivery());
     }
 }
@@ -143,6 +143,11 @@ impl From<&DeliveryOutcome<'_>> for OwnedOutcome {
 }
 
 impl OwnedOutcome {
+    /// The outcome a delivery reported, or a failure saying it reported none.
+    fn reported(outcome: Option<Self>) -> Self {
+        outcome.unwrap_or_else(|| Self::Failed(NOT_REPORTED.to_owned()))
+    }
+
     fn as_delivery(&self) -> DeliveryOutcome<'_> {
         match self {
             Self::Delivered => DeliveryOutcome::Delivered,
@@ -372,7 +377,7 @@ fn deliver_nested(
                     outcome = Some(OwnedOutcome::from(o));
                 });
             });
-            let outcome = outcome.unwrap_or(OwnedOutcome::Failed(NOT_REPORTED.to_owned()));
+            let outcome = OwnedOutcome::reported(outcome);
             report_outer(&outcome.as_delivery());
         }),
     }

@@ -260,21 +260,21 @@ fn emit_latency_paired() {
 
 criterion_group!(benches, throughput, emit_latency);
 
+/// Whether the measurement `name` runs: a filter (the first argument not
+/// starting with '-') skips what it does not name, as criterion skips what
+/// it does not match.
+fn selected(name: &str) -> bool {
+    std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .is_none_or(|f| name.contains(&f) || f.contains(name))
+}
+
 fn main() {
-    // A filter (the first argument not starting with '-') that does not
-    // name `rotation` skips it, as criterion skips what a filter does not
-    // match.
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    if filter
-        .as_deref()
-        .is_none_or(|f| "rotation".contains(f) || f.contains("rotation"))
-    {
+    if selected("rotation") {
         rotation();
     }
-    if filter
-        .as_deref()
-        .is_none_or(|f| "emit_latency_paired".contains(f) || f.contains("paired"))
-    {
+    if selected("paired") {
         emit_latency_paired();
     }
     benches();

@@ -122,9 +122,7 @@ impl Shifter {
         backups: usize,
     ) -> io::Result<Self> {
         // The first spares now, so that even the first rotation finds one.
-        let spares = (0..SPARES)
-            .map_while(|_| spare::Spare::make(paths.dir()).ok())
-            .collect();
+        let spares = spare::make_up_to(paths.dir(), SPARES);
         let sync = Arc::new(Signal {
             state: Mutex::new(State {
                 backups,
@@ -312,9 +310,7 @@ impl Worker {
         }
         let wanted = SPARES - state.spares.len();
         drop(state);
-        let made: Vec<_> = (0..wanted)
-            .map_while(|_| spare::Spare::make(self.paths.dir()).ok())
-            .collect();
+        let made = spare::make_up_to(self.paths.dir(), wanted);
         state = self.sync.lock();
         state.spares.extend(made);
         state

@@ -26,6 +26,15 @@ pub(crate) const SUPPORTED: bool = cfg!(target_os = "linux");
 #[derive(Debug)]
 pub(crate) struct Spare(File);
 
+/// Up to `n` spares in `dir`: fewer (none where unsupported) if making one
+/// fails, which is not an error (rotations then create their file).
+pub(crate) fn make_up_to(dir: &Path, n: usize) -> Vec<Spare> {
+    if !SUPPORTED {
+        return Vec::new();
+    }
+    (0..n).map_while(|_| Spare::make(dir).ok()).collect()
+}
+
 #[cfg(target_os = "linux")]
 impl Spare {
     /// Makes an unnamed, empty file in `dir`.

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use nerve_journal::Journal;
 
-use crate::child;
+use crate::{child, pending_names};
 
 /// A small deterministic generator (xorshift64*), so failures replay.
 struct Rng(u64);
@@ -93,16 +93,7 @@ fn a_crash_with_rotated_files_still_pending_is_repaired_at_open() {
         .filter_map(|l| l.parse::<u64>().ok())
         .max()
         .unwrap();
-    let pending = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("events.p")
-        })
-        .count();
+    let pending = pending_names(dir.path()).len();
     // Renames failing, retention (deleting the oldest) still held at each
     // pass; rotations since the last pass may add to it.
     assert!(pending >= 1, "the crash left {pending} pending files");

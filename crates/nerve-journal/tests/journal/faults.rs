@@ -6,7 +6,7 @@ use nerve_journal::fs::{FaultyFs, Op};
 use nerve_journal::{Fsync, Journal};
 use nerve_router::Bus;
 
-use crate::{WAIT, assert_whole_lines, read_all};
+use crate::{WAIT, assert_whole_lines, pending_names, read_all};
 
 struct Rig {
     _dir: tempfile::TempDir,
@@ -192,13 +192,11 @@ fn a_failed_sync_fails_the_emits_it_was_to_make_durable() {
     assert_eq!(err.kind(), SinkErrorKind::Io);
 }
 
-/// The names in the journal's directory that are pending (`events.p<g>.jsonl`).
-fn pending_names(rig: &Rig) -> Vec<String> {
-    std::fs::read_dir(rig.path.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("events.p"))
-        .collect()
+impl Rig {
+    /// The rotated files still waiting for their number.
+    fn pending(&self) -> Vec<String> {
+        pending_names(self.path.parent().unwrap())
+    }
 }
 
 fn numbers(path: &std::path::Path) -> Vec<u64> {
@@ -226,7 +224,7 @@ fn a_failing_renumbering_is_reported_and_loses_nothing() {
     assert!(rig.errors.lock().unwrap().iter().all(|k| k == "io"));
     // The rotated files keep their pending names; retention (deleting the
     // oldest) still holds; a reader sees the rest once each, in order.
-    let pending = pending_names(&rig);
+    let pending = rig.pending();
     assert_eq!(pending.len(), 3, "{pending:?}");
     let stuck = numbers(&rig.path);
     let first = stuck[0];
@@ -236,7 +234,7 @@ fn a_failing_renumbering_is_reported_and_loses_nothing() {
 
     rig.fs.heal();
     rig.journal.flush(WAIT).unwrap();
-    assert!(pending_names(&rig).is_empty(), "final names after flush");
+    assert!(rig.pending().is_empty(), "final names after flush");
     let files = crate::files(&rig.path);
     assert_eq!(
         files.len(),
@@ -271,7 +269,7 @@ fn a_renumbering_that_fails_once_is_retried_by_the_next_flush() {
     rig.journal.flush(WAIT).unwrap();
     assert!(rig.journal.stats().io_errors >= 1);
     assert_eq!(rig.journal.stats().lost, 0);
-    assert!(pending_names(&rig).is_empty());
+    assert!(rig.pending().is_empty());
     assert_eq!(crate::files(&rig.path).len(), 4, "3 backups, no gap");
     assert_whole_lines(&rig.path);
     let kept = numbers(&rig.path);
@@ -284,14 +282,14 @@ fn clear_removes_pending_files_too() {
     rig.fs.fail_always(Op::Renumber);
     emit(&rig, 20, "stuck");
     let _ = rig.journal.flush(WAIT);
-    assert!(!pending_names(&rig).is_empty());
+    assert!(!rig.pending().is_empty());
     rig.journal.clear().unwrap();
-    assert!(pending_names(&rig).is_empty());
+    assert!(rig.pending().is_empty());
     assert_eq!(crate::files(&rig.path), std::slice::from_ref(&rig.path));
     rig.fs.heal();
     emit(&rig, 20, "after");
     rig.journal.flush(WAIT).unwrap();
-    assert!(pending_names(&rig).is_empty());
+    assert!(rig.pending().is_empty());
     assert!(tags(&rig.path).iter().all(|t| t == "after"));
 }
 
@@ -306,7 +304,7 @@ fn with_fsync_always_rotation_and_renumbering_keep_every_record() {
         "{stats:?}"
     );
     assert_eq!(stats.io_errors, 0);
-    assert!(pending_names(&rig).is_empty());
+    assert!(rig.pending().is_empty());
     assert_eq!(crate::files(&rig.path).len(), 4);
     let kept = numbers(&rig.path);
     assert_eq!(*kept.last().unwrap(), 29);

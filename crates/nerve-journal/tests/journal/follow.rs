@@ -4,7 +4,7 @@ use nerve_core::sink::EventSink;
 use nerve_core::{Event, json};
 use nerve_journal::{Fsync, Journal};
 
-use crate::WAIT;
+use crate::{WAIT, pending_names};
 
 #[test]
 fn follow_crosses_rotations_without_losing_or_repeating() {
@@ -78,16 +78,7 @@ fn follow_and_replay_read_pending_files_in_order() {
     }
     assert!(journal.flush(WAIT).is_err(), "the renumbering failed");
     assert!(journal.stats().rotations > 5);
-    let pending = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("events.p")
-        })
-        .count();
+    let pending = pending_names(dir.path()).len();
     assert!(pending > 5, "{pending} pending files");
     let mut seqs = Vec::new();
     while seqs.len() < 60 {

@@ -42,6 +42,25 @@ pub(crate) fn files(path: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The names in `dir`, sorted.
+pub(crate) fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The rotated files in `dir` still waiting for their number
+/// (`events.p<g>.jsonl`).
+pub(crate) fn pending_names(dir: &Path) -> Vec<String> {
+    names_in(dir)
+        .into_iter()
+        .filter(|n| n.starts_with("events.p"))
+        .collect()
+}
+
 /// Asserts that every file of the journal holds only whole, valid lines.
 pub(crate) fn assert_whole_lines(path: &Path) {
     for f in files(path) {

@@ -7,7 +7,7 @@ use nerve_core::{Event, json};
 use nerve_journal::{ERROR_MARKER_KEY, Fsync, Journal, JournalOverflow, MAX_DATA_DEPTH};
 use nerve_router::Bus;
 
-use crate::{WAIT, assert_whole_lines, files, read_all};
+use crate::{WAIT, assert_whole_lines, files, names_in, read_all};
 
 #[test]
 fn a_bus_records_every_event_and_reads_them_back() {
@@ -467,13 +467,8 @@ fn rotations_rename_spares_into_place_and_leave_no_other_file() {
     );
     drop(journal);
     // Spares have no names: only the journal's own files are there.
-    let mut names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
     assert_eq!(
-        names,
+        names_in(dir.path()),
         [
             "events.1.jsonl",
             "events.2.jsonl",
