@@ -151,8 +151,7 @@ where
     }
 
     fn handle(&self, event: &Event, handler: &HandlerInfo<'_>) -> Option<Box<dyn HandleScope>> {
-        let (cx, recording) = self.start(event, handler)?;
-        Some(Box::new(OtelScope { cx, recording }))
+        Some(Box::new(self.start(event, handler)?))
     }
 
     fn deliver(&self, event: &Event, handler: &HandlerInfo<'_>, run: Run<'_>) {
@@ -160,11 +159,17 @@ where
         // sync delivery beyond the bus's one call to `deliver`.
         match self.start(event, handler) {
             None => run(&mut |_| {}),
-            Some((cx, true)) => {
+            Some(OtelScope {
+                cx,
+                recording: true,
+            }) => {
                 let _guard = cx.clone().attach();
                 run(&mut |outcome| end(&cx, outcome));
             }
-            Some((cx, false)) => {
+            Some(OtelScope {
+                cx,
+                recording: false,
+            }) => {
                 // Nothing left to do with a dropped span's context after
                 // the call: hand it to the context stack rather than copy.
                 let _guard = cx.attach();
@@ -179,9 +184,8 @@ where
     T: Tracer + Send + Sync + 'static,
     T::Span: Send + Sync + 'static,
 {
-    /// Starts a delivery's span: the context to run the handler in, and
-    /// whether its span records (`None`: nothing to record or propagate).
-    fn start(&self, event: &Event, handler: &HandlerInfo<'_>) -> Option<(Context, bool)> {
+    /// Starts a delivery's span (`None`: nothing to record or propagate).
+    fn start(&self, event: &Event, handler: &HandlerInfo<'_>) -> Option<OtelScope> {
         let parent = match event.trace_context() {
             // An inline handler runs on the emitting thread, still inside
             // the span the event was emitted in: its parent is that context
@@ -217,11 +221,17 @@ where
             } else {
                 parent.with_remote_span_context(span.span_context().clone())
             };
-            return Some((cx, false));
+            return Some(OtelScope {
+                cx,
+                recording: false,
+            });
         }
         span.update_name(format!("{HANDLE_SPAN} {}", event.event_type()));
         span.set_attributes(handler_attributes(event, handler));
-        Some((parent.with_span(span), true))
+        Some(OtelScope {
+            cx: parent.with_span(span),
+            recording: true,
+        })
     }
 }
 
@@ -279,7 +289,8 @@ fn handler_attributes(event: &Event, handler: &HandlerInfo<'_>) -> Vec<KeyValue>
     kv
 }
 
-/// One delivery's span, current while an async handler's future is polled.
+/// One delivery's span and the context to run the handler in: on the stack
+/// for a sync delivery, boxed as the scope of an async one.
 struct OtelScope {
     cx: Context,
     /// Whether the span records (a dropped span is neither annotated nor
