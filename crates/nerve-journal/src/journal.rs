@@ -108,7 +108,7 @@ pub struct JournalStats {
     pub renumber_renames: u64,
     /// Rotations that created the new active file on the writer thread
     /// because no spare file (made ahead by the renumbering thread) was
-    /// ready; the others renamed a spare into place.
+    /// ready; the others linked a spare in.
     pub rotations_created: u64,
     /// Events refused because the queue was full (`JournalOverflow::DropNewest`).
     pub dropped: u64,

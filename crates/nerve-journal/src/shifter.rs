@@ -48,6 +48,13 @@ struct State {
     spares: Vec<spare::Spare>,
 }
 
+impl State {
+    /// Half the spares or more are gone: time to make more.
+    fn spares_low(&self) -> bool {
+        self.spares.len() <= SPARES / 2
+    }
+}
+
 struct Signal {
     state: Mutex<State>,
     changed: Condvar,
@@ -165,12 +172,12 @@ impl Shifter {
     }
 
     /// A spare file for the rotation under way, if one is ready: the
-    /// writer renames it into the active name. Wakes the thread to make
+    /// writer links it in as the active file. Wakes the thread to make
     /// more once half are gone.
     pub(crate) fn take_spare(&self) -> Option<spare::Spare> {
         let mut state = self.sync.lock();
         let spare = state.spares.pop();
-        let wake = state.asleep && state.spares.len() <= SPARES / 2;
+        let wake = state.asleep && state.spares_low();
         drop(state);
         if wake {
             self.sync.changed.notify_all();
@@ -296,7 +303,7 @@ impl Worker {
     /// many backups takes as long as many rotations).
     fn refill_spares(&self) {
         let state = self.sync.lock();
-        if state.spares.len() <= SPARES / 2 {
+        if state.spares_low() {
             drop(self.make_spares(state));
         }
     }
@@ -305,7 +312,7 @@ impl Worker {
     /// makes them. A spare that cannot be made is not an error: the writer
     /// then creates the active file itself, and reports what fails there.
     fn make_spares<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        if state.stop || state.spares.len() >= SPARES || !spare::SUPPORTED {
+        if state.stop || state.spares.len() >= SPARES {
             return state;
         }
         let wanted = SPARES - state.spares.len();

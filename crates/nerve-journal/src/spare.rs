@@ -20,7 +20,7 @@ use std::io;
 use std::path::Path;
 
 /// Whether this platform can make spares at all.
-pub(crate) const SUPPORTED: bool = cfg!(target_os = "linux");
+const SUPPORTED: bool = cfg!(target_os = "linux");
 
 /// An unnamed file in the journal's directory, ready to be linked in.
 #[derive(Debug)]

@@ -438,9 +438,9 @@ impl Writer {
         self.len = 0;
         self.synced_len = 0;
         self.shared.counters.rotations.inc();
-        // A spare made ahead by the renumbering thread becomes the active
-        // file by a rename: no file to allocate on this thread. Without one
-        // (or if the rename fails) `open` creates the file as at start.
+        // A spare made ahead by the renumbering thread is linked in as the
+        // active file: no file to allocate on this thread. Without one (or
+        // if the link fails) `open` creates the file as at start.
         let from_spare = self
             .shifter
             .take_spare()

@@ -425,7 +425,7 @@ fn an_event_written_with_a_marker_is_dead_lettered_by_the_bus() {
 }
 
 #[test]
-fn rotations_rename_spares_into_place_and_leave_no_other_file() {
+fn rotations_link_spares_into_place_and_leave_no_other_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
     let journal = Journal::builder(&path)
