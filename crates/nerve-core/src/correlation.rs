@@ -26,7 +26,7 @@
 //! ```
 
 use std::borrow::Borrow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -166,17 +166,43 @@ impl Ambient {
     }
 }
 
+impl Ambient {
+    fn is_empty(&self) -> bool {
+        self.correlation_id.is_none() && self.causation_id.is_none()
+    }
+}
+
 thread_local! {
     static AMBIENT: RefCell<Ambient> = RefCell::new(Ambient::default());
+    /// Whether `AMBIENT` holds anything: a plain flag, so that the common
+    /// case of an emit with nothing ambient does not touch `AMBIENT`, whose
+    /// destructor makes each access check that it is registered.
+    static SET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Makes `ambient` the thread's ambient context, returning the previous one.
+fn replace(ambient: Ambient) -> Ambient {
+    let set = !ambient.is_empty();
+    if !set && !SET.get() {
+        return Ambient::default();
+    }
+    SET.set(set);
+    AMBIENT.with(|a| a.replace(ambient))
 }
 
 /// The ambient correlation id, if any.
 pub fn current() -> Option<CorrelationId> {
+    if !SET.get() {
+        return None;
+    }
     AMBIENT.with(|a| a.borrow().correlation_id.clone())
 }
 
 /// The whole ambient context (correlation and causation).
 pub fn current_ambient() -> Ambient {
+    if !SET.get() {
+        return Ambient::default();
+    }
     AMBIENT.with(|a| a.borrow().clone())
 }
 
@@ -194,7 +220,7 @@ pub fn enter(id: impl Into<CorrelationId>) -> AmbientGuard {
 ///
 /// Bus implementations use this around a handler with [`Ambient::of_event`].
 pub fn enter_ambient(ambient: Ambient) -> AmbientGuard {
-    let previous = AMBIENT.with(|a| a.replace(ambient));
+    let previous = replace(ambient);
     AmbientGuard {
         previous: Some(previous),
         _not_send: PhantomData,
@@ -219,6 +245,11 @@ impl Drop for AmbientGuard {
     fn drop(&mut self) {
         if let Some(previous) = self.previous.take() {
             // `try_with`: during thread teardown the slot may be gone already.
+            let set = !previous.is_empty();
+            if !set && !SET.try_with(Cell::get).unwrap_or(false) {
+                return;
+            }
+            let _ = SET.try_with(|s| s.set(set));
             let _ = AMBIENT.try_with(|a| *a.borrow_mut() = previous);
         }
     }
@@ -285,11 +316,11 @@ impl<F: Future> Future for Scoped<F> {
         impl Drop for Restore<'_> {
             fn drop(&mut self) {
                 if let Some(previous) = self.previous.take() {
-                    *self.slot = AMBIENT.with(|a| a.replace(previous));
+                    *self.slot = replace(previous);
                 }
             }
         }
-        let previous = AMBIENT.with(|a| a.replace(std::mem::take(this.ambient)));
+        let previous = replace(std::mem::take(this.ambient));
         let _restore = Restore {
             slot: this.ambient,
             previous: Some(previous),

@@ -219,6 +219,11 @@ impl Wake for ThreadWaker {
     }
 }
 
+/// A waker that unparks the current thread.
+pub(crate) fn thread_waker() -> Waker {
+    Waker::from(Arc::new(ThreadWaker(std::thread::current())))
+}
+
 impl<T: QueueItem> Queue<T> {
     pub(crate) fn new(capacity: usize, overflow: Overflow) -> Self {
         Self::with_ring(capacity, overflow, RING_MAX)
@@ -257,10 +262,6 @@ impl<T: QueueItem> Queue<T> {
 
     fn lock(&self) -> MutexGuard<'_, Slow<T>> {
         self.slow.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn is_closed(&self) -> bool {
-        self.hot.state.load(Ordering::Acquire) & CLOSED != 0
     }
 
     /// Items queued; exact when nothing pushes or pops meanwhile.
@@ -616,37 +617,43 @@ impl<T: QueueItem> Queue<T> {
         if self.take(max, out) > 0 {
             return Poll::Ready(true);
         }
-        if !self.is_closed() {
-            // Before going to sleep, give a busy emitter a moment: parking
-            // and being woken for every event (a futex call and a context
-            // switch each) cost a reader ~1.5 µs an event. A reader in a
-            // tokio task spins 7 pauses, watching the ring without the lock:
-            // longer, it holds up the worker's other tasks and the emitter's
-            // core (63 made one reader 10 % slower; none made 16 readers 2x
-            // slower). A reader on its own thread backs off as crossbeam's
-            // receivers do (`crossbeam_utils::Backoff`): spins growing to 64
-            // pauses, then a few `yield_now`s, which on a machine with more
-            // readers than cores hand the core to the emitter instead of
-            // parking (16 such readers took 12x as long as crossbeam's when
-            // they only spun).
-            if tokio::task::try_id().is_some() {
-                for step in 0..3 {
-                    for _ in 0..(1 << step) {
-                        std::hint::spin_loop();
-                    }
-                    if !self.looks_empty() {
-                        break;
-                    }
+        // Before going to sleep, give a busy emitter a moment: parking
+        // and being woken for every event (a futex call and a context
+        // switch each) cost a reader ~1.5 µs an event. A reader in a
+        // tokio task spins 7 pauses, watching the ring without the lock:
+        // longer, it holds up the worker's other tasks and the emitter's
+        // core (63 made one reader 10 % slower; none made 16 readers 2x
+        // slower). A reader on its own thread backs off as crossbeam's
+        // receivers do (`crossbeam_utils::Backoff`): spins growing to 64
+        // pauses, then a few `yield_now`s, which on a machine with more
+        // readers than cores hand the core to the emitter instead of
+        // parking (16 such readers took 12x as long as crossbeam's when
+        // they only spun).
+        if tokio::task::try_id().is_some() {
+            for step in 0..3 {
+                for _ in 0..(1 << step) {
+                    std::hint::spin_loop();
                 }
-            } else {
-                let backoff = crossbeam_utils::Backoff::new();
-                while self.looks_empty() && !backoff.is_completed() {
-                    backoff.snooze();
+                if !self.looks_empty() {
+                    break;
                 }
             }
-            if !self.looks_empty() && self.take(max, out) > 0 {
-                return Poll::Ready(true);
+        } else {
+            // Yield once before watching the ring. With a core of its
+            // own, the reader comes back a moment later to a few events
+            // to take at once, instead of reading the ring's tail while
+            // the emitter writes it (which made every push wait for the
+            // line to come back: 1 stream took 1.3 to 1.7 x as long as
+            // one crossbeam channel). With more readers than cores, the
+            // core goes to the emitter or to a reader with work.
+            std::thread::yield_now();
+            let backoff = crossbeam_utils::Backoff::new();
+            while self.looks_empty() && !backoff.is_completed() {
+                backoff.snooze();
             }
+        }
+        if !self.looks_empty() && self.take(max, out) > 0 {
+            return Poll::Ready(true);
         }
         // Park: register the waker, say so, then look again. A push either
         // lands before the second look (and is taken), or sees `parked`
@@ -677,7 +684,7 @@ impl<T: QueueItem> Queue<T> {
         if self.take(1, &mut |item| one = Some(item)) > 0 {
             return one;
         }
-        let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+        let waker = thread_waker();
         let mut cx = Context::from_waker(&waker);
         loop {
             match self.poll_pop(&mut cx) {
@@ -943,7 +950,7 @@ mod tests {
 
     /// Takes from a thread-side consumer: a batch, or `None` at the end.
     fn pop_batch(q: &Queue<Item>, max: usize) -> Option<Vec<Item>> {
-        let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+        let waker = thread_waker();
         let mut cx = Context::from_waker(&waker);
         let mut out = VecDeque::new();
         loop {

@@ -12,7 +12,6 @@ use crate::subscription::Subscription;
 /// Bus-wide counters, shared with queued deliveries.
 #[derive(Default)]
 pub(crate) struct Shared {
-    pub(crate) emitted: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) delivered: AtomicU64,
     pub(crate) dropped: AtomicU64,
@@ -29,7 +28,6 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn reset(&self) {
         for c in [
-            &self.emitted,
             &self.rejected,
             &self.delivered,
             &self.dropped,

@@ -6,7 +6,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use nerve_core::{Event, EventId};
 
@@ -186,6 +186,8 @@ pub struct EventStream {
     /// Replayed events that may also arrive live, skipped then.
     replayed: HashSet<EventId>,
     ended: bool,
+    /// The waker of the thread that last read with `recv_blocking`.
+    thread_waker: Option<(std::thread::ThreadId, Waker)>,
 }
 
 impl EventStream {
@@ -203,6 +205,7 @@ impl EventStream {
             replay: replay.into(),
             batch: VecDeque::new(),
             ended: false,
+            thread_waker: None,
         }
     }
 
@@ -219,6 +222,58 @@ impl EventStream {
     /// Whether no event is waiting.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Waits for the next event on this thread, for consumers that run on
+    /// a thread of their own rather than in an async runtime: `None` once
+    /// the stream has ended (the bus shut down, or the run closed).
+    ///
+    /// The same stream as [`next()`](futures::StreamExt::next), read without
+    /// an executor: the thread spins briefly, then parks until an event
+    /// arrives. Do not call it from async code, where it would block a
+    /// runtime worker; await `next()` there.
+    ///
+    /// ```
+    /// # use nerve_router::Bus;
+    /// let bus = Bus::new();
+    /// let mut stream = bus.stream("job.*").unwrap();
+    /// let reader = std::thread::spawn(move || {
+    ///     stream.blocking_iter().map(|e| e.event_type().to_owned()).collect::<Vec<_>>()
+    /// });
+    /// bus.emit("job.started", 1).unwrap();
+    /// bus.emit("job.finished", 2).unwrap();
+    /// bus.shutdown_blocking(); // ends the stream once it is drained
+    /// assert_eq!(reader.join().unwrap(), ["job.started", "job.finished"]);
+    /// ```
+    pub fn recv_blocking(&mut self) -> Option<Event> {
+        // Events already taken from the queue need no waker (and a waker
+        // registered by a poll that then finds nothing is replaced below).
+        if !self.batch.is_empty() || !self.replay.is_empty() || self.ended {
+            let mut cx = Context::from_waker(Waker::noop());
+            if let Poll::Ready(event) = futures::Stream::poll_next(Pin::new(&mut *self), &mut cx) {
+                return event;
+            }
+        }
+        let thread = std::thread::current().id();
+        let waker = match self.thread_waker.take() {
+            Some((id, waker)) if id == thread => waker,
+            _ => crate::queue::thread_waker(),
+        };
+        let mut cx = Context::from_waker(&waker);
+        let event = loop {
+            match futures::Stream::poll_next(Pin::new(&mut *self), &mut cx) {
+                Poll::Ready(event) => break event,
+                Poll::Pending => std::thread::park(),
+            }
+        };
+        self.thread_waker = Some((thread, waker));
+        event
+    }
+
+    /// The events of this stream as a blocking iterator on this thread (see
+    /// [`recv_blocking`](Self::recv_blocking)); it ends with the stream.
+    pub fn blocking_iter(&mut self) -> impl Iterator<Item = Event> + '_ {
+        std::iter::from_fn(move || self.recv_blocking())
     }
 }
 

@@ -279,7 +279,7 @@ pub(crate) struct Subscription {
     /// For run streams: the run, so `close_run` can end them.
     pub(crate) run_id: Option<Box<str>>,
     pub(crate) active: AtomicBool,
-    pub(crate) counters: SubscriptionCounters,
+    pub(crate) counters: crossbeam_utils::CachePadded<SubscriptionCounters>,
     /// `label()`, made once, for metric labels.
     pub(crate) metric_label: Box<str>,
 }

@@ -45,27 +45,26 @@ fn bus() -> Bus {
         .unwrap()
 }
 
-/// Starts a consumer thread per stream that reads until `want` events or the
-/// end, returning how many it read.
+/// Starts a consumer thread per stream that reads (with the stream's
+/// blocking receive) until `want` events or the end, returning how many it
+/// read.
 fn consume_streams(streams: Vec<nerve::EventStream>, want: u64, work: u64) -> Vec<JoinHandle<u64>> {
     streams
         .into_iter()
         .map(|mut s| {
             std::thread::spawn(move || {
-                futures::executor::block_on(async {
-                    let mut got = 0;
-                    while got < want {
-                        match s.next().await {
-                            Some(e) => {
-                                std::hint::black_box(&e);
-                                spin(work);
-                                got += 1;
-                            }
-                            None => break,
+                let mut got = 0;
+                while got < want {
+                    match s.recv_blocking() {
+                        Some(e) => {
+                            std::hint::black_box(&e);
+                            spin(work);
+                            got += 1;
                         }
+                        None => break,
                     }
-                    got
-                })
+                }
+                got
             })
         })
         .collect()

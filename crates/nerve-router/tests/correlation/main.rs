@@ -474,3 +474,69 @@ mod instruments {
         assert_eq!(correlation_of(&the(&bus, "a.ambient")), Some("ambient"));
     }
 }
+
+/// A route with no inline handler and no filter does not set the ambient
+/// context around its deliveries; what the emitter had stays ambient, and
+/// a queued handler still sees the event's own context.
+#[test]
+fn emits_to_queued_subscribers_keep_the_emitters_context() {
+    let bus = Bus::builder()
+        .generate_correlation_ids(false)
+        .build()
+        .unwrap();
+    let mut stream = bus.stream("job.*").unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    bus.subscribe_with(
+        "job.*",
+        move |e: &Event| {
+            let ambient = correlation::current_ambient();
+            s.lock().unwrap().push((
+                ambient.correlation_id.map(|c| c.as_str().to_owned()),
+                ambient.causation_id == Some(e.event_id()),
+            ));
+        },
+        Subscribe::new().queued(16),
+    )
+    .unwrap();
+
+    bus.emit("job.untraced", json!({})).unwrap();
+    assert_eq!(correlation::current(), None);
+    {
+        let _outer = correlation::enter("outer");
+        bus.emit("job.started", json!({})).unwrap();
+        assert_eq!(correlation::current().unwrap().as_str(), "outer");
+        assert_eq!(correlation::current_ambient().causation_id, None);
+        {
+            let _inner = correlation::enter("inner");
+            bus.emit("job.step", json!({})).unwrap();
+            assert_eq!(correlation::current().unwrap().as_str(), "inner");
+        }
+        assert_eq!(correlation::current().unwrap().as_str(), "outer");
+    }
+    assert_eq!(correlation::current(), None);
+    assert_eq!(correlation::current_ambient(), Default::default());
+
+    let streamed: Vec<Option<String>> = futures::executor::block_on(async {
+        use futures::StreamExt;
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let e = stream.next().await.unwrap();
+            got.push(e.correlation_id().map(|c| c.as_str().to_owned()));
+        }
+        got
+    });
+    assert_eq!(
+        streamed,
+        [None, Some("outer".to_owned()), Some("inner".to_owned())]
+    );
+    bus.flush_blocking();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (None, true),
+            (Some("outer".to_owned()), true),
+            (Some("inner".to_owned()), true)
+        ]
+    );
+}

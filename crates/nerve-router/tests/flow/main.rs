@@ -895,3 +895,47 @@ fn streams_account_exactly_under_concurrent_emitters() {
     assert_eq!(stats.subscribers.len(), policies.len());
     assert!(stats.subscribers.iter().all(|s| s.offered == 0));
 }
+
+/// A reader thread with `recv_blocking` (no executor) gets every event of a
+/// `Block` stream in order, and the stream ends when the bus shuts down,
+/// even after the stream moved to another thread halfway.
+#[test]
+fn recv_blocking_reads_everything_in_order_across_threads() {
+    const N: u64 = 20_000;
+    let bus = Bus::builder().history_capacity(0).build().unwrap();
+    let mut stream = bus
+        .stream_with(
+            "tick.*",
+            StreamOptions::new().capacity(16).overflow(Overflow::Block),
+        )
+        .unwrap();
+    let first = std::thread::spawn(move || {
+        let got: Vec<u64> = stream
+            .blocking_iter()
+            .take(N as usize / 2)
+            .map(|e| e.data()["n"].as_u64().unwrap())
+            .collect();
+        (got, stream)
+    });
+    for n in 0..N / 2 {
+        bus.emit("tick.n", json!({ "n": n })).unwrap();
+    }
+    let (mut got, mut stream) = first.join().unwrap();
+    let second = std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        while let Some(e) = stream.recv_blocking() {
+            rest.push(e.data()["n"].as_u64().unwrap());
+        }
+        (rest, stream.recv_blocking())
+    });
+    for n in N / 2..N {
+        bus.emit("tick.n", json!({ "n": n })).unwrap();
+    }
+    bus.shutdown_blocking();
+    let (rest, after_end) = second.join().unwrap();
+    got.extend(rest);
+    assert_eq!(got, (0..N).collect::<Vec<_>>());
+    assert!(after_end.is_none(), "an ended stream stays ended");
+    let stats = bus.stats();
+    assert_eq!(stats.events.emitted, N);
+}
