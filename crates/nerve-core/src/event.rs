@@ -253,7 +253,8 @@ struct Inner {
     #[serde(default)]
     data: Value,
     /// Marked never to be dropped by a full queue. Not part of the JSON form:
-    /// buses decide terminality by pattern, this marks one event more.
+    /// buses decide terminality by pattern (and mark what matched when they
+    /// accept it), this marks one event more.
     #[serde(skip)]
     terminal: bool,
 }
@@ -348,9 +349,10 @@ impl Event {
         self.0.lane_seq
     }
 
-    /// Whether this event was marked terminal ([`EventBuilder::terminal`] or
-    /// [`Event::terminal`]). Buses also treat events matching their terminal
-    /// patterns as terminal.
+    /// Whether this event is marked terminal: by [`EventBuilder::terminal`]
+    /// or [`Event::terminal`], or by a bus that accepted it because its type
+    /// matched the bus's terminal patterns (so subscribers see the mark on
+    /// every event the bus will never drop).
     pub fn is_marked_terminal(&self) -> bool {
         self.0.terminal
     }

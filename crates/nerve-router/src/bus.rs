@@ -778,7 +778,7 @@ impl Discard for Delivery {
 impl Discard for StreamItem {
     fn event(&self) -> Option<&Event> {
         match self {
-            StreamItem::Event { event, .. } => Some(event),
+            StreamItem::Event(event) => Some(event),
             StreamItem::End => None,
         }
     }
@@ -1100,6 +1100,11 @@ impl BusInner {
 
         // Numbered only once nothing can refuse it, so `seq` has no gaps.
         let mut event = event.with_seq(self.seq.fetch_add(1, Ordering::Relaxed) + 1);
+        if route.terminal && !event.is_marked_terminal() {
+            // Marked on the event, which streams' queues read (and which
+            // subscribers see): still the only copy, so no copy is made.
+            event = event.terminal();
+        }
         if event.run_id().is_some() || event.lane().is_some() {
             // Recorded in the run's log before the routes are read again, so
             // a `subscribe_run` racing with this emit either replays the
@@ -1123,7 +1128,7 @@ impl BusInner {
             instrument.emitted(&event);
         }
         route.type_counter.fetch_add(1, Ordering::Relaxed);
-        let terminal = route.terminal || event.is_marked_terminal();
+        let terminal = event.is_marked_terminal();
         if let Some(metrics) = &self.config.metrics {
             metrics.counter(
                 metric::EVENTS_EMITTED_TOTAL,
@@ -1234,24 +1239,49 @@ impl BusInner {
                         }
                     }
                     HandlerKind::Stream(queue) => {
-                        let item = StreamItem::Event {
-                            event: event.clone(),
-                            terminal,
-                        };
+                        let item = StreamItem::Event(event.clone());
                         self.offer(&event, sub, queue, item, &mut after);
                     }
                 }
             }
         }
-        for waker in after.wakes.drain(..) {
-            waker.wake();
+        // Each of these is empty on the common path; looked at first, so
+        // that it costs a compare rather than a loop's set-up and tear-down.
+        if !after.wakes.is_empty() {
+            crate::queue::wake_all(Some(&mut after.wakes));
         }
-        let all_failed = !queued_any && inline_ran >= 2 && after.failures.len() == inline_ran;
+        if !after.failures.is_empty() {
+            let failures = std::mem::take(&mut after.failures);
+            self.after_failures(&event, failures, inline_ran, queued_any);
+        }
+        if !after.drops.is_empty() {
+            for sub in std::mem::take(&mut after.drops) {
+                self.announce_drops(&event, &sub);
+            }
+        }
+        Ok(Dispatched {
+            event_id: event.event_id(),
+            halt: after.halt,
+            refused: after.refused,
+        })
+    }
+
+    /// Reports the failures of inline deliveries: one `AllHandlersFailed`
+    /// dead letter when every handler of an event with no queued subscriber
+    /// failed, else one report per failure.
+    #[cold]
+    fn after_failures(
+        self: &Arc<Self>,
+        event: &Event,
+        failures: SmallVec<[(Arc<Subscription>, Outcome); 2]>,
+        inline_ran: usize,
+        queued_any: bool,
+    ) {
+        let all_failed = !queued_any && inline_ran >= 2 && failures.len() == inline_ran;
         // Only looked up when a failure may become a dead letter.
-        let retrying = !after.failures.is_empty() && retrying();
+        let retrying = retrying();
         if all_failed && !retrying && self.config.dead_letters.is_some() {
-            let error = after
-                .failures
+            let error = failures
                 .iter()
                 .map(|(sub, o)| format!("{}: {}", sub.label(), o.error().unwrap_or_default()))
                 .collect::<Vec<_>>()
@@ -1261,20 +1291,12 @@ impl BusInner {
                 subscription: None,
                 reason: DeadLetterReason::AllHandlersFailed,
                 error,
-                targets: after.failures.iter().map(|(sub, _)| sub.id).collect(),
+                targets: failures.iter().map(|(sub, _)| sub.id).collect(),
             });
         }
-        for (sub, outcome) in after.failures {
-            self.report_failure(&event, &sub, &outcome, !retrying && !all_failed);
+        for (sub, outcome) in failures {
+            self.report_failure(event, &sub, &outcome, !retrying && !all_failed);
         }
-        for sub in after.drops {
-            self.announce_drops(&event, &sub);
-        }
-        Ok(Dispatched {
-            event_id: event.event_id(),
-            halt: after.halt,
-            refused: after.refused,
-        })
     }
 
     fn route(&self, event_type: &str) -> Arc<Route> {
@@ -1976,10 +1998,7 @@ impl BusInner {
                 return outcome;
             }
             HandlerKind::Stream(queue) => {
-                let item = StreamItem::Event {
-                    event: event.clone(),
-                    terminal: true,
-                };
+                let item = StreamItem::Event(event.clone().terminal());
                 return match queue.push(item, false, |_| {}) {
                     Pushed::Queued(evicted) => {
                         if let Some((item, reason)) = evicted {

@@ -253,6 +253,12 @@ fn terminal_events_are_never_dropped() {
             let mut terminal = 0;
             while terminal < 1000 {
                 let e = stream.next().await.unwrap();
+                // The bus marks what its terminal patterns match.
+                assert_eq!(
+                    e.is_marked_terminal(),
+                    e.event_type() == "job.completed",
+                    "{e:?}"
+                );
                 if e.event_type() == "job.completed" {
                     terminal += 1;
                 }
