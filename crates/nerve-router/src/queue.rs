@@ -160,6 +160,12 @@ pub(crate) enum Pushed<T> {
 /// handler queues (65,536 by default) do not allocate 65,536 slots each.
 pub(crate) const RING_MAX: usize = 1024;
 
+/// How many queued events a reader thread that found its queue empty waits
+/// for (yielding, at most [`GATHER_YIELDS`] times) before it watches the
+/// ring: half of what a stream takes at a time.
+const GATHER: usize = 32;
+const GATHER_YIELDS: u32 = 8;
+
 /// `state`'s bit for a closed queue; the other bits count the items in
 /// `front` and `back`.
 const CLOSED: usize = 1 << (usize::BITS - 1);
@@ -639,14 +645,25 @@ impl<T: QueueItem> Queue<T> {
                 }
             }
         } else {
-            // Yield once before watching the ring. With a core of its
-            // own, the reader comes back a moment later to a few events
-            // to take at once, instead of reading the ring's tail while
-            // the emitter writes it (which made every push wait for the
-            // line to come back: 1 stream took 1.3 to 1.7 x as long as
-            // one crossbeam channel). With more readers than cores, the
-            // core goes to the emitter or to a reader with work.
-            std::thread::yield_now();
+            // First let events gather: yield, and look at the ring only
+            // between yields, until it holds a batch worth taking (or a few
+            // yields have passed). With a core of its own, the reader comes
+            // back a moment later (a yield with nothing else to run is a
+            // short system call) to several events at once, instead of
+            // reading the ring's tail while the emitter writes it, which
+            // made every push wait for the line to come back (spinning on
+            // the ring, 1 stream took 1.3 to 3.5 x as long as one crossbeam
+            // channel; yielding once, 1.07 x; gathering, 0.97 to 0.99 x).
+            // With more readers than cores, the core goes to the emitter or
+            // to a reader with work. The cost is latency while events keep
+            // coming: a few microseconds at most before a reader looks.
+            let gather = (self.ring.capacity() / 2).clamp(1, GATHER);
+            for _ in 0..GATHER_YIELDS {
+                std::thread::yield_now();
+                if self.ring.len() >= gather {
+                    break;
+                }
+            }
             let backoff = crossbeam_utils::Backoff::new();
             while self.looks_empty() && !backoff.is_completed() {
                 backoff.snooze();
