@@ -160,11 +160,28 @@ pub(crate) enum Pushed<T> {
 /// handler queues (65,536 by default) do not allocate 65,536 slots each.
 pub(crate) const RING_MAX: usize = 1024;
 
-/// How many queued events a reader thread that found its queue empty waits
-/// for (yielding, at most [`GATHER_YIELDS`] times) before it watches the
-/// ring: half of what a stream takes at a time.
+/// How many queued events a blocking reader that found its queue empty
+/// waits for (see [`Waiting::Block`]) before it watches the ring: half of
+/// what a stream takes at a time (or half the queue, if smaller).
 const GATHER: usize = 32;
-const GATHER_YIELDS: u32 = 8;
+
+/// How long a blocking reader dozes at most while a batch gathers. Linux
+/// adds its timer slack (50 µs by default) to a sleep this short.
+const DOZE: Duration = Duration::from_micros(50);
+
+/// How a consumer waits when it finds its queue empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waiting {
+    /// Polled by whatever executor: a tokio task spins briefly, anything
+    /// else backs off as crossbeam's receivers do, then registers its waker
+    /// and returns `Pending`. Nothing here blocks for long, as an executor's
+    /// thread may have other work.
+    Poll,
+    /// A thread of its own that blocks until an item comes
+    /// (`EventStream::recv_blocking`, a queued handler's worker): it may
+    /// let a batch gather first (see `poll_pop_with`).
+    Block,
+}
 
 /// `state`'s bit for a closed queue; the other bits count the items in
 /// `front` and `back`.
@@ -183,8 +200,12 @@ struct Hot {
     /// add the emitter would make anyway to count the offer).
     accepted: AtomicU64,
     /// The reader registered its waker and is about to sleep: the next push
-    /// wakes it. The only field here the reader writes, once per sleep.
+    /// wakes it. With `dozing`, the only fields here the reader writes, once
+    /// per sleep.
     parked: AtomicBool,
+    /// A blocking reader dozes while a batch gathers: a push that finds the
+    /// queue full wakes it (only the slow side looks).
+    dozing: AtomicBool,
 }
 
 /// The slow side: everything a lock-free push cannot do.
@@ -245,6 +266,7 @@ impl<T: QueueItem> Queue<T> {
                 state: AtomicUsize::new(0),
                 accepted: AtomicU64::new(0),
                 parked: AtomicBool::new(false),
+                dozing: AtomicBool::new(false),
             }),
             slow: CachePadded::new(Mutex::new(Slow {
                 front: VecDeque::new(),
@@ -402,6 +424,10 @@ impl<T: QueueItem> Queue<T> {
             self.put(&mut slow, item);
             drop(slow);
             return self.queued(counted, None, wakes);
+        }
+        // Full: a reader dozing while a batch gathers has one.
+        if self.hot.dozing.load(Ordering::SeqCst) {
+            self.waker.wake();
         }
         let terminal = item.is_terminal();
         if terminal || self.overflow == Overflow::DropOldest {
@@ -593,10 +619,40 @@ impl<T: QueueItem> Queue<T> {
         self.ring.is_empty()
     }
 
-    /// Pops for an async consumer.
-    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    /// A blocking reader that found its queue empty lets a batch gather
+    /// before it watches the ring: it yields once (with more threads than
+    /// cores, the core goes to the emitter or to a reader with work), and
+    /// if fewer than a batch came meanwhile it dozes, for at most [`DOZE`]
+    /// or until a push finds the queue full, then takes what is there.
+    ///
+    /// Watching the ring instead, it reads the ring's tail while the emitter
+    /// writes it, which makes every push wait for the cache line to come
+    /// back: with a reader spinning on the ring, 1 stream took 1.3 to 3.5 x
+    /// as long as one crossbeam channel, and with 16 readers taking turns
+    /// at yielding, their context switches took the emitter's time. The
+    /// cost is latency under load: a reader that has just emptied its queue
+    /// looks again after about 0.1 ms at most (an idle one parks, and the
+    /// next push wakes it at once).
+    fn gather(&self, cx: &Context<'_>) {
+        let gather = (self.ring.capacity() / 2).clamp(1, GATHER);
+        std::thread::yield_now();
+        if self.ring.len() >= gather {
+            return;
+        }
+        // The waker is the thread's (`Waiting::Block`); registered before
+        // `dozing` is set, so a push that sees the flag reaches this thread.
+        self.waker.register(cx.waker());
+        self.hot.dozing.store(true, Ordering::SeqCst);
+        if self.ring.len() < gather && self.hot.state.load(Ordering::SeqCst) & CLOSED == 0 {
+            std::thread::park_timeout(DOZE);
+        }
+        self.hot.dozing.store(false, Ordering::Relaxed);
+    }
+
+    /// Pops for a consumer that waits as `waiting` says.
+    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>, waiting: Waiting) -> Poll<Option<T>> {
         let mut one = None;
-        match self.poll_pop_with(cx, 1, &mut |item| one = Some(item)) {
+        match self.poll_pop_with(cx, 1, &mut |item| one = Some(item), waiting) {
             Poll::Ready(_) => Poll::Ready(one),
             Poll::Pending => Poll::Pending,
         }
@@ -610,8 +666,9 @@ impl<T: QueueItem> Queue<T> {
         cx: &mut Context<'_>,
         max: usize,
         out: &mut VecDeque<T>,
+        waiting: Waiting,
     ) -> Poll<bool> {
-        self.poll_pop_with(cx, max, &mut |item| out.push_back(item))
+        self.poll_pop_with(cx, max, &mut |item| out.push_back(item), waiting)
     }
 
     fn poll_pop_with(
@@ -619,6 +676,7 @@ impl<T: QueueItem> Queue<T> {
         cx: &mut Context<'_>,
         max: usize,
         out: &mut impl FnMut(T),
+        waiting: Waiting,
     ) -> Poll<bool> {
         if self.take(max, out) > 0 {
             return Poll::Ready(true);
@@ -629,13 +687,13 @@ impl<T: QueueItem> Queue<T> {
         // tokio task spins 7 pauses, watching the ring without the lock:
         // longer, it holds up the worker's other tasks and the emitter's
         // core (63 made one reader 10 % slower; none made 16 readers 2x
-        // slower). A reader on its own thread backs off as crossbeam's
-        // receivers do (`crossbeam_utils::Backoff`): spins growing to 64
-        // pauses, then a few `yield_now`s, which on a machine with more
-        // readers than cores hand the core to the emitter instead of
-        // parking (16 such readers took 12x as long as crossbeam's when
-        // they only spun).
-        if tokio::task::try_id().is_some() {
+        // slower). A reader polled on a thread by another executor backs
+        // off as crossbeam's receivers do (`crossbeam_utils::Backoff`):
+        // spins growing to 64 pauses, then a few `yield_now`s, which on a
+        // machine with more readers than cores hand the core to the emitter
+        // instead of parking (16 such readers took 12x as long as
+        // crossbeam's when they only spun).
+        if waiting == Waiting::Poll && tokio::task::try_id().is_some() {
             for step in 0..3 {
                 for _ in 0..(1 << step) {
                     std::hint::spin_loop();
@@ -645,24 +703,8 @@ impl<T: QueueItem> Queue<T> {
                 }
             }
         } else {
-            // First let events gather: yield, and look at the ring only
-            // between yields, until it holds a batch worth taking (or a few
-            // yields have passed). With a core of its own, the reader comes
-            // back a moment later (a yield with nothing else to run is a
-            // short system call) to several events at once, instead of
-            // reading the ring's tail while the emitter writes it, which
-            // made every push wait for the line to come back (spinning on
-            // the ring, 1 stream took 1.3 to 3.5 x as long as one crossbeam
-            // channel; yielding once, 1.07 x; gathering, 0.97 to 0.99 x).
-            // With more readers than cores, the core goes to the emitter or
-            // to a reader with work. The cost is latency while events keep
-            // coming: a few microseconds at most before a reader looks.
-            let gather = (self.ring.capacity() / 2).clamp(1, GATHER);
-            for _ in 0..GATHER_YIELDS {
-                std::thread::yield_now();
-                if self.ring.len() >= gather {
-                    break;
-                }
+            if waiting == Waiting::Block {
+                self.gather(cx);
             }
             let backoff = crossbeam_utils::Backoff::new();
             while self.looks_empty() && !backoff.is_completed() {
@@ -704,7 +746,7 @@ impl<T: QueueItem> Queue<T> {
         let waker = thread_waker();
         let mut cx = Context::from_waker(&waker);
         loop {
-            match self.poll_pop(&mut cx) {
+            match self.poll_pop(&mut cx, Waiting::Block) {
                 Poll::Ready(item) => return item,
                 Poll::Pending => std::thread::park(),
             }
@@ -971,7 +1013,7 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let mut out = VecDeque::new();
         loop {
-            match q.poll_pop_batch(&mut cx, max, &mut out) {
+            match q.poll_pop_batch(&mut cx, max, &mut out, Waiting::Block) {
                 Poll::Ready(true) => return Some(out.into()),
                 Poll::Ready(false) => return None,
                 Poll::Pending => std::thread::park(),
@@ -1004,7 +1046,7 @@ mod tests {
                     }
                     Op::Pop(k) => {
                         let mut out = VecDeque::new();
-                        let _ = q.poll_pop_batch(&mut cx, k, &mut out);
+                        let _ = q.poll_pop_batch(&mut cx, k, &mut out, Waiting::Poll);
                         let want: Vec<u32> = (0..k.min(model.items.len()))
                             .filter_map(|_| model.items.pop_front().map(|i| i.0))
                             .collect();
@@ -1131,7 +1173,7 @@ mod tests {
             let mut cx = Context::from_waker(&waker);
             let mut got = VecDeque::new();
             while got.len() < take {
-                match q.poll_pop_batch(&mut cx, 7, &mut got) {
+                match q.poll_pop_batch(&mut cx, 7, &mut got, Waiting::Poll) {
                     Poll::Ready(_) => {}
                     Poll::Pending => {
                         if pushers.iter().all(|p| p.is_finished()) {
@@ -1176,7 +1218,7 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let mut out = VecDeque::new();
         assert!(matches!(
-            q.poll_pop_batch(&mut cx, 3, &mut out),
+            q.poll_pop_batch(&mut cx, 3, &mut out, Waiting::Poll),
             Poll::Ready(true)
         ));
         assert_eq!(out.iter().map(|i| i.0).collect::<Vec<_>>(), [1, 2, 4]);

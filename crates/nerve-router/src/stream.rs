@@ -12,7 +12,7 @@ use nerve_core::{Event, EventId};
 
 use crate::bus::BusInner;
 use crate::handler::FilterFn;
-use crate::queue::{DropReason, Overflow, Queue, QueueItem};
+use crate::queue::{DropReason, Overflow, Queue, QueueItem, Waiting};
 use crate::subscription::{Subscription, SubscriptionId};
 
 /// At most this many events move from a stream's queue to its reader at a
@@ -195,6 +195,8 @@ pub struct EventStream {
     ended: bool,
     /// The waker of the thread that last read with `recv_blocking`.
     thread_waker: Option<(std::thread::ThreadId, Waker)>,
+    /// How the reader waits: `Block` while `recv_blocking` polls.
+    waiting: Waiting,
 }
 
 impl EventStream {
@@ -213,6 +215,7 @@ impl EventStream {
             batch: VecDeque::new(),
             ended: false,
             thread_waker: None,
+            waiting: Waiting::Poll,
         }
     }
 
@@ -267,12 +270,14 @@ impl EventStream {
             _ => crate::queue::thread_waker(),
         };
         let mut cx = Context::from_waker(&waker);
+        self.waiting = Waiting::Block;
         let event = loop {
             match futures::Stream::poll_next(Pin::new(&mut *self), &mut cx) {
                 Poll::Ready(event) => break event,
                 Poll::Pending => std::thread::park(),
             }
         };
+        self.waiting = Waiting::Poll;
         self.thread_waker = Some((thread, waker));
         event
     }
@@ -309,25 +314,30 @@ impl futures::Stream for EventStream {
         loop {
             let item = match this.batch.pop_front() {
                 Some(item) => item,
-                None => match this.queue.poll_pop_batch(cx, READ_BATCH, &mut this.batch) {
-                    Poll::Ready(true) => {
-                        // Handed to the reader: counted once per batch, so
-                        // the reader does not bounce the counters' cache line
-                        // with the emitter for every event.
-                        let events = this
-                            .batch
-                            .iter()
-                            .filter(|i| matches!(i, StreamItem::Event(_)))
-                            .count();
-                        this.sub
-                            .counters
-                            .delivered
-                            .fetch_add(events as u64, Ordering::Relaxed);
-                        continue;
+                None => {
+                    match this
+                        .queue
+                        .poll_pop_batch(cx, READ_BATCH, &mut this.batch, this.waiting)
+                    {
+                        Poll::Ready(true) => {
+                            // Handed to the reader: counted once per batch, so
+                            // the reader does not bounce the counters' cache line
+                            // with the emitter for every event.
+                            let events = this
+                                .batch
+                                .iter()
+                                .filter(|i| matches!(i, StreamItem::Event(_)))
+                                .count();
+                            this.sub
+                                .counters
+                                .delivered
+                                .fetch_add(events as u64, Ordering::Relaxed);
+                            continue;
+                        }
+                        Poll::Ready(false) => StreamItem::End,
+                        Poll::Pending => return Poll::Pending,
                     }
-                    Poll::Ready(false) => StreamItem::End,
-                    Poll::Pending => return Poll::Pending,
-                },
+                }
             };
             match item {
                 StreamItem::Event(event) => {

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::bus::BusInner;
 use crate::handler::{SyncFn, panic_message};
-use crate::queue::{DropReason, Queue, QueueItem};
+use crate::queue::{DropReason, Queue, QueueItem, Waiting};
 use crate::reentry::{self, Blocked, Chain, WithChain};
 use crate::report::{HandlerOutcome, Outcome};
 use crate::stats::Shared;
@@ -141,7 +141,7 @@ pub(crate) fn spawn(
         let _abandon = abandon;
         // `for_each_concurrent(1)` finishes event N before starting N+1, which
         // is the per-subscriber order; `n` runs up to n at once.
-        futures::stream::poll_fn(|cx| queue.poll_pop(cx))
+        futures::stream::poll_fn(|cx| queue.poll_pop(cx, Waiting::Poll))
             .for_each_concurrent(concurrency, |delivery| run(bus.clone(), delivery))
             .await;
     });

@@ -493,20 +493,24 @@ fn fast_beside_slow(c: &mut Criterion) {
 
 /// `FANOUT_ROUNDS=n cargo bench -p nerve --bench flow`: instead of
 /// criterion, runs every lossless fan-out once per round, round after round,
-/// so that on a shared machine each sees the same load, and prints medians
-/// with each one's ratio to crossbeam's (and to tokio mpsc's for task
-/// readers) at the same subscriber count.
+/// so that on a shared machine each sees the same load. Prints each one's
+/// median time and its ratios to crossbeam's (and to tokio mpsc's, for task
+/// readers) at the same subscriber count: the median, and the quartiles, of
+/// the ratios taken round by round (a round's variants run back to back, so
+/// a ratio within a round cancels most of the machine's drift; the ratio of
+/// the medians swung by 15 % between runs here, this one much less).
 fn interleaved(rounds: usize) {
     for n in [1usize, 4, 16] {
         let mut times: Vec<Vec<Duration>> = vec![Vec::new(); LOSSLESS.len()];
-        // FANOUT_ONLY=a,b runs only the fan-outs whose names contain one
-        // of these (and crossbeam's and tokio mpsc's, for the ratios).
+        // FANOUT_ONLY='a|b' runs only the fan-outs whose names contain one
+        // of these (and crossbeam's and tokio mpsc's, for the ratios); `|`,
+        // as the names themselves hold commas.
         let only = std::env::var("FANOUT_ONLY").unwrap_or_default();
         let wanted = |name: &str| {
             only.is_empty()
                 || name.starts_with("crossbeam")
                 || name.starts_with("tokio mpsc")
-                || only.split(',').any(|o| name.contains(o))
+                || only.split('|').any(|o| name.contains(o))
         };
         for _ in 0..rounds {
             for (i, (name, run)) in LOSSLESS.iter().enumerate() {
@@ -515,25 +519,34 @@ fn interleaved(rounds: usize) {
                 }
             }
         }
-        let medians: Vec<Duration> = times
-            .iter_mut()
-            .map(|t| {
-                t.sort_unstable();
-                t.get(t.len() / 2).copied().unwrap_or_default()
-            })
-            .collect();
-        let of = |name: &str| medians[LOSSLESS.iter().position(|(n, _)| *n == name).unwrap()];
-        let crossbeam = of("crossbeam per subscriber, threads");
-        let mpsc = of("tokio mpsc per subscriber, tasks");
-        for ((name, _), median) in LOSSLESS.iter().zip(&medians) {
-            if median.is_zero() {
+        let index = |name: &str| LOSSLESS.iter().position(|(n, _)| *n == name).unwrap();
+        let crossbeam = index("crossbeam per subscriber, threads");
+        let mpsc = index("tokio mpsc per subscriber, tasks");
+        // Quartiles and median of what each round gives.
+        let quartiles = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            let at = |q: usize| v[(v.len() - 1) * q / 4];
+            (at(1), at(2), at(3))
+        };
+        let ratios = |i: usize, of: usize| {
+            let r = times[i]
+                .iter()
+                .zip(&times[of])
+                .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
+                .collect();
+            quartiles(r)
+        };
+        for (i, (name, _)) in LOSSLESS.iter().enumerate() {
+            if times[i].is_empty() {
                 continue;
             }
+            let (_, median, _) = quartiles(times[i].iter().map(Duration::as_secs_f64).collect());
+            let (c1, c2, c3) = ratios(i, crossbeam);
+            let (m1, m2, m3) = ratios(i, mpsc);
             println!(
-                "{n:>2} subscribers  {name:<36} {:>8.2} ms  {:>5.2} x crossbeam  {:>5.2} x tokio mpsc",
-                median.as_secs_f64() * 1e3,
-                median.as_secs_f64() / crossbeam.as_secs_f64(),
-                median.as_secs_f64() / mpsc.as_secs_f64(),
+                "{n:>2} subscribers  {name:<36} {:>8.2} ms  {c2:>5.2} x crossbeam ({c1:.2}-{c3:.2})  \
+                 {m2:>5.2} x tokio mpsc ({m1:.2}-{m3:.2})",
+                median * 1e3,
             );
         }
     }
