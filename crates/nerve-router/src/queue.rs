@@ -204,12 +204,8 @@ struct Hot {
     /// add the emitter would make anyway to count the offer).
     accepted: AtomicU64,
     /// The reader registered its waker and is about to sleep: the next push
-    /// wakes it. With `dozing`, the only fields here the reader writes, once
-    /// per sleep.
+    /// wakes it. The only field here the reader writes, once per sleep.
     parked: AtomicBool,
-    /// A blocking reader dozes while a batch gathers: a push that finds the
-    /// queue full wakes it (only the slow side looks).
-    dozing: AtomicBool,
 }
 
 /// The slow side: everything a lock-free push cannot do.
@@ -234,6 +230,10 @@ pub(crate) struct Queue<T> {
     room: Condvar,
     /// The reader's waker, set before it parks.
     waker: AtomicWaker,
+    /// A blocking reader dozes while a batch gathers: a push that finds the
+    /// queue full wakes it. Not in `hot`: only the slow side looks, and the
+    /// reader writes it twice a doze.
+    dozing: AtomicBool,
     capacity: usize,
     overflow: Overflow,
 }
@@ -270,7 +270,6 @@ impl<T: QueueItem> Queue<T> {
                 state: AtomicUsize::new(0),
                 accepted: AtomicU64::new(0),
                 parked: AtomicBool::new(false),
-                dozing: AtomicBool::new(false),
             }),
             slow: CachePadded::new(Mutex::new(Slow {
                 front: VecDeque::new(),
@@ -279,6 +278,7 @@ impl<T: QueueItem> Queue<T> {
             })),
             room: Condvar::new(),
             waker: AtomicWaker::new(),
+            dozing: AtomicBool::new(false),
             capacity,
             overflow,
         }
@@ -430,7 +430,7 @@ impl<T: QueueItem> Queue<T> {
             return self.queued(counted, None, wakes);
         }
         // Full: a reader dozing while a batch gathers has one.
-        if self.hot.dozing.load(Ordering::SeqCst) {
+        if self.dozing.load(Ordering::SeqCst) {
             self.waker.wake();
         }
         let terminal = item.is_terminal();
@@ -652,11 +652,11 @@ impl<T: QueueItem> Queue<T> {
         // The waker is the thread's (`Waiting::Block`); registered before
         // `dozing` is set, so a push that sees the flag reaches this thread.
         self.waker.register(cx.waker());
-        self.hot.dozing.store(true, Ordering::SeqCst);
+        self.dozing.store(true, Ordering::SeqCst);
         if self.ring.len() < gather && self.hot.state.load(Ordering::SeqCst) & CLOSED == 0 {
             std::thread::park_timeout(DOZE);
         }
-        self.hot.dozing.store(false, Ordering::Relaxed);
+        self.dozing.store(false, Ordering::Relaxed);
     }
 
     /// Pops for a consumer that waits as `waiting` says.
