@@ -500,7 +500,12 @@ fn fast_beside_slow(c: &mut Criterion) {
 /// a ratio within a round cancels most of the machine's drift; the ratio of
 /// the medians swung by 15 % between runs here, this one much less).
 fn interleaved(rounds: usize) {
-    for n in [1usize, 4, 16] {
+    // FANOUT_SUBS=16 (or 1,4) measures only these subscriber counts.
+    let subs: Vec<usize> = std::env::var("FANOUT_SUBS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 4, 16]);
+    for n in subs {
         let mut times: Vec<Vec<Duration>> = vec![Vec::new(); LOSSLESS.len()];
         // FANOUT_ONLY='a|b' runs only the fan-outs whose names contain one
         // of these (and crossbeam's and tokio mpsc's, for the ratios); `|`,
