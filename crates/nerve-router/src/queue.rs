@@ -160,11 +160,6 @@ pub(crate) enum Pushed<T> {
 /// handler queues (65,536 by default) do not allocate 65,536 slots each.
 pub(crate) const RING_MAX: usize = 1024;
 
-/// How many queued events a blocking reader that found its queue empty
-/// waits for (see [`Waiting::Block`]) before it watches the ring: half of
-/// what a stream takes at a time (or half the queue, if smaller).
-const GATHER: usize = 32;
-
 /// How many events must have come in while a blocking reader yielded for it
 /// to take them as a stream and doze while a batch gathers.
 const STREAMING: usize = 2;
@@ -626,8 +621,8 @@ impl<T: QueueItem> Queue<T> {
     /// A blocking reader that found its queue empty lets a batch gather
     /// before it watches the ring, when events are streaming in: it yields
     /// once (with more threads than cores, the core goes to the emitter or
-    /// to a reader with work), and if several but fewer than a batch came
-    /// meanwhile, it dozes, for at most [`DOZE`] or until a push finds the
+    /// to a reader with work), and if several but fewer than half its ring
+    /// came meanwhile, it dozes, for at most [`DOZE`] or until a push finds the
     /// queue full, then takes what is there. If at most one came during the
     /// yield, events are not streaming (a request and its reply, say, where
     /// one side waits for the other): it goes on to watch and then park,
@@ -643,7 +638,11 @@ impl<T: QueueItem> Queue<T> {
     /// 0.1 ms at most. Dozing whenever the queue was empty made a request
     /// and its reply take 0.12 to 0.15 ms instead of 0.01 to 0.04 ms.
     fn gather(&self, cx: &Context<'_>) {
-        let gather = (self.ring.capacity() / 2).clamp(1, GATHER);
+        // A reader finding half its ring queued has plenty to take: no doze.
+        // (A batch of 32 here, the most a stream takes at once halved,
+        // left 16 readers on 2 cores at 0.94 to 1.06 x crossbeam's time
+        // over 101 rounds; half the ring, 0.87 to 0.89 x.)
+        let gather = (self.ring.capacity() / 2).max(1);
         std::thread::yield_now();
         let queued = self.ring.len();
         if queued < STREAMING || queued >= gather {
