@@ -187,7 +187,9 @@ fn replace(ambient: Ambient) -> Ambient {
         return Ambient::default();
     }
     SET.set(set);
-    AMBIENT.with(|a| a.replace(ambient))
+    // `try_with`: during thread teardown the slot may be gone already
+    // (a guard or a scoped future dropped then).
+    AMBIENT.try_with(|a| a.replace(ambient)).unwrap_or_default()
 }
 
 /// The ambient correlation id, if any.
@@ -244,13 +246,7 @@ impl fmt::Debug for AmbientGuard {
 impl Drop for AmbientGuard {
     fn drop(&mut self) {
         if let Some(previous) = self.previous.take() {
-            // `try_with`: during thread teardown the slot may be gone already.
-            let set = !previous.is_empty();
-            if !set && !SET.try_with(Cell::get).unwrap_or(false) {
-                return;
-            }
-            let _ = SET.try_with(|s| s.set(set));
-            let _ = AMBIENT.try_with(|a| *a.borrow_mut() = previous);
+            replace(previous);
         }
     }
 }

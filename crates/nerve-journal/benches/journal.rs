@@ -78,6 +78,17 @@ fn throughput(c: &mut Criterion) {
     group.finish();
 }
 
+/// The journal both emit-latency measurements record into: no fsync, and
+/// files large enough that a run does not rotate.
+fn latency_journal(path: &std::path::Path) -> Journal {
+    Journal::builder(path)
+        .fsync(Fsync::Never)
+        .max_bytes(64 << 20)
+        .max_files(2)
+        .build()
+        .unwrap()
+}
+
 fn emit_latency(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let mut group = c.benchmark_group("emit_latency");
@@ -93,12 +104,7 @@ fn emit_latency(c: &mut Criterion) {
     group.bench_function("journal_off", |b| {
         b.iter(|| plain.emit("bench.tick", json!({"ok": true})).unwrap());
     });
-    let journal = Journal::builder(dir.path().join("latency.jsonl"))
-        .fsync(Fsync::Never)
-        .max_bytes(64 << 20)
-        .max_files(2)
-        .build()
-        .unwrap();
+    let journal = latency_journal(&dir.path().join("latency.jsonl"));
     let bus = Bus::builder().journal(journal.clone()).build().unwrap();
     bus.subscribe("bench.*", |e: &Event| {
         black_box(e.seq());
@@ -207,12 +213,7 @@ fn emit_latency_paired() {
     const BURST: u32 = 1_000;
     let dir = tempfile::tempdir().unwrap();
     let plain = Bus::builder().build().unwrap();
-    let journal = Journal::builder(dir.path().join("paired.jsonl"))
-        .fsync(Fsync::Never)
-        .max_bytes(64 << 20)
-        .max_files(2)
-        .build()
-        .unwrap();
+    let journal = latency_journal(&dir.path().join("paired.jsonl"));
     let with = Bus::builder().journal(journal).build().unwrap();
     for bus in [&plain, &with] {
         bus.subscribe("bench.*", |e: &Event| {

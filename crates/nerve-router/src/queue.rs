@@ -250,6 +250,19 @@ pub(crate) fn thread_waker() -> Waker {
     Waker::from(Arc::new(ThreadWaker(std::thread::current())))
 }
 
+/// Polls with `waker` (a [`thread_waker`] of this thread) until `poll` is
+/// ready, parking the thread in between: how a consumer thread of its own
+/// waits, without an executor.
+pub(crate) fn park_until<R>(waker: &Waker, mut poll: impl FnMut(&mut Context<'_>) -> Poll<R>) -> R {
+    let mut cx = Context::from_waker(waker);
+    loop {
+        match poll(&mut cx) {
+            Poll::Ready(value) => return value,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
 impl<T: QueueItem> Queue<T> {
     pub(crate) fn new(capacity: usize, overflow: Overflow) -> Self {
         Self::with_ring(capacity, overflow, RING_MAX)
@@ -746,20 +759,10 @@ impl<T: QueueItem> Queue<T> {
     }
 
     /// Pops for a consumer thread, waiting for an item; `None` once closed
-    /// and empty.
-    pub(crate) fn pop_blocking(&self) -> Option<T> {
-        let mut one = None;
-        if self.take(1, &mut |item| one = Some(item)) > 0 {
-            return one;
-        }
-        let waker = thread_waker();
-        let mut cx = Context::from_waker(&waker);
-        loop {
-            match self.poll_pop(&mut cx, Waiting::Block) {
-                Poll::Ready(item) => return item,
-                Poll::Pending => std::thread::park(),
-            }
-        }
+    /// and empty. `waker` is the thread's ([`thread_waker`]), made once by
+    /// the caller rather than for every wait.
+    pub(crate) fn pop_blocking(&self, waker: &Waker) -> Option<T> {
+        park_until(waker, |cx| self.poll_pop(cx, Waiting::Block))
     }
 
     /// Closes the queue: pushes fail, waiting producers wake, and the
@@ -910,7 +913,8 @@ mod tests {
             let q = q.clone();
             std::thread::spawn(move || {
                 let mut got = Vec::new();
-                while let Some(i) = q.pop_blocking() {
+                let waker = thread_waker();
+                while let Some(i) = q.pop_blocking(&waker) {
                     got.push(i.0);
                 }
                 got
@@ -1018,16 +1022,11 @@ mod tests {
 
     /// Takes from a thread-side consumer: a batch, or `None` at the end.
     fn pop_batch(q: &Queue<Item>, max: usize) -> Option<Vec<Item>> {
-        let waker = thread_waker();
-        let mut cx = Context::from_waker(&waker);
         let mut out = VecDeque::new();
-        loop {
-            match q.poll_pop_batch(&mut cx, max, &mut out, Waiting::Block) {
-                Poll::Ready(true) => return Some(out.into()),
-                Poll::Ready(false) => return None,
-                Poll::Pending => std::thread::park(),
-            }
-        }
+        park_until(&thread_waker(), |cx| {
+            q.poll_pop_batch(cx, max, &mut out, Waiting::Block)
+        })
+        .then(|| out.into())
     }
 
     proptest::proptest! {

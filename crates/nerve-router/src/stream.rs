@@ -12,7 +12,7 @@ use nerve_core::{Event, EventId};
 
 use crate::bus::BusInner;
 use crate::handler::FilterFn;
-use crate::queue::{DropReason, Overflow, Queue, QueueItem, Waiting};
+use crate::queue::{DropReason, Overflow, Queue, QueueItem, Waiting, park_until};
 use crate::subscription::{Subscription, SubscriptionId};
 
 /// At most this many events move from a stream's queue to its reader at a
@@ -195,8 +195,6 @@ pub struct EventStream {
     ended: bool,
     /// The waker of the thread that last read with `recv_blocking`.
     thread_waker: Option<(std::thread::ThreadId, Waker)>,
-    /// How the reader waits: `Block` while `recv_blocking` polls.
-    waiting: Waiting,
 }
 
 impl EventStream {
@@ -215,7 +213,6 @@ impl EventStream {
             batch: VecDeque::new(),
             ended: false,
             thread_waker: None,
-            waiting: Waiting::Poll,
         }
     }
 
@@ -260,7 +257,7 @@ impl EventStream {
         // registered by a poll that then finds nothing is replaced below).
         if !self.batch.is_empty() || !self.replay.is_empty() || self.ended {
             let mut cx = Context::from_waker(Waker::noop());
-            if let Poll::Ready(event) = futures::Stream::poll_next(Pin::new(&mut *self), &mut cx) {
+            if let Poll::Ready(event) = self.poll_next_with(&mut cx, Waiting::Poll) {
                 return event;
             }
         }
@@ -269,15 +266,7 @@ impl EventStream {
             Some((id, waker)) if id == thread => waker,
             _ => crate::queue::thread_waker(),
         };
-        let mut cx = Context::from_waker(&waker);
-        self.waiting = Waiting::Block;
-        let event = loop {
-            match futures::Stream::poll_next(Pin::new(&mut *self), &mut cx) {
-                Poll::Ready(event) => break event,
-                Poll::Pending => std::thread::park(),
-            }
-        };
-        self.waiting = Waiting::Poll;
+        let event = park_until(&waker, |cx| self.poll_next_with(cx, Waiting::Block));
         self.thread_waker = Some((thread, waker));
         event
     }
@@ -304,7 +293,14 @@ impl futures::Stream for EventStream {
     type Item = Event;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        let this = self.get_mut();
+        self.get_mut().poll_next_with(cx, Waiting::Poll)
+    }
+}
+
+impl EventStream {
+    /// The next event, for a reader that waits as `waiting` says.
+    fn poll_next_with(&mut self, cx: &mut Context<'_>, waiting: Waiting) -> Poll<Option<Event>> {
+        let this = self;
         if let Some(event) = this.replay.pop_front() {
             return Poll::Ready(Some(event));
         }
@@ -317,7 +313,7 @@ impl futures::Stream for EventStream {
                 None => {
                     match this
                         .queue
-                        .poll_pop_batch(cx, READ_BATCH, &mut this.batch, this.waiting)
+                        .poll_pop_batch(cx, READ_BATCH, &mut this.batch, waiting)
                     {
                         Poll::Ready(true) => {
                             // Handed to the reader: counted once per batch, so

@@ -156,7 +156,8 @@ pub(crate) fn spawn_thread(
     handler: SyncFn,
 ) -> std::io::Result<()> {
     std::thread::Builder::new().name(name).spawn(move || {
-        while let Some(delivery) = queue.pop_blocking() {
+        let waker = crate::queue::thread_waker();
+        while let Some(delivery) = queue.pop_blocking(&waker) {
             let Some(bus) = bus.upgrade() else {
                 continue; // The bus is gone: dropping counts it abandoned.
             };
