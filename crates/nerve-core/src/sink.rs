@@ -67,6 +67,39 @@ pub trait EventSink: Send + Sync + 'static {
     /// and still delivers the event to handlers.
     fn record(&self, event: &Event) -> Result<(), SinkError>;
 
+    /// Records one accepted event and returns only once it, and everything
+    /// recorded before it, is written where it survives the process: handed
+    /// to the operating system, so that `std::process::exit` or SIGKILL right
+    /// after cannot lose it (and synced too where the sink's durability
+    /// policy says so). The bus calls this instead of [`record`](Self::record)
+    /// for its *durable* events (by default its terminal events:
+    /// `*.completed`, `*.failed`, ...), so a program may emit its last event
+    /// and exit at once.
+    ///
+    /// The wait should be cheap (a hand-off and an acknowledgement, no sync
+    /// unless the policy asks for one) and bounded: an implementation that
+    /// cannot confirm the write in reasonable time fails with
+    /// [`SinkErrorKind::Timeout`].
+    ///
+    /// The default records, then [`flush`](Self::flush)es with a 5 s limit.
+    ///
+    /// # Errors
+    ///
+    /// As [`record`](Self::record), plus the write error or
+    /// [`SinkErrorKind::Timeout`] when the write could not be confirmed.
+    fn record_and_wait(&self, event: &Event) -> Result<(), SinkError> {
+        self.record(event)?;
+        self.flush(Duration::from_secs(5))
+    }
+
+    /// The highest `seq` the sink already holds from before this bus was
+    /// built (a journal reopened after an earlier run), or `None`. A bus
+    /// built with the sink numbers its first event one more than this, so
+    /// runs appended to one journal form one unbroken sequence.
+    fn last_seq(&self) -> Option<u64> {
+        None
+    }
+
     /// Waits until everything recorded so far is written, at most `timeout`.
     ///
     /// # Errors
@@ -107,6 +140,12 @@ pub trait EventSink: Send + Sync + 'static {
 impl<S: EventSink + ?Sized> EventSink for Arc<S> {
     fn record(&self, event: &Event) -> Result<(), SinkError> {
         (**self).record(event)
+    }
+    fn record_and_wait(&self, event: &Event) -> Result<(), SinkError> {
+        (**self).record_and_wait(event)
+    }
+    fn last_seq(&self) -> Option<u64> {
+        (**self).last_seq()
     }
     fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
         (**self).flush(timeout)
