@@ -294,10 +294,14 @@ impl ValidationConsumer {
     /// [`AttachError::Subscribe`] when the bus is shut down.
     pub fn attach(&self, bus: &Bus) -> Result<Attachment, AttachError> {
         let inner = self.inner.clone();
-        let emitter = bus.clone();
+        // Weak, so that the handler does not keep the bus open.
+        let emitter = bus.downgrade();
         let id = bus.subscribe_with(
             inner.patterns.all(),
-            move |event: &Event| inner.on_event(&emitter, event),
+            move |event: &Event| match emitter.upgrade() {
+                Some(bus) => inner.on_event(&bus, event),
+                None => Ok(()),
+            },
             Subscribe::new()
                 .name("nerve.validation")
                 .priority(self.inner.priority),
