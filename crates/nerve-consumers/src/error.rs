@@ -55,4 +55,8 @@ pub enum AttachError {
         "no tokio runtime: attach inside a runtime or give the builder one with .runtime(handle)"
     )]
     NoRuntime,
+    /// The alert consumer's delivery thread, or its runtime, could not be
+    /// started.
+    #[error("could not start the alert delivery thread")]
+    Worker(#[source] std::io::Error),
 }
