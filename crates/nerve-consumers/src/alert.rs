@@ -74,7 +74,7 @@ pub use sink::{AlertSink, SinkError, SinkFuture};
 pub use webhook::{WebhookBuilder, WebhookSink};
 
 use delivery::{Counters, Delivery, Job, Retry, Worker, delivering};
-use ledger::Ledger;
+use ledger::{Ledger, Waiting};
 
 /// Alerts waiting for the sinks at most, unless configured.
 pub const DEFAULT_CAPACITY: usize = 1_024;
@@ -174,7 +174,8 @@ struct CompiledRule {
 /// good (and so recorded), at most [`terminal_wait`](AlertBuilder::terminal_wait).
 /// A delivery still under way when the wait runs out is recorded as a dead
 /// letter then, saying so (and counted in [`AlertStats::overdue`]); it goes
-/// on, and is not recorded twice. A dead letter queue made with
+/// on, is not recorded twice, and later terminal events do not wait for it
+/// again (a dead sink delays one terminal event, not every item of a run). A dead letter queue made with
 /// [`DeadLetterQueue::persistent`] has the entry in its file before `emit`
 /// returns. So `emit("extraction.failed", ..)` followed by
 /// `std::process::exit(1)` loses no alert: it was sent, or the file says why
@@ -524,7 +525,7 @@ impl AlertConsumer {
     /// As [`flush`](Self::flush).
     pub fn flush_blocking(&self, timeout: Duration) -> Result<FlushReport, FlushError> {
         let ledger = &self.inner.delivery.ledger;
-        let _ = ledger.wait_blocking(ledger.mark(), timeout);
+        let _ = ledger.wait_blocking(ledger.mark(), timeout, Waiting::All);
         FlushError::check(self.report())
     }
 
@@ -601,8 +602,10 @@ impl Inner {
         if self.terminal_wait.is_zero() || ledger.pending() == 0 || delivering() {
             return;
         }
-        if let Err(late) = ledger.wait_blocking(ledger.mark(), self.terminal_wait) {
+        let upto = ledger.mark();
+        if let Err(late) = ledger.wait_blocking(upto, self.terminal_wait, Waiting::OnTime) {
             self.delivery.overdue(&late, terminal, self.terminal_wait);
+            ledger.mark_late(&late);
         }
     }
 

@@ -51,6 +51,8 @@ pub enum AttachError {
     Subscribe(#[from] SubscribeError),
     /// The consumer runs background work on tokio, and neither its builder
     /// was given a runtime handle nor was `attach` called inside a runtime.
+    /// (No consumer of this crate needs one now: the alert consumer runs a
+    /// thread of its own.)
     #[error(
         "no tokio runtime: attach inside a runtime or give the builder one with .runtime(handle)"
     )]

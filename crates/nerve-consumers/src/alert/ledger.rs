@@ -29,14 +29,29 @@ struct Open {
     /// The last ticket issued.
     last: u64,
     jobs: BTreeMap<u64, Arc<Job>>,
+    /// Open jobs a terminal event already waited for in vain, and recorded
+    /// as dead letters: a flush still waits for them, terminal events no
+    /// longer do (each item of a run would wait out a dead sink again).
+    late: BTreeMap<u64, Arc<Job>>,
+}
+
+/// Which open jobs a wait is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Waiting {
+    /// Every open job: a flush.
+    All,
+    /// Jobs not yet recorded as late: a terminal event.
+    OnTime,
 }
 
 impl Open {
-    /// Whether every ticket up to `upto` is settled.
-    fn settled(&self, upto: u64) -> bool {
-        self.jobs
-            .first_key_value()
-            .is_none_or(|(ticket, _)| *ticket > upto)
+    /// Whether every ticket up to `upto` is settled, for `waiting`.
+    fn settled(&self, upto: u64, waiting: Waiting) -> bool {
+        let before = |jobs: &BTreeMap<u64, Arc<Job>>| {
+            jobs.first_key_value()
+                .is_some_and(|(ticket, _)| *ticket <= upto)
+        };
+        !before(&self.jobs) && (waiting == Waiting::OnTime || !before(&self.late))
     }
 
     fn unsettled(&self, upto: u64) -> Vec<Arc<Job>> {
@@ -76,12 +91,25 @@ impl Ledger {
     /// Records `ticket` settled (delivered, failed or dropped) and wakes the
     /// waiters.
     pub(super) fn settle(&self, ticket: u64) {
-        let removed = self.lock().jobs.remove(&ticket).is_some();
+        let removed = {
+            let mut open = self.lock();
+            open.jobs.remove(&ticket).is_some() || open.late.remove(&ticket).is_some()
+        };
         if removed {
             self.pending.fetch_sub(1, Ordering::AcqRel);
         }
         self.settled.notify_all();
         self.notify.notify_waiters();
+    }
+
+    /// Records `jobs` as late: terminal events no longer wait for them.
+    pub(super) fn mark_late(&self, jobs: &[Arc<Job>]) {
+        let mut open = self.lock();
+        for job in jobs {
+            if let Some(job) = open.jobs.remove(&job.ticket) {
+                open.late.insert(job.ticket, job);
+            }
+        }
     }
 
     /// Alerts open now.
@@ -95,13 +123,19 @@ impl Ledger {
         self.lock().last
     }
 
-    /// Blocks the thread until every ticket up to `upto` is settled, at most
-    /// `timeout`; on timeout, returns the jobs still open.
-    pub(super) fn wait_blocking(&self, upto: u64, timeout: Duration) -> Result<(), Vec<Arc<Job>>> {
+    /// Blocks the thread until every ticket up to `upto` is settled (for
+    /// `waiting`), at most `timeout`; on timeout, returns the jobs still
+    /// open and not yet late.
+    pub(super) fn wait_blocking(
+        &self,
+        upto: u64,
+        timeout: Duration,
+        waiting: Waiting,
+    ) -> Result<(), Vec<Arc<Job>>> {
         let deadline = Instant::now().checked_add(timeout);
         let mut open = self.lock();
         loop {
-            if open.settled(upto) {
+            if open.settled(upto, waiting) {
                 return Ok(());
             }
             let left = match deadline {
@@ -119,8 +153,9 @@ impl Ledger {
         }
     }
 
-    /// Waits until every ticket up to `upto` is settled, at most `timeout`;
-    /// on timeout, returns the jobs still open.
+    /// Waits until every ticket up to `upto` is settled, late ones too, at
+    /// most `timeout` (a flush); on timeout, returns the jobs still open and
+    /// not yet late.
     pub(super) async fn wait(&self, upto: u64, timeout: Duration) -> Result<(), Vec<Arc<Job>>> {
         let settled = async {
             loop {
@@ -128,7 +163,7 @@ impl Ledger {
                 // and the await still wakes it.
                 let mut notified = pin!(self.notify.notified());
                 notified.as_mut().enable();
-                if self.lock().settled(upto) {
+                if self.lock().settled(upto, Waiting::All) {
                     return;
                 }
                 notified.await;
