@@ -440,7 +440,10 @@ impl AlertConsumer {
     /// the first time, starts the delivery thread (or task, on the
     /// builder's runtime). Attaching to a second bus shares the worker.
     ///
-    /// Works with or without a tokio runtime around it.
+    /// Works with or without a tokio runtime around it. The handler holds
+    /// a clone of `bus`, on which it publishes `system.alert_failed`: as
+    /// with the other consumers, [`Attachment::detach`] or `Bus::shutdown`
+    /// releases it.
     ///
     /// # Errors
     ///
