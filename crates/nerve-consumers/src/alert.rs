@@ -354,12 +354,15 @@ impl AlertBuilder {
         self
     }
 
-    /// Runs the sinks on this runtime instead of the consumer's own thread.
+    /// Runs the sinks on this runtime instead of the consumer's own thread
+    /// (for sinks that need resources of that runtime).
     ///
     /// A terminal event's wait then needs this runtime to make progress
-    /// while the emitting thread blocks: never give the current-thread
-    /// runtime that terminal events are emitted on (the wait would run out
-    /// every time).
+    /// while the emitting thread blocks, so emit terminal events from
+    /// outside it: a task of this runtime that blocks in the wait holds the
+    /// worker the delivery may be queued on (on a current-thread runtime,
+    /// the only one), and the wait runs out. The default, a thread of the
+    /// consumer's own, has no such limit.
     pub fn runtime(mut self, handle: Handle) -> Self {
         self.runtime = Some(handle);
         self
