@@ -54,7 +54,9 @@ pub const MAX_RUNS: usize = 1_024;
 /// `validation.checkpoint` once per run, `validation.warning` every
 /// `warning_interval` items while below the warning threshold, each with the
 /// run's `run_id` (`null` for items of no run), `processed`, `succeeded`,
-/// `failed`, `success_rate` and `threshold`; the checkpoint adds `passed`.
+/// `failed`, `success_rate` and `threshold`; the checkpoint adds `passed`,
+/// and when it failed, `reason` (the halt's reason, which a
+/// [`ProgressConsumer`](crate::ProgressConsumer) shows on a stopped bar).
 ///
 /// ```
 /// use nerve_consumers::ValidationConsumer;
@@ -458,28 +460,26 @@ impl Inner {
             } else {
                 Checkpoint::Failed
             };
-            actions.emit.push((
-                CHECKPOINT_EVENT,
-                json!({
-                    "run_id": run_id,
-                    "processed": processed,
-                    "succeeded": run.succeeded,
-                    "failed": run.failed,
-                    "success_rate": success_rate,
-                    "threshold": self.early_threshold,
-                    "passed": passed,
-                }),
-                key.clone(),
-            ));
+            let mut data = json!({
+                "run_id": run_id,
+                "processed": processed,
+                "succeeded": run.succeeded,
+                "failed": run.failed,
+                "success_rate": success_rate,
+                "threshold": self.early_threshold,
+                "passed": passed,
+            });
             if !passed {
                 let reason = format!(
                     "early validation failed: {:.0}% success rate after {processed} {}",
                     success_rate * 100.0,
                     self.items
                 );
+                data["reason"] = Value::from(reason.as_str());
                 run.halt = Some(reason.clone());
                 actions.halt = Some(reason);
             }
+            actions.emit.push((CHECKPOINT_EVENT, data, key.clone()));
         }
         if processed % self.warning_interval == 0 && success_rate < self.warning_threshold {
             run.warnings += 1;
