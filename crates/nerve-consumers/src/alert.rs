@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use nerve_core::redact::Redactor;
 use nerve_core::{Event, Pattern, Timestamp, Value};
-use nerve_router::{Bus, DEFAULT_TERMINAL_PATTERNS, DeadLetterQueue, Subscribe};
+use nerve_router::{Bus, DEFAULT_TERMINAL_PATTERNS, DeadLetterQueue, Subscribe, WeakBus};
 use serde::Serialize;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -463,7 +463,9 @@ impl AlertConsumer {
             }
         }
         let inner = self.inner.clone();
-        let emitter = bus.clone();
+        // Weak, so that neither the handler nor a pending alert keeps the
+        // bus open.
+        let emitter = bus.downgrade();
         let id = bus.subscribe_with(
             patterns,
             move |event: &Event| inner.on_event(&emitter, event),
@@ -565,7 +567,7 @@ impl fmt::Debug for AlertConsumer {
 }
 
 impl Inner {
-    fn on_event(&self, bus: &Bus, event: &Event) {
+    fn on_event(&self, bus: &WeakBus, event: &Event) {
         let counters = &self.delivery.counters;
         for (index, compiled) in self.rules.iter().enumerate() {
             let rule = &compiled.rule;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use nerve_core::Event;
-use nerve_router::{Bus, DeadLetterQueue};
+use nerve_router::{DeadLetterQueue, WeakBus};
 use serde_json::json;
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{Semaphore, mpsc};
@@ -70,7 +70,7 @@ pub(super) struct Job {
     pub(super) ticket: u64,
     pub(super) alert: Alert,
     pub(super) event: Event,
-    pub(super) bus: Bus,
+    pub(super) bus: WeakBus,
     /// One per sink, in the consumer's order.
     progress: Mutex<Vec<SinkProgress>>,
 }
@@ -86,7 +86,7 @@ struct SinkProgress {
 }
 
 impl Job {
-    pub(super) fn new(ticket: u64, alert: Alert, event: Event, bus: Bus, sinks: usize) -> Self {
+    pub(super) fn new(ticket: u64, alert: Alert, event: Event, bus: WeakBus, sinks: usize) -> Self {
         Self {
             ticket,
             alert,
@@ -331,7 +331,10 @@ fn publish_failure(job: &Job, sink: &str, attempts: u32, error: &SinkError) {
     let published = builder
         .build()
         .map_err(|e| e.to_string())
-        .and_then(|event| job.bus.emit_event(event).map_err(|e| e.to_string()));
+        .and_then(|event| match job.bus.upgrade() {
+            Some(bus) => bus.emit_event(event).map_err(|e| e.to_string()),
+            None => Err("the bus is gone".to_owned()),
+        });
     DELIVERING.with(|d| d.set(was));
     if let Err(error) = published {
         tracing::warn!(%error, "{ALERT_FAILED_EVENT} not published");
