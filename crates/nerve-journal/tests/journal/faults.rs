@@ -57,10 +57,15 @@ fn emit(rig: &Rig, n: u64, tag: &str) {
     drop(delivered);
 }
 
+/// Each line's tag; a marker line written for a lost event reads as its
+/// reason (`"io"`).
 fn tags(path: &std::path::Path) -> Vec<String> {
     read_all(path)
         .iter()
-        .map(|e| e.data()["tag"].as_str().unwrap().to_owned())
+        .map(|e| match e.data()["$nerve_error"].as_str() {
+            Some(reason) => reason.to_owned(),
+            None => e.data()["tag"].as_str().unwrap().to_owned(),
+        })
         .collect()
 }
 
@@ -95,6 +100,19 @@ fn check(op: Op, fsync: Fsync, max_bytes: u64) {
         5,
         "{op:?}: kept or counted lost: {stats:?}"
     );
+    // Each lost event has its marker line, written once writing worked
+    // again, before the events that followed.
+    let markers = tags.iter().filter(|t| *t == "io").count() as u64;
+    assert_eq!(markers, stats.lost, "{op:?}: {tags:?}");
+    assert_eq!(stats.markers, stats.lost, "{op:?}: {stats:?}");
+    let mut seqs: Vec<u64> = read_all(&rig.path)
+        .iter()
+        .filter(|e| e.event_type() == "work.item")
+        .map(Event::seq)
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 15, "{op:?}: every work.item seq once: {seqs:?}");
     // Every event reached the handlers regardless.
     assert_eq!(rig.bus.stats().by_event_type["work.item"], 15);
 }
@@ -181,7 +199,13 @@ fn a_failed_sync_fails_the_emits_it_was_to_make_durable() {
     emit(&rig, 2, "after");
     assert_eq!(rig.bus.stats().events.journal_errors, 1);
     assert_eq!(*rig.errors.lock().unwrap(), ["io"]);
-    assert_eq!(tags(&rig.path), ["before", "before", "after", "after"]);
+    // The cut line's number is kept by an `io` marker, written with the
+    // next batch.
+    assert_eq!(
+        tags(&rig.path),
+        ["before", "before", "io", "after", "after"]
+    );
+    assert_eq!(rig.journal.stats().markers, 1);
     let err = rig.journal.record(&Event::new("x.y", json!(1)).unwrap());
     assert!(err.is_ok());
     rig.fs.fail(Op::Sync, 1);

@@ -11,6 +11,7 @@ mod concurrency;
 mod crash;
 mod faults;
 mod follow;
+mod markers;
 mod recovery;
 mod replay;
 mod writing;
