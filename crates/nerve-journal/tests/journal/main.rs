@@ -9,6 +9,7 @@
 mod child;
 mod concurrency;
 mod crash;
+mod durability;
 mod faults;
 mod follow;
 mod markers;
