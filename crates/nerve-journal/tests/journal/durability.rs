@@ -77,7 +77,7 @@ const MID_ROTATION: usize = 20;
 fn sigkill_mid_rotation_is_finished_at_open_and_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
-    let mut rng = Rng(0x5eed_0f_d00d_0013);
+    let mut rng = Rng(0x5eed_f00d_d00d_0013);
     let (mut kills, mut mid_rotation, mut active_missing) = (0, 0, 0);
     let mut acked_max = 0u64;
     let started = Instant::now();
