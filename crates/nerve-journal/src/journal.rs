@@ -578,6 +578,9 @@ impl Journal {
             Err(SendTimeoutError::Timeout(_)) => return Err(timed_out(timeout)),
             Err(SendTimeoutError::Disconnected(_)) => return Err(closed()),
         }
+        // As for `record_and_wait`: the caller waits, so no linger sleep
+        // should finish first (a 50 us park costs ~100 us with timer slack).
+        self.inner.writer.unpark();
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match await_reply(&answer, left) {
             Ok(Ok(())) => Ok(()),
@@ -681,7 +684,9 @@ impl EventSink for Journal {
             }
             Err(SendTimeoutError::Disconnected(_)) => return Err(closed()),
         }
-        // A lingering writer is parked in short sleeps: wake it now.
+        // A lingering writer is parked in short sleeps: wake it now, rather
+        // than after the sleep (50 us asked, about 120 us measured with the
+        // kernel's timer slack; docs/benchmarks.md, "Durable terminal events").
         inner.writer.unpark();
         let left = deadline.saturating_duration_since(Instant::now());
         match await_reply(&answer, left) {
@@ -774,12 +779,15 @@ impl Inner {
         }
         let (reply, answer) = crossbeam_channel::bounded(1);
         let result = match self.tx.send_timeout(Msg::Close(reply), timeout) {
-            Ok(()) => match answer.recv_timeout(timeout) {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(message)) => Err(SinkError::new(SinkErrorKind::Io, message)),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(timed_out(timeout)),
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Ok(()),
-            },
+            Ok(()) => {
+                self.writer.unpark();
+                match answer.recv_timeout(timeout) {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(message)) => Err(SinkError::new(SinkErrorKind::Io, message)),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(timed_out(timeout)),
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Ok(()),
+                }
+            }
             Err(SendTimeoutError::Timeout(_)) => Err(timed_out(timeout)),
             Err(SendTimeoutError::Disconnected(_)) => Ok(()),
         };
