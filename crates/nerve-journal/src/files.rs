@@ -396,9 +396,10 @@ const TAIL_RECORDS: usize = 64;
 /// The highest `seq` the journal holds, read from the end of its newest
 /// non-empty file (the active file, else the newest rotated one): the
 /// largest number among its last [`TAIL_RECORDS`] records (a range marker
-/// counts with its `to_seq`). `None` for an empty journal or one whose last
-/// records carry no `seq` (an aperion-event-bus log). Reads a few blocks,
-/// whatever the journal's size.
+/// counts with its `to_seq`); if none of them carries a number, the next
+/// older file's. `None` for an empty journal or one without numbers (an
+/// aperion-event-bus log). Reads a few blocks per file, whatever the files'
+/// sizes.
 pub(crate) fn last_seq(paths: &Paths) -> io::Result<Option<u64>> {
     let listing = paths.list()?;
     let mut newest_first = vec![paths.active().to_path_buf()];
@@ -414,11 +415,16 @@ pub(crate) fn last_seq(paths: &Paths) -> io::Result<Option<u64>> {
             continue;
         }
         let tail = tail_lines(&mut file, len, TAIL_RECORDS)?;
-        return Ok(tail
+        let highest = tail
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
             .filter_map(crate::format::seq_accounted)
-            .max());
+            .max();
+        // A file whose last lines carry no number (damaged, or another
+        // program's) says nothing: the next older one may.
+        if highest.is_some() {
+            return Ok(highest);
+        }
     }
     Ok(None)
 }

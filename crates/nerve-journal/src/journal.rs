@@ -328,7 +328,9 @@ impl JournalBuilder {
 
     /// Whether events re-emitted by [`replay()`](crate::replay()) are recorded again
     /// (default `false`, so replaying a journal into a bus that writes to the
-    /// same journal does not duplicate it).
+    /// same journal does not duplicate it). Not recorded, their numbers are
+    /// accounted for by `system.journal_gap` range lines (reason
+    /// `replayed`), so every `seq` still appears in the journal.
     pub fn record_replayed(mut self, on: bool) -> Self {
         self.record_replayed = on;
         self

@@ -277,3 +277,19 @@ fn an_empty_active_file_reads_the_newest_backup() {
 fn seq_on_disk(path: &std::path::Path) -> u64 {
     read_all(path).iter().map(Event::seq).max().unwrap()
 }
+
+#[test]
+fn a_newest_file_without_numbers_defers_to_the_one_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let line = serde_json::to_string(&json!({
+        "event_id": "0190b6e0-8c4e-7a31-9f2d-3c5b1e7a9d40",
+        "event_type": "a.b", "timestamp": "2026-11-23T09:01:32.123456Z",
+        "seq": 12, "data": null, "v": 1
+    }))
+    .unwrap();
+    std::fs::write(dir.path().join("events.1.jsonl"), format!("{line}\n")).unwrap();
+    std::fs::write(&path, "not json\n").unwrap();
+    let j = Journal::builder(&path).build().unwrap();
+    assert_eq!(j.last_seq(), Some(12));
+}
