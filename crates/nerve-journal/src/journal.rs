@@ -33,6 +33,10 @@ pub(crate) type Redact = Arc<dyn Fn(&Event) -> Event + Send + Sync>;
 ///
 /// With `Always`, `record` (so `emit`) returns only once the batch holding
 /// the event is synced; concurrent emitters share one sync (group commit).
+/// Under every policy, `record_and_wait` (what the bus calls for its durable,
+/// by default terminal, events) returns once the event and everything before
+/// it is written to the file, so it survives the process's exit or SIGKILL;
+/// it syncs only under `Always`.
 /// In every policy a crash never corrupts what precedes it: at most the last
 /// line is torn, and reopening moves it to the `.torn` file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
