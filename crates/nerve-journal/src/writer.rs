@@ -631,6 +631,10 @@ impl Writer {
         self.synced_len = 0;
         self.dirty = false;
         self.unsynced.clear();
+        // Markers owed for events before the clear would stand for numbers
+        // whose neighbours are gone: they go with the files.
+        self.owed = Owed::default();
+        let _ = self.shared.take_dropped();
         let _ = self.shifter.quiesce();
         let removed = self.remove_all();
         self.shifter.cleared(removed.is_ok());
