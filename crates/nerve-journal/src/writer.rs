@@ -73,6 +73,8 @@ pub(crate) struct Writer {
     /// Under `Fsync::Always`, the events written since the last sync: a failed
     /// sync cuts them off the file, and they are owed as `io` markers.
     unsynced: Vec<Event>,
+    /// And the marker lines written since then, owed again if cut off.
+    unsynced_markers: Owed,
     /// Acks waiting for the next write (or, under `Fsync::Always`, sync).
     acks: Vec<Ack>,
     /// Marker lines not yet written (events lost to failed writes, refused
@@ -117,6 +119,7 @@ impl Writer {
             pending_events: Vec::new(),
             pending_markers: Owed::default(),
             unsynced: Vec::new(),
+            unsynced_markers: Owed::default(),
             acks: Vec::new(),
             owed: Owed::default(),
             skipped: Skipped::default(),
@@ -428,6 +431,7 @@ impl Writer {
                     .add(markers.gaps.iter().map(|g| g.count).sum::<u64>());
                 if self.fsync == Fsync::Always {
                     self.unsynced.append(&mut events);
+                    self.unsynced_markers.append(markers);
                 } else {
                     // Written is what the other policies promise a waiter.
                     self.answer_acks(Ok(()));
@@ -523,6 +527,7 @@ impl Writer {
         self.commit();
         if !self.dirty {
             self.unsynced.clear();
+            self.unsynced_markers = Owed::default();
             self.answer_acks(Ok(()));
             return;
         }
@@ -536,6 +541,7 @@ impl Writer {
                 self.dirty = false;
                 self.synced_len = self.len;
                 self.unsynced.clear();
+                self.unsynced_markers = Owed::default();
                 self.shared.counters.syncs.inc();
                 self.answer_acks(Ok(()));
             }
@@ -561,6 +567,8 @@ impl Writer {
                     self.dirty = false;
                     let cut = std::mem::take(&mut self.unsynced);
                     self.owe_io(&message, &cut);
+                    let markers = std::mem::take(&mut self.unsynced_markers);
+                    self.owed.append(markers);
                     self.answer_acks(Err(message));
                 }
             }
@@ -583,10 +591,17 @@ impl Writer {
         let start = Instant::now();
         if let Some(mut file) = self.file.take() {
             if self.fsync != Fsync::Never {
-                file.sync()?;
+                if let Err(e) = file.sync() {
+                    // Kept, so that the next sync retries it and, failing,
+                    // cuts back and fails the waiters (not a sync of no file
+                    // answering them as synced).
+                    self.file = Some(file);
+                    return Err(e);
+                }
                 self.dirty = false;
                 self.synced_len = self.len;
                 self.unsynced.clear();
+                self.unsynced_markers = Owed::default();
                 self.answer_acks(Ok(()));
             }
         }
@@ -631,6 +646,7 @@ impl Writer {
         self.synced_len = 0;
         self.dirty = false;
         self.unsynced.clear();
+        self.unsynced_markers = Owed::default();
         // Markers owed for events before the clear would stand for numbers
         // whose neighbours are gone: they go with the files.
         self.owed = Owed::default();
