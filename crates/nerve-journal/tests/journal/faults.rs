@@ -335,3 +335,33 @@ fn with_fsync_always_rotation_and_renumbering_keep_every_record() {
     assert_eq!(kept, (kept[0]..30).collect::<Vec<_>>());
     assert_whole_lines(&rig.path);
 }
+
+#[test]
+fn a_waited_event_whose_write_fails_gets_the_error_then_an_io_marker() {
+    let rig = rig(Fsync::Never, 1 << 20);
+    let item = |seq: u64, tag: &str| {
+        Event::builder("work.item")
+            .seq(seq)
+            .data(json!({"tag": tag}))
+            .build()
+            .unwrap()
+    };
+    rig.fs.fail(Op::Write, 1);
+    let err = rig.journal.record_and_wait(&item(1, "during")).unwrap_err();
+    assert_eq!(err.kind(), SinkErrorKind::Io, "{err}");
+    // Writing works again: the marker comes first, with the next batch.
+    rig.journal.record_and_wait(&item(2, "after")).unwrap();
+    assert_eq!(tags(&rig.path), ["io", "after"]);
+    let marker = &read_all(&rig.path)[0];
+    assert_eq!((marker.seq(), marker.event_type()), (1, "work.item"));
+    assert!(
+        marker.data()["message"]
+            .as_str()
+            .unwrap()
+            .contains("injected Write failure"),
+        "{}",
+        marker.data()
+    );
+    let stats = rig.journal.stats();
+    assert_eq!((stats.lost, stats.markers), (1, 1), "{stats:?}");
+}
