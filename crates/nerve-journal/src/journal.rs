@@ -617,6 +617,9 @@ impl EventSink for Journal {
         if !inner.record_replayed && crate::replay::is_replayed(event) {
             return inner.skip_replayed(event);
         }
+        if inner.fsync == Fsync::Always && inner.on_writer_thread() {
+            return inner.hand_off_from_writer(event);
+        }
         let (ack, answer) = if inner.fsync == Fsync::Always {
             let (tx, rx) = crossbeam_channel::bounded(1);
             (Some(tx), Some(rx))
@@ -624,22 +627,15 @@ impl EventSink for Journal {
             (None, None)
         };
         let msg = Msg::Event(event.clone(), ack);
-        match inner.overflow {
-            JournalOverflow::Block => inner.tx.send(msg).map_err(|_| closed())?,
-            JournalOverflow::DropNewest => match inner.tx.try_send(msg) {
-                Ok(()) => {}
-                Err(TrySendError::Full(msg)) => {
-                    inner.shared.counters.dropped.inc();
-                    if let Msg::Event(event, _) = msg {
-                        inner.owe_dropped(event, inner.dropped_message.clone());
-                    }
-                    return Err(SinkError::new(
-                        SinkErrorKind::Full,
-                        "journal queue full; event not recorded",
-                    ));
-                }
-                Err(TrySendError::Disconnected(_)) => return Err(closed()),
-            },
+        match inner.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(msg))
+                if inner.overflow == JournalOverflow::Block && !inner.on_writer_thread() =>
+            {
+                inner.tx.send(msg).map_err(|_| closed())?;
+            }
+            Err(TrySendError::Full(msg)) => return Err(inner.refuse(msg)),
+            Err(TrySendError::Disconnected(_)) => return Err(closed()),
         }
         match answer.map(|rx| rx.recv()) {
             None | Some(Ok(Ok(()))) => Ok(()),
@@ -656,6 +652,11 @@ impl EventSink for Journal {
     /// [`drop_timeout`](JournalBuilder::drop_timeout). A replayed event not
     /// recorded again returns at once (its original is on disk).
     ///
+    /// Called on the journal's own writer thread (a handler of a fault the
+    /// journal reported, which the bus runs there), it cannot wait for
+    /// itself: the event is queued without waiting, after the batch being
+    /// written, or refused as by `DropNewest` if the queue is full.
+    ///
     /// # Errors
     ///
     /// [`SinkErrorKind::Timeout`] if the writer did not take or confirm it in
@@ -669,6 +670,9 @@ impl EventSink for Journal {
         }
         if !inner.record_replayed && crate::replay::is_replayed(event) {
             return inner.skip_replayed(event);
+        }
+        if inner.on_writer_thread() {
+            return inner.hand_off_from_writer(event);
         }
         let timeout = inner.drop_timeout;
         let deadline = Instant::now() + timeout;
@@ -759,6 +763,36 @@ impl EventSink for Journal {
 }
 
 impl Inner {
+    /// Whether this is the journal's writer thread, which runs the bus's
+    /// handlers of the faults it reports: there, nothing may wait for the
+    /// writer.
+    fn on_writer_thread(&self) -> bool {
+        std::thread::current().id() == self.writer.id()
+    }
+
+    /// Queues an event from the writer thread without waiting: written after
+    /// the batch under way, or refused if the queue is full.
+    fn hand_off_from_writer(&self, event: &Event) -> Result<(), SinkError> {
+        match self.tx.try_send(Msg::Event(event.clone(), None)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(msg)) => Err(self.refuse(msg)),
+            Err(TrySendError::Disconnected(_)) => Err(closed()),
+        }
+    }
+
+    /// Refuses an event the full queue has no room for: counted, kept aside
+    /// for its `dropped` marker.
+    fn refuse(&self, msg: Msg) -> SinkError {
+        self.shared.counters.dropped.inc();
+        if let Msg::Event(event, _) = msg {
+            self.owe_dropped(event, self.dropped_message.clone());
+        }
+        SinkError::new(
+            SinkErrorKind::Full,
+            "journal queue full; event not recorded",
+        )
+    }
+
     /// Keeps a refused event aside; the writer writes its `dropped` marker.
     fn owe_dropped(&self, event: Event, message: Arc<str>) {
         self.shared.owe(Marker {

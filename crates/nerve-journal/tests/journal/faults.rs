@@ -365,3 +365,53 @@ fn a_waited_event_whose_write_fails_gets_the_error_then_an_io_marker() {
     let stats = rig.journal.stats();
     assert_eq!((stats.lost, stats.markers), (1, 1), "{stats:?}");
 }
+
+#[test]
+fn a_fault_handler_on_the_writer_thread_can_record_a_durable_event() {
+    use nerve_core::sink::FaultReporter;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let fs = FaultyFs::new();
+    let journal = Journal::builder(&path)
+        .fsync(Fsync::Always)
+        .drop_timeout(std::time::Duration::from_secs(2))
+        .file_system(fs.clone())
+        .build()
+        .unwrap();
+    // What a bus does with a fault: runs handlers, on the writer thread,
+    // which may emit a terminal (durable) event of their own.
+    let handle = Arc::new(Mutex::new(Some(journal.clone())));
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let (h, r) = (handle.clone(), results.clone());
+    journal.attach(FaultReporter::new(move |_| {
+        let Some(j) = h.lock().unwrap().clone() else {
+            return;
+        };
+        let alert = Event::builder("alert.failed").seq(100).build().unwrap();
+        let waited = j.record_and_wait(&alert).map_err(|e| e.kind());
+        let plain = j.record(&alert).map_err(|e| e.kind());
+        r.lock().unwrap().push((waited, plain));
+    }));
+    fs.fail(Op::Sync, 1);
+    let err = journal
+        .record(&Event::builder("work.item").seq(1).build().unwrap())
+        .unwrap_err();
+    assert_eq!(err.kind(), SinkErrorKind::Io);
+    // The failed sync with no waiter left is reported on the writer thread:
+    // fail the next sync with nothing waiting, via a marker-only batch.
+    fs.fail(Op::Sync, 1);
+    let _ = journal.flush(WAIT);
+    journal.flush(WAIT).unwrap();
+    let results = results.lock().unwrap().clone();
+    handle.lock().unwrap().take();
+    assert!(!results.is_empty(), "the reporter ran");
+    for (waited, plain) in &results {
+        assert_eq!(*waited, Ok(()), "queued without waiting for itself");
+        assert_eq!(*plain, Ok(()));
+    }
+    let types: Vec<String> = read_all(&path)
+        .iter()
+        .map(|e| e.event_type().to_owned())
+        .collect();
+    assert!(types.iter().any(|t| t == "alert.failed"), "{types:?}");
+}
