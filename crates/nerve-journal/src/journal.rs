@@ -55,6 +55,9 @@ pub enum Fsync {
 #[non_exhaustive]
 pub enum JournalOverflow {
     /// Wait for room: lossless, and the emitter slows to the disk's pace.
+    /// (Except on the journal's own writer thread, where the bus runs the
+    /// handlers of the faults it reports: waiting there for the writer would
+    /// never end, so a full queue refuses as `DropNewest` does.)
     #[default]
     Block,
     /// Refuse the event: `record` fails with [`SinkErrorKind::Full`], the
