@@ -588,7 +588,7 @@ impl Journal {
             Err(SendTimeoutError::Disconnected(_)) => return Err(closed()),
         }
         // As for `record_and_wait`: the caller waits, so no linger sleep
-        // should finish first (a 50 us park costs ~100 us with timer slack).
+        // should finish first (a 50 us park lasts ~120 us with timer slack).
         self.inner.writer.unpark();
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match await_reply(&answer, left) {
