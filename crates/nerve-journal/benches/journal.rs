@@ -1,5 +1,6 @@
-//! Journal throughput under each fsync policy, and emit latency with and
-//! without the journal, in the same run.
+//! Journal throughput under each fsync policy, emit latency with and
+//! without the journal, and what a durable event (`record_and_wait`) costs
+//! its emitter, in the same run.
 //!
 //! `cargo bench -p nerve-journal --bench journal`
 
@@ -81,8 +82,13 @@ fn throughput(c: &mut Criterion) {
 /// The journal both emit-latency measurements record into: no fsync, and
 /// files large enough that a run does not rotate.
 fn latency_journal(path: &std::path::Path) -> Journal {
+    latency_journal_with(path, Fsync::Never)
+}
+
+/// [`latency_journal`] with another policy.
+fn latency_journal_with(path: &std::path::Path, fsync: Fsync) -> Journal {
     Journal::builder(path)
-        .fsync(Fsync::Never)
+        .fsync(fsync)
         .max_bytes(64 << 20)
         .max_files(2)
         .build()
@@ -259,6 +265,114 @@ fn emit_latency_paired() {
     with.shutdown_blocking();
 }
 
+/// The per-item event of the extraction guide: a small JSON object.
+fn specimen_event(i: u64) -> Event {
+    Event::builder("specimen.completed")
+        .source("extraction")
+        .seq(i)
+        .data(json!({
+            "run_id": "extraction_001",
+            "specimen_id": format!("S{i:03}"),
+            "sequence": i,
+            "status": "ok",
+            "duration_ms": 412
+        }))
+        .build()
+        .unwrap()
+}
+
+/// What a durable event costs its emitter: `record_and_wait` against plain
+/// `record` and against `record` + `flush` (what `EventSink::record_and_wait`
+/// does by default), the same payload, paired: each round times a burst of
+/// `BURST` calls of each, back to back on one journal (the writer catching
+/// up, untimed, in between), so that every ratio compares one moment of the
+/// machine. Then single calls after the writer went idle (asleep on its
+/// channel, past its linger): the wake-up an emitter pays for the first
+/// durable event after a pause. Prints medians and quartiles of the ratios.
+fn durable_paired() {
+    const ROUNDS: usize = 201;
+    const BURST: u64 = 100;
+    const IDLE: Duration = Duration::from_millis(3);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, fsync) in [
+        ("never", Fsync::Never),
+        (
+            "interval_200ms",
+            Fsync::Interval(Duration::from_millis(200)),
+        ),
+    ] {
+        let journal =
+            latency_journal_with(&dir.path().join(format!("durable-{name}.jsonl")), fsync);
+        let events: Vec<Event> = (0..BURST).map(specimen_event).collect();
+        let time = |f: &dyn Fn(&Event)| {
+            let start = Instant::now();
+            for e in &events {
+                f(e);
+            }
+            let per_call = start.elapsed().as_secs_f64() / BURST as f64;
+            journal.flush(Duration::from_secs(60)).unwrap();
+            per_call
+        };
+        let record = |e: &Event| journal.record(e).unwrap();
+        let wait = |e: &Event| journal.record_and_wait(e).unwrap();
+        let flush = |e: &Event| {
+            journal.record(e).unwrap();
+            journal.flush(Duration::from_secs(60)).unwrap();
+        };
+        let idle = |f: &dyn Fn(&Event)| {
+            // Past the writer's ~1 ms linger: it sleeps on its channel.
+            std::thread::sleep(IDLE);
+            let start = Instant::now();
+            f(&events[0]);
+            start.elapsed().as_secs_f64()
+        };
+        for _ in 0..20 {
+            time(&record);
+            time(&wait);
+            time(&flush);
+        }
+        let mut cols: [Vec<f64>; 5] = Default::default();
+        for _ in 0..ROUNDS {
+            cols[0].push(time(&record));
+            cols[1].push(time(&wait));
+            cols[2].push(time(&flush));
+            cols[3].push(idle(&record));
+            cols[4].push(idle(&wait));
+        }
+        let ratios = |a: usize, b: usize| {
+            let mut r: Vec<f64> = cols[a].iter().zip(&cols[b]).map(|(x, y)| x / y).collect();
+            r.sort_by(f64::total_cmp);
+            (r[ROUNDS / 4], r[ROUNDS / 2], r[ROUNDS * 3 / 4])
+        };
+        let (wr, wf, iw) = (ratios(1, 0), ratios(1, 2), ratios(4, 3));
+        for c in &mut cols {
+            c.sort_by(f64::total_cmp);
+        }
+        let ns = |c: usize| cols[c][ROUNDS / 2] * 1e9;
+        println!(
+            "durable_paired/{name}: per call, medians over {ROUNDS} rounds of bursts of {BURST}: \
+             record {:.0} ns, record_and_wait {:.0} ns, record + flush {:.0} ns; \
+             record_and_wait / record {:.1} x (quartiles {:.1} to {:.1}), \
+             record_and_wait / (record + flush) {:.2} x ({:.2} to {:.2}); \
+             after {IDLE:?} idle: record {:.0} ns, record_and_wait {:.0} ns ({:.1} x, {:.1} to {:.1})",
+            ns(0),
+            ns(1),
+            ns(2),
+            wr.1,
+            wr.0,
+            wr.2,
+            wf.1,
+            wf.0,
+            wf.2,
+            ns(3),
+            ns(4),
+            iw.1,
+            iw.0,
+            iw.2,
+        );
+    }
+}
+
 criterion_group!(benches, throughput, emit_latency);
 
 /// Whether the measurement `name` runs: a filter (the first argument not
@@ -277,6 +391,9 @@ fn main() {
     }
     if selected("paired") {
         emit_latency_paired();
+    }
+    if selected("durable") {
+        durable_paired();
     }
     benches();
     Criterion::default().configure_from_args().final_summary();

@@ -363,6 +363,11 @@ pub(crate) fn recover(paths: &Paths, max_files: usize) -> io::Result<(Recovery, 
         .read(true)
         .append(true)
         .open(paths.active())?;
+    if report.renumbered || report.created_active {
+        // The finished rotation is made durable before anything is appended,
+        // so a power loss cannot bring back names from before it.
+        StdFs.sync_dir(paths.dir())?;
+    }
     let len = file.metadata()?.len();
     let boundary = last_boundary(&mut file, len)?;
     if boundary < len {
@@ -381,6 +386,81 @@ pub(crate) fn recover(paths: &Paths, max_files: usize) -> io::Result<(Recovery, 
         report.torn_bytes = len - boundary;
     }
     Ok((report, boundary))
+}
+
+/// How many of the newest records [`last_seq`] looks at: concurrent emitters
+/// hand events to the writer slightly out of `seq` order, so the last line
+/// need not hold the highest number.
+const TAIL_RECORDS: usize = 64;
+
+/// The highest `seq` the journal holds, read from the end of its newest
+/// non-empty file (the active file, else the newest rotated one): the
+/// largest number among its last [`TAIL_RECORDS`] records (a range marker
+/// counts with its `to_seq`); if none of them carries a number, the next
+/// older file's. `None` for an empty journal or one without numbers (an
+/// aperion-event-bus log). Reads a few blocks per file, whatever the files'
+/// sizes.
+pub(crate) fn last_seq(paths: &Paths) -> io::Result<Option<u64>> {
+    let listing = paths.list()?;
+    let mut newest_first = vec![paths.active().to_path_buf()];
+    newest_first.extend(paths.oldest_first(&listing).into_iter().rev());
+    for path in newest_first {
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let len = file.metadata()?.len();
+        if len == 0 {
+            continue;
+        }
+        let tail = tail_lines(&mut file, len, TAIL_RECORDS)?;
+        let highest = tail
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(crate::format::seq_accounted)
+            .max();
+        // A file whose last lines carry no number (damaged, or another
+        // program's) says nothing: the next older one may.
+        if highest.is_some() {
+            return Ok(highest);
+        }
+    }
+    Ok(None)
+}
+
+/// The file's last `n` whole lines (fewer if it has fewer), reading
+/// backwards from `len` in growing blocks; a torn last line is left out.
+fn tail_lines(file: &mut File, len: u64, n: usize) -> io::Result<Vec<u8>> {
+    let mut block: u64 = 64 * 1024;
+    loop {
+        let start = len.saturating_sub(block);
+        let size = usize::try_from(len - start).unwrap_or(usize::MAX);
+        let mut buf = vec![0u8; size];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut buf)?;
+        // Whole lines only: up to the last newline, and after the first
+        // newline unless the block starts the file.
+        let end = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        buf.truncate(end);
+        let newlines = buf.iter().filter(|b| **b == b'\n').count();
+        if start == 0 || newlines > n {
+            let first = if start == 0 {
+                0
+            } else {
+                // Keep the last `n` lines: skip past the (newlines - n)th newline.
+                let mut seen = 0;
+                buf.iter()
+                    .position(|b| {
+                        seen += usize::from(*b == b'\n');
+                        seen == newlines - n
+                    })
+                    .map_or(0, |i| i + 1)
+            };
+            return Ok(buf.split_off(first));
+        }
+        block *= 4;
+    }
 }
 
 /// The offset just past the file's last newline (0 if it has none), reading

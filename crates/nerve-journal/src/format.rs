@@ -61,6 +61,63 @@ pub(crate) fn error_marker(reason: &str, message: &str) -> Value {
     Value::Object(map)
 }
 
+/// The `event_type` of a range marker line: numbered events, `count` of them
+/// between `from_seq` and `to_seq`, that the journal holds no line for.
+pub const GAP_EVENT_TYPE: &str = "system.journal_gap";
+
+/// Appends the range marker line for `gap`: a fresh `event_id`, the time it
+/// is written, `source` `"nerve"`, no `seq` (it numbers no event of its own),
+/// `data` `{"from_seq":a,"to_seq":b,"count":n,"reason":"..."}`.
+pub(crate) fn encode_gap(gap: &crate::marker::Gap, out: &mut Vec<u8>) {
+    let mut uuid = uuid::Uuid::encode_buffer();
+    let mut digits = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"event_id\":\"");
+    out.extend_from_slice(
+        EventId::new()
+            .as_uuid()
+            .hyphenated()
+            .encode_lower(&mut uuid)
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\",\"event_type\":\"");
+    out.extend_from_slice(GAP_EVENT_TYPE.as_bytes());
+    out.extend_from_slice(b"\",\"timestamp\":");
+    // A timestamp always serializes: four-digit years by hand, others by chrono.
+    let _ = serde_json::to_writer(&mut *out, &Rfc3339Micros(Timestamp::now()));
+    out.extend_from_slice(b",\"source\":\"nerve\",\"data\":{\"from_seq\":");
+    out.extend_from_slice(digits.format(gap.from).as_bytes());
+    out.extend_from_slice(b",\"to_seq\":");
+    out.extend_from_slice(digits.format(gap.to).as_bytes());
+    out.extend_from_slice(b",\"count\":");
+    out.extend_from_slice(digits.format(gap.count).as_bytes());
+    out.extend_from_slice(b",\"reason\":\"");
+    // Reasons are this crate's constants: plain ASCII, nothing to escape.
+    out.extend_from_slice(gap.reason.as_bytes());
+    out.extend_from_slice(b"\"},\"v\":");
+    out.extend_from_slice(digits.format(FORMAT_VERSION).as_bytes());
+    out.extend_from_slice(b"}\n");
+}
+
+/// The highest sequence number one line accounts for: its `seq`, or a range
+/// marker's `to_seq`. `None` for a line without either (an aperion-event-bus
+/// line) or one that does not parse (a reader reports those).
+pub(crate) fn seq_accounted(line: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Tail {
+        #[serde(default)]
+        seq: Option<u64>,
+        #[serde(default)]
+        event_type: String,
+        #[serde(default)]
+        data: Value,
+    }
+    let tail: Tail = serde_json::from_slice(line).ok()?;
+    if tail.event_type == GAP_EVENT_TYPE {
+        return tail.data.get("to_seq").and_then(Value::as_u64);
+    }
+    tail.seq
+}
+
 /// Appends `event` as `redacted` says it may be written: the payload,
 /// `source` and `correlation_id` (what a redactor rewrites) come from
 /// `redacted`, every other field (ids, type, time, run, lane, seq) from
@@ -446,6 +503,43 @@ mod write_line_tests {
             let (fast, serde) = both(e);
             assert_eq!(fast, serde);
         }
+    }
+
+    #[test]
+    fn a_gap_line_reads_back_without_a_seq_and_accounts_for_its_range() {
+        let gap = crate::marker::Gap {
+            from: 7,
+            to: 19,
+            count: 4,
+            reason: "dropped",
+        };
+        let mut out = Vec::new();
+        encode_gap(&gap, &mut out);
+        assert!(out.ends_with(b"}\n"));
+        let line = &out[..out.len() - 1];
+        let value: Value = serde_json::from_slice(line).unwrap();
+        assert!(value.get("seq").is_none(), "{value}");
+        assert_eq!(
+            value["data"],
+            json!({"from_seq": 7, "to_seq": 19, "count": 4, "reason": "dropped"})
+        );
+        let e = decode(line).unwrap();
+        assert_eq!(
+            (e.event_type(), e.seq(), e.source()),
+            (GAP_EVENT_TYPE, 0, Some("nerve"))
+        );
+        assert_eq!(seq_accounted(line), Some(19));
+        let mut event = Vec::new();
+        encode(
+            &Event::builder("a.b").seq(5).build().unwrap(),
+            None,
+            &mut event,
+        );
+        assert_eq!(seq_accounted(&event[..event.len() - 1]), Some(5));
+        assert_eq!(
+            seq_accounted(b"{\"event_type\":\"a.b\",\"payload\":1}"),
+            None
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 use nerve_core::Event;
@@ -15,6 +15,7 @@ use nerve_core::sink::{EventSink, FaultReporter, SinkError, SinkErrorKind, SinkF
 use crate::files::{self, Paths, Recovery};
 use crate::follow::Follow;
 use crate::fs::{JournalFs, StdFs};
+use crate::marker::{self, Marker, Owed};
 use crate::reader::JournalReader;
 use crate::shifter::Shifter;
 use crate::writer::{Msg, Writer, await_reply};
@@ -32,6 +33,10 @@ pub(crate) type Redact = Arc<dyn Fn(&Event) -> Event + Send + Sync>;
 ///
 /// With `Always`, `record` (so `emit`) returns only once the batch holding
 /// the event is synced; concurrent emitters share one sync (group commit).
+/// Under every policy, `record_and_wait` (what the bus calls for its durable,
+/// by default terminal, events) returns once the event and everything before
+/// it is written to the file, so it survives the process's exit or SIGKILL;
+/// it syncs only under `Always`.
 /// In every policy a crash never corrupts what precedes it: at most the last
 /// line is torn, and reopening moves it to the `.torn` file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,11 +55,19 @@ pub enum Fsync {
 #[non_exhaustive]
 pub enum JournalOverflow {
     /// Wait for room: lossless, and the emitter slows to the disk's pace.
+    /// (Except on the journal's own writer thread, where the bus runs the
+    /// handlers of the faults it reports: waiting there for the writer would
+    /// never end, so a full queue refuses as `DropNewest` does.)
     #[default]
     Block,
     /// Refuse the event: `record` fails with [`SinkErrorKind::Full`], the
     /// bus counts it, publishes `system.journal_error` and still delivers
-    /// the event in memory. Counted in [`JournalStats::dropped`].
+    /// the event in memory. Counted in [`JournalStats::dropped`]. The writer
+    /// writes a marker line in its place (`"$nerve_error":"dropped"`, or a
+    /// `system.journal_gap` range once more than 1,024 wait), so its `seq`
+    /// still appears in the journal. `record_and_wait` (a durable event)
+    /// waits for room instead, up to the
+    /// [`drop_timeout`](JournalBuilder::drop_timeout).
     DropNewest,
 }
 
@@ -120,6 +133,15 @@ pub struct JournalStats {
     pub serialize_errors: u64,
     /// Replayed events not recorded again (see [`replay()`](crate::replay())).
     pub skipped_replayed: u64,
+    /// Marker lines written in place of events that could not be written at
+    /// all: refused by a full queue (`"$nerve_error":"dropped"`) or lost to a
+    /// failed write (`"io"`). Payloads replaced by a marker are counted in
+    /// `serialize_errors`.
+    pub markers: u64,
+    /// Range marker lines (`system.journal_gap`) written.
+    pub gaps: u64,
+    /// Events those range lines account for (the sum of their `count`).
+    pub gap_events: u64,
 }
 
 #[derive(Default)]
@@ -153,6 +175,9 @@ pub(crate) struct Counters {
     pub(crate) io_errors: Counter,
     pub(crate) serialize_errors: Counter,
     pub(crate) skipped_replayed: Counter,
+    pub(crate) markers: Counter,
+    pub(crate) gaps: Counter,
+    pub(crate) gap_events: Counter,
 }
 
 /// What the writer thread and the handles share.
@@ -160,9 +185,32 @@ pub(crate) struct Counters {
 pub(crate) struct Shared {
     pub(crate) counters: Counters,
     reporter: RwLock<Option<FaultReporter>>,
+    /// Events a full queue refused, for the writer to write as markers.
+    dropped: Mutex<Owed>,
+    /// Whether `dropped` holds anything: the writer checks it every batch.
+    has_dropped: AtomicBool,
 }
 
 impl Shared {
+    /// Keeps `marker` aside for the writer.
+    fn owe(&self, marker: Marker) {
+        self.dropped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(marker);
+        self.has_dropped.store(true, Ordering::Release);
+    }
+
+    /// The events kept aside since the last call, if any.
+    pub(crate) fn take_dropped(&self) -> Option<Owed> {
+        if !self.has_dropped.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let owed =
+            std::mem::take(&mut *self.dropped.lock().unwrap_or_else(PoisonError::into_inner));
+        (!owed.is_empty()).then_some(owed)
+    }
+
     pub(crate) fn report(&self, fault: SinkFault) {
         tracing::warn!(kind = fault.kind.as_str(), message = %fault.message, "journal fault");
         let reporter = self
@@ -287,7 +335,9 @@ impl JournalBuilder {
 
     /// Whether events re-emitted by [`replay()`](crate::replay()) are recorded again
     /// (default `false`, so replaying a journal into a bus that writes to the
-    /// same journal does not duplicate it).
+    /// same journal does not duplicate it). Not recorded, their numbers are
+    /// accounted for by `system.journal_gap` range lines (reason
+    /// `replayed`), so every `seq` still appears in the journal.
     pub fn record_replayed(mut self, on: bool) -> Self {
         self.record_replayed = on;
         self
@@ -336,6 +386,7 @@ impl JournalBuilder {
         }
         let (recovery, len) = files::recover(&paths, self.max_files).map_err(io(&self.path))?;
         let backups = paths.list().map_err(io(paths.dir()))?.backups.len();
+        let last_seq = files::last_seq(&paths).map_err(io(&self.path))?;
         if recovery.repaired_anything() {
             tracing::warn!(?recovery, path = %self.path.display(), "journal repaired after a crash");
         }
@@ -367,6 +418,13 @@ impl JournalBuilder {
             .map_err(io(&self.path))?;
         Ok(Journal {
             inner: Arc::new(Inner {
+                writer: thread.thread().clone(),
+                dropped_message: format!(
+                    "journal queue full ({} events); event not written",
+                    self.capacity
+                )
+                .into(),
+                last_seq,
                 tx,
                 paths,
                 fsync: self.fsync,
@@ -397,6 +455,12 @@ pub struct Journal {
 
 struct Inner {
     tx: Sender<Msg>,
+    /// The writer thread, unparked by a `record_and_wait` so that it does not
+    /// finish a linger sleep first.
+    writer: Thread,
+    dropped_message: Arc<str>,
+    /// The highest `seq` on disk when the journal was opened.
+    last_seq: Option<u64>,
     paths: Paths,
     fsync: Fsync,
     overflow: JournalOverflow,
@@ -464,6 +528,9 @@ impl Journal {
             io_errors: c.io_errors.get(),
             serialize_errors: c.serialize_errors.get(),
             skipped_replayed: c.skipped_replayed.get(),
+            markers: c.markers.get(),
+            gaps: c.gaps.get(),
+            gap_events: c.gap_events.get(),
         }
     }
 
@@ -520,6 +587,9 @@ impl Journal {
             Err(SendTimeoutError::Timeout(_)) => return Err(timed_out(timeout)),
             Err(SendTimeoutError::Disconnected(_)) => return Err(closed()),
         }
+        // As for `record_and_wait`: the caller waits, so no linger sleep
+        // should finish first (a 50 us park lasts ~120 us with timer slack).
+        self.inner.writer.unpark();
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match await_reply(&answer, left) {
             Ok(Ok(())) => Ok(()),
@@ -548,8 +618,10 @@ impl EventSink for Journal {
             return Err(closed());
         }
         if !inner.record_replayed && crate::replay::is_replayed(event) {
-            inner.shared.counters.skipped_replayed.inc();
-            return Ok(());
+            return inner.skip_replayed(event);
+        }
+        if inner.fsync == Fsync::Always && inner.on_writer_thread() {
+            return inner.hand_off_from_writer(event);
         }
         let (ack, answer) = if inner.fsync == Fsync::Always {
             let (tx, rx) = crossbeam_channel::bounded(1);
@@ -558,25 +630,92 @@ impl EventSink for Journal {
             (None, None)
         };
         let msg = Msg::Event(event.clone(), ack);
-        match inner.overflow {
-            JournalOverflow::Block => inner.tx.send(msg).map_err(|_| closed())?,
-            JournalOverflow::DropNewest => match inner.tx.try_send(msg) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    inner.shared.counters.dropped.inc();
-                    return Err(SinkError::new(
-                        SinkErrorKind::Full,
-                        "journal queue full; event not recorded",
-                    ));
-                }
-                Err(TrySendError::Disconnected(_)) => return Err(closed()),
-            },
+        match inner.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(msg))
+                if inner.overflow == JournalOverflow::Block && !inner.on_writer_thread() =>
+            {
+                inner.tx.send(msg).map_err(|_| closed())?;
+            }
+            Err(TrySendError::Full(msg)) => return Err(inner.refuse(msg)),
+            Err(TrySendError::Disconnected(_)) => return Err(closed()),
         }
         match answer.map(|rx| rx.recv()) {
             None | Some(Ok(Ok(()))) => Ok(()),
             Some(Ok(Err(message))) => Err(SinkError::new(SinkErrorKind::Io, message)),
             Some(Err(_)) => Err(closed()),
         }
+    }
+
+    /// Hands the event to the writer and waits for its acknowledgement that
+    /// the batch holding it (so everything recorded before it too) is
+    /// written to the file, or under [`Fsync::Always`] synced. No sync is
+    /// done for it under the other policies. Waits for room in a full queue
+    /// whatever the [`JournalOverflow`]; bounded by the
+    /// [`drop_timeout`](JournalBuilder::drop_timeout). A replayed event not
+    /// recorded again returns at once (its original is on disk).
+    ///
+    /// Called on the journal's own writer thread (a handler of a fault the
+    /// journal reported, which the bus runs there), it cannot wait for
+    /// itself: the event is queued without waiting, after the batch being
+    /// written, or refused as by `DropNewest` if the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// [`SinkErrorKind::Timeout`] if the writer did not take or confirm it in
+    /// time (an event it never took is written later as a `dropped` marker),
+    /// [`SinkErrorKind::Io`] if its batch could not be written,
+    /// [`SinkErrorKind::Closed`] after `close`.
+    fn record_and_wait(&self, event: &Event) -> Result<(), SinkError> {
+        let inner = &*self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        if !inner.record_replayed && crate::replay::is_replayed(event) {
+            return inner.skip_replayed(event);
+        }
+        if inner.on_writer_thread() {
+            return inner.hand_off_from_writer(event);
+        }
+        let timeout = inner.drop_timeout;
+        let deadline = Instant::now() + timeout;
+        let (ack, answer) = crossbeam_channel::bounded(1);
+        match inner
+            .tx
+            .send_timeout(Msg::Event(event.clone(), Some(ack)), timeout)
+        {
+            Ok(()) => {}
+            Err(SendTimeoutError::Timeout(msg)) => {
+                inner.shared.counters.dropped.inc();
+                if let Msg::Event(event, _) = msg {
+                    let message = format!(
+                        "journal writer did not take the event within {timeout:?}; event not written"
+                    );
+                    inner.owe_dropped(event, message.into());
+                }
+                return Err(timed_out(timeout));
+            }
+            Err(SendTimeoutError::Disconnected(_)) => return Err(closed()),
+        }
+        // A lingering writer is parked in short sleeps: wake it now, rather
+        // than after the sleep (50 us asked, about 120 us measured with the
+        // kernel's timer slack; docs/benchmarks.md, "Durable terminal events").
+        inner.writer.unpark();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match await_reply(&answer, left) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(SinkError::new(SinkErrorKind::Io, message)),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(timed_out(timeout)),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(closed()),
+        }
+    }
+
+    /// The highest `seq` on disk when the journal was opened (after
+    /// recovery): the largest among the last 64 records of the newest
+    /// non-empty file, a `system.journal_gap` line counting with its
+    /// `to_seq`. `None` for a new or empty journal.
+    fn last_seq(&self) -> Option<u64> {
+        self.inner.last_seq
     }
 
     /// Writes everything queued so far and, unless the policy is
@@ -627,18 +766,71 @@ impl EventSink for Journal {
 }
 
 impl Inner {
+    /// Whether this is the journal's writer thread, which runs the bus's
+    /// handlers of the faults it reports: there, nothing may wait for the
+    /// writer.
+    fn on_writer_thread(&self) -> bool {
+        std::thread::current().id() == self.writer.id()
+    }
+
+    /// Queues an event from the writer thread without waiting: written after
+    /// the batch under way, or refused if the queue is full.
+    fn hand_off_from_writer(&self, event: &Event) -> Result<(), SinkError> {
+        match self.tx.try_send(Msg::Event(event.clone(), None)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(msg)) => Err(self.refuse(msg)),
+            Err(TrySendError::Disconnected(_)) => Err(closed()),
+        }
+    }
+
+    /// Refuses an event the full queue has no room for: counted, kept aside
+    /// for its `dropped` marker.
+    fn refuse(&self, msg: Msg) -> SinkError {
+        self.shared.counters.dropped.inc();
+        if let Msg::Event(event, _) = msg {
+            self.owe_dropped(event, self.dropped_message.clone());
+        }
+        SinkError::new(
+            SinkErrorKind::Full,
+            "journal queue full; event not recorded",
+        )
+    }
+
+    /// Keeps a refused event aside; the writer writes its `dropped` marker.
+    fn owe_dropped(&self, event: Event, message: Arc<str>) {
+        self.shared.owe(Marker {
+            event,
+            reason: marker::DROPPED,
+            message,
+        });
+    }
+
+    /// A replayed event not recorded again: its number goes to the writer,
+    /// which accounts for it in a `replayed` range line. Sent whatever the
+    /// overflow policy (replays are not a hot path, and the range must not
+    /// miss a number).
+    fn skip_replayed(&self, event: &Event) -> Result<(), SinkError> {
+        self.shared.counters.skipped_replayed.inc();
+        self.tx
+            .send(Msg::Skipped(event.seq()))
+            .map_err(|_| closed())
+    }
+
     fn close(&self, timeout: Duration) -> Result<(), SinkError> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
         let (reply, answer) = crossbeam_channel::bounded(1);
         let result = match self.tx.send_timeout(Msg::Close(reply), timeout) {
-            Ok(()) => match answer.recv_timeout(timeout) {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(message)) => Err(SinkError::new(SinkErrorKind::Io, message)),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(timed_out(timeout)),
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Ok(()),
-            },
+            Ok(()) => {
+                self.writer.unpark();
+                match answer.recv_timeout(timeout) {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(message)) => Err(SinkError::new(SinkErrorKind::Io, message)),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(timed_out(timeout)),
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Ok(()),
+                }
+            }
             Err(SendTimeoutError::Timeout(_)) => Err(timed_out(timeout)),
             Err(SendTimeoutError::Disconnected(_)) => Ok(()),
         };

@@ -116,6 +116,7 @@ mod format;
 #[doc(hidden)]
 pub mod fs;
 mod journal;
+mod marker;
 mod reader;
 pub mod replay;
 mod shifter;
@@ -124,7 +125,7 @@ mod writer;
 
 pub use files::Recovery;
 pub use follow::Follow;
-pub use format::{ERROR_MARKER_KEY, FORMAT_VERSION, MAX_DATA_DEPTH};
+pub use format::{ERROR_MARKER_KEY, FORMAT_VERSION, GAP_EVENT_TYPE, MAX_DATA_DEPTH};
 pub use journal::{
     FlushGuard, Fsync, Journal, JournalBuilder, JournalError, JournalOverflow, JournalStats,
 };

@@ -78,7 +78,12 @@ pub enum ReplayError {
 ///
 /// A journal does not record replayed events again unless built with
 /// [`record_replayed(true)`](crate::JournalBuilder::record_replayed), so a
-/// service can replay its own journal into its own bus at start-up.
+/// service can replay its own journal into its own bus at start-up. The bus
+/// still numbers them; such a journal accounts for their numbers with one
+/// range line per run of consecutive numbers
+/// (`{"event_type":"system.journal_gap",...,"data":{"from_seq":a,"to_seq":b,"count":n,"reason":"replayed"}}`,
+/// see `docs/journal-format.md`), not with lines of their own, which would
+/// repeat the originals' `event_id`s.
 ///
 /// # Errors
 ///

@@ -15,25 +15,32 @@ use crate::files::{self, Paths};
 use crate::format;
 use crate::fs::{JournalFile, JournalFs};
 use crate::journal::{Redact, Shared};
+use crate::marker::{self, Gap, Marker, Owed, Skipped};
 use crate::shifter::Shifter;
 
-/// The answer to an `Fsync::Always` record: `Err` carries the message.
+/// The answer to a record that waits (`record_and_wait`, or any record under
+/// `Fsync::Always`): sent once the event is durable as the policy says,
+/// written (handed to the OS) or, under `Fsync::Always`, synced. `Err`
+/// carries the message.
 pub(crate) type Ack = Sender<Result<(), String>>;
 
 /// What the writer thread is asked to do, in order.
 pub(crate) enum Msg {
     Event(Event, Option<Ack>),
+    /// The `seq` of a replayed event not recorded again: written as part of
+    /// a `replayed` range marker.
+    Skipped(u64),
     Flush(Sender<Result<(), String>>),
     Clear(Sender<Result<(), String>>),
     Close(Sender<Result<(), String>>),
 }
 
-/// The most messages one batch takes off the channel.
 /// Short sleeps a writer with nothing to do takes before sleeping on the
 /// channel (see `linger`).
 const LINGER_ROUNDS: u32 = 20;
 const LINGER_SLEEP: Duration = Duration::from_micros(50);
 
+/// The most messages one batch takes off the channel.
 const MAX_BATCH: usize = 4096;
 
 pub(crate) struct Writer {
@@ -58,11 +65,23 @@ pub(crate) struct Writer {
     /// Written but not yet synced.
     dirty: bool,
     last_sync: Instant,
-    /// Records encoded but not yet written, and the events they hold.
+    /// Records encoded but not yet written, and the events, marker lines and
+    /// range lines they hold.
     pending: Vec<u8>,
     pending_events: Vec<Event>,
-    /// Acks waiting for the next sync.
+    pending_markers: Owed,
+    /// Under `Fsync::Always`, the events written since the last sync: a failed
+    /// sync cuts them off the file, and they are owed as `io` markers.
+    unsynced: Vec<Event>,
+    /// And the marker lines written since then, owed again if cut off.
+    unsynced_markers: Owed,
+    /// Acks waiting for the next write (or, under `Fsync::Always`, sync).
     acks: Vec<Ack>,
+    /// Marker lines not yet written (events lost to failed writes, refused
+    /// by a full queue), paid at the next batch.
+    owed: Owed,
+    /// The open range of replayed events not recorded again.
+    skipped: Skipped,
     /// The first failure since the last flush answered.
     failure: Option<String>,
     scratch: Vec<u8>,
@@ -98,7 +117,12 @@ impl Writer {
             last_sync: Instant::now(),
             pending: Vec::with_capacity(256 * 1024),
             pending_events: Vec::new(),
+            pending_markers: Owed::default(),
+            unsynced: Vec::new(),
+            unsynced_markers: Owed::default(),
             acks: Vec::new(),
+            owed: Owed::default(),
+            skipped: Skipped::default(),
             failure: None,
             scratch: Vec::with_capacity(1024),
         }
@@ -110,7 +134,9 @@ impl Writer {
     /// whenever the writer kept up; lingering for up to ~1 ms in short
     /// sleeps lets a busy emitter send without waking anyone. Not with
     /// `Fsync::Always`, where an emitter waits for its sync and a prompt
-    /// wake-up is the point.
+    /// wake-up is the point. The sleeps are parks: an emitter that waits for
+    /// its event (`record_and_wait`) unparks the writer, so it does not wait
+    /// out the rest of a sleep.
     fn linger(&self, rx: &Receiver<Msg>) -> Option<Msg> {
         if self.fsync == Fsync::Always {
             return None;
@@ -118,7 +144,9 @@ impl Writer {
         for _ in 0..LINGER_ROUNDS {
             match rx.try_recv() {
                 Ok(m) => return Some(m),
-                Err(crossbeam_channel::TryRecvError::Empty) => std::thread::sleep(LINGER_SLEEP),
+                Err(crossbeam_channel::TryRecvError::Empty) => {
+                    std::thread::park_timeout(LINGER_SLEEP);
+                }
                 Err(crossbeam_channel::TryRecvError::Disconnected) => return None,
             }
         }
@@ -131,6 +159,12 @@ impl Writer {
         loop {
             if let Some(m) = self.linger(rx) {
                 batch.push(m);
+            } else if self.take_dropped() {
+                // Refused while the queue was full, after the last batch.
+                self.pay_owed();
+                self.commit();
+                self.after_batch();
+                continue;
             }
             let first = match batch.pop() {
                 Some(m) => m,
@@ -158,6 +192,11 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            // Markers first: for events refused before any message of this
+            // batch was sent (a flush among them must find them written),
+            // and for earlier failed writes, now that writing may work again.
+            self.take_dropped();
+            self.pay_owed();
             let mut stop = false;
             for msg in batch.drain(..) {
                 if stop {
@@ -167,10 +206,16 @@ impl Writer {
                 }
                 match msg {
                     Msg::Event(event, ack) => self.push(event, ack),
+                    Msg::Skipped(seq) => {
+                        if let Some(closed) = self.skipped.add(seq) {
+                            self.push_gap(closed);
+                        }
+                    }
                     Msg::Flush(reply) => {
                         let _ = reply.send(self.settle());
                     }
                     Msg::Clear(reply) => {
+                        self.close_skipped();
                         self.commit();
                         let _ = reply.send(self.clear().map_err(|e| e.to_string()));
                     }
@@ -193,6 +238,9 @@ impl Writer {
     /// the rotated files' final names, and answers with the first failure
     /// since the last answer.
     fn settle(&mut self) -> Result<(), String> {
+        self.close_skipped();
+        self.take_dropped();
+        self.pay_owed();
         self.commit();
         if self.fsync != Fsync::Never {
             self.sync_now();
@@ -223,6 +271,8 @@ impl Writer {
     /// Encodes one event into the pending bytes, rotating first if it would
     /// not fit.
     fn push(&mut self, event: Event, ack: Option<Ack>) {
+        // A range of replayed numbers ends where a recorded event comes.
+        self.close_skipped();
         self.scratch.clear();
         let redacted = match &self.redact {
             None => Ok(None),
@@ -256,23 +306,103 @@ impl Writer {
                 event: Some(event.clone()),
             });
         }
-        let size = self.scratch.len() as u64;
-        let used = self.len + self.pending.len() as u64;
-        if used > 0 && used + size > self.max_bytes {
-            self.commit();
-            if let Err(e) = self.rotate() {
-                self.fail(
-                    &format!("rotation failed: {e}"),
-                    vec![event],
-                    ack.into_iter(),
-                );
-                return;
-            }
+        if let Err(e) = self.make_room() {
+            self.fail(
+                &format!("rotation failed: {e}"),
+                vec![event],
+                ack.into_iter(),
+            );
+            return;
         }
         self.pending.extend_from_slice(&self.scratch);
         self.pending_events.push(event);
         if let Some(ack) = ack {
             self.acks.push(ack);
+        }
+    }
+
+    /// Rotates first if the record in `scratch` would not fit the active file.
+    fn make_room(&mut self) -> io::Result<()> {
+        let size = self.scratch.len() as u64;
+        let used = self.len + self.pending.len() as u64;
+        if used > 0 && used + size > self.max_bytes {
+            self.commit();
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// Moves the events a full queue refused (kept aside by `record`) into
+    /// what this writer owes; whether there were any.
+    fn take_dropped(&mut self) -> bool {
+        match self.shared.take_dropped() {
+            Some(dropped) => {
+                self.owed.append(dropped);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Encodes every owed marker and range into the pending bytes. What a
+    /// failed rotation leaves unpaid stays owed.
+    fn pay_owed(&mut self) {
+        if self.owed.is_empty() {
+            return;
+        }
+        let owed = std::mem::take(&mut self.owed);
+        let mut markers = owed.markers.into_iter();
+        let mut gaps = owed.gaps.into_iter();
+        let mut stuck = false;
+        for m in markers.by_ref() {
+            self.scratch.clear();
+            let data = format::error_marker(m.reason, &m.message);
+            format::encode(&m.event, Some(&data), &mut self.scratch);
+            if self.make_room().is_err() {
+                self.owed.push(m);
+                stuck = true;
+                break;
+            }
+            self.pending.extend_from_slice(&self.scratch);
+            self.pending_markers.markers.push(m);
+        }
+        if !stuck {
+            for g in gaps.by_ref() {
+                if !self.place_gap(g) {
+                    break;
+                }
+            }
+        }
+        for m in markers {
+            self.owed.push(m);
+        }
+        for g in gaps {
+            self.owed.push_gap(g);
+        }
+    }
+
+    /// Encodes a range line into the pending bytes; owed again (and `false`)
+    /// if a rotation to make room for it failed.
+    fn place_gap(&mut self, gap: Gap) -> bool {
+        self.scratch.clear();
+        format::encode_gap(&gap, &mut self.scratch);
+        if self.make_room().is_err() {
+            self.owed.push_gap(gap);
+            return false;
+        }
+        self.pending.extend_from_slice(&self.scratch);
+        self.pending_markers.gaps.push(gap);
+        true
+    }
+
+    fn push_gap(&mut self, gap: Gap) {
+        self.place_gap(gap);
+    }
+
+    /// Writes the open range of replayed numbers, if there is one.
+    fn close_skipped(&mut self) {
+        if let Some(gap) = self.skipped.take() {
+            self.push_gap(gap);
         }
     }
 
@@ -283,19 +413,34 @@ impl Writer {
             return;
         }
         let result = self.write_pending();
-        let events = std::mem::take(&mut self.pending_events);
+        let mut events = std::mem::take(&mut self.pending_events);
+        let markers = std::mem::take(&mut self.pending_markers);
         let bytes = self.pending.len() as u64;
         self.pending.clear();
         match result {
             Ok(()) => {
                 self.len += bytes;
                 self.dirty = true;
-                self.shared.counters.written.add(events.len() as u64);
-                self.shared.counters.bytes.add(bytes);
-                self.shared.counters.batches.inc();
+                let c = &self.shared.counters;
+                c.written.add(events.len() as u64);
+                c.bytes.add(bytes);
+                c.batches.inc();
+                c.markers.add(markers.markers.len() as u64);
+                c.gaps.add(markers.gaps.len() as u64);
+                c.gap_events
+                    .add(markers.gaps.iter().map(|g| g.count).sum::<u64>());
+                if self.fsync == Fsync::Always {
+                    self.unsynced.append(&mut events);
+                    self.unsynced_markers.append(markers);
+                } else {
+                    // Written is what the other policies promise a waiter.
+                    self.answer_acks(Ok(()));
+                }
             }
             Err(e) => {
                 self.cut_back(self.len);
+                // The markers lost nothing new: they are owed again.
+                self.owed.append(markers);
                 let acks = std::mem::take(&mut self.acks);
                 self.fail(&format!("write failed: {e}"), events, acks.into_iter());
             }
@@ -336,7 +481,8 @@ impl Writer {
         self.synced_len = self.synced_len.min(len);
     }
 
-    /// Counts and reports events the journal could not keep.
+    /// Counts and reports events the journal could not keep, and owes an
+    /// `io` marker line for each.
     fn fail(&mut self, message: &str, events: Vec<Event>, acks: impl Iterator<Item = Ack>) {
         self.shared.counters.io_errors.inc();
         if self.failure.is_none() {
@@ -348,6 +494,7 @@ impl Writer {
             let _ = ack.send(Err(message.to_owned()));
         }
         self.shared.counters.lost.add(events.len() as u64);
+        self.owe_io(message, &events);
         if acked {
             // `record` returns the error; the bus reports each event itself.
             return;
@@ -361,9 +508,26 @@ impl Writer {
         }
     }
 
+    /// Owes an `io` marker line for each of `events`.
+    fn owe_io(&mut self, message: &str, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        let message: Arc<str> = format!("journal {message}; event not written").into();
+        for event in events {
+            self.owed.push(Marker {
+                event: event.clone(),
+                reason: marker::IO,
+                message: message.clone(),
+            });
+        }
+    }
+
     fn sync_now(&mut self) {
         self.commit();
         if !self.dirty {
+            self.unsynced.clear();
+            self.unsynced_markers = Owed::default();
             self.answer_acks(Ok(()));
             return;
         }
@@ -376,6 +540,8 @@ impl Writer {
             Ok(()) => {
                 self.dirty = false;
                 self.synced_len = self.len;
+                self.unsynced.clear();
+                self.unsynced_markers = Owed::default();
                 self.shared.counters.syncs.inc();
                 self.answer_acks(Ok(()));
             }
@@ -394,10 +560,15 @@ impl Writer {
                         event: None,
                     });
                 } else {
-                    // Events whose emit will fail must not stay on disk.
+                    // Events whose emit will fail must not stay on disk; their
+                    // numbers get `io` markers once writing works again.
                     let synced = self.synced_len;
                     self.cut_back(synced);
                     self.dirty = false;
+                    let cut = std::mem::take(&mut self.unsynced);
+                    self.owe_io(&message, &cut);
+                    let markers = std::mem::take(&mut self.unsynced_markers);
+                    self.owed.append(markers);
                     self.answer_acks(Err(message));
                 }
             }
@@ -420,9 +591,17 @@ impl Writer {
         let start = Instant::now();
         if let Some(mut file) = self.file.take() {
             if self.fsync != Fsync::Never {
-                file.sync()?;
+                if let Err(e) = file.sync() {
+                    // Kept, so that the next sync retries it and, failing,
+                    // cuts back and fails the waiters (not a sync of no file
+                    // answering them as synced).
+                    self.file = Some(file);
+                    return Err(e);
+                }
                 self.dirty = false;
                 self.synced_len = self.len;
+                self.unsynced.clear();
+                self.unsynced_markers = Owed::default();
                 self.answer_acks(Ok(()));
             }
         }
@@ -466,6 +645,12 @@ impl Writer {
         self.len = 0;
         self.synced_len = 0;
         self.dirty = false;
+        self.unsynced.clear();
+        self.unsynced_markers = Owed::default();
+        // Markers owed for events before the clear would stand for numbers
+        // whose neighbours are gone: they go with the files.
+        self.owed = Owed::default();
+        let _ = self.shared.take_dropped();
         let _ = self.shifter.quiesce();
         let removed = self.remove_all();
         self.shifter.cleared(removed.is_ok());
@@ -489,7 +674,7 @@ fn refuse(msg: Msg) {
     let closed = || Err("journal closed".to_owned());
     match msg {
         Msg::Event(_, Some(ack)) => drop(ack.send(closed())),
-        Msg::Event(_, None) => {}
+        Msg::Event(_, None) | Msg::Skipped(_) => {}
         Msg::Flush(r) | Msg::Clear(r) | Msg::Close(r) => drop(r.send(closed())),
     }
 }

@@ -129,3 +129,88 @@ fn child_rotates_while_renumbering_is_stuck() {
         println!("ACK {i}");
     }
 }
+
+/// The policy named `never`, `interval` or `always`.
+pub(crate) fn policy(name: &str) -> Fsync {
+    match name {
+        "never" => Fsync::Never,
+        "interval" => Fsync::Interval(std::time::Duration::from_millis(200)),
+        "always" => Fsync::Always,
+        other => panic!("no policy {other}"),
+    }
+}
+
+/// Records `n` events, then a terminal one with `record_and_wait`; then
+/// exits at once (`exit`: status 1, no destructor runs) or says so and waits
+/// to be killed (`kill`). Arg: `path|policy|n|mode`.
+#[test]
+fn child_records_a_terminal_event_and_ends() {
+    use nerve_core::sink::EventSink;
+    let Ok(arg) = std::env::var(VAR) else { return };
+    let parts: Vec<&str> = arg.split('|').collect();
+    let [path, fsync, n, mode] = parts[..] else {
+        panic!("{arg}")
+    };
+    let n: u64 = n.parse().unwrap();
+    let journal = Journal::builder(path)
+        .fsync(policy(fsync))
+        .max_bytes(8 * 1024)
+        .max_files(1_000)
+        .build()
+        .unwrap();
+    for seq in 1..=n {
+        let e = nerve_core::Event::builder("specimen.completed")
+            .seq(seq)
+            .data(json!({"specimen": seq, "status": "ok"}))
+            .build()
+            .unwrap();
+        journal.record(&e).unwrap();
+    }
+    let last = nerve_core::Event::builder("extraction.failed")
+        .seq(n + 1)
+        .data(json!({"reason": "early validation failed"}))
+        .build()
+        .unwrap();
+    journal.record_and_wait(&last).unwrap();
+    if mode == "exit" {
+        std::process::exit(1);
+    }
+    println!("CHILD waited");
+    // Killed by the parent now; the bound only keeps an orphan from staying.
+    std::thread::sleep(std::time::Duration::from_secs(60));
+    std::process::exit(3);
+}
+
+/// Writes with tiny files so that it rotates every few events, continuing
+/// the journal's sequence (`last_seq`); every fifth event waits
+/// (`record_and_wait`) and is then reported as `ACK <seq>`. Runs until
+/// killed. Arg: the path.
+#[test]
+fn child_rotates_until_killed() {
+    use nerve_core::sink::EventSink;
+    let Ok(path) = std::env::var(VAR) else { return };
+    let journal = Journal::builder(&path)
+        .fsync(Fsync::Never)
+        .max_bytes(600)
+        .max_files(ROTATING_MAX_FILES)
+        .build()
+        .unwrap();
+    let first = journal.last_seq().unwrap_or(0) + 1;
+    println!("ACK ready {first}");
+    for seq in first.. {
+        let e = nerve_core::Event::builder("specimen.completed")
+            .seq(seq)
+            .data(json!({"specimen": seq, "status": "ok"}))
+            .build()
+            .unwrap();
+        if seq % 5 == 0 {
+            journal.record_and_wait(&e).unwrap();
+            println!("ACK {seq}");
+        } else {
+            journal.record(&e).unwrap();
+        }
+    }
+}
+
+/// The backups [`child_rotates_until_killed`] keeps.
+pub(crate) const ROTATING_MAX_FILES: usize = 6;

@@ -57,10 +57,15 @@ fn emit(rig: &Rig, n: u64, tag: &str) {
     drop(delivered);
 }
 
+/// Each line's tag; a marker line written for a lost event reads as its
+/// reason (`"io"`).
 fn tags(path: &std::path::Path) -> Vec<String> {
     read_all(path)
         .iter()
-        .map(|e| e.data()["tag"].as_str().unwrap().to_owned())
+        .map(|e| match e.data()["$nerve_error"].as_str() {
+            Some(reason) => reason.to_owned(),
+            None => e.data()["tag"].as_str().unwrap().to_owned(),
+        })
         .collect()
 }
 
@@ -95,6 +100,19 @@ fn check(op: Op, fsync: Fsync, max_bytes: u64) {
         5,
         "{op:?}: kept or counted lost: {stats:?}"
     );
+    // Each lost event has its marker line, written once writing worked
+    // again, before the events that followed.
+    let markers = tags.iter().filter(|t| *t == "io").count() as u64;
+    assert_eq!(markers, stats.lost, "{op:?}: {tags:?}");
+    assert_eq!(stats.markers, stats.lost, "{op:?}: {stats:?}");
+    let mut seqs: Vec<u64> = read_all(&rig.path)
+        .iter()
+        .filter(|e| e.event_type() == "work.item")
+        .map(Event::seq)
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 15, "{op:?}: every work.item seq once: {seqs:?}");
     // Every event reached the handlers regardless.
     assert_eq!(rig.bus.stats().by_event_type["work.item"], 15);
 }
@@ -181,7 +199,13 @@ fn a_failed_sync_fails_the_emits_it_was_to_make_durable() {
     emit(&rig, 2, "after");
     assert_eq!(rig.bus.stats().events.journal_errors, 1);
     assert_eq!(*rig.errors.lock().unwrap(), ["io"]);
-    assert_eq!(tags(&rig.path), ["before", "before", "after", "after"]);
+    // The cut line's number is kept by an `io` marker, written with the
+    // next batch.
+    assert_eq!(
+        tags(&rig.path),
+        ["before", "before", "io", "after", "after"]
+    );
+    assert_eq!(rig.journal.stats().markers, 1);
     let err = rig.journal.record(&Event::new("x.y", json!(1)).unwrap());
     assert!(err.is_ok());
     rig.fs.fail(Op::Sync, 1);
@@ -310,4 +334,84 @@ fn with_fsync_always_rotation_and_renumbering_keep_every_record() {
     assert_eq!(*kept.last().unwrap(), 29);
     assert_eq!(kept, (kept[0]..30).collect::<Vec<_>>());
     assert_whole_lines(&rig.path);
+}
+
+#[test]
+fn a_waited_event_whose_write_fails_gets_the_error_then_an_io_marker() {
+    let rig = rig(Fsync::Never, 1 << 20);
+    let item = |seq: u64, tag: &str| {
+        Event::builder("work.item")
+            .seq(seq)
+            .data(json!({"tag": tag}))
+            .build()
+            .unwrap()
+    };
+    rig.fs.fail(Op::Write, 1);
+    let err = rig.journal.record_and_wait(&item(1, "during")).unwrap_err();
+    assert_eq!(err.kind(), SinkErrorKind::Io, "{err}");
+    // Writing works again: the marker comes first, with the next batch.
+    rig.journal.record_and_wait(&item(2, "after")).unwrap();
+    assert_eq!(tags(&rig.path), ["io", "after"]);
+    let marker = &read_all(&rig.path)[0];
+    assert_eq!((marker.seq(), marker.event_type()), (1, "work.item"));
+    assert!(
+        marker.data()["message"]
+            .as_str()
+            .unwrap()
+            .contains("injected Write failure"),
+        "{}",
+        marker.data()
+    );
+    let stats = rig.journal.stats();
+    assert_eq!((stats.lost, stats.markers), (1, 1), "{stats:?}");
+}
+
+#[test]
+fn a_fault_handler_on_the_writer_thread_can_record_a_durable_event() {
+    use nerve_core::sink::FaultReporter;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let fs = FaultyFs::new();
+    let journal = Journal::builder(&path)
+        .fsync(Fsync::Always)
+        .drop_timeout(std::time::Duration::from_secs(2))
+        .file_system(fs.clone())
+        .build()
+        .unwrap();
+    // What a bus does with a fault: runs handlers, on the writer thread,
+    // which may emit a terminal (durable) event of their own.
+    let handle = Arc::new(Mutex::new(Some(journal.clone())));
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let (h, r) = (handle.clone(), results.clone());
+    journal.attach(FaultReporter::new(move |_| {
+        let Some(j) = h.lock().unwrap().clone() else {
+            return;
+        };
+        let alert = Event::builder("alert.failed").seq(100).build().unwrap();
+        let waited = j.record_and_wait(&alert).map_err(|e| e.kind());
+        let plain = j.record(&alert).map_err(|e| e.kind());
+        r.lock().unwrap().push((waited, plain));
+    }));
+    fs.fail(Op::Sync, 1);
+    let err = journal
+        .record(&Event::builder("work.item").seq(1).build().unwrap())
+        .unwrap_err();
+    assert_eq!(err.kind(), SinkErrorKind::Io);
+    // The failed sync with no waiter left is reported on the writer thread:
+    // fail the next sync with nothing waiting, via a marker-only batch.
+    fs.fail(Op::Sync, 1);
+    let _ = journal.flush(WAIT);
+    journal.flush(WAIT).unwrap();
+    let results = results.lock().unwrap().clone();
+    handle.lock().unwrap().take();
+    assert!(!results.is_empty(), "the reporter ran");
+    for (waited, plain) in &results {
+        assert_eq!(*waited, Ok(()), "queued without waiting for itself");
+        assert_eq!(*plain, Ok(()));
+    }
+    let types: Vec<String> = read_all(&path)
+        .iter()
+        .map(|e| e.event_type().to_owned())
+        .collect();
+    assert!(types.iter().any(|t| t == "alert.failed"), "{types:?}");
 }

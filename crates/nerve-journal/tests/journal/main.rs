@@ -9,8 +9,10 @@
 mod child;
 mod concurrency;
 mod crash;
+mod durability;
 mod faults;
 mod follow;
+mod markers;
 mod recovery;
 mod replay;
 mod writing;

@@ -125,3 +125,48 @@ fn a_torn_tail_is_reported_to_the_bus_once() {
     assert_eq!(errors.len(), 1);
     assert!(errors[0].data()["error"].as_str().unwrap().contains("torn"));
 }
+
+#[test]
+fn a_crash_between_the_rename_and_the_new_file_is_finished_at_open() {
+    // The names a SIGKILL leaves right after the writer renamed the full
+    // active file to its pending name, before the new one was linked in.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let line = |seq: u64| {
+        let e = Event::builder("a.b").seq(seq).build().unwrap();
+        let j = Journal::builder(dir.path().join("scratch.jsonl"))
+            .build()
+            .unwrap();
+        j.record(&e).unwrap();
+        j.close(WAIT).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("scratch.jsonl")).unwrap();
+        std::fs::remove_file(dir.path().join("scratch.jsonl")).unwrap();
+        text
+    };
+    std::fs::write(dir.path().join("events.2.jsonl"), line(1)).unwrap();
+    std::fs::write(dir.path().join("events.1.jsonl"), line(2)).unwrap();
+    std::fs::write(dir.path().join("events.p7.jsonl"), line(3)).unwrap();
+    assert!(!path.exists());
+    let journal = Journal::builder(&path).max_files(5).build().unwrap();
+    let r = journal.recovery();
+    assert!(r.created_active && r.renumbered && r.pending == 1, "{r:?}");
+    assert_eq!(journal.last_seq(), Some(3));
+    journal
+        .record_and_wait(&Event::builder("a.b").seq(4).build().unwrap())
+        .unwrap();
+    let seqs: Vec<u64> = crate::read_all(&path).iter().map(Event::seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    let names: Vec<String> = crate::files(&path)
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "events.3.jsonl",
+            "events.2.jsonl",
+            "events.1.jsonl",
+            "events.jsonl"
+        ]
+    );
+}

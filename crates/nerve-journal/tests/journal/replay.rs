@@ -2,7 +2,7 @@ use std::sync::{Arc, Mutex};
 
 use nerve_core::query::HistoryQuery;
 use nerve_core::{Event, json};
-use nerve_journal::{Journal, is_replayed};
+use nerve_journal::{GAP_EVENT_TYPE, Journal, is_replayed};
 use nerve_router::Bus;
 
 #[test]
@@ -50,12 +50,28 @@ fn replay_rebuilds_state_with_original_ids_and_is_not_recorded_twice() {
     drop(seen);
     bus.emit("account.credit", json!({"amount": 100})).unwrap();
     bus.shutdown_blocking();
-    assert_eq!(
-        crate::read_all(&path).len(),
-        12,
-        "replayed events are not appended again"
+    let lines = crate::read_all(&path);
+    let (gaps, events): (Vec<Event>, Vec<Event>) = lines
+        .into_iter()
+        .partition(|e| e.event_type() == GAP_EVENT_TYPE);
+    assert_eq!(events.len(), 12, "replayed events are not appended again");
+    let mut ids: Vec<_> = events.iter().map(Event::event_id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12, "no event id twice");
+    // Their numbers are accounted for by one range line, in place.
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let gap = gaps[0].data();
+    let (from, to) = (
+        gap["from_seq"].as_u64().unwrap(),
+        gap["to_seq"].as_u64().unwrap(),
     );
-    assert_eq!(journal.stats().skipped_replayed, 10);
+    assert_eq!((to - from + 1, gap["count"].as_u64()), (10, Some(10)));
+    assert_eq!(gap["reason"], "replayed");
+    assert_eq!(events[11].seq(), to + 1, "the live event follows the range");
+    let stats = journal.stats();
+    assert_eq!(stats.skipped_replayed, 10);
+    assert_eq!((stats.gaps, stats.gap_events), (1, 10));
 }
 
 #[test]
