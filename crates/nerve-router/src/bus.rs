@@ -45,9 +45,10 @@ const SELF_REPORTED: [&str; 3] = [
     JOURNAL_ERROR,
 ];
 
-/// Published when the bus's sink (the journal) fails. Recorded in the sink
-/// like any event (so its `seq` is on disk), but a failure to record it is
-/// only counted and logged, never published again.
+/// Published when the bus's sink (the journal) fails. It takes no `seq` and
+/// is not recorded in the sink, so every number the bus assigns is the
+/// journal's to account for (`docs/journal-format.md`), and a report of a
+/// failing journal cannot fail in turn.
 const JOURNAL_ERROR: &str = "system.journal_error";
 
 /// Queue capacity of async and queued handlers unless `Subscribe::queued` says.
@@ -1221,8 +1222,15 @@ impl BusInner {
             _ => None,
         };
 
-        // Numbered only once nothing can refuse it, so `seq` has no gaps.
-        let mut event = event.with_seq(self.seq.fetch_add(1, Ordering::Relaxed) + 1);
+        // Numbered only once nothing can refuse it, so `seq` has no gaps;
+        // reports of journal faults are not numbered (the journal does not
+        // record them).
+        let journal_error = event.event_type() == JOURNAL_ERROR;
+        let mut event = if journal_error {
+            event
+        } else {
+            event.with_seq(self.seq.fetch_add(1, Ordering::Relaxed) + 1)
+        };
         if route.terminal && !event.is_marked_terminal() {
             // Marked on the event, which streams' queues read (and which
             // subscribers see): still the only copy, so no copy is made.
@@ -1235,7 +1243,7 @@ impl BusInner {
             event = self.runs.record(event);
             route = self.route(event.event_type());
         }
-        if let Some(sink) = &self.config.sink {
+        if let Some(sink) = self.config.sink.as_ref().filter(|_| !journal_error) {
             // Durable events (terminal ones unless configured) are on disk,
             // with everything before them, before any handler runs.
             let durable = route.durable
@@ -1814,15 +1822,6 @@ impl BusInner {
             });
         }
         if self.closed.load(Ordering::Acquire) {
-            return;
-        }
-        if fault
-            .event
-            .as_ref()
-            .is_some_and(|e| e.event_type() == JOURNAL_ERROR)
-        {
-            // The report of a fault could not be recorded: publishing that
-            // would loop.
             return;
         }
         let data = json!({
