@@ -832,11 +832,48 @@ impl Bus {
         self.inner.finish_shutdown(drained)
     }
 
+    /// Shuts down as [`shutdown_blocking`](Self::shutdown_blocking) does,
+    /// with `last` as the bus's last event: the bus stops accepting events
+    /// first, then `last` is emitted (recorded, durable if terminal, and
+    /// delivered), so nothing emitted concurrently is numbered after it. Its
+    /// handlers' own emits are refused as `Closed`. Used by
+    /// [`signals`](crate::signals) for `system.interrupted`.
+    ///
+    /// `last` is not emitted if the bus was already shut down.
+    pub fn shutdown_with(&self, last: Event) -> ShutdownReport {
+        self.shutdown_with_in(last, None)
+    }
+
+    /// [`shutdown_with`](Self::shutdown_with), emitting `last` inside
+    /// `runtime` (for a thread outside it, such as the signal thread), so
+    /// that async handlers of `last` can be queued there.
+    pub(crate) fn shutdown_with_in(&self, last: Event, runtime: Option<&Handle>) -> ShutdownReport {
+        if let Some(report) = self.inner.begin_shutdown() {
+            return report;
+        }
+        let emitted = {
+            // Only around the emit: the wait below must not look like
+            // blocking the runtime's own thread, which this is not.
+            let _runtime = runtime.map(Handle::enter);
+            self.inner.dispatch_open(last, None)
+        };
+        if let Err(e) = emitted {
+            tracing::warn!(error = %e, "the last event was not emitted");
+        }
+        self.drain_blocking()
+    }
+
     /// The blocking twin of [`shutdown`](Self::shutdown).
     pub fn shutdown_blocking(&self) -> ShutdownReport {
         if let Some(report) = self.inner.begin_shutdown() {
             return report;
         }
+        self.drain_blocking()
+    }
+
+    /// Waits for queued deliveries where that cannot wait on itself, then
+    /// finishes the shutdown `begin_shutdown` started.
+    fn drain_blocking(&self) -> ShutdownReport {
         let drained = if reentry::in_handler() || self.inner.blocking_would_deadlock() {
             self.inner.shared.pending.get() == 0
         } else {
@@ -1194,6 +1231,7 @@ impl BusInner {
             .clone()
     }
 
+    #[inline]
     fn dispatch(
         self: &Arc<Self>,
         event: Event,
@@ -1202,6 +1240,16 @@ impl BusInner {
         if self.closed.load(Ordering::Acquire) {
             return Err(EmitError::Closed);
         }
+        self.dispatch_open(event, waiter)
+    }
+
+    /// `dispatch` without the closed check: for the last event of a bus
+    /// that is shutting down (`Bus::shutdown_with`).
+    fn dispatch_open(
+        self: &Arc<Self>,
+        event: Event,
+        waiter: Option<(Waiter, WaitMode)>,
+    ) -> Result<Dispatched, EmitError> {
         let _depth = DepthGuard::enter(self.config.max_depth)
             .map_err(|depth| EmitError::TooDeep { depth })?;
         let event = self.accept(event)?;

@@ -3,12 +3,14 @@
 //! Off by default. [`install`] starts a thread that, on the first SIGINT or
 //! SIGTERM:
 //!
-//! 1. emits a terminal `system.interrupted` event naming the signal
-//!    (`{"signal":"SIGTERM","number":15,"exit_status":143}`), so the journal
-//!    has it on disk before anything else happens (terminal events are
-//!    durable) and alert consumers deliver every pending alert (a terminal
+//! 1. stops the bus accepting events, then emits a terminal
+//!    `system.interrupted` event naming the signal
+//!    (`{"signal":"SIGTERM","number":15,"exit_status":143}`) as its last
+//!    event ([`Bus::shutdown_with`]): the journal has it on disk, after
+//!    everything else, before anything more happens (terminal events are
+//!    durable), and alert consumers deliver every pending alert (a terminal
 //!    event is their barrier);
-//! 2. shuts the bus down as [`Bus::shutdown_blocking`] does: queued
+//! 2. finishes the shutdown as [`Bus::shutdown_blocking`] does: queued
 //!    deliveries get up to the shutdown timeout, then the journal is flushed
 //!    and closed;
 //! 3. exits the process with the conventional status, 128 + the signal's
@@ -133,21 +135,9 @@ fn interrupted(bus: &WeakBus, runtime: Option<&tokio::runtime::Handle>, signal: 
             .data(json!({"signal": name, "number": signal, "exit_status": status}))
             .source("nerve")
             .terminal()
-            .build();
-        {
-            // Only around the emit: blocking below must not look like
-            // blocking the runtime's own thread.
-            let _runtime = runtime.map(tokio::runtime::Handle::enter);
-            match event {
-                Ok(event) => {
-                    if let Err(e) = bus.emit_event(event) {
-                        tracing::warn!(error = %e, "system.interrupted not emitted");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "system.interrupted not built"),
-            }
-        }
-        let report = bus.shutdown_blocking();
+            .build()
+            .expect("a valid event");
+        let report = bus.shutdown_with_in(event, runtime);
         if !report.drained {
             tracing::warn!(
                 abandoned = report.abandoned,
