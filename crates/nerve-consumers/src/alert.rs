@@ -10,8 +10,8 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use nerve_consumers::alert::{AlertConsumer, AlertRule, Condition, WebhookSink};
-//! use nerve_router::Bus;
+//! use nerve::consumers::alert::{AlertConsumer, AlertRule, Condition, WebhookSink};
+//! use nerve::Bus;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let bus = Bus::new();

@@ -36,9 +36,8 @@
 //! Early validation stops a broken run at its fifth specimen:
 //!
 //! ```
-//! use nerve_consumers::{MetricsConsumer, ValidationConsumer};
-//! use nerve_router::{Bus, EmitError};
-//! use serde_json::json;
+//! use nerve::consumers::{MetricsConsumer, ValidationConsumer};
+//! use nerve::{Bus, EmitError, json};
 //!
 //! let bus = Bus::new();
 //! let validator = ValidationConsumer::builder()

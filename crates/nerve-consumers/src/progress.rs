@@ -28,9 +28,8 @@ use crate::run::{Attachment, Role, RunPatternText, RunPatterns, total_of};
 /// | `hidden` | only when standard output is not a terminal |
 ///
 /// ```
-/// use nerve_consumers::ProgressConsumer;
-/// use nerve_router::Bus;
-/// use serde_json::json;
+/// use nerve::consumers::ProgressConsumer;
+/// use nerve::{Bus, json};
 ///
 /// let bus = Bus::new();
 /// let progress = ProgressConsumer::builder().hidden().build()?;

@@ -31,9 +31,9 @@
 //! # Example
 //!
 //! ```
-//! use nerve_core::{Event, Pattern};
+//! use nerve::{Event, Pattern};
 //! let event = Event::builder("chat.message.sent")
-//!     .data(serde_json::json!({"text": "hi"}))
+//!     .data(nerve::json!({"text": "hi"}))
 //!     .build()?;
 //! assert!(Pattern::parse("chat.*")?.matches(event.event_type()));
 //! # Ok::<(), Box<dyn std::error::Error>>(())

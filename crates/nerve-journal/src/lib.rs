@@ -19,10 +19,9 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use nerve_core::query::HistoryQuery;
-//! use nerve_journal::{Fsync, Journal};
-//! use nerve_router::Bus;
-//! use serde_json::json;
+//! use nerve::HistoryQuery;
+//! use nerve::journal::{Fsync, Journal};
+//! use nerve::{Bus, json};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;

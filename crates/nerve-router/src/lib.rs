@@ -58,9 +58,8 @@
 //! # Example
 //!
 //! ```
-//! use nerve_router::{Bus, HandlerError, Subscribe};
-//! use nerve_core::Event;
-//! use serde_json::json;
+//! use nerve::{Bus, HandlerError, Subscribe};
+//! use nerve::{Event, json};
 //!
 //! let bus = Bus::builder().validate_names(true).build()?;
 //! bus.subscribe_with(
