@@ -2,18 +2,26 @@
 //! deliver them (webhook, email, command).
 //!
 //! The rules are checked inline on the emitting thread (a pattern, an
-//! optional condition, the dedup key); everything slow happens on tokio: an
-//! alert that passes is handed to a background task through a bounded
-//! channel, and each sink delivers it with retries and backoff. The emitter
-//! never waits for a sink, and an alert that finds the channel full is
-//! counted as dropped, never silently lost.
+//! optional condition, the dedup key); everything slow happens on the
+//! consumer's own delivery thread: an alert that passes is handed to it
+//! through a bounded channel, and each sink delivers it with retries and
+//! backoff. An ordinary emit never waits for a sink, and an alert that finds
+//! the channel full is counted as dropped, never silently lost.
+//!
+//! A **terminal** event (one the bus marks terminal, such as
+//! `extraction.failed`, or `system.interrupted` on a signal) is different:
+//! its `emit` returns only once every alert accepted so far, those it
+//! triggers included, was delivered or recorded as a dead letter saying why
+//! not, within [`terminal_wait`](AlertBuilder::terminal_wait). So a script
+//! may exit right after emitting its failure, as the guide's does, and the
+//! alert still goes out.
 //!
 //! ```no_run
 //! use std::time::Duration;
 //! use nerve::consumers::alert::{AlertConsumer, AlertRule, Condition, WebhookSink};
-//! use nerve::Bus;
+//! use nerve::{Bus, json};
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let bus = Bus::new();
 //! let alerts = AlertConsumer::builder()
 //!     .rule(
@@ -25,39 +33,47 @@
 //!     .sink(WebhookSink::builder().url("https://hooks.slack.com/services/T/B/X").build()?)
 //!     .build()?;
 //! alerts.attach(&bus)?;
-//! // ... run ...
-//! alerts.flush(Duration::from_secs(10)).await;
-//! # Ok(())
+//! // ... run; on an early failure:
+//! bus.emit("extraction.failed", json!({"run_id": "extraction_001"}))?;
+//! // The webhook was called (or the failure recorded) before emit returned.
+//! std::process::exit(1);
 //! # }
 //! ```
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nerve_core::redact::Redactor;
 use nerve_core::{Event, Pattern, Timestamp, Value};
-use nerve_router::{Bus, DeadLetterQueue, Subscribe};
+use nerve_router::{Bus, DEFAULT_TERMINAL_PATTERNS, DeadLetterQueue, Subscribe, WeakBus};
 use serde::Serialize;
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use crate::error::{AttachError, BuildError};
 use crate::run::{Attachment, run_of};
 
 mod command;
+mod delivery;
 mod email;
+mod flush;
+mod ledger;
 mod rule;
 mod sink;
 mod webhook;
 
 pub use command::CommandSink;
 pub use email::{EmailBuilder, EmailSink};
+pub use flush::{FlushError, FlushReport};
 pub use rule::{AlertRule, Condition, DEFAULT_WINDOW};
 pub use sink::{AlertSink, SinkError, SinkFuture};
 pub use webhook::{WebhookBuilder, WebhookSink};
+
+use delivery::{Counters, Delivery, Job, Retry, Worker, delivering};
+use ledger::{Ledger, Waiting};
 
 /// Alerts waiting for the sinks at most, unless configured.
 pub const DEFAULT_CAPACITY: usize = 1_024;
@@ -65,6 +81,21 @@ pub const DEFAULT_CAPACITY: usize = 1_024;
 pub const MAX_CONCURRENT_DELIVERIES: usize = 16;
 /// Dedup keys remembered per consumer; past this, expired ones are swept.
 const MAX_KEYS: usize = 10_000;
+/// How long a terminal event waits for the alerts before it, unless
+/// configured: long enough for a webhook or a relay that answers, a refused
+/// connection and its retries; short enough that a dead sink does not hold a
+/// failing script for long.
+pub const DEFAULT_TERMINAL_WAIT: Duration = Duration::from_secs(10);
+/// The event published when a delivery fails after its retries.
+///
+/// Its data: `sink` (`webhook`, `email`, ...), `rule`, `key`, `error`,
+/// `attempts`, and the triggering event's `event_id`, `event_type` and
+/// `run_id`; its envelope carries the triggering event's run and correlation
+/// ids, and the triggering event as its cause.
+pub const ALERT_FAILED_EVENT: &str = "system.alert_failed";
+/// The terminal event a bus with signal handling emits on SIGINT or
+/// SIGTERM: one of the default [`terminal_patterns`](AlertBuilder::terminal_patterns).
+const INTERRUPTED_EVENT: &str = "system.interrupted";
 
 /// One alert, as every sink receives it (and [`CommandSink`] writes it).
 ///
@@ -106,33 +137,17 @@ pub struct AlertStats {
     pub dropped: u64,
     /// Deliveries that succeeded (one per alert and sink).
     pub delivered: u64,
-    /// Deliveries that failed after their retries (each also a dead letter
-    /// when a queue is attached).
+    /// Deliveries that failed after their retries (each logged at warn,
+    /// published as [`system.alert_failed`](ALERT_FAILED_EVENT), and a dead
+    /// letter when a queue is attached).
     pub failed: u64,
     /// Retries made.
     pub retries: u64,
+    /// Deliveries still under way when a terminal event's wait ran out
+    /// (each a dead letter then, when a queue is attached).
+    pub overdue: u64,
     /// Alerts queued or being delivered now.
     pub pending: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    triggered: AtomicU64,
-    suppressed: AtomicU64,
-    dropped: AtomicU64,
-    delivered: AtomicU64,
-    failed: AtomicU64,
-    retries: AtomicU64,
-    pending: AtomicU64,
-}
-
-/// Retries of a failed delivery: `attempts` in all, waiting `backoff`,
-/// then twice as long each time, at most `max_backoff`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Retry {
-    attempts: u32,
-    backoff: Duration,
-    max_backoff: Duration,
 }
 
 struct CompiledRule {
@@ -140,31 +155,62 @@ struct CompiledRule {
     pattern: Pattern,
 }
 
-/// An alert on its way to the sinks, with the event for dead letters.
-struct Job {
-    alert: Arc<Alert>,
-    event: Event,
-}
-
 /// Turns matching events into alerts and delivers them to its sinks.
 ///
 /// Deduplication and rate limiting are per rule: an alert whose key (see
 /// [`AlertRule::key`]) was sent within the rule's window is suppressed and
-/// counted. Sinks run on tokio; each delivery is retried with exponential
-/// backoff, and one that still fails is counted in
-/// [`AlertStats::failed`] and added to the dead letter queue, if one is
-/// given, with reason
-/// [`DeliveryFailed`](nerve_router::DeadLetterReason::DeliveryFailed).
+/// counted. Sinks run on the consumer's own delivery thread (a
+/// current-thread tokio runtime named `nerve-alerts`), so the consumer needs
+/// no runtime of the caller's; each delivery is retried with exponential
+/// backoff.
 ///
-/// | option        | default |
-/// |---------------|---------|
-/// | `rule`        | at least one required |
-/// | `sink`        | at least one required |
-/// | `redactor`    | none; with one, `message` and `data` are redacted before any sink sees them |
-/// | `retry`       | 3 attempts, 500 ms backoff doubling to at most 30 s |
-/// | `capacity`    | [`DEFAULT_CAPACITY`] alerts waiting for the sinks |
-/// | `dead_letters`| none |
-/// | `runtime`     | the runtime `attach` is called in |
+/// # Terminal events wait for the alerts
+///
+/// When the consumer's handler sees an event marked terminal
+/// ([`Event::is_marked_terminal`]: the bus's terminal patterns, or
+/// `Event::terminal`), it blocks that `emit` until every alert accepted so
+/// far, those this event triggers included, was delivered or failed for
+/// good (and so recorded), at most [`terminal_wait`](AlertBuilder::terminal_wait).
+/// A delivery still under way when the wait runs out is recorded as a dead
+/// letter then, saying so (and counted in [`AlertStats::overdue`]); it goes
+/// on, is not recorded twice, and later terminal events do not wait for it
+/// again (a dead sink delays one terminal event, not every item of a run). A dead letter queue made with
+/// [`DeadLetterQueue::persistent`] has the entry in its file before `emit`
+/// returns. So `emit("extraction.failed", ..)` followed by
+/// `std::process::exit(1)` loses no alert: it was sent, or the file says why
+/// not.
+///
+/// The wait is safe on any thread: a plain thread, a tokio worker, or the
+/// only thread of a current-thread runtime, since the deliveries it waits
+/// for run on the consumer's thread. When nothing is on its way (the usual
+/// case for per-item events such as `specimen.completed`, which the default
+/// terminal patterns match) it costs one atomic load. The handler sees
+/// terminal events whose types match its
+/// [`terminal_patterns`](AlertBuilder::terminal_patterns) (the bus's
+/// defaults and `system.interrupted`, so a signal flushes pending alerts);
+/// give it the bus's patterns when you changed those.
+///
+/// # Failures are visible
+///
+/// A delivery that still fails after its retries is logged at warn through
+/// `tracing`, counted in [`AlertStats::failed`], published on the bus as
+/// [`system.alert_failed`](ALERT_FAILED_EVENT), and added to the dead
+/// letter queue, if one is given, with reason
+/// [`DeliveryFailed`](nerve_router::DeadLetterReason::DeliveryFailed) and
+/// target `alert:<rule>:<sink>`. [`flush`](Self::flush) returns a
+/// [`FlushError`] naming how many deliveries failed.
+///
+/// | option              | default |
+/// |---------------------|---------|
+/// | `rule`              | at least one required |
+/// | `sink`              | at least one required |
+/// | `redactor`          | none; with one, `message` and `data` are redacted before any sink sees them |
+/// | `retry`             | 3 attempts, 500 ms backoff doubling to at most 30 s |
+/// | `capacity`          | [`DEFAULT_CAPACITY`] alerts waiting for the sinks |
+/// | `dead_letters`      | none |
+/// | `terminal_wait`     | [`DEFAULT_TERMINAL_WAIT`] (10 s); zero turns the wait off |
+/// | `terminal_patterns` | [`DEFAULT_TERMINAL_PATTERNS`] and `system.interrupted` |
+/// | `runtime`           | none: a thread of the consumer's own |
 ///
 /// See the [module docs](self) for an example.
 #[derive(Clone)]
@@ -174,17 +220,18 @@ pub struct AlertConsumer {
 
 struct Inner {
     rules: Vec<CompiledRule>,
-    sinks: Vec<Arc<dyn AlertSink>>,
     redactor: Option<Redactor>,
-    retry: Retry,
-    dead_letters: Option<DeadLetterQueue>,
+    terminal_wait: Duration,
+    terminal_patterns: Vec<Pattern>,
     runtime: Option<Handle>,
     /// Last time each (rule index, key) was sent.
     sent: Mutex<HashMap<(usize, String), Instant>>,
-    tx: mpsc::Sender<Job>,
-    rx: Mutex<Option<mpsc::Receiver<Job>>>,
-    counters: Counters,
-    idle: Notify,
+    tx: mpsc::Sender<Arc<Job>>,
+    /// Taken by the first `attach`, which starts the worker.
+    rx: Mutex<Option<mpsc::Receiver<Arc<Job>>>>,
+    delivery: Arc<Delivery>,
+    /// The counts at the previous flush: delivered, failed, dropped.
+    flushed: Mutex<(u64, u64, u64)>,
 }
 
 /// Builds an [`AlertConsumer`]; see its docs for the defaults.
@@ -196,6 +243,8 @@ pub struct AlertBuilder {
     retry: Retry,
     capacity: usize,
     dead_letters: Option<DeadLetterQueue>,
+    terminal_wait: Duration,
+    terminal_patterns: Vec<String>,
     runtime: Option<Handle>,
 }
 
@@ -212,6 +261,12 @@ impl Default for AlertBuilder {
             },
             capacity: DEFAULT_CAPACITY,
             dead_letters: None,
+            terminal_wait: DEFAULT_TERMINAL_WAIT,
+            terminal_patterns: DEFAULT_TERMINAL_PATTERNS
+                .iter()
+                .chain(&[INTERRUPTED_EVENT])
+                .map(|p| (*p).to_owned())
+                .collect(),
             runtime: None,
         }
     }
@@ -227,6 +282,8 @@ impl fmt::Debug for AlertBuilder {
             )
             .field("retry", &self.retry)
             .field("capacity", &self.capacity)
+            .field("terminal_wait", &self.terminal_wait)
+            .field("terminal_patterns", &self.terminal_patterns)
             .finish_non_exhaustive()
     }
 }
@@ -266,14 +323,45 @@ impl AlertBuilder {
         self
     }
 
-    /// Adds a dead letter for each delivery that failed after its retries.
+    /// Adds a dead letter for each delivery that failed after its retries,
+    /// or was still under way when a terminal event stopped waiting.
     pub fn dead_letters(mut self, queue: DeadLetterQueue) -> Self {
         self.dead_letters = Some(queue);
         self
     }
 
-    /// Runs the sinks on this runtime instead of the one `attach` is called
-    /// in.
+    /// How long the `emit` of a terminal event waits for the alerts accepted
+    /// before it to be delivered or recorded (see [Terminal events wait for
+    /// the alerts](AlertConsumer#terminal-events-wait-for-the-alerts));
+    /// [`Duration::ZERO`] turns the wait off.
+    pub fn terminal_wait(mut self, wait: Duration) -> Self {
+        self.terminal_wait = wait;
+        self
+    }
+
+    /// The patterns of the terminal events the handler listens to, besides
+    /// its rules'; replaces the default ([`DEFAULT_TERMINAL_PATTERNS`] and
+    /// `system.interrupted`). Give it the bus's
+    /// [`terminal_patterns`](nerve_router::BusBuilder::terminal_patterns)
+    /// when you changed those. Only events the bus marked terminal wait.
+    pub fn terminal_patterns<I, S>(mut self, patterns: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.terminal_patterns = patterns.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Runs the sinks on this runtime instead of the consumer's own thread
+    /// (for sinks that need resources of that runtime).
+    ///
+    /// A terminal event's wait then needs this runtime to make progress
+    /// while the emitting thread blocks, so emit terminal events from
+    /// outside it: a task of this runtime that blocks in the wait holds the
+    /// worker the delivery may be queued on (on a current-thread runtime,
+    /// the only one), and the wait runs out. The default, a thread of the
+    /// consumer's own, has no such limit.
     pub fn runtime(mut self, handle: Handle) -> Self {
         self.runtime = Some(handle);
         self
@@ -313,20 +401,30 @@ impl AlertBuilder {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let terminal_patterns = self
+            .terminal_patterns
+            .iter()
+            .map(|p| Pattern::parse(p))
+            .collect::<Result<Vec<_>, _>>()?;
         let (tx, rx) = mpsc::channel(self.capacity);
         Ok(AlertConsumer {
             inner: Arc::new(Inner {
                 rules,
-                sinks: self.sinks,
                 redactor: self.redactor,
-                retry: self.retry,
-                dead_letters: self.dead_letters,
+                terminal_wait: self.terminal_wait,
+                terminal_patterns,
                 runtime: self.runtime,
                 sent: Mutex::new(HashMap::new()),
                 tx,
                 rx: Mutex::new(Some(rx)),
-                counters: Counters::default(),
-                idle: Notify::new(),
+                delivery: Arc::new(Delivery {
+                    sinks: self.sinks,
+                    retry: self.retry,
+                    dead_letters: self.dead_letters,
+                    counters: Counters::default(),
+                    ledger: Ledger::new(),
+                }),
+                flushed: Mutex::new((0, 0, 0)),
             }),
         })
     }
@@ -339,44 +437,62 @@ impl AlertConsumer {
     }
 
     /// Subscribes the consumer to `bus` (one inline handler, named
-    /// `nerve.alerts`, that only checks rules and queues alerts) and starts
-    /// the delivery task on the runtime. Attaching to a second bus shares
-    /// the task.
+    /// `nerve.alerts`, for the rules' patterns and the terminal patterns,
+    /// that checks rules, queues alerts and waits at terminal events) and,
+    /// the first time, starts the delivery thread (or task, on the
+    /// builder's runtime). Attaching to a second bus shares the worker.
+    ///
+    /// Works with or without a tokio runtime around it. The handler holds
+    /// a clone of `bus`, on which it publishes `system.alert_failed`: as
+    /// with the other consumers, [`Attachment::detach`] or `Bus::shutdown`
+    /// releases it.
     ///
     /// # Errors
     ///
-    /// [`AttachError::NoRuntime`] without a runtime (see
-    /// [`AlertBuilder::runtime`]); [`AttachError::Subscribe`] when the bus
-    /// is shut down.
+    /// [`AttachError::Worker`] when the delivery thread or its runtime
+    /// cannot be started; [`AttachError::Subscribe`] when the bus is shut
+    /// down.
     pub fn attach(&self, bus: &Bus) -> Result<Attachment, AttachError> {
-        let runtime = match &self.inner.runtime {
-            Some(handle) => handle.clone(),
-            None => Handle::try_current().map_err(|_| AttachError::NoRuntime)?,
-        };
-        let patterns: Vec<Pattern> = self.inner.rules.iter().map(|r| r.pattern.clone()).collect();
+        self.start()?;
+        let mut patterns: Vec<Pattern> = Vec::new();
+        let rules = self.inner.rules.iter().map(|r| &r.pattern);
+        for pattern in rules.chain(&self.inner.terminal_patterns) {
+            if !patterns.contains(pattern) {
+                patterns.push(pattern.clone());
+            }
+        }
         let inner = self.inner.clone();
+        // Weak, so that neither the handler nor a pending alert keeps the
+        // bus open.
+        let emitter = bus.downgrade();
         let id = bus.subscribe_with(
             patterns,
-            move |event: &Event| inner.on_event(event),
+            move |event: &Event| inner.on_event(&emitter, event),
             // Low priority: alerts describe what the other handlers made of
             // the event, and must not delay a halt.
             Subscribe::new().name("nerve.alerts").priority(-1_000),
         )?;
-        let rx = self
-            .inner
-            .rx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(rx) = rx {
-            runtime.spawn(deliver_all(self.inner.clone(), rx));
-        }
         Ok(Attachment::new(bus, vec![id]))
+    }
+
+    /// Starts the worker, once.
+    fn start(&self) -> Result<(), AttachError> {
+        let mut rx = self.inner.rx.lock().unwrap_or_else(PoisonError::into_inner);
+        if rx.is_none() {
+            return Ok(());
+        }
+        let worker = Worker::new(self.inner.runtime.clone()).map_err(AttachError::Worker)?;
+        if let Some(rx) = rx.take() {
+            worker
+                .start(self.inner.delivery.clone(), rx)
+                .map_err(AttachError::Worker)?;
+        }
+        Ok(())
     }
 
     /// The counts so far.
     pub fn stats(&self) -> AlertStats {
-        let c = &self.inner.counters;
+        let c = &self.inner.delivery.counters;
         AlertStats {
             triggered: c.triggered.load(Ordering::Relaxed),
             suppressed: c.suppressed.load(Ordering::Relaxed),
@@ -384,27 +500,58 @@ impl AlertConsumer {
             delivered: c.delivered.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
-            pending: c.pending.load(Ordering::Acquire),
+            overdue: c.overdue.load(Ordering::Relaxed),
+            pending: self.inner.delivery.ledger.pending(),
         }
     }
 
-    /// Waits until every queued alert was delivered or failed, at most
-    /// `timeout`; returns whether nothing is pending.
+    /// Waits until every alert accepted so far was delivered or failed, at
+    /// most `timeout`, and reports the deliveries settled since the
+    /// previous flush.
+    ///
+    /// # Errors
+    ///
+    /// [`FlushError`] when a delivery failed or an alert was dropped since
+    /// the previous flush, or alerts are still pending at `timeout`; its
+    /// [`report`](FlushError::report) has the counts.
     ///
     /// # Cancel safety
     ///
     /// Cancel-safe: dropping the future stops the wait, not the deliveries.
-    pub async fn flush(&self, timeout: Duration) -> bool {
-        let wait = async {
-            loop {
-                let idle = self.inner.idle.notified();
-                if self.inner.counters.pending.load(Ordering::Acquire) == 0 {
-                    return;
-                }
-                idle.await;
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.is_ok()
+    pub async fn flush(&self, timeout: Duration) -> Result<FlushReport, FlushError> {
+        let ledger = &self.inner.delivery.ledger;
+        let _ = ledger.wait(ledger.mark(), timeout).await;
+        FlushError::check(self.report())
+    }
+
+    /// The blocking twin of [`flush`](Self::flush), for code without a
+    /// runtime (inside a runtime, prefer `flush(timeout).await`).
+    ///
+    /// # Errors
+    ///
+    /// As [`flush`](Self::flush).
+    pub fn flush_blocking(&self, timeout: Duration) -> Result<FlushReport, FlushError> {
+        let ledger = &self.inner.delivery.ledger;
+        let _ = ledger.wait_blocking(ledger.mark(), timeout, Waiting::All);
+        FlushError::check(self.report())
+    }
+
+    /// The counts since the previous report; starts the next period.
+    fn report(&self) -> FlushReport {
+        let stats = self.stats();
+        let mut flushed = self
+            .inner
+            .flushed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (delivered, failed, dropped) = *flushed;
+        *flushed = (stats.delivered, stats.failed, stats.dropped);
+        FlushReport {
+            delivered: stats.delivered - delivered,
+            failed: stats.failed - failed,
+            dropped: stats.dropped - dropped,
+            pending: stats.pending,
+        }
     }
 }
 
@@ -412,14 +559,15 @@ impl fmt::Debug for AlertConsumer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AlertConsumer")
             .field("rules", &self.inner.rules.len())
-            .field("sinks", &self.inner.sinks.len())
+            .field("sinks", &self.inner.delivery.sinks.len())
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
 }
 
 impl Inner {
-    fn on_event(&self, event: &Event) {
+    fn on_event(&self, bus: &WeakBus, event: &Event) {
+        let counters = &self.delivery.counters;
         for (index, compiled) in self.rules.iter().enumerate() {
             let rule = &compiled.rule;
             if !compiled.pattern.matches(event.event_type())
@@ -427,23 +575,44 @@ impl Inner {
             {
                 continue;
             }
-            self.counters.triggered.fetch_add(1, Ordering::Relaxed);
+            counters.triggered.fetch_add(1, Ordering::Relaxed);
             let key = rule::render(&rule.key, &rule.name, event);
             if !self.first_in_window(index, &key, rule.window) {
-                self.counters.suppressed.fetch_add(1, Ordering::Relaxed);
+                counters.suppressed.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             let alert = self.alert(rule, key, event);
-            self.counters.pending.fetch_add(1, Ordering::AcqRel);
-            let job = Job {
-                alert: Arc::new(alert),
-                event: event.clone(),
-            };
+            let sinks = self.delivery.sinks.len();
+            let job = self
+                .delivery
+                .ledger
+                .open(|ticket| Job::new(ticket, alert, event.clone(), bus.clone(), sinks));
+            let ticket = job.ticket;
             if self.tx.try_send(job).is_err() {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                self.done();
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.delivery.ledger.settle(ticket);
                 tracing::warn!(rule = %rule.name, "alert dropped: the sinks are behind");
             }
+        }
+        if event.is_marked_terminal() {
+            self.wait_for_alerts(event);
+        }
+    }
+
+    /// A terminal event's wait: until every alert accepted so far is
+    /// settled, at most `terminal_wait`; the deliveries still under way
+    /// then are recorded as overdue.
+    fn wait_for_alerts(&self, terminal: &Event) {
+        let ledger = &self.delivery.ledger;
+        // The worker's own emits (`system.alert_failed`) must not wait for
+        // the worker.
+        if self.terminal_wait.is_zero() || ledger.pending() == 0 || delivering() {
+            return;
+        }
+        let upto = ledger.mark();
+        if let Err(late) = ledger.wait_blocking(upto, self.terminal_wait, Waiting::OnTime) {
+            self.delivery.overdue(&late, terminal, self.terminal_wait);
+            ledger.mark_late(&late);
         }
     }
 
@@ -483,72 +652,6 @@ impl Inner {
             data,
         }
     }
-
-    fn done(&self) {
-        if self.counters.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle.notify_waiters();
-        }
-    }
-
-    /// One sink, one alert, with retries; a final failure is counted and
-    /// dead-lettered.
-    async fn deliver(&self, sink: &dyn AlertSink, job: &Job) -> bool {
-        let mut backoff = self.retry.backoff;
-        let mut attempt = 1;
-        loop {
-            let error = match sink.send(&job.alert).await {
-                Ok(()) => {
-                    self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                    return true;
-                }
-                Err(e) => e,
-            };
-            if error.is_permanent() || attempt >= self.retry.attempts {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    rule = %job.alert.rule,
-                    sink = sink.name(),
-                    attempts = attempt,
-                    %error,
-                    "alert delivery failed"
-                );
-                if let Some(dlq) = &self.dead_letters {
-                    dlq.record(
-                        job.event.clone(),
-                        Some(format!("alert:{}:{}", job.alert.rule, sink.name())),
-                        format!("after {attempt} attempts: {error}"),
-                    );
-                }
-                return false;
-            }
-            self.counters.retries.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(self.retry.max_backoff);
-            attempt += 1;
-        }
-    }
-}
-
-/// The delivery task: each alert to every sink, up to
-/// [`MAX_CONCURRENT_DELIVERIES`] alerts at once.
-async fn deliver_all(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES));
-    while let Some(job) = rx.recv().await {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        let inner = inner.clone();
-        tokio::spawn(async move {
-            let job = job;
-            let sends = inner
-                .sinks
-                .iter()
-                .map(|sink| inner.deliver(sink.as_ref(), &job));
-            futures::future::join_all(sends).await;
-            inner.done();
-            drop(permit);
-        });
-    }
 }
 
 #[cfg(test)]
@@ -584,13 +687,16 @@ mod tests {
     }
 
     #[test]
-    fn attaching_needs_a_runtime() {
+    fn attaching_needs_no_runtime() {
         let alerts = AlertConsumer::builder()
             .rule(AlertRule::new("r", "a.b"))
             .sink(Nowhere)
             .build()
             .unwrap();
-        let err = alerts.attach(&Bus::new()).unwrap_err();
-        assert!(matches!(err, AttachError::NoRuntime));
+        let bus = Bus::new();
+        alerts.attach(&bus).unwrap();
+        bus.emit("a.b", serde_json::json!({})).unwrap();
+        let report = alerts.flush_blocking(Duration::from_secs(20)).unwrap();
+        assert_eq!(report.delivered, 1);
     }
 }

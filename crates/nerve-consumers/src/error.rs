@@ -51,8 +51,14 @@ pub enum AttachError {
     Subscribe(#[from] SubscribeError),
     /// The consumer runs background work on tokio, and neither its builder
     /// was given a runtime handle nor was `attach` called inside a runtime.
+    /// (No consumer of this crate needs one now: the alert consumer runs a
+    /// thread of its own.)
     #[error(
         "no tokio runtime: attach inside a runtime or give the builder one with .runtime(handle)"
     )]
     NoRuntime,
+    /// The alert consumer's delivery thread, or its runtime, could not be
+    /// started.
+    #[error("could not start the alert delivery thread")]
+    Worker(#[source] std::io::Error),
 }

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use nerve_core::{Event, Pattern, PatternError};
-use nerve_router::{Bus, SubscriptionId};
+use nerve_router::{Bus, SubscriptionId, WeakBus};
 
 /// Start events of a run, unless configured otherwise.
 pub const DEFAULT_START: &str = "extraction.started";
@@ -193,19 +193,19 @@ impl CurrentRun {
 /// The subscriptions a consumer made on a bus; [`detach`](Self::detach)
 /// removes them.
 ///
-/// The consumer's handlers hold a clone of the bus (they emit on it), so
-/// dropping every other handle does not free the bus: `detach` or
-/// `Bus::shutdown` does.
+/// Neither the attachment nor the consumer's handlers keep the bus open
+/// (they hold it weakly), so dropping the last `Bus` handle still shuts the
+/// bus down and flushes its journal.
 #[derive(Clone)]
 pub struct Attachment {
-    bus: Bus,
+    bus: WeakBus,
     ids: Vec<SubscriptionId>,
 }
 
 impl Attachment {
     pub(crate) fn new(bus: &Bus, ids: Vec<SubscriptionId>) -> Self {
         Self {
-            bus: bus.clone(),
+            bus: bus.downgrade(),
             ids,
         }
     }
@@ -215,12 +215,13 @@ impl Attachment {
         &self.ids
     }
 
-    /// Unsubscribes; returns how many subscriptions were still there.
+    /// Unsubscribes; returns how many subscriptions were still there (none
+    /// once the bus is gone).
     pub fn detach(self) -> usize {
-        self.ids
-            .iter()
-            .filter(|id| self.bus.unsubscribe(**id))
-            .count()
+        let Some(bus) = self.bus.upgrade() else {
+            return 0;
+        };
+        self.ids.iter().filter(|id| bus.unsubscribe(**id)).count()
     }
 }
 

@@ -265,12 +265,17 @@ impl MetricsConsumer {
     /// [`AttachError::Subscribe`] when the bus is shut down.
     pub fn attach(&self, bus: &Bus) -> Result<Attachment, AttachError> {
         let inner = self.inner.clone();
-        let emitter = bus.clone();
+        // Weak, so that the handler does not keep the bus open.
+        let emitter = bus.downgrade();
         let mut patterns = self.inner.patterns.all();
         patterns.extend(self.inner.processing.iter().cloned());
         let id = bus.subscribe_with(
             patterns,
-            move |event: &Event| inner.on_event(&emitter, event),
+            move |event: &Event| {
+                if let Some(bus) = emitter.upgrade() {
+                    inner.on_event(&bus, event);
+                }
+            },
             Subscribe::new().name("nerve.metrics"),
         )?;
         Ok(Attachment::new(bus, vec![id]))

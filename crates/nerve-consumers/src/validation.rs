@@ -54,7 +54,9 @@ pub const MAX_RUNS: usize = 1_024;
 /// `validation.checkpoint` once per run, `validation.warning` every
 /// `warning_interval` items while below the warning threshold, each with the
 /// run's `run_id` (`null` for items of no run), `processed`, `succeeded`,
-/// `failed`, `success_rate` and `threshold`; the checkpoint adds `passed`.
+/// `failed`, `success_rate` and `threshold`; the checkpoint adds `passed`,
+/// and when it failed, `reason` (the halt's reason, which a
+/// [`ProgressConsumer`](crate::ProgressConsumer) shows on a stopped bar).
 ///
 /// ```
 /// use nerve::consumers::ValidationConsumer;
@@ -293,10 +295,14 @@ impl ValidationConsumer {
     /// [`AttachError::Subscribe`] when the bus is shut down.
     pub fn attach(&self, bus: &Bus) -> Result<Attachment, AttachError> {
         let inner = self.inner.clone();
-        let emitter = bus.clone();
+        // Weak, so that the handler does not keep the bus open.
+        let emitter = bus.downgrade();
         let id = bus.subscribe_with(
             inner.patterns.all(),
-            move |event: &Event| inner.on_event(&emitter, event),
+            move |event: &Event| match emitter.upgrade() {
+                Some(bus) => inner.on_event(&bus, event),
+                None => Ok(()),
+            },
             Subscribe::new()
                 .name("nerve.validation")
                 .priority(self.inner.priority),
@@ -453,28 +459,26 @@ impl Inner {
             } else {
                 Checkpoint::Failed
             };
-            actions.emit.push((
-                CHECKPOINT_EVENT,
-                json!({
-                    "run_id": run_id,
-                    "processed": processed,
-                    "succeeded": run.succeeded,
-                    "failed": run.failed,
-                    "success_rate": success_rate,
-                    "threshold": self.early_threshold,
-                    "passed": passed,
-                }),
-                key.clone(),
-            ));
+            let mut data = json!({
+                "run_id": run_id,
+                "processed": processed,
+                "succeeded": run.succeeded,
+                "failed": run.failed,
+                "success_rate": success_rate,
+                "threshold": self.early_threshold,
+                "passed": passed,
+            });
             if !passed {
                 let reason = format!(
                     "early validation failed: {:.0}% success rate after {processed} {}",
                     success_rate * 100.0,
                     self.items
                 );
+                data["reason"] = Value::from(reason.as_str());
                 run.halt = Some(reason.clone());
                 actions.halt = Some(reason);
             }
+            actions.emit.push((CHECKPOINT_EVENT, data, key.clone()));
         }
         if processed % self.warning_interval == 0 && success_rate < self.warning_threshold {
             run.warnings += 1;

@@ -229,6 +229,7 @@ pub fn extract_action(name: &str) -> &str {
 /// assert!(rules.validate("user.login").is_ok());
 /// let err = rules.validate("billing.charge").unwrap_err();
 /// assert!(err.to_string().contains("domain \"billing\" is not one of"));
+/// assert!(rules.validate("system.interrupted").is_ok());
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NameRules {
@@ -241,7 +242,9 @@ impl NameRules {
         Self::default()
     }
 
-    /// Restricts names to these domains.
+    /// Restricts names to these domains. The bus's own domain, `system`, is
+    /// always allowed, so that its reports (`system.handler_error`,
+    /// `system.interrupted`, ...) are never refused.
     #[must_use]
     pub fn allowed_domains<I, S>(mut self, domains: I) -> Self
     where
@@ -261,7 +264,7 @@ impl NameRules {
         validate_event_type(name)?;
         if let Some(allowed) = &self.allowed_domains {
             let domain = extract_domain(name);
-            if !allowed.contains(domain) {
+            if domain != SYSTEM_DOMAIN && !allowed.contains(domain) {
                 return Err(ValidationError::new(
                     name,
                     Rule::DomainNotAllowed {
@@ -274,6 +277,9 @@ impl NameRules {
         Ok(())
     }
 }
+
+/// The domain of the events a bus emits about itself.
+const SYSTEM_DOMAIN: &str = "system";
 
 #[cfg(test)]
 mod tests {

@@ -32,6 +32,9 @@ pub(crate) struct Config {
     pub(crate) generate_correlation_ids: bool,
     pub(crate) max_depth: usize,
     pub(crate) terminal_patterns: Vec<Pattern>,
+    /// Events recorded with `EventSink::record_and_wait`: `None` for the
+    /// terminal ones (the default), else those matching these patterns.
+    pub(crate) durable_patterns: Option<Vec<Pattern>>,
     pub(crate) guards: Vec<GuardFn>,
     pub(crate) run_history: (usize, usize),
     pub(crate) sink: Option<Arc<dyn EventSink>>,
@@ -97,6 +100,7 @@ impl std::fmt::Debug for Config {
             .field("max_concurrent_handlers", &self.max_concurrent_handlers)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("terminal_patterns", &self.terminal_patterns)
+            .field("durable_patterns", &self.durable_patterns)
             .field("guards", &self.guards.len())
             .field("run_history", &self.run_history)
             .field("sink", &self.sink.is_some())
@@ -132,6 +136,7 @@ impl Default for Config {
                 .iter()
                 .filter_map(|p| Pattern::parse(p).ok())
                 .collect(),
+            durable_patterns: None,
             guards: Vec::new(),
             run_history: (500, 200),
             sink: None,
@@ -157,6 +162,7 @@ impl Default for Config {
 /// | `generate_correlation_ids`| on: an event with no explicit or ambient id gets a fresh one |
 /// | `max_depth`               | 64 levels of emits nested inside handlers      |
 /// | `terminal_patterns`       | `*.completed`, `*.finished`, `*.failed`, `*.error` |
+/// | `durable_patterns`        | the terminal events: on disk before `emit` returns |
 /// | `guard`                   | none                                           |
 /// | `run_history`             | 500 events per run, 200 runs (least recently used evicted) |
 /// | `journal`                 | none: events live in memory only               |
@@ -268,6 +274,38 @@ impl BusBuilder {
             .into_iter()
             .map(|p| Pattern::parse(p.as_ref()))
             .collect::<Result<_, _>>()?;
+        Ok(self)
+    }
+
+    /// Which events the journal must have written before `emit` returns
+    /// (replaces the default, which is every terminal event: those matching
+    /// the [terminal patterns](Self::terminal_patterns) or marked with
+    /// [`Event::terminal`]). An empty list turns the wait off.
+    ///
+    /// For these events the bus calls
+    /// [`EventSink::record_and_wait`](nerve_core::sink::EventSink::record_and_wait):
+    /// the event, and everything emitted before it, is handed to the
+    /// operating system before any handler runs, so a program may emit its
+    /// final `extraction.failed` and call `std::process::exit` at once, or be
+    /// killed, without losing it. The wait is a hand-off to the journal's
+    /// writer thread and its acknowledgement, not a sync (unless the journal's
+    /// policy is `Fsync::Always`); `docs/benchmarks.md` has its cost. Without
+    /// a journal this setting does nothing.
+    ///
+    /// # Errors
+    ///
+    /// A [`PatternError`](nerve_core::PatternError) for an invalid pattern.
+    pub fn durable_patterns<I, S>(mut self, patterns: I) -> Result<Self, nerve_core::PatternError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.config.durable_patterns = Some(
+            patterns
+                .into_iter()
+                .map(|p| Pattern::parse(p.as_ref()))
+                .collect::<Result<_, _>>()?,
+        );
         Ok(self)
     }
 

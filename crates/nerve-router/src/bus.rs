@@ -45,7 +45,9 @@ const SELF_REPORTED: [&str; 3] = [
     JOURNAL_ERROR,
 ];
 
-/// Published when the bus's sink (the journal) fails; never recorded in it.
+/// Published when the bus's sink (the journal) fails. Recorded in the sink
+/// like any event (so its `seq` is on disk), but a failure to record it is
+/// only counted and logged, never published again.
 const JOURNAL_ERROR: &str = "system.journal_error";
 
 /// Queue capacity of async and queued handlers unless `Subscribe::queued` says.
@@ -79,13 +81,104 @@ static NEXT_BUS_ID: AtomicU64 = AtomicU64::new(1);
 /// assert_eq!(*seen.lock().unwrap(), ["user.login"]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone)]
+///
+/// # Dropping the last handle
+///
+/// When the last `Bus` handle is dropped (a [`WeakBus`] does not count), the
+/// bus shuts down as [`shutdown_blocking`](Self::shutdown_blocking) does: it
+/// waits up to the shutdown timeout for queued deliveries, then flushes and
+/// closes the journal. So a program that returns from `main`, or whose `main`
+/// panics and unwinds, leaves every accepted event on disk. (On a
+/// current-thread tokio runtime whose thread the async handlers need, it
+/// cannot wait; what is queued is then counted as abandoned.) Handlers that
+/// hold a `Bus` clone keep the bus alive: capture [`Bus::downgrade`] instead,
+/// or call `shutdown` explicitly. `std::process::exit` runs no destructors;
+/// the bus's *durable* events (terminal ones by default, see
+/// [`BusBuilder::durable_patterns`](crate::BusBuilder::durable_patterns)) are
+/// on disk before their `emit` returns for that reason.
 pub struct Bus {
     inner: Arc<BusInner>,
 }
 
+impl Clone for Bus {
+    fn clone(&self) -> Self {
+        self.inner.handles.fetch_add(1, Ordering::Relaxed);
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        if self.inner.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.last_handle_dropped();
+        }
+    }
+}
+
+/// A handle to a [`Bus`] that does not keep it open: made by
+/// [`Bus::downgrade`], for handlers and helper threads that emit into the
+/// bus they are subscribed to (a `Bus` clone captured by a handler would
+/// keep the bus from ever seeing its last handle dropped).
+#[derive(Clone)]
+pub struct WeakBus {
+    inner: std::sync::Weak<BusInner>,
+}
+
+impl WeakBus {
+    /// The bus, unless its last [`Bus`] handle was dropped.
+    pub fn upgrade(&self) -> Option<Bus> {
+        let inner = self.inner.upgrade()?;
+        let mut n = inner.handles.load(Ordering::Acquire);
+        loop {
+            if n == 0 {
+                return None;
+            }
+            match inner
+                .handles
+                .compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some(Bus { inner }),
+                Err(now) => n = now,
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for WeakBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakBus").finish_non_exhaustive()
+    }
+}
+
+/// Shuts its bus down when dropped, as
+/// [`Bus::shutdown_blocking`] does. Made by [`Bus::shutdown_guard`].
+#[must_use = "the bus is shut down when the guard is dropped"]
+#[derive(Debug)]
+pub struct ShutdownGuard {
+    bus: WeakBus,
+}
+
+impl Drop for ShutdownGuard {
+    fn drop(&mut self) {
+        if let Some(bus) = self.bus.upgrade() {
+            let report = bus.shutdown_blocking();
+            if !report.drained {
+                tracing::warn!(
+                    abandoned = report.abandoned,
+                    "bus shut down before its queues drained"
+                );
+            }
+        }
+    }
+}
+
 pub(crate) struct BusInner {
     pub(crate) id: u64,
+    /// Live `Bus` handles (not `WeakBus`es, nor the workers' weak
+    /// references): the last one to go shuts the bus down.
+    handles: AtomicU64,
     pub(crate) config: Config,
     routes: Routes,
     /// Serializes writers of `routes`; emitters never take it.
@@ -160,21 +253,51 @@ impl Bus {
         BusBuilder::default()
     }
 
+    /// A handle that does not keep the bus open (see "Dropping the last
+    /// handle" above): for handlers that emit into their own bus.
+    pub fn downgrade(&self) -> WeakBus {
+        WeakBus {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// A guard that shuts the bus down when dropped (waiting for queued
+    /// deliveries up to the shutdown timeout, then flushing and closing the
+    /// journal), whoever else still holds a handle: keep it in `main` when
+    /// handlers hold clones of the bus, or the bus is global. A panic that
+    /// unwinds out of `main` drops it too.
+    ///
+    /// ```
+    /// # use nerve_router::Bus;
+    /// let bus = Bus::new();
+    /// let _shutdown = bus.shutdown_guard();
+    /// bus.emit("job.started", serde_json::json!({}))?;
+    /// # Ok::<(), nerve_router::EmitError>(())
+    /// ```
+    pub fn shutdown_guard(&self) -> ShutdownGuard {
+        ShutdownGuard {
+            bus: self.downgrade(),
+        }
+    }
+
     pub(crate) fn from_config(config: Config) -> Self {
         let semaphore = config
             .max_concurrent_handlers
             .map(|n| Arc::new(Semaphore::new(n)));
+        // A reopened journal continues its sequence.
+        let first_seq = config.sink.as_ref().and_then(|s| s.last_seq()).unwrap_or(0);
         let bus = Self {
             inner: Arc::new(BusInner {
                 id: NEXT_BUS_ID.fetch_add(1, Ordering::Relaxed),
+                handles: AtomicU64::new(1),
                 history: History::new(config.history_capacity),
                 runs: Runs::new(config.run_history.0, config.run_history.1),
                 config,
                 routes: Routes::new(),
                 write_lock: Mutex::new(()),
                 next_subscription: AtomicU64::new(1),
-                seq: AtomicU64::new(0),
-                emitted_base: AtomicU64::new(0),
+                seq: AtomicU64::new(first_seq),
+                emitted_base: AtomicU64::new(first_seq),
                 shared: Arc::default(),
                 by_type: DashMap::default(),
                 types_counted: std::sync::atomic::AtomicUsize::new(0),
@@ -1112,14 +1235,21 @@ impl BusInner {
             route = self.route(event.event_type());
         }
         if let Some(sink) = &self.config.sink {
-            if event.event_type() != JOURNAL_ERROR {
-                if let Err(e) = sink.record(&event) {
-                    self.sink_fault(SinkFault {
-                        kind: e.kind(),
-                        message: e.to_string(),
-                        event: Some(event.clone()),
-                    });
-                }
+            // Durable events (terminal ones unless configured) are on disk,
+            // with everything before them, before any handler runs.
+            let durable = route.durable
+                || (self.config.durable_patterns.is_none() && event.is_marked_terminal());
+            let recorded = if durable {
+                sink.record_and_wait(&event)
+            } else {
+                sink.record(&event)
+            };
+            if let Err(e) = recorded {
+                self.sink_fault(SinkFault {
+                    kind: e.kind(),
+                    message: e.to_string(),
+                    event: Some(event.clone()),
+                });
             }
         }
         self.history.push(&event);
@@ -1301,7 +1431,11 @@ impl BusInner {
     fn route(&self, event_type: &str) -> Arc<Route> {
         self.routes.route(event_type, |t| {
             let terminal = self.config.terminal_patterns.iter().any(|p| p.matches(t));
-            (self.type_counter(t), terminal)
+            let durable = match &self.config.durable_patterns {
+                None => terminal,
+                Some(patterns) => patterns.iter().any(|p| p.matches(t)),
+            };
+            (self.type_counter(t), terminal, durable)
         })
     }
 
@@ -1679,6 +1813,15 @@ impl BusInner {
             });
         }
         if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if fault
+            .event
+            .as_ref()
+            .is_some_and(|e| e.event_type() == JOURNAL_ERROR)
+        {
+            // The report of a fault could not be recorded: publishing that
+            // would loop.
             return;
         }
         let data = json!({
@@ -2166,6 +2309,27 @@ impl BusInner {
             }));
         }
         None
+    }
+
+    /// The last `Bus` handle was dropped: shut down as `shutdown_blocking`
+    /// does, waiting for queued deliveries where that cannot wait on itself.
+    fn last_handle_dropped(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let timeout = self.config.shutdown_timeout;
+        let drained = if reentry::in_handler() || self.blocking_would_deadlock() {
+            self.shared.pending.get() == 0
+        } else {
+            block_here(|| self.shared.pending.wait_blocking(Some(timeout)))
+        };
+        let report = self.finish_shutdown(drained);
+        if !report.drained {
+            tracing::warn!(
+                abandoned = report.abandoned,
+                "last bus handle dropped before its queues drained"
+            );
+        }
     }
 
     /// Flushes the sink, counting a failure.

@@ -96,13 +96,15 @@ mod queue;
 mod reentry;
 mod report;
 mod routes;
+#[cfg(unix)]
+pub mod signals;
 mod stats;
 mod stream;
 mod subscription;
 mod worker;
 
 pub use builder::{BusBuilder, DEFAULT_TERMINAL_PATTERNS, Reject};
-pub use bus::{Bus, ShutdownReport};
+pub use bus::{Bus, ShutdownGuard, ShutdownReport, WeakBus};
 pub use dead_letter::{
     DeadLetter, DeadLetterQueue, DeadLetterReason, DeadLetterStats, RetryError, RetrySummary,
 };

@@ -33,6 +33,9 @@ pub(crate) struct Route {
     pub(crate) type_counter: Arc<AtomicU64>,
     /// Whether the topic matches the bus's terminal patterns.
     pub(crate) terminal: bool,
+    /// Whether the topic matches the bus's durable patterns (when it has
+    /// patterns of its own; by default durability follows `terminal`).
+    pub(crate) durable: bool,
 }
 
 /// Topics cached per snapshot. When the cache fills up it is cleared, so a
@@ -172,13 +175,13 @@ impl RouteTable {
     pub(crate) fn route(
         &self,
         topic: &str,
-        extras: impl FnOnce(&str) -> (Arc<AtomicU64>, bool),
+        extras: impl FnOnce(&str) -> (Arc<AtomicU64>, bool, bool),
     ) -> Arc<Route> {
         if let Some(route) = self.cache.get(topic) {
             return route.clone();
         }
-        let (type_counter, terminal) = extras(topic);
-        let route = Arc::new(self.compute(topic, type_counter, terminal));
+        let (type_counter, terminal, durable) = extras(topic);
+        let route = Arc::new(self.compute(topic, type_counter, terminal, durable));
         if self.cached.fetch_add(1, Ordering::Relaxed) >= CACHE_CAPACITY {
             self.cache.clear();
             self.cached.store(1, Ordering::Relaxed);
@@ -187,7 +190,13 @@ impl RouteTable {
         route
     }
 
-    fn compute(&self, topic: &str, type_counter: Arc<AtomicU64>, terminal: bool) -> Route {
+    fn compute(
+        &self,
+        topic: &str,
+        type_counter: Arc<AtomicU64>,
+        terminal: bool,
+        durable: bool,
+    ) -> Route {
         let mut parts: smallvec::SmallVec<[&str; 8]> = topic.split('.').collect();
         parts.retain(|p| !p.is_empty());
         let mut subs = Vec::new();
@@ -202,6 +211,7 @@ impl RouteTable {
             subscriptions: subs.into_boxed_slice(),
             type_counter,
             terminal,
+            durable,
         }
     }
 }
@@ -263,7 +273,7 @@ impl Routes {
     pub(crate) fn route(
         &self,
         topic: &str,
-        extras: impl FnOnce(&str) -> (Arc<AtomicU64>, bool),
+        extras: impl FnOnce(&str) -> (Arc<AtomicU64>, bool, bool),
     ) -> Arc<Route> {
         let version = self.version.load(Ordering::Acquire);
         let memo = LAST.try_with(|last| {

@@ -103,13 +103,17 @@ pub use nerve_otel as otel;
 pub fn tracing_layer() -> nerve_otel::TracingLayer {
     nerve_otel::TracingLayer::new()
 }
+/// Ending a run cleanly on Ctrl-C or SIGTERM (Unix): [`signals::install`].
+#[cfg(unix)]
+#[doc(inline)]
+pub use nerve_router::signals;
 #[doc(inline)]
 pub use nerve_router::{
     BuildError, Bus, BusBuilder, BusStats, DEFAULT_TERMINAL_PATTERNS, DeadLetter, DeadLetterQueue,
     DeadLetterReason, DeadLetterStats, DeliveryReport, DropReason, EmitError, EmitManyError,
     EventStream, HandlerError, HandlerOutcome, IntoHandlerResult, Outcome, Overflow, Reject,
-    RetryError, RetrySummary, ShutdownReport, StreamOptions, Subscribe, SubscribeError,
-    SubscriptionId, global,
+    RetryError, RetrySummary, ShutdownGuard, ShutdownReport, StreamOptions, Subscribe,
+    SubscribeError, SubscriptionId, WeakBus, global,
 };
 
 /// The JSONL journal: an ordered, crash-safe, rotating audit log of every

@@ -10,8 +10,9 @@ pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + S
 
 /// Where alerts are delivered: a webhook, an SMTP relay, a program.
 ///
-/// `send` runs on the alert consumer's tokio runtime, never on the emitting
-/// thread. A failed send is retried with backoff unless the error is
+/// `send` runs on the alert consumer's delivery thread (a current-thread
+/// tokio runtime of its own) or on the runtime given to its builder, never
+/// on the emitting thread. A failed send is retried with backoff unless the error is
 /// [permanent](SinkError::permanent).
 ///
 /// ```

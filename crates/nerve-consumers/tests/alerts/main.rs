@@ -15,6 +15,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+mod failures;
+mod receiver;
+mod terminal;
+
 /// Generous bound on any wait; tests finish far sooner.
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -170,7 +174,7 @@ async fn a_webhook_receives_a_slack_body_with_redacted_data() {
         body,
         json!({"text": "Success rate dropped to 55% in r1 ([REDACTED_EMAIL])"})
     );
-    assert!(alerts.flush(PATIENCE).await);
+    alerts.flush(PATIENCE).await.unwrap();
     let stats = alerts.stats();
     assert_eq!((stats.triggered, stats.delivered, stats.pending), (1, 1, 0));
 }
@@ -224,7 +228,7 @@ async fn rate_limiting_holds_under_1000_triggering_events() {
         )
         .unwrap();
     }
-    assert!(alerts.flush(PATIENCE).await);
+    alerts.flush(PATIENCE).await.unwrap();
 
     let mut texts = vec![
         next(&mut bodies).await["text"].clone(),
@@ -264,7 +268,7 @@ async fn failed_deliveries_are_retried_counted_and_dead_lettered() {
 
     bus.emit("extraction.failed", json!({"run_id": "r1"}))
         .unwrap();
-    assert!(alerts.flush(PATIENCE).await);
+    assert_eq!(alerts.flush(PATIENCE).await.unwrap_err().report.failed, 1);
 
     for _ in 0..3 {
         next(&mut bodies).await;
@@ -297,7 +301,7 @@ async fn a_client_error_is_not_retried() {
         .unwrap();
     alerts.attach(&bus).unwrap();
     bus.emit("extraction.failed", json!({})).unwrap();
-    assert!(alerts.flush(PATIENCE).await);
+    assert_eq!(alerts.flush(PATIENCE).await.unwrap_err().report.failed, 1);
     next(&mut bodies).await;
     assert!(bodies.try_recv().is_err());
     assert_eq!((alerts.stats().failed, alerts.stats().retries), (1, 0));
@@ -340,7 +344,7 @@ async fn an_email_goes_through_a_real_smtp_conversation() {
         "{content}"
     );
     assert!(content.contains("\"rule\": \"low-success\""), "{content}");
-    assert!(alerts.flush(PATIENCE).await);
+    alerts.flush(PATIENCE).await.unwrap();
     assert_eq!(alerts.stats().delivered, 1);
 }
 
@@ -364,7 +368,7 @@ async fn a_command_reads_the_alert_as_json_on_stdin() {
     alerts.attach(&bus).unwrap();
     bus.emit("extraction.failed", json!({"run_id": "r2", "processed": 5}))
         .unwrap();
-    assert!(alerts.flush(PATIENCE).await);
+    alerts.flush(PATIENCE).await.unwrap();
     assert_eq!(alerts.stats().delivered, 1);
 
     let alert: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
@@ -390,7 +394,7 @@ async fn a_failing_command_reports_its_stderr() {
         .unwrap();
     alerts.attach(&bus).unwrap();
     bus.emit("extraction.failed", json!({})).unwrap();
-    assert!(alerts.flush(PATIENCE).await);
+    assert_eq!(alerts.flush(PATIENCE).await.unwrap_err().report.failed, 1);
     assert_eq!(alerts.stats().failed, 1);
     let error = &dlq.entries()[0].error;
     assert!(error.ends_with("exit status: 3: no pager"), "{error}");

@@ -70,6 +70,10 @@ fn a_zero_percent_run_halts_at_the_checkpoint() {
     assert_eq!(data["processed"], 5);
     assert_eq!(data["success_rate"], 0.0);
     assert_eq!(data["passed"], false);
+    assert_eq!(
+        data["reason"],
+        "early validation failed: 0% success rate after 5 specimens"
+    );
     assert_eq!(checkpoints[0].run_id(), Some("extraction_001"));
 
     let status = validator.status().unwrap();

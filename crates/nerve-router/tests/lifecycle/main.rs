@@ -385,3 +385,268 @@ fn a_delivery_to_a_dropped_runtime_is_abandoned_not_lost() {
     let stats = bus.stats();
     assert_eq!((stats.events.abandoned, stats.pending), (1, 0));
 }
+
+// ----- the edges of a run's life: the last handle, durable events, seq -----
+
+/// A sink that records which events it was given and how.
+#[derive(Default)]
+struct Recording {
+    /// `(seq, event_type, waited)` per recorded event.
+    seen: Mutex<Vec<(u64, String, bool)>>,
+    flushes: AtomicUsize,
+    closes: AtomicUsize,
+    last_seq: Option<u64>,
+}
+
+impl nerve_core::sink::EventSink for Recording {
+    fn record(&self, event: &Event) -> Result<(), nerve_core::sink::SinkError> {
+        let entry = (event.seq(), event.event_type().to_owned(), false);
+        self.seen.lock().unwrap().push(entry);
+        Ok(())
+    }
+    fn record_and_wait(&self, event: &Event) -> Result<(), nerve_core::sink::SinkError> {
+        let entry = (event.seq(), event.event_type().to_owned(), true);
+        self.seen.lock().unwrap().push(entry);
+        Ok(())
+    }
+    fn last_seq(&self) -> Option<u64> {
+        self.last_seq
+    }
+    fn flush(&self, _: Duration) -> Result<(), nerve_core::sink::SinkError> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn close(&self, _: Duration) -> Result<(), nerve_core::sink::SinkError> {
+        self.closes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn terminal_events_are_recorded_with_a_wait_and_others_are_not() {
+    let sink = Arc::new(Recording::default());
+    let bus = Bus::builder().journal(sink.clone()).build().unwrap();
+    bus.emit("specimen.processing", json!({"sequence": 1}))
+        .unwrap();
+    bus.emit("specimen.failed", json!({"sequence": 1})).unwrap();
+    bus.emit_event(Event::builder("run.note").terminal().build().unwrap())
+        .unwrap();
+    bus.emit("extraction.failed", json!({"run_id": "extraction_001"}))
+        .unwrap();
+    let waited: Vec<(String, bool)> = sink
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, t, w)| (t.clone(), *w))
+        .collect();
+    assert_eq!(
+        waited,
+        [
+            ("specimen.processing".to_owned(), false),
+            ("specimen.failed".to_owned(), true),
+            ("run.note".to_owned(), true),
+            ("extraction.failed".to_owned(), true),
+        ]
+    );
+}
+
+#[test]
+fn durable_patterns_replace_the_terminal_default() {
+    let sink = Arc::new(Recording::default());
+    let bus = Bus::builder()
+        .journal(sink.clone())
+        .durable_patterns(["audit.*"])
+        .unwrap()
+        .build()
+        .unwrap();
+    bus.emit("audit.login", json!({})).unwrap();
+    bus.emit("specimen.failed", json!({})).unwrap();
+    let none = Bus::builder()
+        .journal(sink.clone())
+        .durable_patterns(Vec::<&str>::new())
+        .unwrap()
+        .build()
+        .unwrap();
+    none.emit("extraction.failed", json!({})).unwrap();
+    let waited: Vec<bool> = sink.seen.lock().unwrap().iter().map(|e| e.2).collect();
+    assert_eq!(waited, [true, false, false]);
+    assert!(
+        Bus::builder().durable_patterns(["a..b"]).is_err(),
+        "an invalid pattern is refused"
+    );
+}
+
+#[test]
+fn a_reopened_sink_continues_its_sequence() {
+    let sink = Arc::new(Recording {
+        last_seq: Some(41),
+        ..Recording::default()
+    });
+    let bus = Bus::builder().journal(sink.clone()).build().unwrap();
+    bus.emit("a.b", json!({})).unwrap();
+    bus.emit("a.c", json!({})).unwrap();
+    let seqs: Vec<u64> = sink.seen.lock().unwrap().iter().map(|e| e.0).collect();
+    assert_eq!(seqs, [42, 43]);
+    assert_eq!(
+        bus.stats().events.emitted,
+        2,
+        "stats count this bus's events"
+    );
+}
+
+#[test]
+fn dropping_the_last_handle_drains_queued_deliveries_then_closes_the_journal() {
+    let sink = Arc::new(Recording::default());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let bus = Bus::builder()
+        .journal(sink.clone())
+        .runtime(runtime.handle().clone())
+        .build()
+        .unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let (started_tx, started_rx) = std_mpsc::channel();
+    let gate = Arc::new(Semaphore::new(0));
+    {
+        let (done, gate) = (done.clone(), gate.clone());
+        bus.subscribe_async("job.*", move |_e: Event| {
+            let (done, gate, started) = (done.clone(), gate.clone(), started_tx.clone());
+            async move {
+                let _ = started.send(());
+                gate.acquire().await.unwrap().forget();
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .unwrap();
+    }
+    // A handler that emits holds the bus weakly, so it does not keep it open.
+    let weak = bus.downgrade();
+    bus.subscribe("job.step", move |_e: &Event| {
+        if let Some(bus) = weak.upgrade() {
+            bus.emit("note.seen", json!({})).unwrap();
+        }
+    })
+    .unwrap();
+    let clone = bus.clone();
+    for i in 0..3 {
+        bus.emit("job.step", json!({"i": i})).unwrap();
+    }
+    started_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    drop(clone);
+    assert_eq!(sink.closes.load(Ordering::SeqCst), 0, "a handle is left");
+    // Released from another thread, before or while the drop waits: either
+    // way all three must have finished when it returns.
+    let releaser = {
+        let gate = gate.clone();
+        std::thread::spawn(move || gate.add_permits(3))
+    };
+    drop(bus);
+    releaser.join().unwrap();
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        3,
+        "the drop waited for the queue"
+    );
+    assert_eq!(
+        sink.closes.load(Ordering::SeqCst),
+        1,
+        "and closed the journal"
+    );
+    let types: Vec<String> = sink
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.1.clone())
+        .collect();
+    assert_eq!(types.iter().filter(|t| *t == "note.seen").count(), 3);
+}
+
+#[test]
+fn a_weak_handle_does_not_revive_a_dropped_bus() {
+    let bus = Bus::new();
+    let weak = bus.downgrade();
+    assert!(weak.upgrade().is_some());
+    drop(bus);
+    assert!(weak.upgrade().is_none());
+}
+
+#[test]
+fn a_shutdown_guard_shuts_down_a_bus_that_handlers_keep_alive() {
+    let sink = Arc::new(Recording::default());
+    let bus = Bus::builder().journal(sink.clone()).build().unwrap();
+    let kept = bus.clone();
+    // A handler holding a strong clone keeps the bus from its last drop.
+    bus.subscribe("a.b", move |_e: &Event| {
+        let _ = &kept;
+    })
+    .unwrap();
+    {
+        let _guard = bus.shutdown_guard();
+        bus.emit("a.b", json!({})).unwrap();
+    }
+    assert!(bus.is_closed());
+    assert_eq!(sink.closes.load(Ordering::SeqCst), 1);
+}
+
+/// A sink that refuses events of one type (or all).
+struct Refusing {
+    refuse: Option<&'static str>,
+    seen: Mutex<Vec<(u64, String)>>,
+}
+
+impl nerve_core::sink::EventSink for Refusing {
+    fn record(&self, event: &Event) -> Result<(), nerve_core::sink::SinkError> {
+        if self.refuse.is_none_or(|t| t == event.event_type()) {
+            return Err(nerve_core::sink::SinkError::new(
+                nerve_core::sink::SinkErrorKind::Io,
+                "disk full",
+            ));
+        }
+        let entry = (event.seq(), event.event_type().to_owned());
+        self.seen.lock().unwrap().push(entry);
+        Ok(())
+    }
+    fn flush(&self, _: Duration) -> Result<(), nerve_core::sink::SinkError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn journal_errors_are_journaled_with_their_seq_and_never_loop() {
+    let sink = Arc::new(Refusing {
+        refuse: Some("bad.event"),
+        seen: Mutex::default(),
+    });
+    let bus = Bus::builder().journal(sink.clone()).build().unwrap();
+    bus.emit("good.event", json!({})).unwrap();
+    bus.emit("bad.event", json!({})).unwrap();
+    bus.emit("good.event", json!({})).unwrap();
+    assert_eq!(
+        *sink.seen.lock().unwrap(),
+        [
+            (1, "good.event".to_owned()),
+            (3, "system.journal_error".to_owned()),
+            (4, "good.event".to_owned()),
+        ],
+        "seq 2 is the refused event, reported by the journaled seq 3"
+    );
+
+    // A sink that refuses everything, its own error reports included.
+    let all = Arc::new(Refusing {
+        refuse: None,
+        seen: Mutex::default(),
+    });
+    let bus = Bus::builder().journal(all).build().unwrap();
+    bus.emit("any.event", json!({})).unwrap();
+    let stats = bus.stats().events;
+    assert_eq!(
+        stats.journal_errors, 2,
+        "the event and its report, once each"
+    );
+    assert_eq!(stats.emitted, 2);
+}
