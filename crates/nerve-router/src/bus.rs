@@ -268,11 +268,11 @@ impl Bus {
     /// unwinds out of `main` drops it too.
     ///
     /// ```
-    /// # use nerve_router::Bus;
+    /// # use nerve::Bus;
     /// let bus = Bus::new();
     /// let _shutdown = bus.shutdown_guard();
-    /// bus.emit("job.started", serde_json::json!({}))?;
-    /// # Ok::<(), nerve_router::EmitError>(())
+    /// bus.emit("job.started", nerve::json!({}))?;
+    /// # Ok::<(), nerve::EmitError>(())
     /// ```
     pub fn shutdown_guard(&self) -> ShutdownGuard {
         ShutdownGuard {

@@ -39,6 +39,9 @@ fn main() -> Result<()> {
     let bus = Bus::builder()
         .journal(Journal::builder(&event_log).build()?)
         .build()?;
+    // The guide's `with HybridEventBus(...)` block: however `main` ends (an
+    // error, a panic), the bus is shut down and the journal flushed.
+    let _shutdown = bus.shutdown_guard();
 
     // The consumers: the guide's two, and its custom email and Slack ones.
     let validator = ValidationConsumer::builder()
@@ -50,18 +53,16 @@ fn main() -> Result<()> {
     validator.attach(&bus)?;
     let metrics = MetricsConsumer::builder().build()?;
     metrics.attach(&bus)?;
-    // Alerts are delivered on tokio, off the extraction's thread.
-    let runtime = tokio::runtime::Runtime::new()?;
-    let alerts = alert_consumers(runtime.handle())?;
+    let alerts = alert_consumers()?;
     for consumer in &alerts {
         consumer.attach(&bus)?;
     }
 
     run_extraction(&bus)?;
 
-    // The end of the guide's `with` block: alerts out, journal flushed.
     for consumer in &alerts {
-        runtime.block_on(consumer.flush(Duration::from_secs(10)));
+        // An error here says which alerts could not be delivered.
+        consumer.flush_blocking(Duration::from_secs(10))?;
     }
     if let Some(run) = metrics.snapshot() {
         println!(
@@ -70,7 +71,6 @@ fn main() -> Result<()> {
             100.0 * run.success_rate
         );
     }
-    bus.shutdown_blocking();
     Ok(())
 }
 
@@ -131,8 +131,9 @@ fn run_extraction(bus: &Bus) -> Result<()> {
                     "success_rate": success_rate,
                 }),
             )?;
-            // Like the guide's `sys.exit(1)`: `emit` of a terminal event
-            // returns once it is on disk and its alerts are on their way.
+            // Like the guide's `sys.exit(1)`. Nothing is lost: `emit` of a
+            // terminal event returns once it and everything before it is
+            // in the journal, and its alerts were sent (or dead-lettered).
             std::process::exit(1);
         }
         emitted?;
@@ -164,8 +165,8 @@ fn extract_specimen(specimen_id: &str) -> Value {
 
 /// The guide's custom consumers: an email alert on failure and low success,
 /// and a Slack-style webhook on the checkpoint and the run's end. Each is on
-/// only when its address is set.
-fn alert_consumers(runtime: &tokio::runtime::Handle) -> Result<Vec<AlertConsumer>> {
+/// only when its address is set, and delivers on a thread of its own.
+fn alert_consumers() -> Result<Vec<AlertConsumer>> {
     let mut consumers = Vec::new();
     if let Ok(host) = std::env::var("ALERT_SMTP_HOST") {
         let port = std::env::var("ALERT_SMTP_PORT").map_or(Ok(25), |p| p.parse())?;
@@ -189,7 +190,6 @@ fn alert_consumers(runtime: &tokio::runtime::Handle) -> Result<Vec<AlertConsumer
                         .message("⚠️ Low Success Rate: dropped to {data.success_rate:%}"),
                 )
                 .sink(email)
-                .runtime(runtime.clone())
                 .build()?,
         );
     }
@@ -211,7 +211,6 @@ fn alert_consumers(runtime: &tokio::runtime::Handle) -> Result<Vec<AlertConsumer
                         .message("🚨 Extraction failed: {run_id}: {data.reason}"),
                 )
                 .sink(WebhookSink::builder().url(url).build()?)
-                .runtime(runtime.clone())
                 .build()?,
         );
     }
