@@ -1,7 +1,8 @@
 //! `nerve demo`: the integration guide's story, simulated. One healthy run
 //! (about 92 % success) completes; one broken run (about 20 %) is stopped
 //! by early validation at specimen 5, minutes into what would have been a
-//! 22-hour job.
+//! 22-hour job. Ctrl-C ends a run cleanly: its journal ends with
+//! `system.interrupted` and the demo exits with status 130.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -199,6 +200,10 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
         .journal(journal)
         .build()
         .context("cannot build the bus")?;
+    // Ctrl-C (or a scheduler's SIGTERM) records `system.interrupted`,
+    // flushes the journal and the alerts, and exits with 130 (or 143).
+    #[cfg(unix)]
+    let _signals = nerve_router::signals::install(&bus).context("cannot handle Ctrl-C")?;
     let consumers = crate::demo_consumers::attach(&bus, args.specimens)?;
     let plan_outcomes = outcomes(plan.success_rate, args.specimens, seed);
     let start = Instant::now();

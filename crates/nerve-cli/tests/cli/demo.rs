@@ -178,3 +178,49 @@ fn the_summary_table_is_aligned() {
     let column = |l: &str| l.rfind("  ").map(|at| l[..at + 2].chars().count());
     assert!(rows.iter().all(|l| column(l) == column(rows[0])), "{text}");
 }
+
+/// Ctrl-C mid-run: the run's journal ends with `system.interrupted` naming
+/// the signal, and the demo exits with 130.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_ends_the_run_cleanly() {
+    use std::time::{Duration, Instant};
+
+    let d = dir("demo-sigint");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_nerve"))
+        .args(["demo", "--out", d.to_str().unwrap()])
+        .args(["--specimens", "100000", "--delay-ms", "5"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the run itself to be under way: its first items in the journal.
+    let log = d.join("run-healthy/events.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("specimen.completed")) {
+        assert!(Instant::now() < deadline, "the demo did not start");
+        std::thread::yield_now();
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        last["event_type"],
+        "system.interrupted",
+        "{} lines; stderr: {}",
+        text.lines().count(),
+        stderr(&o)
+    );
+    assert_eq!(last["data"]["signal"], "SIGINT", "{last}");
+    assert!(
+        !d.join("run-broken").exists(),
+        "the demo stopped at the first run"
+    );
+}
