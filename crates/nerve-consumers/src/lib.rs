@@ -33,6 +33,10 @@
 //!
 //! # Example
 //!
+//! Every example in these docs is written as a user of the
+//! [`nerve`](https://docs.rs/nerve) facade writes it, and runs as a doctest
+//! that way: this crate is `nerve::consumers` (feature `consumers`) there.
+//!
 //! Early validation stops a broken run at its fifth specimen:
 //!
 //! ```

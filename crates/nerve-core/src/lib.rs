@@ -30,6 +30,11 @@
 //!
 //! # Example
 //!
+//! Every example in these docs is written as a user of the
+//! [`nerve`](https://docs.rs/nerve) facade writes it, and runs as a doctest
+//! that way: this crate is the vocabulary re-exported at the root of `nerve`
+//! (`nerve::Event`, `nerve::Pattern`, `nerve::correlation`, ...) there.
+//!
 //! ```
 //! use nerve::{Event, Pattern};
 //! let event = Event::builder("chat.message.sent")

@@ -17,6 +17,11 @@
 //!
 //! # Example
 //!
+//! Every example in these docs is written as a user of the
+//! [`nerve`](https://docs.rs/nerve) facade writes it, and runs as a doctest
+//! that way: this crate is `nerve::journal` (feature `journal`, on by
+//! default) there.
+//!
 //! ```
 //! use std::time::Duration;
 //! use nerve::HistoryQuery;

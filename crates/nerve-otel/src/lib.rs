@@ -28,6 +28,10 @@
 //!
 //! # Example
 //!
+//! Every example in these docs is written as a user of the
+//! [`nerve`](https://docs.rs/nerve) facade writes it, and runs as a doctest
+//! that way: this crate is `nerve::otel` (feature `otel`) there.
+//!
 //! ```
 //! use nerve::otel::OtelLayer;
 //! use opentelemetry::trace::{Tracer, TracerProvider};

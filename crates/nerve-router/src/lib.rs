@@ -57,6 +57,11 @@
 //!
 //! # Example
 //!
+//! Every example in these docs is written as a user of the
+//! [`nerve`](https://docs.rs/nerve) facade writes it, and runs as a doctest
+//! that way: this crate is re-exported at the root of `nerve` (`nerve::Bus`,
+//! `nerve::Subscribe`, ...) there.
+//!
 //! ```
 //! use nerve::{Bus, HandlerError, Subscribe};
 //! use nerve::{Event, json};

@@ -12,8 +12,9 @@
 //! JSON messages. A `--target-dir` given on the command line is not seen;
 //! `CARGO_TARGET_DIR` is.
 //!
-//! Both runs happen once, in [`outcome`]; each test checks one promise, so a
-//! failing one does not hide the others.
+//! Both runs happen once per test process, in [`outcome`] (once in all
+//! under `cargo test`, once per test under nextest); each test checks one
+//! promise, so a failing one does not hide the others.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
