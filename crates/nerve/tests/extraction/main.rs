@@ -530,3 +530,22 @@ fn nerve_stats_shows_two_runs_with_their_true_counts() {
         "{runs}"
     );
 }
+
+#[test]
+fn nerve_query_by_run_returns_the_whole_run() {
+    let o = outcome();
+    let q = nerve(&["query", o.dir.to_str().unwrap(), "--run", "extraction_002"]);
+    assert_eq!(q.status.code(), Some(0), "{}", text(&q.stderr));
+    let types: Vec<String> = text(&q.stdout)
+        .lines()
+        .map(|l| {
+            let e: Value = serde_json::from_str(l).unwrap();
+            e["event_type"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let want: Vec<String> = runs(&o.journal)[1]
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(types, want);
+}
