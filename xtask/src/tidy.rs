@@ -5,6 +5,10 @@
 //! - no file under `crates/` contains a leftover `todo!(`, `unimplemented!(`
 //!   or `dbg!(` (this file is under `xtask/`, so it may name them);
 //! - every `crates/*/src/lib.rs` starts with a `//!` crate doc;
+//! - doc examples in library crates are written from the facade's point of
+//!   view: no `nerve_core::`, `nerve_router::`, `nerve_journal::`,
+//!   `nerve_consumers::`, `nerve_otel::` or `serde_json::` paths, which a
+//!   user of `nerve` alone could not paste;
 //! - `CHANGELOG.md` has a standing `## [Unreleased]` section;
 //! - `README.md` shows how to run the demo and how to run the checks.
 
@@ -24,6 +28,28 @@ const LEFTOVERS: [&str; 3] = ["todo!(", "unimplemented!(", "dbg!("];
 const README_DEMOS: [&str; 2] = [
     "cargo run --release -p nerve-cli -- demo",
     "cargo run --release -p nerve --example quickstart",
+];
+
+/// Paths a doc example may not use: a user depends on `nerve` alone, which
+/// re-exports the crates as `nerve::…` and serde_json's `json!` and `Value`.
+const INTERNAL_PATHS: [&str; 6] = [
+    "nerve_consumers::",
+    "nerve_core::",
+    "nerve_journal::",
+    "nerve_otel::",
+    "nerve_router::",
+    "serde_json::",
+];
+
+/// Code block attributes rustdoc treats as Rust.
+const RUST_BLOCKS: [&str; 7] = [
+    "",
+    "rust",
+    "no_run",
+    "ignore",
+    "should_panic",
+    "compile_fail",
+    "test_harness",
 ];
 
 /// The command the README must give for running the checks.
@@ -127,6 +153,26 @@ fn check_crate(report: &mut Report<'_>, krate: &Path) {
     if text.is_some_and(|text| !has_crate_docs(&text)) {
         report.add(&lib, "does not start with a `//!` crate doc comment");
     }
+    let Ok(files) = files_under(&krate.join("src")) else {
+        report.add(&krate.join("src"), "cannot list");
+        return;
+    };
+    for file in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "rs"))
+    {
+        let Some(text) = report.read(file) else {
+            continue;
+        };
+        for (line, path) in internal_paths_in_doc_examples(&text) {
+            report.add(
+                file,
+                format!(
+                    "line {line}: doc example uses `{path}`; write it as a user of `nerve` would (`nerve::…`)"
+                ),
+            );
+        }
+    }
 }
 
 /// Records each line of `path` that holds a leftover macro; files that are not
@@ -180,6 +226,59 @@ fn inherits_workspace_lints(manifest: &str) -> bool {
 /// Whether a `lib.rs` opens with a crate doc comment.
 fn has_crate_docs(text: &str) -> bool {
     text.trim_start().starts_with("//!")
+}
+
+/// The one-based line numbers and paths of every internal path used inside
+/// a Rust code block of a doc comment (`///` or `//!`) in `text`.
+fn internal_paths_in_doc_examples(text: &str) -> Vec<(usize, &'static str)> {
+    let mut found = Vec::new();
+    // Whether the current line is inside a code block, and a Rust one.
+    let mut block: Option<bool> = None;
+    for (index, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let Some(doc) = trimmed
+            .strip_prefix("///")
+            .or_else(|| trimmed.strip_prefix("//!"))
+        else {
+            block = None;
+            continue;
+        };
+        let doc = doc.trim_start();
+        if let Some(info) = doc.strip_prefix("```") {
+            block = match block {
+                Some(_) => None,
+                None => Some(is_rust_block(info)),
+            };
+            continue;
+        }
+        if block == Some(true) {
+            found.extend(
+                INTERNAL_PATHS
+                    .into_iter()
+                    .filter(|path| contains_path(doc, path))
+                    .map(|path| (index + 1, path)),
+            );
+        }
+    }
+    found
+}
+
+/// Whether `text` names `path` as a path of its own, not as the end of a
+/// longer name (`my_nerve_core::` is not `nerve_core::`).
+fn contains_path(text: &str, path: &str) -> bool {
+    text.match_indices(path).any(|(at, _)| {
+        !text[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
+/// Whether a code block opened with ```` ```info ```` is Rust to rustdoc.
+fn is_rust_block(info: &str) -> bool {
+    info.split(',')
+        .map(str::trim)
+        .all(|attr| RUST_BLOCKS.contains(&attr) || attr.starts_with("edition"))
 }
 
 /// The one-based line numbers and macros of every leftover in `text`.
@@ -263,6 +362,39 @@ mod tests {
         assert!(!has_crate_docs("// licence\n//! The core.\n"));
         assert!(!has_crate_docs("/// Not crate docs.\npub struct A;\n"));
         assert!(!has_crate_docs(""));
+    }
+
+    /// Internal paths count inside Rust doc examples only: not in prose,
+    /// links, other languages or ordinary comments.
+    #[test]
+    fn finds_internal_paths_in_doc_examples() {
+        let text = "\
+//! Uses [`Bus`](nerve_router::Bus).
+//!
+//! ```
+//! use nerve_router::Bus;
+//! # let v = serde_json::json!({});
+//! ```
+//!
+//! ```text
+//! nerve_core::Event
+//! ```
+/// ```no_run
+/// use nerve::consumers::alert::WebhookSink;
+/// use my_nerve_core::Thing;
+/// let e = nerve_core::Event::new(\"a.b\", 1)?;
+/// ```
+// use nerve_journal::Journal;
+fn f() { nerve_otel::traced(\"x\", || ()); }
+";
+        assert_eq!(
+            internal_paths_in_doc_examples(text),
+            [
+                (4, "nerve_router::"),
+                (5, "serde_json::"),
+                (14, "nerve_core::")
+            ]
+        );
     }
 
     /// Each leftover is reported with its line.

@@ -1,7 +1,8 @@
 //! `nerve demo`: the integration guide's story, simulated. One healthy run
 //! (about 92 % success) completes; one broken run (about 20 %) is stopped
 //! by early validation at specimen 5, minutes into what would have been a
-//! 22-hour job.
+//! 22-hour job. Ctrl-C ends a run cleanly: its journal ends with
+//! `system.interrupted` and the demo exits with status 130.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -65,28 +66,8 @@ pub(crate) fn run(args: &DemoArgs, out: &mut Out) -> Result<ExitCode> {
         summaries.push(run_one(plan, args, seed)?);
     }
     out.line("")?;
-    out.line(format!(
-        "{:<12} {:>9} {:>8} {:>9}  {:<44} {}",
-        "run", "processed", "success", "time", "outcome", "event log"
-    ))?;
-    for s in &summaries {
-        let rate = if s.processed == 0 {
-            "-".to_owned()
-        } else {
-            format!(
-                "{:.0}%",
-                100.0 * f64::from(s.succeeded) / f64::from(s.processed)
-            )
-        };
-        out.line(format!(
-            "{:<12} {:>9} {:>8} {:>8.1}s  {:<44} {}",
-            s.run_id,
-            s.processed,
-            rate,
-            s.elapsed.as_secs_f64(),
-            s.outcome,
-            s.log.display()
-        ))?;
+    for line in table(&summaries) {
+        out.line(line)?;
     }
     out.line("")?;
     out.line(format!(
@@ -97,6 +78,63 @@ pub(crate) fn run(args: &DemoArgs, out: &mut Out) -> Result<ExitCode> {
     ))?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The summary table, one line per run, its columns as wide as their
+/// widest cell so that a long outcome does not push the event log column
+/// out of line.
+fn table(summaries: &[Summary]) -> Vec<String> {
+    let rows: Vec<[String; 6]> = summaries
+        .iter()
+        .map(|s| {
+            let rate = if s.processed == 0 {
+                "-".to_owned()
+            } else {
+                format!(
+                    "{:.0}%",
+                    100.0 * f64::from(s.succeeded) / f64::from(s.processed)
+                )
+            };
+            [
+                s.run_id.to_owned(),
+                s.processed.to_string(),
+                rate,
+                format!("{:.1}s", s.elapsed.as_secs_f64()),
+                s.outcome.clone(),
+                s.log.display().to_string(),
+            ]
+        })
+        .collect();
+    let header = [
+        "run",
+        "processed",
+        "success",
+        "time",
+        "outcome",
+        "event log",
+    ]
+    .map(String::from);
+    let width = |column: usize| {
+        std::iter::once(&header)
+            .chain(&rows)
+            .map(|row| row[column].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: [usize; 5] = std::array::from_fn(width);
+    std::iter::once(&header)
+        .chain(&rows)
+        .map(|[run, processed, rate, time, outcome, log]| {
+            format!(
+                "{run:<w0$} {processed:>w1$} {rate:>w2$} {time:>w3$}  {outcome:<w4$}  {log}",
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3],
+                w4 = widths[4],
+            )
+        })
+        .collect()
 }
 
 /// Which specimens succeed: in every block of five, `round(rate × 5)` of
@@ -162,6 +200,10 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
         .journal(journal)
         .build()
         .context("cannot build the bus")?;
+    // Ctrl-C (or a scheduler's SIGTERM) records `system.interrupted`,
+    // flushes the journal and the alerts, and exits with 130 (or 143).
+    #[cfg(unix)]
+    let _signals = nerve_router::signals::install(&bus).context("cannot handle Ctrl-C")?;
     let consumers = crate::demo_consumers::attach(&bus, args.specimens)?;
     let plan_outcomes = outcomes(plan.success_rate, args.specimens, seed);
     let start = Instant::now();
@@ -173,17 +215,21 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
             .data(data)
             .build()
     };
+    // The data follows the integration guide field by field (`run_id` in
+    // the start and end events, `sequence` and `metrics` on every item), so
+    // its `jq` commands run unchanged on the demo's journals.
     emit(event(
         "extraction.started",
-        json!({"total_specimens": args.specimens, "seed": seed}),
+        json!({"run_id": plan.run_id, "total_specimens": args.specimens, "model": "demo-model", "seed": seed}),
     )?)?;
-    let (mut processed, mut succeeded) = (0u32, 0u32);
+    let (mut processed, mut succeeded, mut failed) = (0u32, 0u32, 0u32);
     let mut outcome = "completed".to_owned();
     for (n, ok) in plan_outcomes.iter().enumerate() {
         let specimen = format!("HERB-{:05}", 1000 + n);
+        let sequence = n + 1;
         emit(event(
             "specimen.processing",
-            json!({"specimen_id": specimen}),
+            json!({"specimen_id": specimen, "sequence": sequence}),
         )?)?;
         if args.delay_ms > 0 {
             std::thread::sleep(Duration::from_millis(args.delay_ms));
@@ -191,17 +237,37 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
         processed += 1;
         if *ok {
             succeeded += 1;
+        } else {
+            failed += 1;
         }
         let rate = f64::from(succeeded) / f64::from(processed);
+        let metrics = json!({
+            "total_processed": processed,
+            "success_count": succeeded,
+            "failed_count": failed,
+            "success_rate": rate,
+        });
         let (kind, data) = if *ok {
             (
                 "specimen.completed",
-                json!({"specimen_id": specimen, "fields_extracted": 12, "metrics": {"success_rate": rate, "processed": processed}}),
+                json!({
+                    "specimen_id": specimen,
+                    "sequence": sequence,
+                    "result": {"dwc": {"catalogNumber": specimen, "scientificName": "Carex aquatilis"}},
+                    "fields_extracted": 12,
+                    "metrics": metrics,
+                }),
             )
         } else {
             (
                 "specimen.failed",
-                json!({"specimen_id": specimen, "error": "no label text recognised", "metrics": {"success_rate": rate, "processed": processed}}),
+                json!({
+                    "specimen_id": specimen,
+                    "sequence": sequence,
+                    "result": {"dwc": {}},
+                    "error": "no label text recognised",
+                    "metrics": metrics,
+                }),
             )
         };
         match emit(event(kind, data)?) {
@@ -209,7 +275,13 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
             Err(EmitError::Halted { reason, .. }) => {
                 emit(event(
                     "extraction.failed",
-                    json!({"reason": reason, "processed": processed, "success_rate": rate}),
+                    json!({
+                        "run_id": plan.run_id,
+                        "reason": "early_validation_failed",
+                        "message": reason,
+                        "processed": processed,
+                        "success_rate": rate,
+                    }),
                 )?)?;
                 outcome = format!("stopped: {reason}");
                 break;
@@ -221,7 +293,13 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
         let rate = f64::from(succeeded) / f64::from(processed.max(1));
         emit(event(
             "extraction.completed",
-            json!({"processed": processed, "success_rate": rate}),
+            json!({
+                "run_id": plan.run_id,
+                "total_processed": processed,
+                "successful": succeeded,
+                "failed": failed,
+                "success_rate": rate,
+            }),
         )?)?;
     }
     consumers.finish();
@@ -268,6 +346,39 @@ fn clear(log: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_stays_aligned_whatever_the_outcome() {
+        let summary = |run_id, outcome: &str| Summary {
+            run_id,
+            processed: 25,
+            succeeded: 23,
+            outcome: outcome.to_owned(),
+            elapsed: Duration::from_millis(1234),
+            log: PathBuf::from(format!("demo_event_output/{run_id}/events.jsonl")),
+        };
+        for outcome in [
+            "completed",
+            "stopped: early validation failed: 20% success rate after 5 specimens",
+            &format!("stopped: {}", "a very long reason ".repeat(12)),
+            "stopped: né à Zürich, 5 spécimens",
+        ] {
+            let lines = table(&[
+                summary("run-healthy", "completed"),
+                summary("run-broken", outcome),
+            ]);
+            let log_column: Vec<usize> = lines
+                .iter()
+                .map(|l| {
+                    let at = l.rfind("  ").unwrap() + 2;
+                    l[..at].chars().count()
+                })
+                .collect();
+            assert!(log_column.iter().all(|c| *c == log_column[0]), "{lines:#?}");
+            assert!(lines[0].starts_with("run "), "{lines:#?}");
+            assert!(lines[2].contains(outcome), "{lines:#?}");
+        }
+    }
 
     #[test]
     fn outcomes_are_seeded_and_keep_the_proportion() {

@@ -18,9 +18,8 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use nerve_consumers::alert::{AlertConsumer, AlertRule, Condition, WebhookSink};
-//! use nerve_router::Bus;
-//! use serde_json::json;
+//! use nerve::consumers::alert::{AlertConsumer, AlertRule, Condition, WebhookSink};
+//! use nerve::{Bus, json};
 //!
 //! # fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let bus = Bus::new();

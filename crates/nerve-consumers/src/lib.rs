@@ -33,12 +33,15 @@
 //!
 //! # Example
 //!
+//! Every example in these docs is written as a user of the
+//! [`nerve`](https://docs.rs/nerve) facade writes it, and runs as a doctest
+//! that way: this crate is `nerve::consumers` (feature `consumers`) there.
+//!
 //! Early validation stops a broken run at its fifth specimen:
 //!
 //! ```
-//! use nerve_consumers::{MetricsConsumer, ValidationConsumer};
-//! use nerve_router::{Bus, EmitError};
-//! use serde_json::json;
+//! use nerve::consumers::{MetricsConsumer, ValidationConsumer};
+//! use nerve::{Bus, EmitError, json};
 //!
 //! let bus = Bus::new();
 //! let validator = ValidationConsumer::builder()

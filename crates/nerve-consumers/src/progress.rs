@@ -49,9 +49,8 @@ const STOPPED: &str = "✗ [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}";
 /// | `hidden` | only when standard output is not a terminal |
 ///
 /// ```
-/// use nerve_consumers::ProgressConsumer;
-/// use nerve_router::Bus;
-/// use serde_json::json;
+/// use nerve::consumers::ProgressConsumer;
+/// use nerve::{Bus, json};
 ///
 /// let bus = Bus::new();
 /// let progress = ProgressConsumer::builder().hidden().build()?;

@@ -64,9 +64,8 @@ pub mod names {
 /// | `metrics` | none | a [`Metrics`] backend to report to (see [`names`]) |
 ///
 /// ```
-/// use nerve_consumers::MetricsConsumer;
-/// use nerve_router::Bus;
-/// use serde_json::json;
+/// use nerve::consumers::MetricsConsumer;
+/// use nerve::{Bus, json};
 ///
 /// let bus = Bus::new();
 /// let metrics = MetricsConsumer::builder().build()?;

@@ -59,9 +59,8 @@ pub const MAX_RUNS: usize = 1_024;
 /// [`ProgressConsumer`](crate::ProgressConsumer) shows on a stopped bar).
 ///
 /// ```
-/// use nerve_consumers::ValidationConsumer;
-/// use nerve_router::{Bus, EmitError};
-/// use serde_json::json;
+/// use nerve::consumers::ValidationConsumer;
+/// use nerve::{Bus, EmitError, json};
 ///
 /// let bus = Bus::new();
 /// let validator = ValidationConsumer::builder().early_checkpoint(5).build()?;

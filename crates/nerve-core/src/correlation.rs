@@ -16,7 +16,7 @@
 //! carry it: `tokio::spawn(fut.in_current_correlation())`.
 //!
 //! ```
-//! use nerve_core::correlation::{self, CorrelationId};
+//! use nerve::correlation::{self, CorrelationId};
 //! assert_eq!(correlation::current(), None);
 //! {
 //!     let _guard = correlation::enter(CorrelationId::from("req-1"));
@@ -39,7 +39,7 @@ use crate::event::{Event, EventId};
 /// A correlation id: an opaque, cheaply cloned string.
 ///
 /// ```
-/// use nerve_core::correlation::CorrelationId;
+/// use nerve::correlation::CorrelationId;
 /// let id = CorrelationId::from("req-42");
 /// assert_eq!(id.as_str(), "req-42");
 /// assert_ne!(CorrelationId::generate(), CorrelationId::generate());
@@ -255,7 +255,7 @@ impl Drop for AmbientGuard {
 /// polls it.
 ///
 /// ```
-/// use nerve_core::correlation::{self, CorrelationId};
+/// use nerve::correlation::{self, CorrelationId};
 /// let seen = futures::executor::block_on(correlation::scope(CorrelationId::from("job-7"), async {
 ///     correlation::current()
 /// }));
@@ -391,7 +391,7 @@ where
 /// or generates a fresh one when none is present.
 ///
 /// ```
-/// use nerve_core::correlation::from_headers;
+/// use nerve::correlation::from_headers;
 /// let id = from_headers([("x-request-id", "r-1"), ("X-Correlation-ID", "c-1")]);
 /// assert_eq!(id.as_str(), "c-1");
 /// let id = from_headers([("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]);

@@ -213,16 +213,16 @@ impl<'de> Deserialize<'de> for Timestamp {
 /// | `data`           | the payload, any JSON value                                                   |
 ///
 /// ```
-/// use nerve_core::Event;
+/// use nerve::Event;
 /// let event = Event::builder("user.login")
-///     .data(serde_json::json!({"username": "alice"}))
+///     .data(nerve::json!({"username": "alice"}))
 ///     .source("auth")
 ///     .correlation_id("req-1")
 ///     .build()?;
 /// assert_eq!(event.event_type(), "user.login");
 /// assert_eq!(event.data()["username"], "alice");
 /// assert_eq!(event.correlation_id().unwrap().as_str(), "req-1");
-/// # Ok::<(), nerve_core::name::ValidationError>(())
+/// # Ok::<(), nerve::name::ValidationError>(())
 /// ```
 #[derive(Clone)]
 pub struct Event(Arc<Inner>);

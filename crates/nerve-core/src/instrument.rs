@@ -23,8 +23,8 @@
 //!
 //! ```
 //! use std::sync::atomic::{AtomicUsize, Ordering};
-//! use nerve_core::Event;
-//! use nerve_core::instrument::{DeliveryOutcome, HandleScope, HandlerInfo, Instrument};
+//! use nerve::Event;
+//! use nerve::instrument::{DeliveryOutcome, HandleScope, HandlerInfo, Instrument};
 //!
 //! /// Counts deliveries that did not succeed.
 //! #[derive(Default)]

@@ -200,7 +200,7 @@ impl fmt::Display for LaneAnomaly {
 /// `[1, 5, 3, 4]` reports 3 (after 5) and not 4 (after 3).
 ///
 /// ```
-/// use nerve_core::{Event, LaneAnomaly, Timestamp, merge_lanes};
+/// use nerve::{Event, LaneAnomaly, Timestamp, merge_lanes};
 /// use std::collections::HashMap;
 ///
 /// let at = |micros, lane: &str, lane_seq| {
@@ -230,7 +230,7 @@ impl fmt::Display for LaneAnomaly {
 ///     &merged.anomalies[..],
 ///     [LaneAnomaly::DuplicateLaneSeq { lane, position: 1, lane_seq: 1, .. }] if lane == "write"
 /// ));
-/// # Ok::<(), nerve_core::name::ValidationError>(())
+/// # Ok::<(), nerve::name::ValidationError>(())
 /// ```
 pub fn merge_lanes<K, I>(lanes: I) -> MergedLanes
 where

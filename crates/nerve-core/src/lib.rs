@@ -30,10 +30,15 @@
 //!
 //! # Example
 //!
+//! Every example in these docs is written as a user of the
+//! [`nerve`](https://docs.rs/nerve) facade writes it, and runs as a doctest
+//! that way: this crate is the vocabulary re-exported at the root of `nerve`
+//! (`nerve::Event`, `nerve::Pattern`, `nerve::correlation`, ...) there.
+//!
 //! ```
-//! use nerve_core::{Event, Pattern};
+//! use nerve::{Event, Pattern};
 //! let event = Event::builder("chat.message.sent")
-//!     .data(serde_json::json!({"text": "hi"}))
+//!     .data(nerve::json!({"text": "hi"}))
 //!     .build()?;
 //! assert!(Pattern::parse("chat.*")?.matches(event.event_type()));
 //! # Ok::<(), Box<dyn std::error::Error>>(())

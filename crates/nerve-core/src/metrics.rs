@@ -20,7 +20,7 @@
 //! # Example
 //!
 //! ```
-//! use nerve_core::metrics::{InMemoryMetrics, Metrics, names};
+//! use nerve::metrics::{InMemoryMetrics, Metrics, names};
 //!
 //! let metrics = InMemoryMetrics::new();
 //! metrics.counter(names::EVENTS_DELIVERED_TOTAL, 1, &[("subscription", "audit")]);
@@ -60,7 +60,7 @@ pub use memory::{
 /// # Example
 ///
 /// ```
-/// use nerve_core::metrics::Metrics;
+/// use nerve::metrics::Metrics;
 ///
 /// /// Counts every counter increment, whatever its name.
 /// #[derive(Default)]

@@ -189,7 +189,7 @@ pub fn validate_event_type(name: &str) -> Result<(), ValidationError> {
 /// Whether `name` follows the strict `{domain}.{action}` convention.
 ///
 /// ```
-/// use nerve_core::name::is_valid_event_type;
+/// use nerve::name::is_valid_event_type;
 /// assert!(is_valid_event_type("user.login"));
 /// assert!(is_valid_event_type("chat.message.sent"));
 /// assert!(!is_valid_event_type("user"));
@@ -203,8 +203,8 @@ pub fn is_valid_event_type(name: &str) -> bool {
 /// The domain of an event type: its first segment.
 ///
 /// ```
-/// assert_eq!(nerve_core::name::extract_domain("chat.message.sent"), "chat");
-/// assert_eq!(nerve_core::name::extract_domain("ping"), "ping");
+/// assert_eq!(nerve::name::extract_domain("chat.message.sent"), "chat");
+/// assert_eq!(nerve::name::extract_domain("ping"), "ping");
 /// ```
 pub fn extract_domain(name: &str) -> &str {
     name.split_once('.').map_or(name, |(domain, _)| domain)
@@ -213,8 +213,8 @@ pub fn extract_domain(name: &str) -> &str {
 /// The action of an event type: everything after the domain, or `""`.
 ///
 /// ```
-/// assert_eq!(nerve_core::name::extract_action("chat.message.sent"), "message.sent");
-/// assert_eq!(nerve_core::name::extract_action("ping"), "");
+/// assert_eq!(nerve::name::extract_action("chat.message.sent"), "message.sent");
+/// assert_eq!(nerve::name::extract_action("ping"), "");
 /// ```
 pub fn extract_action(name: &str) -> &str {
     name.split_once('.').map_or("", |(_, action)| action)
@@ -224,7 +224,7 @@ pub fn extract_action(name: &str) -> &str {
 /// restricted to a set of domains.
 ///
 /// ```
-/// use nerve_core::name::NameRules;
+/// use nerve::name::NameRules;
 /// let rules = NameRules::new().allowed_domains(["user", "chat"]);
 /// assert!(rules.validate("user.login").is_ok());
 /// let err = rules.validate("billing.charge").unwrap_err();

@@ -20,12 +20,12 @@ use std::str::FromStr;
 /// A `Pattern` that exists is valid: it is only made by [`Pattern::parse`].
 ///
 /// ```
-/// use nerve_core::Pattern;
+/// use nerve::Pattern;
 /// let p = Pattern::parse("chat.*")?;
 /// assert!(p.matches("chat.message.sent"));
 /// assert!(!p.matches("chat"));
 /// assert!(Pattern::parse("ch*t").is_err());
-/// # Ok::<(), nerve_core::PatternError>(())
+/// # Ok::<(), nerve::PatternError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Pattern {

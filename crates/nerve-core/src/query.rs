@@ -11,11 +11,11 @@ use crate::pattern::{Pattern, PatternError};
 /// [`oldest_first`](HistoryQuery::oldest_first) is set.
 ///
 /// ```
-/// use nerve_core::{Event, query::HistoryQuery};
+/// use nerve::{Event, HistoryQuery};
 /// let q = HistoryQuery::new().pattern("task.*")?.source("wf-1").limit(10);
 /// let e = Event::builder("task.done").source("wf-1").build().unwrap();
 /// assert!(q.matches(&e));
-/// # Ok::<(), nerve_core::PatternError>(())
+/// # Ok::<(), nerve::PatternError>(())
 /// ```
 #[derive(Debug, Clone, Default)]
 #[must_use]

@@ -19,8 +19,8 @@
 //! # Example
 //!
 //! ```
-//! use nerve_core::redact::Redactor;
-//! use serde_json::json;
+//! use nerve::redact::Redactor;
+//! use nerve::json;
 //!
 //! let redactor = Redactor::default();
 //! let mut data = json!({
@@ -181,8 +181,8 @@ pub enum RedactError {
 /// patterns. See the [module docs](self) for what is redacted and how.
 ///
 /// ```
-/// use nerve_core::Event;
-/// use nerve_core::redact::{Detector, Redactor};
+/// use nerve::Event;
+/// use nerve::redact::{Detector, Redactor};
 ///
 /// let redactor = Redactor::builder()
 ///     .keys(["password", "session"])
@@ -193,7 +193,7 @@ pub enum RedactError {
 ///            "from [REDACTED_EMAIL] at [REDACTED_IPV4]");
 ///
 /// let event = Event::builder("user.login")
-///     .data(serde_json::json!({"user": "bob@example.org", "SESSION": "s-42"}))
+///     .data(nerve::json!({"user": "bob@example.org", "SESSION": "s-42"}))
 ///     .source("10.1.2.3")
 ///     .build()?;
 /// let clean = redactor.redact_event(&event);

@@ -22,8 +22,8 @@
 //! ```
 //! use std::sync::Mutex;
 //! use std::time::Duration;
-//! use nerve_core::sink::{EventSink, SinkError};
-//! use nerve_core::Event;
+//! use nerve::sink::{EventSink, SinkError};
+//! use nerve::Event;
 //!
 //! #[derive(Default)]
 //! struct Memory(Mutex<Vec<Event>>);

@@ -8,7 +8,7 @@
 //! `traceparent` / `tracestate` headers.
 //!
 //! ```
-//! use nerve_core::trace::TraceContext;
+//! use nerve::trace::TraceContext;
 //! let tc = TraceContext::parse(
 //!     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 //!     Some("congo=t61rcWkgMzE"),
@@ -16,7 +16,7 @@
 //! assert!(tc.is_sampled());
 //! assert_eq!(tc.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
 //! assert_eq!(tc.traceparent(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
-//! # Ok::<(), nerve_core::trace::TraceContextError>(())
+//! # Ok::<(), nerve::trace::TraceContextError>(())
 //! ```
 //!
 //! [Trace Context]: https://www.w3.org/TR/trace-context/

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 /// subscribed to as itself.
 ///
 /// ```
-/// use nerve_core::TypedEvent;
+/// use nerve::TypedEvent;
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct SpecimenCompleted {
 ///     specimen_id: String,

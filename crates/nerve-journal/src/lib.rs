@@ -17,12 +17,16 @@
 //!
 //! # Example
 //!
+//! Every example in these docs is written as a user of the
+//! [`nerve`](https://docs.rs/nerve) facade writes it, and runs as a doctest
+//! that way: this crate is `nerve::journal` (feature `journal`, on by
+//! default) there.
+//!
 //! ```
 //! use std::time::Duration;
-//! use nerve_core::query::HistoryQuery;
-//! use nerve_journal::{Fsync, Journal};
-//! use nerve_router::Bus;
-//! use serde_json::json;
+//! use nerve::HistoryQuery;
+//! use nerve::journal::{Fsync, Journal};
+//! use nerve::{Bus, json};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;

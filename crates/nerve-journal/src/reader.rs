@@ -142,8 +142,8 @@ impl Lines {
 /// # std::fs::write(&path, concat!(
 /// #     r#"{"event_type":"user.login","payload":{"user":"alice"},"timestamp":1700000000.5,"#,
 /// #     r#""event_id":"6f1c0b8e-3c1d-4c5e-9a0b-2b1d3c4e5f60","correlation_id":"req-1"}"#, "\n"))?;
-/// use nerve_core::query::HistoryQuery;
-/// use nerve_journal::JournalReader;
+/// use nerve::HistoryQuery;
+/// use nerve::journal::JournalReader;
 ///
 /// let logins = JournalReader::open(&path)?
 ///     .query(&HistoryQuery::new().pattern("user.*")?.limit(100))?;

@@ -55,7 +55,7 @@ pub fn current_trace_context() -> Option<TraceContext> {
 /// span: a correlation id that every service in the trace agrees on.
 ///
 /// ```
-/// assert_eq!(nerve_otel::trace_correlation_id(), None);
+/// assert_eq!(nerve::otel::trace_correlation_id(), None);
 /// ```
 pub fn trace_correlation_id() -> Option<String> {
     Context::map_current(|cx| {
@@ -74,8 +74,8 @@ pub fn trace_correlation_id() -> Option<String> {
 ///
 /// ```
 /// use opentelemetry::trace::{TraceContextExt, Tracer};
-/// # let event = nerve_core::Event::new("a.b", 1)?;
-/// let parent = nerve_otel::parent_context(&event);
+/// # let event = nerve::Event::new("a.b", 1)?;
+/// let parent = nerve::otel::parent_context(&event);
 /// let tracer = opentelemetry::global::tracer("app");
 /// let _span = tracer.start_with_context("process", &parent);
 /// # Ok::<(), Box<dyn std::error::Error>>(())

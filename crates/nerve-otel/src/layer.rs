@@ -30,11 +30,11 @@ use crate::context::{is_span_of, parent_context, trace_context_of};
 /// | [`emit_events`](Self::emit_events) | on |
 ///
 /// ```
-/// use nerve_otel::OtelLayer;
-/// let bus = nerve_router::Bus::builder()
+/// use nerve::otel::OtelLayer;
+/// let bus = nerve::Bus::builder()
 ///     .instrument(OtelLayer::new().correlation_from_trace(true))
 ///     .build()?;
-/// # Ok::<(), nerve_router::BuildError>(())
+/// # Ok::<(), nerve::BuildError>(())
 /// ```
 pub struct OtelLayer<T = BoxedTracer> {
     tracer: T,

@@ -28,22 +28,26 @@
 //!
 //! # Example
 //!
+//! Every example in these docs is written as a user of the
+//! [`nerve`](https://docs.rs/nerve) facade writes it, and runs as a doctest
+//! that way: this crate is `nerve::otel` (feature `otel`) there.
+//!
 //! ```
-//! use nerve_otel::OtelLayer;
+//! use nerve::otel::OtelLayer;
 //! use opentelemetry::trace::{Tracer, TracerProvider};
 //! # use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 //! # let exporter = InMemorySpanExporter::default();
 //! # let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
 //! let tracer = provider.tracer("app");
-//! let bus = nerve_router::Bus::builder()
+//! let bus = nerve::Bus::builder()
 //!     .instrument(OtelLayer::with_tracer(provider.tracer("nerve")))
 //!     .build()?;
 //! bus.subscribe("order.placed", |_event| {
 //!     // Runs inside the span `nerve.handle order.placed`, a child of
 //!     // `checkout`.
-//!     assert!(nerve_otel::trace_correlation_id().is_some());
+//!     assert!(nerve::otel::trace_correlation_id().is_some());
 //! })?;
-//! tracer.in_span("checkout", |_| bus.emit("order.placed", serde_json::json!({"id": 7})))?;
+//! tracer.in_span("checkout", |_| bus.emit("order.placed", nerve::json!({"id": 7})))?;
 //! # assert_eq!(exporter.get_finished_spans()?.len(), 2);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -23,12 +23,12 @@ pub const TRACESTATE: &str = "tracestate";
 ///
 /// ```
 /// use std::collections::HashMap;
-/// use nerve_core::{Event, trace::TraceContext};
+/// use nerve::{Event, trace::TraceContext};
 /// let tc = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None)?;
 /// let event = Event::builder("order.placed").trace_context(tc.clone()).build()?;
 /// let mut headers = HashMap::new();
-/// assert!(nerve_otel::inject(&event, &mut headers));
-/// assert_eq!(nerve_otel::extract_trace_context(&headers)?, Some(tc));
+/// assert!(nerve::otel::inject(&event, &mut headers));
+/// assert_eq!(nerve::otel::extract_trace_context(&headers)?, Some(tc));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn inject(event: &Event, headers: &mut dyn Injector) -> bool {
@@ -72,7 +72,7 @@ pub fn extract_trace_context(
 ///     "traceparent".to_owned(),
 ///     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
 /// )]);
-/// let cx = nerve_otel::extract(&headers);
+/// let cx = nerve::otel::extract(&headers);
 /// assert!(cx.span().span_context().is_remote());
 /// ```
 pub fn extract(headers: &dyn Extractor) -> Context {

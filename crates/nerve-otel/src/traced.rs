@@ -18,7 +18,7 @@ const TRACER: &str = "nerve";
 /// Uses the global tracer provider; with none installed it only runs `f`.
 ///
 /// ```
-/// let n = nerve_otel::traced("load config", || 40 + 2);
+/// let n = nerve::otel::traced("load config", || 40 + 2);
 /// assert_eq!(n, 42);
 /// ```
 pub fn traced<T>(name: impl Into<Cow<'static, str>>, f: impl FnOnce() -> T) -> T {
@@ -32,7 +32,7 @@ pub fn traced<T>(name: impl Into<Cow<'static, str>>, f: impl FnOnce() -> T) -> T
 /// ```
 /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
 /// # rt.block_on(async {
-/// let n = nerve_otel::traced_async("fetch", async { 42 }).await;
+/// let n = nerve::otel::traced_async("fetch", async { 42 }).await;
 /// assert_eq!(n, 42);
 /// # });
 /// ```

@@ -22,14 +22,14 @@ use tracing::field::Empty;
 /// spans are disabled and cost a level check.
 ///
 /// ```
-/// let bus = nerve_router::Bus::builder()
-///     .instrument(nerve_otel::TracingLayer::new())
+/// let bus = nerve::Bus::builder()
+///     .instrument(nerve::otel::TracingLayer::new())
 ///     .build()?;
 /// bus.subscribe("order.placed", |_| {
 ///     // Logged with event_type, event_id, correlation_id, ... of the event.
 ///     tracing::info!("reserving stock");
 /// })?;
-/// bus.emit("order.placed", serde_json::json!({"id": 7}))?;
+/// bus.emit("order.placed", nerve::json!({"id": 7}))?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Default)]

@@ -51,16 +51,16 @@ pub(crate) type GuardFn = Arc<dyn Fn(&Event) -> Result<(), Reject> + Send + Sync
 /// A guard's refusal of an event, with the reason `emit` reports.
 ///
 /// ```
-/// use nerve_router::{Bus, Reject};
+/// use nerve::{Bus, Reject};
 /// let bus = Bus::builder()
 ///     .guard(|e| match e.data().get("chain_of_thought") {
 ///         Some(_) => Err(Reject::new("events must not carry hidden reasoning")),
 ///         None => Ok(()),
 ///     })
 ///     .build()?;
-/// let err = bus.emit("agent.step", serde_json::json!({"chain_of_thought": "..."})).unwrap_err();
+/// let err = bus.emit("agent.step", nerve::json!({"chain_of_thought": "..."})).unwrap_err();
 /// assert!(err.to_string().contains("hidden reasoning"));
-/// # Ok::<(), nerve_router::BuildError>(())
+/// # Ok::<(), nerve::BuildError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
@@ -173,11 +173,11 @@ impl Default for Config {
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let bus = nerve_router::Bus::builder()
+/// let bus = nerve::Bus::builder()
 ///     .validate_names(true)
 ///     .allowed_domains(["user", "chat"])
 ///     .build()?;
-/// assert!(bus.emit("billing.charge", serde_json::json!({})).is_err());
+/// assert!(bus.emit("billing.charge", nerve::json!({})).is_err());
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, Default)]

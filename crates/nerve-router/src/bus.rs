@@ -69,14 +69,13 @@ static NEXT_BUS_ID: AtomicU64 = AtomicU64::new(1);
 /// for the delivery rules.
 ///
 /// ```
-/// use nerve_router::{Bus, Subscribe};
-/// use serde_json::json;
+/// use nerve::{Bus, Subscribe, json};
 /// use std::sync::{Arc, Mutex};
 ///
 /// let bus = Bus::new();
 /// let seen = Arc::new(Mutex::new(Vec::new()));
 /// let log = seen.clone();
-/// bus.subscribe_with("user.*", move |e: &nerve_core::Event| {
+/// bus.subscribe_with("user.*", move |e: &nerve::Event| {
 ///     log.lock().unwrap().push(e.event_type().to_owned());
 /// }, Subscribe::new().priority(10))?;
 /// bus.emit("user.login", json!({"username": "alice"}))?;
@@ -270,11 +269,11 @@ impl Bus {
     /// unwinds out of `main` drops it too.
     ///
     /// ```
-    /// # use nerve_router::Bus;
+    /// # use nerve::Bus;
     /// let bus = Bus::new();
     /// let _shutdown = bus.shutdown_guard();
-    /// bus.emit("job.started", serde_json::json!({}))?;
-    /// # Ok::<(), nerve_router::EmitError>(())
+    /// bus.emit("job.started", nerve::json!({}))?;
+    /// # Ok::<(), nerve::EmitError>(())
     /// ```
     pub fn shutdown_guard(&self) -> ShutdownGuard {
         ShutdownGuard {

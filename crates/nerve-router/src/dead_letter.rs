@@ -220,15 +220,15 @@ struct Inner {
 /// [`BusBuilder::dead_letters`](crate::BusBuilder::dead_letters).
 ///
 /// ```
-/// use nerve_router::{Bus, DeadLetterQueue, DeadLetterReason, HandlerError};
-/// use nerve_core::Event;
+/// use nerve::{Bus, DeadLetterQueue, DeadLetterReason, HandlerError};
+/// use nerve::Event;
 ///
 /// let dlq = DeadLetterQueue::new(1000);
 /// let bus = Bus::builder().dead_letters(dlq.clone()).build()?;
 /// bus.subscribe("test.*", |e: &Event| -> Result<(), HandlerError> {
 ///     if e.data()["fail"] == true { Err(HandlerError::new("simulated")) } else { Ok(()) }
 /// })?;
-/// bus.emit("test.event", serde_json::json!({"fail": true}))?;
+/// bus.emit("test.event", nerve::json!({"fail": true}))?;
 /// assert_eq!(dlq.len(), 1);
 /// assert_eq!(dlq.by_reason(DeadLetterReason::HandlerError).len(), 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -456,8 +456,8 @@ impl DeadLetterQueue {
     /// [`retry`](Self::retry) re-emits its event to the bus.
     ///
     /// ```
-    /// use nerve_router::{DeadLetterQueue, DeadLetterReason};
-    /// use nerve_core::Event;
+    /// use nerve::{DeadLetterQueue, DeadLetterReason};
+    /// use nerve::Event;
     ///
     /// let dlq = DeadLetterQueue::new(10);
     /// let event = Event::builder("run.failed").build()?;

@@ -10,11 +10,11 @@ use crate::bus::Bus;
 /// is for applications that want one without passing it around.
 ///
 /// ```
-/// let a = nerve_router::global();
-/// let b = nerve_router::global();
-/// a.emit("app.started", serde_json::json!({}))?;
+/// let a = nerve::global();
+/// let b = nerve::global();
+/// a.emit("app.started", nerve::json!({}))?;
 /// assert!(b.stats().events.emitted >= 1);
-/// # Ok::<(), nerve_router::EmitError>(())
+/// # Ok::<(), nerve::EmitError>(())
 /// ```
 pub fn global() -> &'static Bus {
     static GLOBAL: OnceLock<Bus> = OnceLock::new();

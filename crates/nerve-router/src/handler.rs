@@ -16,7 +16,7 @@ use nerve_core::Event;
 /// [`EmitError::Halted`](crate::EmitError::Halted).
 ///
 /// ```
-/// use nerve_router::HandlerError;
+/// use nerve::HandlerError;
 /// let e = HandlerError::halt("early validation failed: 0% success rate after 5 specimens");
 /// assert!(e.is_halt());
 /// ```

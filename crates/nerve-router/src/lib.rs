@@ -57,10 +57,14 @@
 //!
 //! # Example
 //!
+//! Every example in these docs is written as a user of the
+//! [`nerve`](https://docs.rs/nerve) facade writes it, and runs as a doctest
+//! that way: this crate is re-exported at the root of `nerve` (`nerve::Bus`,
+//! `nerve::Subscribe`, ...) there.
+//!
 //! ```
-//! use nerve_router::{Bus, HandlerError, Subscribe};
-//! use nerve_core::Event;
-//! use serde_json::json;
+//! use nerve::{Bus, HandlerError, Subscribe};
+//! use nerve::{Event, json};
 //!
 //! let bus = Bus::builder().validate_names(true).build()?;
 //! bus.subscribe_with(

@@ -25,12 +25,12 @@
 //! process just exits with the status.
 //!
 //! ```no_run
-//! use nerve_router::{Bus, signals};
+//! use nerve::{Bus, signals};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let bus = Bus::new();
 //! let _signals = signals::install(&bus)?;
-//! bus.emit("extraction.started", serde_json::json!({"run_id": "extraction_001"}))?;
+//! bus.emit("extraction.started", nerve::json!({"run_id": "extraction_001"}))?;
 //! // ... Ctrl-C here records `system.interrupted`, flushes, exits with 130.
 //! # Ok(()) }
 //! ```

@@ -241,7 +241,7 @@ impl EventStream {
     /// runtime worker; await `next()` there.
     ///
     /// ```
-    /// # use nerve_router::Bus;
+    /// # use nerve::Bus;
     /// let bus = Bus::new();
     /// let mut stream = bus.stream("job.*").unwrap();
     /// let reader = std::thread::spawn(move || {

@@ -48,7 +48,7 @@ impl fmt::Display for SubscriptionId {
 /// | `overflow`    | handlers: [`Overflow::Block`]; streams: [`Overflow::DropOldest`] |
 ///
 /// ```
-/// use nerve_router::Subscribe;
+/// use nerve::Subscribe;
 /// let options = Subscribe::new()
 ///     .priority(300)
 ///     .name("pager")

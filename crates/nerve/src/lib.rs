@@ -40,6 +40,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Examples
+//!
+//! * `examples/extraction.rs`: the extraction integration guide's script,
+//!   ported: early validation stops a broken batch run at specimen 5, email
+//!   and webhook alerts, one `events.jsonl` for every run
+//!   (`cargo run -p nerve --features consumers --example extraction`).
+//! * `examples/quickstart.rs`: the README's quick start.
+//! * `examples/otel.rs`: one OpenTelemetry trace from the emitting span
+//!   through every handler (`--features otel`).
+//!
 //! # Feature flags
 //!
 //! | feature | default | what it adds |

@@ -16,7 +16,7 @@ use super::{Alert, AlertSink, SinkError, SinkFuture};
 /// delivery is dropped.
 ///
 /// ```
-/// use nerve_consumers::alert::CommandSink;
+/// use nerve::consumers::alert::CommandSink;
 ///
 /// let notify = CommandSink::new("/usr/local/bin/page-oncall").arg("--team").arg("extraction");
 /// ```

@@ -40,7 +40,7 @@ enum Security {
 /// | `timeout`     | 10 s per connection and command |
 ///
 /// ```
-/// use nerve_consumers::alert::EmailSink;
+/// use nerve::consumers::alert::EmailSink;
 ///
 /// let email = EmailSink::builder()
 ///     .starttls("smtp.example.org")
@@ -48,7 +48,7 @@ enum Security {
 ///     .from("nerve <alerts@example.org>")
 ///     .to("oncall@example.org")
 ///     .build()?;
-/// # Ok::<(), nerve_consumers::BuildError>(())
+/// # Ok::<(), nerve::consumers::BuildError>(())
 /// ```
 #[derive(Clone)]
 pub struct EmailSink {

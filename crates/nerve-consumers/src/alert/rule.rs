@@ -14,12 +14,12 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 /// A test on an event: only events that pass it alert.
 ///
 /// ```
-/// use nerve_consumers::alert::Condition;
-/// use nerve_core::Event;
+/// use nerve::consumers::alert::Condition;
+/// use nerve::Event;
 ///
 /// let low = Condition::below("success_rate", 0.6);
 /// let e = Event::builder("validation.warning")
-///     .data(serde_json::json!({"success_rate": 0.55}))
+///     .data(nerve::json!({"success_rate": 0.55}))
 ///     .build()?;
 /// assert!(low.matches(&e));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -101,7 +101,7 @@ pub(crate) fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use nerve_consumers::alert::{AlertRule, Condition};
+/// use nerve::consumers::alert::{AlertRule, Condition};
 ///
 /// let rule = AlertRule::new("low-success", "validation.warning")
 ///     .when(Condition::below("success_rate", 0.6))

@@ -16,7 +16,7 @@ pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + S
 /// [permanent](SinkError::permanent).
 ///
 /// ```
-/// use nerve_consumers::alert::{Alert, AlertSink, SinkError, SinkFuture};
+/// use nerve::consumers::alert::{Alert, AlertSink, SinkError, SinkFuture};
 ///
 /// /// Prints alerts.
 /// struct Stdout;

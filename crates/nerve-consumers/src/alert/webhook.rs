@@ -28,16 +28,16 @@ type BodyFn = Arc<dyn Fn(&Alert) -> Value + Send + Sync>;
 /// | `timeout` | 10 s per request |
 ///
 /// ```
-/// use nerve_consumers::alert::WebhookSink;
+/// use nerve::consumers::alert::WebhookSink;
 ///
 /// let slack = WebhookSink::builder()
 ///     .url("https://hooks.slack.com/services/T000/B000/XXXX")
 ///     .build()?;
 /// let discord = WebhookSink::builder()
 ///     .url("https://discord.com/api/webhooks/1/abc")
-///     .body(|alert| serde_json::json!({"content": alert.message}))
+///     .body(|alert| nerve::json!({"content": alert.message}))
 ///     .build()?;
-/// # Ok::<(), nerve_consumers::BuildError>(())
+/// # Ok::<(), nerve::consumers::BuildError>(())
 /// ```
 #[derive(Clone)]
 pub struct WebhookSink {

@@ -17,7 +17,7 @@ type Callback = dyn Fn(MetricKind, &'static str, f64, &[(&'static str, &str)]) +
 /// # Example
 ///
 /// ```
-/// use nerve_core::metrics::{CallbackMetrics, MetricKind, Metrics, names};
+/// use nerve::metrics::{CallbackMetrics, MetricKind, Metrics, names};
 ///
 /// let metrics = CallbackMetrics::new(|kind, name, value, labels| {
 ///     println!("{kind} {name} {value} {labels:?}");

@@ -16,7 +16,7 @@ use super::{MetricKind, Metrics, names};
 /// # Example
 ///
 /// ```
-/// use nerve_core::metrics::{Metrics, MetricsFacade, names};
+/// use nerve::metrics::{Metrics, MetricsFacade, names};
 ///
 /// // Install an exporter first, e.g. `metrics_exporter_prometheus::PrometheusBuilder`.
 /// let metrics = MetricsFacade::new();

@@ -53,7 +53,7 @@ pub const RESERVOIR_SIZE: usize = 1_024;
 /// # Example
 ///
 /// ```
-/// use nerve_core::metrics::{InMemoryMetrics, Metrics, names};
+/// use nerve::metrics::{InMemoryMetrics, Metrics, names};
 ///
 /// let metrics = InMemoryMetrics::new();
 /// let reader = metrics.clone();
@@ -62,8 +62,8 @@ pub const RESERVOIR_SIZE: usize = 1_024;
 ///
 /// assert_eq!(reader.counter_value(names::EVENTS_EMITTED_TOTAL, &[("event_type", "user.login")]), 2);
 /// assert_eq!(reader.gauge_value(names::PENDING, &[]), Some(4.0));
-/// println!("{}", serde_json::to_string_pretty(&reader.snapshot())?);
-/// # Ok::<(), serde_json::Error>(())
+/// // Serialize, for an exporter or a test report.
+/// println!("{:?}", reader.snapshot());
 /// ```
 #[derive(Clone)]
 pub struct InMemoryMetrics {
