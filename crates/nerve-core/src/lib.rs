@@ -62,6 +62,7 @@ mod pattern;
 pub mod query;
 #[cfg(feature = "redact")]
 pub mod redact;
+pub mod run;
 pub mod sink;
 pub mod trace;
 mod typed;
