@@ -360,6 +360,12 @@ impl JournalReader {
         })
     }
 
+    /// The file the last item came from (the one being read), if reading
+    /// has started.
+    pub fn current_file(&self) -> Option<&Path> {
+        self.current.as_ref().map(|c| c.path.as_path())
+    }
+
     /// The files this reader will read, oldest first.
     pub fn files(&self) -> Vec<&Path> {
         let mut all: Vec<&Path> = self.current.iter().map(|c| c.path.as_path()).collect();
