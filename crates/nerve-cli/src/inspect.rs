@@ -52,16 +52,9 @@ fn parse_time(text: &str) -> Result<Timestamp> {
 }
 
 fn parse_pattern(text: &str) -> Result<Pattern> {
-    Pattern::parse(text).map_err(|e| {
-        let reason = e.to_string();
-        // The parser's message quotes the whole text; keep only its reason.
-        let reason = reason.rsplit_once(": ").map_or("", |(_, r)| r);
-        if reason.is_empty() || reason.len() > 200 {
-            anyhow::anyhow!("{} is not a valid pattern", quote(text))
-        } else {
-            anyhow::anyhow!("{} is not a valid pattern: {reason}", quote(text))
-        }
-    })
+    // The parser's own message quotes the whole text, however long.
+    Pattern::parse(text)
+        .map_err(|e| anyhow::anyhow!("{} is not a valid pattern: {}", quote(text), e.reason()))
 }
 
 impl Filter {
@@ -205,7 +198,7 @@ impl Runs {
 }
 
 pub(crate) fn stats(args: &StatsArgs, out: &mut Out) -> Result<ExitCode> {
-    let (files, reader) = open(&args.path)?;
+    let (_, reader) = open(&args.path)?;
     let (success, failure) = (parse_pattern(&args.success)?, parse_pattern(&args.failure)?);
     let mut s = Stats::default();
     let mut skipped = Skipped::default();
@@ -288,7 +281,6 @@ pub(crate) fn stats(args: &StatsArgs, out: &mut Out) -> Result<ExitCode> {
         out.line(format!("  ... and {} more", s.damaged.len() - 20))?;
     }
     out.flush()?;
-    let _ = files;
     Ok(skipped.report(&args.path.path, args.strict.strict))
 }
 
@@ -436,9 +428,11 @@ pub(crate) fn timeline(args: &TimelineArgs, out: &mut Out) -> Result<ExitCode> {
 /// How often `tail -f` looks for a journal that does not exist yet.
 const WAIT_POLL: Duration = Duration::from_millis(50);
 
-/// Waits until the journal has a file to follow (`tail -F`), saying so once.
-fn wait_for(active: &Path) -> Follow {
-    let mut said = false;
+/// Waits until the journal has an active file to follow (`tail -F`); says
+/// so once when `say` (a journal that does not exist yet, rather than one
+/// between a rotation's rename and its new file).
+fn wait_for(active: &Path, say: bool) -> Follow {
+    let mut said = !say;
     loop {
         if let Ok(f) = Follow::from_end(active) {
             return f;
@@ -467,12 +461,16 @@ pub(crate) fn tail(args: &TailArgs, out: &mut Out) -> Result<ExitCode> {
     // Start following before reading the last lines, so that nothing
     // written in between is missed; what it repeats is skipped by id. A
     // journal created after the tail started is new: all of it is shown.
+    let fresh = !files.active.exists() && files.backups.is_empty() && files.pending.is_empty();
     let (follow, lines) = if !args.follow {
         (None, args.lines)
     } else {
         match Follow::from_end(&files.active) {
             Ok(f) => (Some(f), args.lines),
-            Err(_) if !files.active.exists() => (Some(wait_for(&files.active)), usize::MAX),
+            Err(_) if !files.active.exists() => {
+                let lines = if fresh { usize::MAX } else { args.lines };
+                (Some(wait_for(&files.active, fresh)), lines)
+            }
             Err(e) => {
                 return Err(anyhow::Error::new(e)
                     .context(format!("cannot follow {}", files.active.display())));
