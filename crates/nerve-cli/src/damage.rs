@@ -44,9 +44,8 @@ impl Skipped {
         self.torn + self.corrupt
     }
 
-    /// The warning, if anything was skipped: how many, where, and what to
-    /// run next.
-    pub(crate) fn warning(&self, journal: &Path) -> Option<String> {
+    /// `3 damaged lines (2 corrupt, 1 torn): e.jsonl:4, ...`, if any.
+    pub(crate) fn summary(&self) -> Option<String> {
         let total = self.total();
         if total == 0 {
             return None;
@@ -59,12 +58,22 @@ impl Skipped {
             String::new()
         };
         Some(format!(
-            "nerve: warning: skipped {total} damaged line{s} ({} corrupt, {} torn): {}{more}; run `nerve verify {}` for details",
+            "{total} damaged line{s} ({} corrupt, {} torn): {}{more}",
             self.corrupt,
             self.torn,
             self.first.join(", "),
-            journal.display()
         ))
+    }
+
+    /// The warning, if anything was skipped: how many, where, and what to
+    /// run next.
+    pub(crate) fn warning(&self, journal: &Path) -> Option<String> {
+        self.summary().map(|s| {
+            format!(
+                "nerve: warning: skipped {s}; run `nerve verify {}` for details",
+                journal.display()
+            )
+        })
     }
 
     /// Says on stderr what was skipped; the exit code of the read: 1 if

@@ -19,6 +19,7 @@ use nerve_core::{Event, EventId};
 use nerve_journal::{ERROR_MARKER_KEY, ReadError};
 
 use crate::PathArg;
+use crate::damage::Skipped;
 use crate::inspect::open;
 use crate::output::Out;
 use crate::path::JournalFiles;
@@ -163,6 +164,7 @@ pub(crate) fn verify(args: &PathArg, out: &mut Out) -> Result<ExitCode> {
         .map(|p| p.display().to_string())
         .collect();
     let mut f = Findings::default();
+    let mut skipped = Skipped::default();
     while let Some(item) = reader.next() {
         match item {
             Ok(e) => f.event(reader.current_file().map(PathBuf::from), &e),
@@ -170,8 +172,16 @@ pub(crate) fn verify(args: &PathArg, out: &mut Out) -> Result<ExitCode> {
                 eprintln!("nerve: error: {:#}", anyhow::Error::new(e));
                 return Ok(ExitCode::from(2));
             }
-            Err(e) => f.problems.push(e.to_string()),
+            Err(e) => {
+                skipped.note(&e);
+                f.problems.push(e.to_string());
+            }
         }
+    }
+    // Said on stderr too, as every reading command does; the details are
+    // the problems listed on stdout.
+    if let Some(s) = skipped.summary() {
+        eprintln!("nerve: warning: {s}");
     }
     let mut notes: Vec<String> = Vec::new();
     let mut duplicates: Vec<String> = f

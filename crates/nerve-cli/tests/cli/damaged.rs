@@ -68,6 +68,13 @@ fn every_command_says(path: &Path, want: &[&str]) -> usize {
     }
     let o = nerve(&["verify", p]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    for w in want {
+        assert!(
+            stderr(&o).contains(w),
+            "verify: want {w:?} in {}",
+            stderr(&o)
+        );
+    }
     printed
 }
 
