@@ -2,9 +2,10 @@
 //! ported, puts `run_id` only in the data of its start and end events.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use nerve_core::{Event, json};
-use nerve_journal::Journal;
+use nerve_journal::{Journal, JournalError};
 use nerve_router::Bus;
 
 use super::{dir, nerve, stderr, stdout};
@@ -14,7 +15,7 @@ use super::{dir, nerve, stderr, stdout};
 /// the checkpoint (a consumer's) the envelope's. `ok` of the 5 specimens
 /// succeed. 13 events.
 fn guide_run(path: &Path, ok: u64) {
-    let journal = Journal::builder(path).build().unwrap();
+    let journal = open_when_free(path);
     let bus = Bus::builder().journal(journal).build().unwrap();
     bus.emit(
         "extraction.started",
@@ -59,6 +60,22 @@ fn guide_run(path: &Path, ok: u64) {
     bus.emit("specimen.processing", json!({"sequence": 6}))
         .unwrap();
     bus.shutdown_blocking();
+}
+
+/// Opens the journal, waiting while the previous run's journal still holds
+/// its lock: the lock goes with the last handle to it, which a bus's
+/// background threads may drop just after `shutdown_blocking` returned.
+fn open_when_free(path: &Path) -> Journal {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Journal::builder(path).build() {
+            Ok(j) => return j,
+            Err(JournalError::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 #[test]
