@@ -1,40 +1,64 @@
-//! The commands that read a journal: stats, query, timeline, tail, verify.
+//! The commands that read a journal: stats, query, timeline, tail.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use nerve_core::query::HistoryQuery;
+use nerve_core::run::{RunRole, RunTracker};
 use nerve_core::{Event, Pattern, Timestamp};
 use nerve_journal::{Follow, JournalReader, ReadError};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::damage::Skipped;
 use crate::output::Out;
 use crate::path::JournalFiles;
 use crate::{Filter, PathArg, QueryArgs, StatsArgs, TailArgs, TimelineArgs};
 
-fn open(path: &PathArg) -> Result<(JournalFiles, JournalReader)> {
+pub(crate) fn open(path: &PathArg) -> Result<(JournalFiles, JournalReader)> {
     let files = JournalFiles::resolve(&path.path)?;
     let reader = JournalReader::open(&files.active)
         .with_context(|| format!("cannot open the journal {}", files.active.display()))?;
     Ok((files, reader))
 }
 
+/// `text` quoted for an error message, cut to its first 64 characters.
+pub(crate) fn quote(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((cut, _)) => format!(
+            "`{}`... ({} characters)",
+            &text[..cut],
+            text.chars().count()
+        ),
+        None => format!("`{text}`"),
+    }
+}
+
 fn parse_time(text: &str) -> Result<Timestamp> {
     if let Ok(secs) = text.parse::<f64>() {
-        return Ok(Timestamp::from_micros((secs * 1e6) as i64));
+        if secs.is_finite() {
+            return Ok(Timestamp::from_micros((secs * 1e6) as i64));
+        }
     }
-    Timestamp::parse_rfc3339(text).with_context(|| {
-        format!("`{text}` is not a time (RFC 3339, like 2026-11-23T10:00:00Z, or seconds since the epoch)")
+    Timestamp::parse_rfc3339(text).map_err(|_| {
+        anyhow::anyhow!(
+            "{} is not a time (RFC 3339, like 2026-11-23T10:00:00Z, or seconds since the epoch)",
+            quote(text)
+        )
     })
 }
 
 fn parse_pattern(text: &str) -> Result<Pattern> {
-    Pattern::parse(text).with_context(|| format!("`{text}` is not a valid pattern"))
+    // The parser's own message quotes the whole text, however long.
+    Pattern::parse(text)
+        .map_err(|e| anyhow::anyhow!("{} is not a valid pattern: {}", quote(text), e.reason()))
 }
 
 impl Filter {
+    /// The conditions but the run, which [`RunTracker`] decides.
     fn query(&self) -> Result<HistoryQuery> {
         let mut q = HistoryQuery::new();
         if let Some(p) = &self.event_type {
@@ -49,9 +73,6 @@ impl Filter {
         if let Some(c) = &self.correlation {
             q = q.correlation_id(c.as_str());
         }
-        if let Some(r) = &self.run {
-            q = q.run_id(r);
-        }
         if let Some(s) = &self.source {
             q = q.source(s);
         }
@@ -59,12 +80,51 @@ impl Filter {
     }
 }
 
-/// A record that could not be read, for reports.
-fn damage(e: &ReadError) -> Option<String> {
-    match e {
-        ReadError::Io { .. } => None,
-        other => Some(other.to_string()),
+/// The events `query` selects (its limit and order included), of run `run`
+/// when given, noting damaged lines in `skipped`.
+///
+/// Without a run the reader answers the query itself (newest first reads
+/// only the newest files). With a run every event is read oldest first, since
+/// an event's run may depend on the events before it.
+fn select(
+    reader: JournalReader,
+    query: &HistoryQuery,
+    run: Option<&str>,
+    skipped: &mut Skipped,
+) -> Result<Vec<Event>> {
+    let Some(run) = run else {
+        return Ok(reader.query_with(query, |e| {
+            skipped.note(&e);
+        })?);
+    };
+    let limit = query.get_limit().unwrap_or(usize::MAX);
+    let mut runs = RunTracker::new();
+    let mut kept = VecDeque::new();
+    if limit == 0 {
+        return Ok(Vec::new());
     }
+    for item in reader {
+        let e = match item {
+            Ok(e) => e,
+            Err(e) if skipped.note(&e) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if runs.run_of(&e).as_deref() != Some(run) || !query.matches(&e) {
+            continue;
+        }
+        if kept.len() == limit {
+            if query.is_oldest_first() {
+                break;
+            }
+            kept.pop_front();
+        }
+        kept.push_back(e);
+    }
+    let mut out: Vec<Event> = kept.into();
+    if !query.is_oldest_first() {
+        out.reverse();
+    }
+    Ok(out)
 }
 
 // ----- stats -----
@@ -90,32 +150,76 @@ struct Stats {
     damaged: Vec<String>,
 }
 
+/// Runs as `stats` lists them: keyed by run id, a run started again under
+/// an id already seen becoming `id #2` (and the first `id #1`), in the order
+/// they started.
+#[derive(Debug, Default)]
+struct Runs {
+    tracker: RunTracker,
+    /// Starts seen per run id.
+    starts: HashMap<String, u32>,
+    /// Labels in first-seen order.
+    order: Vec<String>,
+}
+
+impl Runs {
+    /// The label of `event`'s run, if it has one.
+    fn label(&mut self, event: &Event) -> Option<String> {
+        let role = self.tracker.role(event);
+        let run = self.tracker.observe(event, role)?;
+        let n = if role == RunRole::Start {
+            let n = self.starts.entry(run.clone()).or_default();
+            *n += 1;
+            *n
+        } else {
+            self.starts.get(&run).copied().unwrap_or(1)
+        };
+        let label = if n > 1 { format!("{run} #{n}") } else { run };
+        if !self.order.contains(&label) {
+            self.order.push(label.clone());
+        }
+        Some(label)
+    }
+
+    /// Renames the first run of ids started more than once to `id #1`.
+    fn finish(&mut self, runs: &mut BTreeMap<String, RunSummary>) {
+        for (id, n) in &self.starts {
+            if *n > 1 {
+                if let Some(r) = runs.remove(id) {
+                    let label = format!("{id} #1");
+                    runs.insert(label.clone(), r);
+                    if let Some(slot) = self.order.iter_mut().find(|l| *l == id) {
+                        *slot = label;
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub(crate) fn stats(args: &StatsArgs, out: &mut Out) -> Result<ExitCode> {
     let (_, reader) = open(&args.path)?;
     let (success, failure) = (parse_pattern(&args.success)?, parse_pattern(&args.failure)?);
     let mut s = Stats::default();
+    let mut skipped = Skipped::default();
+    let mut runs = Runs::default();
     let (mut first, mut last): (Option<Timestamp>, Option<Timestamp>) = (None, None);
     for item in reader {
         let e = match item {
             Ok(e) => e,
-            Err(e @ ReadError::Io { .. }) => return Err(e.into()),
-            Err(e) => {
-                if matches!(e, ReadError::TornTail { .. }) {
-                    s.torn_lines += 1;
-                } else {
-                    s.corrupt_lines += 1;
-                }
-                s.damaged.extend(damage(&e));
+            Err(e) if skipped.note(&e) => {
+                s.damaged.push(e.to_string());
                 continue;
             }
+            Err(e) => return Err(e.into()),
         };
         s.events += 1;
         *s.by_type.entry(e.event_type().to_owned()).or_default() += 1;
         let t = e.timestamp();
         first = Some(first.map_or(t, |f| f.min(t)));
         last = Some(last.map_or(t, |l| l.max(t)));
-        if let Some(run) = e.run_id() {
-            let r = s.runs.entry(run.to_owned()).or_default();
+        if let Some(run) = runs.label(&e) {
+            let r = s.runs.entry(run).or_default();
             r.events += 1;
             if success.matches(e.event_type()) {
                 r.succeeded += 1;
@@ -124,6 +228,9 @@ pub(crate) fn stats(args: &StatsArgs, out: &mut Out) -> Result<ExitCode> {
             }
         }
     }
+    runs.finish(&mut s.runs);
+    s.torn_lines = skipped.torn;
+    s.corrupt_lines = skipped.corrupt;
     for r in s.runs.values_mut() {
         let done = r.succeeded + r.failed;
         r.success_rate = (done > 0).then(|| r.succeeded as f64 / done as f64);
@@ -136,7 +243,7 @@ pub(crate) fn stats(args: &StatsArgs, out: &mut Out) -> Result<ExitCode> {
     if args.json {
         out.line(serde_json::to_string_pretty(&s)?)?;
         out.flush()?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(skipped.report(&args.path.path, args.strict.strict));
     }
     out.line(format!("{:>8}  event type", "count"))?;
     for (t, n) in &s.by_type {
@@ -152,7 +259,8 @@ pub(crate) fn stats(args: &StatsArgs, out: &mut Out) -> Result<ExitCode> {
             "{:<24} {:>8} {:>10} {:>8} {:>9}",
             "run", "events", "succeeded", "failed", "success"
         ))?;
-        for (id, r) in &s.runs {
+        for id in &runs.order {
+            let Some(r) = s.runs.get(id) else { continue };
             let rate = r
                 .success_rate
                 .map_or("-".to_owned(), |v| format!("{:.1}%", v * 100.0));
@@ -166,11 +274,14 @@ pub(crate) fn stats(args: &StatsArgs, out: &mut Out) -> Result<ExitCode> {
         "damaged lines: {} torn, {} corrupt",
         s.torn_lines, s.corrupt_lines
     ))?;
-    for d in &s.damaged {
+    for d in s.damaged.iter().take(20) {
         out.line(format!("  {d}"))?;
     }
+    if s.damaged.len() > 20 {
+        out.line(format!("  ... and {} more", s.damaged.len() - 20))?;
+    }
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(skipped.report(&args.path.path, args.strict.strict))
 }
 
 // ----- query -----
@@ -184,7 +295,8 @@ pub(crate) fn query(args: &QueryArgs, out: &mut Out) -> Result<ExitCode> {
     if !args.reverse {
         q = q.oldest_first();
     }
-    let events = reader.query(&q)?;
+    let mut skipped = Skipped::default();
+    let events = select(reader, &q, args.filter.run.as_deref(), &mut skipped)?;
     if args.table {
         out.line(format!(
             "{:>8}  {:<27}  {:<28}  {:<16}  data",
@@ -207,14 +319,14 @@ pub(crate) fn query(args: &QueryArgs, out: &mut Out) -> Result<ExitCode> {
                 e.seq(),
                 e.timestamp().to_string(),
                 e.event_type(),
-                e.run_id().unwrap_or("-"),
+                nerve_core::run::explicit_run_id(e).unwrap_or("-"),
             ))?;
         } else {
             out.line(serde_json::to_string(e)?)?;
         }
     }
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(skipped.report(&args.path.path, args.strict.strict))
 }
 
 // ----- timeline -----
@@ -249,7 +361,8 @@ fn sparkline(values: &[f64]) -> String {
 pub(crate) fn timeline(args: &TimelineArgs, out: &mut Out) -> Result<ExitCode> {
     let (_, reader) = open(&args.path)?;
     let q = args.filter.query()?.oldest_first();
-    let events = reader.query(&q)?;
+    let mut skipped = Skipped::default();
+    let events = select(reader, &q, args.filter.run.as_deref(), &mut skipped)?;
     let mut points: Vec<(u64, String, f64)> = Vec::new();
     let mut missing = 0;
     out.line(format!("{:>8}  {:<27}  {}", "seq", "timestamp", args.field))?;
@@ -276,7 +389,7 @@ pub(crate) fn timeline(args: &TimelineArgs, out: &mut Out) -> Result<ExitCode> {
             events.len()
         ))?;
         out.flush()?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(skipped.report(&args.path.path, args.strict.strict));
     }
     let values: Vec<f64> = points.iter().map(|p| p.2).collect();
     out.line(sparkline(&values))?;
@@ -307,39 +420,83 @@ pub(crate) fn timeline(args: &TimelineArgs, out: &mut Out) -> Result<ExitCode> {
         out.line(format!("{missing} matching events lack the field"))?;
     }
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(skipped.report(&args.path.path, args.strict.strict))
 }
 
 // ----- tail -----
 
+/// How often `tail -f` looks for a journal that does not exist yet.
+const WAIT_POLL: Duration = Duration::from_millis(50);
+
+/// Waits until the journal has an active file to follow (`tail -F`); says
+/// so once when `say` (a journal that does not exist yet, rather than one
+/// between a rotation's rename and its new file).
+fn wait_for(active: &Path, say: bool) -> Follow {
+    let mut said = !say;
+    loop {
+        if let Ok(f) = Follow::from_end(active) {
+            return f;
+        }
+        if !said {
+            eprintln!(
+                "nerve: {} does not exist yet; waiting for it",
+                active.display()
+            );
+            said = true;
+        }
+        std::thread::sleep(WAIT_POLL);
+    }
+}
+
 pub(crate) fn tail(args: &TailArgs, out: &mut Out) -> Result<ExitCode> {
-    let files = JournalFiles::resolve(&args.path.path)?;
+    let files = if args.follow {
+        JournalFiles::resolve_missing_ok(&args.path.path)?
+    } else {
+        JournalFiles::resolve(&args.path.path)?
+    };
     let pattern = args.event_type.as_deref().map(parse_pattern).transpose()?;
     let keep = |e: &Event| pattern.as_ref().is_none_or(|p| p.matches(e.event_type()));
+    let strict = args.strict.strict;
+    let mut skipped = Skipped::default();
     // Start following before reading the last lines, so that nothing
-    // written in between is missed; what it repeats is skipped by seq/id.
-    let follow = if args.follow {
-        Some(
-            Follow::from_end(&files.active)
-                .with_context(|| format!("cannot follow {}", files.active.display()))?,
-        )
+    // written in between is missed; what it repeats is skipped by id. A
+    // journal created after the tail started is new: all of it is shown.
+    let fresh = !files.active.exists() && files.backups.is_empty() && files.pending.is_empty();
+    let (follow, lines) = if !args.follow {
+        (None, args.lines)
     } else {
-        None
+        match Follow::from_end(&files.active) {
+            Ok(f) => (Some(f), args.lines),
+            Err(_) if !files.active.exists() => {
+                let lines = if fresh { usize::MAX } else { args.lines };
+                (Some(wait_for(&files.active, fresh)), lines)
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot follow {}", files.active.display())));
+            }
+        }
     };
-    let mut q = HistoryQuery::new().limit(args.lines);
+    let mut q = HistoryQuery::new().limit(lines);
     if let Some(p) = &pattern {
         q = q.with_pattern(p.clone());
     }
-    let mut last = JournalReader::open(&files.active)?.query(&q)?;
+    let mut last = JournalReader::open(&files.active)?.query_with(&q, |e| {
+        skipped.note(&e);
+    })?;
     last.reverse();
     let shown: HashSet<_> = last.iter().map(Event::event_id).collect();
     for e in &last {
         out.line(serde_json::to_string(e)?)?;
     }
     out.flush()?;
+    let code = skipped.report(&args.path.path, strict);
     let Some(follow) = follow else {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     };
+    if strict && skipped.total() > 0 {
+        return Ok(code);
+    }
     for item in follow {
         match item {
             Ok(e) if keep(&e) && !shown.contains(&e.event_id()) => {
@@ -347,110 +504,23 @@ pub(crate) fn tail(args: &TailArgs, out: &mut Out) -> Result<ExitCode> {
                 out.flush()?;
             }
             Ok(_) => {}
-            Err(e @ ReadError::Io { .. }) => return Err(e.into()),
-            Err(e) => eprintln!("nerve: warning: {e}"),
+            Err(e @ ReadError::Missed { .. }) => {
+                out.flush()?;
+                eprintln!("nerve: warning: {e}");
+            }
+            Err(e) if e.is_damaged_line() => {
+                out.flush()?;
+                let mut one = Skipped::default();
+                one.note(&e);
+                let code = one.report(&args.path.path, strict);
+                if strict {
+                    return Ok(code);
+                }
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-// ----- verify -----
-
-pub(crate) fn verify(args: &PathArg, out: &mut Out) -> Result<ExitCode> {
-    let (files, reader) = match open(args) {
-        Ok(opened) => opened,
-        Err(e) => {
-            eprintln!("nerve: error: {e:#}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let read_files: Vec<String> = reader
-        .files()
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    let mut problems: Vec<String> = Vec::new();
-    let mut records = 0u64;
-    let mut ids: HashMap<nerve_core::EventId, u64> = HashMap::new();
-    let mut seqs: Vec<u64> = Vec::new();
-    for item in reader {
-        match item {
-            Ok(e) => {
-                records += 1;
-                *ids.entry(e.event_id()).or_default() += 1;
-                if e.seq() > 0 {
-                    seqs.push(e.seq());
-                }
-            }
-            Err(e @ ReadError::Io { .. }) => {
-                eprintln!("nerve: error: {e:#}");
-                return Ok(ExitCode::from(2));
-            }
-            Err(e) => problems.push(e.to_string()),
-        }
-    }
-    let duplicates: Vec<String> = ids
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(id, n)| format!("event id {id} appears {n} times"))
-        .collect();
-    problems.extend(duplicates);
-    seqs.sort_unstable();
-    let mut repeated = 0u64;
-    let mut gaps: Vec<(u64, u64)> = Vec::new();
-    for w in seqs.windows(2) {
-        if w[1] == w[0] {
-            repeated += 1;
-        } else if w[1] > w[0] + 1 {
-            gaps.push((w[0] + 1, w[1] - 1));
-        }
-    }
-    for (from, to) in gaps.iter().take(20) {
-        problems.push(if from == to {
-            format!("seq {from} is missing")
-        } else {
-            format!("seq {from}..={to} are missing")
-        });
-    }
-    if gaps.len() > 20 {
-        problems.push(format!("... and {} more seq gaps", gaps.len() - 20));
-    }
-    if repeated > 0 {
-        problems.push(format!(
-            "{repeated} seq numbers repeat (several buses or restarts wrote this journal, or records were duplicated)"
-        ));
-    }
-    for n in files.numbering_gaps() {
-        let name = files
-            .active
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        problems.push(format!(
-            "backup {name}.{n}.jsonl is missing: rotation numbering has a gap"
-        ));
-    }
-    out.line(format!("journal: {}", files.active.display()))?;
-    out.line(format!(
-        "files: {} ({})",
-        read_files.len(),
-        read_files.join(", ")
-    ))?;
-    out.line(format!("records: {records}"))?;
-    if let (Some(lo), Some(hi)) = (seqs.first(), seqs.last()) {
-        out.line(format!("seq: {lo}..={hi}"))?;
-    }
-    if problems.is_empty() {
-        out.line("ok: no problems found")?;
-        out.flush()?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    out.line(format!("problems: {}", problems.len()))?;
-    for p in &problems {
-        out.line(format!("  {p}"))?;
-    }
-    out.flush()?;
-    Ok(ExitCode::from(1))
 }
 
 #[cfg(test)]

@@ -3,18 +3,22 @@
 //!
 //! Every command prints one clear line and exits non-zero on error, never a
 //! panic or a backtrace, and stops quietly when its output pipe closes
-//! (`nerve query ... | head`).
+//! (`nerve query ... | head`). Every command that reads a journal says on
+//! stderr how many damaged lines it skipped, and where; `--strict` makes
+//! that exit 1.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod damage;
 mod demo;
 mod demo_consumers;
 mod inspect;
 mod output;
 mod path;
+mod verify;
 
 use output::Out;
 
@@ -36,6 +40,11 @@ enum Command {
     /// Count events by type, runs, time span, success rate per run, and
     /// damaged lines.
     ///
+    /// An event's run is its `run_id`, else `data.run_id`, else the run
+    /// opened by the latest `*.started` event naming one (until that run's
+    /// end event); a run started again under the same id is listed again
+    /// (`id #2`).
+    ///
     /// Example: nerve stats demo_event_output/run-broken/events.jsonl
     Stats(StatsArgs),
     /// Print matching events as JSON lines (or a table), oldest first.
@@ -53,6 +62,11 @@ enum Command {
     /// Check a journal's integrity: torn tails, corrupt lines, seq gaps,
     /// duplicate ids, rotation numbering. Exit 0 clean, 1 problems, 2 unreadable.
     ///
+    /// Seq numbers below the oldest retained file's first record were removed
+    /// by retention and are reported as such, not as missing; marker lines
+    /// (events written as `$nerve_error` markers, `system.journal_gap`
+    /// ranges) account for their seq numbers and are summarised.
+    ///
     /// Example: nerve verify demo_event_output/run-healthy
     Verify(PathArg),
 }
@@ -60,15 +74,26 @@ enum Command {
 /// A journal file, or a directory holding one journal.
 #[derive(Debug, Args)]
 struct PathArg {
-    /// A journal file (`events.jsonl`; its rotated backups are read too) or
-    /// a directory holding one journal.
+    /// A journal file (`events.jsonl`; its rotated backups and pending
+    /// files are read too) or a directory holding one journal.
     path: PathBuf,
+}
+
+/// How a read treats damaged lines.
+#[derive(Debug, Args, Default, Clone, Copy)]
+struct Strict {
+    /// Exit 1 if any line was skipped as torn or corrupt (the output is still
+    /// printed; the skipped lines are always named on stderr).
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(Debug, Args)]
 struct StatsArgs {
     #[command(flatten)]
     path: PathArg,
+    #[command(flatten)]
+    strict: Strict,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -95,7 +120,8 @@ struct Filter {
     /// Only events with this correlation id.
     #[arg(long, value_name = "ID")]
     correlation: Option<String>,
-    /// Only events of this run.
+    /// Only events of this run (its `run_id`, else `data.run_id`, else the
+    /// run opened by the latest `*.started` event naming one).
     #[arg(long, value_name = "ID")]
     run: Option<String>,
     /// Only events from this source.
@@ -107,6 +133,8 @@ struct Filter {
 struct QueryArgs {
     #[command(flatten)]
     path: PathArg,
+    #[command(flatten)]
+    strict: Strict,
     #[command(flatten)]
     filter: Filter,
     /// At most this many events.
@@ -124,6 +152,8 @@ struct QueryArgs {
 struct TimelineArgs {
     #[command(flatten)]
     path: PathArg,
+    #[command(flatten)]
+    strict: Strict,
     /// The field to follow, as a dotted path into the event
     /// (`data.metrics.success_rate`, `seq`).
     #[arg(long, value_name = "PATH")]
@@ -136,7 +166,12 @@ struct TimelineArgs {
 struct TailArgs {
     #[command(flatten)]
     path: PathArg,
-    /// Keep following the journal, across rotations, until interrupted.
+    #[command(flatten)]
+    strict: Strict,
+    /// Keep following the journal, across rotations, until interrupted. A
+    /// journal that does not exist yet is waited for; falling behind
+    /// retention is said on stderr (how many events were missed), and the
+    /// tail goes on with the oldest file left.
     #[arg(short, long)]
     follow: bool,
     /// How many of the last events to print first.
@@ -156,7 +191,7 @@ fn main() -> ExitCode {
         Command::Query(args) => inspect::query(&args, &mut out),
         Command::Timeline(args) => inspect::timeline(&args, &mut out),
         Command::Tail(args) => inspect::tail(&args, &mut out),
-        Command::Verify(args) => inspect::verify(&args, &mut out),
+        Command::Verify(args) => verify::verify(&args, &mut out),
     };
     match result {
         Ok(code) => code,

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use nerve_core::run::{RunRole, RunTracker};
 use nerve_core::{Event, Pattern, PatternError};
 use nerve_router::{Bus, SubscriptionId, WeakBus};
 
@@ -18,12 +19,10 @@ pub const DEFAULT_FAILURE: &str = "specimen.failed";
 /// tried in this order.
 pub const TOTAL_KEYS: [&str; 2] = ["total_specimens", "total"];
 
-/// The run an event belongs to: its envelope's `run_id`, else a `run_id`
-/// string in its data.
+/// The run an event names itself: its envelope's `run_id`, else a `run_id`
+/// string in its data (the rule lives in [`nerve_core::run`]).
 pub(crate) fn run_of(event: &Event) -> Option<&str> {
-    event
-        .run_id()
-        .or_else(|| event.data().get("run_id").and_then(|v| v.as_str()))
+    nerve_core::run::explicit_run_id(event)
 }
 
 /// The number of items a start event announces (see [`TOTAL_KEYS`]).
@@ -162,31 +161,21 @@ impl RunPatterns {
 
 /// Which run an event without a run id belongs to: the run started last and
 /// not yet ended, as in a script that emits `run_id` only on its start and
-/// end events.
+/// end events. The rule is [`nerve_core::run::RunTracker`]'s, with the
+/// consumer's own patterns deciding each event's role.
 #[derive(Debug, Default)]
-pub(crate) struct CurrentRun(Option<String>);
+pub(crate) struct CurrentRun(RunTracker);
 
 impl CurrentRun {
     /// The run key of `event` (`""` for events of no run), updating the
     /// current run on start and end events.
     pub(crate) fn key(&mut self, event: &Event, role: Role) -> String {
-        let explicit = run_of(event).map(str::to_owned);
-        match role {
-            Role::Start => {
-                self.0.clone_from(&explicit);
-                explicit.unwrap_or_default()
-            }
-            Role::End => {
-                let key = explicit.or_else(|| self.0.clone()).unwrap_or_default();
-                if self.0.as_deref() == Some(key.as_str()) {
-                    self.0 = None;
-                }
-                key
-            }
-            Role::Success | Role::Failure => {
-                explicit.or_else(|| self.0.clone()).unwrap_or_default()
-            }
-        }
+        let role = match role {
+            Role::Start => RunRole::Start,
+            Role::End => RunRole::End,
+            Role::Success | Role::Failure => RunRole::Member,
+        };
+        self.0.observe(event, role).unwrap_or_default()
     }
 }
 

@@ -67,6 +67,7 @@ mod pattern;
 pub mod query;
 #[cfg(feature = "redact")]
 pub mod redact;
+pub mod run;
 pub mod sink;
 pub mod trace;
 mod typed;

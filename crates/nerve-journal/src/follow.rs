@@ -10,7 +10,7 @@ use nerve_core::Event;
 
 use crate::files::{Paths, last_boundary};
 use crate::format;
-use crate::reader::{FileId, Opened, ReadError, file_id, open_files};
+use crate::reader::{FileId, Opened, ReadError, explain, file_id, open_files};
 
 /// How often a [`Follow`] at the end of the file looks for more (default).
 const DEFAULT_POLL: Duration = Duration::from_millis(20);
@@ -28,7 +28,10 @@ const DEFAULT_POLL: Duration = Duration::from_millis(20);
 /// them meanwhile changes nothing. The writer never writes to a renamed
 /// file, so nothing can appear behind the tail. Retention faster than the
 /// tail reads (`max_files` rotations between two polls) is the one way to
-/// miss lines; it is reported as a [`ReadError::Io`] naming the lost file.
+/// miss lines; it is reported as a [`ReadError::Missed`] naming the lost
+/// file and the `seq` numbers missed (from the last record read to the
+/// first one read after it), and following continues with the oldest file
+/// left.
 ///
 /// As an [`Iterator`] it blocks until the next record; use
 /// [`next_timeout`](Self::next_timeout) to wait a bounded time.
@@ -38,6 +41,13 @@ pub struct Follow {
     /// Rotated files still to read after `current`, oldest first.
     queue: VecDeque<Source>,
     poll: Duration,
+    /// The `seq` of the last record read (0 if none, or the journal has none).
+    last_seq: u64,
+    /// A file removed by retention before it was read to its end, reported
+    /// with the first record read after it.
+    lost: Option<PathBuf>,
+    /// A record held back while the loss before it is reported.
+    held: Option<Event>,
 }
 
 struct Source {
@@ -133,6 +143,9 @@ impl Follow {
             current,
             queue: VecDeque::new(),
             poll: DEFAULT_POLL,
+            last_seq: 0,
+            lost: None,
+            held: None,
         })
     }
 
@@ -163,8 +176,41 @@ impl Follow {
         }
     }
 
-    /// A record if one is available now, switching files on rotation.
+    /// A record if one is available now, switching files on rotation; a
+    /// loss to retention is reported before the first record after it.
     fn try_next(&mut self) -> Result<Option<Result<Event, ReadError>>, ReadError> {
+        if let Some(e) = self.held.take() {
+            return Ok(Some(Ok(e)));
+        }
+        let item = self.try_read()?;
+        if let Some(Ok(e)) = &item {
+            if let Some(path) = self.lost.take() {
+                let known = self.last_seq > 0 && e.seq() > 0;
+                if known && e.seq() == self.last_seq + 1 {
+                    // Removed only after it was read to its end: nothing missed.
+                    self.last_seq = e.seq();
+                    return Ok(item);
+                }
+                let (from_seq, to_seq) = if known {
+                    (Some(self.last_seq + 1), e.seq().checked_sub(1))
+                } else {
+                    (None, None)
+                };
+                self.last_seq = e.seq();
+                self.held = item.and_then(Result::ok);
+                return Ok(Some(Err(ReadError::Missed {
+                    path,
+                    from_seq,
+                    to_seq,
+                })));
+            }
+            self.last_seq = e.seq();
+        }
+        Ok(item)
+    }
+
+    /// The next line as a record, if one is available now.
+    fn try_read(&mut self) -> Result<Option<Result<Event, ReadError>>, ReadError> {
         loop {
             let line = self.current.next_line().map_err(|source| ReadError::Io {
                 path: self.current.path.clone(),
@@ -179,7 +225,7 @@ impl Follow {
                     ReadError::BadLine {
                         path: self.current.path.clone(),
                         line: self.current.line,
-                        message,
+                        message: explain(text, message),
                     }
                 })));
             }
@@ -215,17 +261,16 @@ impl Follow {
         let files = open_files(&self.paths)?;
         let Some(at) = files.iter().position(|f| f.id == self.current.id) else {
             // Ours was deleted by retention before we finished it (so every
-            // file left is newer): say so, and carry on with the oldest.
+            // file left is newer): carry on with the oldest, and say what was
+            // missed once the next record shows where reading resumed.
             let mut rest = files.into_iter().map(Source::from_opened);
             let Some(next) = rest.next() else {
                 return Ok(false);
             };
             let lost = std::mem::replace(&mut self.current, next);
             self.queue.extend(rest);
-            return Err(ReadError::Io {
-                path: lost.path,
-                source: io::Error::other("rotated away before it was read to the end"),
-            });
+            self.lost.get_or_insert(lost.path);
+            return Ok(true);
         };
         let newer = files.len() - at - 1;
         self.queue
@@ -244,5 +289,66 @@ impl Iterator for Follow {
                 return Some(item);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(seq: u64) -> String {
+        format!(
+            "{{\"event_id\":\"0190b6e0-0000-7000-8000-{seq:012}\",\"event_type\":\"a.b\",\"timestamp\":\"2024-01-01T00:00:00Z\",\"seq\":{seq},\"data\":null,\"v\":1}}\n"
+        )
+    }
+
+    fn lines(seqs: std::ops::RangeInclusive<u64>) -> String {
+        seqs.map(line).collect()
+    }
+
+    fn next(f: &mut Follow) -> Result<u64, String> {
+        match f.next_timeout(Duration::from_secs(10)) {
+            Some(Ok(e)) => Ok(e.seq()),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("nothing came".to_owned()),
+        }
+    }
+
+    #[test]
+    fn falling_behind_retention_says_what_was_missed_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = dir.path().join("events.jsonl");
+        let paths = Paths::new(&active);
+        std::fs::write(&active, lines(1..=2)).unwrap();
+        let mut f = Follow::from_start(&active).unwrap();
+        assert_eq!(next(&mut f), Ok(1));
+        // Retention outruns the tail: its file and the next ones are gone;
+        // what is left starts at seq 6.
+        std::fs::remove_file(&active).unwrap();
+        std::fs::write(paths.backup(1), lines(6..=7)).unwrap();
+        std::fs::write(&active, lines(8..=8)).unwrap();
+        // The open file is still read to its end first.
+        assert_eq!(next(&mut f), Ok(2));
+        let missed = next(&mut f).unwrap_err();
+        assert!(missed.contains("missed 3 events (seq 3..=5)"), "{missed}");
+        assert_eq!(next(&mut f), Ok(6));
+        assert_eq!(next(&mut f), Ok(7));
+        assert_eq!(next(&mut f), Ok(8));
+    }
+
+    #[test]
+    fn a_file_removed_after_it_was_read_misses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = dir.path().join("events.jsonl");
+        let paths = Paths::new(&active);
+        std::fs::write(&active, lines(1..=2)).unwrap();
+        let mut f = Follow::from_start(&active).unwrap();
+        assert_eq!(next(&mut f), Ok(1));
+        assert_eq!(next(&mut f), Ok(2));
+        std::fs::remove_file(&active).unwrap();
+        std::fs::write(paths.backup(1), lines(3..=3)).unwrap();
+        std::fs::write(&active, lines(4..=4)).unwrap();
+        assert_eq!(next(&mut f), Ok(3));
+        assert_eq!(next(&mut f), Ok(4));
     }
 }

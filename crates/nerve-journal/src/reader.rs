@@ -46,6 +46,180 @@ pub enum ReadError {
         /// The bytes of the torn line.
         bytes: u64,
     },
+    /// A [`Follow`](crate::Follow) fell behind retention: the file it was
+    /// reading was deleted, and records after what it read were gone with
+    /// it or with the files after it. Following continues with the oldest
+    /// file left.
+    #[error("{}", missed_message(path, *from_seq, *to_seq))]
+    Missed {
+        /// The file that was being read when it was removed.
+        path: PathBuf,
+        /// The first `seq` missed, when known (one after the last read).
+        from_seq: Option<u64>,
+        /// The last `seq` missed, when known (one before the next read).
+        to_seq: Option<u64>,
+    },
+}
+
+fn missed_message(path: &Path, from: Option<u64>, to: Option<u64>) -> String {
+    let what = match (from, to) {
+        (Some(a), Some(b)) if b >= a => {
+            let n = b - a + 1;
+            let s = if n == 1 { "" } else { "s" };
+            if a == b {
+                format!("missed {n} event{s} (seq {a})")
+            } else {
+                format!("missed {n} event{s} (seq {a}..={b})")
+            }
+        }
+        (Some(a), _) => format!("missed the events from seq {a}"),
+        _ => "missed an unknown number of events".to_owned(),
+    };
+    format!(
+        "fell behind retention: {} was removed while being read; {what}, continuing with the oldest file left",
+        path.display()
+    )
+}
+
+impl ReadError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Io { path, .. }
+            | Self::BadLine { path, .. }
+            | Self::TornTail { path, .. }
+            | Self::Missed { path, .. } => path,
+        }
+    }
+
+    /// The line the error is about (from 1), for a bad line or a torn tail.
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            Self::BadLine { line, .. } | Self::TornTail { line, .. } => Some(*line),
+            Self::Io { .. } | Self::Missed { .. } => None,
+        }
+    }
+
+    /// Whether this is a damaged line (a bad line or a torn tail) that
+    /// reading skipped, rather than a file that could not be read.
+    pub fn is_damaged_line(&self) -> bool {
+        matches!(self, Self::BadLine { .. } | Self::TornTail { .. })
+    }
+}
+
+/// What is wrong with a line that [`format::decode`] refused, in words a
+/// person can act on: which field, with at most [`QUOTE`] characters of the
+/// offending value quoted, and never the name of a Rust type. Runs only
+/// for bad lines.
+pub(crate) fn explain(line: &[u8], message: String) -> String {
+    let text = match std::str::from_utf8(line) {
+        Ok(t) => t,
+        Err(e) => {
+            return format!(
+                "not UTF-8 text (invalid byte at column {})",
+                e.valid_up_to() + 1
+            );
+        }
+    };
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return format!("not JSON ({e})"),
+    };
+    let Some(obj) = value.as_object() else {
+        return format!("not a JSON object but {}", quote(&value.to_string()));
+    };
+    match obj.get("event_type") {
+        None => return "no `event_type` field".to_owned(),
+        Some(serde_json::Value::String(name)) => {
+            if let Err(e) = nerve_core::name::check_event_type(name) {
+                return format!(
+                    "field `event_type`: {} is not an event type ({})",
+                    quote(name),
+                    e.rule()
+                );
+            }
+        }
+        Some(other) => {
+            return format!(
+                "field `event_type`: {} is not a string",
+                quote(&other.to_string())
+            );
+        }
+    }
+    match obj.get("timestamp") {
+        None => return "no `timestamp` field".to_owned(),
+        Some(t) => {
+            if serde_json::from_value::<nerve_core::Timestamp>(t.clone()).is_err() {
+                return format!(
+                    "field `timestamp`: {} is not a time (RFC 3339, or seconds since the epoch)",
+                    quote(&t.to_string())
+                );
+            }
+        }
+    }
+    for key in ["event_id", "causation_id"] {
+        match obj.get(key) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(id)) if id.parse::<nerve_core::EventId>().is_ok() => {}
+            Some(other) => {
+                return format!("field `{key}`: {} is not a UUID", quote(&other.to_string()));
+            }
+        }
+    }
+    for key in ["seq", "lane_seq", "v"] {
+        match obj.get(key) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(v) if v.is_u64() => {}
+            Some(other) => {
+                return format!(
+                    "field `{key}`: {} is not a whole number",
+                    quote(&other.to_string())
+                );
+            }
+        }
+    }
+    for key in ["source", "correlation_id", "run_id", "lane"] {
+        match obj.get(key) {
+            None | Some(serde_json::Value::Null | serde_json::Value::String(_)) => {}
+            Some(other) => {
+                return format!(
+                    "field `{key}`: {} is not a string",
+                    quote(&other.to_string())
+                );
+            }
+        }
+    }
+    scrub(&message)
+}
+
+/// How many characters of a value an error message quotes.
+pub(crate) const QUOTE: usize = 64;
+
+/// `text` in backquotes, cut to its first [`QUOTE`] characters.
+pub(crate) fn quote(text: &str) -> String {
+    match text.char_indices().nth(QUOTE) {
+        Some((cut, _)) => format!(
+            "`{}`... ({} characters)",
+            &text[..cut],
+            text.chars().count()
+        ),
+        None => format!("`{text}`"),
+    }
+}
+
+/// A decoder message without the internal names serde puts in it
+/// (`expected struct LineIn`).
+fn scrub(message: &str) -> String {
+    let mut out = message.replace("struct LineIn", "a journal record");
+    if out.chars().count() > 4 * QUOTE {
+        let cut = out
+            .char_indices()
+            .nth(4 * QUOTE)
+            .map_or(out.len(), |(i, _)| i);
+        out.truncate(cut);
+        out.push_str("...");
+    }
+    out
 }
 
 /// A file's identity, to notice that a path now names another file.
@@ -108,7 +282,7 @@ impl Lines {
                     return Some(format::decode(text).map_err(|message| ReadError::BadLine {
                         path: self.path.clone(),
                         line: self.line,
-                        message,
+                        message: explain(text, message),
                     }));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -186,6 +360,12 @@ impl JournalReader {
         })
     }
 
+    /// The file the last item came from (the one being read), if reading
+    /// has started.
+    pub fn current_file(&self) -> Option<&Path> {
+        self.current.as_ref().map(|c| c.path.as_path())
+    }
+
     /// The files this reader will read, oldest first.
     pub fn files(&self) -> Vec<&Path> {
         let mut all: Vec<&Path> = self.current.iter().map(|c| c.path.as_path()).collect();
@@ -198,13 +378,31 @@ impl JournalReader {
     /// forward and stops at the limit; newest first reads the newest file
     /// first, keeping at most `limit` events in memory per file.
     ///
-    /// Bad lines and torn tails are skipped and logged (iterate the reader
-    /// to see them).
+    /// Bad lines and torn tails are skipped and logged (iterate the reader,
+    /// or use [`query_with`](Self::query_with), to see them).
     ///
     /// # Errors
     ///
     /// [`ReadError::Io`] if a file cannot be read.
-    pub fn query(mut self, query: &HistoryQuery) -> Result<Vec<Event>, ReadError> {
+    pub fn query(self, query: &HistoryQuery) -> Result<Vec<Event>, ReadError> {
+        self.query_with(query, |e| {
+            tracing::warn!(error = %e, "skipped a journal line");
+        })
+    }
+
+    /// [`query`](Self::query), handing every line it skips (a bad line or a
+    /// torn tail) to `skipped`, so that the caller can say what it did not
+    /// read. Only the files the answer needs are read, so a newest-first
+    /// query with a limit may not see damage in older files.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Io`] if a file cannot be read.
+    pub fn query_with(
+        mut self,
+        query: &HistoryQuery,
+        mut skipped: impl FnMut(ReadError),
+    ) -> Result<Vec<Event>, ReadError> {
         let limit = query.get_limit().unwrap_or(usize::MAX);
         let mut out = Vec::new();
         if limit == 0 {
@@ -212,7 +410,7 @@ impl JournalReader {
         }
         if query.is_oldest_first() {
             for item in self.by_ref() {
-                if let Some(e) = keep(item, query)? {
+                if let Some(e) = keep(item, query, &mut skipped)? {
                     out.push(e);
                     if out.len() == limit {
                         break;
@@ -226,7 +424,7 @@ impl JournalReader {
             let mut lines = Lines::new(path, file);
             let mut newest = VecDeque::new();
             while let Some(item) = lines.next_record() {
-                if let Some(e) = keep(item, query)? {
+                if let Some(e) = keep(item, query, &mut skipped)? {
                     if newest.len() == want {
                         newest.pop_front();
                     }
@@ -242,13 +440,17 @@ impl JournalReader {
     }
 }
 
-/// The event if it matches; bad lines are logged and skipped.
-fn keep(item: Result<Event, ReadError>, query: &HistoryQuery) -> Result<Option<Event>, ReadError> {
+/// The event if it matches; bad lines go to `skipped`.
+fn keep(
+    item: Result<Event, ReadError>,
+    query: &HistoryQuery,
+    skipped: &mut impl FnMut(ReadError),
+) -> Result<Option<Event>, ReadError> {
     match item {
         Ok(e) => Ok(query.matches(&e).then_some(e)),
         Err(e @ ReadError::Io { .. }) => Err(e),
         Err(e) => {
-            tracing::warn!(error = %e, "skipped a journal line");
+            skipped(e);
             Ok(None)
         }
     }
@@ -411,5 +613,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = JournalReader::open(dir.path().join("none.jsonl")).unwrap();
         assert_eq!(r.count(), 0);
+    }
+
+    #[test]
+    fn bad_lines_are_explained_by_field_without_internal_names() {
+        let check = |line: &str, want: &str| {
+            let message = format::decode(line.as_bytes()).unwrap_err();
+            let got = explain(line.as_bytes(), message);
+            assert!(got.contains(want), "{line}: {got}");
+            assert!(!got.contains("LineIn"), "{got}");
+        };
+        check("1", "not a JSON object");
+        check("[1,2]", "not a JSON object");
+        check("{not json", "not JSON");
+        check(r#"{"timestamp":"2024-01-01T00:00:00Z"}"#, "no `event_type`");
+        check(
+            r#"{"event_type":"a.b","timestamp":"yesterday"}"#,
+            "field `timestamp`: `\"yesterday\"` is not a time",
+        );
+        check(
+            r#"{"event_type":"a.b","timestamp":1,"seq":-1}"#,
+            "field `seq`",
+        );
+        check(
+            r#"{"event_type":"a.b","timestamp":1,"event_id":"x"}"#,
+            "field `event_id`",
+        );
+        let long = "x y".repeat(1000);
+        let line = format!(r#"{{"event_type":"{long}","timestamp":1}}"#);
+        let message = format::decode(line.as_bytes()).unwrap_err();
+        let got = explain(line.as_bytes(), message);
+        assert!(got.contains("field `event_type`"), "{got}");
+        assert!(got.len() < 300, "quotes at most 64 characters: {got}");
+        let bytes = b"{\"event_type\":\"a.\xff\"}";
+        let got = explain(bytes, String::new());
+        assert!(got.contains("not UTF-8"), "{got}");
     }
 }

@@ -9,7 +9,11 @@ use nerve_core::{Event, json};
 use nerve_journal::Journal;
 use nerve_router::Bus;
 
+mod damaged;
 mod demo;
+mod edges;
+mod follow;
+mod runs;
 
 fn nerve(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nerve"))
