@@ -18,8 +18,8 @@
 //! role of each event themselves ([`RunTracker::observe`]).
 //!
 //! ```
-//! use nerve_core::run::RunTracker;
-//! use nerve_core::{Event, json};
+//! use nerve::run::RunTracker;
+//! use nerve::{Event, json};
 //!
 //! let log = [
 //!     Event::new("extraction.started", json!({"run_id": "extraction_001", "total": 2}))?,

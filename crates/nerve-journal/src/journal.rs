@@ -435,7 +435,7 @@ impl JournalBuilder {
                 shared,
                 thread: Mutex::new(Some(thread)),
                 recovery,
-                _lock: lock,
+                lock: Mutex::new(Some(lock)),
             }),
         })
     }
@@ -470,8 +470,10 @@ struct Inner {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
     recovery: Recovery,
-    // Held for the journal's life: the advisory lock is released when it closes.
-    _lock: File,
+    /// The advisory lock, held until the journal is closed (its threads
+    /// joined), not until the last handle goes: a process may reopen the
+    /// journal as soon as `close` (or the bus's shutdown) returned.
+    lock: Mutex<Option<File>>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -843,6 +845,13 @@ impl Inner {
             if let Some(t) = thread {
                 let _ = t.join();
             }
+            // Both threads are done with the files: let the next writer in.
+            drop(
+                self.lock
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take(),
+            );
         }
         result
     }
@@ -921,5 +930,20 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), SinkErrorKind::Closed);
         assert_eq!(j.stats().written, 1);
+    }
+
+    #[test]
+    fn a_closed_journal_can_be_reopened_while_handles_remain() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.jsonl");
+        let first = Journal::builder(&p).build().unwrap();
+        let kept = first.clone();
+        first.close(Duration::from_secs(5)).unwrap();
+        let second = Journal::builder(&p).build().unwrap();
+        assert!(matches!(
+            Journal::builder(&p).build(),
+            Err(JournalError::Locked { .. })
+        ));
+        drop((kept, second));
     }
 }

@@ -83,7 +83,7 @@ pub use nerve_core::{
     PatternError, Timestamp, TypedEvent, Value, json, merge_lanes,
 };
 #[doc(inline)]
-pub use nerve_core::{correlation, instrument, metrics, name, sink, trace};
+pub use nerve_core::{correlation, instrument, metrics, name, run, sink, trace};
 /// The OpenTelemetry bridge (the `nerve-otel` crate): give
 /// [`otel::OtelLayer`] to [`BusBuilder::instrument`].
 #[cfg(feature = "otel")]
