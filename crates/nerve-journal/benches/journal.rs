@@ -373,6 +373,94 @@ fn durable_paired() {
     }
 }
 
+/// What a terminal event costs its emitter through a bus: `emit` of the
+/// guide's `specimen.completed` (terminal, so durable by default) on a bus
+/// with a `Fsync::Never` journal, against the same emit on a bus whose
+/// durable events are turned off (`durable_patterns([])`: the old
+/// behaviour), and a non-terminal `specimen.processing` on both. Paired
+/// bursts, as `durable_paired`.
+fn durable_emit_paired() {
+    const ROUNDS: usize = 201;
+    const BURST: u64 = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let durable = Bus::builder()
+        .journal(latency_journal(&dir.path().join("emit-durable.jsonl")))
+        .build()
+        .unwrap();
+    let off = Bus::builder()
+        .journal(latency_journal(&dir.path().join("emit-off.jsonl")))
+        .durable_patterns(Vec::<&str>::new())
+        .unwrap()
+        .build()
+        .unwrap();
+    for bus in [&durable, &off] {
+        bus.subscribe("specimen.*", |e: &Event| {
+            black_box(e.seq());
+        })
+        .unwrap();
+    }
+    let data = |i: u64| {
+        json!({
+            "specimen_id": format!("S{i:03}"),
+            "sequence": i,
+            "metrics": {"total_processed": i, "success_count": i, "failed_count": 0, "success_rate": 1.0}
+        })
+    };
+    let time = |bus: &Bus, event_type: &str| {
+        let start = Instant::now();
+        for i in 0..BURST {
+            bus.emit(event_type, data(i)).unwrap();
+        }
+        let per_emit = start.elapsed().as_secs_f64() / BURST as f64;
+        bus.flush_blocking();
+        per_emit
+    };
+    let cases = [
+        (&durable, "specimen.completed"),
+        (&off, "specimen.completed"),
+        (&durable, "specimen.processing"),
+        (&off, "specimen.processing"),
+    ];
+    for _ in 0..20 {
+        for (bus, t) in cases {
+            time(bus, t);
+        }
+    }
+    let mut cols: [Vec<f64>; 4] = Default::default();
+    for _ in 0..ROUNDS {
+        for (col, (bus, t)) in cols.iter_mut().zip(cases) {
+            col.push(time(bus, t));
+        }
+    }
+    let ratios = |a: usize, b: usize| {
+        let mut r: Vec<f64> = cols[a].iter().zip(&cols[b]).map(|(x, y)| x / y).collect();
+        r.sort_by(f64::total_cmp);
+        (r[ROUNDS / 4], r[ROUNDS / 2], r[ROUNDS * 3 / 4])
+    };
+    let (terminal, plain) = (ratios(0, 1), ratios(2, 3));
+    for c in &mut cols {
+        c.sort_by(f64::total_cmp);
+    }
+    let ns = |c: usize| cols[c][ROUNDS / 2] * 1e9;
+    println!(
+        "durable_emit_paired: per emit, medians over {ROUNDS} rounds of bursts of {BURST}: \
+         terminal durable {:.0} ns, terminal not durable {:.0} ns ({:.1} x, quartiles {:.1} to {:.1}); \
+         non-terminal on the durable bus {:.0} ns, on the other {:.0} ns ({:.2} x, {:.2} to {:.2})",
+        ns(0),
+        ns(1),
+        terminal.1,
+        terminal.0,
+        terminal.2,
+        ns(2),
+        ns(3),
+        plain.1,
+        plain.0,
+        plain.2,
+    );
+    durable.shutdown_blocking();
+    off.shutdown_blocking();
+}
+
 criterion_group!(benches, throughput, emit_latency);
 
 /// Whether the measurement `name` runs: a filter (the first argument not
@@ -394,6 +482,7 @@ fn main() {
     }
     if selected("durable") {
         durable_paired();
+        durable_emit_paired();
     }
     benches();
     Criterion::default().configure_from_args().final_summary();
