@@ -264,3 +264,34 @@ fn errors_say_what_to_fix() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).len() < 400, "{}", stderr(&o));
 }
+
+#[test]
+fn a_journal_that_had_a_journal_error_verifies() {
+    // A real bus whose journal could not write one payload as it was (too
+    // deep to serialize): the bus published `system.journal_error`, the
+    // journal wrote the event's marker line, and no number is missing.
+    let d = dir("journal-error");
+    let path = d.join("events.jsonl");
+    let journal = Journal::builder(&path).build().unwrap();
+    let bus = Bus::builder().journal(journal).build().unwrap();
+    let reports = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = reports.clone();
+    bus.subscribe("system.journal_error", move |_e: &nerve_core::Event| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    })
+    .unwrap();
+    let mut deep = json!(1);
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    bus.emit("job.started", json!({})).unwrap();
+    bus.emit("job.payload", deep).unwrap();
+    bus.emit("job.completed", json!({})).unwrap();
+    bus.shutdown_blocking();
+    assert_eq!(reports.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let o = nerve(&["verify", d.to_str().unwrap()]);
+    let report = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{report}");
+    assert!(report.contains("seq: 1..=3"), "{report}");
+    assert!(report.contains("too_deep"), "{report}");
+}
