@@ -9,6 +9,7 @@ use nerve_core::{Event, json};
 use nerve_journal::Journal;
 use nerve_router::Bus;
 
+mod crash;
 mod damaged;
 mod demo;
 mod edges;
