@@ -205,6 +205,21 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
     #[cfg(unix)]
     let _signals = nerve_router::signals::install(&bus).context("cannot handle Ctrl-C")?;
     let consumers = crate::demo_consumers::attach(&bus, args.specimens)?;
+    // The process exits right after the signal is recorded: say where the
+    // interrupted run's events are (after the progress bar's last frame,
+    // whose handler runs first), instead of ending without a word.
+    #[cfg(unix)]
+    {
+        let log = log.clone();
+        bus.subscribe(nerve_router::signals::INTERRUPTED, move |e: &Event| {
+            let signal = e.data()["signal"].as_str().unwrap_or("a signal");
+            eprintln!(
+                "\ninterrupted by {signal}: the run's events so far are in {}",
+                log.display()
+            );
+        })
+        .context("cannot watch for Ctrl-C")?;
+    }
     let plan_outcomes = outcomes(plan.success_rate, args.specimens, seed);
     let start = Instant::now();
     let emit = |event: Event| bus.emit_event(event);

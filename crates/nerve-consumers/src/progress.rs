@@ -14,6 +14,9 @@ use crate::validation::CHECKPOINT_EVENT;
 
 /// The bar while a run goes on.
 const RUNNING: &str = "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}";
+/// The terminal event a bus with signal handling emits on SIGINT or SIGTERM
+/// (see `nerve::signals`): it ends a run in progress.
+const INTERRUPTED_EVENT: &str = "system.interrupted";
 /// The bar of a run that ended with all its items done.
 const COMPLETED: &str = "✓ [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}";
 /// The bar of a run that ended early: left where it stopped.
@@ -40,7 +43,9 @@ const STOPPED: &str = "✗ [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}";
 /// rate after 5 specimens`. The reason is the failed
 /// [`validation.checkpoint`](crate::validation::CHECKPOINT_EVENT)'s, else
 /// the end event's `reason` (or `error`) in its data, else the end event's
-/// type; [`ProgressState::stopped`] holds it.
+/// type; [`ProgressState::stopped`] holds it. A run interrupted by
+/// SIGINT or SIGTERM (the `system.interrupted` event of `nerve::signals`) is
+/// stopped the same way, with `interrupted (SIGINT)` as its reason.
 ///
 /// | option | default |
 /// |--------|---------|
@@ -89,6 +94,8 @@ struct RunState {
     halted: Option<String>,
     /// Why the run ended early, once it did.
     stopped: Option<String>,
+    /// A start event began the run (and its end has not come).
+    running: bool,
 }
 
 /// What the bar shows, as [`ProgressConsumer::state`] returns it.
@@ -158,8 +165,9 @@ impl ProgressConsumer {
     }
 
     /// Subscribes the consumer to `bus`: one inline handler, named
-    /// `nerve.progress`, for the run's events and `validation.checkpoint`
-    /// (whose failure gives a stopped run its reason).
+    /// `nerve.progress`, for the run's events, `validation.checkpoint`
+    /// (whose failure gives a stopped run its reason) and
+    /// `system.interrupted` (a signal stops the run in progress).
     ///
     /// # Errors
     ///
@@ -169,6 +177,9 @@ impl ProgressConsumer {
         let mut patterns = self.inner.patterns.all();
         if let Ok(checkpoint) = Pattern::parse(CHECKPOINT_EVENT) {
             patterns.push(checkpoint);
+        }
+        if let Ok(interrupted) = Pattern::parse(INTERRUPTED_EVENT) {
+            patterns.push(interrupted);
         }
         let id = bus.subscribe_with(
             patterns,
@@ -215,13 +226,20 @@ impl Inner {
             self.on_checkpoint(event);
             return;
         }
+        if event.event_type() == INTERRUPTED_EVENT {
+            self.on_interrupted(event);
+            return;
+        }
         let Some(role) = self.patterns.role(event.event_type()) else {
             return;
         };
         let mut run = self.lock();
         match role {
             Role::Start => {
-                *run = RunState::default();
+                *run = RunState {
+                    running: true,
+                    ..RunState::default()
+                };
                 self.bar.reset();
                 set_style(&self.bar, RUNNING);
                 match total_of(event) {
@@ -272,9 +290,22 @@ impl Inner {
         self.lock().halted = Some(reason);
     }
 
+    /// Leaves the bar of a run in progress where the signal stopped it,
+    /// with the signal as the reason.
+    fn on_interrupted(&self, event: &Event) {
+        let mut run = self.lock();
+        if !run.running {
+            return;
+        }
+        let signal = text(event, "signal").unwrap_or_else(|| "a signal".to_owned());
+        run.halted = Some(format!("interrupted ({signal})"));
+        self.end(&mut run, event);
+    }
+
     /// Ends the bar where the run ended: full and `✓` when every item was
     /// done, else left at its position, `✗`, with the reason.
     fn end(&self, run: &mut RunState, event: &Event) {
+        run.running = false;
         let short = self
             .bar
             .length()

@@ -84,6 +84,23 @@ pub enum PatternErrorReason {
     Whitespace,
 }
 
+/// A position counted from 0, said as people count: 1st, 2nd, 3rd, 4th, ...
+struct Ordinal(usize);
+
+impl fmt::Display for Ordinal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0 + 1;
+        let suffix = match (n % 10, n % 100) {
+            (_, 11..=13) => "th",
+            (1, _) => "st",
+            (2, _) => "nd",
+            (3, _) => "rd",
+            _ => "th",
+        };
+        write!(f, "{n}{suffix}")
+    }
+}
+
 impl fmt::Display for PatternErrorReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -93,10 +110,13 @@ impl fmt::Display for PatternErrorReason {
                 "pattern is longer than {} bytes",
                 crate::name::MAX_NAME_LEN
             ),
-            Self::EmptySegment { index } => write!(f, "segment {index} is empty"),
+            // Said to people, who count segments from 1: `a..b` has its
+            // 2nd segment empty (the `index` fields count from 0).
+            Self::EmptySegment { index } => write!(f, "the {} segment is empty", Ordinal(*index)),
             Self::PartialWildcard { index } => write!(
                 f,
-                "segment {index} mixes '*' with other characters; '*' must be a whole segment"
+                "the {} segment mixes '*' with other characters; '*' must be a whole segment",
+                Ordinal(*index)
             ),
             Self::Whitespace => f.write_str("pattern contains whitespace or a control character"),
         }
@@ -301,6 +321,22 @@ mod tests {
             let err = Pattern::parse(bad).unwrap_err();
             assert_eq!(err.reason(), &reason, "{bad:?}");
             assert!(err.to_string().starts_with("invalid pattern"), "{err}");
+        }
+    }
+
+    /// Messages count segments from 1, as the person reading them does.
+    #[test]
+    fn error_messages_count_segments_from_one() {
+        for (bad, says) in [
+            (".chat", "the 1st segment is empty"),
+            ("a..b", "the 2nd segment is empty"),
+            ("chat.", "the 2nd segment is empty"),
+            ("a.b.c..d", "the 4th segment is empty"),
+            ("a.b.c.d.e.f.g.h.i.j.k.", "the 12th segment is empty"),
+            ("chat.x.ch*t", "the 3rd segment mixes '*'"),
+        ] {
+            let err = Pattern::parse(bad).unwrap_err();
+            assert!(err.to_string().contains(says), "{bad:?}: {err}");
         }
     }
 

@@ -208,6 +208,13 @@ fn ctrl_c_ends_the_run_cleanly() {
     assert!(killed.success());
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    // It says so, and where the run's events are, rather than nothing.
+    assert!(
+        stderr(&o).contains("interrupted by SIGINT: the run's events so far are in")
+            && stderr(&o).contains("run-healthy/events.jsonl"),
+        "{}",
+        stderr(&o)
+    );
 
     // The journal ends with the interruption: nothing the still running
     // extraction emitted is accepted after it.

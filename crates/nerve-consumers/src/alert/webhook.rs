@@ -165,7 +165,10 @@ impl AlertSink for WebhookSink {
             }
             // Never print the URL: webhook URLs carry their token.
             let response = request.send().await.map_err(|e| {
-                SinkError::new(format!("webhook request failed: {}", e.without_url()))
+                SinkError::new(format!(
+                    "webhook request failed: {}",
+                    with_causes(&e.without_url())
+                ))
             })?;
             let status = response.status();
             if status.is_success() {
@@ -179,4 +182,22 @@ impl AlertSink for WebhookSink {
             }
         })
     }
+}
+
+/// An error and its causes, `error: cause: cause`, so that the reason (a
+/// refused connection, a failed DNS lookup, a TLS failure) is said, not just
+/// reqwest's "error sending request". A cause whose text the line already
+/// holds is left out.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }

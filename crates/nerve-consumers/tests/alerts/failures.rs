@@ -114,6 +114,14 @@ async fn a_refused_webhook_and_relay_are_logged_published_counted_and_flushed_as
         assert!(data["error"].as_str().unwrap().starts_with(error), "{data}");
         assert_eq!(event.causation_id(), Some(id));
     }
+    // The webhook's error says why it failed, not just reqwest's "error
+    // sending request", and never prints the URL (it carries a token).
+    let webhook_error = events[1].data()["error"].as_str().unwrap().to_owned();
+    assert!(
+        webhook_error.to_lowercase().contains("connection refused"),
+        "{webhook_error}"
+    );
+    assert!(!webhook_error.contains("/hook"), "{webhook_error}");
     let stats = alerts.stats();
     assert_eq!((stats.failed, stats.retries, stats.delivered), (2, 2, 0));
 

@@ -249,3 +249,56 @@ mod pty {
         out
     }
 }
+
+/// What `nerve::signals` does on Ctrl-C: a terminal `system.interrupted`
+/// as the bus's last event. The bar of the run in progress is left where it
+/// was, with the signal as the reason, not as a running bar.
+#[test]
+fn a_run_interrupted_by_a_signal_is_left_where_it_stopped() {
+    let bus = Bus::new();
+    let progress = ProgressConsumer::builder().hidden().build().unwrap();
+    progress.attach(&bus).unwrap();
+    bus.emit(
+        "extraction.started",
+        json!({"run_id": "r", "total_specimens": 30}),
+    )
+    .unwrap();
+    for _ in 0..3 {
+        bus.emit("specimen.completed", json!({})).unwrap();
+    }
+    let interrupted = nerve_core::Event::builder("system.interrupted")
+        .data(json!({"signal": "SIGINT", "number": 2, "exit_status": 130}))
+        .terminal()
+        .build()
+        .unwrap();
+    bus.shutdown_with(interrupted);
+    let state = progress.state();
+    assert_eq!((state.position, state.length), (3, Some(30)));
+    assert_eq!(state.stopped.as_deref(), Some("interrupted (SIGINT)"));
+    assert_eq!(state.message, "stopped: interrupted (SIGINT)");
+}
+
+/// A signal after the run ended leaves its bar as it was.
+#[test]
+fn a_signal_after_the_run_leaves_its_bar_alone() {
+    let bus = Bus::new();
+    let progress = ProgressConsumer::builder().hidden().build().unwrap();
+    progress.attach(&bus).unwrap();
+    bus.emit(
+        "extraction.started",
+        json!({"run_id": "r", "total_specimens": 1}),
+    )
+    .unwrap();
+    bus.emit("specimen.completed", json!({})).unwrap();
+    bus.emit("extraction.completed", json!({"run_id": "r"}))
+        .unwrap();
+    let interrupted = nerve_core::Event::builder("system.interrupted")
+        .data(json!({"signal": "SIGTERM"}))
+        .terminal()
+        .build()
+        .unwrap();
+    bus.shutdown_with(interrupted);
+    let state = progress.state();
+    assert!(state.finished);
+    assert_eq!(state.stopped, None);
+}
