@@ -91,7 +91,8 @@ static NEXT_BUS_ID: AtomicU64 = AtomicU64::new(1);
 /// closes the journal. So a program that returns from `main`, or whose `main`
 /// panics and unwinds, leaves every accepted event on disk. (On a
 /// current-thread tokio runtime whose thread the async handlers need, it
-/// cannot wait; what is queued is then counted as abandoned.) Handlers that
+/// cannot wait; what is queued is then counted as abandoned and said so,
+/// through `tracing` or, without a subscriber, on stderr.) Handlers that
 /// hold a `Bus` clone keep the bus alive: capture [`Bus::downgrade`] instead,
 /// or call `shutdown` explicitly. `std::process::exit` runs no destructors;
 /// the bus's *durable* events (terminal ones by default, see
@@ -166,10 +167,7 @@ impl Drop for ShutdownGuard {
         if let Some(bus) = self.bus.upgrade() {
             let report = bus.shutdown_blocking();
             if !report.drained {
-                tracing::warn!(
-                    abandoned = report.abandoned,
-                    "bus shut down before its queues drained"
-                );
+                announce_abandoned(report.abandoned, "the bus's shutdown guard");
             }
         }
     }
@@ -2372,10 +2370,7 @@ impl BusInner {
         };
         let report = self.finish_shutdown(drained);
         if !report.drained {
-            tracing::warn!(
-                abandoned = report.abandoned,
-                "last bus handle dropped before its queues drained"
-            );
+            announce_abandoned(report.abandoned, "dropping the last bus handle");
         }
     }
 
@@ -2487,6 +2482,20 @@ fn block_here<R>(wait: impl FnOnce() -> R) -> R {
             tokio::task::block_in_place(wait)
         }
         _ => wait(),
+    }
+}
+
+/// Says that a shutdown nobody gets a report of (a drop) abandoned queued
+/// deliveries: through `tracing`, or on stderr when no `tracing` subscriber
+/// was ever set, so that the loss is never silent.
+#[cold]
+fn announce_abandoned(abandoned: u64, by: &str) {
+    tracing::warn!(abandoned, "{by} abandoned queued deliveries");
+    if !tracing::dispatcher::has_been_set() {
+        eprintln!(
+            "nerve: warning: {by} abandoned {abandoned} queued deliveries (on a current-thread \
+             runtime the bus cannot wait for async handlers; call `bus.shutdown().await` first)"
+        );
     }
 }
 

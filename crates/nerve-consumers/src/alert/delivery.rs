@@ -252,7 +252,7 @@ impl Delivery {
                 format!("after {attempts} attempts: {error}"),
             );
         }
-        publish_failure(job, sink.name(), attempts, error);
+        publish_failure(job, sink.name(), attempts, &error.to_string(), false);
     }
 
     /// A terminal event's wait ended with `jobs` still open: every delivery
@@ -293,6 +293,10 @@ impl Delivery {
                     reason = %why,
                     "alert still undelivered when a terminal event stopped waiting"
                 );
+                // On disk whether or not a dead letter queue is attached:
+                // published durable, so the journal has it before the
+                // terminal event's `emit` returns.
+                publish_failure(job, sink.name(), attempts, &why, true);
                 if let Some(dlq) = &self.dead_letters {
                     dlq.record(job.event.clone(), Some(job.target(sink.as_ref())), why);
                 }
@@ -301,10 +305,13 @@ impl Delivery {
     }
 }
 
-/// Publishes `system.alert_failed` on the bus the alert's event came from.
-/// An alert raised by a `system.alert_failed` event is not announced again
-/// when it fails (logged and counted only), so a failing sink cannot loop.
-fn publish_failure(job: &Job, sink: &str, attempts: u32, error: &SinkError) {
+/// Publishes `system.alert_failed` on the bus the alert's event came from;
+/// `overdue`: the delivery is still under way when a terminal event stopped
+/// waiting for it (then the event is marked terminal, so the journal has it
+/// before that `emit` returns). An alert raised by a `system.alert_failed`
+/// event is not announced again when it fails (logged and counted only), so
+/// a failing sink cannot loop.
+fn publish_failure(job: &Job, sink: &str, attempts: u32, error: &str, overdue: bool) {
     if job.event.event_type() == ALERT_FAILED_EVENT {
         return;
     }
@@ -314,8 +321,9 @@ fn publish_failure(job: &Job, sink: &str, attempts: u32, error: &SinkError) {
             "sink": sink,
             "rule": alert.rule,
             "key": alert.key,
-            "error": error.to_string(),
+            "error": error,
             "attempts": attempts,
+            "overdue": overdue,
             "event_id": alert.event_id,
             "event_type": alert.event_type,
             "run_id": alert.run_id,
@@ -326,6 +334,9 @@ fn publish_failure(job: &Job, sink: &str, attempts: u32, error: &SinkError) {
     }
     if let Some(correlation) = job.event.correlation_id() {
         builder = builder.correlation_id(correlation);
+    }
+    if overdue {
+        builder = builder.terminal();
     }
     let was = DELIVERING.with(|d| d.replace(true));
     let published = builder

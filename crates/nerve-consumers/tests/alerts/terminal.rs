@@ -283,3 +283,56 @@ fn scratch(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A journal stand-in: what was recorded, and whether the bus waited for it.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<Vec<(Event, bool)>>);
+
+impl nerve_core::sink::EventSink for Recorded {
+    fn record(&self, event: &Event) -> Result<(), nerve_core::sink::SinkError> {
+        self.0.lock().unwrap().push((event.clone(), false));
+        Ok(())
+    }
+    fn record_and_wait(&self, event: &Event) -> Result<(), nerve_core::sink::SinkError> {
+        self.0.lock().unwrap().push((event.clone(), true));
+        Ok(())
+    }
+    fn flush(&self, _: Duration) -> Result<(), nerve_core::sink::SinkError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn an_overdue_alert_is_journaled_before_the_terminal_emit_returns_without_a_dead_letter_queue() {
+    let receiver = Receiver::silent();
+    let journal = std::sync::Arc::new(Recorded::default());
+    let bus = Bus::builder().journal(journal.clone()).build().unwrap();
+    let alerts = AlertConsumer::builder()
+        .rule(AlertRule::new("run-failed", "extraction.failed"))
+        .sink(WebhookSink::builder().url(&receiver.url).build().unwrap())
+        .terminal_wait(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    alerts.attach(&bus).unwrap();
+
+    bus.emit("extraction.failed", json!({"run_id": "r1"}))
+        .unwrap();
+    // Nothing flushed: what is recorded now is what an exit would leave.
+    let recorded = journal.0.lock().unwrap().clone();
+    let (failed, waited) = recorded
+        .iter()
+        .find(|(e, _)| e.event_type() == "system.alert_failed")
+        .expect("system.alert_failed journaled before emit returned");
+    assert!(*waited, "recorded as a durable event");
+    assert_eq!(failed.data()["overdue"], true);
+    assert_eq!(failed.data()["rule"], "run-failed");
+    assert!(
+        failed.data()["error"]
+            .as_str()
+            .unwrap()
+            .contains("first attempt still under way"),
+        "{}",
+        failed.data()
+    );
+    receiver.next();
+}

@@ -388,3 +388,44 @@ fn a_second_ctrl_c_exits_at_once() {
     // handler; the second ended it well before.
     assert!(started.elapsed() < Duration::from_secs(50));
 }
+
+// ----- a drop that cannot wait says so -----
+
+#[test]
+fn child_drops_its_bus_on_a_current_thread_runtime() {
+    if std::env::var(VAR).is_err() {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let bus = Bus::new();
+        bus.subscribe_async("job.*", |_e: Event| async {}).unwrap();
+        for i in 0..5 {
+            bus.emit("job.step", json!({ "i": i })).unwrap();
+        }
+        // The handlers need this thread, which the drop would block.
+        drop(bus);
+    });
+}
+
+#[test]
+fn a_drop_that_abandons_deliveries_says_so_on_stderr() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_drops_its_bus_on_a_current_thread_runtime",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(VAR, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("dropping the last bus handle abandoned 5 queued deliveries"),
+        "{stderr}"
+    );
+}
