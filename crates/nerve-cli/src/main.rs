@@ -68,7 +68,17 @@ enum Command {
     /// ranges) account for their seq numbers and are summarised.
     ///
     /// Example: nerve verify demo_event_output/run-healthy
-    Verify(PathArg),
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    path: PathArg,
+    /// Accepted for symmetry with the other commands: `verify` is always
+    /// strict (a damaged line is a problem, exit 1).
+    #[arg(long)]
+    strict: bool,
 }
 
 /// A journal file, or a directory holding one journal.
@@ -191,7 +201,7 @@ fn main() -> ExitCode {
         Command::Query(args) => inspect::query(&args, &mut out),
         Command::Timeline(args) => inspect::timeline(&args, &mut out),
         Command::Tail(args) => inspect::tail(&args, &mut out),
-        Command::Verify(args) => verify::verify(&args, &mut out),
+        Command::Verify(args) => verify::verify(&args.path, &mut out),
     };
     match result {
         Ok(code) => code,

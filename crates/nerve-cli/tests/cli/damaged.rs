@@ -68,6 +68,8 @@ fn every_command_says(path: &Path, want: &[&str]) -> usize {
     }
     let o = nerve(&["verify", p]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let strict = nerve(&["verify", "--strict", p]);
+    assert_eq!(strict.status.code(), Some(1), "verify --strict is accepted");
     for w in want {
         assert!(
             stderr(&o).contains(w),
