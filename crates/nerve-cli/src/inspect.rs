@@ -388,6 +388,12 @@ pub(crate) fn timeline(args: &TimelineArgs, out: &mut Out) -> Result<ExitCode> {
             args.field,
             events.len()
         ))?;
+        // The payload lives under `data`: a path written without it (as the
+        // guide's jq writes `.data.metrics...`) gets a hint.
+        let in_data = format!("data.{}", args.field);
+        if !args.field.starts_with("data.") && events.iter().any(|e| field(e, &in_data).is_some()) {
+            out.line(format!("hint: did you mean --field {in_data}?"))?;
+        }
         out.flush()?;
         return Ok(skipped.report(&args.path.path, args.strict.strict));
     }

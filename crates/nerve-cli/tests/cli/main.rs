@@ -162,6 +162,20 @@ fn timeline_shows_where_the_rate_dropped() {
     let text = stdout(&o);
     assert!(text.contains("5 values"), "{text}");
     assert!(text.contains('▁') && text.contains('█'), "{text}");
+
+    // A path written without `data.` gets a hint.
+    let o = nerve(&[
+        "timeline",
+        path.to_str().unwrap(),
+        "--field",
+        "metrics.success_rate",
+    ]);
+    let text = stdout(&o);
+    assert!(text.contains("no numeric values"), "{text}");
+    assert!(
+        text.contains("hint: did you mean --field data.metrics.success_rate?"),
+        "{text}"
+    );
 }
 
 #[test]
