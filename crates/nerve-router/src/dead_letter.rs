@@ -468,12 +468,26 @@ impl DeadLetterQueue {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn record(&self, event: Event, target: Option<String>, error: impl Into<String>) -> u64 {
+        self.record_attempts(event, target, error, 1)
+    }
+
+    /// [`record`](Self::record) for a delivery that was already tried
+    /// `attempts` times (at least 1 is recorded), so that the entry's
+    /// [`attempts`](DeadLetter::attempts) says how often it failed.
+    pub fn record_attempts(
+        &self,
+        event: Event,
+        target: Option<String>,
+        error: impl Into<String>,
+        attempts: u32,
+    ) -> u64 {
         self.insert(
             event,
             (None, target),
             DeadLetterReason::DeliveryFailed,
             error.into(),
             Vec::new(),
+            attempts.max(1),
         )
     }
 
@@ -489,6 +503,7 @@ impl DeadLetterQueue {
             failure.reason,
             failure.error,
             failure.targets,
+            1,
         );
     }
 
@@ -500,6 +515,7 @@ impl DeadLetterQueue {
         reason: DeadLetterReason,
         error: String,
         targets: Vec<SubscriptionId>,
+        attempts: u32,
     ) -> u64 {
         let now = Timestamp::now();
         let mut state = self.lock();
@@ -512,7 +528,7 @@ impl DeadLetterQueue {
             subscription_name,
             reason,
             error,
-            attempts: 1,
+            attempts,
             first_failure: now,
             last_failure: now,
             targets,

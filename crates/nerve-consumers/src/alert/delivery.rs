@@ -246,10 +246,11 @@ impl Delivery {
             })
             .unwrap_or(true);
         if let (false, Some(dlq)) = (recorded, &self.dead_letters) {
-            dlq.record(
+            dlq.record_attempts(
                 job.event.clone(),
                 Some(job.target(sink)),
                 format!("after {attempts} attempts: {error}"),
+                attempts,
             );
         }
         publish_failure(job, sink.name(), attempts, &error.to_string(), false);
@@ -298,7 +299,12 @@ impl Delivery {
                 // terminal event's `emit` returns.
                 publish_failure(job, sink.name(), attempts, &why, true);
                 if let Some(dlq) = &self.dead_letters {
-                    dlq.record(job.event.clone(), Some(job.target(sink.as_ref())), why);
+                    dlq.record_attempts(
+                        job.event.clone(),
+                        Some(job.target(sink.as_ref())),
+                        why,
+                        attempts,
+                    );
                 }
             }
         }

@@ -287,6 +287,7 @@ async fn failed_deliveries_are_retried_counted_and_dead_lettered() {
         letters[0].error,
         "after 3 attempts: webhook answered 503 Service Unavailable"
     );
+    assert_eq!(letters[0].attempts, 3, "the entry counts the same attempts");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
