@@ -108,47 +108,30 @@ fn assert_whole_run(events: &[Event]) {
     );
 }
 
-// ----- process::exit right after the terminal event -----
+// ----- process::exit, or SIGKILL, right after the terminal event -----
 
+/// The child: a run into a journal with the fsync policy named in
+/// `NERVE_EDGE` (`path|policy|ending`), then the ending: `exit` (the guide's
+/// `sys.exit(1)`: no destructor runs) or `kill` (say so, and wait for the
+/// parent's SIGKILL).
 #[test]
-fn child_exits_right_after_the_terminal_event() {
+fn child_ends_right_after_the_terminal_event() {
     let Ok(arg) = std::env::var(VAR) else { return };
-    let (path, fsync) = arg.split_once('|').unwrap();
+    let mut parts = arg.split('|');
+    let (path, fsync, ending) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
     let journal = Journal::builder(path)
         .fsync(fsync_named(fsync))
         .build()
         .unwrap();
     let bus = Bus::builder().journal(journal).build().unwrap();
     emit_run(&bus);
-    // The guide's `sys.exit(1)`: no destructor runs.
-    std::process::exit(1);
-}
-
-#[test]
-fn process_exit_after_a_terminal_event_loses_nothing() {
-    for fsync in ["never", "interval", "always"] {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.jsonl");
-        let arg = format!("{}|{fsync}", path.display());
-        let mut child = spawn("child_exits_right_after_the_terminal_event", &arg, &[]);
-        let status = finish(&mut child);
-        assert_eq!(status.code(), Some(1), "{fsync}");
-        assert_whole_run(&journal(&path));
+    if ending == "exit" {
+        std::process::exit(1);
     }
-}
-
-// ----- SIGKILL the moment emit returned -----
-
-#[test]
-fn child_waits_to_be_killed_after_the_terminal_event() {
-    let Ok(arg) = std::env::var(VAR) else { return };
-    let (path, fsync) = arg.split_once('|').unwrap();
-    let journal = Journal::builder(path)
-        .fsync(fsync_named(fsync))
-        .build()
-        .unwrap();
-    let bus = Bus::builder().journal(journal).build().unwrap();
-    emit_run(&bus);
     println!("EMITTED");
     std::io::stdout().flush().unwrap();
     loop {
@@ -156,23 +139,35 @@ fn child_waits_to_be_killed_after_the_terminal_event() {
     }
 }
 
-#[test]
-fn sigkill_after_a_terminal_event_returned_loses_nothing() {
+/// Runs the child under every fsync policy, ending it as `ending` says, and
+/// checks the whole run is in the journal.
+fn ends_right_after_the_terminal_event(ending: &str) {
     for fsync in ["never", "interval", "always"] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.jsonl");
-        let arg = format!("{}|{fsync}", path.display());
-        let mut child = spawn(
-            "child_waits_to_be_killed_after_the_terminal_event",
-            &arg,
-            &[],
-        );
-        wait_for(&mut child, "EMITTED");
-        child.kill().unwrap();
+        let arg = format!("{}|{fsync}|{ending}", path.display());
+        let mut child = spawn("child_ends_right_after_the_terminal_event", &arg, &[]);
+        if ending == "kill" {
+            wait_for(&mut child, "EMITTED");
+            child.kill().unwrap();
+        }
         let status = finish(&mut child);
-        assert_eq!(status.signal(), Some(9), "{fsync}");
+        match ending {
+            "exit" => assert_eq!(status.code(), Some(1), "{fsync}"),
+            _ => assert_eq!(status.signal(), Some(9), "{fsync}"),
+        }
         assert_whole_run(&journal(&path));
     }
+}
+
+#[test]
+fn process_exit_after_a_terminal_event_loses_nothing() {
+    ends_right_after_the_terminal_event("exit");
+}
+
+#[test]
+fn sigkill_after_a_terminal_event_returned_loses_nothing() {
+    ends_right_after_the_terminal_event("kill");
 }
 
 // ----- a panic out of main -----
