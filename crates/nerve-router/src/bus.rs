@@ -26,7 +26,7 @@ use crate::history::History;
 use crate::queue::{DropReason, Overflow, Pushed, Queue, QueueItem};
 use crate::reentry::{self, Blocked, DepthGuard};
 use crate::report::{DeliveryReport, HandlerOutcome, Outcome};
-use crate::routes::{Route, RouteTable, Routes};
+use crate::routes::{Route, RouteTable, Routes, TopicTraits};
 use crate::stats::{BusStats, EventStats, RunStats, Shared, SubscriberStats, SubscriptionStats};
 use crate::stream::{EventStream, Runs, StreamItem, StreamOptions};
 use crate::subscription::{
@@ -1270,11 +1270,10 @@ impl BusInner {
         // Numbered only once nothing can refuse it, so `seq` has no gaps;
         // reports of journal faults are not numbered (the journal does not
         // record them).
-        let journal_error = event.event_type() == JOURNAL_ERROR;
-        let mut event = if journal_error {
-            event
-        } else {
+        let mut event = if route.recorded {
             event.with_seq(self.seq.fetch_add(1, Ordering::Relaxed) + 1)
+        } else {
+            event
         };
         if route.terminal && !event.is_marked_terminal() {
             // Marked on the event, which streams' queues read (and which
@@ -1288,7 +1287,7 @@ impl BusInner {
             event = self.runs.record(event);
             route = self.route(event.event_type());
         }
-        if let Some(sink) = self.config.sink.as_ref().filter(|_| !journal_error) {
+        if let Some(sink) = self.config.sink.as_ref().filter(|_| route.recorded) {
             // Durable events (terminal ones unless configured) are on disk,
             // with everything before them, before any handler runs.
             let durable = route.durable
@@ -1489,7 +1488,12 @@ impl BusInner {
                 None => terminal,
                 Some(patterns) => patterns.iter().any(|p| p.matches(t)),
             };
-            (self.type_counter(t), terminal, durable)
+            TopicTraits {
+                type_counter: self.type_counter(t),
+                terminal,
+                durable,
+                recorded: t != JOURNAL_ERROR,
+            }
         })
     }
 

@@ -36,6 +36,18 @@ pub(crate) struct Route {
     /// Whether the topic matches the bus's durable patterns (when it has
     /// patterns of its own; by default durability follows `terminal`).
     pub(crate) durable: bool,
+    /// Whether events of the topic are numbered and recorded in the sink
+    /// (all but the bus's reports of sink faults).
+    pub(crate) recorded: bool,
+}
+
+/// What the bus knows of a topic, apart from its subscriptions: computed
+/// once per topic when its route is made.
+pub(crate) struct TopicTraits {
+    pub(crate) type_counter: Arc<AtomicU64>,
+    pub(crate) terminal: bool,
+    pub(crate) durable: bool,
+    pub(crate) recorded: bool,
 }
 
 /// Topics cached per snapshot. When the cache fills up it is cleared, so a
@@ -175,13 +187,12 @@ impl RouteTable {
     pub(crate) fn route(
         &self,
         topic: &str,
-        extras: impl FnOnce(&str) -> (Arc<AtomicU64>, bool, bool),
+        extras: impl FnOnce(&str) -> TopicTraits,
     ) -> Arc<Route> {
         if let Some(route) = self.cache.get(topic) {
             return route.clone();
         }
-        let (type_counter, terminal, durable) = extras(topic);
-        let route = Arc::new(self.compute(topic, type_counter, terminal, durable));
+        let route = Arc::new(self.compute(topic, extras(topic)));
         if self.cached.fetch_add(1, Ordering::Relaxed) >= CACHE_CAPACITY {
             self.cache.clear();
             self.cached.store(1, Ordering::Relaxed);
@@ -190,13 +201,13 @@ impl RouteTable {
         route
     }
 
-    fn compute(
-        &self,
-        topic: &str,
-        type_counter: Arc<AtomicU64>,
-        terminal: bool,
-        durable: bool,
-    ) -> Route {
+    fn compute(&self, topic: &str, traits: TopicTraits) -> Route {
+        let TopicTraits {
+            type_counter,
+            terminal,
+            durable,
+            recorded,
+        } = traits;
         let mut parts: smallvec::SmallVec<[&str; 8]> = topic.split('.').collect();
         parts.retain(|p| !p.is_empty());
         let mut subs = Vec::new();
@@ -212,6 +223,7 @@ impl RouteTable {
             type_counter,
             terminal,
             durable,
+            recorded,
         }
     }
 }
@@ -273,7 +285,7 @@ impl Routes {
     pub(crate) fn route(
         &self,
         topic: &str,
-        extras: impl FnOnce(&str) -> (Arc<AtomicU64>, bool, bool),
+        extras: impl FnOnce(&str) -> TopicTraits,
     ) -> Arc<Route> {
         let version = self.version.load(Ordering::Acquire);
         let memo = LAST.try_with(|last| {
