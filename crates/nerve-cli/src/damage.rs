@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use nerve_journal::ReadError;
+use nerve::journal::ReadError;
 
 /// How many skipped lines a warning names.
 const NAMED: usize = 5;

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use nerve_core::{Event, json};
-use nerve_journal::{Fsync, Journal};
-use nerve_router::{Bus, EmitError};
+use nerve::{Bus, EmitError};
+use nerve::{Event, json};
+use nerve::{Fsync, Journal};
 
 use crate::output::Out;
 
@@ -203,7 +203,7 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
     // Ctrl-C (or a scheduler's SIGTERM) records `system.interrupted`,
     // flushes the journal and the alerts, and exits with 130 (or 143).
     #[cfg(unix)]
-    let _signals = nerve_router::signals::install(&bus).context("cannot handle Ctrl-C")?;
+    let _signals = nerve::signals::install(&bus).context("cannot handle Ctrl-C")?;
     let consumers = crate::demo_consumers::attach(&bus, args.specimens)?;
     // The process exits right after the signal is recorded: say where the
     // interrupted run's events are (after the progress bar's last frame,
@@ -211,7 +211,7 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
     #[cfg(unix)]
     {
         let log = log.clone();
-        bus.subscribe(nerve_router::signals::INTERRUPTED, move |e: &Event| {
+        bus.subscribe(nerve::signals::INTERRUPTED, move |e: &Event| {
             let signal = e.data()["signal"].as_str().unwrap_or("a signal");
             eprintln!(
                 "\ninterrupted by {signal}: the run's events so far are in {}",

@@ -3,8 +3,8 @@
 //! summary, and a progress bar (hidden when stdout is not a terminal).
 
 use anyhow::Result;
-use nerve_consumers::{MetricsConsumer, ProgressConsumer, RunMetrics, ValidationConsumer};
-use nerve_router::Bus;
+use nerve::Bus;
+use nerve::consumers::{MetricsConsumer, ProgressConsumer, RunMetrics, ValidationConsumer};
 
 /// What the demo attached to one run's bus.
 pub(crate) struct Attached {

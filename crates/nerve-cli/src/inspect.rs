@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use nerve_core::query::HistoryQuery;
-use nerve_core::run::{RunRole, RunTracker};
-use nerve_core::{Event, Pattern, Timestamp};
-use nerve_journal::{Follow, JournalReader, ReadError};
+use nerve::HistoryQuery;
+use nerve::journal::{Follow, JournalReader, ReadError};
+use nerve::run::{RunRole, RunTracker};
+use nerve::{Event, Pattern, Timestamp};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -319,7 +319,7 @@ pub(crate) fn query(args: &QueryArgs, out: &mut Out) -> Result<ExitCode> {
                 e.seq(),
                 e.timestamp().to_string(),
                 e.event_type(),
-                nerve_core::run::explicit_run_id(e).unwrap_or("-"),
+                nerve::run::explicit_run_id(e).unwrap_or("-"),
             ))?;
         } else {
             out.line(serde_json::to_string(e)?)?;

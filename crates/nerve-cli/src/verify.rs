@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use nerve_core::{Event, EventId};
-use nerve_journal::{ERROR_MARKER_KEY, ReadError};
+use nerve::journal::{ERROR_MARKER_KEY, ReadError};
+use nerve::{Event, EventId};
 
 use crate::PathArg;
 use crate::damage::Skipped;

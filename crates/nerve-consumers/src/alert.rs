@@ -53,7 +53,7 @@ use serde::Serialize;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use crate::error::{AttachError, BuildError};
+use crate::error::{AttachError, ConfigError};
 use crate::run::{Attachment, run_of};
 
 mod command;
@@ -69,7 +69,7 @@ pub use command::CommandSink;
 pub use email::{EmailBuilder, EmailSink};
 pub use flush::{FlushError, FlushReport};
 pub use rule::{AlertRule, Condition, DEFAULT_WINDOW};
-pub use sink::{AlertSink, SinkError, SinkFuture};
+pub use sink::{AlertError, AlertSink, SinkFuture};
 pub use webhook::{WebhookBuilder, WebhookSink};
 
 use delivery::{Counters, Delivery, Job, Retry, Worker, delivering};
@@ -371,29 +371,29 @@ impl AlertBuilder {
     ///
     /// # Errors
     ///
-    /// [`BuildError`] without a rule or a sink, for an invalid pattern, or
+    /// [`ConfigError`] without a rule or a sink, for an invalid pattern, or
     /// for zero attempts, capacity or window.
-    pub fn build(self) -> Result<AlertConsumer, BuildError> {
+    pub fn build(self) -> Result<AlertConsumer, ConfigError> {
         if self.rules.is_empty() {
-            return Err(BuildError::Missing { option: "rule" });
+            return Err(ConfigError::Missing { option: "rule" });
         }
         if self.sinks.is_empty() {
-            return Err(BuildError::Missing { option: "sink" });
+            return Err(ConfigError::Missing { option: "sink" });
         }
         if self.retry.attempts == 0 {
-            return Err(BuildError::Zero {
+            return Err(ConfigError::Zero {
                 option: "retry attempts",
             });
         }
         if self.capacity == 0 {
-            return Err(BuildError::Zero { option: "capacity" });
+            return Err(ConfigError::Zero { option: "capacity" });
         }
         let rules = self
             .rules
             .into_iter()
             .map(|rule| {
                 if rule.window.is_zero() {
-                    return Err(BuildError::Zero { option: "window" });
+                    return Err(ConfigError::Zero { option: "window" });
                 }
                 Ok(CompiledRule {
                     pattern: Pattern::parse(&rule.pattern)?,

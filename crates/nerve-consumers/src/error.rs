@@ -6,7 +6,7 @@ use nerve_router::SubscribeError;
 /// A consumer or a sink could not be built from its builder's settings.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum BuildError {
+pub enum ConfigError {
     /// A pattern is invalid.
     #[error(transparent)]
     Pattern(#[from] PatternError),

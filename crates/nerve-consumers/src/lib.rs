@@ -95,7 +95,7 @@ pub mod validation;
 
 #[doc(inline)]
 pub use alert::{AlertConsumer, AlertRule, AlertStats};
-pub use error::{AttachError, BuildError};
+pub use error::{AttachError, ConfigError};
 #[doc(inline)]
 pub use progress::{ProgressBuilder, ProgressConsumer, ProgressState};
 pub use run::{

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nerve_core::{Event, Pattern};
 use nerve_router::{Bus, Subscribe};
 
-use crate::error::{AttachError, BuildError};
+use crate::error::{AttachError, ConfigError};
 use crate::run::{Attachment, Role, RunPatternText, RunPatterns, total_of};
 use crate::validation::CHECKPOINT_EVENT;
 
@@ -139,8 +139,8 @@ impl ProgressBuilder {
     ///
     /// # Errors
     ///
-    /// [`BuildError::Pattern`] for an invalid pattern.
-    pub fn build(self) -> Result<ProgressConsumer, BuildError> {
+    /// [`ConfigError::Pattern`] for an invalid pattern.
+    pub fn build(self) -> Result<ProgressConsumer, ConfigError> {
         let target = if self.hidden || !std::io::stdout().is_terminal() {
             ProgressDrawTarget::hidden()
         } else {

@@ -9,7 +9,7 @@ use nerve_core::{Event, Pattern, Timestamp};
 use nerve_router::{Bus, Subscribe};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{AttachError, BuildError};
+use crate::error::{AttachError, ConfigError};
 use crate::run::{Attachment, CurrentRun, Role, RunPatternText, RunPatterns, total_of};
 
 /// The event emitted every `snapshot_every` items, its data a [`RunMetrics`].
@@ -226,10 +226,10 @@ impl MetricsBuilder {
     ///
     /// # Errors
     ///
-    /// [`BuildError`] for an invalid pattern or `snapshot_every(0)`.
-    pub fn build(self) -> Result<MetricsConsumer, BuildError> {
+    /// [`ConfigError`] for an invalid pattern or `snapshot_every(0)`.
+    pub fn build(self) -> Result<MetricsConsumer, ConfigError> {
         if self.snapshot_every == Some(0) {
-            return Err(BuildError::Zero {
+            return Err(ConfigError::Zero {
                 option: "snapshot_every",
             });
         }

@@ -9,7 +9,7 @@ use nerve_router::{Bus, HandlerError, Subscribe};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::error::{AttachError, BuildError};
+use crate::error::{AttachError, ConfigError};
 use crate::run::{Attachment, CurrentRun, Role, RunPatternText, RunPatterns, total_of};
 
 /// The event emitted when a run reaches its early checkpoint.
@@ -232,15 +232,15 @@ impl ValidationBuilder {
     ///
     /// # Errors
     ///
-    /// [`BuildError`] for an invalid pattern, a threshold outside `0..=1`,
+    /// [`ConfigError`] for an invalid pattern, a threshold outside `0..=1`,
     /// or a zero checkpoint or interval.
-    pub fn build(self) -> Result<ValidationConsumer, BuildError> {
+    pub fn build(self) -> Result<ValidationConsumer, ConfigError> {
         for (option, value) in [
             ("early_threshold", self.early_threshold),
             ("warning_threshold", self.warning_threshold),
         ] {
             if !(0.0..=1.0).contains(&value) {
-                return Err(BuildError::OutOfRange { option, value });
+                return Err(ConfigError::OutOfRange { option, value });
             }
         }
         for (option, value) in [
@@ -248,7 +248,7 @@ impl ValidationBuilder {
             ("warning_interval", self.warning_interval),
         ] {
             if value == 0 {
-                return Err(BuildError::Zero { option });
+                return Err(ConfigError::Zero { option });
             }
         }
         Ok(ValidationConsumer {

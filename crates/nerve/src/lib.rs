@@ -111,8 +111,8 @@ pub use nerve_router::signals;
 pub use nerve_router::{
     BuildError, Bus, BusBuilder, BusStats, DEFAULT_TERMINAL_PATTERNS, DeadLetter, DeadLetterQueue,
     DeadLetterReason, DeadLetterStats, DeliveryReport, DropReason, EmitError, EmitManyError,
-    EventStream, HandlerError, HandlerOutcome, IntoHandlerResult, Outcome, Overflow, Reject,
-    RetryError, RetrySummary, ShutdownGuard, ShutdownReport, StreamOptions, Subscribe,
+    EventStream, HandlerError, HandlerOutcome, IntoHandlerResult, IntoPatterns, Outcome, Overflow,
+    Reject, RetryError, RetrySummary, ShutdownGuard, ShutdownReport, StreamOptions, Subscribe,
     SubscribeError, SubscriptionId, WeakBus, global,
 };
 

@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use nerve_core::json;
-use nerve_journal::{Journal, JournalReader};
-use nerve_router::Bus;
+use nerve::Bus;
+use nerve::journal::{Journal, JournalReader};
+use nerve::json;
 
 use super::{dir, nerve, stdout};
 
@@ -29,7 +29,7 @@ fn child_writes_until_killed() {
     // The number of the last terminal event, seen by an inline handler.
     let last = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let seen = last.clone();
-    bus.subscribe("tick.completed", move |e: &nerve_core::Event| {
+    bus.subscribe("tick.completed", move |e: &nerve::Event| {
         seen.store(e.seq(), std::sync::atomic::Ordering::SeqCst);
     })
     .unwrap();

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use nerve_core::json;
-use nerve_journal::Journal;
-use nerve_router::Bus;
+use nerve::Bus;
+use nerve::journal::Journal;
+use nerve::json;
 
 use super::{dir, nerve, stderr, stdout};
 

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use nerve_core::json;
-use nerve_journal::Journal;
-use nerve_router::Bus;
+use nerve::Bus;
+use nerve::journal::Journal;
+use nerve::json;
 
 use super::{dir, nerve, stderr, stdout};
 
@@ -276,7 +276,7 @@ fn a_journal_that_had_a_journal_error_verifies() {
     let bus = Bus::builder().journal(journal).build().unwrap();
     let reports = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = reports.clone();
-    bus.subscribe("system.journal_error", move |_e: &nerve_core::Event| {
+    bus.subscribe("system.journal_error", move |_e: &nerve::Event| {
         seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     })
     .unwrap();

@@ -7,9 +7,9 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use nerve_core::json;
-use nerve_journal::{Journal, JournalReader};
-use nerve_router::Bus;
+use nerve::Bus;
+use nerve::journal::{Journal, JournalReader};
+use nerve::json;
 
 use super::dir;
 

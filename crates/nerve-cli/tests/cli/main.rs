@@ -5,9 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use nerve_core::{Event, json};
-use nerve_journal::Journal;
-use nerve_router::Bus;
+use nerve::Bus;
+use nerve::journal::Journal;
+use nerve::{Event, json};
 
 mod crash;
 mod damaged;

@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use nerve_core::{Event, json};
-use nerve_journal::{Journal, JournalError};
-use nerve_router::Bus;
+use nerve::Bus;
+use nerve::journal::{Journal, JournalError};
+use nerve::{Event, json};
 
 use super::{dir, nerve, stderr, stdout};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::{Alert, AlertSink, SinkError, SinkFuture};
+use super::{Alert, AlertError, AlertSink, SinkFuture};
 
 /// Runs a program for each alert, with the alert as one line of JSON on its
 /// standard input (the [`Alert`] fields). Exit status 0 is a delivery; any
@@ -60,9 +60,9 @@ impl CommandSink {
         self
     }
 
-    async fn run(&self, alert: &Alert) -> Result<(), SinkError> {
+    async fn run(&self, alert: &Alert) -> Result<(), AlertError> {
         let mut line = serde_json::to_vec(alert)
-            .map_err(|e| SinkError::permanent(format!("alert not serializable: {e}")))?;
+            .map_err(|e| AlertError::permanent(format!("alert not serializable: {e}")))?;
         line.push(b'\n');
         let program = self.program.to_string_lossy().into_owned();
         let mut child = Command::new(&self.program)
@@ -72,7 +72,7 @@ impl CommandSink {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| SinkError::new(format!("could not run {program}: {e}")))?;
+            .map_err(|e| AlertError::new(format!("could not run {program}: {e}")))?;
         if let Some(mut stdin) = child.stdin.take() {
             // A program that exits without reading its input is judged by
             // its exit status, not by the broken pipe.
@@ -80,8 +80,8 @@ impl CommandSink {
         }
         let output = tokio::time::timeout(self.timeout, child.wait_with_output())
             .await
-            .map_err(|_| SinkError::new(format!("{program} ran past {:?}", self.timeout)))?
-            .map_err(|e| SinkError::new(format!("waiting for {program} failed: {e}")))?;
+            .map_err(|_| AlertError::new(format!("{program} ran past {:?}", self.timeout)))?
+            .map_err(|e| AlertError::new(format!("waiting for {program} failed: {e}")))?;
         if output.status.success() {
             return Ok(());
         }
@@ -95,7 +95,7 @@ impl CommandSink {
             .into_iter()
             .rev()
             .collect();
-        Err(SinkError::new(format!(
+        Err(AlertError::new(format!(
             "{program} exited with {}: {tail}",
             output.status
         )))

@@ -21,7 +21,7 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::ledger::Ledger;
-use super::{ALERT_FAILED_EVENT, Alert, AlertSink, MAX_CONCURRENT_DELIVERIES, SinkError};
+use super::{ALERT_FAILED_EVENT, Alert, AlertError, AlertSink, MAX_CONCURRENT_DELIVERIES};
 
 thread_local! {
     /// Set on the worker's thread, and while the worker publishes: a
@@ -227,7 +227,7 @@ impl Delivery {
         sink: &dyn AlertSink,
         job: &Job,
         attempts: u32,
-        error: &SinkError,
+        error: &AlertError,
     ) {
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(

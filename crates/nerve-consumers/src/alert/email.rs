@@ -8,8 +8,8 @@ use lettre::message::{Mailbox, Message};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::{Alert, AlertSink, SinkError, SinkFuture};
-use crate::error::BuildError;
+use super::{Alert, AlertError, AlertSink, SinkFuture};
+use crate::error::ConfigError;
 
 /// How the SMTP connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,7 @@ enum Security {
 ///     .from("nerve <alerts@example.org>")
 ///     .to("oncall@example.org")
 ///     .build()?;
-/// # Ok::<(), nerve::consumers::BuildError>(())
+/// # Ok::<(), nerve::consumers::ConfigError>(())
 /// ```
 #[derive(Clone)]
 pub struct EmailSink {
@@ -166,12 +166,12 @@ impl EmailBuilder {
     ///
     /// # Errors
     ///
-    /// [`BuildError`] without a relay, a sender or a recipient, or for an
+    /// [`ConfigError`] without a relay, a sender or a recipient, or for an
     /// address that does not parse.
-    pub fn build(self) -> Result<EmailSink, BuildError> {
-        let (host, security) = self.relay.ok_or(BuildError::Missing { option: "relay" })?;
+    pub fn build(self) -> Result<EmailSink, ConfigError> {
+        let (host, security) = self.relay.ok_or(ConfigError::Missing { option: "relay" })?;
         let mailbox = |option: &'static str, text: &str| {
-            text.parse::<Mailbox>().map_err(|e| BuildError::Invalid {
+            text.parse::<Mailbox>().map_err(|e| ConfigError::Invalid {
                 option,
                 value: text.to_owned(),
                 reason: e.to_string(),
@@ -179,10 +179,10 @@ impl EmailBuilder {
         };
         let from = mailbox(
             "from",
-            &self.from.ok_or(BuildError::Missing { option: "from" })?,
+            &self.from.ok_or(ConfigError::Missing { option: "from" })?,
         )?;
         if self.to.is_empty() {
-            return Err(BuildError::Missing { option: "to" });
+            return Err(ConfigError::Missing { option: "to" });
         }
         let to = self
             .to
@@ -191,7 +191,7 @@ impl EmailBuilder {
             .collect::<Result<Vec<_>, _>>()?;
         let mut transport = match security {
             Security::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host)
-                .map_err(|e| BuildError::Invalid {
+                .map_err(|e| ConfigError::Invalid {
                     option: "relay",
                     value: host.clone(),
                     reason: e.to_string(),
@@ -216,7 +216,7 @@ impl EmailBuilder {
 }
 
 impl EmailSink {
-    fn message(&self, alert: &Alert) -> Result<Message, SinkError> {
+    fn message(&self, alert: &Alert) -> Result<Message, AlertError> {
         let subject = self
             .subject
             .replace("{rule}", &alert.rule)
@@ -224,7 +224,7 @@ impl EmailSink {
             .replace("{event_type}", &alert.event_type)
             .replace("{run_id}", alert.run_id.as_deref().unwrap_or(""));
         let details = serde_json::to_string_pretty(alert)
-            .map_err(|e| SinkError::permanent(format!("alert not serializable: {e}")))?;
+            .map_err(|e| AlertError::permanent(format!("alert not serializable: {e}")))?;
         let mut builder = Message::builder()
             .from(self.from.clone())
             .subject(subject)
@@ -234,7 +234,7 @@ impl EmailSink {
         }
         builder
             .body(format!("{}\n\n{details}\n", alert.message))
-            .map_err(|e| SinkError::permanent(format!("email not built: {e}")))
+            .map_err(|e| AlertError::permanent(format!("email not built: {e}")))
     }
 }
 
@@ -248,8 +248,8 @@ impl AlertSink for EmailSink {
             let message = self.message(alert)?;
             match self.transport.send(message).await {
                 Ok(_) => Ok(()),
-                Err(e) if e.is_permanent() => Err(SinkError::permanent(format!("smtp: {e}"))),
-                Err(e) => Err(SinkError::new(format!("smtp: {e}"))),
+                Err(e) if e.is_permanent() => Err(AlertError::permanent(format!("smtp: {e}"))),
+                Err(e) => Err(AlertError::new(format!("smtp: {e}"))),
             }
         })
     }

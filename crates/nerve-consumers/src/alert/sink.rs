@@ -6,17 +6,17 @@ use std::pin::Pin;
 use super::Alert;
 
 /// The future an [`AlertSink`] returns: boxed, so sinks can be trait objects.
-pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), AlertError>> + Send + 'a>>;
 
 /// Where alerts are delivered: a webhook, an SMTP relay, a program.
 ///
 /// `send` runs on the alert consumer's delivery thread (a current-thread
 /// tokio runtime of its own) or on the runtime given to its builder, never
 /// on the emitting thread. A failed send is retried with backoff unless the error is
-/// [permanent](SinkError::permanent).
+/// [permanent](AlertError::permanent).
 ///
 /// ```
-/// use nerve::consumers::alert::{Alert, AlertSink, SinkError, SinkFuture};
+/// use nerve::consumers::alert::{Alert, AlertSink, AlertError, SinkFuture};
 ///
 /// /// Prints alerts.
 /// struct Stdout;
@@ -28,7 +28,7 @@ pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + S
 ///     fn send<'a>(&'a self, alert: &'a Alert) -> SinkFuture<'a> {
 ///         Box::pin(async move {
 ///             println!("{}", alert.message);
-///             Ok::<(), SinkError>(())
+///             Ok::<(), AlertError>(())
 ///         })
 ///     }
 /// }
@@ -41,19 +41,19 @@ pub trait AlertSink: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// [`SinkError`] when the alert could not be delivered.
+    /// [`AlertError`] when the alert could not be delivered.
     fn send<'a>(&'a self, alert: &'a Alert) -> SinkFuture<'a>;
 }
 
 /// A sink could not deliver an alert.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
-pub struct SinkError {
+pub struct AlertError {
     message: String,
     permanent: bool,
 }
 
-impl SinkError {
+impl AlertError {
     /// A failure worth retrying (a timeout, a 5xx answer, a refused
     /// connection).
     pub fn new(message: impl Into<String>) -> Self {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Alert, AlertSink, SinkError, SinkFuture};
-use crate::error::BuildError;
+use super::{Alert, AlertError, AlertSink, SinkFuture};
+use crate::error::ConfigError;
 
 /// Body of a webhook request, made from the alert.
 type BodyFn = Arc<dyn Fn(&Alert) -> Value + Send + Sync>;
@@ -37,7 +37,7 @@ type BodyFn = Arc<dyn Fn(&Alert) -> Value + Send + Sync>;
 ///     .url("https://discord.com/api/webhooks/1/abc")
 ///     .body(|alert| nerve::json!({"content": alert.message}))
 ///     .build()?;
-/// # Ok::<(), nerve::consumers::BuildError>(())
+/// # Ok::<(), nerve::consumers::ConfigError>(())
 /// ```
 #[derive(Clone)]
 pub struct WebhookSink {
@@ -120,11 +120,11 @@ impl WebhookBuilder {
     ///
     /// # Errors
     ///
-    /// [`BuildError`] without a URL, for a URL that is not `http` or
+    /// [`ConfigError`] without a URL, for a URL that is not `http` or
     /// `https`, or when the HTTP client cannot be made.
-    pub fn build(self) -> Result<WebhookSink, BuildError> {
-        let text = self.url.ok_or(BuildError::Missing { option: "url" })?;
-        let invalid = |reason: String| BuildError::Invalid {
+    pub fn build(self) -> Result<WebhookSink, ConfigError> {
+        let text = self.url.ok_or(ConfigError::Missing { option: "url" })?;
+        let invalid = |reason: String| ConfigError::Invalid {
             option: "url",
             value: text.clone(),
             reason,
@@ -136,7 +136,7 @@ impl WebhookBuilder {
         let client = reqwest::Client::builder()
             .timeout(self.timeout)
             .build()
-            .map_err(|e| BuildError::Invalid {
+            .map_err(|e| ConfigError::Invalid {
                 option: "http client",
                 value: String::new(),
                 reason: e.to_string(),
@@ -165,7 +165,7 @@ impl AlertSink for WebhookSink {
             }
             // Never print the URL: webhook URLs carry their token.
             let response = request.send().await.map_err(|e| {
-                SinkError::new(format!(
+                AlertError::new(format!(
                     "webhook request failed: {}",
                     with_causes(&e.without_url())
                 ))
@@ -176,9 +176,9 @@ impl AlertSink for WebhookSink {
             }
             let message = format!("webhook answered {status}");
             if status.is_server_error() || matches!(status.as_u16(), 408 | 429) {
-                Err(SinkError::new(message))
+                Err(AlertError::new(message))
             } else {
-                Err(SinkError::permanent(message))
+                Err(AlertError::permanent(message))
             }
         })
     }
