@@ -234,10 +234,10 @@ impl RouteTable {
 ///
 /// An emitter looking up its topic in the table's cache pays for loading the
 /// table (`arc_swap`'s debt slot), hashing the topic, the cache shard's read
-/// lock and counting a reference to the route: about a third of what
-/// dispatching to one stream costs besides the queue. A thread emitting the
-/// same topic again (the common case: a loop of one kind of event) finds it
-/// in the memo for one load, one compare and one count.
+/// lock and counting a reference to the route (its cost: see
+/// `docs/benchmarks.md`, "Router design notes"). A thread emitting the same topic again (the common case: a
+/// loop of one kind of event) finds it in the memo for one load, one compare
+/// and one count.
 pub(crate) struct Routes {
     table: ArcSwap<RouteTable>,
     /// Which table is current: unique across every bus in the process, so a

@@ -16,10 +16,9 @@ use crate::subscribe::SubscriptionId;
 use crate::subscription::{StreamItem, Subscription};
 
 /// At most this many events move from a stream's queue to its reader at a
-/// time. Reading one at a time, the emitter and the readers took turns at
-/// each queue's lock (16 streams were 40 times slower than 16 crossbeam
-/// channels on 2 cores); a batch lets them go their own ways, at the cost of
-/// a reader holding up to this many events its queue no longer counts.
+/// time, so that the emitter and the readers do not take turns at each
+/// queue's lock (see `docs/benchmarks.md`, "Router design notes"), at the cost of a reader holding up to this
+/// many events its queue no longer counts.
 const READ_BATCH: usize = 64;
 
 /// Options of a stream, for [`Bus::stream_with`](crate::Bus::stream_with).

@@ -274,11 +274,9 @@ impl Drop for Delivery {
 /// What a stream's queue holds: an event, or the end of a closed run.
 ///
 /// One pointer wide (the end is the null niche), so that a queue slot is two
-/// words, as a crossbeam channel's is: with the terminal flag here too, slots
-/// were three words, and a fan-out to 16 streams wrote 50 % more memory per
-/// event (the emitter alone took 1.25 x as long). Whether an event is
-/// terminal is marked on the event itself when the bus accepts it (see
-/// `Event::is_marked_terminal`).
+/// words, as a crossbeam channel's is: a fan-out writes every slot (see
+/// `docs/benchmarks.md`, "Router design notes"). Whether an event is terminal is therefore marked on the
+/// event itself when the bus accepts it (see `Event::is_marked_terminal`).
 pub(crate) enum StreamItem {
     Event(Event),
     End,
