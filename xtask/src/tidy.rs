@@ -10,8 +10,11 @@
 //!   `nerve_consumers::`, `nerve_otel::` or `serde_json::` paths, which a
 //!   user of `nerve` alone could not paste;
 //! - `CHANGELOG.md` has a standing `## [Unreleased]` section;
-//! - `README.md` shows how to run the demo and how to run the checks.
+//! - `README.md` shows how to run the demo and how to run the checks;
+//! - the modules of `crates/nerve-router/src` depend on each other one way:
+//!   no file reaches (through `crate::…` paths) a file that reaches it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -51,6 +54,9 @@ const RUST_BLOCKS: [&str; 7] = [
     "compile_fail",
     "test_harness",
 ];
+
+/// The source directory whose modules must form no cycle.
+const LAYERED_CRATE: &str = "crates/nerve-router/src";
 
 /// The command the README must give for running the checks.
 const README_CHECKS: &str = "cargo xtask ci";
@@ -124,6 +130,7 @@ pub(crate) fn check() -> Result<()> {
     }
     check_changelog(&mut report, &root.join("CHANGELOG.md"));
     check_readme(&mut report, &root.join("README.md"));
+    check_module_layers(&mut report, &root.join(LAYERED_CRATE));
 
     for problem in &report.problems {
         println!("{problem}");
@@ -324,6 +331,138 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
+/// Records a cycle among the modules of `dir` (its `*.rs` files but
+/// `lib.rs`, which declares them all), naming the files in order.
+fn check_module_layers(report: &mut Report<'_>, dir: &Path) {
+    let Ok(entries) = sorted_entries(dir) else {
+        report.add(dir, "cannot list");
+        return;
+    };
+    let mut sources = BTreeMap::new();
+    for file in entries
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "rs"))
+    {
+        let Some(name) = file.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if name == "lib" {
+            continue;
+        }
+        if let Some(text) = report.read(file) {
+            sources.insert(name.to_owned(), text);
+        }
+    }
+    if let Some(cycle) = module_cycle(&module_graph(&sources)) {
+        let files: Vec<String> = cycle.iter().map(|m| format!("{m}.rs")).collect();
+        report.add(
+            dir,
+            format!(
+                "modules depend on each other in a cycle: {}",
+                files.join(" -> ")
+            ),
+        );
+    }
+}
+
+/// Which of the `sources` (module name -> text) each one names through a
+/// `crate::module` path, in code (comments, doc comments included, are
+/// skipped; so is a module naming itself).
+fn module_graph(sources: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String>> {
+    sources
+        .iter()
+        .map(|(name, text)| {
+            let used = text
+                .lines()
+                .flat_map(|line| crate_paths(code_of(line)))
+                .filter(|m| m != name && sources.contains_key(m))
+                .collect();
+            (name.clone(), used)
+        })
+        .collect()
+}
+
+/// `line` without its comment, if it has one.
+fn code_of(line: &str) -> &str {
+    line.find("//").map_or(line, |at| &line[..at])
+}
+
+/// The first segment of every `crate::` path in `code`, including each path
+/// of a `crate::{a::X, b}` group.
+fn crate_paths(code: &str) -> Vec<String> {
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut found = Vec::new();
+    for (at, _) in code.match_indices("crate::") {
+        let before = code[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+            continue; // `$crate::`, `my_crate::`
+        }
+        let rest = &code[at + "crate::".len()..];
+        let Some(group) = rest.strip_prefix('{') else {
+            found.push(ident(rest));
+            continue;
+        };
+        let mut depth = 0usize;
+        let mut start = true;
+        for (i, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => break,
+                '}' => depth -= 1,
+                ',' if depth == 0 => start = true,
+                c if start && !c.is_whitespace() => {
+                    found.push(ident(&group[i..]));
+                    start = false;
+                }
+                _ => {}
+            }
+        }
+    }
+    found.retain(|m| !m.is_empty());
+    found
+}
+
+/// A cycle in `graph`, as the modules along it with the first repeated at
+/// the end, if there is one.
+fn module_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    /// Depth-first from `node`; `path` is the current chain of modules.
+    fn visit<'a>(
+        graph: &'a BTreeMap<String, BTreeSet<String>>,
+        node: &'a str,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|m| *m == node) {
+            let mut cycle: Vec<String> = path[at..].iter().map(|m| (*m).to_owned()).collect();
+            cycle.push(node.to_owned());
+            return Some(cycle);
+        }
+        if !done.insert(node) {
+            return None;
+        }
+        path.push(node);
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(graph, next, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    for node in graph.keys() {
+        if let Some(cycle) = visit(graph, node, &mut Vec::new(), &mut done) {
+            return Some(cycle);
+        }
+    }
+    None
+}
+
 /// Unit tests for the individual conventions.
 #[cfg(test)]
 mod tests {
@@ -405,6 +544,59 @@ fn f() { nerve_otel::traced(\"x\", || ()); }
         assert_eq!(
             leftovers(text),
             [(2, "todo!("), (4, "unimplemented!("), (4, "dbg!(")]
+        );
+    }
+
+    /// Module references come from code paths, grouped or not; comments,
+    /// other crates and `$crate` do not count.
+    #[test]
+    fn finds_crate_paths() {
+        assert_eq!(crate_paths("use crate::bus::Bus;"), ["bus"]);
+        assert_eq!(
+            crate_paths("use crate::{queue::Queue, ledger, stats::{A, B}};"),
+            ["queue", "ledger", "stats"]
+        );
+        assert_eq!(
+            crate_paths("let q = crate::queue::wake_all(None);"),
+            ["queue"]
+        );
+        assert!(crate_paths("use nerve_crate::x; $crate::y").is_empty());
+        assert_eq!(code_of("x(); // crate::bus"), "x(); ");
+    }
+
+    /// A cycle is found and named in order; a layered graph passes.
+    #[test]
+    fn finds_module_cycles() {
+        let sources = |files: &[(&str, &str)]| -> BTreeMap<String, String> {
+            files
+                .iter()
+                .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+                .collect()
+        };
+        let layered = sources(&[
+            (
+                "bus",
+                "use crate::dispatch::Dispatcher;\n/// [`x`](crate::bus)",
+            ),
+            ("dispatch", "use crate::{ledger::Ledger, queue};"),
+            ("ledger", "use crate::queue::Queue; // crate::bus"),
+            ("queue", "use std::sync::Arc;"),
+        ]);
+        assert_eq!(module_cycle(&module_graph(&layered)), None);
+        let cyclic = sources(&[
+            ("bus", "use crate::dispatch::Dispatcher;"),
+            ("dispatch", "use crate::{ledger::Ledger, queue};"),
+            ("ledger", "fn f() { crate::bus::announce(); }"),
+            ("queue", "use crate::queue::Queue;"),
+        ]);
+        assert_eq!(
+            module_cycle(&module_graph(&cyclic)),
+            Some(vec![
+                "bus".to_owned(),
+                "dispatch".to_owned(),
+                "ledger".to_owned(),
+                "bus".to_owned()
+            ])
         );
     }
 }

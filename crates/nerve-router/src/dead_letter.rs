@@ -21,8 +21,7 @@ use std::time::Duration;
 use nerve_core::{Event, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::bus::BusInner;
-use crate::subscription::SubscriptionId;
+use crate::subscribe::SubscriptionId;
 
 /// Why an event became a dead letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -102,6 +101,17 @@ pub struct DeadLetter {
     /// For `AllHandlersFailed`: the subscriptions a retry redelivers to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) targets: Vec<SubscriptionId>,
+}
+
+/// How a queue reaches the bus it is attached to, to retry an entry: the
+/// bus's redelivery, and nothing else of it.
+pub(crate) trait Redeliver: Send + Sync {
+    /// Redelivers `entry`'s event (see [`DeadLetterQueue::retry`]); `Err`
+    /// with the failure's text.
+    fn redeliver<'a>(
+        &'a self,
+        entry: &'a DeadLetter,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>>;
 }
 
 /// A failure as the bus reports it to the queue.
@@ -199,7 +209,7 @@ struct Inner {
     max_size: usize,
     record_unrouted: AtomicBool,
     state: Mutex<State>,
-    bus: Mutex<Weak<BusInner>>,
+    bus: Mutex<Option<Weak<dyn Redeliver>>>,
     /// Entries being retried, so a concurrent retry of the same entry waits
     /// its turn instead of delivering twice.
     retrying: Mutex<Vec<u64>>,
@@ -312,7 +322,7 @@ impl DeadLetterQueue {
                     store,
                     redact: None,
                 }),
-                bus: Mutex::new(Weak::new()),
+                bus: Mutex::new(None),
                 retrying: Mutex::new(Vec::new()),
                 added: AtomicU64::new(0),
             }),
@@ -343,12 +353,12 @@ impl DeadLetterQueue {
         self.inner.record_unrouted.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn attach(&self, bus: Weak<BusInner>) {
+    pub(crate) fn attach(&self, bus: Weak<dyn Redeliver>) {
         *self
             .inner
             .bus
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = bus;
+            .unwrap_or_else(PoisonError::into_inner) = Some(bus);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -600,12 +610,13 @@ impl DeadLetterQueue {
         futures::executor::block_on(self.retry_all(max_attempts))
     }
 
-    fn bus(&self) -> Result<Arc<BusInner>, RetryError> {
+    fn bus(&self) -> Result<Arc<dyn Redeliver>, RetryError> {
         self.inner
             .bus
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .upgrade()
+            .as_ref()
+            .and_then(Weak::upgrade)
             .ok_or(RetryError::NoBus)
     }
 

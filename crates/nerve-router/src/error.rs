@@ -3,7 +3,7 @@
 use nerve_core::name::ValidationError;
 use nerve_core::{EventId, PatternError};
 
-use crate::subscription::SubscriptionId;
+use crate::subscribe::SubscriptionId;
 
 /// An event was not accepted, or a handler asked the emitter to stop.
 #[derive(Debug, thiserror::Error)]

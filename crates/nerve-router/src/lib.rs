@@ -91,25 +91,33 @@
 
 mod builder;
 mod bus;
+mod call;
+mod config;
 mod dead_letter;
+mod dispatch;
 mod error;
 mod global;
 mod handler;
 mod history;
+mod ledger;
 mod pending;
 mod queue;
 mod reentry;
 mod report;
+mod retry;
 mod routes;
+mod runs;
 #[cfg(unix)]
 pub mod signals;
 mod stats;
 mod stream;
+mod subscribe;
 mod subscription;
 mod worker;
 
-pub use builder::{BusBuilder, DEFAULT_TERMINAL_PATTERNS, Reject};
+pub use builder::BusBuilder;
 pub use bus::{Bus, ShutdownGuard, ShutdownReport, WeakBus};
+pub use config::{DEFAULT_TERMINAL_PATTERNS, Reject};
 pub use dead_letter::{
     DeadLetter, DeadLetterQueue, DeadLetterReason, DeadLetterStats, RetryError, RetrySummary,
 };
@@ -120,4 +128,4 @@ pub use queue::{DropReason, Overflow};
 pub use report::{DeliveryReport, HandlerOutcome, Outcome};
 pub use stats::{BusStats, EventStats, RunStats, SubscriberStats, SubscriptionStats};
 pub use stream::{EventStream, StreamOptions};
-pub use subscription::{IntoPatterns, Subscribe, SubscriptionId};
+pub use subscribe::{IntoPatterns, Subscribe, SubscriptionId};

@@ -1,5 +1,5 @@
 //! A count of accepted-but-unfinished deliveries that sync and async code can
-//! wait on reaching zero.
+//! wait on reaching zero, and of those dropped before they ran.
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,11 +17,27 @@ pub(crate) struct Pending {
     /// Emitters waiting for the count to fall below the bus's `max_pending`.
     below_waiters: AtomicUsize,
     below: Condvar,
+    /// Deliveries dropped unfinished (shutdown, lost runtime).
+    abandoned: AtomicU64,
 }
 
 impl Pending {
     pub(crate) fn add(&self) {
         self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts a delivery dropped before it finished; `done` follows.
+    pub(crate) fn abandon(&self) {
+        self.abandoned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Deliveries abandoned since the last `reset_abandoned`.
+    pub(crate) fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn reset_abandoned(&self) {
+        self.abandoned.store(0, Ordering::Relaxed);
     }
 
     pub(crate) fn done(&self) {

@@ -583,10 +583,9 @@ impl<T: QueueItem> Queue<T> {
 
     /// Takes up to `max` items, oldest first, into `out`: `front`, then the
     /// ring, then `back`, under the lock. Wakes waiting producers once the
-    /// queue is half empty, not after every pop: waking a blocked emitter
-    /// for each free slot made every event of a full queue cost two context
-    /// switches (65 times slower than crossbeam with 16 subscribers on 2
-    /// cores); waking at half lets it push a batch. A producer whose
+    /// queue is half empty, not after every pop, so that a woken emitter
+    /// pushes a batch rather than paying two context switches an event (see
+    /// `docs/benchmarks.md`, "Router design notes"). A producer whose
     /// deadline passes re-checks for room before it gives up, so none drops
     /// an event the queue had room for.
     fn take(&self, max: usize, out: &mut impl FnMut(T)) -> usize {
@@ -641,20 +640,14 @@ impl<T: QueueItem> Queue<T> {
     /// one side waits for the other): it goes on to watch and then park,
     /// and the next push wakes it at once.
     ///
-    /// Watching the ring under a stream of events, the reader reads the
-    /// ring's tail while the emitter writes it, which makes every push wait
-    /// for the cache line to come back: with a reader spinning on the ring,
-    /// 1 stream took 1.3 to 3.5 x as long as one crossbeam channel, and with
-    /// 16 readers taking turns at yielding, their context switches took the
-    /// emitter's time. The cost is latency under a stream of events: a
-    /// reader that has just emptied its queue looks again after about
-    /// 0.1 ms at most. Dozing whenever the queue was empty made a request
-    /// and its reply take 0.12 to 0.15 ms instead of 0.01 to 0.04 ms.
+    /// A reader watching the ring under a stream of events reads the ring's
+    /// tail while the emitter writes it, and every push waits for the cache
+    /// line; dozing only while events stream keeps a request and its reply
+    /// fast. The cost is latency under a stream of events: a reader that has
+    /// just emptied its queue looks again after about 0.1 ms at most. The
+    /// figures behind this are in `docs/benchmarks.md`, "Router design notes".
     fn gather(&self, cx: &Context<'_>) {
         // A reader finding half its ring queued has plenty to take: no doze.
-        // (A batch of 32 here, the most a stream takes at once halved,
-        // left 16 readers on 2 cores at 0.94 to 1.06 x crossbeam's time
-        // over 101 rounds; half the ring, 0.87 to 0.89 x.)
         let gather = (self.ring.capacity() / 2).max(1);
         std::thread::yield_now();
         let queued = self.ring.len();
@@ -703,18 +696,13 @@ impl<T: QueueItem> Queue<T> {
         if self.take(max, out) > 0 {
             return Poll::Ready(true);
         }
-        // Before going to sleep, give a busy emitter a moment: parking
-        // and being woken for every event (a futex call and a context
-        // switch each) cost a reader ~1.5 µs an event. A reader in a
-        // tokio task spins 7 pauses, watching the ring without the lock:
-        // longer, it holds up the worker's other tasks and the emitter's
-        // core (63 made one reader 10 % slower; none made 16 readers 2x
-        // slower). A reader polled on a thread by another executor backs
-        // off as crossbeam's receivers do (`crossbeam_utils::Backoff`):
-        // spins growing to 64 pauses, then a few `yield_now`s, which on a
-        // machine with more readers than cores hand the core to the emitter
-        // instead of parking (16 such readers took 12x as long as
-        // crossbeam's when they only spun).
+        // Before going to sleep, give a busy emitter a moment, as parking
+        // and being woken costs a futex call and a context switch an event.
+        // A reader in a tokio task spins 7 pauses, watching the ring without
+        // the lock (longer holds up the worker's other tasks); a reader on a
+        // thread of another executor backs off as crossbeam's receivers do,
+        // whose `yield_now`s hand the core to the emitter. Why these
+        // numbers: `docs/benchmarks.md`, "Router design notes".
         if waiting == Waiting::Poll && tokio::task::try_id().is_some() {
             for step in 0..3 {
                 for _ in 0..(1 << step) {

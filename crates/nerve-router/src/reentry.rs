@@ -8,7 +8,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::subscription::SubscriptionId;
+use tokio::runtime::{Handle, RuntimeFlavor};
+
+use crate::subscribe::SubscriptionId;
 
 /// An async subscription that cannot make progress until the code running on
 /// this thread returns: its handler is being polled here, or it waits (through
@@ -105,5 +107,42 @@ impl<F: Future> Future for WithChain<F> {
         let previous = CHAIN.with(|c| c.replace(this.chain.clone()));
         let _restore = Restore(previous);
         this.inner.poll(cx)
+    }
+}
+
+thread_local! {
+    /// Set while a dead letter is being retried on this thread, so that a
+    /// retry that fails again updates its entry instead of adding another.
+    static RETRYING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+pub(crate) fn retrying() -> bool {
+    RETRYING.with(std::cell::Cell::get)
+}
+
+/// Runs `f` with `retrying()` true on this thread.
+pub(crate) fn while_retrying<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            RETRYING.with(|r| r.set(self.0));
+        }
+    }
+    let _restore = Restore(RETRYING.with(|r| r.replace(true)));
+    f()
+}
+
+/// Runs `wait`, which blocks this thread until async handlers finish.
+///
+/// On a worker thread of a multi-thread runtime, a task this thread just woke
+/// can sit in the worker's LIFO slot, which other workers never steal, so
+/// blocking there could wait forever on a handler that never starts.
+/// `block_in_place` hands the worker's queued tasks to another thread first.
+pub(crate) fn block_here<R>(wait: impl FnOnce() -> R) -> R {
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
     }
 }

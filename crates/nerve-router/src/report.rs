@@ -5,7 +5,8 @@ use std::time::Duration;
 use nerve_core::EventId;
 use serde::Serialize;
 
-use crate::subscription::SubscriptionId;
+use crate::queue::DropReason;
+use crate::subscribe::SubscriptionId;
 
 /// How one handler's delivery ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -27,10 +28,18 @@ pub enum Outcome {
     /// runtime went away).
     Abandoned,
     /// The subscriber's queue had no room (see [`Overflow`](crate::Overflow)).
-    Dropped(crate::DropReason),
+    Dropped(DropReason),
 }
 
 impl Outcome {
+    /// Whether the handler failed: an error, a panic or a timeout.
+    pub(crate) fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Failed(_) | Outcome::Panicked(_) | Outcome::TimedOut(_)
+        )
+    }
+
     /// The outcome as instruments see it (a handler that never ran counts
     /// as failed).
     pub(crate) fn as_delivery(&self) -> nerve_core::instrument::DeliveryOutcome<'_> {

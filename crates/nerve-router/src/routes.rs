@@ -9,13 +9,14 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use arc_swap::{ArcSwap, Guard};
 use dashmap::DashMap;
 use nerve_core::Segment;
 
-use crate::subscription::{Subscription, SubscriptionId};
+use crate::subscribe::SubscriptionId;
+use crate::subscription::Subscription;
 
 /// The handlers one topic routes to, highest priority first, ties in
 /// subscription order, each subscription once.
@@ -233,15 +234,17 @@ impl RouteTable {
 ///
 /// An emitter looking up its topic in the table's cache pays for loading the
 /// table (`arc_swap`'s debt slot), hashing the topic, the cache shard's read
-/// lock and counting a reference to the route: about a third of what
-/// dispatching to one stream costs besides the queue. A thread emitting the
-/// same topic again (the common case: a loop of one kind of event) finds it
-/// in the memo for one load, one compare and one count.
+/// lock and counting a reference to the route (its cost: see
+/// `docs/benchmarks.md`, "Router design notes"). A thread emitting the same topic again (the common case: a
+/// loop of one kind of event) finds it in the memo for one load, one compare
+/// and one count.
 pub(crate) struct Routes {
     table: ArcSwap<RouteTable>,
     /// Which table is current: unique across every bus in the process, so a
     /// memo from another bus, or from an older table, never matches.
     version: AtomicU64,
+    /// Serializes writers of `table`; emitters never take it.
+    writer: Mutex<()>,
 }
 
 /// Where table versions come from; 0 is never one.
@@ -259,14 +262,32 @@ impl Routes {
         Self {
             table: ArcSwap::from_pointee(RouteTable::default()),
             version: AtomicU64::new(VERSIONS.fetch_add(1, Ordering::Relaxed)),
+            writer: Mutex::new(()),
         }
+    }
+
+    /// The writers' lock, held while a table is made and published.
+    pub(crate) fn writer(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Removes subscription `id`, closing its queue; `false` if it is not here.
+    pub(crate) fn remove(&self, id: SubscriptionId) -> bool {
+        let _writer = self.writer();
+        let Some((table, sub)) = self.load().without(id) else {
+            return false;
+        };
+        sub.active.store(false, Ordering::Release);
+        self.store(table);
+        sub.close_queue();
+        true
     }
 
     pub(crate) fn load(&self) -> Guard<Arc<RouteTable>> {
         self.table.load()
     }
 
-    /// Publishes `table`; writers hold the bus's write lock.
+    /// Publishes `table`; writers hold [`writer`](Self::writer).
     pub(crate) fn store(&self, table: RouteTable) {
         self.swap(table);
     }

@@ -1,47 +1,14 @@
-//! Counters of a bus and the serializable snapshot `Bus::stats` returns.
+//! The serializable snapshot `Bus::stats` returns, and how it is taken from
+//! the bus's counters (kept by the [`Ledger`](crate::ledger::Ledger)).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use crate::pending::Pending;
-use crate::queue::DropReason;
+use crate::dispatch::Dispatcher;
+use crate::queue::{DropReason, Overflow};
 use crate::subscription::Subscription;
-
-/// Bus-wide counters, shared with queued deliveries.
-#[derive(Default)]
-pub(crate) struct Shared {
-    pub(crate) rejected: AtomicU64,
-    pub(crate) delivered: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-    pub(crate) journal_errors: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) panicked: AtomicU64,
-    pub(crate) timed_out: AtomicU64,
-    pub(crate) halted: AtomicU64,
-    pub(crate) abandoned: AtomicU64,
-    pub(crate) subscriptions_total: AtomicU64,
-    pub(crate) pending: Pending,
-}
-
-impl Shared {
-    pub(crate) fn reset(&self) {
-        for c in [
-            &self.rejected,
-            &self.delivered,
-            &self.dropped,
-            &self.journal_errors,
-            &self.failed,
-            &self.panicked,
-            &self.timed_out,
-            &self.halted,
-            &self.abandoned,
-        ] {
-            c.store(0, Ordering::Relaxed);
-        }
-    }
-}
 
 /// A snapshot of a bus's counters. Serializes to JSON for dashboards.
 ///
@@ -68,6 +35,63 @@ pub struct BusStats {
     pub history_capacity: usize,
     /// The per-run history behind `subscribe_run`.
     pub runs: RunStats,
+}
+
+impl BusStats {
+    /// A snapshot of `bus`'s counters.
+    pub(crate) fn of(bus: &Dispatcher) -> Self {
+        let table = bus.routes.load();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let ledger = &bus.ledger;
+        let s = &ledger.totals;
+        let mut patterns = BTreeSet::new();
+        let mut subscribers = Vec::new();
+        let mut handler_failures = BTreeMap::new();
+        for sub in table.subscriptions() {
+            patterns.extend(sub.patterns.iter().map(|p| p.as_str().to_owned()));
+            let stats = SubscriberStats::of(sub);
+            let failures = stats.failed + stats.timed_out;
+            if failures > 0 {
+                // Names need not be unique: subscriptions sharing one add up.
+                *handler_failures.entry(sub.label()).or_insert(0) += failures;
+            }
+            subscribers.push(stats);
+        }
+        BusStats {
+            subscriptions: SubscriptionStats {
+                active: table.len(),
+                total: get(&s.subscriptions_total),
+                patterns: patterns.into_iter().collect(),
+            },
+            events: EventStats {
+                emitted: get(&bus.seq).saturating_sub(get(&bus.emitted_base)),
+                rejected: get(&s.rejected),
+                delivered: get(&s.delivered),
+                dropped: get(&s.dropped),
+                journal_errors: get(&s.journal_errors),
+                failed: get(&s.failed),
+                panicked: get(&s.panicked),
+                timed_out: get(&s.timed_out),
+                halted: get(&s.halted),
+                abandoned: ledger.in_flight.abandoned(),
+            },
+            by_event_type: ledger.by_type().collect(),
+            handler_failures,
+            subscribers,
+            pending: ledger.in_flight.get(),
+            history_size: bus.history.len(),
+            history_capacity: bus.history.capacity(),
+            runs: {
+                let runs = bus.runs.lock();
+                RunStats {
+                    tracked: runs.len(),
+                    max_runs: bus.runs.max_runs(),
+                    events_evicted: runs.events_evicted,
+                    runs_evicted: runs.runs_evicted,
+                }
+            },
+        }
+    }
 }
 
 /// The per-run history's counts.
@@ -153,7 +177,7 @@ pub struct SubscriberStats {
     /// The queue's capacity, if it has one.
     pub capacity: Option<usize>,
     /// The queue's overflow policy, if it has one.
-    pub overflow: Option<crate::Overflow>,
+    pub overflow: Option<Overflow>,
     /// Deliveries whose handler succeeded (streams: 0).
     pub succeeded: u64,
     /// Deliveries that returned an error or panicked.

@@ -1,52 +1,25 @@
-//! Streams of events: [`EventStream`], and the per-run history that lets a
-//! late subscriber see a whole run.
+//! Streams of events: [`EventStream`] and its options.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 
 use nerve_core::{Event, EventId};
 
-use crate::bus::BusInner;
 use crate::handler::FilterFn;
-use crate::queue::{DropReason, Overflow, Queue, QueueItem, Waiting, park_until};
-use crate::subscription::{Subscription, SubscriptionId};
+use crate::queue::{DropReason, Overflow, Queue, Waiting, park_until};
+use crate::routes::Routes;
+use crate::subscribe::SubscriptionId;
+use crate::subscription::{StreamItem, Subscription};
 
 /// At most this many events move from a stream's queue to its reader at a
-/// time. Reading one at a time, the emitter and the readers took turns at
-/// each queue's lock (16 streams were 40 times slower than 16 crossbeam
-/// channels on 2 cores); a batch lets them go their own ways, at the cost of
-/// a reader holding up to this many events its queue no longer counts.
+/// time, so that the emitter and the readers do not take turns at each
+/// queue's lock (see `docs/benchmarks.md`, "Router design notes"), at the cost of a reader holding up to this
+/// many events its queue no longer counts.
 const READ_BATCH: usize = 64;
-
-/// What a stream's queue holds: an event, or the end of a closed run.
-///
-/// One pointer wide (the end is the null niche), so that a queue slot is two
-/// words, as a crossbeam channel's is: with the terminal flag here too, slots
-/// were three words, and a fan-out to 16 streams wrote 50 % more memory per
-/// event (the emitter alone took 1.25 x as long). Whether an event is
-/// terminal is marked on the event itself when the bus accepts it (see
-/// `Event::is_marked_terminal`).
-pub(crate) enum StreamItem {
-    Event(Event),
-    End,
-}
-
-impl QueueItem for StreamItem {
-    fn is_terminal(&self) -> bool {
-        match self {
-            StreamItem::Event(event) => event.is_marked_terminal(),
-            StreamItem::End => true,
-        }
-    }
-
-    fn counted(&self) -> bool {
-        matches!(self, StreamItem::Event(_))
-    }
-}
 
 /// Options of a stream, for [`Bus::stream_with`](crate::Bus::stream_with).
 ///
@@ -186,7 +159,8 @@ impl fmt::Debug for StreamOptions {
 pub struct EventStream {
     queue: Arc<Queue<StreamItem>>,
     sub: Arc<Subscription>,
-    bus: Weak<BusInner>,
+    /// Where the stream unsubscribes itself when dropped.
+    routes: Weak<Routes>,
     replay: VecDeque<Event>,
     /// Events taken from the queue in one batch, not yet yielded.
     batch: VecDeque<StreamItem>,
@@ -201,13 +175,13 @@ impl EventStream {
     pub(crate) fn new(
         queue: Arc<Queue<StreamItem>>,
         sub: Arc<Subscription>,
-        bus: Weak<BusInner>,
+        routes: Weak<Routes>,
         replay: Vec<Event>,
     ) -> Self {
         Self {
             queue,
             sub,
-            bus,
+            routes,
             replayed: replay.iter().map(Event::event_id).collect(),
             replay: replay.into(),
             batch: VecDeque::new(),
@@ -354,8 +328,8 @@ impl EventStream {
 
 impl Drop for EventStream {
     fn drop(&mut self) {
-        if let Some(bus) = self.bus.upgrade() {
-            bus.remove(self.sub.id);
+        if let Some(routes) = self.routes.upgrade() {
+            routes.remove(self.sub.id);
         }
         // What the reader took but never read counts as delivered (it was
         // handed over); what is still queued is lost with the stream.
@@ -368,114 +342,5 @@ impl Drop for EventStream {
             self.sub.counters.dropped[DropReason::Closed.index()]
                 .fetch_add(lost as u64, Ordering::Relaxed);
         }
-    }
-}
-
-/// The recent events of each run, for late subscribers.
-pub(crate) struct Runs {
-    per_run: usize,
-    max_runs: usize,
-    state: Mutex<RunsState>,
-}
-
-#[derive(Default)]
-pub(crate) struct RunsState {
-    runs: HashMap<Box<str>, RunLog>,
-    tick: u64,
-    /// Events pushed out of a full run log, and whole runs evicted.
-    pub(crate) events_evicted: u64,
-    pub(crate) runs_evicted: u64,
-}
-
-#[derive(Default)]
-pub(crate) struct RunLog {
-    pub(crate) events: VecDeque<Event>,
-    lanes: HashMap<Box<str>, u64>,
-    pub(crate) closed: bool,
-    last_used: u64,
-}
-
-impl Runs {
-    pub(crate) fn new(per_run: usize, max_runs: usize) -> Self {
-        Self {
-            per_run,
-            max_runs,
-            state: Mutex::default(),
-        }
-    }
-
-    pub(crate) fn lock(&self) -> MutexGuard<'_, RunsState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Numbers `event` in its lane and records it in its run's log.
-    ///
-    /// Lane counters live with their run (events with a lane and no run share
-    /// the run `""`), so they are bounded with the runs; a run evicted and
-    /// seen again restarts its lanes at 1, which `merge_lanes` reports.
-    pub(crate) fn record(&self, event: Event) -> Event {
-        let run_id = event.run_id().unwrap_or("");
-        let max_runs = self.max_runs.max(1);
-        let mut state = self.lock();
-        let log = state.touch(run_id, max_runs);
-        let event = match event.lane() {
-            Some(lane) => {
-                let next = log.lanes.entry(lane.into()).or_insert(0);
-                *next += 1;
-                let n = *next;
-                event.with_lane_seq(n)
-            }
-            None => event,
-        };
-        if event.run_id().is_some() && self.per_run > 0 {
-            log.events.push_back(event.clone());
-            if log.events.len() > self.per_run {
-                log.events.pop_front();
-                state.events_evicted += 1;
-            }
-        }
-        event
-    }
-}
-
-impl RunsState {
-    /// The log of `run_id`, made (evicting the least recently used run if
-    /// there are too many) when it is new.
-    pub(crate) fn touch(&mut self, run_id: &str, max_runs: usize) -> &mut RunLog {
-        self.tick += 1;
-        let tick = self.tick;
-        if !self.runs.contains_key(run_id) && self.runs.len() >= max_runs {
-            // A scan of at most `max_runs` logs, only when a new run starts.
-            if let Some(oldest) = self
-                .runs
-                .iter()
-                .min_by_key(|(_, log)| log.last_used)
-                .map(|(id, _)| id.clone())
-            {
-                self.runs.remove(&oldest);
-                self.runs_evicted += 1;
-            }
-        }
-        let log = self.runs.entry(run_id.into()).or_default();
-        log.last_used = tick;
-        log
-    }
-
-    pub(crate) fn get(&self, run_id: &str) -> Option<&RunLog> {
-        self.runs.get(run_id)
-    }
-
-    pub(crate) fn get_mut(&mut self, run_id: &str) -> Option<&mut RunLog> {
-        self.runs.get_mut(run_id)
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.runs.len()
-    }
-}
-
-impl Runs {
-    pub(crate) fn max_runs(&self) -> usize {
-        self.max_runs
     }
 }

@@ -1,201 +1,22 @@
-//! Subscriptions: ids, options, and the bus's record of each one.
+//! The bus's record of each subscription, and what travels through a
+//! subscriber's queue: a [`Delivery`] to a handler, a [`StreamItem`] to a
+//! stream.
 
-use std::fmt;
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nerve_core::instrument::{HandlerInfo, HandlerMode};
-use nerve_core::{Event, Pattern, PatternError};
-use serde::Serialize;
+use nerve_core::{Event, Pattern};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::handler::{AsyncFn, FilterFn, SyncFn};
-use crate::queue::{DropReason, Overflow, Queue};
-
-/// Identifies a subscription on its bus. Returned by every `subscribe*` call.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
-)]
-#[serde(transparent)]
-pub struct SubscriptionId(pub(crate) u64);
-
-impl SubscriptionId {
-    /// The id as a number (unique per bus, in subscription order).
-    pub fn as_u64(&self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for SubscriptionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sub-{}", self.0)
-    }
-}
-
-/// Options of a subscription, for [`Bus::subscribe_with`](crate::Bus::subscribe_with)
-/// and its async and typed twins.
-///
-/// | option        | default                               |
-/// |---------------|---------------------------------------|
-/// | `priority`    | 0; higher runs first, ties in subscription order |
-/// | `name`        | none (stats and errors show the id)   |
-/// | `filter`      | none: every matching event            |
-/// | `timeout`     | the bus's `handler_timeout`           |
-/// | `concurrency` | 1: one event at a time, in order (async only) |
-/// | `queued`      | off: sync handlers run inline on the emitting thread |
-/// | queue capacity| async handlers and queued sync handlers: 65,536 |
-/// | `overflow`    | handlers: [`Overflow::Block`]; streams: [`Overflow::DropOldest`] |
-///
-/// ```
-/// use nerve::Subscribe;
-/// let options = Subscribe::new()
-///     .priority(300)
-///     .name("pager")
-///     .filter(|e| e.data()["severity"] == "critical");
-/// ```
-#[derive(Clone, Default)]
-#[must_use]
-pub struct Subscribe {
-    pub(crate) priority: i32,
-    pub(crate) name: Option<String>,
-    pub(crate) filter: Option<FilterFn>,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) concurrency: Option<usize>,
-    pub(crate) queue_capacity: Option<usize>,
-    pub(crate) queued: bool,
-    pub(crate) overflow: Option<Overflow>,
-}
-
-impl Subscribe {
-    /// The defaults.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Higher priority handlers run first; ties run in subscription order.
-    pub fn priority(mut self, priority: i32) -> Self {
-        self.priority = priority;
-        self
-    }
-
-    /// A name shown in stats, errors and `system.handler_error` events.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// Only events for which `filter` returns true are delivered. The filter
-    /// runs on the emitting thread; a panic in it counts as a handler panic.
-    pub fn filter<F>(mut self, filter: F) -> Self
-    where
-        F: Fn(&Event) -> bool + Send + Sync + 'static,
-    {
-        self.filter = Some(Arc::new(filter));
-        self
-    }
-
-    /// How long one delivery may take (overrides the bus's `handler_timeout`).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// For async handlers: run up to `n` deliveries at once. Order between
-    /// events is then no longer kept for this subscriber. 0 is treated as 1.
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = Some(n.max(1));
-        self
-    }
-
-    /// Runs a sync handler on its own worker thread, behind a queue of
-    /// `capacity` events, instead of inline: a slow handler then stops
-    /// slowing the emitter. For an async handler, sets its queue's capacity.
-    pub fn queued(mut self, capacity: usize) -> Self {
-        self.queued = true;
-        self.queue_capacity = Some(capacity.max(1));
-        self
-    }
-
-    /// What this subscriber's queue does when full (async and queued
-    /// handlers; inline handlers have no queue).
-    pub fn overflow(mut self, overflow: Overflow) -> Self {
-        self.overflow = Some(overflow);
-        self
-    }
-}
-
-impl fmt::Debug for Subscribe {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Subscribe")
-            .field("priority", &self.priority)
-            .field("name", &self.name)
-            .field("filter", &self.filter.is_some())
-            .field("timeout", &self.timeout)
-            .field("concurrency", &self.concurrency)
-            .field("queued", &self.queued)
-            .field("queue_capacity", &self.queue_capacity)
-            .field("overflow", &self.overflow)
-            .finish()
-    }
-}
-
-/// One or more patterns, as accepted by `subscribe`: a `&str`, a `String`, a
-/// [`Pattern`], or a slice, array or `Vec` of them.
-pub trait IntoPatterns {
-    /// Parses the patterns.
-    ///
-    /// # Errors
-    ///
-    /// The first [`PatternError`].
-    fn into_patterns(self) -> Result<Vec<Pattern>, PatternError>;
-}
-
-impl IntoPatterns for &str {
-    fn into_patterns(self) -> Result<Vec<Pattern>, PatternError> {
-        Ok(vec![Pattern::parse(self)?])
-    }
-}
-
-impl IntoPatterns for String {
-    fn into_patterns(self) -> Result<Vec<Pattern>, PatternError> {
-        Ok(vec![Pattern::parse(&self)?])
-    }
-}
-
-impl IntoPatterns for &String {
-    fn into_patterns(self) -> Result<Vec<Pattern>, PatternError> {
-        Ok(vec![Pattern::parse(self)?])
-    }
-}
-
-impl IntoPatterns for Pattern {
-    fn into_patterns(self) -> Result<Vec<Pattern>, PatternError> {
-        Ok(vec![self])
-    }
-}
-
-impl<T: Clone + IntoPatterns> IntoPatterns for &[T] {
-    fn into_patterns(self) -> Result<Vec<Pattern>, PatternError> {
-        let mut out = Vec::with_capacity(self.len());
-        for p in self {
-            out.extend(p.clone().into_patterns()?);
-        }
-        Ok(out)
-    }
-}
-
-impl<T: Clone + IntoPatterns, const N: usize> IntoPatterns for [T; N] {
-    fn into_patterns(self) -> Result<Vec<Pattern>, PatternError> {
-        self.as_slice().into_patterns()
-    }
-}
-
-impl<T: Clone + IntoPatterns> IntoPatterns for Vec<T> {
-    fn into_patterns(self) -> Result<Vec<Pattern>, PatternError> {
-        self.as_slice().into_patterns()
-    }
-}
+use crate::pending::Pending;
+use crate::queue::{DropReason, Overflow, Queue, QueueItem};
+use crate::reentry::Chain;
+use crate::report::{HandlerOutcome, Outcome};
+use crate::subscribe::SubscriptionId;
 
 pub(crate) enum HandlerKind {
     /// Runs inline on the emitting thread.
@@ -205,7 +26,7 @@ pub(crate) enum HandlerKind {
     /// Runs on the tokio runtime behind a queue.
     Async(AsyncSlot),
     /// Feeds an [`EventStream`](crate::EventStream).
-    Stream(Arc<Queue<crate::stream::StreamItem>>),
+    Stream(Arc<Queue<StreamItem>>),
 }
 
 impl HandlerKind {
@@ -255,16 +76,16 @@ impl HandlerKind {
 }
 
 pub(crate) struct QueuedSlot {
-    pub(crate) queue: Arc<Queue<crate::worker::Delivery>>,
+    pub(crate) queue: Arc<Queue<Delivery>>,
 }
 
 pub(crate) struct AsyncSlot {
     pub(crate) handler: AsyncFn,
     pub(crate) concurrency: usize,
-    pub(crate) queue: Arc<Queue<crate::worker::Delivery>>,
+    pub(crate) queue: Arc<Queue<Delivery>>,
     /// The running worker, started on first delivery (a runtime is needed then,
     /// not at subscribe time) and restarted if its runtime went away.
-    pub(crate) worker: Mutex<Option<crate::worker::WorkerHandle>>,
+    pub(crate) worker: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// The bus's record of a subscription.
@@ -361,5 +182,115 @@ impl SubscriptionCounters {
 
     pub(crate) fn dropped_total(&self) -> u64 {
         self.dropped.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// Where `emit_and_wait` collects outcomes.
+pub(crate) type Waiter = mpsc::UnboundedSender<HandlerOutcome>;
+
+/// One event on its way to one async handler. Counted as pending from
+/// creation until dropped; dropped unfinished, it counts as abandoned.
+pub(crate) struct Delivery {
+    pub(crate) event: Event,
+    pub(crate) sub: Arc<Subscription>,
+    pub(crate) waiter: Option<Waiter>,
+    /// The subscriptions blocked on the emitter, when it waits for this one.
+    pub(crate) chain: Option<Chain>,
+    /// Never dropped by a full queue.
+    pub(crate) terminal: bool,
+    /// Whether a failure becomes a dead letter (not for retries of one).
+    pub(crate) dead_letter: bool,
+    in_flight: Arc<Pending>,
+    finished: bool,
+}
+
+impl QueueItem for Delivery {
+    fn is_terminal(&self) -> bool {
+        self.terminal
+    }
+}
+
+impl Delivery {
+    pub(crate) fn new(
+        event: Event,
+        sub: Arc<Subscription>,
+        waiter: Option<Waiter>,
+        chain: Option<Chain>,
+        terminal: bool,
+        dead_letter: bool,
+        in_flight: Arc<Pending>,
+    ) -> Self {
+        in_flight.add();
+        sub.counters.pending.fetch_add(1, Ordering::Relaxed);
+        Self {
+            event,
+            sub,
+            waiter,
+            chain,
+            terminal,
+            dead_letter,
+            in_flight,
+            finished: false,
+        }
+    }
+
+    /// Drops the delivery because its queue had no room (counted by the
+    /// caller), telling a waiting `emit_and_wait`.
+    pub(crate) fn discard(self, reason: DropReason) {
+        self.finish(Outcome::Dropped(reason), Duration::ZERO);
+    }
+
+    pub(crate) fn finish(mut self, outcome: Outcome, elapsed: Duration) {
+        self.finished = true;
+        if let Some(waiter) = self.waiter.take() {
+            let _ = waiter.send(HandlerOutcome {
+                subscription: self.sub.id,
+                name: self.sub.name.as_deref().map(str::to_owned),
+                outcome,
+                elapsed,
+            });
+        }
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.in_flight.abandon();
+            if let Some(waiter) = self.waiter.take() {
+                let _ = waiter.send(HandlerOutcome {
+                    subscription: self.sub.id,
+                    name: self.sub.name.as_deref().map(str::to_owned),
+                    outcome: Outcome::Abandoned,
+                    elapsed: Duration::ZERO,
+                });
+            }
+        }
+        self.sub.counters.pending.fetch_sub(1, Ordering::Relaxed);
+        self.in_flight.done();
+    }
+}
+
+/// What a stream's queue holds: an event, or the end of a closed run.
+///
+/// One pointer wide (the end is the null niche), so that a queue slot is two
+/// words, as a crossbeam channel's is: a fan-out writes every slot (see
+/// `docs/benchmarks.md`, "Router design notes"). Whether an event is terminal is therefore marked on the
+/// event itself when the bus accepts it (see `Event::is_marked_terminal`).
+pub(crate) enum StreamItem {
+    Event(Event),
+    End,
+}
+
+impl QueueItem for StreamItem {
+    fn is_terminal(&self) -> bool {
+        match self {
+            StreamItem::Event(event) => event.is_marked_terminal(),
+            StreamItem::End => true,
+        }
+    }
+
+    fn counted(&self) -> bool {
+        matches!(self, StreamItem::Event(_))
     }
 }

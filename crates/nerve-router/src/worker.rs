@@ -2,119 +2,26 @@
 //! sync subscription (a thread), fed by the subscriber's bounded queue, so
 //! each subscriber sees its events in order (or `concurrency(n)` at once).
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
-
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use futures::{FutureExt, StreamExt};
-use nerve_core::Event;
 use nerve_core::correlation::{Ambient, Scoped};
 use nerve_core::instrument::{HandleScope, HandlerMode};
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
-use crate::bus::BusInner;
+use crate::call::Caller;
 use crate::handler::{SyncFn, panic_message};
-use crate::queue::{DropReason, Queue, QueueItem, Waiting};
-use crate::reentry::{self, Blocked, Chain, WithChain};
-use crate::report::{HandlerOutcome, Outcome};
-use crate::stats::Shared;
-use crate::subscription::{HandlerKind, Subscription};
-
-/// Where `emit_and_wait` collects outcomes.
-pub(crate) type Waiter = mpsc::UnboundedSender<HandlerOutcome>;
-
-pub(crate) struct WorkerHandle {
-    pub(crate) task: tokio::task::JoinHandle<()>,
-}
-
-/// One event on its way to one async handler. Counted as pending from
-/// creation until dropped; dropped unfinished, it counts as abandoned.
-pub(crate) struct Delivery {
-    pub(crate) event: Event,
-    pub(crate) sub: Arc<Subscription>,
-    pub(crate) waiter: Option<Waiter>,
-    /// The subscriptions blocked on the emitter, when it waits for this one.
-    pub(crate) chain: Option<Chain>,
-    /// Never dropped by a full queue.
-    pub(crate) terminal: bool,
-    /// Whether a failure becomes a dead letter (not for retries of one).
-    pub(crate) dead_letter: bool,
-    shared: Arc<Shared>,
-    finished: bool,
-}
-
-impl QueueItem for Delivery {
-    fn is_terminal(&self) -> bool {
-        self.terminal
-    }
-}
-
-impl Delivery {
-    pub(crate) fn new(
-        event: Event,
-        sub: Arc<Subscription>,
-        waiter: Option<Waiter>,
-        chain: Option<Chain>,
-        terminal: bool,
-        dead_letter: bool,
-        shared: Arc<Shared>,
-    ) -> Self {
-        shared.pending.add();
-        sub.counters.pending.fetch_add(1, Ordering::Relaxed);
-        Self {
-            event,
-            sub,
-            waiter,
-            chain,
-            terminal,
-            dead_letter,
-            shared,
-            finished: false,
-        }
-    }
-
-    /// Drops the delivery because its queue had no room (counted by the
-    /// caller), telling a waiting `emit_and_wait`.
-    pub(crate) fn discard(self, reason: DropReason) {
-        self.finish(Outcome::Dropped(reason), Duration::ZERO);
-    }
-
-    fn finish(mut self, outcome: Outcome, elapsed: Duration) {
-        self.finished = true;
-        if let Some(waiter) = self.waiter.take() {
-            let _ = waiter.send(HandlerOutcome {
-                subscription: self.sub.id,
-                name: self.sub.name.as_deref().map(str::to_owned),
-                outcome,
-                elapsed,
-            });
-        }
-    }
-}
-
-impl Drop for Delivery {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.shared.abandoned.fetch_add(1, Ordering::Relaxed);
-            if let Some(waiter) = self.waiter.take() {
-                let _ = waiter.send(HandlerOutcome {
-                    subscription: self.sub.id,
-                    name: self.sub.name.as_deref().map(str::to_owned),
-                    outcome: Outcome::Abandoned,
-                    elapsed: Duration::ZERO,
-                });
-            }
-        }
-        self.sub.counters.pending.fetch_sub(1, Ordering::Relaxed);
-        self.shared.pending.done();
-    }
-}
+use crate::queue::{Queue, Waiting};
+use crate::reentry::{self, Blocked, WithChain};
+use crate::report::Outcome;
+use crate::subscription::{Delivery, HandlerKind};
 
 /// If the worker task is cancelled (its runtime shut down), what it left in
 /// the queue is abandoned, counted and reported, rather than left waiting for
@@ -129,28 +36,27 @@ impl Drop for AbandonQueuedOnDrop {
 
 /// Starts the worker of one async subscription on `handle`.
 pub(crate) fn spawn(
-    bus: Weak<BusInner>,
+    caller: Weak<Caller>,
     handle: &Handle,
     queue: Arc<Queue<Delivery>>,
     concurrency: usize,
-) -> WorkerHandle {
+) -> JoinHandle<()> {
     // Made outside the task so that a task dropped unpolled (its runtime is
     // shutting down) still abandons the queue.
     let abandon = AbandonQueuedOnDrop(queue.clone());
-    let task = handle.spawn(async move {
+    handle.spawn(async move {
         let _abandon = abandon;
         // `for_each_concurrent(1)` finishes event N before starting N+1, which
         // is the per-subscriber order; `n` runs up to n at once.
         futures::stream::poll_fn(|cx| queue.poll_pop(cx, Waiting::Poll))
-            .for_each_concurrent(concurrency, |delivery| run(bus.clone(), delivery))
+            .for_each_concurrent(concurrency, |delivery| run(caller.clone(), delivery))
             .await;
-    });
-    WorkerHandle { task }
+    })
 }
 
 /// Starts the thread of one queued sync subscription.
 pub(crate) fn spawn_thread(
-    bus: Weak<BusInner>,
+    caller: Weak<Caller>,
     name: String,
     queue: Arc<Queue<Delivery>>,
     handler: SyncFn,
@@ -158,7 +64,7 @@ pub(crate) fn spawn_thread(
     std::thread::Builder::new().name(name).spawn(move || {
         let waker = crate::queue::thread_waker();
         while let Some(delivery) = queue.pop_blocking(&waker) {
-            let Some(bus) = bus.upgrade() else {
+            let Some(caller) = caller.upgrade() else {
                 continue; // The bus is gone: dropping counts it abandoned.
             };
             delivery
@@ -166,7 +72,7 @@ pub(crate) fn spawn_thread(
                 .counters
                 .delivered
                 .fetch_add(1, Ordering::Relaxed);
-            let timeout = delivery.sub.timeout.or(bus.config.sync_timeout());
+            let timeout = delivery.sub.timeout.or(caller.sync_timeout);
             let (outcome, elapsed) = {
                 // Marks this thread as inside a handler, so that its emits
                 // never block on a queue (its own, possibly) it drains.
@@ -174,7 +80,7 @@ pub(crate) fn spawn_thread(
                 let _ambient = nerve_core::correlation::enter_ambient(
                     nerve_core::correlation::Ambient::of_event(&delivery.event),
                 );
-                bus.call_sync(
+                caller.call_sync(
                     &handler,
                     &delivery.event,
                     timeout,
@@ -182,7 +88,7 @@ pub(crate) fn spawn_thread(
                     HandlerMode::Queued,
                 )
             };
-            bus.record(
+            caller.ledger.account(
                 &delivery.event,
                 &delivery.sub,
                 &outcome,
@@ -225,8 +131,8 @@ impl<F: Future> Future for InScope<'_, F> {
     }
 }
 
-async fn run(bus: Weak<BusInner>, delivery: Delivery) {
-    let Some(bus) = bus.upgrade() else {
+async fn run(caller: Weak<Caller>, delivery: Delivery) {
+    let Some(caller) = caller.upgrade() else {
         return; // The bus is gone: dropping the delivery counts it abandoned.
     };
     delivery
@@ -237,15 +143,15 @@ async fn run(bus: Weak<BusInner>, delivery: Delivery) {
     let HandlerKind::Async(slot) = &delivery.sub.kind else {
         return;
     };
-    let _permit = match &bus.semaphore {
+    let _permit = match &caller.semaphore {
         Some(semaphore) => semaphore.clone().acquire_owned().await.ok(),
         None => None,
     };
-    let timeout = delivery.sub.timeout.or(bus.config.handler_timeout);
+    let timeout = delivery.sub.timeout.or(caller.handler_timeout);
     let chain = reentry::extended(
         delivery.chain.as_ref(),
         Blocked {
-            bus: bus.id,
+            bus: caller.bus,
             subscription: delivery.sub.id,
         },
     );
@@ -258,7 +164,7 @@ async fn run(bus: Weak<BusInner>, delivery: Delivery) {
     let caught = AssertUnwindSafe(scoped).catch_unwind();
     // Every poll of the handler's future runs inside the instrument's scope,
     // so whatever it emits or logs belongs to this delivery.
-    let scope = bus.config.instrument.as_ref().and_then(|i| {
+    let scope = caller.instrument.as_ref().and_then(|i| {
         i.handle(
             &delivery.event,
             &delivery.sub.handler_info(HandlerMode::Async),
@@ -284,7 +190,7 @@ async fn run(bus: Weak<BusInner>, delivery: Delivery) {
     if let Some(scope) = scope {
         scope.finish(&outcome.as_delivery());
     }
-    bus.record(
+    caller.ledger.account(
         &delivery.event,
         &delivery.sub,
         &outcome,
