@@ -111,7 +111,8 @@ mod worker;
 pub use builder::{BusBuilder, DEFAULT_TERMINAL_PATTERNS, Reject};
 pub use bus::{Bus, ShutdownGuard, ShutdownReport, WeakBus};
 pub use dead_letter::{
-    DeadLetter, DeadLetterQueue, DeadLetterReason, DeadLetterStats, RetryError, RetrySummary,
+    DeadLetter, DeadLetterQueue, DeadLetterReason, DeadLetterStats, DeadLetterStore,
+    DeadLetterStoreError, RetryError, RetrySummary,
 };
 pub use error::{BuildError, EmitError, EmitManyError, SubscribeError};
 pub use global::global;

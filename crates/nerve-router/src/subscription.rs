@@ -8,30 +8,11 @@ use std::time::Duration;
 
 use nerve_core::instrument::{HandlerInfo, HandlerMode};
 use nerve_core::{Event, Pattern, PatternError};
-use serde::Serialize;
 
 use crate::handler::{AsyncFn, FilterFn, SyncFn};
 use crate::queue::{DropReason, Overflow, Queue};
 
-/// Identifies a subscription on its bus. Returned by every `subscribe*` call.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
-)]
-#[serde(transparent)]
-pub struct SubscriptionId(pub(crate) u64);
-
-impl SubscriptionId {
-    /// The id as a number (unique per bus, in subscription order).
-    pub fn as_u64(&self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for SubscriptionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sub-{}", self.0)
-    }
-}
+pub use nerve_core::SubscriptionId;
 
 /// Options of a subscription, for [`Bus::subscribe_with`](crate::Bus::subscribe_with)
 /// and its async and typed twins.
@@ -287,7 +268,7 @@ pub(crate) struct Subscription {
 impl Subscription {
     /// How instruments see this subscription for a delivery run in `mode`.
     pub(crate) fn handler_info(&self, mode: HandlerMode) -> HandlerInfo<'_> {
-        HandlerInfo::new(self.id.0, self.name.as_deref(), mode)
+        HandlerInfo::new(self.id.as_u64(), self.name.as_deref(), mode)
     }
 
     /// Whether it runs inline on the emitting thread (no queue).
