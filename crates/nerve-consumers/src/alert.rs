@@ -175,8 +175,8 @@ struct CompiledRule {
 /// letter then, saying so (and counted in [`AlertStats::overdue`]); it goes
 /// on, is not recorded twice, and later terminal events do not wait for it
 /// again (a dead sink delays one terminal event, not every item of a run). A dead letter queue made with
-/// [`DeadLetterQueue::persistent`] has the entry in its file before `emit`
-/// returns. So `emit("extraction.failed", ..)` followed by
+/// [`DeadLetterQueue::with_store`] and the journal's `DeadLetterJournal` has
+/// the entry in its file before `emit` returns. So `emit("extraction.failed", ..)` followed by
 /// `std::process::exit(1)` loses no alert: it was sent, or the file says why
 /// not.
 ///

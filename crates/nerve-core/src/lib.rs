@@ -58,6 +58,7 @@
 //! [nerve]: https://docs.rs/nerve
 
 pub mod correlation;
+pub mod dead_letter;
 mod event;
 pub mod instrument;
 pub mod lanes;
@@ -74,6 +75,10 @@ mod typed;
 
 #[doc(inline)]
 pub use correlation::CorrelationId;
+#[doc(inline)]
+pub use dead_letter::{
+    DeadLetter, DeadLetterReason, DeadLetterStore, DeadLetterStoreError, SubscriptionId,
+};
 pub use event::{DecodeError, Event, EventBuilder, EventId, Timestamp};
 #[doc(inline)]
 pub use lanes::{LaneAnomaly, MergedLanes, merge_lanes};

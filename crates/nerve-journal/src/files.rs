@@ -71,6 +71,12 @@ impl Paths {
         self.sibling(".torn")
     }
 
+    /// The file a compaction writes before renaming it over the active one
+    /// (the dead letter file's, `dead_letters.jsonl.compact`).
+    pub(crate) fn compacting(&self) -> PathBuf {
+        self.sibling(".compact")
+    }
+
     /// A rotated file still waiting for its number: generation `g` (larger
     /// is newer). `events.p7.jsonl`.
     pub(crate) fn pending(&self, g: u64) -> PathBuf {
@@ -374,18 +380,32 @@ pub(crate) fn recover(paths: &Paths, max_files: usize) -> io::Result<(Recovery, 
         let mut torn = Vec::new();
         file.seek(SeekFrom::Start(boundary))?;
         file.read_to_end(&mut torn)?;
-        let mut quarantine = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(paths.torn())?;
-        torn.push(b'\n');
-        quarantine.write_all(&torn)?;
-        quarantine.sync_data()?;
+        quarantine(paths, [torn.as_slice()])?;
         file.set_len(boundary)?;
         file.sync_all()?;
         report.torn_bytes = len - boundary;
     }
     Ok((report, boundary))
+}
+
+/// Appends `records` to the quarantine file (`events.jsonl.torn`), each
+/// followed by a newline, and syncs it: what a reopen cut off or could not
+/// read is set aside, never deleted.
+pub(crate) fn quarantine<'a>(
+    paths: &Paths,
+    records: impl IntoIterator<Item = &'a [u8]>,
+) -> io::Result<()> {
+    let mut bytes = Vec::new();
+    for record in records {
+        bytes.extend_from_slice(record);
+        bytes.push(b'\n');
+    }
+    let mut quarantine = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.torn())?;
+    quarantine.write_all(&bytes)?;
+    quarantine.sync_data()
 }
 
 /// How many of the newest records [`last_seq`] looks at: concurrent emitters

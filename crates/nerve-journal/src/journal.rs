@@ -371,19 +371,7 @@ impl JournalBuilder {
             move |source| JournalError::Io { path, source }
         };
         std::fs::create_dir_all(paths.dir()).map_err(io(paths.dir()))?;
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(paths.lock())
-            .map_err(io(&paths.lock()))?;
-        match fs4::FileExt::try_lock(&lock) {
-            Ok(()) => {}
-            Err(fs4::TryLockError::WouldBlock) => {
-                return Err(JournalError::Locked { path: self.path });
-            }
-            Err(fs4::TryLockError::Error(e)) => return Err(io(&paths.lock())(e)),
-        }
+        let lock = take_lock(&paths)?;
         let (recovery, len) = files::recover(&paths, self.max_files).map_err(io(&self.path))?;
         let backups = paths.list().map_err(io(paths.dir()))?.backups.len();
         let last_seq = files::last_seq(&paths).map_err(io(&self.path))?;
@@ -438,6 +426,28 @@ impl JournalBuilder {
                 lock: Mutex::new(Some(lock)),
             }),
         })
+    }
+}
+
+/// Takes the advisory lock on `paths`' lock file (`events.jsonl.lock`), held
+/// while the returned file is open: one writer per file, in any process.
+pub(crate) fn take_lock(paths: &Paths) -> Result<File, JournalError> {
+    let io = |source| JournalError::Io {
+        path: paths.lock(),
+        source,
+    };
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(paths.lock())
+        .map_err(io)?;
+    match fs4::FileExt::try_lock(&lock) {
+        Ok(()) => Ok(lock),
+        Err(fs4::TryLockError::WouldBlock) => Err(JournalError::Locked {
+            path: paths.active().to_path_buf(),
+        }),
+        Err(fs4::TryLockError::Error(e)) => Err(io(e)),
     }
 }
 

@@ -114,6 +114,7 @@
 //!
 //! [nerve]: https://docs.rs/nerve
 
+mod dead_letters;
 mod files;
 mod follow;
 mod format;
@@ -127,6 +128,7 @@ mod shifter;
 mod spare;
 mod writer;
 
+pub use dead_letters::{DeadLetterJournal, DeadLetterJournalBuilder, DeadLetterJournalStats};
 pub use files::Recovery;
 pub use follow::Follow;
 pub use format::{ERROR_MARKER_KEY, FORMAT_VERSION, GAP_EVENT_TYPE, MAX_DATA_DEPTH};

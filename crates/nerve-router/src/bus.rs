@@ -837,7 +837,7 @@ impl BusInner {
         if self.core.closed.load(Ordering::Acquire) {
             return Err(SubscribeError::Closed);
         }
-        let id = SubscriptionId(self.next_subscription.fetch_add(1, Ordering::Relaxed));
+        let id = SubscriptionId::from_u64(self.next_subscription.fetch_add(1, Ordering::Relaxed));
         let mut patterns = patterns;
         patterns.dedup();
         let metric_label = match &options.name {

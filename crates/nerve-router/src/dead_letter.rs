@@ -11,97 +11,17 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
+pub use nerve_core::dead_letter::{
+    DeadLetter, DeadLetterReason, DeadLetterStore, DeadLetterStoreError,
+};
 use nerve_core::{Event, Timestamp};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::subscribe::SubscriptionId;
-
-/// Why an event became a dead letter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum DeadLetterReason {
-    /// A handler returned an error.
-    HandlerError,
-    /// A handler panicked.
-    HandlerPanic,
-    /// A handler ran past its timeout.
-    HandlerTimeout,
-    /// Every handler of the event failed (recorded instead of one entry per
-    /// handler when all of them ran inline).
-    AllHandlersFailed,
-    /// The event broke the bus's naming rules.
-    ValidationError,
-    /// The journal could not serialize the event.
-    SerializationError,
-    /// A subscriber's full queue dropped the event.
-    OverflowDrop,
-    /// No subscription matched the event (opt-in:
-    /// [`DeadLetterQueue::record_unrouted`]).
-    NoSubscriber,
-    /// A delivery outside the bus failed, such as an alert sink giving up
-    /// after its retries; added with [`DeadLetterQueue::record`].
-    DeliveryFailed,
-}
-
-impl DeadLetterReason {
-    /// The reason as a label: `handler_error`, `handler_panic`, ...
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeadLetterReason::HandlerError => "handler_error",
-            DeadLetterReason::HandlerPanic => "handler_panic",
-            DeadLetterReason::HandlerTimeout => "handler_timeout",
-            DeadLetterReason::AllHandlersFailed => "all_handlers_failed",
-            DeadLetterReason::ValidationError => "validation_error",
-            DeadLetterReason::SerializationError => "serialization_error",
-            DeadLetterReason::OverflowDrop => "overflow_drop",
-            DeadLetterReason::NoSubscriber => "no_subscriber",
-            DeadLetterReason::DeliveryFailed => "delivery_failed",
-        }
-    }
-}
-
-impl fmt::Display for DeadLetterReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One failed delivery.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct DeadLetter {
-    /// Its id in the queue, increasing.
-    pub id: u64,
-    /// The event, as the subscriber was given it.
-    pub event: Event,
-    /// The subscription that failed; `None` when the failure was not one
-    /// subscription's (validation, serialization, no subscriber, all failed).
-    pub subscription_id: Option<SubscriptionId>,
-    /// Its name, if it had one.
-    pub subscription_name: Option<String>,
-    /// Why.
-    pub reason: DeadLetterReason,
-    /// The error text.
-    pub error: String,
-    /// Delivery attempts so far: 1 for the original failure, plus one per
-    /// failed retry.
-    pub attempts: u32,
-    /// When it first failed.
-    pub first_failure: Timestamp,
-    /// When it last failed.
-    pub last_failure: Timestamp,
-    /// For `AllHandlersFailed`: the subscriptions a retry redelivers to.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) targets: Vec<SubscriptionId>,
-}
+use nerve_core::SubscriptionId;
 
 /// How a queue reaches the bus it is attached to, to retry an entry: the
 /// bus's redelivery, and nothing else of it.
@@ -143,9 +63,12 @@ pub struct DeadLetterStats {
     pub retried_ok: u64,
     /// Retries that failed again.
     pub retried_failed: u64,
-    /// Persistence writes that failed (the entry is still held in memory).
+    /// Changes the store could not take or write (the entry is still held in
+    /// memory), including the store's own
+    /// [`write_errors`](DeadLetterStore::write_errors).
     pub persist_errors: u64,
-    /// Lines of the persistence file that could not be read on restore.
+    /// Records the store could not read when it was opened
+    /// ([`DeadLetterStore::unreadable`]).
     pub corrupt_lines: u64,
 }
 
@@ -186,14 +109,6 @@ pub enum RetryError {
     },
 }
 
-/// Where a persistent queue keeps its entries.
-struct Store {
-    path: PathBuf,
-    file: BufWriter<File>,
-    /// Lines appended since the last compaction.
-    lines: usize,
-}
-
 /// Turns an event into what may be written to disk.
 type RedactFn = Arc<dyn Fn(&Event) -> Event + Send + Sync>;
 
@@ -201,7 +116,7 @@ struct State {
     entries: VecDeque<DeadLetter>,
     next_id: u64,
     stats: DeadLetterStats,
-    store: Option<Store>,
+    store: Option<Box<dyn DeadLetterStore>>,
     redact: Option<RedactFn>,
 }
 
@@ -244,21 +159,29 @@ struct Inner {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
-///  # Persistence
+/// # Persistence
 ///
-///  [`DeadLetterQueue::persistent`] keeps the entries in a JSONL file, one
-///  operation a line, so they survive a restart:
+/// [`DeadLetterQueue::with_store`] keeps the entries in a
+/// [`DeadLetterStore`] as well, so they survive a restart: the queue takes
+/// the store's entries when it is made, then tells the store every change,
+/// in order. The journal's dead letter file (`DeadLetterJournal`, feature
+/// `journal` of `nerve`) is the store nerve ships; `docs/journal-format.md`
+/// specifies its format.
 ///
-///  ```text
-///  {"op":"put","entry":{"id":1,"event":{...},"subscription_id":3,"subscription_name":"billing","reason":"handler_error","error":"card declined","attempts":1,"first_failure":"2026-11-23T10:00:00.000000Z","last_failure":"2026-11-23T10:00:00.000000Z"}}
-///  {"op":"remove","id":1}
-///  ```
+/// ```
+/// use nerve::DeadLetterQueue;
+/// use nerve::journal::DeadLetterJournal;
 ///
-///  `put` adds or replaces an entry (a failed retry rewrites it with one more
-///  attempt), `remove` deletes one, `clear` deletes all. On open the file is
-///  replayed, then rewritten compacted (to a temporary file renamed over it,
-///  so a crash leaves either the old or the new file). A torn last line (a
-///  crash mid-append) is skipped and counted in [`DeadLetterStats::corrupt_lines`].
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("dead_letters.jsonl");
+/// let store = DeadLetterJournal::builder(&path).build()?;
+/// let dlq = DeadLetterQueue::with_store(store, 1000);
+/// dlq.add(nerve::Event::builder("run.failed").build()?, None, "HTTP 503");
+/// drop(dlq);
+/// let reopened = DeadLetterQueue::with_store(DeadLetterJournal::builder(&path).build()?, 1000);
+/// assert_eq!(reopened.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct DeadLetterQueue {
     inner: Arc<Inner>,
@@ -280,32 +203,28 @@ impl DeadLetterQueue {
         Self::with_state(max_size, VecDeque::new(), 1, None, 0)
     }
 
-    /// A queue kept in the JSONL file at `path`, restored from it if it
-    /// exists (see [Persistence](DeadLetterQueue#persistence) for the format).
-    ///
-    /// # Errors
-    ///
-    /// An I/O error when the file cannot be read, rewritten or opened.
-    pub fn persistent(path: impl AsRef<Path>, max_size: usize) -> std::io::Result<Self> {
-        let path = path.as_ref().to_path_buf();
+    /// A queue whose entries `store` keeps as well, restored from it: the
+    /// newest `max_size` of the store's entries (at least 1) are held, and
+    /// ids continue after the highest restored. See
+    /// [Persistence](DeadLetterQueue#persistence).
+    pub fn with_store(store: impl DeadLetterStore, max_size: usize) -> Self {
         let max_size = max_size.max(1);
-        let (entries, corrupt) = restore(&path, max_size)?;
+        let mut entries: VecDeque<DeadLetter> = store.restore().into();
+        while entries.len() > max_size {
+            if let Some(old) = entries.pop_front() {
+                let _ = store.remove(old.id);
+            }
+        }
         let next_id = entries.iter().map(|e| e.id).max().unwrap_or(0) + 1;
-        let store = compact(&path, &entries, None)?;
-        Ok(Self::with_state(
-            max_size,
-            entries,
-            next_id,
-            Some(store),
-            corrupt,
-        ))
+        let corrupt = store.unreadable();
+        Self::with_state(max_size, entries, next_id, Some(Box::new(store)), corrupt)
     }
 
     fn with_state(
         max_size: usize,
         entries: VecDeque<DeadLetter>,
         next_id: u64,
-        store: Option<Store>,
+        store: Option<Box<dyn DeadLetterStore>>,
         corrupt_lines: u64,
     ) -> Self {
         Self {
@@ -338,8 +257,8 @@ impl DeadLetterQueue {
         self
     }
 
-    /// Passes every event through `redact` before it is written to the
-    /// persistence file (the entries in memory keep the original, so a retry
+    /// Passes every event through `redact` before it is given to the
+    /// [store](DeadLetterQueue::with_store) (the entries in memory keep the original, so a retry
     /// delivers what failed; entries restored after a restart carry the
     /// redacted event). With the `redact` feature of nerve-core:
     /// `dlq.redact_with(move |e| redactor.redact_event(e))`.
@@ -419,6 +338,9 @@ impl DeadLetterQueue {
         stats.size = state.entries.len();
         stats.max_size = self.inner.max_size;
         stats.added = self.inner.added.load(Ordering::Relaxed);
+        if let Some(store) = &state.store {
+            stats.persist_errors += store.write_errors();
+        }
         for e in &state.entries {
             *stats.by_reason.entry(e.reason.as_str()).or_default() += 1;
             *stats
@@ -433,7 +355,7 @@ impl DeadLetterQueue {
     pub fn clear(&self) {
         let mut state = self.lock();
         state.entries.clear();
-        persist(&mut state, &Op::Clear);
+        state.store_clear();
     }
 
     /// Removes entries whose last failure is older than `age`; returns how
@@ -451,7 +373,7 @@ impl DeadLetterQueue {
             .collect();
         state.entries.retain(|e| !old.contains(&e.id));
         for id in &old {
-            persist(&mut state, &Op::Remove { id: *id });
+            state.store_remove(*id);
         }
         old.len()
     }
@@ -471,20 +393,20 @@ impl DeadLetterQueue {
     ///
     /// let dlq = DeadLetterQueue::new(10);
     /// let event = Event::builder("run.failed").build()?;
-    /// let id = dlq.record(event, Some("alert:webhook".into()), "HTTP 503");
+    /// let id = dlq.add(event, Some("alert:webhook".into()), "HTTP 503");
     /// let entry = dlq.get(id).unwrap();
     /// assert_eq!(entry.reason, DeadLetterReason::DeliveryFailed);
     /// assert_eq!(entry.subscription_name.as_deref(), Some("alert:webhook"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn record(&self, event: Event, target: Option<String>, error: impl Into<String>) -> u64 {
-        self.record_attempts(event, target, error, 1)
+    pub fn add(&self, event: Event, target: Option<String>, error: impl Into<String>) -> u64 {
+        self.add_attempts(event, target, error, 1)
     }
 
-    /// [`record`](Self::record) for a delivery that was already tried
-    /// `attempts` times (at least 1 is recorded), so that the entry's
+    /// [`add`](Self::add) for a delivery that was already tried
+    /// `attempts` times (at least 1 is kept), so that the entry's
     /// [`attempts`](DeadLetter::attempts) says how often it failed.
-    pub fn record_attempts(
+    pub fn add_attempts(
         &self,
         event: Event,
         target: Option<String>,
@@ -531,25 +453,18 @@ impl DeadLetterQueue {
         let mut state = self.lock();
         let id = state.next_id;
         state.next_id += 1;
-        let entry = DeadLetter {
-            id,
-            event,
-            subscription_id,
-            subscription_name,
-            reason,
-            error,
-            attempts,
-            first_failure: now,
-            last_failure: now,
-            targets,
-        };
-        persist(&mut state, &Op::Put { entry: &entry });
+        let mut entry = DeadLetter::new(id, event, reason, error, now);
+        entry.subscription_id = subscription_id;
+        entry.subscription_name = subscription_name;
+        entry.attempts = attempts;
+        entry.targets = targets;
+        state.store_put(&entry);
         state.entries.push_back(entry);
         self.inner.added.fetch_add(1, Ordering::Relaxed);
         while state.entries.len() > self.inner.max_size {
             if let Some(old) = state.entries.pop_front() {
                 state.stats.evicted += 1;
-                persist(&mut state, &Op::Remove { id: old.id });
+                state.store_remove(old.id);
             }
         }
         id
@@ -632,7 +547,7 @@ impl DeadLetterQueue {
             Ok(()) => {
                 state.entries.remove(at);
                 state.stats.retried_ok += 1;
-                persist(&mut state, &Op::Remove { id: entry.id });
+                state.store_remove(entry.id);
                 Ok(())
             }
             Err(error) => {
@@ -644,7 +559,7 @@ impl DeadLetterQueue {
                     e.error.clone_from(&error);
                     e.clone()
                 };
-                persist(&mut state, &Op::Put { entry: &updated });
+                state.store_put(&updated);
                 Err(RetryError::Failed {
                     id: entry.id,
                     attempts: updated.attempts,
@@ -685,126 +600,43 @@ impl Drop for RetryTurn<'_> {
     }
 }
 
-#[derive(Serialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-enum Op<'a> {
-    Put { entry: &'a DeadLetter },
-    Remove { id: u64 },
-    Clear,
-}
+impl State {
+    /// Gives the store, if any, an added or updated entry, redacted.
+    fn store_put(&mut self, entry: &DeadLetter) {
+        let Some(store) = &self.store else { return };
+        let written = match &self.redact {
+            Some(redact) => {
+                let mut redacted = entry.clone();
+                redacted.event = redact(&entry.event);
+                store.put(&redacted)
+            }
+            None => store.put(entry),
+        };
+        self.count(written);
+    }
 
-#[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-enum OwnedOp {
-    Put { entry: DeadLetter },
-    Remove { id: u64 },
-    Clear,
-}
+    /// Tells the store, if any, that an entry went.
+    fn store_remove(&mut self, id: u64) {
+        if let Some(store) = &self.store {
+            let removed = store.remove(id);
+            self.count(removed);
+        }
+    }
 
-/// Appends one operation to the store, if any, compacting when the file has
-/// grown well past what it holds.
-fn persist(state: &mut State, op: &Op<'_>) {
-    let redacted;
-    let op = match (op, &state.redact) {
-        (Op::Put { entry }, Some(redact)) => {
-            redacted = DeadLetter {
-                event: redact(&entry.event),
-                ..(*entry).clone()
-            };
-            &Op::Put { entry: &redacted }
-        }
-        _ => op,
-    };
-    let Some(store) = state.store.as_mut() else {
-        return;
-    };
-    let written = serde_json::to_vec(op)
-        .map_err(std::io::Error::other)
-        .and_then(|mut line| {
-            line.push(b'\n');
-            store.file.write_all(&line)?;
-            store.file.flush()
-        });
-    store.lines += 1;
-    if written.is_err() {
-        state.stats.persist_errors += 1;
-        tracing::warn!(path = %store.path.display(), "dead letter persistence failed");
-        return;
-    }
-    if store.lines > 4 * state.entries.len() + 1024 {
-        let entries = state.entries.clone();
-        match compact(&store.path.clone(), &entries, state.redact.as_ref()) {
-            Ok(fresh) => state.store = Some(fresh),
-            Err(_) => state.stats.persist_errors += 1,
+    /// Tells the store, if any, that every entry went.
+    fn store_clear(&mut self) {
+        if let Some(store) = &self.store {
+            let cleared = store.clear();
+            self.count(cleared);
         }
     }
-}
 
-/// Replays the file at `path`: the entries it holds and the lines it could
-/// not read.
-fn restore(path: &Path, max_size: usize) -> std::io::Result<(VecDeque<DeadLetter>, u64)> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((VecDeque::new(), 0)),
-        Err(e) => return Err(e),
-    };
-    let mut entries: VecDeque<DeadLetter> = VecDeque::new();
-    let mut corrupt = 0;
-    for line in BufReader::new(file).split(b'\n') {
-        let line = line?;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match serde_json::from_slice::<OwnedOp>(&line) {
-            Ok(OwnedOp::Put { entry }) => match entries.iter_mut().find(|e| e.id == entry.id) {
-                Some(slot) => *slot = entry,
-                None => entries.push_back(entry),
-            },
-            Ok(OwnedOp::Remove { id }) => entries.retain(|e| e.id != id),
-            Ok(OwnedOp::Clear) => entries.clear(),
-            Err(_) => corrupt += 1,
+    fn count(&mut self, result: Result<(), DeadLetterStoreError>) {
+        if let Err(e) = result {
+            self.stats.persist_errors += 1;
+            tracing::warn!(error = %e, "dead letter persistence failed");
         }
     }
-    while entries.len() > max_size {
-        entries.pop_front();
-    }
-    Ok((entries, corrupt))
-}
-
-/// Rewrites the file to hold exactly `entries`, atomically.
-fn compact(
-    path: &Path,
-    entries: &VecDeque<DeadLetter>,
-    redact: Option<&RedactFn>,
-) -> std::io::Result<Store> {
-    let tmp = path.with_extension("compact.tmp");
-    {
-        let mut out = BufWriter::new(File::create(&tmp)?);
-        for entry in entries {
-            let redacted;
-            let entry = match redact {
-                Some(redact) => {
-                    redacted = DeadLetter {
-                        event: redact(&entry.event),
-                        ..entry.clone()
-                    };
-                    &redacted
-                }
-                None => entry,
-            };
-            serde_json::to_writer(&mut out, &Op::Put { entry })?;
-            out.write_all(b"\n")?;
-        }
-        out.flush()?;
-        out.get_ref().sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    let file = OpenOptions::new().append(true).create(true).open(path)?;
-    Ok(Store {
-        path: path.to_path_buf(),
-        file: BufWriter::new(file),
-        lines: entries.len(),
-    })
 }
 
 #[cfg(test)]
@@ -817,7 +649,7 @@ mod tests {
                 .data(serde_json::json!({ "n": n }))
                 .build()
                 .unwrap(),
-            subscription: Some((SubscriptionId(7), Some("worker".into()))),
+            subscription: Some((SubscriptionId::from_u64(7), Some("worker".into()))),
             reason,
             error: format!("failure {n}"),
             targets: Vec::new(),
@@ -839,11 +671,11 @@ mod tests {
     }
 
     #[test]
-    fn record_adds_a_delivery_failure_without_a_subscription() {
+    fn add_adds_a_delivery_failure_without_a_subscription() {
         let dlq = DeadLetterQueue::new(10);
         dlq.push(failure(1, DeadLetterReason::HandlerError));
         let event = Event::builder("run.failed").build().unwrap();
-        let id = dlq.record(event, Some("alert:webhook".into()), "HTTP 503");
+        let id = dlq.add(event, Some("alert:webhook".into()), "HTTP 503");
         assert_eq!(id, 2);
         let entry = dlq.get(id).unwrap();
         assert_eq!(entry.reason, DeadLetterReason::DeliveryFailed);
@@ -867,25 +699,30 @@ mod tests {
     }
 
     #[test]
-    fn persistent_queue_survives_reopen_and_skips_a_torn_line() {
-        let dir = std::env::temp_dir().join(format!("nerve-dlq-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("dead.jsonl");
-        let _ = std::fs::remove_file(&path);
+    fn a_queue_with_a_store_survives_reopen_and_counts_a_torn_line() {
+        use nerve_journal::DeadLetterJournal;
+        use std::io::Write;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.jsonl");
+        let open = || DeadLetterJournal::builder(&path).build().unwrap();
         {
-            let dlq = DeadLetterQueue::persistent(&path, 10).unwrap();
+            let dlq = DeadLetterQueue::with_store(open(), 10);
             dlq.push(failure(1, DeadLetterReason::HandlerError));
             dlq.push(failure(2, DeadLetterReason::HandlerPanic));
             dlq.push(failure(3, DeadLetterReason::OverflowDrop));
             let mut state = dlq.lock();
             state.entries.retain(|e| e.id != 2);
-            persist(&mut state, &Op::Remove { id: 2 });
+            state.store_remove(2);
         }
         // A crash mid-append leaves half a line.
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(b"{\"op\":\"put\",\"entry\":{\"id\":9").unwrap();
         drop(f);
-        let dlq = DeadLetterQueue::persistent(&path, 10).unwrap();
+        let dlq = DeadLetterQueue::with_store(open(), 10);
         let ids: Vec<u64> = dlq.entries().iter().map(|e| e.id).collect();
         assert_eq!(ids, [1, 3]);
         assert_eq!(dlq.stats().corrupt_lines, 1);
@@ -896,6 +733,5 @@ mod tests {
             4,
             "ids continue after the restored ones"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

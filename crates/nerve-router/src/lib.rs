@@ -119,7 +119,8 @@ pub use builder::BusBuilder;
 pub use bus::{Bus, ShutdownGuard, ShutdownReport, WeakBus};
 pub use config::{DEFAULT_TERMINAL_PATTERNS, Reject};
 pub use dead_letter::{
-    DeadLetter, DeadLetterQueue, DeadLetterReason, DeadLetterStats, RetryError, RetrySummary,
+    DeadLetter, DeadLetterQueue, DeadLetterReason, DeadLetterStats, DeadLetterStore,
+    DeadLetterStoreError, RetryError, RetrySummary,
 };
 pub use error::{BuildError, EmitError, EmitManyError, SubscribeError};
 pub use global::global;

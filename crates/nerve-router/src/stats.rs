@@ -206,7 +206,7 @@ impl SubscriberStats {
             (sub.kind.offered(c), get(&c.delivered))
         };
         Self {
-            id: sub.id.0,
+            id: sub.id.as_u64(),
             name: sub.name.as_deref().map(str::to_owned),
             patterns: sub.patterns.iter().map(|p| p.as_str().to_owned()).collect(),
             priority: sub.priority,

@@ -6,30 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nerve_core::{Event, Pattern, PatternError};
-use serde::Serialize;
 
 use crate::handler::FilterFn;
 use crate::queue::Overflow;
 
-/// Identifies a subscription on its bus. Returned by every `subscribe*` call.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
-)]
-#[serde(transparent)]
-pub struct SubscriptionId(pub(crate) u64);
-
-impl SubscriptionId {
-    /// The id as a number (unique per bus, in subscription order).
-    pub fn as_u64(&self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for SubscriptionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sub-{}", self.0)
-    }
-}
+pub use nerve_core::SubscriptionId;
 
 /// Options of a subscription, for [`Bus::subscribe_with`](crate::Bus::subscribe_with)
 /// and its async and typed twins.

@@ -108,7 +108,7 @@ pub(crate) struct Subscription {
 impl Subscription {
     /// How instruments see this subscription for a delivery run in `mode`.
     pub(crate) fn handler_info(&self, mode: HandlerMode) -> HandlerInfo<'_> {
-        HandlerInfo::new(self.id.0, self.name.as_deref(), mode)
+        HandlerInfo::new(self.id.as_u64(), self.name.as_deref(), mode)
     }
 
     /// Whether it runs inline on the emitting thread (no queue).

@@ -83,7 +83,7 @@ pub use nerve_core::{
     PatternError, Timestamp, TypedEvent, Value, json, merge_lanes,
 };
 #[doc(inline)]
-pub use nerve_core::{correlation, instrument, metrics, name, run, sink, trace};
+pub use nerve_core::{correlation, dead_letter, instrument, metrics, name, run, sink, trace};
 /// The OpenTelemetry bridge (the `nerve-otel` crate): give
 /// [`otel::OtelLayer`] to [`BusBuilder::instrument`].
 #[cfg(feature = "otel")]
@@ -110,10 +110,11 @@ pub use nerve_router::signals;
 #[doc(inline)]
 pub use nerve_router::{
     BuildError, Bus, BusBuilder, BusStats, DEFAULT_TERMINAL_PATTERNS, DeadLetter, DeadLetterQueue,
-    DeadLetterReason, DeadLetterStats, DeliveryReport, DropReason, EmitError, EmitManyError,
-    EventStream, HandlerError, HandlerOutcome, IntoHandlerResult, IntoPatterns, Outcome, Overflow,
-    Reject, RetryError, RetrySummary, ShutdownGuard, ShutdownReport, StreamOptions, Subscribe,
-    SubscribeError, SubscriptionId, WeakBus, global,
+    DeadLetterReason, DeadLetterStats, DeadLetterStore, DeadLetterStoreError, DeliveryReport,
+    DropReason, EmitError, EmitManyError, EventStream, HandlerError, HandlerOutcome,
+    IntoHandlerResult, IntoPatterns, Outcome, Overflow, Reject, RetryError, RetrySummary,
+    ShutdownGuard, ShutdownReport, StreamOptions, Subscribe, SubscribeError, SubscriptionId,
+    WeakBus, global,
 };
 
 /// The JSONL journal: an ordered, crash-safe, rotating audit log of every
@@ -123,7 +124,7 @@ pub use nerve_router::{
 pub use nerve_journal as journal;
 #[cfg(feature = "journal")]
 #[doc(inline)]
-pub use nerve_journal::{Fsync, Journal};
+pub use nerve_journal::{DeadLetterJournal, Fsync, Journal};
 
 /// Stats types returned by [`Bus::stats`].
 pub mod stats {

@@ -246,7 +246,7 @@ impl Delivery {
             })
             .unwrap_or(true);
         if let (false, Some(dlq)) = (recorded, &self.dead_letters) {
-            dlq.record_attempts(
+            dlq.add_attempts(
                 job.event.clone(),
                 Some(job.target(sink)),
                 format!("after {attempts} attempts: {error}"),
@@ -299,7 +299,7 @@ impl Delivery {
                 // terminal event's `emit` returns.
                 publish_failure(job, sink.name(), attempts, &why, true);
                 if let Some(dlq) = &self.dead_letters {
-                    dlq.record_attempts(
+                    dlq.add_attempts(
                         job.event.clone(),
                         Some(job.target(sink.as_ref())),
                         why,

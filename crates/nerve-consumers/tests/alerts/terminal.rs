@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use nerve_consumers::alert::{AlertConsumer, AlertRule, Condition, WebhookSink};
 use nerve_core::Event;
+use nerve_journal::DeadLetterJournal;
 use nerve_router::{Bus, DeadLetterQueue, DeadLetterReason};
 use serde_json::json;
 
@@ -109,7 +110,7 @@ fn a_wait_that_runs_out_leaves_a_dead_letter_on_disk_saying_why() {
     let receiver = Receiver::silent();
     let dir = scratch("overdue");
     let path = dir.join("dead_letters.jsonl");
-    let dlq = DeadLetterQueue::persistent(&path, 100).unwrap();
+    let dlq = DeadLetterQueue::with_store(DeadLetterJournal::builder(&path).build().unwrap(), 100);
     let bus = Bus::new();
     let alerts = AlertConsumer::builder()
         .rule(AlertRule::new("run-failed", "extraction.failed"))
@@ -210,7 +211,10 @@ fn child() {
         .retry(2, Duration::from_millis(1))
         .terminal_wait(PATIENCE);
     if let Some(path) = std::env::var_os(CHILD_DEAD_LETTERS) {
-        builder = builder.dead_letters(DeadLetterQueue::persistent(path, 100).unwrap());
+        builder = builder.dead_letters(DeadLetterQueue::with_store(
+            DeadLetterJournal::builder(path).build().unwrap(),
+            100,
+        ));
     }
     let alerts = builder.build().unwrap();
     alerts.attach(&bus).unwrap();
@@ -258,7 +262,7 @@ fn a_process_whose_webhook_is_down_leaves_the_dead_letter_on_disk() {
     let url = format!("http://127.0.0.1:{}/hook", refused_port());
     run_child(&url, Some(&path));
 
-    let dlq = DeadLetterQueue::persistent(&path, 100).unwrap();
+    let dlq = DeadLetterQueue::with_store(DeadLetterJournal::builder(&path).build().unwrap(), 100);
     let letters = dlq.entries();
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].event.event_type(), "extraction.failed");

@@ -7,7 +7,7 @@ use nerve_core::json;
 use nerve_journal::{Fsync, Journal, JournalError};
 use nerve_router::Bus;
 
-const VAR: &str = "NERVE_JOURNAL_CHILD";
+pub(crate) const VAR: &str = "NERVE_JOURNAL_CHILD";
 
 /// Starts this test binary running only the test `name`, with `arg` in the
 /// environment.

@@ -9,6 +9,7 @@
 mod child;
 mod concurrency;
 mod crash;
+mod dead_letters;
 mod durability;
 mod faults;
 mod follow;

@@ -5,10 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nerve_core::{Event, json};
+use nerve_journal::DeadLetterJournal;
 use nerve_router::{
     Bus, DeadLetterQueue, DeadLetterReason, HandlerError, Overflow, RetryError, StreamOptions,
     Subscribe,
 };
+
+/// The journal's dead letter file at `path`.
+fn store(path: &std::path::Path) -> DeadLetterJournal {
+    DeadLetterJournal::builder(path).build().unwrap()
+}
 
 /// A handler that fails while `failing` is set, counting its calls.
 #[derive(Clone, Default)]
@@ -298,7 +304,7 @@ fn a_persistent_queue_survives_a_restart() {
     let path = dir.join("dead_letters.jsonl");
     let _ = std::fs::remove_file(&path);
     {
-        let dlq = DeadLetterQueue::persistent(&path, 100).unwrap();
+        let dlq = DeadLetterQueue::with_store(store(&path), 100);
         let bus = Bus::builder().dead_letters(dlq.clone()).build().unwrap();
         let flaky = Flaky::failing();
         bus.subscribe_with(
@@ -316,7 +322,7 @@ fn a_persistent_queue_survives_a_restart() {
         bus.shutdown_blocking();
     }
     // A new process: a new bus, the same subscriber by name.
-    let dlq = DeadLetterQueue::persistent(&path, 100).unwrap();
+    let dlq = DeadLetterQueue::with_store(store(&path), 100);
     assert_eq!(dlq.len(), 5);
     let entries = dlq.entries();
     assert_eq!(entries[0].attempts, 2, "the failed retry survived too");
@@ -333,8 +339,10 @@ fn a_persistent_queue_survives_a_restart() {
     let summary = dlq.retry_all_blocking(10);
     assert_eq!(summary.succeeded.len(), 5);
     assert_eq!(healed.calls(), 5);
-    drop(dlq);
-    let reopened = DeadLetterQueue::persistent(&path, 100).unwrap();
+    // The bus holds the queue, and the queue the file's lock.
+    bus.shutdown_blocking();
+    drop((bus, dlq));
+    let reopened = DeadLetterQueue::with_store(store(&path), 100);
     assert!(reopened.is_empty(), "successful retries were persisted");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -346,8 +354,7 @@ fn persisted_dead_letters_are_redacted() {
     let path = dir.join("dead_letters.jsonl");
     let _ = std::fs::remove_file(&path);
     let redactor = nerve_core::redact::Redactor::default();
-    let dlq = DeadLetterQueue::persistent(&path, 10)
-        .unwrap()
+    let dlq = DeadLetterQueue::with_store(store(&path), 10)
         .redact_with(move |e| redactor.redact_event(e));
     let bus = Bus::builder().dead_letters(dlq.clone()).build().unwrap();
     bus.subscribe("user.signup", |_: &Event| -> Result<(), String> {
