@@ -10,14 +10,16 @@
 //!   thread-local `uuid::ContextV7`, for a time already read.
 //! * `build/*`: `Event::builder(..).data(..).build()` with the payload users
 //!   emit (`json!({"i": n})`, made inside the loop as an emit makes it), and
-//!   the same plus the correlation id a bus gives a root event.
+//!   the same plus the correlation id a bus gives a root event; `shared json
+//!   i` hands in an `Arc`'d payload instead (`EventBuilder::data_shared`).
 //! * `correlation/*`: a fresh correlation id.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use nerve_core::{CorrelationId, Event, EventId, json};
+use nerve_core::{CorrelationId, Event, EventId, Timestamp, json};
 
 thread_local! {
     static V7_CONTEXT: uuid::ContextV7 = const { uuid::ContextV7::new() };
@@ -25,6 +27,16 @@ thread_local! {
 
 fn event_id(c: &mut Criterion) {
     let mut group = c.benchmark_group("event_id");
+    // The time advances by a millisecond every 10,000 ids, so both the
+    // counter path and the reseed path are in the figure.
+    let start = Timestamp::now().as_micros();
+    let mut n = 0_i64;
+    group.bench_function("given clock", |b| {
+        b.iter(|| {
+            n += 1;
+            EventId::for_timestamp(Timestamp::from_micros(start + n / 10))
+        });
+    });
     group.bench_function("new", |b| b.iter(EventId::new));
     group.bench_function("clock", |b| b.iter(SystemTime::now));
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
@@ -61,6 +73,14 @@ fn build(c: &mut Criterion) {
                 .unwrap();
             let id = CorrelationId::from(e.event_id());
             e.with_correlation_id(id)
+        });
+    });
+    let shared = Arc::new(json!({"i": 1}));
+    group.bench_function("shared json i", |b| {
+        b.iter(|| {
+            Event::builder(black_box("user.login"))
+                .data_shared(Arc::clone(&shared))
+                .build()
         });
     });
     group.bench_function("null", |b| {

@@ -22,6 +22,7 @@ mod id;
 pub struct EventId(uuid::Uuid);
 
 /// A fresh id and the current time, from one clock read.
+#[inline]
 fn now_id_and_time() -> (EventId, Timestamp) {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -33,6 +34,7 @@ fn now_id_and_time() -> (EventId, Timestamp) {
 
 impl EventId {
     /// A fresh id.
+    #[inline]
     pub fn new() -> Self {
         now_id_and_time().0
     }
@@ -52,6 +54,7 @@ impl EventId {
     /// assert!(a < b);
     /// assert_eq!(a.as_uuid().get_version_num(), 7);
     /// ```
+    #[inline]
     pub fn for_timestamp(timestamp: Timestamp) -> Self {
         let millis = u64::try_from(timestamp.0.div_euclid(1000)).unwrap_or(0);
         Self(id::next(millis))

@@ -61,9 +61,11 @@ thread_local! {
 
 /// A fresh UUIDv7 for an event made at `unix_ms` milliseconds after the
 /// Unix epoch (see the module docs for when the id's millisecond is later).
+#[inline]
 pub(super) fn next(unix_ms: u64) -> uuid::Uuid {
     let unix_ms = unix_ms & MS_MASK;
-    STATE.with(|cell| {
+    // The closure returns a `u128`, which travels in two registers.
+    let bits = STATE.with(|cell| {
         let mut s = cell.get();
         if s.rng == 0 {
             s.rng = seed();
@@ -79,11 +81,13 @@ pub(super) fn next(unix_ms: u64) -> uuid::Uuid {
             s.counter = wyrand(&mut s.rng) >> (64 - (COUNTER_BITS - 1));
         }
         cell.set(s);
-        uuid::Uuid::from_u128(layout(s.ms, s.counter, random))
-    })
+        layout(s.ms, s.counter, random)
+    });
+    uuid::Uuid::from_u128(bits)
 }
 
 /// The id's bits: time, version, counter, variant, randomness.
+#[inline]
 fn layout(ms: u64, counter: u64, random: u64) -> u128 {
     (u128::from(ms) << 80)
         | (0x7 << 76)
@@ -102,6 +106,7 @@ fn seed() -> u64 {
 }
 
 /// wyrand: one step of a 64-bit generator that passes BigCrush and PractRand.
+#[inline]
 fn wyrand(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0xa076_1d64_78bd_642f);
     let t = u128::from(*state) * u128::from(*state ^ 0xe703_7ed1_a0b4_28db);
