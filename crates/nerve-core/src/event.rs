@@ -27,8 +27,15 @@ fn now_id_and_time() -> (EventId, Timestamp) {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let micros = i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX);
-    let millis = u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX);
+    // In 64 bits: `as_micros` multiplies in 128.
+    let micros = i64::try_from(since_epoch.as_secs())
+        .ok()
+        .and_then(|secs| secs.checked_mul(1_000_000))
+        .map_or(i64::MAX, |m| {
+            m.saturating_add(i64::from(since_epoch.subsec_micros()))
+        });
+    // The id's millisecond is the timestamp's, by construction.
+    let millis = u64::try_from(micros / 1000).unwrap_or_default();
     (EventId(id::next(millis)), Timestamp(micros))
 }
 

@@ -1,0 +1,79 @@
+//! The event id against what it replaced, in interleaved rounds: a paired
+//! harness for a shared, noisy machine, where criterion's means move with
+//! the load. Each round times 20,000 calls of each contender in turn; the
+//! minimum and the median of 300 rounds are printed (the minimum is the
+//! cost on an idle core).
+//!
+//! Run with `cargo bench -p nerve-core --bench event_id_paired`; the target
+//! (the id for a time already read at most 15 ns) is in `docs/benchmarks.md`.
+//!
+//! * `id given clock`: `EventId::for_timestamp`, the time advancing by a
+//!   millisecond every 10,000 ids.
+//! * `uuid v7 context (before)`: `uuid::Uuid::new_v7` with a thread-local
+//!   `uuid::ContextV7`, what nerve did before, for a time already read.
+//! * `clock read`: `SystemTime::now`, which every event pays once.
+//! * `EventId::new`: a clock read and an id.
+
+use std::hint::black_box;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use nerve_core::{EventId, Timestamp};
+
+const CALLS: u32 = 20_000;
+const ROUNDS: usize = 300;
+
+thread_local! {
+    static V7_CONTEXT: uuid::ContextV7 = const { uuid::ContextV7::new() };
+}
+
+/// Nanoseconds per call of `f`, over one round.
+fn round(mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..CALLS {
+        f();
+    }
+    start.elapsed().as_secs_f64() * 1e9 / f64::from(CALLS)
+}
+
+fn main() {
+    let start = Timestamp::now().as_micros();
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let mut n = 0_i64;
+    let mut rounds: [Vec<f64>; 4] = Default::default();
+    for _ in 0..ROUNDS {
+        rounds[0].push(round(|| {
+            n += 1;
+            black_box(EventId::for_timestamp(Timestamp::from_micros(
+                start + n / 10,
+            )));
+        }));
+        rounds[1].push(round(|| {
+            let ts = uuid::Timestamp::from_unix(
+                uuid::timestamp::context::ThreadLocalContext::new(&V7_CONTEXT),
+                since_epoch.as_secs(),
+                since_epoch.subsec_nanos(),
+            );
+            black_box(uuid::Uuid::new_v7(black_box(ts)));
+        }));
+        rounds[2].push(round(|| {
+            black_box(SystemTime::now());
+        }));
+        rounds[3].push(round(|| {
+            black_box(EventId::new());
+        }));
+    }
+    let names = [
+        "id given clock",
+        "uuid v7 context (before)",
+        "clock read",
+        "EventId::new",
+    ];
+    for (name, mut ns) in names.into_iter().zip(rounds) {
+        ns.sort_by(f64::total_cmp);
+        println!(
+            "event_id/{name:26} min {:6.1} ns  median {:6.1} ns",
+            ns[0],
+            ns[ns.len() / 2]
+        );
+    }
+}
