@@ -13,11 +13,20 @@
 //!   `uuid::ContextV7`, what nerve did before, for a time already read.
 //! * `clock read`: `SystemTime::now`, which every event pays once.
 //! * `EventId::new`: a clock read and an id.
+//! * `correlation from id`: the correlation id a bus gives a root event
+//!   (kept inline), against `correlation Arc<str> (before)`, the same text
+//!   in a fresh `Arc<str>` as nerve made it before.
+//! * `build *`: `Event::builder("user.login")` with `json!({"i": n})` made
+//!   in the loop, with a shared `Arc`'d payload (`data_shared`), and with
+//!   none (`null`); each built event is dropped in the loop, as a bus's
+//!   history drops it in the end.
 
 use std::hint::black_box;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use nerve_core::{EventId, Timestamp};
+use std::sync::Arc;
+
+use nerve_core::{CorrelationId, Event, EventId, Timestamp, json};
 
 const CALLS: u32 = 20_000;
 const ROUNDS: usize = 300;
@@ -39,7 +48,9 @@ fn main() {
     let start = Timestamp::now().as_micros();
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     let mut n = 0_i64;
-    let mut rounds: [Vec<f64>; 4] = Default::default();
+    let id = EventId::new();
+    let shared = Arc::new(json!({"i": 1}));
+    let mut rounds: [Vec<f64>; 9] = Default::default();
     for _ in 0..ROUNDS {
         rounds[0].push(round(|| {
             n += 1;
@@ -61,17 +72,48 @@ fn main() {
         rounds[3].push(round(|| {
             black_box(EventId::new());
         }));
+        rounds[4].push(round(|| {
+            black_box(CorrelationId::from(black_box(id)));
+        }));
+        rounds[5].push(round(|| {
+            let mut buf = uuid::Uuid::encode_buffer();
+            let text = black_box(id).as_uuid().hyphenated().encode_lower(&mut buf);
+            black_box(Arc::<str>::from(&*text));
+        }));
+        rounds[6].push(round(|| {
+            n += 1;
+            black_box(
+                Event::builder(black_box("user.login"))
+                    .data(json!({"i": n}))
+                    .build(),
+            );
+        }));
+        rounds[7].push(round(|| {
+            black_box(
+                Event::builder(black_box("user.login"))
+                    .data_shared(Arc::clone(&shared))
+                    .build(),
+            );
+        }));
+        rounds[8].push(round(|| {
+            black_box(Event::builder(black_box("user.login")).build());
+        }));
     }
     let names = [
         "id given clock",
         "uuid v7 context (before)",
         "clock read",
         "EventId::new",
+        "correlation from id",
+        "correlation Arc<str> (before)",
+        "build json i",
+        "build shared json i",
+        "build null",
     ];
     for (name, mut ns) in names.into_iter().zip(rounds) {
         ns.sort_by(f64::total_cmp);
         println!(
-            "event_id/{name:26} min {:6.1} ns  median {:6.1} ns",
+            "{name:30} min {:6.1} ns  median {:6.1} ns",
             ns[0],
             ns[ns.len() / 2]
         );
