@@ -82,21 +82,21 @@ fn main() {
         }));
         rounds[6].push(round(|| {
             n += 1;
-            black_box(
+            let _ = black_box(
                 Event::builder(black_box("user.login"))
                     .data(json!({"i": n}))
                     .build(),
             );
         }));
         rounds[7].push(round(|| {
-            black_box(
+            let _ = black_box(
                 Event::builder(black_box("user.login"))
                     .data_shared(Arc::clone(&shared))
                     .build(),
             );
         }));
         rounds[8].push(round(|| {
-            black_box(Event::builder(black_box("user.login")).build());
+            let _ = black_box(Event::builder(black_box("user.login")).build());
         }));
     }
     let names = [
