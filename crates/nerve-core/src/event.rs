@@ -11,39 +11,60 @@ use crate::correlation::CorrelationId;
 use crate::name::{ValidationError, check_event_type};
 use crate::trace::TraceContext;
 
+mod id;
+
 /// A globally unique, time-sortable event id (a UUIDv7).
 ///
-/// Ids made later in one process compare greater; ids made anywhere are unique.
+/// Ids made later on one thread compare greater; ids made anywhere are
+/// unique; the id's millisecond is its event's (see [`EventId::for_timestamp`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct EventId(uuid::Uuid);
 
-thread_local! {
-    // A per-thread UUIDv7 context: ids from one thread are strictly
-    // increasing, and emitting threads never contend on the process-wide
-    // mutex that `Uuid::now_v7` takes. Ids from different threads stay unique
-    // (a random-seeded 42-bit counter and 32 random bits) and sort by time.
-    static V7_CONTEXT: uuid::ContextV7 = const { uuid::ContextV7::new() };
-}
-
 /// A fresh id and the current time, from one clock read.
+#[inline]
 fn now_id_and_time() -> (EventId, Timestamp) {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let ts = uuid::Timestamp::from_unix(
-        uuid::timestamp::context::ThreadLocalContext::new(&V7_CONTEXT),
-        since_epoch.as_secs(),
-        since_epoch.subsec_nanos(),
-    );
-    let micros = i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX);
-    (EventId(uuid::Uuid::new_v7(ts)), Timestamp(micros))
+    // In 64 bits: `as_micros` multiplies in 128.
+    let micros = i64::try_from(since_epoch.as_secs())
+        .ok()
+        .and_then(|secs| secs.checked_mul(1_000_000))
+        .map_or(i64::MAX, |m| {
+            m.saturating_add(i64::from(since_epoch.subsec_micros()))
+        });
+    // The id's millisecond is the timestamp's, by construction.
+    let millis = u64::try_from(micros / 1000).unwrap_or_default();
+    (EventId(id::next(millis)), Timestamp(micros))
 }
 
 impl EventId {
     /// A fresh id.
+    #[inline]
     pub fn new() -> Self {
         now_id_and_time().0
+    }
+
+    /// A fresh id for an event made at `timestamp`, without reading the
+    /// clock: its millisecond field is `timestamp`'s (0 before the epoch).
+    ///
+    /// Ids from one thread never go backwards: after an id for a later
+    /// millisecond (the clock stepped back) the thread keeps that
+    /// millisecond and counts on.
+    ///
+    /// ```
+    /// use nerve::{EventId, Timestamp};
+    /// let t = Timestamp::from_micros(1_700_000_000_123_456);
+    /// let a = EventId::for_timestamp(t);
+    /// let b = EventId::for_timestamp(t);
+    /// assert!(a < b);
+    /// assert_eq!(a.as_uuid().get_version_num(), 7);
+    /// ```
+    #[inline]
+    pub fn for_timestamp(timestamp: Timestamp) -> Self {
+        let millis = u64::try_from(timestamp.0.div_euclid(1000)).unwrap_or(0);
+        Self(id::next(millis))
     }
 
     /// The id as a UUID.
@@ -251,7 +272,7 @@ struct Inner {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     trace_context: Option<Box<TraceContext>>,
     #[serde(default)]
-    data: Value,
+    data: Payload,
     /// Marked never to be dropped by a full queue. Not part of the JSON form:
     /// buses decide terminality by pattern (and mark what matched when they
     /// accept it), this marks one event more.
@@ -264,7 +285,7 @@ impl Event {
     pub fn builder(event_type: impl Into<String>) -> EventBuilder {
         EventBuilder {
             event_type: event_type.into(),
-            data: Value::Null,
+            data: Payload::default(),
             event_id: None,
             timestamp: None,
             source: None,
@@ -384,7 +405,7 @@ impl Event {
 
     /// The payload.
     pub fn data(&self) -> &Value {
-        &self.0.data
+        self.0.data.get()
     }
 
     /// Deserializes the payload into `T`.
@@ -393,7 +414,7 @@ impl Event {
     ///
     /// A [`DecodeError`] naming the event and the target type.
     pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, DecodeError> {
-        T::deserialize(&self.0.data).map_err(|source| DecodeError {
+        T::deserialize(self.0.data.get()).map_err(|source| DecodeError {
             event_type: self.event_type().to_owned(),
             event_id: self.event_id(),
             target: std::any::type_name::<T>(),
@@ -458,7 +479,7 @@ impl Event {
             lane_seq: i.lane_seq,
             seq: i.seq,
             trace_context: i.trace_context.clone(),
-            data: data.unwrap_or_else(|| i.data.clone()),
+            data: data.map_or_else(|| i.data.clone(), Payload::Owned),
             terminal: i.terminal,
         }))
     }
@@ -486,7 +507,7 @@ impl fmt::Debug for Event {
             .field("lane_seq", &i.lane_seq)
             .field("seq", &i.seq)
             .field("trace_context", &i.trace_context)
-            .field("data", &i.data)
+            .field("data", i.data.get())
             .finish()
     }
 }
@@ -506,7 +527,7 @@ impl PartialEq for Event {
                 && a.lane_seq == b.lane_seq
                 && a.seq == b.seq
                 && a.trace_context == b.trace_context
-                && a.data == b.data
+                && a.data.get() == b.data.get()
         }
     }
 }
@@ -529,12 +550,55 @@ impl<'de> Deserialize<'de> for Event {
     }
 }
 
+/// An event's payload: its own, or shared with whoever handed it in.
+///
+/// The owned case is a plain `Value` (the enum uses a spare tag of `Value`,
+/// so it is no larger), and sharing costs one reference count.
+#[derive(Clone)]
+enum Payload {
+    Owned(Value),
+    Shared(Arc<Value>),
+}
+
+impl Payload {
+    fn get(&self) -> &Value {
+        match self {
+            Self::Owned(v) => v,
+            Self::Shared(v) => v,
+        }
+    }
+}
+
+impl Default for Payload {
+    fn default() -> Self {
+        Self::Owned(Value::Null)
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.get(), f)
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(Self::Owned)
+    }
+}
+
 /// Builds an [`Event`]. Made by [`Event::builder`].
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct EventBuilder {
     event_type: String,
-    data: Value,
+    data: Payload,
     event_id: Option<EventId>,
     timestamp: Option<Timestamp>,
     source: Option<String>,
@@ -566,7 +630,26 @@ impl EventBuilder {
 
     /// The payload (default `null`).
     pub fn data(mut self, data: impl Into<Value>) -> Self {
-        self.data = data.into();
+        self.data = Payload::Owned(data.into());
+        self
+    }
+
+    /// A payload shared with the caller (default `null`): emitting the same
+    /// payload again, or keeping it, costs a reference count instead of a
+    /// deep copy, and the last holder frees it.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use nerve::Event;
+    /// let payload = Arc::new(nerve::json!({"rows": [1, 2, 3]}));
+    /// let a = Event::builder("batch.ready").data_shared(Arc::clone(&payload)).build()?;
+    /// let b = Event::builder("batch.ready").data_shared(Arc::clone(&payload)).build()?;
+    /// assert!(std::ptr::eq(a.data(), b.data()));
+    /// assert_eq!(a.data()["rows"][2], 3);
+    /// # Ok::<(), nerve::name::ValidationError>(())
+    /// ```
+    pub fn data_shared(mut self, data: Arc<Value>) -> Self {
+        self.data = Payload::Shared(data);
         self
     }
 
@@ -695,6 +778,134 @@ mod tests {
     fn ids_are_unique_and_sorted() {
         let ids: Vec<EventId> = (0..1000).map(|_| EventId::new()).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn an_id_carries_its_events_millisecond() {
+        for _ in 0..1000 {
+            let e = Event::builder("a.b").build().unwrap();
+            let ms = e.event_id().as_uuid().as_u128() >> 80;
+            let ts_ms = u128::try_from(e.timestamp().as_micros() / 1000).unwrap();
+            assert_eq!(ms, ts_ms, "{e:?}");
+        }
+        let t = Timestamp::from_micros(2_000_000_000_123_999);
+        let id = EventId::for_timestamp(t);
+        assert_eq!(id.as_uuid().as_u128() >> 80, 2_000_000_000_123);
+    }
+
+    #[test]
+    fn ids_are_unique_across_threads() {
+        const THREADS: usize = 8;
+        const IDS: usize = 20_000;
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let ids: Vec<EventId> = (0..IDS).map(|_| EventId::new()).collect();
+                    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+                    ids
+                })
+            })
+            .collect();
+        let mut all: Vec<EventId> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), THREADS * IDS);
+        assert!(all.iter().all(|id| id.as_uuid().get_version_num() == 7
+            && id.as_uuid().get_variant() == uuid::Variant::RFC4122));
+    }
+
+    #[test]
+    fn a_shared_payload_is_not_copied() {
+        assert_eq!(
+            std::mem::size_of::<Payload>(),
+            std::mem::size_of::<Value>(),
+            "an owned payload costs nothing more"
+        );
+        let payload = Arc::new(json!({"big": [1, 2, 3]}));
+        let a = Event::builder("a.b")
+            .data_shared(Arc::clone(&payload))
+            .build()
+            .unwrap();
+        assert!(std::ptr::eq(a.data(), &*payload));
+        let restamped = a.clone().with_seq(4);
+        assert!(std::ptr::eq(restamped.data(), &*payload));
+        let owned = Event::builder("a.b")
+            .data(json!({"big": [1, 2, 3]}))
+            .event_id(a.event_id())
+            .timestamp(a.timestamp())
+            .build()
+            .unwrap();
+        assert_eq!(owned, a);
+        assert_eq!(
+            serde_json::to_string(&owned).unwrap(),
+            serde_json::to_string(&a).unwrap()
+        );
+        assert_eq!(
+            a.decode::<serde_json::Map<String, Value>>().unwrap().len(),
+            1
+        );
+    }
+
+    /// The JSON form, byte for byte: journals written before must read the
+    /// same, and journals written now must read the same in older versions.
+    #[test]
+    fn json_lines_are_pinned() {
+        let id: EventId = "0190b6e0-1c2d-7a3b-8c4d-5e6f708192a3".parse().unwrap();
+        let cause: EventId = "0190b6e0-1c2d-7a3b-8c4d-5e6f708192a4".parse().unwrap();
+        let at = Timestamp::from_micros(1_720_000_000_123_456);
+        let base = || Event::builder("user.login").event_id(id).timestamp(at);
+        let cases = [
+            (
+                base().build().unwrap(),
+                r#"{"event_id":"0190b6e0-1c2d-7a3b-8c4d-5e6f708192a3","event_type":"user.login","timestamp":"2024-07-03T09:46:40.123456Z","seq":0,"data":null}"#,
+            ),
+            (
+                base()
+                    .data(
+                        json!({"i": 7, "name": "alice", "tags": ["a", "b"], "nested": {"x": 1.5}}),
+                    )
+                    .source("auth")
+                    .correlation_id("req-1")
+                    .causation_id(cause)
+                    .run_id("run-1")
+                    .lane("left")
+                    .lane_seq(2)
+                    .seq(9)
+                    .terminal()
+                    .build()
+                    .unwrap(),
+                r#"{"event_id":"0190b6e0-1c2d-7a3b-8c4d-5e6f708192a3","event_type":"user.login","timestamp":"2024-07-03T09:46:40.123456Z","source":"auth","correlation_id":"req-1","causation_id":"0190b6e0-1c2d-7a3b-8c4d-5e6f708192a4","run_id":"run-1","lane":"left","lane_seq":2,"seq":9,"data":{"i":7,"name":"alice","nested":{"x":1.5},"tags":["a","b"]}}"#,
+            ),
+            (
+                base()
+                    .data_shared(Arc::new(json!({"i": 1})))
+                    .build()
+                    .unwrap()
+                    .with_correlation_id(id),
+                r#"{"event_id":"0190b6e0-1c2d-7a3b-8c4d-5e6f708192a3","event_type":"user.login","timestamp":"2024-07-03T09:46:40.123456Z","correlation_id":"0190b6e0-1c2d-7a3b-8c4d-5e6f708192a3","seq":0,"data":{"i":1}}"#,
+            ),
+        ];
+        for (event, line) in cases {
+            assert_eq!(serde_json::to_string(&event).unwrap(), line);
+            let back: Event = serde_json::from_str(line).unwrap();
+            assert_eq!(back, event);
+            assert_eq!(serde_json::to_string(&back).unwrap(), line);
+        }
+    }
+
+    #[test]
+    fn generated_correlation_ids_read_as_text() {
+        let id = EventId::new();
+        let from_id = CorrelationId::from(id);
+        assert_eq!(from_id.as_str(), id.to_string());
+        assert_eq!(from_id, CorrelationId::from(id.to_string()));
+        let mut set = std::collections::HashSet::new();
+        set.insert(from_id.clone());
+        assert!(set.contains(id.to_string().as_str()));
+        assert_ne!(CorrelationId::generate(), CorrelationId::generate());
     }
 
     #[test]
