@@ -130,9 +130,10 @@ impl Writer {
 
     /// Waits a little for the next message before going to sleep on the
     /// channel. A writer asleep in `recv` must be woken by the emitter, a
-    /// futex call that made `emit` twice as slow as the rest of its work
-    /// whenever the writer kept up; lingering for up to ~1 ms in short
-    /// sleeps lets a busy emitter send without waking anyone. Not with
+    /// futex call that costs `emit` more than the rest of its work whenever
+    /// the writer keeps up (docs/benchmarks.md, "Journal"); lingering for up
+    /// to ~1 ms in short sleeps lets a busy emitter send without waking
+    /// anyone. Not with
     /// `Fsync::Always`, where an emitter waits for its sync and a prompt
     /// wake-up is the point. The sleeps are parks: an emitter that waits for
     /// its event (`record_and_wait`) unparks the writer, so it does not wait
@@ -442,6 +443,9 @@ impl Writer {
                     // Written is what the other policies promise a waiter.
                     self.answer_acks(Ok(()));
                 }
+                // Kept with its capacity: the next batch is as large.
+                events.clear();
+                self.pending_events = events;
             }
             Err(e) => {
                 self.cut_back(self.len);
