@@ -229,6 +229,7 @@ fn encode_parts(
 enum LineError {
     /// The payload nests deeper than [`MAX_DATA_DEPTH`].
     TooDeep,
+    /// `serde_json` refused a part it writes (a float, the trace context).
     Serialize(serde_json::Error),
 }
 
