@@ -1,8 +1,9 @@
 //! Journal throughput under each fsync policy, emit latency with and
-//! without the journal, and what a durable event (`record_and_wait`) costs
-//! its emitter, in the same run.
+//! without the journal, sustained emits with and without it, and what a
+//! durable event (`record_and_wait`) costs its emitter, in the same run.
 //!
-//! `cargo bench -p nerve-journal --bench journal`
+//! `cargo bench -p nerve-journal --bench journal` (`-- sustained` for the
+//! paired 2,000,000-event run alone, `-- sustained --quick` for a short one)
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group};
 use nerve_core::sink::EventSink;
 use nerve_core::{Event, json};
-use nerve_journal::{Fsync, Journal};
+use nerve_journal::{Fsync, Journal, JournalStats};
 use nerve_router::Bus;
 
 fn small_event(i: u64) -> Event {
@@ -461,6 +462,149 @@ fn durable_emit_paired() {
     off.shutdown_blocking();
 }
 
+/// Sustained emits with the journal on against off, paired: each round
+/// emits `n` events (`json!({"i": n})`, one inline sync handler, default
+/// bus) back to back on a fresh bus without a journal, then on a fresh bus
+/// with a default journal (`Journal::builder` defaults: `Fsync::Interval`
+/// of 200 ms, capacity 8,192, `Block`) into a fresh temp dir, with files
+/// large enough not to rotate. Each time runs until the bus is shut down
+/// and the journal closed, so it is the time until every event is written.
+/// Prints every round's ratio and the median. `n` is 2,000,000 (5 rounds),
+/// or 200,000 (7 rounds) with `--quick`.
+fn journal_sustained() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (n, rounds): (u64, usize) = if quick { (200_000, 7) } else { (2_000_000, 5) };
+    let run = |journal_on: bool| -> Sustained {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = journal_on.then(|| {
+            Journal::builder(dir.path().join("events.jsonl"))
+                .max_bytes(1 << 40)
+                .build()
+                .unwrap()
+        });
+        let mut builder = Bus::builder();
+        if let Some(j) = &journal {
+            builder = builder.journal(j.clone());
+        }
+        let bus = builder.build().unwrap();
+        bus.subscribe("bench.*", |e: &Event| {
+            black_box(e.seq());
+        })
+        .unwrap();
+        let (start, cpu) = (Instant::now(), process_cpu());
+        for i in 0..n {
+            bus.emit("bench.tick", json!({"i": i})).unwrap();
+        }
+        let emitted = start.elapsed();
+        // Handed to the OS: what a process crash no longer loses. Polled,
+        // so up to a millisecond late.
+        while journal.as_ref().is_some_and(|j| j.stats().written < n) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let written = start.elapsed();
+        bus.shutdown_blocking();
+        if let Some(j) = &journal {
+            j.close(Duration::from_secs(600)).unwrap();
+        }
+        Sustained {
+            emitted,
+            written,
+            closed: start.elapsed(),
+            cpu: process_cpu() - cpu,
+            stats: journal.map(|j| j.stats()).unwrap_or_default(),
+        }
+    };
+    // Warm up both sides once (page cache, allocator, thread start).
+    run(false);
+    run(true);
+    let ns = |d: Duration| d.as_secs_f64() * 1e9 / n as f64;
+    let mut ratios = Vec::with_capacity(rounds);
+    let (mut off, mut on, mut cpu_off, mut cpu_on) = (vec![], vec![], vec![], vec![]);
+    for round in 0..rounds {
+        let a = run(false);
+        let b = run(true);
+        assert!(
+            b.stats.written >= n,
+            "{} of {n} events written",
+            b.stats.written
+        );
+        let ratio = b.closed.as_secs_f64() / a.closed.as_secs_f64();
+        println!(
+            "journal_sustained round {round}: {n} events, off {:.3} s ({:.0} ns/event, CPU {:.0}), \
+             on {:.3} s ({:.0} ns/event, CPU {:.0}; emitted at {:.0}, written at {:.0} ns/event), \
+             on / off {ratio:.2} x; {} bytes/event, {:.0} events per write, {} syncs",
+            a.closed.as_secs_f64(),
+            ns(a.closed),
+            a.cpu * 1e9 / n as f64,
+            b.closed.as_secs_f64(),
+            ns(b.closed),
+            b.cpu * 1e9 / n as f64,
+            ns(b.emitted),
+            ns(b.written),
+            b.stats.bytes / b.stats.written.max(1),
+            b.stats.written as f64 / b.stats.batches.max(1) as f64,
+            b.stats.syncs,
+        );
+        off.push(a.closed.as_secs_f64());
+        on.push(b.closed.as_secs_f64());
+        cpu_off.push(a.cpu);
+        cpu_on.push(b.cpu);
+        ratios.push(ratio);
+    }
+    for v in [&mut ratios, &mut off, &mut on, &mut cpu_off, &mut cpu_on] {
+        v.sort_by(f64::total_cmp);
+    }
+    let m = rounds / 2;
+    let per = |v: &[f64]| v[m] * 1e9 / n as f64;
+    println!(
+        "journal_sustained: {n} events, medians over {rounds} rounds: off {:.0} ns/event \
+         (CPU {:.0}), on {:.0} ns/event (CPU {:.0}); on / off {:.2} x (min {:.2}, max {:.2})",
+        per(&off),
+        per(&cpu_off),
+        per(&on),
+        per(&cpu_on),
+        ratios[m],
+        ratios[0],
+        ratios[rounds - 1],
+    );
+}
+
+/// One run of [`journal_sustained`]: times from the first emit.
+struct Sustained {
+    /// The last emit returned.
+    emitted: Duration,
+    /// Every event was written (handed to the OS).
+    written: Duration,
+    /// The bus was shut down and the journal closed (so, under the default
+    /// policy, synced).
+    closed: Duration,
+    /// CPU time of the process, every thread.
+    cpu: f64,
+    stats: JournalStats,
+}
+
+/// CPU time this process (every thread, finished ones included) has used,
+/// in seconds, at the kernel's 10 ms resolution; 0 off Linux.
+fn process_cpu() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command's closing parenthesis: state is the first,
+    // utime and stime (clock ticks of 1/100 s) the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
 criterion_group!(benches, throughput, emit_latency);
 
 /// Whether the measurement `name` runs: a filter (the first argument not
@@ -479,6 +623,9 @@ fn main() {
     }
     if selected("paired") {
         emit_latency_paired();
+    }
+    if selected("sustained") {
+        journal_sustained();
     }
     if selected("durable") {
         durable_paired();

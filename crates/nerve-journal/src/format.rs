@@ -3,6 +3,8 @@
 //! See the [crate docs](crate#the-line-format) and `docs/journal-format.md`
 //! for the specification; this module is its one implementation.
 
+use std::cell::Cell;
+
 use nerve_core::trace::TraceContext;
 use nerve_core::{Event, EventId, Timestamp, Value};
 use serde::{Deserialize, Serialize};
@@ -83,7 +85,7 @@ pub(crate) fn encode_gap(gap: &crate::marker::Gap, out: &mut Vec<u8>) {
     out.extend_from_slice(GAP_EVENT_TYPE.as_bytes());
     out.extend_from_slice(b"\",\"timestamp\":");
     // A timestamp always serializes: four-digit years by hand, others by chrono.
-    let _ = serde_json::to_writer(&mut *out, &Rfc3339Micros(Timestamp::now()));
+    let _ = Rfc3339Micros(Timestamp::now()).write(out);
     out.extend_from_slice(b",\"source\":\"nerve\",\"data\":{\"from_seq\":");
     out.extend_from_slice(digits.format(gap.from).as_bytes());
     out.extend_from_slice(b",\"to_seq\":");
@@ -157,23 +159,6 @@ fn encode_parts(
     out: &mut Vec<u8>,
 ) -> Option<Replaced> {
     let data = data.unwrap_or_else(|| event.data());
-    let marker;
-    let (data, replaced) = if deeper_than(data, MAX_DATA_DEPTH) {
-        let depth = depth(data);
-        let message = format!(
-            "payload nests {depth} levels deep, more than the {MAX_DATA_DEPTH} a journal line may hold"
-        );
-        marker = error_marker("too_deep", &message);
-        (
-            &marker,
-            Some(Replaced {
-                reason: "too_deep",
-                message,
-            }),
-        )
-    } else {
-        (data, None)
-    };
     let line = LineOut {
         event_id: event.event_id(),
         event_type: event.event_type(),
@@ -190,34 +175,77 @@ fn encode_parts(
         v: FORMAT_VERSION,
     };
     let start = out.len();
-    if let Err(e) = write_line(&line, out) {
+    let failure = match write_line(&line, out) {
+        Ok(()) => {
+            out.push(b'\n');
+            return None;
+        }
+        Err(failure) => failure,
+    };
+    out.truncate(start);
+    let (replaced, marker) = match failure {
+        LineError::TooDeep => {
+            let depth = depth(data);
+            let message = format!(
+                "payload nests {depth} levels deep, more than the {MAX_DATA_DEPTH} a journal line may hold"
+            );
+            let marker = error_marker("too_deep", &message);
+            (
+                Replaced {
+                    reason: "too_deep",
+                    message,
+                },
+                marker,
+            )
+        }
         // Unreachable with `serde_json::Value` payloads (string keys, finite
         // numbers), kept so that a future payload type cannot tear a line.
+        LineError::Serialize(e) => {
+            let message = format!("payload could not be serialized: {e}");
+            let marker = error_marker("serialize", &message);
+            (
+                Replaced {
+                    reason: "serialize",
+                    message,
+                },
+                marker,
+            )
+        }
+    };
+    let line = LineOut {
+        data: &marker,
+        ..line
+    };
+    if write_line(&line, out).is_err() {
         out.truncate(start);
-        let message = format!("payload could not be serialized: {e}");
-        let marker = error_marker("serialize", &message);
-        let line = LineOut {
-            data: &marker,
-            ..line
-        };
         serde_json::to_writer(&mut *out, &line).unwrap_or_else(|_| out.truncate(start));
-        out.push(b'\n');
-        return Some(Replaced {
-            reason: "serialize",
-            message,
-        });
     }
     out.push(b'\n');
-    replaced
+    Some(replaced)
+}
+
+/// Why [`write_line`] wrote no line.
+#[derive(Debug)]
+enum LineError {
+    /// The payload nests deeper than [`MAX_DATA_DEPTH`].
+    TooDeep,
+    /// `serde_json` refused a part it writes (a float, the trace context).
+    Serialize(serde_json::Error),
+}
+
+impl From<serde_json::Error> for LineError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Serialize(e)
+    }
 }
 
 /// Writes `line` as compact JSON, keys in order: what `serde_json` would
-/// write for `LineOut`, byte for byte (a test checks), without its
-/// per-field machinery: the fixed fields go out directly, and strings that
-/// need no escaping (ids, names, times: nearly all) are copied as they are.
-/// Measured: the writer thread spent about a third of its time in
-/// `serde_json`'s map and escape code for these fields.
-fn write_line(line: &LineOut<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
+/// write for `LineOut`, byte for byte (tests check), without its per-field
+/// machinery, because this runs on the writer thread for every event and
+/// sets the journal's pace (docs/benchmarks.md, "Journal throughput").
+/// Fails without a usable line if the payload is too deep: the depth is
+/// checked while writing it, in the same walk.
+fn write_line(line: &LineOut<'_>, out: &mut Vec<u8>) -> Result<(), LineError> {
     let mut uuid = uuid::Uuid::encode_buffer();
     out.extend_from_slice(b"{\"event_id\":\"");
     out.extend_from_slice(
@@ -230,7 +258,7 @@ fn write_line(line: &LineOut<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
     out.extend_from_slice(b"\",\"event_type\":");
     write_str(line.event_type, out)?;
     out.extend_from_slice(b",\"timestamp\":");
-    serde_json::to_writer(&mut *out, &line.timestamp)?;
+    line.timestamp.write(out)?;
     for (key, value) in [
         (&b",\"source\":"[..], line.source),
         (&b",\"correlation_id\":"[..], line.correlation_id),
@@ -266,17 +294,64 @@ fn write_line(line: &LineOut<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
         serde_json::to_writer(&mut *out, tc)?;
     }
     out.extend_from_slice(b",\"data\":");
-    serde_json::to_writer(&mut *out, line.data)?;
+    write_value(line.data, MAX_DATA_DEPTH, out)?;
     out.extend_from_slice(b",\"v\":");
     out.extend_from_slice(digits.format(line.v).as_bytes());
     out.push(b'}');
     Ok(())
 }
 
+/// Writes `value` as `serde_json` writes it compactly, byte for byte, or
+/// fails with [`LineError::TooDeep`] on a container nested more than `left`
+/// levels (so the recursion is never deeper than `MAX_DATA_DEPTH + 1`).
+/// Non-integer numbers are left to `serde_json` (its float formatting).
+fn write_value(value: &Value, left: usize, out: &mut Vec<u8>) -> Result<(), LineError> {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => match n.as_u64() {
+            Some(u) => out.extend_from_slice(itoa::Buffer::new().format(u).as_bytes()),
+            None => serde_json::to_writer(&mut *out, n)?,
+        },
+        Value::String(s) => write_str(s, out)?,
+        Value::Array(items) => {
+            if left == 0 {
+                return Err(LineError::TooDeep);
+            }
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(item, left - 1, out)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            if left == 0 {
+                return Err(LineError::TooDeep);
+            }
+            out.push(b'{');
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(key, out)?;
+                out.push(b':');
+                write_value(item, left - 1, out)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(())
+}
+
 /// A JSON string: copied as is when nothing in it needs escaping (the
-/// bytes `serde_json` escapes are `"`, `\` and controls below 0x20).
+/// bytes `serde_json` escapes are `"`, `\\` and controls below 0x20).
 fn write_str(s: &str, out: &mut Vec<u8>) -> serde_json::Result<()> {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !needs_escape(s.as_bytes()) {
+        out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
@@ -286,15 +361,39 @@ fn write_str(s: &str, out: &mut Vec<u8>) -> serde_json::Result<()> {
     }
 }
 
-/// Whether containers in `value` nest more than `limit` levels. Recursive,
-/// but never deeper than `limit + 1` frames, and allocation-free: it runs for
-/// every event.
-fn deeper_than(value: &Value, limit: usize) -> bool {
-    match value {
-        Value::Array(items) => limit == 0 || items.iter().any(|v| deeper_than(v, limit - 1)),
-        Value::Object(map) => limit == 0 || map.values().any(|v| deeper_than(v, limit - 1)),
-        _ => false,
+/// Whether any byte of `s` is one `serde_json` escapes (`"`, `\\`, below
+/// 0x20), eight bytes at a time: ids and names are checked on every line.
+fn needs_escape(s: &[u8]) -> bool {
+    const LO: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HI: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Whether some byte of `x` is zero (exact, not a heuristic).
+    let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI != 0;
+    let mut chunks = s.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_ne_bytes(word);
+        // A byte below 0x20 or one of the two: some byte of `x` is, or of
+        // `x` xor the quote or backslash repeated is, zero.
+        let below = x.wrapping_sub(LO * 0x20) & !x & HI != 0;
+        if below || has_zero(x ^ (LO * u64::from(b'"'))) || has_zero(x ^ (LO * u64::from(b'\\'))) {
+            return true;
+        }
     }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// Whether containers in `value` nest more than `limit` levels: what
+/// [`write_value`] refuses.
+#[cfg(test)]
+fn deeper_than(value: &Value, limit: usize) -> bool {
+    matches!(
+        write_value(value, limit, &mut Vec::new()),
+        Err(LineError::TooDeep)
+    )
 }
 
 /// How deeply containers nest in `value` (a scalar is 0, `[]` is 1), counted
@@ -321,27 +420,60 @@ fn depth(value: &Value) -> usize {
 /// A timestamp written as `2026-11-23T09:01:32.123456Z` without allocating.
 struct Rfc3339Micros(Timestamp);
 
-impl Serialize for Rfc3339Micros {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+impl Rfc3339Micros {
+    /// The text, for a four-digit year; `None` outside them, where RFC 3339
+    /// has no form (and chrono's is written).
+    fn text(&self) -> Option<[u8; 27]> {
+        thread_local! {
+            /// The last second written and its text up to the fraction:
+            /// consecutive events mostly share it, so only the fraction's
+            /// digits are new.
+            static LAST_SECOND: Cell<(i64, [u8; 27])> = const { Cell::new((i64::MIN, [0; 27])) };
+        }
         let micros = self.0.as_micros();
         let secs = micros.div_euclid(1_000_000);
         let frac = micros.rem_euclid(1_000_000);
-        let days = secs.div_euclid(86_400);
-        let tod = secs.rem_euclid(86_400);
-        let (y, m, d) = civil_from_days(days);
-        if !(0..=9999).contains(&y) {
-            // Outside four-digit years RFC 3339 has no form; chrono's is used.
-            return serializer.collect_str(&self.0);
+        let (last, mut b) = LAST_SECOND.get();
+        if last != secs {
+            let days = secs.div_euclid(86_400);
+            let tod = secs.rem_euclid(86_400);
+            let (y, m, d) = civil_from_days(days);
+            if !(0..=9999).contains(&y) {
+                return None;
+            }
+            b = *b"0000-00-00T00:00:00.000000Z";
+            put(&mut b[0..4], y);
+            put(&mut b[5..7], m);
+            put(&mut b[8..10], d);
+            put(&mut b[11..13], tod / 3600);
+            put(&mut b[14..16], tod % 3600 / 60);
+            put(&mut b[17..19], tod % 60);
+            LAST_SECOND.set((secs, b));
         }
-        let mut b = *b"0000-00-00T00:00:00.000000Z";
-        put(&mut b[0..4], y);
-        put(&mut b[5..7], m);
-        put(&mut b[8..10], d);
-        put(&mut b[11..13], tod / 3600);
-        put(&mut b[14..16], tod % 3600 / 60);
-        put(&mut b[17..19], tod % 60);
         put(&mut b[20..26], frac);
-        serializer.serialize_str(std::str::from_utf8(&b).unwrap_or_default())
+        Some(b)
+    }
+
+    /// Appends the JSON string, as `serde_json` would write it.
+    fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        match self.text() {
+            Some(b) => {
+                out.push(b'"');
+                out.extend_from_slice(&b);
+                out.push(b'"');
+                Ok(())
+            }
+            None => serde_json::to_writer(&mut *out, self),
+        }
+    }
+}
+
+impl Serialize for Rfc3339Micros {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.text() {
+            Some(b) => serializer.serialize_str(std::str::from_utf8(&b).unwrap_or_default()),
+            None => serializer.collect_str(&self.0),
+        }
     }
 }
 
@@ -506,6 +638,87 @@ mod write_line_tests {
     }
 
     #[test]
+    fn the_fast_writer_writes_every_kind_of_payload_as_serde_json_does() {
+        let payloads = [
+            json!(null),
+            json!(true),
+            json!(false),
+            json!(0),
+            json!(-1),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!(1.5),
+            json!(-0.0),
+            json!(0.1),
+            json!(1e300),
+            json!(-2.5e-8),
+            json!(""),
+            json!("plain"),
+            json!("tab\tquote\"back\\slash\u{7f}\u{1f}é😀"),
+            json!([]),
+            json!({}),
+            json!([[], {}, [null, [1, [2.0]]]]),
+            json!({"i": 7}),
+            json!({"a\"b": {"": [1, -2, 3.25]}, "z": "\n", "é": false}),
+        ];
+        for (i, data) in payloads.into_iter().enumerate() {
+            let e = Event::builder("a.b")
+                .seq(i as u64)
+                .data(data)
+                .build()
+                .unwrap();
+            let (fast, serde) = both(&e);
+            assert_eq!(fast, serde);
+        }
+        // Years without an RFC 3339 form are written as chrono writes them.
+        for micros in [
+            i64::MIN / 2,
+            -62_135_596_800_000_001,
+            253_402_300_800_000_000,
+        ] {
+            let e = Event::builder("a.b")
+                .timestamp(Timestamp::from_micros(micros))
+                .build()
+                .unwrap();
+            let (fast, serde) = both(&e);
+            assert_eq!(fast, serde);
+        }
+    }
+
+    /// The bytes of one line, pinned: the format on disk does not change
+    /// when the encoder does.
+    #[test]
+    fn a_line_is_written_byte_for_byte_as_before() {
+        let id: EventId = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".parse().unwrap();
+        let cause: EventId = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c".parse().unwrap();
+        let e = Event::builder("specimen.completed")
+            .event_id(id)
+            .timestamp(Timestamp::from_micros(1_700_000_000_123_456))
+            .source("extraction")
+            .correlation_id("req-1")
+            .causation_id(cause)
+            .run_id("run-1")
+            .lane("left")
+            .lane_seq(7)
+            .seq(42)
+            .data(json!({"i": 3, "ok": true, "rate": 0.5, "tags": ["a", "b\"c"], "none": null}))
+            .build()
+            .unwrap();
+        let mut out = Vec::new();
+        assert_eq!(encode(&e, None, &mut out), None);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            concat!(
+                r#"{"event_id":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","event_type":"specimen.completed","#,
+                r#""timestamp":"2023-11-14T22:13:20.123456Z","source":"extraction","correlation_id":"req-1","#,
+                r#""causation_id":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c","run_id":"run-1","lane":"left","#,
+                r#""lane_seq":7,"seq":42,"data":{"i":3,"none":null,"ok":true,"rate":0.5,"tags":["a","b\"c"]},"v":1}"#,
+                "\n"
+            )
+        );
+    }
+
+    #[test]
     fn a_gap_line_reads_back_without_a_seq_and_accounts_for_its_range() {
         let gap = crate::marker::Gap {
             from: 7,
@@ -540,6 +753,27 @@ mod write_line_tests {
             seq_accounted(b"{\"event_type\":\"a.b\",\"payload\":1}"),
             None
         );
+    }
+
+    #[test]
+    fn needs_escape_finds_what_serde_json_escapes() {
+        let naive = |s: &[u8]| s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"bench.tick".to_vec(),
+            "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
+            "rün-é-😀-\u{7f}-\u{80}".into(),
+        ];
+        for b in 0u8..=0x7f {
+            for at in [0, 7, 8, 15, 16, 20] {
+                let mut s = vec![b'a'; 21];
+                s[at] = b;
+                cases.push(s);
+            }
+        }
+        for s in &cases {
+            assert_eq!(needs_escape(s), naive(s), "{s:?}");
+        }
     }
 
     #[test]

@@ -600,7 +600,7 @@ impl Journal {
             Err(SendTimeoutError::Disconnected(_)) => return Err(closed()),
         }
         // As for `record_and_wait`: the caller waits, so no linger sleep
-        // should finish first (a 50 us park lasts ~120 us with timer slack).
+        // should finish first.
         self.inner.writer.unpark();
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match await_reply(&answer, left) {
@@ -710,8 +710,8 @@ impl EventSink for Journal {
             Err(SendTimeoutError::Disconnected(_)) => return Err(closed()),
         }
         // A lingering writer is parked in short sleeps: wake it now, rather
-        // than after the sleep (50 us asked, about 120 us measured with the
-        // kernel's timer slack; docs/benchmarks.md, "Durable terminal events").
+        // than after the sleep, which timer slack makes longer than asked
+        // (docs/benchmarks.md, "Durable terminal events").
         inner.writer.unpark();
         let left = deadline.saturating_duration_since(Instant::now());
         match await_reply(&answer, left) {

@@ -130,9 +130,10 @@ impl Writer {
 
     /// Waits a little for the next message before going to sleep on the
     /// channel. A writer asleep in `recv` must be woken by the emitter, a
-    /// futex call that made `emit` twice as slow as the rest of its work
-    /// whenever the writer kept up; lingering for up to ~1 ms in short
-    /// sleeps lets a busy emitter send without waking anyone. Not with
+    /// futex call that costs `emit` more than the rest of its work whenever
+    /// the writer keeps up (docs/benchmarks.md, "Journal"); lingering for up
+    /// to ~1 ms in short sleeps lets a busy emitter send without waking
+    /// anyone. Not with
     /// `Fsync::Always`, where an emitter waits for its sync and a prompt
     /// wake-up is the point. The sleeps are parks: an emitter that waits for
     /// its event (`record_and_wait`) unparks the writer, so it does not wait
@@ -269,29 +270,28 @@ impl Writer {
     }
 
     /// Encodes one event into the pending bytes, rotating first if it would
-    /// not fit.
+    /// not fit. Encoded in place, at the end of the pending bytes: moved
+    /// aside only in the rare case that it needs a rotation first.
     fn push(&mut self, event: Event, ack: Option<Ack>) {
         // A range of replayed numbers ends where a recorded event comes.
         self.close_skipped();
-        self.scratch.clear();
-        let redacted = match &self.redact {
-            None => Ok(None),
-            Some(f) => catch_unwind(AssertUnwindSafe(|| f(&event))).map(Some),
-        };
-        let replaced = match redacted {
-            Ok(Some(redacted)) => format::encode_redacted(&event, &redacted, &mut self.scratch),
-            Ok(None) => format::encode(&event, None, &mut self.scratch),
-            Err(panic) => {
-                // Writing the unredacted payload could leak what the hook
-                // exists to hide, so the payload is replaced.
-                let message = format!("redaction panicked: {}", panic_message(&*panic));
-                let marker = format::error_marker("redact", &message);
-                format::encode(&event, Some(&marker), &mut self.scratch);
-                Some(format::Replaced {
-                    reason: "redact",
-                    message,
-                })
-            }
+        let start = self.pending.len();
+        let replaced = match &self.redact {
+            None => format::encode(&event, None, &mut self.pending),
+            Some(f) => match catch_unwind(AssertUnwindSafe(|| f(&event))) {
+                Ok(redacted) => format::encode_redacted(&event, &redacted, &mut self.pending),
+                Err(panic) => {
+                    // Writing the unredacted payload could leak what the hook
+                    // exists to hide, so the payload is replaced.
+                    let message = format!("redaction panicked: {}", panic_message(&*panic));
+                    let marker = format::error_marker("redact", &message);
+                    format::encode(&event, Some(&marker), &mut self.pending);
+                    Some(format::Replaced {
+                        reason: "redact",
+                        message,
+                    })
+                }
+            },
         };
         if let Some(r) = replaced {
             self.shared.counters.serialize_errors.inc();
@@ -306,15 +306,22 @@ impl Writer {
                 event: Some(event.clone()),
             });
         }
-        if let Err(e) = self.make_room() {
-            self.fail(
-                &format!("rotation failed: {e}"),
-                vec![event],
-                ack.into_iter(),
-            );
-            return;
+        let size = (self.pending.len() - start) as u64;
+        let used = self.len + start as u64;
+        if used > 0 && used + size > self.max_bytes {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&self.pending[start..]);
+            self.pending.truncate(start);
+            if let Err(e) = self.make_room() {
+                self.fail(
+                    &format!("rotation failed: {e}"),
+                    vec![event],
+                    ack.into_iter(),
+                );
+                return;
+            }
+            self.pending.extend_from_slice(&self.scratch);
         }
-        self.pending.extend_from_slice(&self.scratch);
         self.pending_events.push(event);
         if let Some(ack) = ack {
             self.acks.push(ack);
@@ -436,6 +443,9 @@ impl Writer {
                     // Written is what the other policies promise a waiter.
                     self.answer_acks(Ok(()));
                 }
+                // Kept with its capacity: the next batch is as large.
+                events.clear();
+                self.pending_events = events;
             }
             Err(e) => {
                 self.cut_back(self.len);
