@@ -478,7 +478,7 @@ fn paired() {
             )
         })
         .collect();
-    let mut measures: Vec<(String, Box<dyn FnMut() -> f64 + '_>)> = Vec::new();
+    let mut measures: Vec<(String, paired::Measure<'_>)> = Vec::new();
     for (t, nerve_name, channel_name) in &names {
         let (t, bus, counter) = (*t, &bus, &counter);
         measures.push((
@@ -490,11 +490,7 @@ fn paired() {
             Box::new(move || rate(t, channel_threads(counter, t, per_thread))),
         ));
     }
-    let mut variants: Vec<paired::Variant<'_>> = measures
-        .iter_mut()
-        .map(|(name, f)| (name.as_str(), &mut **f as &mut dyn FnMut() -> f64))
-        .collect();
-    let r = Rounds::run(1, rounds, &mut variants);
+    let r = Rounds::run_boxed(1, rounds, &mut measures);
     for (i, (t, nerve_name, channel_name)) in names.iter().enumerate() {
         for (name, one) in [(nerve_name, &names[0].1), (channel_name, &names[0].2)] {
             let rate = (r.spread(name).median, "events/s");

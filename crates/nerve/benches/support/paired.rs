@@ -61,6 +61,9 @@ impl Spread {
 /// the caller's choice, the same for the variants it compares).
 pub(crate) type Variant<'a> = (&'a str, &'a mut dyn FnMut() -> f64);
 
+/// A boxed measurement, for variants built in a loop.
+pub(crate) type Measure<'a> = Box<dyn FnMut() -> f64 + 'a>;
+
 /// What each variant measured, one figure per round.
 #[derive(Debug)]
 pub(crate) struct Rounds {
@@ -90,6 +93,19 @@ impl Rounds {
                 .collect(),
             values,
         }
+    }
+
+    /// As [`run`](Self::run), for variants built in a loop.
+    pub(crate) fn run_boxed<S: AsRef<str>>(
+        warm_up: usize,
+        rounds: usize,
+        measures: &mut [(S, Measure<'_>)],
+    ) -> Self {
+        let mut variants: Vec<Variant<'_>> = measures
+            .iter_mut()
+            .map(|(name, measure)| (S::as_ref(name), &mut **measure as &mut dyn FnMut() -> f64))
+            .collect();
+        Self::run(warm_up, rounds, &mut variants)
     }
 
     /// How many rounds were measured.
