@@ -245,7 +245,9 @@ impl Side {
         let mut trailing = vec!["--"];
         if quick {
             trailing.extend(bench.quick_filter);
-            trailing.push("--quick");
+            // Criterion's quick mode stops once a benchmark is stable, or
+            // after the measurement time (which groups may set themselves).
+            trailing.extend(["--quick", "--measurement-time", "1"]);
         }
         let start = SystemTime::now();
         let mut cargo = self
@@ -343,7 +345,7 @@ fn render(results: &Results) -> Result<()> {
             .iter()
             .filter_map(|row| {
                 row.ratio.as_ref().map(|r| chart::RatioBar {
-                    label: format!("{}: {} / {}", row.group, row.name, r.to),
+                    label: format!("{}: {}", row.group, ratio_label(&row.name, &r.to)),
                     q1: r.q1,
                     median: r.median,
                     q3: r.q3,
@@ -373,6 +375,19 @@ fn render(results: &Results) -> Result<()> {
         written.len()
     );
     Ok(())
+}
+
+/// `name / to`, without the words they share at the start:
+/// `crossbeam, 4 threads / 1 thread` for `crossbeam, 4 threads` to
+/// `crossbeam, 1 thread`.
+fn ratio_label(name: &str, to: &str) -> String {
+    let shared: usize = name
+        .split_inclusive(", ")
+        .zip(to.split_inclusive(", "))
+        .take_while(|(a, b)| a == b && a.ends_with(", "))
+        .map(|(a, _)| a.len())
+        .sum();
+    format!("{name} / {}", &to[shared..])
 }
 
 /// The chart of the paired ratios of `emit`.
@@ -446,6 +461,23 @@ mod tests {
         assert_eq!(date(0), "1970-01-01");
         assert_eq!(date(11_016), "2000-02-29");
         assert_eq!(date(20_424), "2025-12-02");
+    }
+
+    /// A ratio's label drops the words both sides start with.
+    #[test]
+    fn ratio_labels() {
+        assert_eq!(
+            ratio_label(
+                "crossbeam, shared, 4 threads",
+                "crossbeam, shared, 1 thread"
+            ),
+            "crossbeam, shared, 4 threads / 1 thread"
+        );
+        assert_eq!(
+            ratio_label("nerve emit", "tokio broadcast"),
+            "nerve emit / tokio broadcast"
+        );
+        assert_eq!(ratio_label("a, b", "a, b"), "a, b / b");
     }
 
     /// Chart units follow the largest value.

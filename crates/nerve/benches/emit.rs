@@ -377,6 +377,19 @@ fn journal_burst(c: &mut Criterion) {
     group.finish();
 }
 
+/// `2000000` as `2,000,000`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Seconds per operation of a measurement of `n` operations.
 fn per_op(elapsed: Duration, n: u64) -> f64 {
     elapsed.as_secs_f64() / n as f64
@@ -388,8 +401,8 @@ fn paired() {
     let mut report = Report::new("emit");
     let ns = |seconds: f64| (seconds * 1e9, "ns");
 
-    let chunk: u64 = pick(20_000, 5_000);
-    let rounds = pick(101, 11);
+    let chunk: u64 = pick(20_000, 2_000);
+    let rounds = pick(101, 7);
     let sides = OneHandler::new();
     for (group, payload, target) in [
         ("emit_json", object as Payload, 2.5),
@@ -432,8 +445,8 @@ fn paired() {
         }
     }
 
-    let trips: u64 = pick(2_000, 500);
-    let rounds = pick(51, 7);
+    let trips: u64 = pick(2_000, 200);
+    let rounds = pick(51, 5);
     let sides = RoundTrip::new();
     let r = Rounds::run(
         2,
@@ -460,8 +473,8 @@ fn paired() {
         None,
     );
 
-    let per_thread: u64 = pick(100_000, 10_000);
-    let rounds = pick(21, 5);
+    let per_thread: u64 = pick(100_000, 5_000);
+    let rounds = pick(21, 3);
     let counter = Arc::new(AtomicU64::new(0));
     let bus = bus_with_handler(&counter);
     let rate = |threads: usize, elapsed: Duration| {
@@ -500,7 +513,7 @@ fn paired() {
         }
     }
 
-    let events: u64 = pick(2_000_000, 50_000);
+    let events: u64 = pick(2_000_000, 20_000);
     let rounds = pick(5, 3);
     let r = Rounds::run(
         1,
@@ -511,8 +524,8 @@ fn paired() {
         ],
     );
     let (on, off) = (
-        format!("{JOURNAL_ON}, {events} events"),
-        format!("{JOURNAL_OFF}, {events} events"),
+        format!("{JOURNAL_ON}, {} events", thousands(events)),
+        format!("{JOURNAL_OFF}, {} events", thousands(events)),
     );
     report.row(
         "journal_burst",

@@ -11,7 +11,7 @@ use super::results::Bound;
 
 /// Pixels per bar, and the chart's width.
 const ROW: u32 = 26;
-const WIDTH: u32 = 860;
+const WIDTH: u32 = 960;
 
 /// Pixels of label column per character of the longest label.
 const CHAR: u32 = 7;
@@ -34,7 +34,12 @@ pub(crate) struct RatioBar {
 /// The label column's width for these labels.
 fn label_width(labels: impl Iterator<Item = usize>) -> u32 {
     let longest = labels.max().unwrap_or(0) as u32;
-    (longest * CHAR + 16).clamp(80, WIDTH / 2)
+    (longest * CHAR + 16).clamp(80, WIDTH * 3 / 5)
+}
+
+/// The segment of row `i` of `n`: the first row at the top.
+fn slot(i: usize, n: usize) -> usize {
+    n - 1 - i
 }
 
 /// The chart's height for `rows` bars.
@@ -64,19 +69,28 @@ pub(crate) fn bars(title: &str, unit: &str, rows: &[(String, f64)]) -> Result<St
             .y_labels(rows.len().max(1))
             .y_label_formatter(&|v| label_of(&labels, v))
             .x_desc(unit)
+            .x_label_formatter(&|x| short(*x))
             .draw()
             .map_err(draw)?;
+        let n = rows.len();
         chart
             .draw_series(rows.iter().enumerate().map(|(i, (_, v))| {
+                let y = slot(i, n);
                 let mut bar = Rectangle::new(
                     [
-                        (0.0, SegmentValue::Exact(i)),
-                        (*v, SegmentValue::Exact(i + 1)),
+                        (0.0, SegmentValue::Exact(y)),
+                        (*v, SegmentValue::Exact(y + 1)),
                     ],
                     BLUE.mix(0.6).filled(),
                 );
                 bar.set_margin(4, 4, 0, 0);
                 bar
+            }))
+            .map_err(draw)?;
+        chart
+            .draw_series(rows.iter().enumerate().map(|(i, (_, v))| {
+                EmptyElement::at((*v, SegmentValue::CenterOf(slot(i, n))))
+                    + Text::new(short(*v), (4, -6), ("sans-serif", 11).into_font())
             }))
             .map_err(draw)?;
         root.present().map_err(draw)?;
@@ -116,14 +130,16 @@ pub(crate) fn ratios(title: &str, rows: &[RatioBar]) -> Result<String> {
             .x_desc("ratio (×), whiskers: quartiles, red: target")
             .draw()
             .map_err(draw)?;
+        let n = rows.len();
         chart
             .draw_series(rows.iter().enumerate().map(|(i, r)| {
                 let met = r.target.is_none_or(|t| t.met(r.median));
                 let color = if met { BLUE.mix(0.6) } else { RED.mix(0.45) };
+                let y = slot(i, n);
                 let mut bar = Rectangle::new(
                     [
-                        (0.0, SegmentValue::Exact(i)),
-                        (r.median, SegmentValue::Exact(i + 1)),
+                        (0.0, SegmentValue::Exact(y)),
+                        (r.median, SegmentValue::Exact(y + 1)),
                     ],
                     color.filled(),
                 );
@@ -134,7 +150,7 @@ pub(crate) fn ratios(title: &str, rows: &[RatioBar]) -> Result<String> {
         chart
             .draw_series(rows.iter().enumerate().map(|(i, r)| {
                 ErrorBar::new_horizontal(
-                    SegmentValue::CenterOf(i),
+                    SegmentValue::CenterOf(slot(i, n)),
                     r.q1,
                     r.median,
                     r.q3,
@@ -143,11 +159,22 @@ pub(crate) fn ratios(title: &str, rows: &[RatioBar]) -> Result<String> {
                 )
             }))
             .map_err(draw)?;
+        chart
+            .draw_series(rows.iter().enumerate().map(|(i, r)| {
+                EmptyElement::at((r.q3, SegmentValue::CenterOf(slot(i, n))))
+                    + Text::new(
+                        format!("{:.2} ×", r.median),
+                        (8, -6),
+                        ("sans-serif", 11).into_font(),
+                    )
+            }))
+            .map_err(draw)?;
         let ticks = rows.iter().enumerate().filter_map(|(i, r)| {
             r.target.map(|t| {
                 let x = bound(&Some(t));
+                let y = slot(i, n);
                 PathElement::new(
-                    vec![(x, SegmentValue::Exact(i)), (x, SegmentValue::Exact(i + 1))],
+                    vec![(x, SegmentValue::Exact(y)), (x, SegmentValue::Exact(y + 1))],
                     RED.stroke_width(3),
                 )
             })
@@ -169,10 +196,27 @@ pub(crate) fn ratios(title: &str, rows: &[RatioBar]) -> Result<String> {
 /// The label of the row a segment value points at.
 fn label_of(labels: &[&str], value: &SegmentValue<usize>) -> String {
     match value {
-        SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-            labels.get(*i).map_or_else(String::new, |l| (*l).to_owned())
+        SegmentValue::CenterOf(y) | SegmentValue::Exact(y) if *y < labels.len() => {
+            labels[slot(*y, labels.len())].to_owned()
         }
-        SegmentValue::Last => String::new(),
+        _ => String::new(),
+    }
+}
+
+/// A value with three significant digits and no trailing zeros: `0.2`,
+/// `12.5`, `640`.
+fn short(value: f64) -> String {
+    let text = if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    };
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
     }
 }
 
