@@ -78,6 +78,10 @@ pub(crate) const SUITE: [Bench; 6] = [
     },
 ];
 
+/// The longest a benchmark runs in a `--quick` run, in seconds, unless its
+/// group sets a measurement time of its own.
+const QUICK_SECONDS: &str = "0.3";
+
 /// The names of [`SUITE`], in order.
 fn suite_names() -> Vec<&'static str> {
     SUITE.iter().map(|b| b.name).collect()
@@ -247,7 +251,7 @@ impl Side {
             trailing.extend(bench.quick_filter);
             // Criterion's quick mode stops once a benchmark is stable, or
             // after the measurement time (which groups may set themselves).
-            trailing.extend(["--quick", "--measurement-time", "1"]);
+            trailing.extend(["--quick", "--measurement-time", QUICK_SECONDS]);
         }
         let start = SystemTime::now();
         let mut cargo = self
@@ -258,6 +262,8 @@ impl Side {
             cargo = cargo.env("NERVE_BENCH_QUICK", "1");
         }
         cargo.run()?;
+        let took = start.elapsed().unwrap_or_default();
+        println!("xtask: {} ran in {:.1}s", bench.name, took.as_secs_f64());
         Ok(BenchResult {
             bench: bench.name.to_owned(),
             revision: self.revision.clone(),
