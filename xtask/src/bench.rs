@@ -103,8 +103,8 @@ pub(crate) struct Options {
 }
 
 /// The usage of `cargo xtask bench`, for the help.
-pub(crate) const USAGE: &str = "\
-  bench     Run the benchmarks and regenerate docs/benchmarks.md's tables and docs/bench/*.svg
+pub(crate) const USAGE: &str =
+    "  bench     Run the benchmarks and regenerate docs/benchmarks.md's tables and docs/bench/*.svg
             cargo xtask bench [--quick] [--render] [--compare <REV> [--rounds N]] [BENCH...]
             --quick          smoke run (criterion --quick, few rounds, small sizes)
             --render         only regenerate the page and charts from the last results
