@@ -260,7 +260,9 @@ pub(crate) fn filter() -> Option<String> {
 }
 
 /// Whether the measurement `name` runs: a filter that does not name it
-/// skips it, as criterion skips what a filter does not match.
+/// skips it, as criterion skips what a filter does not match, and so do
+/// `--list` and criterion's `--test` mode, which measure nothing.
 pub(crate) fn selected(name: &str) -> bool {
-    filter().is_none_or(|f| name.contains(&f) || f.contains(name))
+    let listing = std::env::args().any(|a| a == "--list" || a == "--test");
+    !listing && filter().is_none_or(|f| name.contains(&f) || f.contains(name))
 }
