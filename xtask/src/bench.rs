@@ -6,7 +6,8 @@
 //! own under `target/nerve-bench/` (two targets have an `emit` group), and
 //! the paired harnesses write their JSON there too. The last result of each
 //! target is kept in `target/nerve-bench/results.json`, so running one
-//! target regenerates the page with the others' last results.
+//! target regenerates the page with the others' last results, and what each
+//! printed in `target/nerve-bench/logs/<bench>.log`.
 
 mod chart;
 mod compare;
@@ -261,7 +262,8 @@ impl Side {
         if quick {
             cargo = cargo.env("NERVE_BENCH_QUICK", "1");
         }
-        cargo.run()?;
+        // The journal's and otel's paired harnesses only print: keep it.
+        cargo.run_logged(&self.out.join("logs").join(format!("{}.log", bench.name)))?;
         let took = start.elapsed().unwrap_or_default();
         println!("xtask: {} ran in {:.1}s", bench.name, took.as_secs_f64());
         Ok(BenchResult {

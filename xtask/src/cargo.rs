@@ -74,6 +74,39 @@ impl Cargo {
         Ok(())
     }
 
+    /// As [`run`](Self::run), also copying what the command prints on
+    /// stdout to the file `log`.
+    ///
+    /// # Errors
+    ///
+    /// When cargo cannot be started or exits unsuccessfully, or the log
+    /// cannot be written.
+    pub(crate) fn run_logged(&self, log: &Path) -> Result<()> {
+        use std::io::{BufRead, BufReader, Write};
+        println!("$ {self}");
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = std::fs::File::create(log)
+            .with_context(|| format!("could not create {}", log.display()))?;
+        let mut child = self
+            .command()
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("could not start `{self}`"))?;
+        let stdout = child.stdout.take().expect("piped");
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            writeln!(file, "{line}")?;
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("`{self}` failed ({status})");
+        }
+        Ok(())
+    }
+
     /// Runs the command with its output discarded and reports whether it
     /// succeeded; used to probe for optional tools.
     pub(crate) fn succeeds_quietly(&self) -> bool {
