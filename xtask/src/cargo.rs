@@ -3,7 +3,7 @@
 use std::env;
 use std::ffi::OsString;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
@@ -24,7 +24,9 @@ pub(crate) struct Cargo {
     /// Arguments after `cargo`.
     args: Vec<String>,
     /// Extra environment variables for this invocation only.
-    env: Vec<(&'static str, &'static str)>,
+    env: Vec<(String, String)>,
+    /// Where to run it; the workspace root when `None`.
+    dir: Option<PathBuf>,
 }
 
 impl Cargo {
@@ -37,13 +39,21 @@ impl Cargo {
         Self {
             args: args.into_iter().map(Into::into).collect(),
             env: Vec::new(),
+            dir: None,
         }
     }
 
     /// Sets an environment variable for this invocation.
     #[must_use]
-    pub(crate) fn env(mut self, key: &'static str, value: &'static str) -> Self {
-        self.env.push((key, value));
+    pub(crate) fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs in `dir` (another checkout) instead of the workspace root.
+    #[must_use]
+    pub(crate) fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
         self
     }
 
@@ -58,6 +68,39 @@ impl Cargo {
             .command()
             .status()
             .with_context(|| format!("could not start `{self}`"))?;
+        if !status.success() {
+            bail!("`{self}` failed ({status})");
+        }
+        Ok(())
+    }
+
+    /// As [`run`](Self::run), also copying what the command prints on
+    /// stdout to the file `log`.
+    ///
+    /// # Errors
+    ///
+    /// When cargo cannot be started or exits unsuccessfully, or the log
+    /// cannot be written.
+    pub(crate) fn run_logged(&self, log: &Path) -> Result<()> {
+        use std::io::{BufRead, BufReader, Write};
+        println!("$ {self}");
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = std::fs::File::create(log)
+            .with_context(|| format!("could not create {}", log.display()))?;
+        let mut child = self
+            .command()
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("could not start `{self}`"))?;
+        let stdout = child.stdout.take().expect("piped");
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            writeln!(file, "{line}")?;
+        }
+        let status = child.wait()?;
         if !status.success() {
             bail!("`{self}` failed ({status})");
         }
@@ -83,8 +126,8 @@ impl Cargo {
         let mut command = Command::new(program);
         command
             .args(&self.args)
-            .envs(self.env.iter().copied())
-            .current_dir(workspace_root());
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(self.dir.as_deref().unwrap_or(workspace_root()));
         command
     }
 }
@@ -92,6 +135,9 @@ impl Cargo {
 impl fmt::Display for Cargo {
     /// Formats the invocation as a shell command line a reader can paste.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(dir) = &self.dir {
+            write!(f, "cd {} && ", quoted(&dir.display().to_string()))?;
+        }
         for (key, value) in &self.env {
             write!(f, "{key}={} ", quoted(value))?;
         }

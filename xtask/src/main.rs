@@ -2,8 +2,10 @@
 //! contributors run exactly the same commands.
 //!
 //! `cargo xtask ci` is what CI runs; every step it runs can also be run alone.
+//! `cargo xtask bench` runs the benchmarks and regenerates their page.
 //! See `cargo xtask --help`.
 
+mod bench;
 mod cargo;
 mod ci;
 mod features;
@@ -18,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use crate::step::Step;
 
 /// What the command line asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Command {
     /// Print the usage text.
     Help,
@@ -26,6 +28,8 @@ enum Command {
     Ci,
     /// Run one step alone.
     Step(Step),
+    /// Run the benchmarks and regenerate their page and charts.
+    Bench(bench::Options),
 }
 
 /// Runs the command, printing any error as one line.
@@ -53,6 +57,7 @@ fn run() -> Result<ExitCode> {
         Command::Step(step) => step
             .run()
             .with_context(|| format!("{} failed", step.name()))?,
+        Command::Bench(options) => bench::run(&options).context("bench failed")?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -64,6 +69,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Command>> {
         return Ok(None);
     };
     let command = match first.as_str() {
+        "bench" => return Ok(Some(Command::Bench(bench::parse(args)?))),
         "-h" | "--help" | "help" => Command::Help,
         "ci" => Command::Ci,
         name => match Step::from_name(name) {
@@ -91,6 +97,7 @@ fn usage() -> String {
         line(step.name(), step.about());
     }
     line("help", "Print this help (also -h, --help)");
+    text.push_str(bench::USAGE);
     text
 }
 
@@ -114,6 +121,18 @@ mod tests {
         check(&["ci"], Some(Command::Ci));
         check(&["fmt"], Some(Command::Step(Step::Fmt)));
         check(&["tidy"], Some(Command::Step(Step::Tidy)));
+        check(&["bench"], Some(Command::Bench(bench::parse([]).unwrap())));
+        let quick = check_bench(&["bench", "--quick", "emit"]);
+        assert!(quick.quick);
+        assert_eq!(quick.benches, ["emit"]);
+    }
+
+    /// The bench options of `args`.
+    fn check_bench(args: &[&str]) -> bench::Options {
+        match parse(args.iter().map(|arg| arg.to_string())).unwrap() {
+            Some(Command::Bench(options)) => options,
+            other => panic!("{args:?} parsed as {other:?}"),
+        }
     }
 
     /// Typos and stray arguments are errors, not silently ignored.
@@ -123,10 +142,11 @@ mod tests {
         assert!(parse(["ci".to_string(), "--fast".to_string()].into_iter()).is_err());
     }
 
-    /// The help lists every step.
+    /// The help lists every step, and the bench command.
     #[test]
     fn usage_lists_every_step() {
         let text = usage();
+        assert!(text.contains("cargo xtask bench [--quick]"));
         for step in Step::ALL {
             assert!(
                 text.contains(step.name()),

@@ -10,7 +10,10 @@ use crate::{features, tidy};
 pub(crate) enum Step {
     /// `cargo fmt --all --check`.
     Fmt,
-    /// Clippy on every target and feature, warnings denied.
+    /// Clippy on every target and feature, warnings denied. Every target
+    /// includes the benches, so this is also the check that every benchmark
+    /// still compiles (type-checked, not linked: cheap; `cargo xtask bench`
+    /// builds them for real).
     Clippy,
     /// Unit, integration and example tests, with nextest when installed.
     Test,
@@ -53,7 +56,9 @@ impl Step {
     pub(crate) fn about(self) -> &'static str {
         match self {
             Step::Fmt => "Check formatting (cargo fmt --all --check)",
-            Step::Clippy => "Lint every target and feature with warnings denied",
+            Step::Clippy => {
+                "Lint every target (benches included: they must compile) and feature, warnings denied"
+            }
             Step::Test => "Run the tests (cargo nextest if installed, else cargo test)",
             Step::Doctest => "Run the doctests",
             Step::Doc => "Build the docs with warnings denied",
@@ -79,16 +84,7 @@ impl Step {
     pub(crate) fn run(self) -> Result<()> {
         match self {
             Step::Fmt => Cargo::new(["fmt", "--all", "--check"]).run(),
-            Step::Clippy => Cargo::new([
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--all-features",
-                "--",
-                "-D",
-                "warnings",
-            ])
-            .run(),
+            Step::Clippy => clippy().run(),
             Step::Test => test(),
             Step::Doctest => Cargo::new(["test", "--workspace", "--all-features", "--doc"]).run(),
             Step::Doc => Cargo::new(["doc", "--workspace", "--no-deps", "--all-features"])
@@ -98,6 +94,21 @@ impl Step {
             Step::Tidy => tidy::check(),
         }
     }
+}
+
+/// Clippy over the workspace. `--all-targets` takes in every bench (and
+/// test and example) with `--all-features` meeting their
+/// `required-features`, so a bench that stops compiling fails CI here.
+fn clippy() -> Cargo {
+    Cargo::new([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ])
 }
 
 /// Runs the tests with nextest when it is installed, else with `cargo test` on
@@ -143,5 +154,14 @@ mod tests {
             assert_eq!(Step::from_name(step.name()), Some(step));
         }
         assert_eq!(Step::from_name("ci"), None);
+    }
+
+    /// The clippy step is the one that checks that every bench compiles:
+    /// it must keep covering all targets.
+    #[test]
+    fn clippy_checks_the_benches() {
+        let line = clippy().to_string();
+        assert!(line.contains("--all-targets"), "{line}");
+        assert!(line.contains("--all-features"), "{line}");
     }
 }

@@ -17,10 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use criterion::measurement::WallTime;
-use criterion::{
-    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
-};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use nerve::{Bus, Event, Pattern, Value};
 
 /// The topic of the `emit` group.
@@ -38,14 +35,6 @@ const WILDCARDS_PER_SIDE: usize = 50;
 
 /// Distinct topics cycled through to defeat the route cache (4,096 entries).
 const COLD_TOPICS: usize = 100_000;
-
-/// Short runs: the whole file should finish in a few minutes on 2 cores.
-fn short(group: &mut BenchmarkGroup<'_, WallTime>) {
-    group
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(40);
-}
 
 /// A handler doing trivial work the optimizer cannot remove.
 fn counting(counter: &Arc<AtomicU64>) -> impl Fn(&Event) + Send + Sync + 'static {
@@ -140,7 +129,6 @@ fn cycle(topics: &[String], mut emit: impl FnMut(&str)) -> impl FnMut() {
 
 fn emit(c: &mut Criterion) {
     let mut group = c.benchmark_group("emit");
-    short(&mut group);
     group.throughput(Throughput::Elements(1));
     let counter = Arc::new(AtomicU64::new(0));
     let cases: [(&str, usize, Bus); 4] = [
@@ -217,7 +205,6 @@ fn routing(c: &mut Criterion) {
         .collect();
 
     let mut group = c.benchmark_group("routing");
-    short(&mut group);
     group.throughput(Throughput::Elements(1));
     let Both { nerve, naive, .. } = &both;
     let nerve_emit = |topic: &str| {
@@ -235,7 +222,6 @@ fn routing_flat(c: &mut Criterion) {
     let hot = vec!["hot.topic".to_owned()];
     let cold: Vec<String> = (0..COLD_TOPICS).map(|n| format!("hot.t{n}")).collect();
     let mut group = c.benchmark_group("routing_flat");
-    short(&mut group);
     group.throughput(Throughput::Elements(1));
     for size in [10, 100, 1_000, 10_000] {
         // One subscription matches every emitted topic; the rest match none.
@@ -262,5 +248,15 @@ fn routing_flat(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, emit, routing, routing_flat);
+criterion_group! {
+    name = benches;
+    // Short runs: the whole file should finish in a few minutes on 2 cores.
+    // Set here rather than per group so that criterion's command line
+    // (`cargo xtask bench --quick`) can shorten them further.
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(40);
+    targets = emit, routing, routing_flat
+}
 criterion_main!(benches);

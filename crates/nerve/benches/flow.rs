@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+#[path = "support/paired.rs"]
+mod paired;
+
 use criterion::{BenchmarkId, Criterion, criterion_group};
 use futures::StreamExt;
 use nerve::{Bus, Event, Overflow, StreamOptions, Value};
@@ -506,7 +509,6 @@ fn interleaved(rounds: usize) {
         .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 4, 16]);
     for n in subs {
-        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); LOSSLESS.len()];
         // FANOUT_ONLY='a|b' runs only the fan-outs whose names contain one
         // of these (and crossbeam's and tokio mpsc's, for the ratios); `|`,
         // as the names themselves hold commas.
@@ -517,41 +519,31 @@ fn interleaved(rounds: usize) {
                 || name.starts_with("tokio mpsc")
                 || only.split('|').any(|o| name.contains(o))
         };
-        for _ in 0..rounds {
-            for (i, (name, run)) in LOSSLESS.iter().enumerate() {
-                if wanted(name) {
-                    times[i].push(run(n));
-                }
-            }
-        }
-        let index = |name: &str| LOSSLESS.iter().position(|(n, _)| *n == name).unwrap();
-        let crossbeam = index("crossbeam per subscriber, threads");
-        let mpsc = index("tokio mpsc per subscriber, tasks");
-        // Quartiles and median of what each round gives.
-        let quartiles = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            let at = |q: usize| v[(v.len() - 1) * q / 4];
-            (at(1), at(2), at(3))
-        };
-        let ratios = |i: usize, of: usize| {
-            let r = times[i]
-                .iter()
-                .zip(&times[of])
-                .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
-                .collect();
-            quartiles(r)
-        };
-        for (i, (name, _)) in LOSSLESS.iter().enumerate() {
-            if times[i].is_empty() {
-                continue;
-            }
-            let (_, median, _) = quartiles(times[i].iter().map(Duration::as_secs_f64).collect());
-            let (c1, c2, c3) = ratios(i, crossbeam);
-            let (m1, m2, m3) = ratios(i, mpsc);
+        let mut measures: Vec<(&str, paired::Measure<'_>)> = LOSSLESS
+            .iter()
+            .filter(|(name, _)| wanted(name))
+            .map(|&(name, run)| {
+                let measure: paired::Measure<'_> = Box::new(move || run(n).as_secs_f64());
+                (name, measure)
+            })
+            .collect();
+        let times = paired::Rounds::run_boxed(0, rounds, &mut measures);
+        let crossbeam = "crossbeam per subscriber, threads";
+        let mpsc = "tokio mpsc per subscriber, tasks";
+        for (name, _) in LOSSLESS.iter().filter(|(name, _)| wanted(name)) {
+            let median = times.spread(name).median;
+            let c = times.ratio(name, crossbeam);
+            let m = times.ratio(name, mpsc);
             println!(
-                "{n:>2} subscribers  {name:<36} {:>8.2} ms  {c2:>5.2} x crossbeam ({c1:.2}-{c3:.2})  \
-                 {m2:>5.2} x tokio mpsc ({m1:.2}-{m3:.2})",
+                "{n:>2} subscribers  {name:<36} {:>8.2} ms  {:>5.2} x crossbeam ({:.2}-{:.2})  \
+                 {:>5.2} x tokio mpsc ({:.2}-{:.2})",
                 median * 1e3,
+                c.median,
+                c.q1,
+                c.q3,
+                m.median,
+                m.q1,
+                m.q3,
             );
         }
     }
