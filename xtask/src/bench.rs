@@ -192,6 +192,7 @@ pub(crate) fn run(options: &Options) -> Result<()> {
                 tree: workspace_root().to_owned(),
                 out: out_dir(),
                 revision: revision.clone(),
+                target: workspace_root().join("target"),
             };
             let result = side.run(bench, options.quick)?;
             results.insert(result, &suite_names());
@@ -210,6 +211,11 @@ pub(crate) struct Side {
     pub(crate) out: PathBuf,
     /// What `git describe` calls it.
     pub(crate) revision: String,
+    /// The cargo target directory it builds into. Each checkout needs its
+    /// own: cargo names a workspace member's artifacts by its path relative
+    /// to the workspace root, so two checkouts sharing one directory
+    /// overwrite each other's benches and take the other's for fresh.
+    pub(crate) target: PathBuf,
 }
 
 impl Side {
@@ -220,18 +226,17 @@ impl Side {
             || dir.join(bench.name).join("main.rs").is_file()
     }
 
-    /// `cargo bench` of `bench` in this checkout, sharing the workspace's
-    /// target directory (its crates are built apart, by path).
+    /// `cargo bench` of `bench` in this checkout, in its own target
+    /// directory.
     fn cargo(&self, bench: Bench, trailing: &[&str]) -> Cargo {
         let mut args = vec!["bench", "-p", bench.package, "--bench", bench.name];
         if let Some(features) = bench.features {
             args.extend(["--features", features]);
         }
         args.extend(trailing);
-        Cargo::new(args).dir(&self.tree).env(
-            "CARGO_TARGET_DIR",
-            workspace_root().join("target").display().to_string(),
-        )
+        Cargo::new(args)
+            .dir(&self.tree)
+            .env("CARGO_TARGET_DIR", self.target.display().to_string())
     }
 
     /// Builds `bench` without running it.
@@ -457,6 +462,7 @@ mod tests {
             tree: workspace_root().to_owned(),
             out: out_dir(),
             revision: String::new(),
+            target: workspace_root().join("target"),
         };
         for bench in SUITE {
             assert!(side.has(bench), "{} not found", bench.name);

@@ -3,8 +3,12 @@
 //! before/after table in `docs/benchmarks.md`.
 //!
 //! The revision is checked out in a temporary git worktree under
-//! `target/nerve-bench/compare/tree` and built into the same target
-//! directory (cargo keeps the two checkouts' crates apart by path). Both
+//! `target/nerve-bench/compare/tree` and built into a target directory of
+//! its own, `target/nerve-bench/compare/target` (cargo names a workspace
+//! member's artifacts by its path relative to the workspace root, so two
+//! checkouts sharing a directory would run one side's benches twice). It is
+//! seeded with a copy of this tree's release dependencies, without the
+//! workspace's own crates, so only those are compiled again. Both
 //! sides are built first, so no compiler runs while the other side is
 //! measured; then, for each round and bench, one side runs and then the
 //! other, the order swapping every round. A figure is the median over the
@@ -12,6 +16,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -68,11 +73,13 @@ fn measure(
         tree: tree.to_owned(),
         out: base.join("before"),
         revision: describe(tree)?,
+        target: seeded_target(base)?,
     };
     let after = Side {
         tree: workspace_root().to_owned(),
         out: base.join("after"),
         revision: describe(workspace_root())?,
+        target: workspace_root().join("target"),
     };
     let benches: Vec<_> = selected(options)
         .into_iter()
@@ -109,6 +116,43 @@ fn measure(
         }
     }
     Ok((old, new))
+}
+
+/// The other side's target directory under `base`, seeded on first use with
+/// this workspace's optimized third-party artifacts (the workspace's own
+/// crates' fingerprints are left out, so cargo builds them from the other
+/// checkout).
+fn seeded_target(base: &Path) -> Result<PathBuf> {
+    let target = base.join("target");
+    let release = target.join("release");
+    let ours = workspace_root().join("target").join("release");
+    if !release.exists() && ours.is_dir() {
+        fs::create_dir_all(&target)?;
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&ours)
+            .arg(&release)
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            // Not fatal: the other side then builds from scratch.
+            let _ = fs::remove_dir_all(&release);
+        }
+    }
+    let fingerprints = release.join(".fingerprint");
+    if fingerprints.is_dir() {
+        for entry in fs::read_dir(&fingerprints)? {
+            let path = entry?.path();
+            let ours = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("nerve") || n.starts_with("xtask"));
+            if ours {
+                fs::remove_dir_all(&path)
+                    .with_context(|| format!("could not remove {}", path.display()))?;
+            }
+        }
+    }
+    Ok(target)
 }
 
 /// Removes the temporary worktree, if there is one.
