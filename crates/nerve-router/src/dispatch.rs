@@ -32,10 +32,10 @@ use crate::history::History;
 use crate::ledger::{JOURNAL_ERROR, Ledger, Publish};
 use crate::queue::{DropReason, Overflow, Pushed, Queue, QueueItem, Wakes, wake_all};
 use crate::reentry::{self, Blocked, Chain, DepthGuard, block_here, retrying};
-use crate::report::{DeliveryReport, HandlerOutcome, Outcome};
+use crate::report::{DeliveryReport, HandlerOutcome, Outcome, Waiter};
 use crate::routes::{Route, Routes, TopicTraits};
 use crate::runs::Runs;
-use crate::subscription::{AsyncSlot, Delivery, HandlerKind, StreamItem, Subscription, Waiter};
+use crate::subscription::{AsyncSlot, Delivery, HandlerKind, StreamItem, Subscription};
 use crate::worker;
 
 /// The engine of one bus: its settings, its subscriptions, and what the
@@ -478,7 +478,7 @@ impl Dispatcher {
         if let Some(instrument) = &self.config.instrument {
             instrument.emitted(event);
         }
-        route.type_counter.fetch_add(1, Ordering::Relaxed);
+        route.type_counter.add(1);
         if let Some(metrics) = self.ledger.metrics() {
             metrics.counter(
                 metric::EVENTS_EMITTED_TOTAL,
@@ -811,7 +811,7 @@ impl Dispatcher {
                 .get_or_insert_with(|| (sub.clone(), reason.clone()));
         }
         if let Some(w) = &deliveries.waiter {
-            let _ = w.send(HandlerOutcome {
+            w.send(HandlerOutcome {
                 subscription: sub.id,
                 name: sub.name.as_deref().map(str::to_owned),
                 outcome: outcome.clone(),

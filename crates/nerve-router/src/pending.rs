@@ -19,6 +19,9 @@ pub(crate) struct Pending {
     below: Condvar,
     /// Deliveries dropped unfinished (shutdown, lost runtime).
     abandoned: AtomicU64,
+    /// Threads in `wait_blocking`: without any, reaching zero wakes no one
+    /// (a condvar's notify is a system call even when nobody waits).
+    zero_waiters: AtomicUsize,
 }
 
 impl Pending {
@@ -51,8 +54,10 @@ impl Pending {
         if before == 1 {
             // Taking the lock orders this wake-up after any blocking waiter's
             // check of the count, so no waiter can miss it.
-            drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner));
-            self.zero.notify_all();
+            if self.zero_waiters.load(Ordering::SeqCst) > 0 {
+                drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner));
+                self.zero.notify_all();
+            }
             self.notify.notify_waiters();
         }
     }
@@ -94,9 +99,18 @@ impl Pending {
 
     /// Waits for zero; `false` if `timeout` passed first.
     pub(crate) fn wait_blocking(&self, timeout: Option<Duration>) -> bool {
+        // SeqCst, as in `done`: either `done` sees this waiter, or this
+        // waiter sees the count it left.
+        self.zero_waiters.fetch_add(1, Ordering::SeqCst);
+        let reached = self.wait_zero(timeout);
+        self.zero_waiters.fetch_sub(1, Ordering::AcqRel);
+        reached
+    }
+
+    fn wait_zero(&self, timeout: Option<Duration>) -> bool {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        while self.get() > 0 {
+        while self.count.load(Ordering::SeqCst) > 0 {
             match deadline {
                 None => {
                     guard = self

@@ -46,8 +46,15 @@ pub(crate) fn spawn(
     let abandon = AbandonQueuedOnDrop(queue.clone());
     handle.spawn(async move {
         let _abandon = abandon;
-        // `for_each_concurrent(1)` finishes event N before starting N+1, which
-        // is the per-subscriber order; `n` runs up to n at once.
+        let next = || futures::future::poll_fn(|cx| queue.poll_pop(cx, Waiting::Poll));
+        if concurrency == 1 {
+            // Event N finishes before N+1 starts: the per-subscriber order.
+            while let Some(delivery) = next().await {
+                run(caller.clone(), delivery).await;
+            }
+            return;
+        }
+        // Up to `concurrency` at once.
         futures::stream::poll_fn(|cx| queue.poll_pop(cx, Waiting::Poll))
             .for_each_concurrent(concurrency, |delivery| run(caller.clone(), delivery))
             .await;
