@@ -25,7 +25,9 @@ use nerve_core::{Event, Value};
 use nerve_router::Bus;
 use serde_json::json;
 
-const BATCH: u64 = 20_000;
+/// Emits per side per round: short, so that a round the machine preempts is
+/// one outlier among many rather than a skewed mean.
+const BATCH: u64 = 2_000;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -103,9 +105,22 @@ fn emit(rounds: usize) {
     }
 }
 
+/// This thread's time on a CPU so far, in ns (Linux; 0 elsewhere).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Events per second delivered by `n` threads emitting into one bus, and the
+/// CPU time each event took. On a machine whose cores are busy with other
+/// work, a second thread cannot run beside the first, so events per second
+/// say little; CPU time per event says whether the threads slow each other
+/// down (shared locks and counters), which is what stops them scaling.
 fn threads(rounds: usize) {
     let per_thread = 100_000u64;
-    let run = |n: usize| -> f64 {
+    let run = |n: usize| -> (f64, f64) {
         let bus = one_handler_bus();
         // Warm each thread's route memo and the history ring first.
         nerve_emit(&bus, false, 20_000);
@@ -116,37 +131,51 @@ fn threads(rounds: usize) {
                 let barrier = barrier.clone();
                 std::thread::spawn(move || {
                     barrier.wait();
+                    let cpu = thread_cpu_ns();
                     nerve_emit(&bus, false, per_thread);
+                    thread_cpu_ns() - cpu
                 })
             })
             .collect();
         barrier.wait();
         let start = Instant::now();
-        for h in handles {
-            h.join().unwrap();
-        }
-        (n as u64 * per_thread) as f64 / start.elapsed().as_secs_f64()
+        let cpu: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        let events = n as u64 * per_thread;
+        (
+            events as f64 / start.elapsed().as_secs_f64(),
+            cpu as f64 / events as f64,
+        )
     };
-    let mut by_n: Vec<(usize, Vec<f64>)> = vec![(1, vec![]), (2, vec![]), (4, vec![])];
+    let mut rate = [Vec::new(), Vec::new(), Vec::new()];
+    let mut cpu = [Vec::new(), Vec::new(), Vec::new()];
     let mut r2 = Vec::new();
     let mut r4 = Vec::new();
+    let mut e2 = Vec::new();
+    let mut e4 = Vec::new();
     for _ in 0..rounds {
-        let one = run(1);
-        let two = run(2);
-        let four = run(4);
-        by_n[0].1.push(one);
-        by_n[1].1.push(two);
-        by_n[2].1.push(four);
-        r2.push(two / one);
-        r4.push(four / one);
+        let results = [run(1), run(2), run(4)];
+        for (i, (r, c)) in results.iter().enumerate() {
+            rate[i].push(*r);
+            cpu[i].push(*c);
+        }
+        r2.push(results[1].0 / results[0].0);
+        r4.push(results[2].0 / results[0].0);
+        e2.push(results[0].1 / results[1].1);
+        e4.push(results[0].1 / results[2].1);
     }
-    for (n, v) in by_n {
-        println!("threads {n}: {:10.0} events/s (median)", median(v));
+    for (i, n) in [1, 2, 4].into_iter().enumerate() {
+        println!(
+            "threads {n}: {:10.0} events/s, {:6.0} ns of CPU an event (medians)",
+            median(rate[i].clone()),
+            median(cpu[i].clone())
+        );
     }
     println!(
-        "threads 2 vs 1: {:.2}x, 4 vs 1: {:.2}x (medians of per-round ratios, {rounds} rounds)",
+        "threads events/s 2 vs 1: {:.2}x, 4 vs 1: {:.2}x; CPU an event 1 vs 2: {:.2}, 1 vs 4: {:.2} (1.00: no slowdown from sharing; medians of per-round ratios, {rounds} rounds)",
         median(r2),
-        median(r4)
+        median(r4),
+        median(e2),
+        median(e4)
     );
 }
 

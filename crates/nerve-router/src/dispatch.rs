@@ -19,7 +19,6 @@ use nerve_core::instrument::HandlerMode;
 use nerve_core::metrics::names as metric;
 use nerve_core::sink::SinkFault;
 use nerve_core::{Event, EventId};
-use smallvec::SmallVec;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::task::AbortHandle;
 
@@ -158,8 +157,9 @@ pub(crate) struct Deliveries {
     /// `AllHandlersFailed` dead letter rather than one per handler.
     inline_ran: usize,
     queued_any: bool,
-    failures: SmallVec<[(Arc<Subscription>, Outcome); 2]>,
-    drops: SmallVec<[Arc<Subscription>; 2]>,
+    /// Empty, and so free to make and drop, on the common path.
+    failures: Vec<(Arc<Subscription>, Outcome)>,
+    drops: Vec<Arc<Subscription>>,
     halt: Option<(Arc<Subscription>, String)>,
     refused: Option<Box<EmitError>>,
     /// Whether this thread may wait for room in a queue, worked out on
@@ -183,8 +183,8 @@ impl Deliveries {
             runtime,
             inline_ran: 0,
             queued_any: false,
-            failures: SmallVec::new(),
-            drops: SmallVec::new(),
+            failures: Vec::new(),
+            drops: Vec::new(),
             halt: None,
             refused: None,
             may_block: None,
@@ -851,7 +851,7 @@ impl Dispatcher {
     fn report_failures(
         &self,
         event: &Event,
-        failures: SmallVec<[(Arc<Subscription>, Outcome); 2]>,
+        failures: Vec<(Arc<Subscription>, Outcome)>,
         deliveries: &Deliveries,
     ) {
         let all_failed = !deliveries.queued_any
