@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
 use nerve_core::correlation::{self, Ambient, CorrelationId};
 use nerve_core::instrument::HandlerMode;
 use nerve_core::metrics::names as metric;
@@ -46,7 +47,9 @@ pub(crate) struct Dispatcher {
     /// Events numbered so far: also the count of events emitted, which
     /// `stats` reports from here (less `emitted_base`) rather than from a
     /// counter of its own, saving the emit path an atomic add.
-    pub(crate) seq: AtomicU64,
+    /// Padded: every emit writes it, and the fields beside it are read by
+    /// every emit.
+    pub(crate) seq: CachePadded<AtomicU64>,
     /// `seq` at the last `reset_stats`.
     pub(crate) emitted_base: AtomicU64,
     pub(crate) history: History,
@@ -258,7 +261,7 @@ impl Dispatcher {
                 runs: Runs::new(config.run_history.0, config.run_history.1),
                 config,
                 routes: Arc::new(Routes::new()),
-                seq: AtomicU64::new(first_seq),
+                seq: CachePadded::new(AtomicU64::new(first_seq)),
                 emitted_base: AtomicU64::new(first_seq),
                 ledger,
                 caller,

@@ -9,6 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use crossbeam_utils::CachePadded;
 use nerve_core::Event;
 use nerve_core::query::HistoryQuery;
 
@@ -17,8 +18,12 @@ type Slot = Mutex<Option<(u64, Event)>>;
 
 pub(crate) struct History {
     capacity: usize,
-    /// Where the next push goes (modulo `capacity`).
-    next: AtomicU64,
+    /// Where the next push goes (see `index`). Padded: every emit writes
+    /// it, and the fields beside it are read by every emit.
+    next: CachePadded<AtomicU64>,
+    /// The slot of position `p` is `p * stride % capacity`: consecutive
+    /// pushes (from different threads, often) land on different cache lines.
+    stride: usize,
     /// `next` at the last `clear`.
     cleared_at: AtomicU64,
     /// Each slot holds the event pushed at some position, with that
@@ -31,7 +36,8 @@ impl History {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            next: AtomicU64::new(0),
+            next: CachePadded::new(AtomicU64::new(0)),
+            stride: stride_for(capacity),
             cleared_at: AtomicU64::new(0),
             slots: (0..capacity).map(|_| Mutex::new(None)).collect(),
         }
@@ -39,6 +45,13 @@ impl History {
 
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// The slot of `position`: a permutation of the positions modulo the
+    /// capacity, so that a push still replaces the one `capacity` before it.
+    fn index(&self, position: u64) -> usize {
+        let at = (position % self.capacity as u64) as usize;
+        (at * self.stride) % self.capacity
     }
 
     fn slot(&self, at: usize) -> std::sync::MutexGuard<'_, Option<(u64, Event)>> {
@@ -53,7 +66,7 @@ impl History {
         }
         let position = self.next.fetch_add(1, Ordering::Relaxed);
         let evicted = {
-            let mut slot = self.slot((position % self.capacity as u64) as usize);
+            let mut slot = self.slot(self.index(position));
             match &*slot {
                 Some((held, _)) if *held > position => None,
                 _ => slot.replace((position, event.clone())).map(|(_, e)| e),
@@ -98,4 +111,18 @@ impl History {
         }
         found.into_iter().map(|(_, e)| e).collect()
     }
+}
+
+/// A stride coprime with `capacity` that puts consecutive slots on
+/// different cache lines; 1 for small rings.
+fn stride_for(capacity: usize) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    [
+        61, 59, 53, 47, 43, 41, 37, 31, 29, 23, 19, 17, 13, 11, 7, 5, 3,
+    ]
+    .into_iter()
+    .find(|&s| capacity > 2 * s && gcd(s, capacity) == 1)
+    .unwrap_or(1)
 }
