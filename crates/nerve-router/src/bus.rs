@@ -180,7 +180,7 @@ impl std::fmt::Debug for Bus {
 }
 
 impl Bus {
-    /// A bus with the default settings (see [`BusBuilder`]).
+    /// A bus with the default settings (see [`BusBuilder`](crate::BusBuilder)).
     pub fn new() -> Self {
         Self::from_config(Config::default())
     }
