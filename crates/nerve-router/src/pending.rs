@@ -22,6 +22,8 @@ pub(crate) struct Pending {
     /// Threads in `wait_blocking`: without any, reaching zero wakes no one
     /// (a condvar's notify is a system call even when nobody waits).
     zero_waiters: AtomicUsize,
+    /// Tasks in `wait`: without any, reaching zero takes no lock.
+    async_waiters: AtomicUsize,
 }
 
 impl Pending {
@@ -58,7 +60,9 @@ impl Pending {
                 drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner));
                 self.zero.notify_all();
             }
-            self.notify.notify_waiters();
+            if self.async_waiters.load(Ordering::SeqCst) > 0 {
+                self.notify.notify_waiters();
+            }
         }
     }
 
@@ -136,11 +140,22 @@ impl Pending {
 
     /// Waits for zero.
     pub(crate) async fn wait(&self) {
+        /// Counts the waiting task while it waits, however the wait ends.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        // SeqCst, as in `done`: either `done` sees this task, or this task
+        // sees the count it left.
+        self.async_waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.async_waiters);
         loop {
             let mut notified = pin!(self.notify.notified());
             // Register before checking, so a `done` in between is not missed.
             notified.as_mut().enable();
-            if self.get() == 0 {
+            if self.count.load(Ordering::SeqCst) == 0 {
                 return;
             }
             notified.await;
