@@ -477,7 +477,8 @@ impl Dispatcher {
                 });
             }
         }
-        self.history.push(event);
+        self.history
+            .push(event, route.recorded.then(|| event.seq()));
         if let Some(instrument) = &self.config.instrument {
             instrument.emitted(event);
         }

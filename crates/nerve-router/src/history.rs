@@ -1,45 +1,48 @@
 //! The in-memory history: a bounded ring of the most recent events.
 //!
-//! Emitters on different threads do not share a lock: each push takes the
-//! next position (one atomic add) and locks only its own slot. The event a
-//! push evicts is freed on the emitting thread, where the allocator reuses
-//! its memory for the next event (`docs/benchmarks.md`, "Router design
-//! notes").
+//! Emitters on different threads do not share a lock, nor a counter of
+//! their own: an event goes in the slot of its `seq` (which the bus has
+//! just taken), and the push locks only that slot. The few events the bus
+//! does not number (its reports of journal faults) are kept apart, in a
+//! short ring of their own. The event a push evicts is freed on the
+//! emitting thread, where the allocator reuses its memory for the next
+//! event (`docs/benchmarks.md`, "Router design notes").
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crossbeam_utils::CachePadded;
 use nerve_core::Event;
 use nerve_core::query::HistoryQuery;
+
+/// Unnumbered events kept at most (fewer if the history is smaller).
+const UNNUMBERED: usize = 64;
 
 /// An event and the position it was pushed at.
 type Slot = Mutex<Option<(u64, Event)>>;
 
 pub(crate) struct History {
     capacity: usize,
-    /// Where the next push goes (see `index`). Padded: every emit writes
-    /// it, and the fields beside it are read by every emit.
-    next: CachePadded<AtomicU64>,
-    /// The slot of position `p` is `p * stride % capacity`: consecutive
-    /// pushes (from different threads, often) land on different cache lines.
+    /// The slot of `seq` is `seq * stride % capacity`: consecutive events
+    /// (from different threads, often) land on different cache lines.
     stride: usize,
-    /// `next` at the last `clear`.
-    cleared_at: AtomicU64,
-    /// Each slot holds the event pushed at some position, with that
-    /// position, so that a push that wrapped round late never replaces a
-    /// newer event.
+    /// Each slot holds the event of some `seq`, with that `seq`, so that a
+    /// push that wrapped round late never replaces a newer event.
     slots: Box<[Slot]>,
+    /// Slots holding an event: counted only while the ring fills up.
+    occupied: AtomicUsize,
+    /// Events without a `seq`, oldest first, with the order they came in.
+    unnumbered: Mutex<(u64, VecDeque<(u64, Event)>)>,
 }
 
 impl History {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            next: CachePadded::new(AtomicU64::new(0)),
             stride: stride_for(capacity),
-            cleared_at: AtomicU64::new(0),
             slots: (0..capacity).map(|_| Mutex::new(None)).collect(),
+            occupied: AtomicUsize::new(0),
+            unnumbered: Mutex::new((0, VecDeque::new())),
         }
     }
 
@@ -47,56 +50,81 @@ impl History {
         self.capacity
     }
 
-    /// The slot of `position`: a permutation of the positions modulo the
-    /// capacity, so that a push still replaces the one `capacity` before it.
-    fn index(&self, position: u64) -> usize {
-        let at = (position % self.capacity as u64) as usize;
+    /// The slot of `seq`: a permutation of the numbers modulo the capacity,
+    /// so that an event still replaces the one `capacity` before it.
+    fn index(&self, seq: u64) -> usize {
+        let at = (seq % self.capacity as u64) as usize;
         (at * self.stride) % self.capacity
     }
 
-    fn slot(&self, at: usize) -> std::sync::MutexGuard<'_, Option<(u64, Event)>> {
+    fn slot(&self, at: usize) -> MutexGuard<'_, Option<(u64, Event)>> {
         self.slots[at]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn push(&self, event: &Event) {
+    fn unnumbered(&self) -> MutexGuard<'_, (u64, VecDeque<(u64, Event)>)> {
+        self.unnumbered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps `event`, numbered `seq` by the bus, or not numbered (`None`).
+    pub(crate) fn push(&self, event: &Event, seq: Option<u64>) {
         if self.capacity == 0 {
             return;
         }
-        let position = self.next.fetch_add(1, Ordering::Relaxed);
+        let Some(seq) = seq else {
+            let mut unnumbered = self.unnumbered();
+            let (next, ring) = &mut *unnumbered;
+            if ring.len() == self.capacity.min(UNNUMBERED) {
+                ring.pop_front();
+            }
+            ring.push_back((*next, event.clone()));
+            *next += 1;
+            return;
+        };
         let evicted = {
-            let mut slot = self.slot(self.index(position));
+            let mut slot = self.slot(self.index(seq));
             match &*slot {
-                Some((held, _)) if *held > position => None,
-                _ => slot.replace((position, event.clone())).map(|(_, e)| e),
+                Some((held, _)) if *held > seq => None,
+                Some(_) => slot.replace((seq, event.clone())),
+                None => {
+                    self.occupied.fetch_add(1, Ordering::Relaxed);
+                    slot.replace((seq, event.clone()))
+                }
             }
         };
         drop(evicted);
     }
 
     pub(crate) fn len(&self) -> usize {
-        let pushed = self.next.load(Ordering::Relaxed) - self.cleared_at.load(Ordering::Relaxed);
-        pushed.min(self.capacity as u64) as usize
+        self.occupied.load(Ordering::Relaxed) + self.unnumbered().1.len()
     }
 
     pub(crate) fn clear(&self) {
-        self.cleared_at
-            .store(self.next.load(Ordering::Relaxed), Ordering::Relaxed);
         for at in 0..self.capacity {
-            drop(self.slot(at).take());
+            if self.slot(at).take().is_some() {
+                self.occupied.fetch_sub(1, Ordering::Relaxed);
+            }
         }
+        self.unnumbered().1.clear();
     }
 
     pub(crate) fn query(&self, query: &HistoryQuery) -> Vec<Event> {
-        let mut found: Vec<(u64, Event)> = (0..self.capacity)
-            .filter_map(|at| {
-                self.slot(at)
-                    .as_ref()
-                    .filter(|(_, e)| query.matches(e))
-                    .cloned()
-            })
+        let mut found: Vec<(u64, Event)> = self
+            .unnumbered()
+            .1
+            .iter()
+            .filter(|(_, e)| query.matches(e))
+            .cloned()
             .collect();
+        found.extend((0..self.capacity).filter_map(|at| {
+            self.slot(at)
+                .as_ref()
+                .filter(|(_, e)| query.matches(e))
+                .cloned()
+        }));
         // Concurrent emitters may push slightly out of `seq` order; the
         // answer is ordered by `seq` all the same (events without one, by
         // when they were pushed).
