@@ -12,7 +12,6 @@ use nerve_core::query::HistoryQuery;
 use nerve_core::sink::{FaultReporter, SinkError};
 use nerve_core::{Event, EventId, Pattern, TypedEvent, Value};
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::dead_letter::Redeliver;
@@ -21,7 +20,7 @@ use crate::error::{EmitError, EmitManyError, SubscribeError};
 use crate::handler::{self, HandlerError, IntoHandlerResult};
 use crate::queue::{Overflow, Queue};
 use crate::reentry::{self, block_here};
-use crate::report::DeliveryReport;
+use crate::report::{DeliveryReport, Waiter};
 use crate::stats::BusStats;
 use crate::stream::{EventStream, StreamOptions};
 use crate::subscribe::{IntoPatterns, Subscribe, SubscriptionId};
@@ -181,7 +180,7 @@ impl std::fmt::Debug for Bus {
 }
 
 impl Bus {
-    /// A bus with the default settings (see [`BusBuilder`]).
+    /// A bus with the default settings (see [`BusBuilder`](crate::BusBuilder)).
     pub fn new() -> Self {
         Self::from_config(Config::default())
     }
@@ -599,16 +598,12 @@ impl Bus {
     ///
     /// As [`emit_and_wait`](Self::emit_and_wait).
     pub async fn emit_event_and_wait(&self, event: Event) -> Result<DeliveryReport, EmitError> {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (waiter, outcomes) = Waiter::new();
         let dispatched = self
             .inner
             .core
-            .dispatch(event, Some((tx, WaitMode::Async)))?;
-        let mut outcomes = Vec::new();
-        while let Some(outcome) = rx.recv().await {
-            outcomes.push(outcome);
-        }
-        dispatched.into_report(outcomes)
+            .dispatch(event, Some((waiter, WaitMode::Async)))?;
+        dispatched.into_report(outcomes.await)
     }
 
     /// The blocking twin of [`emit_and_wait`](Self::emit_and_wait), for sync code.
@@ -633,22 +628,14 @@ impl Bus {
     ///
     /// As [`emit_and_wait_blocking`](Self::emit_and_wait_blocking).
     pub fn emit_event_and_wait_blocking(&self, event: Event) -> Result<DeliveryReport, EmitError> {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (waiter, outcomes) = Waiter::new();
         let dispatched = self
             .inner
             .core
-            .dispatch(event, Some((tx, WaitMode::Blocking)))?;
-        // `futures`' executor, unlike `blocking_recv`, does not refuse to run
-        // inside a runtime; the deadlock cases were refused by `dispatch`.
-        let outcomes = block_here(|| {
-            futures::executor::block_on(async move {
-                let mut outcomes = Vec::new();
-                while let Some(outcome) = rx.recv().await {
-                    outcomes.push(outcome);
-                }
-                outcomes
-            })
-        });
+            .dispatch(event, Some((waiter, WaitMode::Blocking)))?;
+        // `futures`' executor does not refuse to run inside a runtime; the
+        // deadlock cases were refused by `dispatch`.
+        let outcomes = block_here(|| futures::executor::block_on(outcomes));
         dispatched.into_report(outcomes)
     }
 

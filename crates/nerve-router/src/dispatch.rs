@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
 use nerve_core::correlation::{self, Ambient, CorrelationId};
 use nerve_core::instrument::HandlerMode;
 use nerve_core::metrics::names as metric;
 use nerve_core::sink::SinkFault;
 use nerve_core::{Event, EventId};
-use smallvec::SmallVec;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::task::AbortHandle;
 
@@ -32,10 +32,10 @@ use crate::history::History;
 use crate::ledger::{JOURNAL_ERROR, Ledger, Publish};
 use crate::queue::{DropReason, Overflow, Pushed, Queue, QueueItem, Wakes, wake_all};
 use crate::reentry::{self, Blocked, Chain, DepthGuard, block_here, retrying};
-use crate::report::{DeliveryReport, HandlerOutcome, Outcome};
+use crate::report::{DeliveryReport, HandlerOutcome, Outcome, Waiter};
 use crate::routes::{Route, Routes, TopicTraits};
 use crate::runs::Runs;
-use crate::subscription::{AsyncSlot, Delivery, HandlerKind, StreamItem, Subscription, Waiter};
+use crate::subscription::{AsyncSlot, Delivery, HandlerKind, StreamItem, Subscription};
 use crate::worker;
 
 /// The engine of one bus: its settings, its subscriptions, and what the
@@ -47,7 +47,9 @@ pub(crate) struct Dispatcher {
     /// Events numbered so far: also the count of events emitted, which
     /// `stats` reports from here (less `emitted_base`) rather than from a
     /// counter of its own, saving the emit path an atomic add.
-    pub(crate) seq: AtomicU64,
+    /// Padded: every emit writes it, and the fields beside it are read by
+    /// every emit.
+    pub(crate) seq: CachePadded<AtomicU64>,
     /// `seq` at the last `reset_stats`.
     pub(crate) emitted_base: AtomicU64,
     pub(crate) history: History,
@@ -158,8 +160,9 @@ pub(crate) struct Deliveries {
     /// `AllHandlersFailed` dead letter rather than one per handler.
     inline_ran: usize,
     queued_any: bool,
-    failures: SmallVec<[(Arc<Subscription>, Outcome); 2]>,
-    drops: SmallVec<[Arc<Subscription>; 2]>,
+    /// Empty, and so free to make and drop, on the common path.
+    failures: Vec<(Arc<Subscription>, Outcome)>,
+    drops: Vec<Arc<Subscription>>,
     halt: Option<(Arc<Subscription>, String)>,
     refused: Option<Box<EmitError>>,
     /// Whether this thread may wait for room in a queue, worked out on
@@ -183,8 +186,8 @@ impl Deliveries {
             runtime,
             inline_ran: 0,
             queued_any: false,
-            failures: SmallVec::new(),
-            drops: SmallVec::new(),
+            failures: Vec::new(),
+            drops: Vec::new(),
             halt: None,
             refused: None,
             may_block: None,
@@ -258,7 +261,7 @@ impl Dispatcher {
                 runs: Runs::new(config.run_history.0, config.run_history.1),
                 config,
                 routes: Arc::new(Routes::new()),
-                seq: AtomicU64::new(first_seq),
+                seq: CachePadded::new(AtomicU64::new(first_seq)),
                 emitted_base: AtomicU64::new(first_seq),
                 ledger,
                 caller,
@@ -474,11 +477,12 @@ impl Dispatcher {
                 });
             }
         }
-        self.history.push(event);
+        self.history
+            .push(event, route.recorded.then(|| event.seq()));
         if let Some(instrument) = &self.config.instrument {
             instrument.emitted(event);
         }
-        route.type_counter.fetch_add(1, Ordering::Relaxed);
+        route.type_counter.add(1);
         if let Some(metrics) = self.ledger.metrics() {
             metrics.counter(
                 metric::EVENTS_EMITTED_TOTAL,
@@ -811,7 +815,7 @@ impl Dispatcher {
                 .get_or_insert_with(|| (sub.clone(), reason.clone()));
         }
         if let Some(w) = &deliveries.waiter {
-            let _ = w.send(HandlerOutcome {
+            w.send(HandlerOutcome {
                 subscription: sub.id,
                 name: sub.name.as_deref().map(str::to_owned),
                 outcome: outcome.clone(),
@@ -851,7 +855,7 @@ impl Dispatcher {
     fn report_failures(
         &self,
         event: &Event,
-        failures: SmallVec<[(Arc<Subscription>, Outcome); 2]>,
+        failures: Vec<(Arc<Subscription>, Outcome)>,
         deliveries: &Deliveries,
     ) {
         let all_failed = !deliveries.queued_any

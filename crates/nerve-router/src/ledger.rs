@@ -18,6 +18,7 @@ use nerve_core::sink::{SinkErrorKind, SinkFault};
 use nerve_core::{Event, Value};
 use serde_json::json;
 
+use crate::counter::Counter;
 use crate::dead_letter::{DeadLetterQueue, DeadLetterReason, Failure};
 use crate::error::EmitError;
 use crate::pending::Pending;
@@ -61,7 +62,8 @@ pub(crate) trait Publish: Send + Sync {
 #[derive(Default)]
 pub(crate) struct Totals {
     pub(crate) rejected: AtomicU64,
-    pub(crate) delivered: AtomicU64,
+    /// Bumped by every successful inline delivery: striped.
+    pub(crate) delivered: Counter,
     pub(crate) dropped: AtomicU64,
     pub(crate) journal_errors: AtomicU64,
     pub(crate) failed: AtomicU64,
@@ -73,9 +75,9 @@ pub(crate) struct Totals {
 
 impl Totals {
     fn reset(&self) {
+        self.delivered.reset();
         for c in [
             &self.rejected,
-            &self.delivered,
             &self.dropped,
             &self.journal_errors,
             &self.failed,
@@ -93,10 +95,10 @@ pub(crate) struct Ledger {
     pub(crate) totals: Totals,
     /// Deliveries queued or running, shared with each [`Delivery`](crate::subscription::Delivery).
     pub(crate) in_flight: Arc<Pending>,
-    by_type: DashMap<Box<str>, Arc<AtomicU64>, foldhash::fast::RandomState>,
+    by_type: DashMap<Box<str>, Arc<Counter>, foldhash::fast::RandomState>,
     types_counted: AtomicUsize,
     /// Where types past `MAX_COUNTED_TYPES` are counted.
-    other_types: Arc<AtomicU64>,
+    other_types: Arc<Counter>,
     metrics: Option<Arc<dyn Metrics>>,
     dead_letters: Option<DeadLetterQueue>,
     publish: Weak<dyn Publish>,
@@ -133,14 +135,14 @@ impl Ledger {
         self.totals.reset();
         self.in_flight.reset_abandoned();
         for counter in &self.by_type {
-            counter.value().store(0, Ordering::Relaxed);
+            counter.value().reset();
         }
-        self.other_types.store(0, Ordering::Relaxed);
+        self.other_types.reset();
     }
 
     /// The counter of `event_type`, made on first use; called on route-cache
     /// misses only.
-    pub(crate) fn type_counter(&self, event_type: &str) -> Arc<AtomicU64> {
+    pub(crate) fn type_counter(&self, event_type: &str) -> Arc<Counter> {
         if let Some(counter) = self.by_type.get(event_type) {
             return counter.clone();
         }
@@ -160,10 +162,10 @@ impl Ledger {
     pub(crate) fn by_type(&self) -> impl Iterator<Item = (String, u64)> + '_ {
         self.by_type
             .iter()
-            .map(|e| (e.key().to_string(), e.value().load(Ordering::Relaxed)))
+            .map(|e| (e.key().to_string(), e.value().get()))
             .chain(std::iter::once((
                 "(other)".to_owned(),
-                self.other_types.load(Ordering::Relaxed),
+                self.other_types.get(),
             )))
             .filter(|(_, n)| *n > 0)
     }
@@ -219,7 +221,11 @@ impl Ledger {
         }
         let (s, c) = (&self.totals, &sub.counters);
         let pairs: &[(&AtomicU64, &AtomicU64)] = match outcome {
-            Outcome::Delivered => &[(&s.delivered, &c.succeeded)],
+            Outcome::Delivered => {
+                s.delivered.add(1);
+                c.succeeded.add(1);
+                return;
+            }
             Outcome::Failed(_) => &[(&s.failed, &c.failed)],
             Outcome::Panicked(_) => &[(&s.failed, &c.failed), (&s.panicked, &c.panicked)],
             Outcome::TimedOut(_) => &[(&s.timed_out, &c.timed_out)],

@@ -93,6 +93,7 @@ mod builder;
 mod bus;
 mod call;
 mod config;
+mod counter;
 mod dead_letter;
 mod dispatch;
 mod error;

@@ -19,6 +19,11 @@ pub(crate) struct Pending {
     below: Condvar,
     /// Deliveries dropped unfinished (shutdown, lost runtime).
     abandoned: AtomicU64,
+    /// Threads in `wait_blocking`: without any, reaching zero wakes no one
+    /// (a condvar's notify is a system call even when nobody waits).
+    zero_waiters: AtomicUsize,
+    /// Tasks in `wait`: without any, reaching zero takes no lock.
+    async_waiters: AtomicUsize,
 }
 
 impl Pending {
@@ -51,9 +56,13 @@ impl Pending {
         if before == 1 {
             // Taking the lock orders this wake-up after any blocking waiter's
             // check of the count, so no waiter can miss it.
-            drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner));
-            self.zero.notify_all();
-            self.notify.notify_waiters();
+            if self.zero_waiters.load(Ordering::SeqCst) > 0 {
+                drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner));
+                self.zero.notify_all();
+            }
+            if self.async_waiters.load(Ordering::SeqCst) > 0 {
+                self.notify.notify_waiters();
+            }
         }
     }
 
@@ -94,9 +103,18 @@ impl Pending {
 
     /// Waits for zero; `false` if `timeout` passed first.
     pub(crate) fn wait_blocking(&self, timeout: Option<Duration>) -> bool {
+        // SeqCst, as in `done`: either `done` sees this waiter, or this
+        // waiter sees the count it left.
+        self.zero_waiters.fetch_add(1, Ordering::SeqCst);
+        let reached = self.wait_zero(timeout);
+        self.zero_waiters.fetch_sub(1, Ordering::AcqRel);
+        reached
+    }
+
+    fn wait_zero(&self, timeout: Option<Duration>) -> bool {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        while self.get() > 0 {
+        while self.count.load(Ordering::SeqCst) > 0 {
             match deadline {
                 None => {
                     guard = self
@@ -122,11 +140,22 @@ impl Pending {
 
     /// Waits for zero.
     pub(crate) async fn wait(&self) {
+        /// Counts the waiting task while it waits, however the wait ends.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        // SeqCst, as in `done`: either `done` sees this task, or this task
+        // sees the count it left.
+        self.async_waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.async_waiters);
         loop {
             let mut notified = pin!(self.notify.notified());
             // Register before checking, so a `done` in between is not missed.
             notified.as_mut().enable();
-            if self.get() == 0 {
+            if self.count.load(Ordering::SeqCst) == 0 {
                 return;
             }
             notified.await;

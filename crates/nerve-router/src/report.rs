@@ -1,6 +1,13 @@
 //! What happened to one event: the report of `emit_and_wait`.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures::task::AtomicWaker;
 
 use nerve_core::EventId;
 use serde::Serialize;
@@ -143,5 +150,77 @@ impl DeliveryReport {
     /// Whether every handler succeeded.
     pub fn is_success(&self) -> bool {
         self.outcomes.iter().all(|o| o.outcome.is_delivered())
+    }
+}
+
+/// Where `emit_and_wait` collects the outcomes of one event's deliveries.
+/// Every delivery made for the wait holds a clone and reports through it
+/// once; the wait ends when the last clone is dropped, with one wake-up.
+pub(crate) struct Waiter(Arc<Collected>);
+
+struct Collected {
+    outcomes: Mutex<Vec<HandlerOutcome>>,
+    /// Live `Waiter`s.
+    handles: AtomicUsize,
+    waker: AtomicWaker,
+}
+
+impl Waiter {
+    /// A waiter, and the future of its outcomes.
+    pub(crate) fn new() -> (Self, Outcomes) {
+        let collected = Arc::new(Collected {
+            outcomes: Mutex::new(Vec::new()),
+            handles: AtomicUsize::new(1),
+            waker: AtomicWaker::new(),
+        });
+        (Self(collected.clone()), Outcomes(collected))
+    }
+
+    pub(crate) fn send(&self, outcome: HandlerOutcome) {
+        self.0
+            .outcomes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(outcome);
+    }
+}
+
+impl Clone for Waiter {
+    fn clone(&self) -> Self {
+        self.0.handles.fetch_add(1, Ordering::Relaxed);
+        Self(self.0.clone())
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if self.0.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.waker.wake();
+        }
+    }
+}
+
+/// The outcomes a [`Waiter`] collects, in the order they were reported,
+/// once every delivery has reported.
+pub(crate) struct Outcomes(Arc<Collected>);
+
+impl Future for Outcomes {
+    type Output = Vec<HandlerOutcome>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let collected = &self.0;
+        if collected.handles.load(Ordering::Acquire) != 0 {
+            collected.waker.register(cx.waker());
+            // Looked at again after registering: a drop in between woke
+            // no one.
+            if collected.handles.load(Ordering::Acquire) != 0 {
+                return Poll::Pending;
+            }
+        }
+        let mut outcomes = collected
+            .outcomes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Poll::Ready(std::mem::take(&mut *outcomes))
     }
 }

@@ -8,12 +8,11 @@ use std::sync::atomic::Ordering;
 use futures::future::BoxFuture;
 use nerve_core::Event;
 use nerve_core::correlation::{self, Ambient};
-use tokio::sync::mpsc;
 
 use crate::dead_letter::{DeadLetter, Redeliver};
 use crate::dispatch::{Deliveries, Dispatcher, WaitMode};
 use crate::reentry::while_retrying;
-use crate::report::Outcome;
+use crate::report::{Outcome, Waiter};
 use crate::subscribe::SubscriptionId;
 use crate::subscription::{HandlerKind, Subscription};
 
@@ -73,15 +72,11 @@ fn find_target(
 
 /// Emits `event` again and waits for every handler.
 async fn re_emit(bus: &Dispatcher, event: Event) -> Result<(), String> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let dispatched = while_retrying(|| bus.dispatch(event, Some((tx, WaitMode::Async))))
+    let (waiter, outcomes) = Waiter::new();
+    let dispatched = while_retrying(|| bus.dispatch(event, Some((waiter, WaitMode::Async))))
         .map_err(|e| e.to_string())?;
-    let mut outcomes = Vec::new();
-    while let Some(outcome) = rx.recv().await {
-        outcomes.push(outcome);
-    }
     let report = dispatched
-        .into_report(outcomes)
+        .into_report(outcomes.await)
         .map_err(|e| e.to_string())?;
     if report.outcomes.is_empty() {
         return Err("no subscription matched the event".to_owned());
@@ -104,10 +99,10 @@ async fn deliver_again(bus: &Dispatcher, sub: &Arc<Subscription>, event: &Event)
     } else {
         None
     };
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (waiter, outcomes) = Waiter::new();
     let delivered = while_retrying(|| {
         let _ambient = correlation::enter_ambient(Ambient::of_event(event));
-        let mut deliveries = Deliveries::retry(tx, runtime);
+        let mut deliveries = Deliveries::retry(waiter, runtime);
         let delivered = bus.deliver(sub, event, &mut deliveries);
         bus.settle(event, &mut deliveries);
         delivered
@@ -119,7 +114,7 @@ async fn deliver_again(bus: &Dispatcher, sub: &Arc<Subscription>, event: &Event)
             Err(reason) => Outcome::Dropped(reason),
         };
     }
-    match rx.recv().await {
+    match outcomes.await.into_iter().next() {
         Some(o) => o.outcome,
         None => Outcome::Abandoned,
     }

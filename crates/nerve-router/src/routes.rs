@@ -15,6 +15,7 @@ use arc_swap::{ArcSwap, Guard};
 use dashmap::DashMap;
 use nerve_core::Segment;
 
+use crate::counter::Counter;
 use crate::subscribe::SubscriptionId;
 use crate::subscription::Subscription;
 
@@ -31,7 +32,7 @@ pub(crate) struct Route {
     pub(crate) runs_inline: bool,
     /// Events emitted of this type, shared with the bus's stats, so that the
     /// emit path counts with one atomic add and no map lookup.
-    pub(crate) type_counter: Arc<AtomicU64>,
+    pub(crate) type_counter: Arc<Counter>,
     /// Whether the topic matches the bus's terminal patterns.
     pub(crate) terminal: bool,
     /// Whether the topic matches the bus's durable patterns (when it has
@@ -45,7 +46,7 @@ pub(crate) struct Route {
 /// What the bus knows of a topic, apart from its subscriptions: computed
 /// once per topic when its route is made.
 pub(crate) struct TopicTraits {
-    pub(crate) type_counter: Arc<AtomicU64>,
+    pub(crate) type_counter: Arc<Counter>,
     pub(crate) terminal: bool,
     pub(crate) durable: bool,
     pub(crate) recorded: bool,

@@ -66,7 +66,7 @@ impl BusStats {
             events: EventStats {
                 emitted: get(&bus.seq).saturating_sub(get(&bus.emitted_base)),
                 rejected: get(&s.rejected),
-                delivered: get(&s.delivered),
+                delivered: s.delivered.get(),
                 dropped: get(&s.dropped),
                 journal_errors: get(&s.journal_errors),
                 failed: get(&s.failed),
@@ -200,7 +200,7 @@ impl SubscriberStats {
         // An inline handler is called for every event it is offered, and
         // its outcomes are counted anyway: derived, not counted twice.
         let (offered, delivered) = if sub.is_inline() {
-            let ran = get(&c.succeeded) + get(&c.failed) + get(&c.timed_out) + get(&c.halted);
+            let ran = c.succeeded.get() + get(&c.failed) + get(&c.timed_out) + get(&c.halted);
             (ran, ran)
         } else {
             (sub.kind.offered(c), get(&c.delivered))
@@ -222,7 +222,7 @@ impl SubscriberStats {
             queued: queue.map_or(0, |q| q.0 as u64),
             capacity: queue.map(|q| q.1),
             overflow: queue.map(|q| q.2),
-            succeeded: get(&c.succeeded),
+            succeeded: c.succeeded.get(),
             failed: get(&c.failed),
             panicked: get(&c.panicked),
             timed_out: get(&c.timed_out),

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use nerve_core::instrument::{HandlerInfo, HandlerMode};
 use nerve_core::{Event, Pattern};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::counter::Counter;
 use crate::handler::{AsyncFn, FilterFn, SyncFn};
 use crate::pending::Pending;
 use crate::queue::{DropReason, Overflow, Queue, QueueItem};
 use crate::reentry::Chain;
-use crate::report::{HandlerOutcome, Outcome};
+use crate::report::{HandlerOutcome, Outcome, Waiter};
 use crate::subscribe::SubscriptionId;
 
 pub(crate) enum HandlerKind {
@@ -156,7 +156,8 @@ pub(crate) struct SubscriptionCounters {
     pub(crate) unannounced: AtomicU64,
     /// When drops were last announced.
     pub(crate) announced_at: Mutex<Option<std::time::Instant>>,
-    pub(crate) succeeded: AtomicU64,
+    /// Bumped by every successful inline delivery: striped.
+    pub(crate) succeeded: Counter,
     pub(crate) failed: AtomicU64,
     pub(crate) panicked: AtomicU64,
     pub(crate) timed_out: AtomicU64,
@@ -166,11 +167,11 @@ pub(crate) struct SubscriptionCounters {
 
 impl SubscriptionCounters {
     pub(crate) fn reset(&self) {
+        self.succeeded.reset();
         for c in self.dropped.iter().chain([
             &self.offered,
             &self.delivered,
             &self.unannounced,
-            &self.succeeded,
             &self.failed,
             &self.panicked,
             &self.timed_out,
@@ -184,9 +185,6 @@ impl SubscriptionCounters {
         self.dropped.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 }
-
-/// Where `emit_and_wait` collects outcomes.
-pub(crate) type Waiter = mpsc::UnboundedSender<HandlerOutcome>;
 
 /// One event on its way to one async handler. Counted as pending from
 /// creation until dropped; dropped unfinished, it counts as abandoned.
@@ -243,7 +241,7 @@ impl Delivery {
     pub(crate) fn finish(mut self, outcome: Outcome, elapsed: Duration) {
         self.finished = true;
         if let Some(waiter) = self.waiter.take() {
-            let _ = waiter.send(HandlerOutcome {
+            waiter.send(HandlerOutcome {
                 subscription: self.sub.id,
                 name: self.sub.name.as_deref().map(str::to_owned),
                 outcome,
@@ -258,7 +256,7 @@ impl Drop for Delivery {
         if !self.finished {
             self.in_flight.abandon();
             if let Some(waiter) = self.waiter.take() {
-                let _ = waiter.send(HandlerOutcome {
+                waiter.send(HandlerOutcome {
                     subscription: self.sub.id,
                     name: self.sub.name.as_deref().map(str::to_owned),
                     outcome: Outcome::Abandoned,

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::call::Caller;
 use crate::handler::{SyncFn, panic_message};
 use crate::queue::{Queue, Waiting};
-use crate::reentry::{self, Blocked, WithChain};
+use crate::reentry::{self, Blocked, Chain, WithChain};
 use crate::report::Outcome;
 use crate::subscription::{Delivery, HandlerKind};
 
@@ -46,10 +46,21 @@ pub(crate) fn spawn(
     let abandon = AbandonQueuedOnDrop(queue.clone());
     handle.spawn(async move {
         let _abandon = abandon;
-        // `for_each_concurrent(1)` finishes event N before starting N+1, which
-        // is the per-subscriber order; `n` runs up to n at once.
+        let next = || futures::future::poll_fn(|cx| queue.poll_pop(cx, Waiting::Poll));
+        if concurrency == 1 {
+            // Event N finishes before N+1 starts: the per-subscriber order.
+            let mut alone = None;
+            while let Some(delivery) = next().await {
+                run(caller.clone(), delivery, &mut alone).await;
+            }
+            return;
+        }
+        // Up to `concurrency` at once.
         futures::stream::poll_fn(|cx| queue.poll_pop(cx, Waiting::Poll))
-            .for_each_concurrent(concurrency, |delivery| run(caller.clone(), delivery))
+            .for_each_concurrent(concurrency, |delivery| {
+                let caller = caller.clone();
+                async move { run(caller, delivery, &mut None).await }
+            })
             .await;
     })
 }
@@ -131,7 +142,10 @@ impl<F: Future> Future for InScope<'_, F> {
     }
 }
 
-async fn run(caller: Weak<Caller>, delivery: Delivery) {
+/// Runs one delivery. `alone` keeps, from one delivery to the next, the
+/// chain of a delivery no emitter waits on (this subscription alone), so
+/// that it is made once rather than for every event.
+async fn run(caller: Weak<Caller>, delivery: Delivery, alone: &mut Option<Chain>) {
     let Some(caller) = caller.upgrade() else {
         return; // The bus is gone: dropping the delivery counts it abandoned.
     };
@@ -148,13 +162,16 @@ async fn run(caller: Weak<Caller>, delivery: Delivery) {
         None => None,
     };
     let timeout = delivery.sub.timeout.or(caller.handler_timeout);
-    let chain = reentry::extended(
-        delivery.chain.as_ref(),
-        Blocked {
-            bus: caller.bus,
-            subscription: delivery.sub.id,
-        },
-    );
+    let me = Blocked {
+        bus: caller.bus,
+        subscription: delivery.sub.id,
+    };
+    let chain = match delivery.chain.as_ref() {
+        Some(waiting) => reentry::extended(Some(waiting), me),
+        None => alone
+            .get_or_insert_with(|| reentry::extended(None, me))
+            .clone(),
+    };
     let handler = slot.handler.clone();
     let event = delivery.event.clone();
     // The call itself runs inside the first poll, so a handler that panics

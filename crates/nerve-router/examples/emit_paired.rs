@@ -1,0 +1,327 @@
+//! A paired harness for the cost of an emit (issue 14), against channels
+//! doing the same work in the same process, rounds interleaved so that a
+//! noisy machine moves both sides alike. Prints the median of the per-round
+//! ratios.
+//!
+//! ```text
+//! cargo run --release -p nerve-router --example emit_paired -- [emit|threads|wait|all] [rounds]
+//! ```
+//!
+//! - `emit`: `emit("bench.tick", json!({"i": n}))` to one inline sync
+//!   handler, against tokio `broadcast` `send` + `try_recv` of an
+//!   `Arc<Value>` of the same payload; then both with `Value::Null`.
+//! - `threads`: events per second delivered by 1, 2 and 4 threads emitting
+//!   into one bus with one inline handler.
+//! - `wait`: `emit_and_wait` to one async handler from a tokio task (2
+//!   worker threads), against a request and reply over tokio `mpsc` +
+//!   `oneshot` on the same runtime.
+//! - `profile N`: N emits only, for `valgrind --tool=callgrind`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nerve_core::{Event, Value};
+use nerve_router::Bus;
+use serde_json::json;
+
+/// Emits per side per round: short, so that a round the machine preempts is
+/// one outlier among many rather than a skewed mean.
+const BATCH: u64 = 2_000;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn ns_per(elapsed: Duration, n: u64) -> f64 {
+    elapsed.as_nanos() as f64 / n as f64
+}
+
+fn nerve_emit(bus: &Bus, null: bool, n: u64) -> Duration {
+    let start = Instant::now();
+    for i in 0..n {
+        let data = if null { Value::Null } else { json!({ "i": i }) };
+        black_box(bus.emit("bench.tick", data).unwrap());
+    }
+    start.elapsed()
+}
+
+fn broadcast(
+    tx: &tokio::sync::broadcast::Sender<Arc<Value>>,
+    rx: &mut tokio::sync::broadcast::Receiver<Arc<Value>>,
+    null: bool,
+    n: u64,
+) -> Duration {
+    let start = Instant::now();
+    for i in 0..n {
+        let data = if null { Value::Null } else { json!({ "i": i }) };
+        tx.send(Arc::new(data)).unwrap();
+        black_box(rx.try_recv().unwrap());
+    }
+    start.elapsed()
+}
+
+fn one_handler_bus() -> Bus {
+    let bus = Bus::builder().build().unwrap();
+    bus.subscribe("bench.*", |e: &Event| {
+        black_box(e.data());
+    })
+    .unwrap();
+    bus
+}
+
+fn emit(rounds: usize) {
+    let bus = one_handler_bus();
+    let (tx, mut rx) = tokio::sync::broadcast::channel(1024);
+    for null in [false, true] {
+        // Warm up both (history ring full, allocator settled).
+        nerve_emit(&bus, null, 20_000);
+        broadcast(&tx, &mut rx, null, 20_000);
+        let (mut ratios, mut ours, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let (a, b) = if round % 2 == 0 {
+                let a = nerve_emit(&bus, null, BATCH);
+                (a, broadcast(&tx, &mut rx, null, BATCH))
+            } else {
+                let b = broadcast(&tx, &mut rx, null, BATCH);
+                (nerve_emit(&bus, null, BATCH), b)
+            };
+            let (a, b) = (ns_per(a, BATCH), ns_per(b, BATCH));
+            ours.push(a);
+            theirs.push(b);
+            ratios.push(a / b);
+        }
+        println!(
+            "emit {:<12} nerve {:7.1} ns  broadcast {:7.1} ns  ratio median {:.2} (min {:.2}, max {:.2}, {} rounds)",
+            if null { "Value::Null" } else { "json!({i: n})" },
+            median(ours),
+            median(theirs),
+            median(ratios.clone()),
+            ratios.iter().copied().fold(f64::MAX, f64::min),
+            ratios.iter().copied().fold(0.0, f64::max),
+            rounds,
+        );
+    }
+}
+
+/// This thread's time on a CPU so far, in ns (Linux; 0 elsewhere).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Events per second delivered by `n` threads emitting into one bus, and the
+/// CPU time each event took. On a machine whose cores are busy with other
+/// work, a second thread cannot run beside the first, so events per second
+/// say little; CPU time per event says whether the threads slow each other
+/// down (shared locks and counters), which is what stops them scaling.
+fn threads(rounds: usize) {
+    let per_thread = 100_000u64;
+    let run = |n: usize| -> (f64, f64) {
+        let bus = one_handler_bus();
+        // Warm each thread's route memo and the history ring first.
+        nerve_emit(&bus, false, 20_000);
+        let barrier = Arc::new(std::sync::Barrier::new(n + 1));
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let bus = bus.clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let cpu = thread_cpu_ns();
+                    nerve_emit(&bus, false, per_thread);
+                    thread_cpu_ns() - cpu
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let cpu: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        let events = n as u64 * per_thread;
+        (
+            events as f64 / start.elapsed().as_secs_f64(),
+            cpu as f64 / events as f64,
+        )
+    };
+    let mut rate = [Vec::new(), Vec::new(), Vec::new()];
+    let mut cpu = [Vec::new(), Vec::new(), Vec::new()];
+    let mut r2 = Vec::new();
+    let mut r4 = Vec::new();
+    let mut e2 = Vec::new();
+    let mut e4 = Vec::new();
+    for _ in 0..rounds {
+        let results = [run(1), run(2), run(4)];
+        for (i, (r, c)) in results.iter().enumerate() {
+            rate[i].push(*r);
+            cpu[i].push(*c);
+        }
+        r2.push(results[1].0 / results[0].0);
+        r4.push(results[2].0 / results[0].0);
+        e2.push(results[0].1 / results[1].1);
+        e4.push(results[0].1 / results[2].1);
+    }
+    for (i, n) in [1, 2, 4].into_iter().enumerate() {
+        println!(
+            "threads {n}: {:10.0} events/s, {:6.0} ns of CPU an event (medians)",
+            median(rate[i].clone()),
+            median(cpu[i].clone())
+        );
+    }
+    println!(
+        "threads events/s 2 vs 1: {:.2}x, 4 vs 1: {:.2}x; CPU an event 1 vs 2: {:.2}, 1 vs 4: {:.2} (1.00: no slowdown from sharing; medians of per-round ratios, {rounds} rounds)",
+        median(r2),
+        median(r4),
+        median(e2),
+        median(e4)
+    );
+}
+
+fn wait(rounds: usize, timeout: bool) {
+    wait_sides(rounds, timeout, true, true);
+}
+
+fn wait_sides(rounds: usize, timeout: bool, run_ours: bool, run_theirs: bool) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let n = 2_000u64;
+    runtime.block_on(async move {
+        let builder = Bus::builder();
+        let builder = if timeout {
+            builder
+        } else {
+            builder.handler_timeout(None)
+        };
+        let bus = builder.build().unwrap();
+        bus.subscribe_async("bench.*", |e: Event| async move {
+            black_box(e.data());
+        })
+        .unwrap();
+        let (req_tx, mut req_rx) =
+            tokio::sync::mpsc::channel::<(Value, tokio::sync::oneshot::Sender<()>)>(1024);
+        tokio::spawn(async move {
+            while let Some((v, reply)) = req_rx.recv().await {
+                black_box(v);
+                let _ = reply.send(());
+            }
+        });
+        let ours = |bus: Bus, n: u64| {
+            tokio::spawn(async move {
+                let start = Instant::now();
+                for i in 0..n {
+                    black_box(
+                        bus.emit_and_wait("bench.tick", json!({ "i": i }))
+                            .await
+                            .unwrap(),
+                    );
+                }
+                start.elapsed()
+            })
+        };
+        let theirs = |tx: tokio::sync::mpsc::Sender<_>, n: u64| {
+            tokio::spawn(async move {
+                let start = Instant::now();
+                for i in 0..n {
+                    let (reply, done) = tokio::sync::oneshot::channel();
+                    tx.send((json!({ "i": i }), reply)).await.unwrap();
+                    done.await.unwrap();
+                }
+                start.elapsed()
+            })
+        };
+        if !(run_ours && run_theirs) {
+            // One side alone, for a profile or a syscall count.
+            if run_ours {
+                ours(bus.clone(), rounds as u64).await.unwrap();
+            } else {
+                theirs(req_tx.clone(), rounds as u64).await.unwrap();
+            }
+            return;
+        }
+        ours(bus.clone(), 500).await.unwrap();
+        theirs(req_tx.clone(), 500).await.unwrap();
+        let (mut ratios, mut a_all, mut b_all) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let (a, b) = if round % 2 == 0 {
+                let a = ours(bus.clone(), n).await.unwrap();
+                (a, theirs(req_tx.clone(), n).await.unwrap())
+            } else {
+                let b = theirs(req_tx.clone(), n).await.unwrap();
+                (ours(bus.clone(), n).await.unwrap(), b)
+            };
+            let (a, b) = (ns_per(a, n), ns_per(b, n));
+            a_all.push(a);
+            b_all.push(b);
+            ratios.push(a / b);
+        }
+        println!(
+            "emit_and_wait {:8.0} ns  mpsc+oneshot {:8.0} ns  ratio median {:.2} ({rounds} rounds)",
+            median(a_all),
+            median(b_all),
+            median(ratios)
+        );
+    });
+}
+
+/// The comparator shaped as `emit_and_wait` is: the reply is one message on
+/// an unbounded channel, then the channel's close.
+fn wait_mimic(n: u64) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let (req_tx, mut req_rx) =
+            tokio::sync::mpsc::channel::<(Value, tokio::sync::mpsc::UnboundedSender<u8>)>(1024);
+        tokio::spawn(async move {
+            while let Some((v, reply)) = req_rx.recv().await {
+                black_box(v);
+                let _ = reply.send(1);
+            }
+        });
+        let start = Instant::now();
+        tokio::spawn(async move {
+            for i in 0..n {
+                let (reply, mut done) = tokio::sync::mpsc::unbounded_channel();
+                req_tx.send((json!({ "i": i }), reply)).await.unwrap();
+                while let Some(x) = done.recv().await {
+                    black_box(x);
+                }
+            }
+        })
+        .await
+        .unwrap();
+        println!("mimic {:.0} ns", ns_per(start.elapsed(), n));
+    });
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let what = args.get(1).map_or("all", String::as_str);
+    let rounds = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(21);
+    match what {
+        "emit" => emit(rounds),
+        "threads" => threads(rounds),
+        "wait" => wait(rounds, true),
+        "wait-untimed" => wait(rounds, false),
+        "wait-mimic" => wait_mimic(rounds as u64),
+        "wait-ours" => wait_sides(rounds, true, true, false),
+        "wait-ours-untimed" => wait_sides(rounds, false, true, false),
+        "wait-theirs" => wait_sides(rounds, true, false, true),
+        "profile" => {
+            let bus = one_handler_bus();
+            nerve_emit(&bus, false, rounds as u64);
+        }
+        _ => {
+            emit(rounds);
+            threads(rounds.min(7));
+            wait(rounds, true);
+        }
+    }
+}
