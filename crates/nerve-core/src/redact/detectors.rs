@@ -198,6 +198,32 @@ impl Detector {
                 let rest = &matched[label..];
                 Some(label + rest.len() - rest.trim_start().len())
             }
+            // The key, then `:` / `=` / `%3A` / `%3D` between optional
+            // quotes and spaces: the capture engine would cost more than
+            // the search on a long value.
+            Self::SecretAssignment => {
+                let b = matched.as_bytes();
+                let skip =
+                    |i: usize, f: fn(u8) -> bool| i + b[i..].iter().take_while(|&&c| f(c)).count();
+                let mut i = skip(0, |c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+                i += usize::from(b.get(i) == Some(&b'\\'));
+                i += usize::from(matches!(b.get(i), Some(b'"' | b'\'')));
+                i = skip(i, |c| c.is_ascii_whitespace());
+                if matches!(b.get(i), Some(b':' | b'=')) {
+                    i += 1;
+                } else if matched
+                    .get(i..i + 3)
+                    .is_some_and(|e| e.eq_ignore_ascii_case("%3a") || e.eq_ignore_ascii_case("%3d"))
+                {
+                    i += 3;
+                } else {
+                    return None;
+                }
+                i = skip(i, |c| c.is_ascii_whitespace());
+                i += usize::from(b.get(i) == Some(&b'\\'));
+                i += usize::from(matches!(b.get(i), Some(b'"' | b'\'')));
+                (i < b.len()).then_some(i)
+            }
             // The value is base64 after the last separator of the label.
             Self::AwsSecretAccessKey => matched
                 .trim_end_matches('=')
@@ -214,7 +240,7 @@ impl Detector {
         match self {
             // A URL-encoded `&` ends a URL-encoded query parameter.
             Self::SecretAssignment => {
-                let end = secret_end(text, &span);
+                let end = secret_end(text, &span, cx);
                 let value = &text[span.start..end];
                 span.start..value.find("%26").map_or(end, |i| span.start + i)
             }
@@ -238,13 +264,53 @@ impl Detector {
         }
     }
 
-    /// Whether, after a rejected candidate, the next search may start at
-    /// its end rather than one character later: no candidate starting
-    /// inside it can be accepted. Keeps long rejected candidates (an
-    /// address with a 60 KiB local part) from being rescanned at every
-    /// character.
-    pub(crate) fn skips_rejected(self) -> bool {
-        matches!(self, Self::Email | Self::PrivateKey)
+    /// Where to search again after the candidate matched at `whole` was
+    /// rejected: one character later, so that a false candidate cannot hide
+    /// a true one it overlaps (`12 4111 1111 1111 1111`), unless no
+    /// candidate starting before some later point can be accepted. Keeps
+    /// each detector linear: a rejected candidate is not rescanned from
+    /// each of its characters (an address with a 60 KiB local part, a
+    /// dotted run of 30,000 numbers).
+    pub(crate) fn resume(self, text: &str, whole: Range<usize>) -> usize {
+        let bytes = text.as_bytes();
+        let run_end = |joiner: fn(u8) -> bool| {
+            whole.start
+                + bytes[whole.start..]
+                    .iter()
+                    .take_while(|&&b| joiner(b))
+                    .count()
+        };
+        let next = match self {
+            // An address is whole or not at all; a key block ends where its
+            // base64 does.
+            Self::Email | Self::PrivateKey => whole.end,
+            // Every later start in the same dotted or colon-joined run is
+            // joined to what precedes it, which these detectors reject.
+            Self::Ipv4 => run_end(|b| b.is_ascii_digit() || b == b'.'),
+            Self::Ipv6 => run_end(|b| b.is_ascii_alphanumeric() || b == b':' || b == b'.'),
+            Self::MacAddress => {
+                run_end(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'-' | b'.'))
+            }
+            // A card starts a group of 3 or more digits, 2 to 6 first.
+            Self::CreditCard => {
+                let mut p = whole.start + 1;
+                while p < bytes.len()
+                    && !(matches!(bytes[p], b'2'..=b'6')
+                        && !is_word(bytes[p - 1])
+                        && bytes[p..].iter().take(3).all(u8::is_ascii_digit))
+                {
+                    p += 1;
+                }
+                p
+            }
+            _ => whole.start + 1,
+        };
+        // On a character boundary, and always forward.
+        let mut next = next.max(whole.start + 1).min(text.len());
+        while !text.is_char_boundary(next) {
+            next += 1;
+        }
+        next
     }
 
     /// Whether the candidate at `span` of `text` is what the detector names.
@@ -331,6 +397,10 @@ impl fmt::Display for Detector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
 }
 
 fn before(text: &str, span: &Range<usize>) -> Option<u8> {
@@ -426,6 +496,9 @@ pub(crate) struct Context {
     /// Where the first private key footer at or after `.0` starts and
     /// ends, if there is one.
     footer: Option<(usize, Option<Range<usize>>)>,
+    /// The last search for a closing quote: which quote, whether escaped,
+    /// from where, and where it stopped (the quote, a newline or the end).
+    quote: Option<(u8, bool, usize, usize)>,
 }
 
 impl Context {
@@ -437,7 +510,42 @@ impl Context {
             seen: start,
             authority: None,
             footer: None,
+            quote: None,
         }
+    }
+
+    /// The first `quote` at or after `from` that is escaped when `escaped`
+    /// says (`\"` in JSON text inside JSON text) and not otherwise, or
+    /// `None` when a newline or the end of `text` comes first. Remembered,
+    /// so that a text of many opening quotes and no closing one is read
+    /// once.
+    fn closing_quote(
+        &mut self,
+        text: &str,
+        quote: u8,
+        escaped: bool,
+        from: usize,
+    ) -> Option<usize> {
+        let bytes = text.as_bytes();
+        let stop = match self.quote {
+            Some((q, e, searched_from, stop))
+                if q == quote && e == escaped && searched_from <= from && from <= stop =>
+            {
+                stop
+            }
+            _ => {
+                let mut i = from;
+                while i < bytes.len()
+                    && bytes[i] != b'\n'
+                    && !(bytes[i] == quote && is_escaped(bytes, i) == escaped)
+                {
+                    i += 1;
+                }
+                self.quote = Some((quote, escaped, from, i));
+                i
+            }
+        };
+        (bytes.get(stop) == Some(&quote)).then_some(stop)
     }
 
     /// Whether `at` is inside the authority of a URL
@@ -505,20 +613,16 @@ fn pem_footer(text: &str, from: usize) -> Option<Range<usize>> {
 /// JSON text), else after the words that follow it on the same line, up to
 /// a delimiter or to what reads as the next assignment (`user=bob`,
 /// `user: bob`).
-fn secret_end(text: &str, span: &Range<usize>) -> usize {
+fn secret_end(text: &str, span: &Range<usize>, cx: &mut Context) -> usize {
     let bytes = text.as_bytes();
-    let escaped = |i: usize| bytes[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1;
     match span.start.checked_sub(1).map(|i| (i, bytes[i])) {
         Some((q, quote @ (b'"' | b'\''))) => {
-            let inner_escaped = escaped(q);
-            let mut i = span.start;
-            while i < bytes.len() && bytes[i] != b'\n' {
-                if bytes[i] == quote && escaped(i) == inner_escaped {
-                    return if inner_escaped { i - 1 } else { i };
-                }
-                i += 1;
+            let escaped = is_escaped(bytes, q);
+            match cx.closing_quote(text, quote, escaped, span.start) {
+                Some(i) if escaped => i - 1,
+                Some(i) => i,
+                None => span.end,
             }
-            span.end
         }
         _ => {
             let delimiter = |b: u8| {
@@ -554,6 +658,11 @@ fn secret_end(text: &str, span: &Range<usize>) -> usize {
             }
         }
     }
+}
+
+/// Whether the byte at `i` is escaped by an odd run of backslashes.
+fn is_escaped(bytes: &[u8], i: usize) -> bool {
+    bytes[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
 }
 
 /// Whether `start`, the start of a bearer token, follows `Authorization:`

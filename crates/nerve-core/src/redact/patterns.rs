@@ -20,9 +20,10 @@ pub(crate) const EMAIL: &str = concat!(
     r"(?:[\p{L}\p{M}\p{N}](?:[\p{L}\p{M}\p{N}-]*[\p{L}\p{M}\p{N}])?\.)+",
     r"(?:xn--[A-Za-z0-9-]{1,59}|[\p{L}\p{M}]{2,24})",
 );
-pub(crate) const CREDIT_CARD: &str = r"\b\d(?:[ -]?\d){12,18}\b";
+// Every card network's numbers start with 2 to 6.
+pub(crate) const CREDIT_CARD: &str = r"\b[2-6](?:[ -]?\d){12,18}\b";
 pub(crate) const US_SSN: &str = concat!(
-    r"\b\d{3}(?:-\d{2}-| \d{2} )\d{4}\b",
+    r"\b[0-8]\d{2}(?:-\d{2}-| \d{2} )\d{4}\b",
     // Nine bare digits only right after an SSN label.
     r#"|(?i:\b(?:ssn|social[ _-]?security(?:[ _-]?(?:number|num|no))?)\.?\\?["']?\s*[:=#]?\s*\\?["']?)"#,
     r"(\d{9})\b",
@@ -30,8 +31,8 @@ pub(crate) const US_SSN: &str = concat!(
 pub(crate) const PHONE: &str = concat!(
     r"(?:\+[1-9]\d{0,2}(?:[ .-]?\(?\d{1,4}\)?){2,6}",
     // North American, with or without the trunk prefix 1.
-    r"|(?:\b1[ .-]?)?\(\d{3}\) ?\d{3}[ .-]\d{4}",
-    r"|\b(?:1[ .-])?\d{3}[ .-]\d{3}[ .-]\d{4}",
+    r"|(?:\b1[ .-]?)?\([2-9]\d{2}\) ?[2-9]\d{2}[ .-]\d{4}",
+    r"|\b(?:1[ .-])?[2-9]\d{2}[ .-][2-9]\d{2}[ .-]\d{4}",
     r"|\b0\d{1,4}(?:[ .-]\d{2,8}){1,4})\b",
 );
 pub(crate) const IPV4: &str = r"\b(?:\d{1,3}\.){3}\d{1,3}\b";

@@ -190,7 +190,7 @@ impl Finder {
     /// candidate that [vetoes](Detector::vetoes) other findings. A rejected
     /// candidate is retried one character later, so that a false candidate
     /// cannot hide a true one it overlaps (`12 4111 1111 1111 1111`), except
-    /// for detectors that [skip](Detector::skips_rejected) it whole.
+    /// where the detector knows [a later point](Detector::resume) to resume.
     fn find(
         &self,
         text: &str,
@@ -237,11 +237,7 @@ impl Finder {
                 if let Some(span) = safe.filter(|s| self.detector.vetoes(text, s.clone())) {
                     vetoes.push((span, self.detector));
                 }
-                at = if self.detector.skips_rejected() {
-                    end.max(next_char(text, whole.start()))
-                } else {
-                    next_char(text, whole.start())
-                };
+                at = self.detector.resume(haystack, whole.range());
             }
         }
     }

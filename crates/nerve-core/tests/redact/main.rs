@@ -5,6 +5,8 @@
 use std::sync::LazyLock;
 
 mod classes;
+mod cost;
+mod shapes;
 
 use nerve_core::redact::{Detector, Redactor};
 use proptest::prelude::*;
