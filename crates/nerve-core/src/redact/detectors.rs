@@ -239,6 +239,15 @@ impl Detector {
     pub(crate) fn extend(self, text: &str, span: Range<usize>, cx: &mut Context) -> Range<usize> {
         match self {
             // A URL-encoded `&` ends a URL-encoded query parameter.
+            // Non-ASCII punctuation (`«`, `’`, a no-break space) is not
+            // part of an address.
+            Self::Email => {
+                let stray = |c: char| !c.is_ascii() && !c.is_alphanumeric();
+                let found = &text[span.clone()];
+                let start = span.start + found.len() - found.trim_start_matches(stray).len();
+                let end = span.start + found.trim_end_matches(stray).len();
+                start..end.max(start)
+            }
             Self::SecretAssignment => {
                 let end = secret_end(text, &span, cx);
                 let value = &text[span.start..end];

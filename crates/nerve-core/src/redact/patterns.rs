@@ -11,16 +11,17 @@
 //! path the regex engines take for Unicode word boundaries on non-ASCII
 //! text, and keeps `\d` from matching other scripts' digits.
 
-// Letters, marks and digits of any script: internationalized addresses
-// (RFC 6531) are matched whole, never from their first ASCII letter. What
-// follows the top-level domain is checked in `detectors.rs`, because an
-// ASCII-only `\b` sees no boundary after a non-ASCII one.
+// Any non-ASCII character counts as a letter here, so that
+// internationalized addresses (RFC 6531) are matched whole, never from
+// their first ASCII letter; non-ASCII punctuation at either end is trimmed
+// off in `detectors.rs` (a Unicode letter class would cost more on every
+// line). What follows the top-level domain is checked there too, because
+// an ASCII-only `\b` sees no boundary after a non-ASCII character.
 pub(crate) const EMAIL: &str = concat!(
-    r"[\p{L}\p{M}\p{N}._%+-]+@",
-    r"(?:[\p{L}\p{M}\p{N}](?:[\p{L}\p{M}\p{N}-]*[\p{L}\p{M}\p{N}])?\.)+",
-    r"(?:xn--[A-Za-z0-9-]{1,59}|[\p{L}\p{M}]{2,24})",
+    r"[A-Za-z0-9._%+\x{80}-\x{10FFFF}-]+@",
+    r"(?:[A-Za-z0-9\x{80}-\x{10FFFF}](?:[A-Za-z0-9\x{80}-\x{10FFFF}-]*[A-Za-z0-9\x{80}-\x{10FFFF}])?\.)+",
+    r"(?:xn--[A-Za-z0-9-]{1,59}|[A-Za-z\x{80}-\x{10FFFF}]{2,24})",
 );
-// Every card network's numbers start with 2 to 6.
 pub(crate) const CREDIT_CARD: &str = r"\b[2-6](?:[ -]?\d){12,18}\b";
 pub(crate) const US_SSN: &str = concat!(
     r"\b[0-8]\d{2}(?:-\d{2}-| \d{2} )\d{4}\b",

@@ -437,3 +437,16 @@ fn section_and_version_numbers_are_not_ipv4_addresses() {
         ),
     ]);
 }
+
+#[test]
+fn non_ascii_punctuation_around_an_address_is_kept() {
+    redacts(&[
+        ("«alice@example.com»", "«[REDACTED_EMAIL]»"),
+        ("“josé@exämple.com”", "“[REDACTED_EMAIL]”"),
+        (
+            "mail:\u{a0}alice@example.com\u{a0}",
+            "mail:\u{a0}[REDACTED_EMAIL]\u{a0}",
+        ),
+        ("用户@例子.广告。", "[REDACTED_EMAIL]。"),
+    ]);
+}
