@@ -14,6 +14,8 @@
 //! * `event/*`: `Redactor::redact_event` on the events those lines are
 //!   made from (data, source and correlation id; the clean event is returned
 //!   without a copy).
+//! * `worst/*`: `Redactor::redact_str` over 64 KiB lines of the worst shapes
+//!   found (`tests/redact/shapes.rs`); the target is at most 5 ms each.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -32,6 +34,10 @@ use regex::Regex;
 )]
 #[path = "../src/redact/patterns.rs"]
 mod patterns;
+
+// The worst shapes, shared with the `cost` test.
+#[path = "../tests/redact/shapes.rs"]
+mod shapes;
 
 /// The length of each benchmarked line.
 const LINE_LEN: usize = 1024;
@@ -177,5 +183,21 @@ fn redact(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, redact);
+fn worst(c: &mut Criterion) {
+    let redactor = Redactor::default();
+    let mut group = c.benchmark_group("worst");
+    group
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(10);
+    group.throughput(Throughput::Bytes(shapes::LINE_LEN as u64));
+    for (name, line) in shapes::shapes() {
+        group.bench_function(name, |b| {
+            b.iter(|| redactor.redact_str(black_box(&line)).len());
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, redact, worst);
 criterion_main!(benches);

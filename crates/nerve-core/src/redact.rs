@@ -48,35 +48,44 @@
 //!
 //! | detector | token | matches | check |
 //! |----------|-------|---------|-------|
-//! | `email` | `[REDACTED_EMAIL]` | `local@domain.tld` | local part and label lengths, no `..` |
+//! | `email` | `[REDACTED_EMAIL]` | `local@domain.tld`, internationalized too (`josé@exämple.com`, `用户@例子.广告`, `xn--` domains), always the whole address | local part ≤ 64 and labels ≤ 63 characters; not after a letter or digit; not `user@host:path` (`git@github.com:org/repo`) or `host:port`; not an asset name (`logo@2x.png`, an image, style or font extension for a top-level domain) |
 //! | `credit_card` | `[REDACTED_CARD]` | 13 to 19 digits, spaces or dashes between groups | Luhn, card network prefix and length, one kind of separator |
-//! | `us_ssn` | `[REDACTED_SSN]` | `123-45-6789`, `123 45 6789` | area not 000, 666, 9xx; group not 00; serial not 0000 |
-//! | `phone` | `[REDACTED_PHONE]` | E.164 (`+44 20 7946 0958`), North American (`(415) 555-2671`), national with trunk 0 (`06 12 34 56 78`) | digit count per form; area code and exchange 2 to 9 |
-//! | `ipv4` | `[REDACTED_IPV4]` | dotted quad | octets ≤ 255, no leading zeros, not part of a longer dotted run |
-//! | `ipv6` | `[REDACTED_IPV6]` | full, compressed (`2001:db8::1`), IPv4-embedded | parses as IPv6; not `::` or `::1` |
+//! | `us_ssn` | `[REDACTED_SSN]` | `123-45-6789`, `123 45 6789`; nine bare digits after a label (`SSN: 123456789`, `social security number`) | area not 000, 666, 9xx; group not 00; serial not 0000 |
+//! | `phone` | `[REDACTED_PHONE]` | E.164 (`+44 (0)20 7946 0958`), North American with or without the trunk prefix 1 (`(415) 555-2671`, `1-800-555-0199`, `1 (800) 555-0199`), national with trunk 0 (`06 12 34 56 78`, `0171 1234567`, `020 7946 0958`) | digit count per form; area code and exchange 2 to 9 |
+//! | `ipv4` | `[REDACTED_IPV4]` | dotted quad | octets ≤ 255, no leading zeros, not part of a longer dotted run; not loopback (`127.0.0.0/8`) or unspecified (`0.0.0.0`); not a section or version number (after `section`, `§`, `chapter`, `version`, `release`, … or before `-beta` / `+build`) |
+//! | `ipv6` | `[REDACTED_IPV6]` | full, compressed (`2001:db8::1`), IPv4-embedded | parses as IPv6; not loopback or unspecified (`::1`, `::`, `::ffff:127.0.0.1`) |
 //! | `mac_address` | `[REDACTED_MAC]` | `00:1a:2b:3c:4d:5e`, dashed, Cisco `001a.2b3c.4d5e` | not all zeros or broadcast |
 //! | `iban` | `[REDACTED_IBAN]` | `DE89 3704 0044 0532 0130 00` | country length, mod-97 |
-//! | `date_of_birth` | `[REDACTED_DOB]` | labelled date (`dob: 1990-05-17`) | a real date, 1900 to 2100 |
+//! | `date_of_birth` | `[REDACTED_DOB]` | labelled date, numeric (`dob: 1990-05-17`, `17/05/1990`, `17.05.1990`) or with an English, French or German month (`17 May 1990`, `May 17, 1990`, `17. Mai 1990`, `1er août 1975`); labels `dob`, `date of birth`, `birth date`, `birthday`, `born (on)`, `date de naissance`, `né(e) le`, `Geburtsdatum`, `geboren (am)`, `geb.` | a real date, 1900 to 2100 |
 //! | `passport` | `[REDACTED_PASSPORT]` | labelled 6 to 9 upper-case letters and digits | at least two digits |
 //! | `jwt` | `[REDACTED_JWT]` | `eyJ….eyJ….…` | header decodes to JSON naming `alg`, payload to JSON |
-//! | `bearer_token` | `[REDACTED_BEARER_TOKEN]` | the credential after `Bearer` | 16+ characters with letters and digits |
+//! | `bearer_token` | `[REDACTED_BEARER_TOKEN]` | the credential after `Bearer`, also URL-encoded (`Bearer%20…`, `Bearer+…`) | after `Authorization:` or `Proxy-Authorization:`, 8+ characters; elsewhere 16+ with letters and digits |
 //! | `basic_auth` | `[REDACTED_BASIC_AUTH]` | the credential after `Basic` | decodes to `user:password` |
 //! | `aws_access_key_id` | `[REDACTED_AWS_KEY_ID]` | `AKIA…`, `ASIA…` and the other id prefixes, 16 more characters | not one repeated character |
-//! | `aws_secret_access_key` | `[REDACTED_AWS_SECRET]` | labelled 40 base64 characters | mixed case and digits (not hex) |
+//! | `aws_secret_access_key` | `[REDACTED_AWS_SECRET]` | secret access keys (40 base64 characters) and session tokens (100+) after the labels AWS tools print: `aws_secret_access_key = …`, `aws_session_token = …`, `"SecretAccessKey": "…"`, `"SessionToken": "…"`, `AWS Secret Access Key [None]: …`, `aws secret key: …` | mixed case and digits (not hex) |
 //! | `github_token` | `[REDACTED_GITHUB_TOKEN]` | `ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_`, `github_pat_` | |
 //! | `gitlab_token` | `[REDACTED_GITLAB_TOKEN]` | `glpat-…` | |
-//! | `slack_token` | `[REDACTED_SLACK_TOKEN]` | `xoxb-…` and the other `xox` kinds, webhook URLs | |
+//! | `slack_token` | `[REDACTED_SLACK_TOKEN]` | `xoxb-`, `xoxp-`, `xoxa-`, `xoxo-`, `xoxs-`, `xoxr-`, `xoxe-`, `xoxe.xoxp-` (a number after the kind), `xapp-`, incoming-webhook URLs | |
 //! | `stripe_key` | `[REDACTED_STRIPE_KEY]` | `sk_live_`, `rk_test_`, `pk_live_`, `whsec_` | |
 //! | `google_api_key` | `[REDACTED_GOOGLE_API_KEY]` | `AIza` and 35 characters | |
 //! | `openai_key` | `[REDACTED_OPENAI_KEY]` | `sk-…`, `sk-proj-…` | mixed case and digits |
 //! | `npm_token` | `[REDACTED_NPM_TOKEN]` | `npm_` and 36 characters | |
 //! | `private_key` | `[REDACTED_PRIVATE_KEY]` | PEM and PGP private key blocks, truncated ones too | |
 //! | `url_password` | `[REDACTED_PASSWORD]` | the password in `scheme://user:password@host` | |
-//! | `secret_assignment` | `[REDACTED_SECRET]` | the value in `api_key=…`, `"password": "…"`, `client_secret: …` | not a placeholder (`null`, `****`, `${VAR}`) |
+//! | `secret_assignment` | `[REDACTED_SECRET]` | the value in `api_key=…`, `"password": "…"`, `client_secret: …`, also in JSON text inside JSON text (`\"password\":\"…\"`) and URL-encoded (`token%3D…`): a quoted value up to its closing quote, an unquoted one with the words after it on its line up to a delimiter or the next `key=` / `key:` | 3+ characters; not a placeholder (`null`, `****`, `${VAR}`) |
+//!
+//! A card or IBAN candidate that has the right shape (network prefix and
+//! length, country and length) but fails its checksum vetoes the other
+//! detectors: nothing inside it is redacted, not even a phone number that
+//! fits its tail.
 //!
 //! Not redacted, by design and by test: millisecond timestamps
-//! (`1732356000123`), UUIDs, SHA-1 and SHA-256 hex, RFC 3339 times and
-//! semantic versions (`v10.0.1-beta.2`).
+//! (`1732356000123`), UUIDs, SHA-1 and SHA-256 hex, RFC 3339 times,
+//! semantic versions (`v10.0.1-beta.2`), section numbers (`§ 4.2.1.3`),
+//! asset names (`logo@2x.png`), `scp` remotes (`git@github.com:org/repo`)
+//! and loopback and unspecified addresses (`127.0.0.1`, `0.0.0.0`, `::1`,
+//! `::`), which identify no one. What the redactor does not catch is listed
+//! in `docs/reliability.md`.
 //!
 //! # Guarantees
 //!
@@ -93,6 +102,11 @@
 //!   the set matched (JSON text is scanned in chunks split between fields).
 //!   With every detector on, a 1 KiB JSON line costs about 5 µs when clean
 //!   and under 20 µs with several findings (see `docs/benchmarks.md`).
+//! * **Linear.** Every detector's cost grows linearly with its input: a
+//!   rejected candidate is not rescanned from each of its characters, and
+//!   what a check needs from before a candidate is remembered, not searched
+//!   for again. 64 KiB lines of the worst shapes found cost a few
+//!   milliseconds each (`docs/benchmarks.md`, `worst/*`).
 //!
 //! Redacted text is scanned again until nothing more is found, because a
 //! token can change how its neighbour reads (`alice@example.com-(415)

@@ -178,23 +178,155 @@ impl Detector {
     /// say.
     pub(crate) fn value_offset(self, matched: &str) -> Option<usize> {
         match self {
-            // `Bearer <token>`, `Basic <credentials>`.
-            Self::BearerToken | Self::BasicAuth => {
+            // `Bearer <token>`, `Bearer%20<token>`.
+            Self::BearerToken => {
+                let mut rest = matched.get(6..)?;
+                loop {
+                    rest = if let Some(r) = rest.strip_prefix("%20") {
+                        r
+                    } else if let Some(r) = rest.strip_prefix(['+', ' ', '\t', '\n', '\r']) {
+                        r
+                    } else {
+                        break;
+                    };
+                }
+                Some(matched.len() - rest.len())
+            }
+            // `Basic <credentials>`.
+            Self::BasicAuth => {
                 let label = matched.find(char::is_whitespace)?;
                 let rest = &matched[label..];
                 Some(label + rest.len() - rest.trim_start().len())
             }
-            // The pattern ends with exactly 40 ASCII characters.
-            Self::AwsSecretAccessKey => matched.len().checked_sub(40),
+            // The key, then `:` / `=` / `%3A` / `%3D` between optional
+            // quotes and spaces: the capture engine would cost more than
+            // the search on a long value.
+            Self::SecretAssignment => {
+                let b = matched.as_bytes();
+                let skip =
+                    |i: usize, f: fn(u8) -> bool| i + b[i..].iter().take_while(|&&c| f(c)).count();
+                let mut i = skip(0, |c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+                i += usize::from(b.get(i) == Some(&b'\\'));
+                i += usize::from(matches!(b.get(i), Some(b'"' | b'\'')));
+                i = skip(i, |c| c.is_ascii_whitespace());
+                if matches!(b.get(i), Some(b':' | b'=')) {
+                    i += 1;
+                } else if matched
+                    .get(i..i + 3)
+                    .is_some_and(|e| e.eq_ignore_ascii_case("%3a") || e.eq_ignore_ascii_case("%3d"))
+                {
+                    i += 3;
+                } else {
+                    return None;
+                }
+                i = skip(i, |c| c.is_ascii_whitespace());
+                i += usize::from(b.get(i) == Some(&b'\\'));
+                i += usize::from(matches!(b.get(i), Some(b'"' | b'\'')));
+                (i < b.len()).then_some(i)
+            }
+            // The value is base64 after the last separator of the label.
+            Self::AwsSecretAccessKey => matched
+                .trim_end_matches('=')
+                .rfind([':', '=', '"', '\'', ' ', '\t', '\n'])
+                .map(|i| i + 1),
             _ => None,
         }
     }
 
+    /// The span of the value found at `span` of `text`, extended where a
+    /// pattern finds only its beginning: a quoted or several-word secret,
+    /// a private key block's footer.
+    pub(crate) fn extend(self, text: &str, span: Range<usize>, cx: &mut Context) -> Range<usize> {
+        match self {
+            // A URL-encoded `&` ends a URL-encoded query parameter.
+            // Non-ASCII punctuation (`«`, `’`, a no-break space) is not
+            // part of an address.
+            Self::Email => {
+                let stray = |c: char| !c.is_ascii() && !c.is_alphanumeric();
+                let found = &text[span.clone()];
+                let start = span.start + found.len() - found.trim_start_matches(stray).len();
+                let end = span.start + found.trim_end_matches(stray).len();
+                start..end.max(start)
+            }
+            Self::SecretAssignment => {
+                let end = secret_end(text, &span, cx);
+                let value = &text[span.start..end];
+                span.start..value.find("%26").map_or(end, |i| span.start + i)
+            }
+            Self::PrivateKey => span.start..cx.pem_footer_end(text, span.end).unwrap_or(span.end),
+            _ => span,
+        }
+    }
+
+    /// Whether a candidate this detector rejected had its shape (a card
+    /// number's network prefix and length, an IBAN's country and length)
+    /// and failed only its checksum: then no other detector may take a
+    /// piece of it (a phone number in the tail of a mistyped IBAN).
+    pub(crate) fn vetoes(self, text: &str, span: Range<usize>) -> bool {
+        let found = &text[span];
+        match self {
+            Self::CreditCard => {
+                consistent_separators(found) && validate::card_network(&validate::digits(found))
+            }
+            Self::Iban => validate::iban_shape(found),
+            _ => false,
+        }
+    }
+
+    /// Where to search again after the candidate matched at `whole` was
+    /// rejected: one character later, so that a false candidate cannot hide
+    /// a true one it overlaps (`12 4111 1111 1111 1111`), unless no
+    /// candidate starting before some later point can be accepted. Keeps
+    /// each detector linear: a rejected candidate is not rescanned from
+    /// each of its characters (an address with a 60 KiB local part, a
+    /// dotted run of 30,000 numbers).
+    pub(crate) fn resume(self, text: &str, whole: Range<usize>) -> usize {
+        let bytes = text.as_bytes();
+        let run_end = |joiner: fn(u8) -> bool| {
+            whole.start
+                + bytes[whole.start..]
+                    .iter()
+                    .take_while(|&&b| joiner(b))
+                    .count()
+        };
+        let next = match self {
+            // An address is whole or not at all; a key block ends where its
+            // base64 does.
+            Self::Email | Self::PrivateKey => whole.end,
+            // Every later start in the same dotted or colon-joined run is
+            // joined to what precedes it, which these detectors reject.
+            Self::Ipv4 => run_end(|b| b.is_ascii_digit() || b == b'.'),
+            Self::Ipv6 => run_end(|b| b.is_ascii_alphanumeric() || b == b':' || b == b'.'),
+            Self::MacAddress => {
+                run_end(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'-' | b'.'))
+            }
+            // A card starts a group of 3 or more digits, 2 to 6 first.
+            Self::CreditCard => {
+                let mut p = whole.start + 1;
+                while p < bytes.len()
+                    && !(matches!(bytes[p], b'2'..=b'6')
+                        && !is_word(bytes[p - 1])
+                        && bytes[p..].iter().take(3).all(u8::is_ascii_digit))
+                {
+                    p += 1;
+                }
+                p
+            }
+            _ => whole.start + 1,
+        };
+        // On a character boundary, and always forward.
+        let mut next = next.max(whole.start + 1).min(text.len());
+        while !text.is_char_boundary(next) {
+            next += 1;
+        }
+        next
+    }
+
     /// Whether the candidate at `span` of `text` is what the detector names.
-    pub(crate) fn accepts(self, text: &str, span: Range<usize>) -> bool {
+    pub(crate) fn accepts(self, text: &str, span: Range<usize>, cx: &mut Context) -> bool {
         let found = &text[span.clone()];
         match self {
-            Self::Email => email(found) && !in_url_authority(text, span.start),
+            Self::Email => email(text, &span) && !cx.in_url_authority(text, span.start),
             Self::CreditCard => {
                 let digits = validate::digits(found);
                 consistent_separators(found)
@@ -203,7 +335,12 @@ impl Detector {
             }
             Self::UsSsn => detached(text, &span, b"-.") && validate::ssn(&validate::digits(found)),
             Self::Phone => detached(text, &span, b"-.") && phone(found),
-            Self::Ipv4 => detached(text, &span, b".") && validate::ipv4(found),
+            Self::Ipv4 => {
+                detached(text, &span, b".")
+                    && validate::ipv4(found)
+                    && validate::ip_identifies(found)
+                    && !version_like(text, &span)
+            }
             Self::Ipv6 => {
                 !is_token_byte(before(text, &span), b":.")
                     && !is_token_byte(after(text, &span), b":")
@@ -223,17 +360,25 @@ impl Detector {
             }
             Self::Passport => found.bytes().filter(u8::is_ascii_digit).count() >= 2,
             Self::Jwt => !is_token_byte(after(text, &span), b"-_=") && validate::jwt(found),
+            // After an `Authorization:` label the token is one whatever it
+            // looks like; elsewhere `bearer` is also an English word.
             Self::BearerToken => {
-                found.bytes().any(|b| b.is_ascii_digit())
-                    && found.bytes().any(|b| b.is_ascii_alphabetic())
+                authorization_label(text, span.start)
+                    || (found.len() >= 16
+                        && found.bytes().any(|b| b.is_ascii_digit())
+                        && found.bytes().any(|b| b.is_ascii_alphabetic()))
             }
             Self::BasicAuth => validate::basic_credentials(found),
             Self::AwsAccessKeyId => {
                 let body = &found.as_bytes()[4..];
                 body.iter().any(|&b| b != body[0])
             }
+            // A secret access key is 40 characters, a session token hundreds.
             Self::AwsSecretAccessKey => {
-                !is_token_byte(after(text, &span), b"/+=") && mixed_case_and_digits(found)
+                let len = found.trim_end_matches('=').len();
+                (len == 40 || len >= 100)
+                    && !is_token_byte(after(text, &span), b"/+=")
+                    && mixed_case_and_digits(found)
             }
             Self::GitlabToken | Self::GoogleApiKey => !is_token_byte(after(text, &span), b"-_"),
             Self::OpenAiKey => {
@@ -250,7 +395,9 @@ impl Detector {
             | Self::NpmToken
             | Self::PrivateKey
             | Self::UrlPassword => true,
-            Self::SecretAssignment => !placeholder(found) && !bare_json_value(text, &span),
+            Self::SecretAssignment => {
+                found.chars().count() >= 3 && !placeholder(found) && !bare_json_value(text, &span)
+            }
         }
     }
 }
@@ -259,6 +406,10 @@ impl fmt::Display for Detector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
 }
 
 fn before(text: &str, span: &Range<usize>) -> Option<u8> {
@@ -298,28 +449,306 @@ fn detached(text: &str, span: &Range<usize>, joiners: &[u8]) -> bool {
     start_ok && end_ok
 }
 
-fn email(found: &str) -> bool {
+/// An email address at `span`: the whole address (the pattern's local part
+/// starts at the first character that can be in one, so a match preceded
+/// by such a character is a piece of something longer), within the RFC
+/// 5321 lengths, and not one of the shapes that only look like one: an
+/// `scp`-style remote or `host:port` after it (`git@github.com:org/repo`),
+/// an asset name with a pixel density (`logo@2x.png`) or an image
+/// extension for a top-level domain.
+fn email(text: &str, span: &Range<usize>) -> bool {
+    let found = &text[span.clone()];
     let Some((local, domain)) = found.rsplit_once('@') else {
         return false;
     };
-    !local.is_empty()
-        && local.len() <= 64
-        && found.len() <= 254
-        && !local.starts_with('.')
-        && !local.ends_with('.')
-        && !local.contains("..")
-        && domain.split('.').all(|label| label.len() <= 63)
+    let local_char = |c: char| c.is_alphanumeric() || matches!(c, '.' | '_' | '%' | '+' | '-');
+    let rest = &text[span.end..];
+    let mut next = rest.chars();
+    let follower = next.next();
+    let scp_like = follower == Some(':') && next.next().is_some_and(|c| !c.is_whitespace());
+    let (hosts, tld) = domain.rsplit_once('.').unwrap_or(("", domain));
+    let density = hosts
+        .split('.')
+        .next()
+        .and_then(|first| first.strip_suffix(['x', 'X']))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    !text[..span.start]
+        .chars()
+        .next_back()
+        .is_some_and(local_char)
+        && !follower.is_some_and(|c| c.is_alphanumeric() || c == '_')
+        && !scp_like
+        && !density
+        && !ASSET_EXTENSIONS.iter().any(|e| tld.eq_ignore_ascii_case(e))
+        && local.chars().count() <= 64
+        && found.chars().count() <= 254
+        && domain.split('.').all(|label| label.chars().count() <= 63)
 }
 
-/// Whether `at` is inside the authority of a URL (`scheme://user:pw@host`),
-/// where `user@host` or `pw@host` is not an email address.
-fn in_url_authority(text: &str, at: usize) -> bool {
-    let before = &text[..at];
-    before.rfind("://").is_some_and(|scheme_end| {
-        !before[scheme_end + 3..].contains(|c: char| {
-            c.is_whitespace() || matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>')
-        })
-    })
+/// File extensions that are not top-level domains in practice, which is
+/// how `sprite@2.png` or `icon@dark.svg` is told from an address.
+const ASSET_EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "gif", "svg", "webp", "avif", "ico", "bmp", "tif", "tiff", "heic", "css",
+    "js", "mjs", "map", "woff", "woff2", "ttf", "otf",
+];
+
+/// What a detector remembers while it scans one chunk, so that the checks
+/// that look around a candidate stay linear in the chunk instead of
+/// scanning from its start for every candidate.
+#[derive(Debug)]
+pub(crate) struct Context {
+    /// Bytes before this have been read for [`Self::in_url_authority`].
+    seen: usize,
+    /// Where the authority of the URL being read starts (after `://`),
+    /// while no character that ends an authority has followed.
+    authority: Option<usize>,
+    /// Where the first private key footer at or after `.0` starts and
+    /// ends, if there is one.
+    footer: Option<(usize, Option<Range<usize>>)>,
+    /// The last search for a closing quote: which quote, whether escaped,
+    /// from where, and where it stopped (the quote, a newline or the end).
+    quote: Option<(u8, bool, usize, usize)>,
+}
+
+impl Context {
+    /// A context for a chunk starting at `start`. No finding straddles a
+    /// chunk's start, and neither does a URL authority (a chunk starts
+    /// after `,"`, and `"` ends an authority).
+    pub(crate) fn new(start: usize) -> Self {
+        Self {
+            seen: start,
+            authority: None,
+            footer: None,
+            quote: None,
+        }
+    }
+
+    /// The first `quote` at or after `from` that is escaped when `escaped`
+    /// says (`\"` in JSON text inside JSON text) and not otherwise, or
+    /// `None` when a newline or the end of `text` comes first. Remembered,
+    /// so that a text of many opening quotes and no closing one is read
+    /// once.
+    fn closing_quote(
+        &mut self,
+        text: &str,
+        quote: u8,
+        escaped: bool,
+        from: usize,
+    ) -> Option<usize> {
+        let bytes = text.as_bytes();
+        let stop = match self.quote {
+            Some((q, e, searched_from, stop))
+                if q == quote && e == escaped && searched_from <= from && from <= stop =>
+            {
+                stop
+            }
+            _ => {
+                let mut i = from;
+                while i < bytes.len()
+                    && bytes[i] != b'\n'
+                    && !(bytes[i] == quote && is_escaped(bytes, i) == escaped)
+                {
+                    i += 1;
+                }
+                self.quote = Some((quote, escaped, from, i));
+                i
+            }
+        };
+        (bytes.get(stop) == Some(&quote)).then_some(stop)
+    }
+
+    /// Whether `at` is inside the authority of a URL
+    /// (`scheme://user:pw@host`), where `user@host` or `pw@host` is not an
+    /// email address. Calls must come with `at` not decreasing.
+    fn in_url_authority(&mut self, text: &str, at: usize) -> bool {
+        let bytes = text.as_bytes();
+        while self.seen < at {
+            let b = bytes[self.seen];
+            if b == b':' && bytes[self.seen + 1..].starts_with(b"//") {
+                self.seen += 3;
+                self.authority = Some(self.seen);
+                continue;
+            }
+            if b.is_ascii_whitespace()
+                || matches!(b, b'/' | b'?' | b'#' | b'"' | b'\'' | b'<' | b'>')
+            {
+                self.authority = None;
+            }
+            self.seen += 1;
+        }
+        self.authority.is_some_and(|start| start <= at)
+    }
+
+    /// The end of the first private key footer (`-----END … PRIVATE
+    /// KEY-----`) at or after `from`, remembered so that a text of many
+    /// headers and no footer is searched once.
+    fn pem_footer_end(&mut self, text: &str, from: usize) -> Option<usize> {
+        if let Some((searched_from, found)) = &self.footer {
+            if *searched_from <= from && found.as_ref().is_none_or(|f| f.start >= from) {
+                return found.as_ref().map(|f| f.end);
+            }
+        }
+        let found = pem_footer(text, from);
+        let end = found.as_ref().map(|f| f.end);
+        self.footer = Some((from, found));
+        end
+    }
+}
+
+fn pem_footer(text: &str, from: usize) -> Option<Range<usize>> {
+    let mut at = from;
+    while let Some(i) = text[at..].find("-----END ") {
+        let start = at + i;
+        let rest = &text[start + 8..];
+        let label_len = rest.len()
+            - rest
+                .trim_start_matches(|c: char| {
+                    c == ' ' || c.is_ascii_uppercase() || c.is_ascii_digit()
+                })
+                .len();
+        let label = rest[..label_len].trim_end();
+        if rest[label_len..].starts_with("-----")
+            && (label.ends_with("PRIVATE KEY") || label.ends_with("PRIVATE KEY BLOCK"))
+        {
+            return Some(start..start + 8 + label_len + 5);
+        }
+        at = start + 8;
+    }
+    None
+}
+
+/// Where a secret value that starts at `span.start` ends: at its closing
+/// quote when it is quoted (`"correct horse"`, `\"…\"` in JSON text inside
+/// JSON text), else after the words that follow it on the same line, up to
+/// a delimiter or to what reads as the next assignment (`user=bob`,
+/// `user: bob`).
+fn secret_end(text: &str, span: &Range<usize>, cx: &mut Context) -> usize {
+    let bytes = text.as_bytes();
+    match span.start.checked_sub(1).map(|i| (i, bytes[i])) {
+        Some((q, quote @ (b'"' | b'\''))) => {
+            let escaped = is_escaped(bytes, q);
+            match cx.closing_quote(text, quote, escaped, span.start) {
+                Some(i) if escaped => i - 1,
+                Some(i) => i,
+                None => span.end,
+            }
+        }
+        _ => {
+            let delimiter = |b: u8| {
+                matches!(
+                    b,
+                    b'"' | b'\'' | b'&' | b',' | b';' | b'<' | b'>' | b'{' | b'}' | b'[' | b']'
+                )
+            };
+            let mut end = span.end;
+            loop {
+                let spaces = bytes[end..]
+                    .iter()
+                    .take_while(|&&b| b == b' ' || b == b'\t')
+                    .count();
+                if spaces == 0 {
+                    return end;
+                }
+                let start = end + spaces;
+                let word = bytes[start..]
+                    .iter()
+                    .take_while(|&&b| !b.is_ascii_whitespace() && !delimiter(b))
+                    .count();
+                let next = bytes[start + word..]
+                    .iter()
+                    .find(|&&b| b != b' ' && b != b'\t');
+                let key = bytes[start..start + word].contains(&b'=')
+                    || bytes[start..start + word].ends_with(b":")
+                    || next == Some(&b':');
+                if word == 0 || key {
+                    return end;
+                }
+                end = start + word;
+            }
+        }
+    }
+}
+
+/// Whether the byte at `i` is escaped by an odd run of backslashes.
+fn is_escaped(bytes: &[u8], i: usize) -> bool {
+    bytes[..i].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
+}
+
+/// Whether `start`, the start of a bearer token, follows `Authorization:`
+/// or `Proxy-Authorization:` and `Bearer`, in headers or in JSON text.
+fn authorization_label(text: &str, start: usize) -> bool {
+    let before = text[..start.min(text.len())]
+        .trim_end_matches(|c: char| c.is_whitespace() || c == '+')
+        .trim_end_matches("%20");
+    let Some(label) = before.len().checked_sub(6).and_then(|i| before.get(..i)) else {
+        return false;
+    };
+    let label = label.trim_end_matches(|c: char| {
+        c.is_whitespace() || matches!(c, ':' | '=' | '"' | '\'' | '\\')
+    });
+    label
+        .len()
+        .checked_sub(13)
+        .and_then(|i| label.get(i..))
+        .is_some_and(|l| l.eq_ignore_ascii_case("authorization"))
+}
+
+/// Whether a dotted quad at `span` is a section or version number rather
+/// than an address: right after a word that introduces one (`section`,
+/// `§`, `chapter`, `version`, `release`, … with optional `.` and spaces),
+/// or followed by a pre-release or build suffix (`4.2.1.3-beta`,
+/// `1.2.3.4+build`).
+fn version_like(text: &str, span: &Range<usize>) -> bool {
+    const WORDS: &[&str] = &[
+        "section",
+        "sections",
+        "sec",
+        "sect",
+        "chapter",
+        "chap",
+        "ch",
+        "clause",
+        "article",
+        "art",
+        "paragraph",
+        "para",
+        "part",
+        "rule",
+        "item",
+        "step",
+        "table",
+        "figure",
+        "fig",
+        "appendix",
+        "annex",
+        "version",
+        "ver",
+        "v",
+        "release",
+        "rel",
+        "revision",
+        "rev",
+        "build",
+    ];
+    let bytes = text.as_bytes();
+    let suffix = bytes.get(span.end).copied();
+    let beyond = bytes.get(span.end + 1).copied();
+    if (suffix == Some(b'-') && beyond.is_some_and(|b| b.is_ascii_alphabetic()))
+        || (suffix == Some(b'+') && beyond.is_some_and(|b| b.is_ascii_alphanumeric()))
+    {
+        return true;
+    }
+    let before = text[..span.start].trim_end_matches([' ', '\u{a0}', '.']);
+    if before.ends_with('§') {
+        return true;
+    }
+    let word_len = before
+        .bytes()
+        .rev()
+        .take_while(u8::is_ascii_alphabetic)
+        .count();
+    let word = &before[before.len() - word_len..];
+    word_len > 0 && word_len < 12 && WORDS.iter().any(|w| word.eq_ignore_ascii_case(w))
 }
 
 /// Card numbers are written with one kind of separator, in groups of 3 to 6.
@@ -342,8 +771,16 @@ fn phone(found: &str) -> bool {
     match found.as_bytes()[0] {
         b'+' => (8..=15).contains(&digits.len()),
         b'0' => (9..=12).contains(&digits.len()),
-        // North American numbering plan: area code and exchange start 2 to 9.
-        _ => digits.len() == 10 && digits[0] >= 2 && digits[3] >= 2,
+        // North American numbering plan, after the trunk prefix 1 or not:
+        // area code and exchange start 2 to 9.
+        _ => {
+            let national = match digits.len() {
+                10 => &digits[..],
+                11 if digits[0] == 1 => &digits[1..],
+                _ => return false,
+            };
+            national[0] >= 2 && national[3] >= 2
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use std::ops::Range;
 
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
+use super::detectors::Context;
 use super::{Detector, patterns};
 
 /// No detector matches fewer bytes than this (`a@b.co`).
@@ -103,6 +104,7 @@ impl Scanner {
     /// are; `None` when nothing was found.
     fn pass(&self, text: &str, only: Option<&[Range<usize>]>) -> Option<Pass> {
         let mut findings = Vec::new();
+        let mut vetoes = Vec::new();
         for chunk in chunks(text) {
             if chunk.len() < MIN_LEN
                 || only.is_some_and(|only| {
@@ -117,8 +119,17 @@ impl Scanner {
             // so `\b` and validators see the same context as in `text`.
             let matched = self.set.matches_at(&text[..chunk.end], chunk.start);
             for index in matched.iter() {
-                self.finders[index].find(text, chunk.clone(), &mut findings);
+                self.finders[index].find(text, chunk.clone(), &mut findings, &mut vetoes);
             }
+        }
+        // A candidate rejected only by its checksum leaves its text alone:
+        // no other detector may redact a piece of it.
+        if !vetoes.is_empty() {
+            findings.retain(|f| {
+                !vetoes.iter().any(|(v, d): &(Range<usize>, Detector)| {
+                    *d != f.detector && v.contains(&f.start)
+                })
+            });
         }
         if findings.is_empty() {
             return None;
@@ -175,12 +186,21 @@ fn chunks(text: &str) -> impl Iterator<Item = Range<usize>> + '_ {
 }
 
 impl Finder {
-    /// Pushes every accepted candidate in `text`. A rejected candidate is
-    /// retried one character later, so that a false candidate cannot hide a
-    /// true one it overlaps (`12 4111 1111 1111 1111`).
-    fn find(&self, text: &str, chunk: Range<usize>, out: &mut Vec<Finding>) {
+    /// Pushes every accepted candidate in `text`, and the span of every
+    /// candidate that [vetoes](Detector::vetoes) other findings. A rejected
+    /// candidate is retried one character later, so that a false candidate
+    /// cannot hide a true one it overlaps (`12 4111 1111 1111 1111`), except
+    /// where the detector knows [a later point](Detector::resume) to resume.
+    fn find(
+        &self,
+        text: &str,
+        chunk: Range<usize>,
+        out: &mut Vec<Finding>,
+        vetoes: &mut Vec<(Range<usize>, Detector)>,
+    ) {
         let haystack = &text[..chunk.end];
         let mut locations = None;
+        let mut cx = Context::new(chunk.start);
         let mut at = chunk.start;
         while at < chunk.end {
             let Some(whole) = self.regex.find_at(haystack, at) else {
@@ -200,17 +220,24 @@ impl Finder {
                     .and_then(|_| locations.get(1))
                     .map_or(whole.range(), |(s, e)| s..e)
             };
-            let accepted = json_safe(text, span.clone())
-                .filter(|span| self.detector.accepts(text, span.clone()));
+            let span = self.detector.extend(haystack, span, &mut cx);
+            let end = span.end.max(whole.end());
+            let safe = json_safe(text, span.clone());
+            let accepted = safe
+                .clone()
+                .filter(|span| self.detector.accepts(text, span.clone(), &mut cx));
             if let Some(span) = accepted {
                 out.push(Finding {
                     start: span.start,
                     end: span.end,
                     detector: self.detector,
                 });
-                at = whole.end().max(next_char(text, whole.start()));
+                at = end.max(next_char(text, whole.start()));
             } else {
-                at = next_char(text, whole.start());
+                if let Some(span) = safe.filter(|s| self.detector.vetoes(text, s.clone())) {
+                    vetoes.push((span, self.detector));
+                }
+                at = self.detector.resume(haystack, whole.range());
             }
         }
     }

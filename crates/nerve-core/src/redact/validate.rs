@@ -5,7 +5,7 @@
 //! area and group). Each works on the candidate text alone; where a value
 //! sits in its haystack is checked in `detectors.rs`.
 
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The decimal digits of `s` as values 0 to 9, separators skipped.
 pub(crate) fn digits(s: &str) -> Vec<u8> {
@@ -106,11 +106,24 @@ pub(crate) fn ipv4(s: &str) -> bool {
 }
 
 /// An IPv6 address in any RFC 4291 text form, compressed and IPv4-embedded
-/// included, other than the unspecified (`::`) and loopback (`::1`)
-/// addresses, which identify no one.
+/// included, that [identifies](ip_identifies) a host.
 pub(crate) fn ipv6(s: &str) -> bool {
-    s.parse::<Ipv6Addr>()
-        .is_ok_and(|a| !a.is_unspecified() && !a.is_loopback())
+    s.parse::<Ipv6Addr>().is_ok() && ip_identifies(s)
+}
+
+/// Whether an IPv4 or IPv6 address could point at someone: the unspecified
+/// (`0.0.0.0`, `::`) and loopback (`127.0.0.0/8`, `::1`) addresses, in
+/// either family and IPv4-mapped (`::ffff:127.0.0.1`), identify no one and
+/// are kept.
+pub(crate) fn ip_identifies(s: &str) -> bool {
+    let local4 = |a: Ipv4Addr| a.is_loopback() || a.is_unspecified();
+    match s.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => !local4(a),
+        Ok(IpAddr::V6(a)) => {
+            !a.is_loopback() && !a.is_unspecified() && !a.to_ipv4_mapped().is_some_and(local4)
+        }
+        Err(_) => false,
+    }
 }
 
 /// The IBAN length of each country that issues IBANs (SWIFT registry).
@@ -196,20 +209,23 @@ const IBAN_LENGTHS: &[(&[u8; 2], usize)] = &[
     (b"XK", 20),
 ];
 
+/// Whether `s` (spaces allowed) has an IBAN's shape: a known country and
+/// its length.
+pub(crate) fn iban_shape(s: &str) -> bool {
+    let compact: Vec<u8> = s.bytes().filter(|&b| b != b' ').collect();
+    compact.len() >= 15
+        && IBAN_LENGTHS
+            .iter()
+            .any(|(code, len)| code[..] == compact[..2] && *len == compact.len())
+}
+
 /// An IBAN (spaces allowed): a known country, its length, and the ISO 7064
 /// mod-97 check digits.
 pub(crate) fn iban(s: &str) -> bool {
+    if !iban_shape(s) {
+        return false;
+    }
     let compact: Vec<u8> = s.bytes().filter(|&b| b != b' ').collect();
-    if compact.len() < 15 {
-        return false;
-    }
-    let country = [compact[0], compact[1]];
-    let known = IBAN_LENGTHS
-        .iter()
-        .any(|(code, len)| **code == country && *len == compact.len());
-    if !known {
-        return false;
-    }
     let mut remainder = 0u32;
     for &b in compact[4..].iter().chain(&compact[..4]) {
         remainder = match b {
@@ -274,13 +290,11 @@ pub(crate) fn basic_credentials(s: &str) -> bool {
         .is_some_and(|text| text.contains(':') && !text.chars().any(char::is_control))
 }
 
-/// A calendar date between 1900 and 2100, given as year-month-day or as
-/// day/month/year or month/day/year (either reading may be valid).
+/// A calendar date between 1900 and 2100, given as year-month-day, as
+/// day/month/year or month/day/year (either reading may be valid), or with
+/// an English, French or German month name (`17 May 1990`, `May 17, 1990`,
+/// `17. Mai 1990`, `1er mai 1990`).
 pub(crate) fn birth_date(s: &str) -> bool {
-    let fields: Vec<u32> = s
-        .split(['-', '/', '.'])
-        .filter_map(|f| f.parse().ok())
-        .collect();
     let valid = |y: u32, m: u32, d: u32| {
         (1900..=2100).contains(&y)
             && i32::try_from(y)
@@ -288,11 +302,53 @@ pub(crate) fn birth_date(s: &str) -> bool {
                 .and_then(|y| chrono::NaiveDate::from_ymd_opt(y, m, d))
                 .is_some()
     };
-    match fields[..] {
-        [y, m, d] if y >= 1000 => valid(y, m, d),
-        [a, b, y] => valid(y, b, a) || valid(y, a, b),
+    let mut numbers = Vec::with_capacity(3);
+    let mut month = None;
+    for word in s
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let digits = word.trim_end_matches(|c: char| c.is_alphabetic());
+        if let Ok(n) = digits.parse::<u32>() {
+            numbers.push(n);
+        } else if let Some(m) = month_number(word) {
+            month = Some(m);
+        } else if !word.eq_ignore_ascii_case("of") {
+            return false;
+        }
+    }
+    match (month, &numbers[..]) {
+        (Some(m), &[d, y]) => valid(y, m, d),
+        (None, &[y, m, d]) if y >= 1000 => valid(y, m, d),
+        (None, &[a, b, y]) => valid(y, b, a) || valid(y, a, b),
         _ => false,
     }
+}
+
+/// The month (1 to 12) an English, French or German month name or
+/// abbreviation names.
+fn month_number(word: &str) -> Option<u32> {
+    const PREFIXES: [&[&str]; 12] = [
+        &["jan", "jän"],
+        &["feb", "fév", "fev"],
+        &["mar", "mär"],
+        &["apr", "avr"],
+        &["may", "mai"],
+        &["jun", "juin"],
+        &["jul", "juil"],
+        &["aug", "aoû", "aou"],
+        &["sep"],
+        &["oct", "okt"],
+        &["nov"],
+        &["dec", "déc", "dez"],
+    ];
+    let word = word.to_lowercase();
+    // `juin` and `juil` share `ju`: the longer prefix decides first.
+    (1..=12u32)
+        .rev()
+        .zip(PREFIXES.iter().rev())
+        .find(|(_, prefixes)| prefixes.iter().any(|p| word.starts_with(p)))
+        .map(|(m, _)| m)
 }
 
 #[cfg(test)]
@@ -333,6 +389,13 @@ mod tests {
     fn ipv4_octets() {
         assert!(ipv4("192.168.1.1"));
         assert!(ipv4("0.0.0.0"));
+        assert!(!ip_identifies("0.0.0.0"));
+        assert!(!ip_identifies("127.0.0.1"));
+        assert!(!ip_identifies("127.1.2.3"));
+        assert!(!ip_identifies("::"));
+        assert!(!ip_identifies("::ffff:127.0.0.1"));
+        assert!(ip_identifies("10.0.0.1"));
+        assert!(ip_identifies("::ffff:10.0.0.1"));
         assert!(!ipv4("256.1.1.1"));
         assert!(!ipv4("01.2.3.4"));
         assert!(!ipv4("1.2.3"));
@@ -386,5 +449,15 @@ mod tests {
         assert!(!birth_date("1990-13-45"));
         assert!(!birth_date("31/02/1990"));
         assert!(!birth_date("1850-01-01"));
+        assert!(birth_date("17 May 1990"));
+        assert!(birth_date("May 17, 1990"));
+        assert!(birth_date("17th of May, 1990"));
+        assert!(birth_date("1er mai 1990"));
+        assert!(birth_date("17 août 1990"));
+        assert!(birth_date("17. März 1990"));
+        assert!(birth_date("17 juin 1990"));
+        assert!(birth_date("Dezember 3, 1962"));
+        assert!(!birth_date("31 February 1990"));
+        assert!(!birth_date("17 Foo 1990"));
     }
 }

@@ -4,6 +4,10 @@
 
 use std::sync::LazyLock;
 
+mod classes;
+mod cost;
+mod shapes;
+
 use nerve_core::redact::{Detector, Redactor};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -62,13 +66,8 @@ fn email() {
     check(d, "<dave@EXAMPLE.NET>", "<[REDACTED_EMAIL]>");
     check(
         d,
-        "git clone git@github.com:org/repo.git",
-        "git clone [REDACTED_EMAIL]:org/repo.git",
-    );
-    check(
-        d,
         "José <jose@exämple.com> jose@example.com",
-        "José <jose@exämple.com> [REDACTED_EMAIL]",
+        "José <[REDACTED_EMAIL]> [REDACTED_EMAIL]",
     );
     check(
         d,
@@ -84,6 +83,8 @@ fn email() {
             "pkg@1.2.3",
             "name@example.c",
             "postgres://app:s3cr3t@db.internal:5432/app",
+            "git clone git@github.com:org/repo.git",
+            "logo@2x.png",
         ],
     );
 }
