@@ -521,6 +521,43 @@ impl Bus {
         self.inner.core.dispatch(event, None)?.into_result()
     }
 
+    /// Publishes an event whose payload is shared rather than copied: the
+    /// event holds the `Arc`, so emitting one payload many times (a batch
+    /// announced to several topics, a config broadcast) costs no deep copy,
+    /// and the last holder frees it, not necessarily the emitting thread.
+    /// Otherwise as [`emit`](Self::emit).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use nerve::{Bus, Event};
+    ///
+    /// let bus = Bus::new();
+    /// let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    /// let sink = Arc::clone(&seen);
+    /// bus.subscribe("batch.*", move |e: &Event| sink.lock().unwrap().push(e.clone()))?;
+    ///
+    /// let payload = Arc::new(nerve::json!({"rows": [1, 2, 3]}));
+    /// bus.emit_shared("batch.ready", Arc::clone(&payload))?;
+    /// bus.emit_shared("batch.announced", Arc::clone(&payload))?;
+    ///
+    /// let seen = seen.lock().unwrap();
+    /// assert!(std::ptr::eq(seen[0].data(), &*payload));
+    /// assert!(std::ptr::eq(seen[1].data(), &*payload));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`emit`](Self::emit).
+    pub fn emit_shared(
+        &self,
+        event_type: impl Into<String>,
+        data: Arc<Value>,
+    ) -> Result<EventId, EmitError> {
+        let event = self.inner.core.build_shared(event_type, data)?;
+        self.inner.core.dispatch(event, None)?.into_result()
+    }
+
     /// Publishes a built event (see [`Event::builder`]); as [`emit`](Self::emit).
     ///
     /// # Errors

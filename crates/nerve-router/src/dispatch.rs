@@ -283,6 +283,21 @@ impl Dispatcher {
         })
     }
 
+    /// Builds an event around a shared payload, for `Bus::emit_shared`.
+    pub(crate) fn build_shared(
+        &self,
+        event_type: impl Into<String>,
+        data: Arc<nerve_core::Value>,
+    ) -> Result<Event, EmitError> {
+        Event::builder(event_type)
+            .data_shared(data)
+            .build()
+            .map_err(|e| {
+                self.ledger.rejected(None);
+                EmitError::Invalid(e)
+            })
+    }
+
     /// The tokio runtime async handlers run on: the bus's own, else the
     /// current one.
     pub(crate) fn runtime(&self) -> Option<Handle> {

@@ -108,6 +108,18 @@ impl OneHandler {
         start.elapsed()
     }
 
+    /// As `nerve`, but the payload is handed over as an `Arc`, built the
+    /// way the broadcast side builds it.
+    fn nerve_shared(&self, payload: Payload, n: u64) -> Duration {
+        let start = Instant::now();
+        for _ in 0..n {
+            self.bus
+                .emit_shared(TOPIC, Arc::new(payload(self.next())))
+                .expect("emit");
+        }
+        start.elapsed()
+    }
+
     fn broadcast(&self, payload: Payload, n: u64) -> Duration {
         let mut rx = self.rx.borrow_mut();
         let start = Instant::now();
@@ -132,6 +144,7 @@ impl OneHandler {
 
 /// The names of the three sides, as the tables show them.
 const NERVE_EMIT: &str = "nerve emit";
+const NERVE_SHARED: &str = "nerve emit_shared";
 const BROADCAST: &str = "tokio broadcast send + try_recv";
 const CLOSURE: &str = "clone + boxed closure";
 
@@ -142,6 +155,9 @@ fn one_handler(c: &mut Criterion) {
         group.throughput(Throughput::Elements(1));
         group.bench_function(NERVE_EMIT, |b| {
             b.iter_custom(|iters| sides.nerve(payload, iters));
+        });
+        group.bench_function(NERVE_SHARED, |b| {
+            b.iter_custom(|iters| sides.nerve_shared(payload, iters));
         });
         group.bench_function(BROADCAST, |b| {
             b.iter_custom(|iters| sides.broadcast(payload, iters));
@@ -415,6 +431,9 @@ fn paired() {
                 (NERVE_EMIT, &mut || {
                     per_op(sides.nerve(payload, chunk), chunk)
                 }),
+                (NERVE_SHARED, &mut || {
+                    per_op(sides.nerve_shared(payload, chunk), chunk)
+                }),
                 (BROADCAST, &mut || {
                     per_op(sides.broadcast(payload, chunk), chunk)
                 }),
@@ -438,6 +457,14 @@ fn paired() {
             nerve,
             rounds,
             Some((CLOSURE, r.ratio(NERVE_EMIT, CLOSURE))),
+            None,
+        );
+        report.row(
+            group,
+            NERVE_SHARED,
+            ns(r.spread(NERVE_SHARED).median),
+            rounds,
+            Some((BROADCAST, r.ratio(NERVE_SHARED, BROADCAST))),
             None,
         );
         for name in [BROADCAST, CLOSURE] {
