@@ -517,7 +517,10 @@ impl Bus {
         event_type: impl Into<String>,
         data: impl Into<Value>,
     ) -> Result<EventId, EmitError> {
-        let event = self.inner.core.build(event_type, data)?;
+        let event = self
+            .inner
+            .core
+            .build(Event::builder(event_type).data(data))?;
         self.inner.core.dispatch(event, None)?.into_result()
     }
 
@@ -554,7 +557,10 @@ impl Bus {
         event_type: impl Into<String>,
         data: Arc<Value>,
     ) -> Result<EventId, EmitError> {
-        let event = self.inner.core.build_shared(event_type, data)?;
+        let event = self
+            .inner
+            .core
+            .build(Event::builder(event_type).data_shared(data))?;
         self.inner.core.dispatch(event, None)?.into_result()
     }
 
@@ -625,7 +631,10 @@ impl Bus {
         event_type: impl Into<String>,
         data: impl Into<Value>,
     ) -> Result<DeliveryReport, EmitError> {
-        let event = self.inner.core.build(event_type, data)?;
+        let event = self
+            .inner
+            .core
+            .build(Event::builder(event_type).data(data))?;
         self.emit_event_and_wait(event).await
     }
 
@@ -655,7 +664,10 @@ impl Bus {
         event_type: impl Into<String>,
         data: impl Into<Value>,
     ) -> Result<DeliveryReport, EmitError> {
-        let event = self.inner.core.build(event_type, data)?;
+        let event = self
+            .inner
+            .core
+            .build(Event::builder(event_type).data(data))?;
         self.emit_event_and_wait_blocking(event)
     }
 

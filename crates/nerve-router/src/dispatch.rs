@@ -271,31 +271,12 @@ impl Dispatcher {
         })
     }
 
-    /// Builds an event from a name and data, counting an invalid name.
-    pub(crate) fn build(
-        &self,
-        event_type: impl Into<String>,
-        data: impl Into<nerve_core::Value>,
-    ) -> Result<Event, EmitError> {
-        Event::builder(event_type).data(data).build().map_err(|e| {
+    /// Builds the event `emit` and its twins describe, counting an invalid name.
+    pub(crate) fn build(&self, builder: nerve_core::EventBuilder) -> Result<Event, EmitError> {
+        builder.build().map_err(|e| {
             self.ledger.rejected(None);
             EmitError::Invalid(e)
         })
-    }
-
-    /// Builds an event around a shared payload, for `Bus::emit_shared`.
-    pub(crate) fn build_shared(
-        &self,
-        event_type: impl Into<String>,
-        data: Arc<nerve_core::Value>,
-    ) -> Result<Event, EmitError> {
-        Event::builder(event_type)
-            .data_shared(data)
-            .build()
-            .map_err(|e| {
-                self.ledger.rejected(None);
-                EmitError::Invalid(e)
-            })
     }
 
     /// The tokio runtime async handlers run on: the bus's own, else the
