@@ -149,8 +149,6 @@ pub(crate) struct Disk {
     pub(crate) uncertain: BTreeSet<u64>,
     /// Events whose line was torn by a cut of the file: gone.
     pub(crate) torn: BTreeSet<u64>,
-    /// The `seq` of every line torn that way (events, markers, reports).
-    pub(crate) torn_seqs: BTreeSet<u64>,
 }
 
 /// The whole reference model.
