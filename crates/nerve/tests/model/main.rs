@@ -7,7 +7,7 @@
 //! windows, each subscriber's `offered == delivered + dropped` by reason,
 //! and the dead letters by reason.
 //!
-//! `NERVE_MODEL_CASES` (default 48) and `NERVE_MODEL_STEPS` (default 40, the
+//! `NERVE_MODEL_CASES` (default 256) and `NERVE_MODEL_STEPS` (default 40, the
 //! longest sequence) run more. Failures shrink to a short sequence of steps;
 //! their seeds are kept in `main.proptest-regressions` beside this file and
 //! replayed first on every run.
@@ -31,7 +31,7 @@ fn env(name: &str, default: u32) -> u32 {
 }
 
 fn cases() -> u32 {
-    env("NERVE_MODEL_CASES", 48)
+    env("NERVE_MODEL_CASES", 256)
 }
 
 fn steps() -> usize {
