@@ -212,8 +212,7 @@ impl Model {
                 }
             }
         }
-        let all_failed =
-            !queued_any && inline_ran >= 2 && inline_failures.len() == inline_ran;
+        let all_failed = !queued_any && inline_ran >= 2 && inline_failures.len() == inline_ran;
         if all_failed {
             let mut e = entry("all_handlers_failed", n, None, bad);
             e.targets = inline_failures.into_iter().map(|(name, _)| name).collect();

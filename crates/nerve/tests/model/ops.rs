@@ -70,18 +70,47 @@ pub(crate) enum Fault {
 /// its count), so that a shrunk sequence stays valid.
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
-    Emit { b: bool, bad: bool, count: u8 },
-    Subscribe { kind: Kind, behaviour: Behaviour, pattern: Pattern },
-    Unsubscribe { pick: usize },
-    Heal { pick: usize },
-    OpenStream { pattern: Pattern, policy: Policy, capacity: usize },
-    Read { pick: usize, count: u8 },
-    CloseStream { pick: usize },
-    Retry { pick: usize },
-    Fault { fault: Fault, times: u32, emits: u8 },
+    Emit {
+        b: bool,
+        bad: bool,
+        count: u8,
+    },
+    Subscribe {
+        kind: Kind,
+        behaviour: Behaviour,
+        pattern: Pattern,
+    },
+    Unsubscribe {
+        pick: usize,
+    },
+    Heal {
+        pick: usize,
+    },
+    OpenStream {
+        pattern: Pattern,
+        policy: Policy,
+        capacity: usize,
+    },
+    Read {
+        pick: usize,
+        count: u8,
+    },
+    CloseStream {
+        pick: usize,
+    },
+    Retry {
+        pick: usize,
+    },
+    Fault {
+        fault: Fault,
+        times: u32,
+        emits: u8,
+    },
     /// Shut the bus down, close the journal, optionally cut the active
     /// file's last line (`torn`: how many bytes), and open everything again.
-    Restart { torn: Option<u16> },
+    Restart {
+        torn: Option<u16>,
+    },
 }
 
 fn pattern() -> impl Strategy<Value = Pattern> {

@@ -387,7 +387,11 @@ impl System {
         let mut seqs: Vec<u64> = events.iter().map(Event::seq).filter(|s| *s != 0).collect();
         seqs.sort_unstable();
         for pair in seqs.windows(2) {
-            assert!(pair[0] < pair[1], "every seq on disk once: {}", dump(&events));
+            assert!(
+                pair[0] < pair[1],
+                "every seq on disk once: {}",
+                dump(&events)
+            );
         }
         let on_disk: Vec<u64> = work.iter().map(|(n, _)| *n).collect();
         for n in &on_disk {
@@ -420,7 +424,11 @@ impl System {
             for f in std::fs::read_dir(self.path.parent().unwrap()).unwrap() {
                 let f = f.unwrap().path();
                 let text = std::fs::read_to_string(&f).unwrap_or_default();
-                let seqs: Vec<&str> = text.lines().filter_map(|l| l.split("\"seq\":").nth(1)).map(|r| r.split(',').next().unwrap()).collect();
+                let seqs: Vec<&str> = text
+                    .lines()
+                    .filter_map(|l| l.split("\"seq\":").nth(1))
+                    .map(|r| r.split(',').next().unwrap())
+                    .collect();
                 eprintln!("{} {} bytes seqs {seqs:?}", f.display(), text.len());
             }
             eprintln!("--");
@@ -475,7 +483,11 @@ impl System {
             assert_eq!(s.name.as_deref(), Some(h.name.as_str()));
             let got = (s.offered, s.succeeded, s.failed, s.panicked, s.dropped);
             let want = (h.offered, h.succeeded, h.failed, h.panicked, 0);
-            assert_eq!(got, want, "(offered, succeeded, failed, panicked, dropped) of {}", h.name);
+            assert_eq!(
+                got, want,
+                "(offered, succeeded, failed, panicked, dropped) of {}",
+                h.name
+            );
         }
         for m in &self.model.streams {
             let s = by_id[&m.id];
@@ -504,7 +516,10 @@ impl System {
                 let targets: Vec<String> = e
                     .targets
                     .iter()
-                    .map(|t| ids.get(&t.as_u64()).map_or(format!("{t}"), |n| (*n).to_owned()))
+                    .map(|t| {
+                        ids.get(&t.as_u64())
+                            .map_or(format!("{t}"), |n| (*n).to_owned())
+                    })
                     .collect();
                 (
                     e.reason.as_str(),
@@ -531,14 +546,26 @@ impl System {
             .collect();
         got.sort();
         want.sort();
-        assert_eq!(got, want, "dead letters (reason, event, subscription, attempts, targets)");
+        assert_eq!(
+            got, want,
+            "dead letters (reason, event, subscription, attempts, targets)"
+        );
         let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
         for e in &self.model.dead {
             *by_reason.entry(e.reason).or_default() += 1;
         }
-        assert_eq!(live.dlq.stats().by_reason, by_reason, "dead letters by reason");
+        assert_eq!(
+            live.dlq.stats().by_reason,
+            by_reason,
+            "dead letters by reason"
+        );
         // Named targets of entries made by this bus are the model's.
-        for e in self.model.dead.iter().filter(|e| !e.restored && !e.targets.is_empty()) {
+        for e in self
+            .model
+            .dead
+            .iter()
+            .filter(|e| !e.restored && !e.targets.is_empty())
+        {
             let real = live
                 .dlq
                 .entries()
