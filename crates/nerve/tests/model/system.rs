@@ -421,17 +421,7 @@ impl System {
             dump(&events)
         );
         if std::env::var_os("NERVE_MODEL_DEBUG").is_some() {
-            for f in std::fs::read_dir(self.path.parent().unwrap()).unwrap() {
-                let f = f.unwrap().path();
-                let text = std::fs::read_to_string(&f).unwrap_or_default();
-                let seqs: Vec<&str> = text
-                    .lines()
-                    .filter_map(|l| l.split("\"seq\":").nth(1))
-                    .map(|r| r.split(',').next().unwrap())
-                    .collect();
-                eprintln!("{} {} bytes seqs {seqs:?}", f.display(), text.len());
-            }
-            eprintln!("--");
+            eprintln!("{}", listing(self.path.parent().unwrap()));
         }
         let files = JournalReader::open(&self.path).unwrap().files().len();
         assert!(files <= MAX_FILES + 1, "{files} journal files");
@@ -660,4 +650,23 @@ fn dump(events: &[Event]) -> String {
         .iter()
         .map(|e| format!("\n  seq {} {} {}", e.seq(), e.event_type(), e.data()))
         .collect()
+}
+
+/// Each file of the journal's directory with its size and the numbers of
+/// its lines, for `NERVE_MODEL_DEBUG=1` (where retention and markers left
+/// what).
+fn listing(dir: &Path) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let seqs: Vec<u64> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["seq"].as_u64())
+            .collect();
+        let name = path.file_name().unwrap().to_string_lossy();
+        out += &format!("{name}: {} bytes, seqs {seqs:?}\n", text.len());
+    }
+    out
 }
