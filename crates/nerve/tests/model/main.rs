@@ -8,7 +8,8 @@
 //! and the dead letters by reason.
 //!
 //! `NERVE_MODEL_CASES` (default 256) and `NERVE_MODEL_STEPS` (default 40, the
-//! longest sequence) run more. Failures shrink to a short sequence of steps;
+//! longest sequence) run more (through `cargo test`: nextest ends a test
+//! after 180 s). Failures shrink to a short sequence of steps;
 //! their seeds are kept in `main.proptest-regressions` beside this file and
 //! replayed first on every run. `NERVE_MODEL_DEBUG=1` prints the journal's
 //! files and their line numbers after each step.
