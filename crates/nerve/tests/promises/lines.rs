@@ -84,3 +84,53 @@ fn a_damaged_line_of_several_megabytes_is_one_bad_line_and_reading_goes_on() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A line whose `trace_context` holds a malformed `traceparent` is a bad
+/// line named by its field, like a malformed `event_id`; the lines around it
+/// are read.
+#[test]
+fn a_malformed_traceparent_makes_a_bad_line_named_by_its_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let line = |seq: u64, traceparent: &str| {
+        format!(
+            r#"{{"event_id":"0190b6e0-8c4e-7a31-9f2d-3c5b1e7a9d4{seq}","event_type":"order.placed","timestamp":"2026-11-23T09:01:32.200000Z","seq":{seq},"trace_context":{{"traceparent":"{traceparent}"}},"data":{{}},"v":1}}"#
+        )
+    };
+    let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let text = [
+        line(1, good),
+        line(2, "00-not-a-trace-context"),
+        line(3, "00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+        line(4, good),
+    ]
+    .join("\n")
+        + "\n";
+    std::fs::write(&path, text).unwrap();
+    let results: Vec<Result<Event, ReadError>> = JournalReader::open(&path).unwrap().collect();
+    let seqs: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(Event::seq))
+        .collect();
+    assert_eq!(seqs, [1, 4]);
+    assert_eq!(
+        results[0]
+            .as_ref()
+            .unwrap()
+            .trace_context()
+            .unwrap()
+            .traceparent(),
+        good
+    );
+    for (r, line) in results[1..3].iter().zip([2, 3]) {
+        match r {
+            Err(ReadError::BadLine {
+                line: l, message, ..
+            }) => {
+                assert_eq!(*l, line);
+                assert!(message.contains("traceparent"), "{message}");
+            }
+            other => panic!("line {line}: {other:?}"),
+        }
+    }
+}
