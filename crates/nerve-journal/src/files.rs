@@ -413,18 +413,25 @@ pub(crate) fn quarantine<'a>(
 /// need not hold the highest number.
 const TAIL_RECORDS: usize = 64;
 
-/// The highest `seq` the journal holds, read from the end of its newest
-/// non-empty file (the active file, else the newest rotated one): the
-/// largest number among its last [`TAIL_RECORDS`] records (a range marker
-/// counts with its `to_seq`); if none of them carries a number, the next
-/// older file's. `None` for an empty journal or one without numbers (an
-/// aperion-event-bus log). Reads a few blocks per file, whatever the files'
-/// sizes.
+/// The highest `seq` the journal holds: the largest number among its
+/// newest [`TAIL_RECORDS`] numbered records (a range marker counts with its
+/// `to_seq`), read from the end of the active file and, while fewer than
+/// that were found, of the rotated files, newest first. Files and lines that
+/// carry no number (damaged, or another program's) are passed over. Across
+/// files, because a rotation can fall between an out-of-order pair and leave
+/// the higher number in the older file. `None` for an empty journal or one
+/// without numbers (an aperion-event-bus log). Reads a few blocks per file,
+/// whatever the files' sizes.
 pub(crate) fn last_seq(paths: &Paths) -> io::Result<Option<u64>> {
     let listing = paths.list()?;
     let mut newest_first = vec![paths.active().to_path_buf()];
     newest_first.extend(paths.oldest_first(&listing).into_iter().rev());
+    let mut highest: Option<u64> = None;
+    let mut numbered = 0;
     for path in newest_first {
+        if numbered >= TAIL_RECORDS {
+            break;
+        }
         let mut file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -434,19 +441,17 @@ pub(crate) fn last_seq(paths: &Paths) -> io::Result<Option<u64>> {
         if len == 0 {
             continue;
         }
-        let tail = tail_lines(&mut file, len, TAIL_RECORDS)?;
-        let highest = tail
+        let tail = tail_lines(&mut file, len, TAIL_RECORDS - numbered)?;
+        for seq in tail
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
             .filter_map(crate::format::seq_accounted)
-            .max();
-        // A file whose last lines carry no number (damaged, or another
-        // program's) says nothing: the next older one may.
-        if highest.is_some() {
-            return Ok(highest);
+        {
+            numbered += 1;
+            highest = highest.max(Some(seq));
         }
     }
-    Ok(None)
+    Ok(highest)
 }
 
 /// The file's last `n` whole lines (fewer if it has fewer), reading

@@ -478,6 +478,12 @@ impl DeadLetterQueue {
     /// A retry that fails does not add a new entry, and is counted in
     /// [`DeadLetterStats::retried_failed`].
     ///
+    /// An [`AllHandlersFailed`](DeadLetterReason::AllHandlersFailed) entry
+    /// goes to each subscription in its `targets`, by id, in order, and
+    /// stops at the first that fails. Those ids are the bus's that made the
+    /// entry: for an entry restored from a store by a later bus they may
+    /// name no subscription (the retry fails) or another one.
+    ///
     /// # Errors
     ///
     /// [`RetryError`]: no such entry, no bus, or the redelivery failed.

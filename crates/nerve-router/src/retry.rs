@@ -50,13 +50,20 @@ async fn redeliver(bus: &Dispatcher, entry: &DeadLetter) -> Result<(), String> {
 
 /// The subscription a retry goes to: the same id with the same name; for
 /// an entry restored after a restart (ids start again), the subscription
-/// with the entry's name.
+/// with the entry's name. An entry with several targets
+/// (`AllHandlersFailed`) names no subscription, only the targets' ids, so
+/// a target is the subscription with that id, whatever its name; after a
+/// restart those ids are the old bus's (a known limit: they may name no
+/// subscription, or another one).
 fn find_target(
     bus: &Dispatcher,
     id: SubscriptionId,
     entry: &DeadLetter,
 ) -> Option<Arc<Subscription>> {
     let routes = bus.routes.load();
+    if !entry.targets.is_empty() && entry.subscription_id.is_none() {
+        return routes.subscriptions().find(|s| s.id == id).cloned();
+    }
     let name = entry.subscription_name.as_deref();
     let same = |s: &&Arc<Subscription>| s.id == id && s.name.as_deref() == name;
     if let Some(sub) = routes.subscriptions().find(same) {

@@ -170,3 +170,33 @@ fn a_crash_between_the_rename_and_the_new_file_is_finished_at_open() {
         ]
     );
 }
+
+/// Concurrent emitters hand events to the writer slightly out of `seq`
+/// order; when a rotation falls between such a pair, the higher number is in
+/// the older file. Reopening must still find it, or the bus would number its
+/// next event with a `seq` the journal already holds.
+#[test]
+fn the_last_seq_is_found_across_a_rotation_that_split_an_out_of_order_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    // Every record in a file of its own: each write rotates.
+    let journal = Journal::builder(&path)
+        .fsync(Fsync::Never)
+        .max_bytes(1)
+        .max_files(10)
+        .build()
+        .unwrap();
+    for seq in [1, 2, 4, 3] {
+        let event = Event::builder("a.b").seq(seq).build().unwrap();
+        journal.record(&event).unwrap();
+    }
+    journal.close(WAIT).unwrap();
+    drop(journal);
+    let reopened = Journal::builder(&path)
+        .fsync(Fsync::Never)
+        .max_bytes(1)
+        .max_files(10)
+        .build()
+        .unwrap();
+    assert_eq!(reopened.last_seq(), Some(4));
+}

@@ -377,3 +377,29 @@ fn persisted_dead_letters_are_redacted() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An `AllHandlersFailed` entry belongs to no single subscription: it
+/// names its targets by id. A retry must reach each of them (named or not)
+/// and, once they all succeed, remove the entry.
+#[test]
+fn retrying_an_all_handlers_failed_entry_reaches_its_named_targets() {
+    let dlq = DeadLetterQueue::new(100);
+    let bus = Bus::builder().dead_letters(dlq.clone()).build().unwrap();
+    let named = Flaky::failing();
+    let unnamed = Flaky::failing();
+    bus.subscribe_with("all.fail", named.handler(), Subscribe::new().name("a"))
+        .unwrap();
+    bus.subscribe("all.fail", unnamed.handler()).unwrap();
+    bus.emit("all.fail", json!({})).unwrap();
+    let entries = dlq.by_reason(DeadLetterReason::AllHandlersFailed);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].targets.len(), 2);
+    assert_eq!((named.calls(), unnamed.calls()), (1, 1));
+
+    named.heal();
+    unnamed.heal();
+    dlq.retry_blocking(entries[0].id).unwrap();
+    assert_eq!((named.calls(), unnamed.calls()), (2, 2), "each target once");
+    assert!(dlq.is_empty());
+    assert_eq!(dlq.stats().retried_ok, 1);
+}
