@@ -107,6 +107,25 @@ impl Cargo {
         Ok(())
     }
 
+    /// As [`run`](Self::run), returning what the command printed on stdout
+    /// (stderr is inherited, so cargo's progress still shows).
+    ///
+    /// # Errors
+    ///
+    /// When cargo cannot be started or exits unsuccessfully.
+    pub(crate) fn stdout(&self) -> Result<String> {
+        println!("$ {self}");
+        let output = self
+            .command()
+            .stdout(Stdio::piped())
+            .output()
+            .with_context(|| format!("could not start `{self}`"))?;
+        if !output.status.success() {
+            bail!("`{self}` failed ({})", output.status);
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// Runs the command with its output discarded and reports whether it
     /// succeeded; used to probe for optional tools.
     pub(crate) fn succeeds_quietly(&self) -> bool {
