@@ -290,7 +290,10 @@ fn soak(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             tokio::task::yield_now().await;
             verdict(&e, 307, 3001)
         },
-        Subscribe::new().name("upload").queued(1024).overflow(Overflow::Block),
+        Subscribe::new()
+            .name("upload")
+            .queued(1024)
+            .overflow(Overflow::Block),
     )?;
     bus.subscribe_async_with(
         "soak.*",
@@ -446,7 +449,10 @@ fn soak(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         if s.kind == "sync" {
             checks.check(
                 s.offered == accepted || s.patterns != ["soak.*"],
-                format!("{label}: inline handler offered {} == accepted {accepted}", s.offered),
+                format!(
+                    "{label}: inline handler offered {} == accepted {accepted}",
+                    s.offered
+                ),
             );
         }
         *sums.entry("succeeded").or_default() += s.succeeded;
@@ -466,7 +472,10 @@ fn soak(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         let received = r.received.load(Ordering::Relaxed);
         checks.check(
             received == delivered,
-            format!("{}: reader received {received} == delivered {delivered}", r.name),
+            format!(
+                "{}: reader received {received} == delivered {delivered}",
+                r.name
+            ),
         );
     }
     checks.check(
@@ -555,7 +564,9 @@ fn soak(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     let alive = runtime.metrics().num_alive_tasks();
     checks.check(
         alive == 0,
-        format!("tokio tasks alive after shutdown: {alive} (readers before join: {tasks_before_join})"),
+        format!(
+            "tokio tasks alive after shutdown: {alive} (readers before join: {tasks_before_join})"
+        ),
     );
     drop(bus);
     drop(journal);
@@ -599,7 +610,11 @@ fn soak(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
 
     let rate = accepted as f64 / elapsed.as_secs_f64();
     println!();
-    println!("soak: {} s, {} emitter threads", elapsed.as_secs(), args.emitters);
+    println!(
+        "soak: {} s, {} emitter threads",
+        elapsed.as_secs(),
+        args.emitters
+    );
     println!(
         "  events     {accepted} accepted ({rate:.0}/s; {} refused by a full Error stream), {} emitted with system events",
         emitted.refused.load(Ordering::Relaxed),
@@ -630,7 +645,9 @@ fn soak(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     );
     println!(
         "  verify     {}",
-        verify.as_ref().map_or("skipped (no --nerve)", |(_, s)| s.as_str())
+        verify
+            .as_ref()
+            .map_or("skipped (no --nerve)", |(_, s)| s.as_str())
     );
     let failed: Vec<_> = checks.lines.iter().filter(|(ok, _)| !ok).collect();
     println!(
@@ -704,7 +721,11 @@ fn emit(bus: &Bus, thread: usize, stop: &AtomicBool, emitted: &Emitted) {
 fn verify(nerve: &Path, dir: &Path) -> Result<(bool, String), std::io::Error> {
     let out = Command::new(nerve).arg("verify").arg(dir).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
     let code = out.status.code().map_or("signal".into(), |c| c.to_string());
     Ok((
         out.status.success(),
