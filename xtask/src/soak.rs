@@ -66,17 +66,18 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Options> {
     Ok(options)
 }
 
-/// The cargo invocation building the soak and the CLI, in one feature
-/// resolution so that neither rebuilds what the other built.
+/// The cargo invocation building the soak and the CLI.
+///
+/// With the workspace and every feature, as the clippy and test steps of
+/// `ci` do: the same feature resolution, so nothing they built is built
+/// again (`-p nerve -p nerve-cli --features nerve/full` would resolve
+/// tokio without the `test-util` the workspace's tests turn on, and rebuild
+/// tokio and everything above it).
 fn build(options: &Options) -> Cargo {
     let mut args = vec![
         "build",
-        "--package",
-        "nerve",
-        "--package",
-        "nerve-cli",
-        "--features",
-        "nerve/full",
+        "--workspace",
+        "--all-features",
         "--example",
         "soak",
         "--bin",
@@ -168,13 +169,13 @@ mod tests {
         assert!(parsed(&["--hours", "1"]).is_err());
     }
 
-    /// The soak and the CLI are built together, with every feature of the
-    /// facade, in the dev profile unless `--release`.
+    /// The soak and the CLI are built together, with the features the other
+    /// steps use, in the dev profile unless `--release`.
     #[test]
     fn builds_the_soak_and_the_cli_together() {
         let line = build(&Options::default()).to_string();
         assert!(line.contains("--example soak --bin nerve"), "{line}");
-        assert!(line.contains("nerve/full"), "{line}");
+        assert!(line.contains("--workspace --all-features"), "{line}");
         assert!(!line.contains("--release"), "{line}");
         let release = build(&Options {
             minutes: 1,
