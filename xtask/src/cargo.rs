@@ -107,6 +107,25 @@ impl Cargo {
         Ok(())
     }
 
+    /// As [`run`](Self::run), returning what the command printed on stdout
+    /// (stderr is inherited, so cargo's progress still shows).
+    ///
+    /// # Errors
+    ///
+    /// When cargo cannot be started or exits unsuccessfully.
+    pub(crate) fn stdout(&self) -> Result<String> {
+        println!("$ {self}");
+        let output = self
+            .command()
+            .stdout(Stdio::piped())
+            .output()
+            .with_context(|| format!("could not start `{self}`"))?;
+        if !output.status.success() {
+            bail!("`{self}` failed ({})", output.status);
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// Runs the command with its output discarded and reports whether it
     /// succeeded; used to probe for optional tools.
     pub(crate) fn succeeds_quietly(&self) -> bool {
@@ -120,10 +139,17 @@ impl Cargo {
     /// The process to spawn.
     ///
     /// `CARGO` is set by `cargo run`, so nested invocations use the same
-    /// toolchain as the one that built xtask.
+    /// toolchain as the one that built xtask. The other variables `cargo
+    /// run` sets describe xtask's own package; they are not passed on (see
+    /// [`is_package_env`]).
     fn command(&self) -> Command {
         let program = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
         let mut command = Command::new(program);
+        for (key, _) in env::vars_os() {
+            if key.to_str().is_some_and(is_package_env) {
+                command.env_remove(key);
+            }
+        }
         command
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -149,6 +175,26 @@ impl fmt::Display for Cargo {
     }
 }
 
+/// Whether `key` is one of the variables `cargo run` sets for the package it
+/// runs (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, ...), here xtask's.
+///
+/// A nested cargo must not inherit them: build scripts that declare
+/// `rerun-if-env-changed` on them (ring's does, for `CARGO_MANIFEST_DIR` and
+/// `CARGO_PKG_*`) would see them change between `cargo build` and `cargo
+/// xtask`, and rebuild ring and everything above it on each switch.
+fn is_package_env(key: &str) -> bool {
+    key.starts_with("CARGO_PKG_")
+        || matches!(
+            key,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+        )
+}
+
 /// Quotes a shell word when it contains spaces.
 fn quoted(word: &str) -> String {
     if word.contains(char::is_whitespace) {
@@ -171,6 +217,36 @@ mod tests {
             doc.to_string(),
             "RUSTDOCFLAGS=\"-D warnings\" cargo doc --no-deps"
         );
+    }
+
+    /// The variables `cargo run` sets for xtask's own package are not passed
+    /// to the cargo it starts; the ones that configure cargo are.
+    #[test]
+    fn nested_cargo_does_not_inherit_xtasks_package_env() {
+        for key in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+        ] {
+            assert!(is_package_env(key), "{key}");
+        }
+        for key in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_TERM_COLOR",
+        ] {
+            assert!(!is_package_env(key), "{key}");
+        }
+        // `cargo test` sets CARGO_MANIFEST_DIR for this test as `cargo run`
+        // does for xtask: the command removes it.
+        assert!(env::var_os("CARGO_MANIFEST_DIR").is_some());
+        let command = Cargo::new(["build"]).command();
+        let removed = command
+            .get_envs()
+            .any(|(key, value)| key == "CARGO_MANIFEST_DIR" && value.is_none());
+        assert!(removed);
     }
 
     /// The root is the directory holding the workspace manifest.

@@ -3,6 +3,7 @@
 //!
 //! `cargo xtask ci` is what CI runs; every step it runs can also be run alone.
 //! `cargo xtask bench` runs the benchmarks and regenerates their page.
+//! `cargo xtask soak --minutes N` runs every feature at full rate for N minutes.
 //! See `cargo xtask --help`.
 
 mod bench;
@@ -10,6 +11,7 @@ mod cargo;
 mod ci;
 mod features;
 mod manifest;
+mod soak;
 mod step;
 mod tidy;
 
@@ -30,6 +32,8 @@ enum Command {
     Step(Step),
     /// Run the benchmarks and regenerate their page and charts.
     Bench(bench::Options),
+    /// Run the soak for as long as asked.
+    Soak(soak::Options),
 }
 
 /// Runs the command, printing any error as one line.
@@ -58,6 +62,7 @@ fn run() -> Result<ExitCode> {
             .run()
             .with_context(|| format!("{} failed", step.name()))?,
         Command::Bench(options) => bench::run(&options).context("bench failed")?,
+        Command::Soak(options) => soak::run(&options).context("soak failed")?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -70,6 +75,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Command>> {
     };
     let command = match first.as_str() {
         "bench" => return Ok(Some(Command::Bench(bench::parse(args)?))),
+        "soak" => return Ok(Some(Command::Soak(soak::parse(args)?))),
         "-h" | "--help" | "help" => Command::Help,
         "ci" => Command::Ci,
         name => match Step::from_name(name) {
@@ -98,6 +104,7 @@ fn usage() -> String {
     }
     line("help", "Print this help (also -h, --help)");
     text.push_str(bench::USAGE);
+    text.push_str(soak::USAGE);
     text
 }
 
@@ -125,6 +132,14 @@ mod tests {
         let quick = check_bench(&["bench", "--quick", "emit"]);
         assert!(quick.quick);
         assert_eq!(quick.benches, ["emit"]);
+        check(&["soak"], Some(Command::Soak(soak::Options::default())));
+        check(
+            &["soak", "--minutes", "30"],
+            Some(Command::Soak(soak::Options {
+                minutes: 30,
+                release: false,
+            })),
+        );
     }
 
     /// The bench options of `args`.
@@ -147,6 +162,7 @@ mod tests {
     fn usage_lists_every_step() {
         let text = usage();
         assert!(text.contains("cargo xtask bench [--quick]"));
+        assert!(text.contains("cargo xtask soak [--minutes N]"));
         for step in Step::ALL {
             assert!(
                 text.contains(step.name()),

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::cargo::Cargo;
-use crate::{features, tidy};
+use crate::{features, soak, tidy};
 
 /// One check, run alone as `cargo xtask <name>` or as part of `ci`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,11 +25,14 @@ pub(crate) enum Step {
     Features,
     /// Project conventions no compiler checks; see [`tidy`].
     Tidy,
+    /// Every feature of the bus at full rate for one minute, then memory,
+    /// accounting, journal and leak checks; see [`soak`].
+    Soak,
 }
 
 impl Step {
     /// Every step, in the order `ci` runs them.
-    pub(crate) const ALL: [Step; 7] = [
+    pub(crate) const ALL: [Step; 8] = [
         Step::Fmt,
         Step::Clippy,
         Step::Test,
@@ -37,6 +40,7 @@ impl Step {
         Step::Doc,
         Step::Features,
         Step::Tidy,
+        Step::Soak,
     ];
 
     /// The subcommand name, as typed after `cargo xtask`.
@@ -49,6 +53,7 @@ impl Step {
             Step::Doc => "doc",
             Step::Features => "features",
             Step::Tidy => "tidy",
+            Step::Soak => "soak",
         }
     }
 
@@ -67,6 +72,9 @@ impl Step {
             }
             Step::Tidy => {
                 "Check project conventions (lints, leftovers, crate docs, changelog, readme)"
+            }
+            Step::Soak => {
+                "Soak every feature at full rate for 1 minute; check memory, accounting, journal, leaks"
             }
         }
     }
@@ -92,6 +100,7 @@ impl Step {
                 .run(),
             Step::Features => features::check(),
             Step::Tidy => tidy::check(),
+            Step::Soak => soak::run(&soak::Options::default()),
         }
     }
 }
