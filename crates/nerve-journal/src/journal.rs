@@ -17,7 +17,7 @@ use crate::follow::Follow;
 use crate::fs::{JournalFs, StdFs};
 use crate::marker::{self, Marker, Owed};
 use crate::reader::JournalReader;
-use crate::shifter::Shifter;
+use crate::shifter::{Disk, Shifter};
 use crate::writer::{Msg, Writer, await_reply};
 
 /// The redaction hook: the event as it is to be written.
@@ -380,15 +380,9 @@ impl JournalBuilder {
         }
         let shared = Arc::new(Shared::default());
         let (tx, rx) = crossbeam_channel::bounded(self.capacity);
-        let shifter = Shifter::spawn(
-            self.fs.clone(),
-            paths.clone(),
-            self.max_files,
-            self.fsync,
-            shared.clone(),
-            backups,
-        )
-        .map_err(io(&paths.rename_lock()))?;
+        let shifter = Disk::new(self.fs.clone(), paths.clone())
+            .and_then(|disk| Shifter::spawn(disk, self.max_files, self.fsync, shared.clone(), backups))
+            .map_err(io(&paths.rename_lock()))?;
         let writer = Writer::new(
             self.fs,
             paths.clone(),
