@@ -105,7 +105,10 @@ pub struct JournalStats {
     pub bytes: u64,
     /// Batches written (one write call each, between rotations).
     pub batches: u64,
-    /// Syncs done.
+    /// Syncs of the active file done: by the policy (`Interval`, `Always`),
+    /// on `flush` and close, and at each rotation (before the full file is
+    /// handed over) unless the policy is `Never`. Directory syncs are not
+    /// counted.
     pub syncs: u64,
     /// Rotations done.
     pub rotations: u64,
