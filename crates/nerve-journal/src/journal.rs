@@ -384,7 +384,9 @@ impl JournalBuilder {
         let shared = Arc::new(Shared::default());
         let (tx, rx) = crossbeam_channel::bounded(self.capacity);
         let shifter = Disk::new(self.fs.clone(), paths.clone())
-            .and_then(|disk| Shifter::spawn(disk, self.max_files, self.fsync, shared.clone(), backups))
+            .and_then(|disk| {
+                Shifter::spawn(disk, self.max_files, self.fsync, shared.clone(), backups)
+            })
             .map_err(io(&paths.rename_lock()))?;
         let writer = Writer::new(
             self.fs,

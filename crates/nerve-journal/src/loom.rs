@@ -135,7 +135,9 @@ impl Dir {
     /// The writer links a spare in as the new active file.
     fn link(&self, spare: Spare) {
         let mut c = self.lock();
-        let old = c.files.insert(self.paths.active().to_path_buf(), Vec::new());
+        let old = c
+            .files
+            .insert(self.paths.active().to_path_buf(), Vec::new());
         assert!(old.is_none(), "a link replaced the active file");
         drop(spare);
         self.check(&c);
@@ -372,17 +374,20 @@ fn loom_flush_races_rotation() {
 /// and succeeds.
 #[test]
 fn loom_failed_pass_is_reported_by_the_flush_and_retried() {
-    model("loom_failed_pass_is_reported_by_the_flush_and_retried", || {
-        let dir = Arc::new(Dir::new(true, 1));
-        let mut w = Writer::start(&dir, 4, true);
-        w.append();
-        w.rotate();
-        w.append();
-        assert!(w.flush().is_err(), "the failed pass must be reported");
-        assert_eq!(w.flush(), Ok(()));
-        assert_eq!(dir.backups(), [vec![1]]);
-        assert_eq!(dir.lines(), [1, 2]);
-    });
+    model(
+        "loom_failed_pass_is_reported_by_the_flush_and_retried",
+        || {
+            let dir = Arc::new(Dir::new(true, 1));
+            let mut w = Writer::start(&dir, 4, true);
+            w.append();
+            w.rotate();
+            w.append();
+            assert!(w.flush().is_err(), "the failed pass must be reported");
+            assert_eq!(w.flush(), Ok(()));
+            assert_eq!(dir.backups(), [vec![1]]);
+            assert_eq!(dir.lines(), [1, 2]);
+        },
+    );
 }
 
 /// A second rotation handed over while the pass for the first may be

@@ -20,11 +20,11 @@ pub(crate) use std::thread;
 pub(crate) use std::time::Instant;
 
 #[cfg(nerve_loom)]
+pub(crate) use frozen::Instant;
+#[cfg(nerve_loom)]
 pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
 #[cfg(nerve_loom)]
 pub(crate) use loom::thread;
-#[cfg(nerve_loom)]
-pub(crate) use frozen::Instant;
 
 #[cfg(nerve_loom)]
 mod frozen {

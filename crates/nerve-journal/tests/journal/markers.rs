@@ -193,7 +193,11 @@ fn record_and_wait_returns_with_the_event_in_the_file() {
         if fsync != Fsync::Always {
             // Waiting asks for no sync: only rotation syncs (under
             // Interval, one each, counted), none under Never.
-            let rotation_syncs = if fsync == Fsync::Never { 0 } else { stats.rotations };
+            let rotation_syncs = if fsync == Fsync::Never {
+                0
+            } else {
+                stats.rotations
+            };
             assert_eq!(stats.syncs, rotation_syncs, "{fsync:?}: {stats:?}");
         }
     }

@@ -468,7 +468,10 @@ fn syncs_count_the_sync_at_rotation_flush_and_close() {
         } else {
             s.syncs + (closed.rotations - s.rotations) + 1
         };
-        assert_eq!(closed.syncs, expected, "close syncs what it wrote: {closed:?}");
+        assert_eq!(
+            closed.syncs, expected,
+            "close syncs what it wrote: {closed:?}"
+        );
     }
 }
 
