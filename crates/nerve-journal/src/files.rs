@@ -96,6 +96,16 @@ impl Paths {
     /// The backups and pending files present, found by listing the directory
     /// (at open, by readers, and by the renumbering after a failure).
     pub(crate) fn list(&self) -> io::Result<Listing> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            names.push(entry?.file_name());
+        }
+        Ok(self.listing_of(names.iter().filter_map(|n| n.to_str())))
+    }
+
+    /// The backups and pending files among the file names `names` (of the
+    /// journal's directory): [`list`](Self::list) without the directory.
+    pub(crate) fn listing_of<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Listing {
         let prefix = format!("{}.", self.stem);
         let suffix = self
             .ext
@@ -103,9 +113,7 @@ impl Paths {
             .map(|e| format!(".{e}"))
             .unwrap_or_default();
         let mut found = Listing::default();
-        for entry in std::fs::read_dir(&self.dir)? {
-            let name = entry?.file_name();
-            let Some(name) = name.to_str() else { continue };
+        for name in names {
             let Some(mid) = name
                 .strip_prefix(&prefix)
                 .and_then(|r| r.strip_suffix(suffix.as_str()))
@@ -131,7 +139,7 @@ impl Paths {
         }
         found.backups.sort_unstable();
         found.pending.sort_unstable();
-        Ok(found)
+        found
     }
 
     /// The files of a listing, oldest first: backups from the highest

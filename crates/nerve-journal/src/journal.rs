@@ -17,7 +17,7 @@ use crate::follow::Follow;
 use crate::fs::{JournalFs, StdFs};
 use crate::marker::{self, Marker, Owed};
 use crate::reader::JournalReader;
-use crate::shifter::Shifter;
+use crate::shifter::{Disk, Shifter};
 use crate::writer::{Msg, Writer, await_reply};
 
 /// The redaction hook: the event as it is to be written.
@@ -105,7 +105,10 @@ pub struct JournalStats {
     pub bytes: u64,
     /// Batches written (one write call each, between rotations).
     pub batches: u64,
-    /// Syncs done.
+    /// Syncs of the active file done: by the policy (`Interval`, `Always`),
+    /// on `flush` and close, and at each rotation (before the full file is
+    /// handed over) unless the policy is `Never`. Directory syncs are not
+    /// counted.
     pub syncs: u64,
     /// Rotations done.
     pub rotations: u64,
@@ -380,15 +383,11 @@ impl JournalBuilder {
         }
         let shared = Arc::new(Shared::default());
         let (tx, rx) = crossbeam_channel::bounded(self.capacity);
-        let shifter = Shifter::spawn(
-            self.fs.clone(),
-            paths.clone(),
-            self.max_files,
-            self.fsync,
-            shared.clone(),
-            backups,
-        )
-        .map_err(io(&paths.rename_lock()))?;
+        let shifter = Disk::new(self.fs.clone(), paths.clone())
+            .and_then(|disk| {
+                Shifter::spawn(disk, self.max_files, self.fsync, shared.clone(), backups)
+            })
+            .map_err(io(&paths.rename_lock()))?;
         let writer = Writer::new(
             self.fs,
             paths.clone(),

@@ -126,7 +126,11 @@ mod reader;
 pub mod replay;
 mod shifter;
 mod spare;
+mod sync;
 mod writer;
+
+#[cfg(all(test, nerve_loom))]
+mod loom;
 
 pub use dead_letters::{DeadLetterJournal, DeadLetterJournalBuilder, DeadLetterJournalStats};
 pub use files::Recovery;

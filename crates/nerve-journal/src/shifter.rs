@@ -7,11 +7,15 @@
 //! into `events.1.jsonl ..= events.N.jsonl`, deleting the oldest beyond
 //! `max_files`. However many rotations are pending when it wakes, it makes
 //! one pass (see [`files::renumber`]): the backups move once for all of them.
+//!
+//! The thread touches the files through [`Files`]: the journal's directory
+//! ([`Disk`]) in every build, an in-memory one in the loom models
+//! (`crate::loom`), which so check this protocol code itself. Its locks,
+//! condition variable and thread come from [`crate::sync`].
 
 use std::io;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::PoisonError;
+use std::time::Duration;
 
 use nerve_core::sink::{SinkErrorKind, SinkFault};
 
@@ -20,10 +24,71 @@ use crate::files::{self, Listing, Paths, RenameLock};
 use crate::fs::JournalFs;
 use crate::journal::Shared;
 use crate::spare;
+use crate::sync::thread::{self, JoinHandle};
+use crate::sync::{Arc, Condvar, Instant, Mutex, MutexGuard};
+
+/// What the renumbering thread does to the files, and what a rotation
+/// hands over: the journal's directory in production ([`Disk`]), an
+/// in-memory directory in the loom models.
+pub(crate) trait Files: Send + Sync + 'static {
+    /// A file made ahead for a rotation's new active file.
+    type Spare: Send + 'static;
+    /// The renames and removals (the same seam the tests inject faults at).
+    fn fs(&self) -> &dyn JournalFs;
+    fn paths(&self) -> &Paths;
+    /// Held for a pass, so that readers see the names stand still.
+    fn hold_names(&self) -> io::Result<impl Sized + '_>;
+    /// The rotated files present (after a failed pass).
+    fn list(&self) -> io::Result<Listing>;
+    /// Up to `n` spares; fewer (or none) is not an error.
+    fn make_spares(&self, n: usize) -> Vec<Self::Spare>;
+}
+
+/// The journal's own directory.
+pub(crate) struct Disk {
+    fs: std::sync::Arc<dyn JournalFs>,
+    paths: Paths,
+    lock: RenameLock,
+}
+
+impl Disk {
+    /// Creates the rename lock file if missing.
+    pub(crate) fn new(fs: std::sync::Arc<dyn JournalFs>, paths: Paths) -> io::Result<Self> {
+        Ok(Self {
+            lock: RenameLock::create(&paths)?,
+            fs,
+            paths,
+        })
+    }
+}
+
+impl Files for Disk {
+    type Spare = spare::Spare;
+
+    fn fs(&self) -> &dyn JournalFs {
+        &*self.fs
+    }
+
+    fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    fn hold_names(&self) -> io::Result<impl Sized + '_> {
+        self.lock.exclusive()
+    }
+
+    fn list(&self) -> io::Result<Listing> {
+        self.paths.list()
+    }
+
+    fn make_spares(&self, n: usize) -> Vec<Self::Spare> {
+        spare::make_up_to(self.paths.dir(), n)
+    }
+}
 
 /// What the writer and the renumbering thread share, under one mutex.
-#[derive(Debug, Default)]
-struct State {
+#[derive(Debug)]
+struct State<S> {
     /// Generations renamed by the writer and not yet taken by a pass.
     pending: Vec<u64>,
     /// The newest generation any pass has taken: pending files on disk up to
@@ -45,18 +110,34 @@ struct State {
     failure: Option<String>,
     stop: bool,
     /// Spare files ready for the writer's next rotations.
-    spares: Vec<spare::Spare>,
+    spares: Vec<S>,
 }
 
-impl State {
+impl<S> State<S> {
+    fn new(backups: usize, spares: Vec<S>) -> Self {
+        Self {
+            pending: Vec::new(),
+            taken: 0,
+            backups,
+            repair: false,
+            running: false,
+            asleep: false,
+            requested: 0,
+            done: 0,
+            failure: None,
+            stop: false,
+            spares,
+        }
+    }
+
     /// Half the spares or more are gone: time to make more.
     fn spares_low(&self) -> bool {
         self.spares.len() <= SPARES / 2
     }
 }
 
-struct Signal {
-    state: Mutex<State>,
+struct Signal<S> {
+    state: Mutex<State<S>>,
     changed: Condvar,
 }
 
@@ -76,23 +157,23 @@ pub(crate) fn batch(backups: usize) -> usize {
 /// Spare files kept ready (see [`spare`]).
 pub(crate) const SPARES: usize = 4;
 
-impl Signal {
+impl<S> Signal<S> {
     fn wait_timeout<'a>(
         &self,
-        guard: MutexGuard<'a, State>,
+        guard: MutexGuard<'a, State<S>>,
         timeout: Duration,
-    ) -> MutexGuard<'a, State> {
+    ) -> MutexGuard<'a, State<S>> {
         self.changed
             .wait_timeout(guard, timeout)
             .unwrap_or_else(PoisonError::into_inner)
             .0
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<S>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn wait<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    fn wait<'a>(&self, guard: MutexGuard<'a, State<S>>) -> MutexGuard<'a, State<S>> {
         self.changed
             .wait(guard)
             .unwrap_or_else(PoisonError::into_inner)
@@ -101,63 +182,90 @@ impl Signal {
 
 /// The writer's handle on the renumbering thread; stops and joins it when
 /// dropped.
-pub(crate) struct Shifter {
-    sync: Arc<Signal>,
+pub(crate) struct Shifter<F: Files = Disk> {
+    files: Arc<F>,
+    sync: Arc<Signal<F::Spare>>,
     thread: Option<JoinHandle<()>>,
+    /// The generation the next rotated file gets (`events.p<g>.jsonl`).
+    next_gen: u64,
 }
 
 /// The renumbering thread's own settings.
-struct Worker {
-    fs: Arc<dyn JournalFs>,
-    paths: Paths,
+struct Worker<F: Files> {
+    files: Arc<F>,
     max_files: usize,
     fsync: Fsync,
-    shared: Arc<Shared>,
-    lock: RenameLock,
-    sync: Arc<Signal>,
+    /// How long the oldest pending rotation may wait for a batch to fill.
+    max_delay: Duration,
+    shared: std::sync::Arc<Shared>,
+    sync: Arc<Signal<F::Spare>>,
 }
 
-impl Shifter {
+impl<F: Files> Shifter<F> {
     /// Starts the thread. `backups` are present as `1..=backups`, with
     /// nothing pending (as recovery leaves them).
     pub(crate) fn spawn(
-        fs: Arc<dyn JournalFs>,
-        paths: Paths,
+        files: F,
         max_files: usize,
         fsync: Fsync,
-        shared: Arc<Shared>,
+        shared: std::sync::Arc<Shared>,
         backups: usize,
     ) -> io::Result<Self> {
+        Self::spawn_with(files, max_files, fsync, shared, backups, MAX_DELAY)
+    }
+
+    /// [`spawn`](Self::spawn), with rotations waiting at most `max_delay`
+    /// for a batch (the models take `ZERO`: a pass as soon as one is there).
+    pub(crate) fn spawn_with(
+        files: F,
+        max_files: usize,
+        fsync: Fsync,
+        shared: std::sync::Arc<Shared>,
+        backups: usize,
+        max_delay: Duration,
+    ) -> io::Result<Self> {
         // The first spares now, so that even the first rotation finds one.
-        let spares = spare::make_up_to(paths.dir(), SPARES);
+        let spares = files.make_spares(SPARES);
         let sync = Arc::new(Signal {
-            state: Mutex::new(State {
-                backups,
-                spares,
-                ..State::default()
-            }),
+            state: Mutex::new(State::new(backups, spares)),
             changed: Condvar::new(),
         });
+        let files = Arc::new(files);
         let worker = Worker {
-            lock: RenameLock::create(&paths)?,
-            fs,
-            paths,
+            files: files.clone(),
             max_files,
             fsync,
+            max_delay,
             shared,
             sync: sync.clone(),
         };
-        let thread = std::thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("nerve-journal-renumber".into())
             .spawn(move || worker.run())?;
         Ok(Self {
+            files,
             sync,
             thread: Some(thread),
+            next_gen: 1,
         })
     }
 
+    /// The writer's side of a rotation, after it closed the full active
+    /// file: renames it to the next pending name (`events.p<g>.jsonl`),
+    /// hands it to this thread, and returns a spare for the new active file
+    /// if one is ready. A failed rename hands over nothing (the active file
+    /// keeps its name).
+    pub(crate) fn hand_over(&mut self) -> io::Result<Option<F::Spare>> {
+        let g = self.next_gen;
+        let paths = self.files.paths();
+        self.files.fs().rename(paths.active(), &paths.pending(g))?;
+        self.next_gen += 1;
+        self.push(g);
+        Ok(self.take_spare())
+    }
+
     /// Hands over generation `g`, just renamed by the writer.
-    pub(crate) fn push(&self, g: u64) {
+    fn push(&self, g: u64) {
         let mut state = self.sync.lock();
         state.pending.push(g);
         let n = state.pending.len();
@@ -174,7 +282,7 @@ impl Shifter {
     /// A spare file for the rotation under way, if one is ready: the
     /// writer links it in as the active file. Wakes the thread to make
     /// more once half are gone.
-    pub(crate) fn take_spare(&self) -> Option<spare::Spare> {
+    fn take_spare(&self) -> Option<F::Spare> {
         let mut state = self.sync.lock();
         let spare = state.spares.pop();
         let wake = state.asleep && state.spares_low();
@@ -211,7 +319,7 @@ impl Shifter {
     }
 }
 
-impl Drop for Shifter {
+impl<F: Files> Drop for Shifter<F> {
     fn drop(&mut self) {
         self.sync.lock().stop = true;
         self.sync.changed.notify_all();
@@ -221,7 +329,7 @@ impl Drop for Shifter {
     }
 }
 
-impl Worker {
+impl<F: Files> Worker<F> {
     fn run(self) {
         let mut state = self.sync.lock();
         // When the oldest rotation still pending was first seen.
@@ -243,7 +351,7 @@ impl Worker {
                 // Too few to be worth a pass yet: wait for more, or for the
                 // oldest to have waited `MAX_DELAY`.
                 let first = *since.get_or_insert_with(Instant::now);
-                let left = MAX_DELAY.saturating_sub(first.elapsed());
+                let left = self.max_delay.saturating_sub(first.elapsed());
                 if !left.is_zero() {
                     state.asleep = true;
                     state = self.sync.wait_timeout(state, left);
@@ -311,13 +419,16 @@ impl Worker {
     /// Tops the spare files up to [`SPARES`], without the lock while it
     /// makes them. A spare that cannot be made is not an error: the writer
     /// then creates the active file itself, and reports what fails there.
-    fn make_spares<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    fn make_spares<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State<F::Spare>>,
+    ) -> MutexGuard<'a, State<F::Spare>> {
         if state.stop || state.spares.len() >= SPARES {
             return state;
         }
         let wanted = SPARES - state.spares.len();
         drop(state);
-        let made = spare::make_up_to(self.paths.dir(), wanted);
+        let made = self.files.make_spares(wanted);
         state = self.sync.lock();
         state.spares.extend(made);
         state
@@ -333,9 +444,9 @@ impl Worker {
         taken: u64,
         pending: Vec<u64>,
     ) -> io::Result<usize> {
-        let _held = self.lock.exclusive()?;
+        let _held = self.files.hold_names()?;
         let listing = if repair {
-            let mut found = self.paths.list()?;
+            let mut found = self.files.list()?;
             found.pending.retain(|g| *g <= taken);
             found
         } else {
@@ -345,8 +456,8 @@ impl Worker {
             }
         };
         let done = files::renumber_with(
-            &*self.fs,
-            &self.paths,
+            self.files.fs(),
+            self.files.paths(),
             &listing,
             self.max_files,
             &mut || self.refill_spares(),
@@ -354,7 +465,7 @@ impl Worker {
         self.shared.counters.renumber_passes.inc();
         self.shared.counters.renumber_renames.add(done.renames);
         if self.fsync != Fsync::Never {
-            self.fs.sync_dir(self.paths.dir())?;
+            self.files.fs().sync_dir(self.files.paths().dir())?;
         }
         Ok(done.backups)
     }

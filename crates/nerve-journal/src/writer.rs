@@ -60,8 +60,6 @@ pub(crate) struct Writer {
     synced_len: u64,
     /// Gives rotated files their final names, off this thread.
     shifter: Shifter,
-    /// The generation the next rotated file gets (`events.p<g>.jsonl`).
-    next_gen: u64,
     /// Written but not yet synced.
     dirty: bool,
     last_sync: Instant,
@@ -112,7 +110,6 @@ impl Writer {
             len,
             synced_len: len,
             shifter,
-            next_gen: 1,
             dirty: false,
             last_sync: Instant::now(),
             pending: Vec::with_capacity(256 * 1024),
@@ -612,28 +609,25 @@ impl Writer {
                 self.synced_len = self.len;
                 self.unsynced.clear();
                 self.unsynced_markers = Owed::default();
+                // A sync like any other (docs/journal-format.md: synced
+                // "at rotation"), so counted like any other.
+                self.shared.counters.syncs.inc();
                 self.answer_acks(Ok(()));
             }
         }
-        if self.max_files == 0 {
+        let spare = if self.max_files == 0 {
             self.fs.remove(self.paths.active())?;
+            None
         } else {
-            let g = self.next_gen;
-            self.fs
-                .rename(self.paths.active(), &self.paths.pending(g))?;
-            self.next_gen += 1;
-            self.shifter.push(g);
-        }
+            self.shifter.hand_over()?
+        };
         self.len = 0;
         self.synced_len = 0;
         self.shared.counters.rotations.inc();
         // A spare made ahead by the renumbering thread is linked in as the
         // active file: no file to allocate on this thread. Without one (or
         // if the link fails) `open` creates the file as at start.
-        let from_spare = self
-            .shifter
-            .take_spare()
-            .is_some_and(|spare| spare.link(self.paths.active()).is_ok());
+        let from_spare = spare.is_some_and(|spare| spare.link(self.paths.active()).is_ok());
         if !from_spare {
             self.shared.counters.rotations_created.inc();
         }

@@ -425,6 +425,57 @@ fn an_event_written_with_a_marker_is_dead_lettered_by_the_bus() {
 }
 
 #[test]
+fn syncs_count_the_sync_at_rotation_flush_and_close() {
+    // docs/journal-format.md: under `Interval` the file is "also synced on
+    // `flush`, at rotation, and on close"; `syncs` counts each of them.
+    for fsync in [Fsync::Never, Fsync::Interval(Duration::from_secs(3600))] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let journal = Journal::builder(&path)
+            .max_bytes(1_000)
+            .max_files(20)
+            .fsync(fsync)
+            .build()
+            .unwrap();
+        let record = |i: u64| {
+            let e = Event::builder("a.b")
+                .seq(i)
+                .data(json!({"pad": "z".repeat(300)}))
+                .build()
+                .unwrap();
+            journal.record(&e).unwrap();
+        };
+        // Two or three records of ~450 bytes fill a file.
+        for i in 1..=10 {
+            record(i);
+        }
+        journal.flush(WAIT).unwrap();
+        let s = journal.stats();
+        assert!(s.rotations >= 3, "{fsync:?}: {s:?}");
+        if fsync == Fsync::Never {
+            assert_eq!(s.syncs, 0, "{s:?}");
+        } else {
+            // One at each rotation, one for the flush (the interval is
+            // an hour: none of its own).
+            assert_eq!(s.syncs, s.rotations + 1, "{s:?}");
+        }
+        record(11);
+        journal.close(WAIT).unwrap();
+        let closed = journal.stats();
+        // Record 11 may rotate again: that sync, then close's.
+        let expected = if fsync == Fsync::Never {
+            0
+        } else {
+            s.syncs + (closed.rotations - s.rotations) + 1
+        };
+        assert_eq!(
+            closed.syncs, expected,
+            "close syncs what it wrote: {closed:?}"
+        );
+    }
+}
+
+#[test]
 fn rotations_link_spares_into_place_and_leave_no_other_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
