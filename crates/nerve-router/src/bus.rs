@@ -520,7 +520,7 @@ impl Bus {
         let event = self
             .inner
             .core
-            .build(Event::builder(event_type).data(data))?;
+            .build(Event::new(event_type, data))?;
         self.inner.core.dispatch(event, None)?.into_result()
     }
 
@@ -560,7 +560,7 @@ impl Bus {
         let event = self
             .inner
             .core
-            .build(Event::builder(event_type).data_shared(data))?;
+            .build(Event::builder(event_type).data_shared(data).build())?;
         self.inner.core.dispatch(event, None)?.into_result()
     }
 
@@ -634,7 +634,7 @@ impl Bus {
         let event = self
             .inner
             .core
-            .build(Event::builder(event_type).data(data))?;
+            .build(Event::new(event_type, data))?;
         self.emit_event_and_wait(event).await
     }
 
@@ -667,7 +667,7 @@ impl Bus {
         let event = self
             .inner
             .core
-            .build(Event::builder(event_type).data(data))?;
+            .build(Event::new(event_type, data))?;
         self.emit_event_and_wait_blocking(event)
     }
 

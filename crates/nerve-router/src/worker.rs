@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::{FutureExt, StreamExt};
-use nerve_core::correlation::{Ambient, Scoped};
+use nerve_core::correlation;
 use nerve_core::instrument::{HandleScope, HandlerMode};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
@@ -88,9 +88,7 @@ pub(crate) fn spawn_thread(
                 // Marks this thread as inside a handler, so that its emits
                 // never block on a queue (its own, possibly) it drains.
                 let _in_handler = crate::reentry::DepthGuard::enter(usize::MAX);
-                let _ambient = nerve_core::correlation::enter_ambient(
-                    nerve_core::correlation::Ambient::of_event(&delivery.event),
-                );
+                let _ambient = correlation::enter_event(&delivery.event);
                 caller.call_sync(
                     &handler,
                     &delivery.event,
@@ -177,7 +175,7 @@ async fn run(caller: Weak<Caller>, delivery: Delivery, alone: &mut Option<Chain>
     // The call itself runs inside the first poll, so a handler that panics
     // before returning its future is caught like any other panic.
     let call = async move { handler(event).await };
-    let scoped = WithChain::new(chain, Scoped::new(Ambient::of_event(&delivery.event), call));
+    let scoped = WithChain::new(chain, correlation::scope_event(&delivery.event, call));
     let caught = AssertUnwindSafe(scoped).catch_unwind();
     // Every poll of the handler's future runs inside the instrument's scope,
     // so whatever it emits or logs belongs to this delivery.
