@@ -328,10 +328,27 @@ mod tests {
         let mut names: Vec<String> = (0u8..128)
             .flat_map(|b| {
                 let c = char::from(b);
-                [format!("a{c}b"), format!("{c}a.b"), format!("a.b{c}"), format!("a.{c}")]
+                [
+                    format!("a{c}b"),
+                    format!("{c}a.b"),
+                    format!("a.b{c}"),
+                    format!("a.{c}"),
+                ]
             })
             .collect();
-        names.extend(["é.b", "a.é", "a..é", "é..a", "a.\u{a0}b", "a.b\u{2028}", "a*é", "日本.語"].map(String::from));
+        names.extend(
+            [
+                "é.b",
+                "a.é",
+                "a..é",
+                "é..a",
+                "a.\u{a0}b",
+                "a.b\u{2028}",
+                "a*é",
+                "日本.語",
+            ]
+            .map(String::from),
+        );
         for name in &names {
             assert_eq!(check_event_type(name), check_chars(name), "{name:?}");
         }

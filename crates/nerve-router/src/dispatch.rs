@@ -512,9 +512,7 @@ impl Dispatcher {
     fn deliver_all(&self, event: &Event, route: &Route, deliveries: &mut Deliveries) {
         // Inline handlers and filters see the event's correlation id as
         // ambient, and the event as the cause of anything they emit.
-        let _ambient = route
-            .runs_inline
-            .then(|| correlation::enter_event(event));
+        let _ambient = route.runs_inline.then(|| correlation::enter_event(event));
         for sub in route.subscriptions.iter() {
             if !sub.active.load(Ordering::Acquire) {
                 continue;
