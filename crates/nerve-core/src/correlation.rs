@@ -116,11 +116,35 @@ impl fmt::Display for CorrelationId {
 /// the event's own id, so the root of every correlation is easy to find.
 impl From<EventId> for CorrelationId {
     fn from(id: EventId) -> Self {
-        let mut bytes = [0; uuid::fmt::Hyphenated::LENGTH];
-        id.as_uuid().hyphenated().encode_lower(&mut bytes);
-        Self(Repr::Uuid(bytes))
+        // A byte at a time through a table of hex pairs: a bus makes one of
+        // these for every root event.
+        let uuid = id.as_uuid();
+        let bytes = uuid.as_bytes();
+        let mut text = [b'-'; uuid::fmt::Hyphenated::LENGTH];
+        for (&byte, &at) in bytes.iter().zip(&HEX_AT) {
+            let [high, low] = HEX_PAIRS[usize::from(byte)];
+            text[at] = high;
+            text[at + 1] = low;
+        }
+        Self(Repr::Uuid(text))
     }
 }
+
+/// Where the two hex digits of each of a UUID's 16 bytes go in its
+/// hyphenated form (`8-4-4-4-12`).
+const HEX_AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+
+/// The two lower-case hex digits of every byte value.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut table = [[0; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = [DIGITS[b >> 4], DIGITS[b & 0xf]];
+        b += 1;
+    }
+    table
+};
 
 impl From<&str> for CorrelationId {
     fn from(s: &str) -> Self {
@@ -209,24 +233,62 @@ impl Ambient {
     }
 }
 
+/// What `AMBIENT` holds: nothing, a context, or the event being handled (a
+/// handler's context, kept as the event itself: one reference count instead
+/// of a copy of its correlation id, made only when someone asks). Two words,
+/// so that entering and leaving a handler's context moves little.
+#[derive(Default, Clone)]
+enum Slot {
+    #[default]
+    Empty,
+    Ambient(Box<Ambient>),
+    Event(Event),
+}
+
+impl Slot {
+    fn from_ambient(ambient: Ambient) -> Self {
+        if ambient.is_empty() {
+            Self::Empty
+        } else {
+            Self::Ambient(Box::new(ambient))
+        }
+    }
+
+    fn to_ambient(&self) -> Ambient {
+        match self {
+            Self::Empty => Ambient::default(),
+            Self::Ambient(ambient) => Ambient::clone(ambient),
+            Self::Event(event) => Ambient::of_event(event),
+        }
+    }
+
+    fn correlation_id(&self) -> Option<CorrelationId> {
+        match self {
+            Self::Empty => None,
+            Self::Ambient(ambient) => ambient.correlation_id.clone(),
+            Self::Event(event) => event.correlation_id().cloned(),
+        }
+    }
+}
+
 thread_local! {
-    static AMBIENT: RefCell<Ambient> = RefCell::new(Ambient::default());
+    static AMBIENT: RefCell<Slot> = const { RefCell::new(Slot::Empty) };
     /// Whether `AMBIENT` holds anything: a plain flag, so that the common
     /// case of an emit with nothing ambient does not touch `AMBIENT`, whose
     /// destructor makes each access check that it is registered.
     static SET: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Makes `ambient` the thread's ambient context, returning the previous one.
-fn replace(ambient: Ambient) -> Ambient {
-    let set = !ambient.is_empty();
+/// Makes `slot` the thread's ambient context, returning the previous one.
+fn replace(slot: Slot) -> Slot {
+    let set = !matches!(slot, Slot::Empty);
     if !set && !SET.get() {
-        return Ambient::default();
+        return Slot::Empty;
     }
     SET.set(set);
     // `try_with`: during thread teardown the slot may be gone already
     // (a guard or a scoped future dropped then).
-    AMBIENT.try_with(|a| a.replace(ambient)).unwrap_or_default()
+    AMBIENT.try_with(|a| a.replace(slot)).unwrap_or_default()
 }
 
 /// The ambient correlation id, if any.
@@ -234,7 +296,7 @@ pub fn current() -> Option<CorrelationId> {
     if !SET.get() {
         return None;
     }
-    AMBIENT.with(|a| a.borrow().correlation_id.clone())
+    AMBIENT.with(|a| a.borrow().correlation_id())
 }
 
 /// The whole ambient context (correlation and causation).
@@ -242,7 +304,7 @@ pub fn current_ambient() -> Ambient {
     if !SET.get() {
         return Ambient::default();
     }
-    AMBIENT.with(|a| a.borrow().clone())
+    AMBIENT.with(|a| a.borrow().to_ambient())
 }
 
 /// Makes `id` the ambient correlation id until the guard is dropped.
@@ -259,7 +321,32 @@ pub fn enter(id: impl Into<CorrelationId>) -> AmbientGuard {
 ///
 /// Bus implementations use this around a handler with [`Ambient::of_event`].
 pub fn enter_ambient(ambient: Ambient) -> AmbientGuard {
-    let previous = replace(ambient);
+    enter_slot(Slot::from_ambient(ambient))
+}
+
+/// Makes `event` the ambient context until the guard is dropped, as
+/// [`enter_ambient`]`(`[`Ambient::of_event`]`(event))` does: its correlation
+/// id is ambient, and it is the cause of events emitted meanwhile. Cheaper
+/// (the event is shared, its id not copied): what a bus does around every
+/// handler call.
+///
+/// ```
+/// use nerve::{Event, correlation};
+/// let event = Event::builder("user.login").correlation_id("req-9").build()?;
+/// {
+///     let _guard = correlation::enter_event(&event);
+///     assert_eq!(correlation::current().unwrap().as_str(), "req-9");
+///     assert_eq!(correlation::current_ambient().causation_id, Some(event.event_id()));
+/// }
+/// assert_eq!(correlation::current(), None);
+/// # Ok::<(), nerve::name::ValidationError>(())
+/// ```
+pub fn enter_event(event: &Event) -> AmbientGuard {
+    enter_slot(Slot::Event(event.clone()))
+}
+
+fn enter_slot(slot: Slot) -> AmbientGuard {
+    let previous = replace(slot);
     AmbientGuard {
         previous: Some(previous),
         _not_send: PhantomData,
@@ -269,7 +356,7 @@ pub fn enter_ambient(ambient: Ambient) -> AmbientGuard {
 /// Restores the previous ambient context when dropped. Returned by [`enter`].
 #[must_use = "the ambient id is restored as soon as the guard is dropped"]
 pub struct AmbientGuard {
-    previous: Option<Ambient>,
+    previous: Option<Slot>,
     // The guard restores a thread-local, so it must be dropped on its thread.
     _not_send: PhantomData<*const ()>,
 }
@@ -308,12 +395,33 @@ pub fn scope<F: Future>(id: impl Into<CorrelationId>, future: F) -> Scoped<F> {
     )
 }
 
+/// Runs `future` with `event` as its ambient context (as
+/// [`Scoped::new`]`(`[`Ambient::of_event`]`(event), future)`, sharing the
+/// event instead of copying its ids): what a bus does around an async
+/// handler.
+///
+/// ```
+/// use nerve::{Event, correlation};
+/// let event = Event::builder("user.login").correlation_id("req-9").build()?;
+/// let seen = futures::executor::block_on(correlation::scope_event(&event, async {
+///     correlation::current_ambient()
+/// }));
+/// assert_eq!(seen, correlation::Ambient::of_event(&event));
+/// # Ok::<(), nerve::name::ValidationError>(())
+/// ```
+pub fn scope_event<F: Future>(event: &Event, future: F) -> Scoped<F> {
+    Scoped {
+        slot: Slot::Event(event.clone()),
+        inner: future,
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A future that runs with an ambient context. Made by [`scope`] and
     /// [`FutureExt`].
     #[must_use = "futures do nothing unless polled"]
     pub struct Scoped<F> {
-        ambient: Ambient,
+        slot: Slot,
         #[pin]
         inner: F,
     }
@@ -322,14 +430,17 @@ pin_project_lite::pin_project! {
 impl<F> Scoped<F> {
     /// Wraps `inner` so that `ambient` is the ambient context while it is polled.
     pub fn new(ambient: Ambient, inner: F) -> Self {
-        Self { ambient, inner }
+        Self {
+            slot: Slot::from_ambient(ambient),
+            inner,
+        }
     }
 }
 
 impl<F: fmt::Debug> fmt::Debug for Scoped<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scoped")
-            .field("ambient", &self.ambient)
+            .field("ambient", &self.slot.to_ambient())
             .field("inner", &self.inner)
             .finish()
     }
@@ -343,8 +454,8 @@ impl<F: Future> Future for Scoped<F> {
         // Swap the context in rather than cloning it; the swap back happens in
         // `Drop`, so it is restored even if the inner future panics.
         struct Restore<'a> {
-            slot: &'a mut Ambient,
-            previous: Option<Ambient>,
+            slot: &'a mut Slot,
+            previous: Option<Slot>,
         }
         impl Drop for Restore<'_> {
             fn drop(&mut self) {
@@ -353,9 +464,9 @@ impl<F: Future> Future for Scoped<F> {
                 }
             }
         }
-        let previous = replace(std::mem::take(this.ambient));
+        let previous = replace(std::mem::take(this.slot));
         let _restore = Restore {
-            slot: this.ambient,
+            slot: this.slot,
             previous: Some(previous),
         };
         this.inner.poll(cx)
@@ -372,7 +483,12 @@ pub trait FutureExt: Future + Sized {
     /// Runs this future with the ambient context of the caller, wherever it is
     /// polled later: `tokio::spawn(work.in_current_correlation())`.
     fn in_current_correlation(self) -> Scoped<Self> {
-        Scoped::new(current_ambient(), self)
+        let slot = if SET.get() {
+            AMBIENT.with(|a| a.borrow().clone())
+        } else {
+            Slot::Empty
+        };
+        Scoped { slot, inner: self }
     }
 }
 

@@ -311,7 +311,27 @@ impl Event {
         event_type: impl Into<String>,
         data: impl Into<Value>,
     ) -> Result<Self, ValidationError> {
-        Self::builder(event_type).data(data).build()
+        // What `builder(..).data(..).build()` makes, without moving the
+        // builder's thirteen fields about: `Bus::emit` comes here.
+        let event_type = event_type.into();
+        let data = data.into();
+        check_event_type(&event_type)?;
+        let (event_id, timestamp) = now_id_and_time();
+        Ok(Self(Arc::new(Inner {
+            event_id,
+            event_type: event_type.into_boxed_str(),
+            timestamp,
+            source: None,
+            correlation_id: None,
+            causation_id: None,
+            run_id: None,
+            lane: None,
+            lane_seq: None,
+            seq: 0,
+            trace_context: None,
+            data: Payload::Owned(data),
+            terminal: false,
+        })))
     }
 
     /// The unique id.

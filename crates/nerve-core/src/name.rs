@@ -115,27 +115,65 @@ pub fn check_event_type(name: &str) -> Result<(), ValidationError> {
             Rule::TooLong { len: name.len() },
         ));
     }
-    if name.is_ascii() {
-        // The common case, checked byte by byte: this runs on every emit.
-        let mut segment_len = 0usize;
-        for &b in name.as_bytes() {
-            match b {
-                b'.' if segment_len == 0 => {
-                    return Err(ValidationError::new(name, Rule::EmptySegment));
-                }
-                b'.' => segment_len = 0,
-                b'*' => return Err(ValidationError::new(name, Rule::Wildcard)),
-                b if b.is_ascii_whitespace() || b.is_ascii_control() => {
-                    return Err(ValidationError::new(name, Rule::Whitespace));
-                }
-                _ => segment_len += 1,
+    // The common case, an ASCII name, byte by byte through one table: this
+    // runs on every emit. A non-ASCII byte hands over to the check by chars.
+    let mut segment_empty = true;
+    for &b in name.as_bytes() {
+        let class = BYTE_CLASS[usize::from(b)];
+        if class == PLAIN {
+            segment_empty = false;
+            continue;
+        }
+        match class {
+            DOT if segment_empty => {
+                return Err(ValidationError::new(name, Rule::EmptySegment));
             }
+            DOT => segment_empty = true,
+            STAR => return Err(ValidationError::new(name, Rule::Wildcard)),
+            SPACE => return Err(ValidationError::new(name, Rule::Whitespace)),
+            _ => return check_chars(name),
         }
-        if segment_len == 0 {
-            return Err(ValidationError::new(name, Rule::EmptySegment));
-        }
-        return Ok(());
     }
+    if segment_empty {
+        return Err(ValidationError::new(name, Rule::EmptySegment));
+    }
+    Ok(())
+}
+
+/// Classes of a byte in an event type name, for [`BYTE_CLASS`].
+const PLAIN: u8 = 0;
+const DOT: u8 = 1;
+const STAR: u8 = 2;
+/// ASCII whitespace or control.
+const SPACE: u8 = 3;
+/// Part of a non-ASCII character: checked by chars.
+const NON_ASCII: u8 = 4;
+
+/// The class of every byte value.
+static BYTE_CLASS: [u8; 256] = {
+    let mut table = [PLAIN; 256];
+    let mut b = 0;
+    while b < 256 {
+        #[allow(clippy::cast_possible_truncation, reason = "b < 256")]
+        let byte = b as u8;
+        table[b] = if byte == b'.' {
+            DOT
+        } else if byte == b'*' {
+            STAR
+        } else if byte.is_ascii_whitespace() || byte.is_ascii_control() {
+            SPACE
+        } else if !byte.is_ascii() {
+            NON_ASCII
+        } else {
+            PLAIN
+        };
+        b += 1;
+    }
+    table
+};
+
+/// [`check_event_type`] for a name with a non-ASCII character.
+fn check_chars(name: &str) -> Result<(), ValidationError> {
     let mut segment_len = 0usize;
     for c in name.chars() {
         match c {
@@ -284,6 +322,37 @@ const SYSTEM_DOMAIN: &str = "system";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_byte_table_agrees_with_the_check_by_chars() {
+        let mut names: Vec<String> = (0u8..128)
+            .flat_map(|b| {
+                let c = char::from(b);
+                [
+                    format!("a{c}b"),
+                    format!("{c}a.b"),
+                    format!("a.b{c}"),
+                    format!("a.{c}"),
+                ]
+            })
+            .collect();
+        names.extend(
+            [
+                "é.b",
+                "a.é",
+                "a..é",
+                "é..a",
+                "a.\u{a0}b",
+                "a.b\u{2028}",
+                "a*é",
+                "日本.語",
+            ]
+            .map(String::from),
+        );
+        for name in &names {
+            assert_eq!(check_event_type(name), check_chars(name), "{name:?}");
+        }
+    }
 
     fn check(name: &str, base_ok: bool, strict_ok: bool) {
         assert_eq!(

@@ -15,7 +15,11 @@
 //! - `wait`: `emit_and_wait` to one async handler from a tokio task (2
 //!   worker threads), against a request and reply over tokio `mpsc` +
 //!   `oneshot` on the same runtime.
-//! - `profile N`: N emits only, for `valgrind --tool=callgrind`.
+//! - `profile N`, `profile-null N`: N emits only (`json!({"i": n})`,
+//!   `Value::Null`), for `valgrind --tool=callgrind`; `wait-ours N`: N
+//!   `emit_and_wait` round trips only. Instructions per emit are the
+//!   difference between two runs (say N = 20,000 and 40,000) over the
+//!   difference in N, so that start-up cancels out.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -317,6 +321,10 @@ fn main() {
         "profile" => {
             let bus = one_handler_bus();
             nerve_emit(&bus, false, rounds as u64);
+        }
+        "profile-null" => {
+            let bus = one_handler_bus();
+            nerve_emit(&bus, true, rounds as u64);
         }
         _ => {
             emit(rounds);

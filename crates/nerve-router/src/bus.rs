@@ -517,10 +517,7 @@ impl Bus {
         event_type: impl Into<String>,
         data: impl Into<Value>,
     ) -> Result<EventId, EmitError> {
-        let event = self
-            .inner
-            .core
-            .build(Event::builder(event_type).data(data))?;
+        let event = self.inner.core.build(Event::new(event_type, data))?;
         self.inner.core.dispatch(event, None)?.into_result()
     }
 
@@ -560,7 +557,7 @@ impl Bus {
         let event = self
             .inner
             .core
-            .build(Event::builder(event_type).data_shared(data))?;
+            .build(Event::builder(event_type).data_shared(data).build())?;
         self.inner.core.dispatch(event, None)?.into_result()
     }
 
@@ -631,10 +628,7 @@ impl Bus {
         event_type: impl Into<String>,
         data: impl Into<Value>,
     ) -> Result<DeliveryReport, EmitError> {
-        let event = self
-            .inner
-            .core
-            .build(Event::builder(event_type).data(data))?;
+        let event = self.inner.core.build(Event::new(event_type, data))?;
         self.emit_event_and_wait(event).await
     }
 
@@ -664,10 +658,7 @@ impl Bus {
         event_type: impl Into<String>,
         data: impl Into<Value>,
     ) -> Result<DeliveryReport, EmitError> {
-        let event = self
-            .inner
-            .core
-            .build(Event::builder(event_type).data(data))?;
+        let event = self.inner.core.build(Event::new(event_type, data))?;
         self.emit_event_and_wait_blocking(event)
     }
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
-use nerve_core::correlation::{self, Ambient, CorrelationId};
+use nerve_core::correlation::{self, CorrelationId};
 use nerve_core::instrument::HandlerMode;
 use nerve_core::metrics::names as metric;
 use nerve_core::sink::SinkFault;
@@ -271,9 +271,12 @@ impl Dispatcher {
         })
     }
 
-    /// Builds the event `emit` and its twins describe, counting an invalid name.
-    pub(crate) fn build(&self, builder: nerve_core::EventBuilder) -> Result<Event, EmitError> {
-        builder.build().map_err(|e| {
+    /// The event `emit` and its twins built, counting an invalid name.
+    pub(crate) fn build(
+        &self,
+        built: Result<Event, nerve_core::name::ValidationError>,
+    ) -> Result<Event, EmitError> {
+        built.map_err(|e| {
             self.ledger.rejected(None);
             EmitError::Invalid(e)
         })
@@ -509,9 +512,7 @@ impl Dispatcher {
     fn deliver_all(&self, event: &Event, route: &Route, deliveries: &mut Deliveries) {
         // Inline handlers and filters see the event's correlation id as
         // ambient, and the event as the cause of anything they emit.
-        let _ambient = route
-            .runs_inline
-            .then(|| correlation::enter_ambient(Ambient::of_event(event)));
+        let _ambient = route.runs_inline.then(|| correlation::enter_event(event));
         for sub in route.subscriptions.iter() {
             if !sub.active.load(Ordering::Acquire) {
                 continue;

@@ -180,6 +180,9 @@ pub(crate) enum Waiting {
     /// (`EventStream::recv_blocking`, a queued handler's worker): it may
     /// let a batch gather first (see `poll_pop_with`).
     Block,
+    /// As `Poll`, without the spin: for a worker whose last delivery's
+    /// emitter waits for its reply, so nothing comes before the reply.
+    Park,
 }
 
 /// `state`'s bit for a closed queue; the other bits count the items in
@@ -703,7 +706,9 @@ impl<T: QueueItem> Queue<T> {
         // thread of another executor backs off as crossbeam's receivers do,
         // whose `yield_now`s hand the core to the emitter. Why these
         // numbers: `docs/benchmarks.md`, "Router design notes".
-        if waiting == Waiting::Poll && tokio::task::try_id().is_some() {
+        if waiting == Waiting::Park {
+            // Nothing comes before the reply: straight to parking.
+        } else if waiting == Waiting::Poll && tokio::task::try_id().is_some() {
             for step in 0..3 {
                 for _ in 0..(1 << step) {
                     std::hint::spin_loop();

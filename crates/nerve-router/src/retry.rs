@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use futures::future::BoxFuture;
 use nerve_core::Event;
-use nerve_core::correlation::{self, Ambient};
+use nerve_core::correlation;
 
 use crate::dead_letter::{DeadLetter, Redeliver};
 use crate::dispatch::{Deliveries, Dispatcher, WaitMode};
@@ -108,7 +108,7 @@ async fn deliver_again(bus: &Dispatcher, sub: &Arc<Subscription>, event: &Event)
     };
     let (waiter, outcomes) = Waiter::new();
     let delivered = while_retrying(|| {
-        let _ambient = correlation::enter_ambient(Ambient::of_event(event));
+        let _ambient = correlation::enter_event(event);
         let mut deliveries = Deliveries::retry(waiter, runtime);
         let delivered = bus.deliver(sub, event, &mut deliveries);
         bus.settle(event, &mut deliveries);

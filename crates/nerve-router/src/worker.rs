@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::{FutureExt, StreamExt};
-use nerve_core::correlation::{Ambient, Scoped};
+use nerve_core::correlation;
 use nerve_core::instrument::{HandleScope, HandlerMode};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
@@ -46,11 +46,20 @@ pub(crate) fn spawn(
     let abandon = AbandonQueuedOnDrop(queue.clone());
     handle.spawn(async move {
         let _abandon = abandon;
-        let next = || futures::future::poll_fn(|cx| queue.poll_pop(cx, Waiting::Poll));
+        let queue_ref = &queue;
+        let next = |waiting| futures::future::poll_fn(move |cx| queue_ref.poll_pop(cx, waiting));
         if concurrency == 1 {
             // Event N finishes before N+1 starts: the per-subscriber order.
             let mut alone = None;
-            while let Some(delivery) = next().await {
+            let mut waiting = Waiting::Poll;
+            while let Some(delivery) = next(waiting).await {
+                // An emitter waiting for this reply sends nothing before it:
+                // no point spinning for the next event.
+                waiting = if delivery.waiter.is_some() {
+                    Waiting::Park
+                } else {
+                    Waiting::Poll
+                };
                 run(caller.clone(), delivery, &mut alone).await;
             }
             return;
@@ -88,9 +97,7 @@ pub(crate) fn spawn_thread(
                 // Marks this thread as inside a handler, so that its emits
                 // never block on a queue (its own, possibly) it drains.
                 let _in_handler = crate::reentry::DepthGuard::enter(usize::MAX);
-                let _ambient = nerve_core::correlation::enter_ambient(
-                    nerve_core::correlation::Ambient::of_event(&delivery.event),
-                );
+                let _ambient = correlation::enter_event(&delivery.event);
                 caller.call_sync(
                     &handler,
                     &delivery.event,
@@ -110,6 +117,60 @@ pub(crate) fn spawn_thread(
         }
     })?;
     Ok(())
+}
+
+pin_project_lite::pin_project! {
+    /// `tokio::time::timeout` that arms its timer only once the future
+    /// returns `Pending`: most handlers finish in their first poll, and
+    /// registering a timer (and cancelling it) is a large part of a
+    /// delivery's cost. `None` once the time is up.
+    struct Deadline<F> {
+        #[pin]
+        inner: F,
+        start: Instant,
+        limit: std::time::Duration,
+        #[pin]
+        sleep: Option<tokio::time::Sleep>,
+        // Set once armed: `sleep` stays `None` when the deadline is too far
+        // to represent (then there is none).
+        armed: bool,
+    }
+}
+
+impl<F> Deadline<F> {
+    fn new(inner: F, start: Instant, limit: std::time::Duration) -> Self {
+        Self {
+            inner,
+            start,
+            limit,
+            sleep: None,
+            armed: false,
+        }
+    }
+}
+
+impl<F: Future> Future for Deadline<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(out) = this.inner.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if !*this.armed {
+            *this.armed = true;
+            // The time left of `limit` since `start`, on tokio's clock (which
+            // tests may pause), as `timeout` called at `start` would have.
+            let left = this.limit.saturating_sub(this.start.elapsed());
+            if let Some(at) = tokio::time::Instant::now().checked_add(left) {
+                this.sleep.set(Some(tokio::time::sleep_until(at)));
+            }
+        }
+        match this.sleep.as_pin_mut() {
+            Some(sleep) => sleep.poll(cx).map(|()| None),
+            None => Poll::Pending,
+        }
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -172,12 +233,11 @@ async fn run(caller: Weak<Caller>, delivery: Delivery, alone: &mut Option<Chain>
             .get_or_insert_with(|| reentry::extended(None, me))
             .clone(),
     };
-    let handler = slot.handler.clone();
     let event = delivery.event.clone();
     // The call itself runs inside the first poll, so a handler that panics
     // before returning its future is caught like any other panic.
-    let call = async move { handler(event).await };
-    let scoped = WithChain::new(chain, Scoped::new(Ambient::of_event(&delivery.event), call));
+    let call = async move { (slot.handler)(event).await };
+    let scoped = WithChain::new(chain, correlation::scope_event(&delivery.event, call));
     let caught = AssertUnwindSafe(scoped).catch_unwind();
     // Every poll of the handler's future runs inside the instrument's scope,
     // so whatever it emits or logs belongs to this delivery.
@@ -193,7 +253,7 @@ async fn run(caller: Weak<Caller>, delivery: Delivery, alone: &mut Option<Chain>
     };
     let start = Instant::now();
     let result = match timeout {
-        Some(limit) => tokio::time::timeout(limit, caught).await.ok(),
+        Some(limit) => Deadline::new(caught, start, limit).await,
         None => Some(caught.await),
     };
     let elapsed = start.elapsed();
@@ -222,4 +282,69 @@ async fn run(caller: Weak<Caller>, delivery: Delivery, alone: &mut Option<Chain>
         );
     }
     delivery.finish(outcome, elapsed);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_deadline_whose_future_finishes_in_its_first_poll_arms_no_timer() {
+        // No tokio runtime here: arming a timer would panic.
+        let out = futures::executor::block_on(Deadline::new(
+            async { 7 },
+            Instant::now(),
+            Duration::from_millis(1),
+        ));
+        assert_eq!(out, Some(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_times_out_a_future_that_never_finishes() {
+        let out = Deadline::new(
+            futures::future::pending::<()>(),
+            Instant::now(),
+            Duration::from_millis(50),
+        )
+        .await;
+        assert_eq!(out, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_lets_a_future_finish_within_its_limit() {
+        let out = Deadline::new(
+            async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                3
+            },
+            Instant::now(),
+            Duration::from_secs(1),
+        )
+        .await;
+        assert_eq!(out, Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_counts_the_time_before_it_was_armed() {
+        // Started longer ago than its limit (a first poll that blocked):
+        // over as soon as the future is pending, not a full limit later.
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(2))
+            .expect("an instant 2 s ago");
+        let armed = tokio::time::Instant::now();
+        let out = Deadline::new(
+            futures::future::pending::<()>(),
+            long_ago,
+            Duration::from_secs(1),
+        )
+        .await;
+        assert_eq!(out, None);
+        assert!(
+            armed.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            armed.elapsed()
+        );
+    }
 }
