@@ -3,12 +3,14 @@
 //!
 //! `cargo xtask ci` is what CI runs; every step it runs can also be run alone.
 //! `cargo xtask bench` runs the benchmarks and regenerates their page.
+//! `cargo xtask fuzz` runs the cargo-fuzz targets (not part of `ci`).
 //! See `cargo xtask --help`.
 
 mod bench;
 mod cargo;
 mod ci;
 mod features;
+mod fuzz;
 mod manifest;
 mod step;
 mod tidy;
@@ -30,6 +32,8 @@ enum Command {
     Step(Step),
     /// Run the benchmarks and regenerate their page and charts.
     Bench(bench::Options),
+    /// Run the cargo-fuzz targets for a while each.
+    Fuzz(fuzz::Options),
 }
 
 /// Runs the command, printing any error as one line.
@@ -58,6 +62,7 @@ fn run() -> Result<ExitCode> {
             .run()
             .with_context(|| format!("{} failed", step.name()))?,
         Command::Bench(options) => bench::run(&options).context("bench failed")?,
+        Command::Fuzz(options) => fuzz::run(&options).context("fuzz failed")?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -70,6 +75,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Command>> {
     };
     let command = match first.as_str() {
         "bench" => return Ok(Some(Command::Bench(bench::parse(args)?))),
+        "fuzz" => return Ok(Some(Command::Fuzz(fuzz::parse(args)?))),
         "-h" | "--help" | "help" => Command::Help,
         "ci" => Command::Ci,
         name => match Step::from_name(name) {
@@ -98,6 +104,7 @@ fn usage() -> String {
     }
     line("help", "Print this help (also -h, --help)");
     text.push_str(bench::USAGE);
+    text.push_str(fuzz::USAGE);
     text
 }
 
@@ -125,6 +132,12 @@ mod tests {
         let quick = check_bench(&["bench", "--quick", "emit"]);
         assert!(quick.quick);
         assert_eq!(quick.benches, ["emit"]);
+        check(
+            &["fuzz", "--seconds", "5", "name"],
+            Some(Command::Fuzz(
+                fuzz::parse(["--seconds".into(), "5".into(), "name".into()]).unwrap(),
+            )),
+        );
     }
 
     /// The bench options of `args`.
@@ -147,6 +160,7 @@ mod tests {
     fn usage_lists_every_step() {
         let text = usage();
         assert!(text.contains("cargo xtask bench [--quick]"));
+        assert!(text.contains("cargo xtask fuzz [--seconds N]"));
         for step in Step::ALL {
             assert!(
                 text.contains(step.name()),
