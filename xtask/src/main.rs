@@ -4,12 +4,14 @@
 //! `cargo xtask ci` is what CI runs; every step it runs can also be run alone.
 //! `cargo xtask bench` runs the benchmarks and regenerates their page.
 //! `cargo xtask soak --minutes N` runs every feature at full rate for N minutes.
+//! `cargo xtask fuzz` runs the cargo-fuzz targets (not part of `ci`).
 //! See `cargo xtask --help`.
 
 mod bench;
 mod cargo;
 mod ci;
 mod features;
+mod fuzz;
 mod manifest;
 mod soak;
 mod step;
@@ -34,6 +36,8 @@ enum Command {
     Bench(bench::Options),
     /// Run the soak for as long as asked.
     Soak(soak::Options),
+    /// Run the cargo-fuzz targets for a while each.
+    Fuzz(fuzz::Options),
 }
 
 /// Runs the command, printing any error as one line.
@@ -63,6 +67,7 @@ fn run() -> Result<ExitCode> {
             .with_context(|| format!("{} failed", step.name()))?,
         Command::Bench(options) => bench::run(&options).context("bench failed")?,
         Command::Soak(options) => soak::run(&options).context("soak failed")?,
+        Command::Fuzz(options) => fuzz::run(&options).context("fuzz failed")?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -76,6 +81,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Command>> {
     let command = match first.as_str() {
         "bench" => return Ok(Some(Command::Bench(bench::parse(args)?))),
         "soak" => return Ok(Some(Command::Soak(soak::parse(args)?))),
+        "fuzz" => return Ok(Some(Command::Fuzz(fuzz::parse(args)?))),
         "-h" | "--help" | "help" => Command::Help,
         "ci" => Command::Ci,
         name => match Step::from_name(name) {
@@ -105,6 +111,7 @@ fn usage() -> String {
     line("help", "Print this help (also -h, --help)");
     text.push_str(bench::USAGE);
     text.push_str(soak::USAGE);
+    text.push_str(fuzz::USAGE);
     text
 }
 
@@ -140,6 +147,12 @@ mod tests {
                 release: false,
             })),
         );
+        check(
+            &["fuzz", "--seconds", "5", "name"],
+            Some(Command::Fuzz(
+                fuzz::parse(["--seconds".into(), "5".into(), "name".into()]).unwrap(),
+            )),
+        );
     }
 
     /// The bench options of `args`.
@@ -163,6 +176,7 @@ mod tests {
         let text = usage();
         assert!(text.contains("cargo xtask bench [--quick]"));
         assert!(text.contains("cargo xtask soak [--minutes N]"));
+        assert!(text.contains("cargo xtask fuzz [--seconds N]"));
         for step in Step::ALL {
             assert!(
                 text.contains(step.name()),

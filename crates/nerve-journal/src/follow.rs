@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
+use std::io::{self, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,10 @@ use nerve_core::Event;
 
 use crate::files::{Paths, last_boundary};
 use crate::format;
-use crate::reader::{FileId, Opened, ReadError, explain, file_id, open_files};
+use crate::reader::{
+    FileId, MAX_LINE_BYTES, Opened, ReadError, explain, file_id, open_files, read_line_capped,
+    too_long,
+};
 
 /// How often a [`Follow`] at the end of the file looks for more (default).
 const DEFAULT_POLL: Duration = Duration::from_millis(20);
@@ -55,7 +58,19 @@ struct Source {
     id: FileId,
     reader: BufReader<File>,
     partial: Vec<u8>,
+    /// The bytes so far of a line longer than [`MAX_LINE_BYTES`], being
+    /// skipped without being kept.
+    skipping: Option<u64>,
     line: u64,
+}
+
+/// A whole line of a followed file.
+enum Piece {
+    /// The line, without its newline.
+    Line(Vec<u8>),
+    /// A line longer than [`MAX_LINE_BYTES`] (its length, newline
+    /// included), skipped unread.
+    TooLong(u64),
 }
 
 impl Source {
@@ -65,6 +80,7 @@ impl Source {
             id: f.id,
             reader: BufReader::new(f.file),
             partial: Vec::new(),
+            skipping: None,
             line: 0,
         }
     }
@@ -84,24 +100,38 @@ impl Source {
             id,
             reader: BufReader::new(file),
             partial: Vec::new(),
+            skipping: None,
             line: 0,
         })
     }
 
-    /// The next whole line, if one is there now.
-    fn next_line(&mut self) -> io::Result<Option<Vec<u8>>> {
-        loop {
-            match self.reader.read_until(b'\n', &mut self.partial) {
-                Ok(_) if self.partial.last() == Some(&b'\n') => {
-                    self.line += 1;
-                    self.partial.pop();
-                    return Ok(Some(std::mem::take(&mut self.partial)));
-                }
-                Ok(_) => return Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+    /// The next whole line, if one is there now. A line in progress is
+    /// kept across calls up to [`MAX_LINE_BYTES`]; past that it is skipped
+    /// to its end without being kept.
+    fn next_line(&mut self) -> io::Result<Option<Piece>> {
+        let start = self.partial.len();
+        let max = match self.skipping {
+            Some(_) => 0,
+            None => MAX_LINE_BYTES.saturating_sub(start),
+        };
+        let got = read_line_capped(&mut self.reader, &mut self.partial, max)?;
+        if !got.kept || self.skipping.is_some() {
+            self.partial = Vec::new();
+            let bytes = self.skipping.unwrap_or(start as u64) + got.bytes;
+            if got.newline {
+                self.line += 1;
+                self.skipping = None;
+                return Ok(Some(Piece::TooLong(bytes)));
             }
+            self.skipping = Some(bytes);
+            return Ok(None);
         }
+        if got.newline {
+            self.line += 1;
+            self.partial.pop();
+            return Ok(Some(Piece::Line(std::mem::take(&mut self.partial))));
+        }
+        Ok(None)
     }
 }
 
@@ -216,7 +246,14 @@ impl Follow {
                 path: self.current.path.clone(),
                 source,
             })?;
-            if let Some(line) = line {
+            if let Some(Piece::TooLong(bytes)) = line {
+                return Ok(Some(Err(ReadError::BadLine {
+                    path: self.current.path.clone(),
+                    line: self.current.line,
+                    message: too_long(bytes),
+                })));
+            }
+            if let Some(Piece::Line(line)) = line {
                 let text = line.trim_ascii();
                 if text.is_empty() {
                     continue;
@@ -350,5 +387,32 @@ mod tests {
         std::fs::write(&active, lines(4..=4)).unwrap();
         assert_eq!(next(&mut f), Ok(3));
         assert_eq!(next(&mut f), Ok(4));
+    }
+
+    #[test]
+    fn a_line_longer_than_max_line_bytes_is_skipped_across_polls() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let active = dir.path().join("events.jsonl");
+        std::fs::write(&active, lines(1..=1)).unwrap();
+        let mut f = Follow::from_start(&active).unwrap();
+        assert_eq!(next(&mut f), Ok(1));
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&active)
+            .unwrap();
+        // The line in progress passes the cap before it is complete.
+        file.write_all(&vec![b'x'; MAX_LINE_BYTES]).unwrap();
+        assert!(f.next_timeout(Duration::from_millis(1)).is_none());
+        file.write_all(b"xx").unwrap();
+        assert!(f.next_timeout(Duration::from_millis(1)).is_none());
+        assert!(f.current.partial.capacity() <= MAX_LINE_BYTES);
+        file.write_all(format!("\n{}", line(2)).as_bytes()).unwrap();
+        let bad = next(&mut f).unwrap_err();
+        assert!(
+            bad.contains(":2: not a journal record: a line of 67108867 bytes"),
+            "{bad}"
+        );
+        assert_eq!(next(&mut f), Ok(2));
     }
 }

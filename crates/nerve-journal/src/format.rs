@@ -536,6 +536,11 @@ struct LineIn {
 
 /// Parses one line (without its newline) back into an event.
 pub(crate) fn decode(line: &[u8]) -> Result<Event, String> {
+    // A record is a JSON object: serde would also take a struct from an
+    // array of its fields in order (`[null,"a.b",1]`), which is no record.
+    if line.trim_ascii_start().first() != Some(&b'{') {
+        return Err("not a JSON object".to_owned());
+    }
     let l: LineIn = serde_json::from_slice(line).map_err(|e| e.to_string())?;
     if let Some(v) = l.v {
         if v > FORMAT_VERSION {
@@ -920,5 +925,19 @@ mod tests {
             .contains("version 2"));
         assert!(decode(b"{\"event_type\":").is_err());
         assert!(decode(b"").is_err());
+    }
+
+    #[test]
+    fn a_json_array_of_a_records_fields_is_not_a_record() {
+        // Found by the fuzz floor: serde takes a struct from an array of
+        // its fields in order, so these read as events before.
+        for line in [
+            &br#"[null,"a.b",1]"#[..],
+            br#"["6f1c0b8e-3c1d-4c5e-9a0b-2b1d3c4e5f60","a.b","2024-01-01T00:00:00Z"]"#,
+            br#" [null,"a.b",1,null,null,null,null,null,null,null,0,null,null,null,null]"#,
+        ] {
+            assert!(decode(line).is_err(), "{}", String::from_utf8_lossy(line));
+        }
+        assert!(decode(br#" {"event_type":"a.b","timestamp":1}"#).is_ok());
     }
 }

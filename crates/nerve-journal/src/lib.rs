@@ -139,6 +139,6 @@ pub use format::{ERROR_MARKER_KEY, FORMAT_VERSION, GAP_EVENT_TYPE, MAX_DATA_DEPT
 pub use journal::{
     FlushGuard, Fsync, Journal, JournalBuilder, JournalError, JournalOverflow, JournalStats,
 };
-pub use reader::{JournalReader, ReadError};
+pub use reader::{JournalReader, MAX_LINE_BYTES, ReadError};
 #[doc(inline)]
 pub use replay::{ReplayError, ReplayReport, is_replayed, replay};

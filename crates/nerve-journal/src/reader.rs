@@ -242,6 +242,82 @@ pub(crate) fn file_id(meta: &std::fs::Metadata) -> FileId {
     FileId(created, 0)
 }
 
+/// The longest line a reader holds in memory, newline included: 64 MiB.
+///
+/// A longer line is skipped without being read into memory (reported as a
+/// [`ReadError::BadLine`], or a [`ReadError::TornTail`] at the end of a
+/// file), so a damaged or hostile file cannot make a reader allocate
+/// without bound. The writer never writes a line this long in practice: an
+/// event's payload would have to be tens of megabytes.
+pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The message of a [`ReadError::BadLine`] longer than [`MAX_LINE_BYTES`].
+pub(crate) fn too_long(bytes: u64) -> String {
+    format!(
+        "a line of {bytes} bytes, longer than the {MAX_LINE_BYTES} a journal line may hold (skipped unread)"
+    )
+}
+
+/// What [`read_line_capped`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Line {
+    /// Bytes consumed, the newline included; 0 at the end of the input.
+    pub(crate) bytes: u64,
+    /// Whether the line ended with `\n` (rather than the end of the input).
+    pub(crate) newline: bool,
+    /// Whether the line is in the buffer; `false` when it was longer than
+    /// the cap, and was consumed but not kept.
+    pub(crate) kept: bool,
+}
+
+/// `read_until(b'\n')` that keeps at most `max` bytes in `buf`: a longer
+/// line is consumed to its end but not kept (`buf` is left empty), so
+/// memory stays bounded whatever the input.
+pub(crate) fn read_line_capped(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Line> {
+    let start = buf.len();
+    let mut bytes = 0u64;
+    let mut kept = true;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(Line {
+                bytes,
+                newline: false,
+                kept,
+            });
+        }
+        let (take, newline) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        if kept && buf.len() - start + take > max {
+            kept = false;
+            buf.truncate(start);
+            buf.shrink_to(max.min(1024 * 1024));
+        }
+        if kept {
+            buf.extend_from_slice(&available[..take]);
+        }
+        reader.consume(take);
+        bytes += take as u64;
+        if newline {
+            return Ok(Line {
+                bytes,
+                newline,
+                kept,
+            });
+        }
+    }
+}
+
 /// Lines of one file, numbered.
 pub(crate) struct Lines {
     pub(crate) path: PathBuf,
@@ -264,17 +340,29 @@ impl Lines {
     fn next_record(&mut self) -> Option<Result<Event, ReadError>> {
         loop {
             self.buf.clear();
-            match self.reader.read_until(b'\n', &mut self.buf) {
-                Ok(0) => return None,
-                Ok(n) => {
+            match read_line_capped(&mut self.reader, &mut self.buf, MAX_LINE_BYTES) {
+                Ok(Line { bytes: 0, .. }) => return None,
+                Ok(Line {
+                    bytes,
+                    newline,
+                    kept,
+                }) => {
                     self.line += 1;
-                    if self.buf.last() != Some(&b'\n') {
+                    if !newline {
                         return Some(Err(ReadError::TornTail {
                             path: self.path.clone(),
                             line: self.line,
-                            bytes: n as u64,
+                            bytes,
                         }));
                     }
+                    if !kept {
+                        return Some(Err(ReadError::BadLine {
+                            path: self.path.clone(),
+                            line: self.line,
+                            message: too_long(bytes),
+                        }));
+                    }
+                    let n = self.buf.len();
                     let text = self.buf[..n - 1].trim_ascii();
                     if text.is_empty() {
                         continue;
@@ -606,6 +694,66 @@ mod tests {
         assert_eq!(q(&all.clone().oldest_first().limit(2)), [1, 2]);
         assert_eq!(q(&HistoryQuery::new().pattern("a.*").unwrap()), [3, 1]);
         assert_eq!(q(&all.clone().limit(0)), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_line_longer_than_the_cap_is_consumed_but_not_kept() {
+        let input = b"0123456789abcdef\nshort\n0123456789abcdef".as_slice();
+        // A tiny buffer, so the long line arrives in several pieces.
+        let mut reader = io::BufReader::with_capacity(4, input);
+        let mut buf = Vec::new();
+        let read = |reader: &mut io::BufReader<&[u8]>, buf: &mut Vec<u8>| {
+            buf.clear();
+            read_line_capped(reader, buf, 8).unwrap()
+        };
+        let long = read(&mut reader, &mut buf);
+        assert_eq!((long.bytes, long.newline, long.kept), (17, true, false));
+        assert!(buf.is_empty());
+        let short = read(&mut reader, &mut buf);
+        assert_eq!((short.bytes, short.newline, short.kept), (6, true, true));
+        assert_eq!(buf, b"short\n");
+        let torn = read(&mut reader, &mut buf);
+        assert_eq!((torn.bytes, torn.newline, torn.kept), (16, false, false));
+        assert_eq!(read(&mut reader, &mut buf).bytes, 0);
+        // Exactly the cap, newline included, is kept.
+        let mut exact = io::BufReader::new(b"1234567\n".as_slice());
+        let line = read(&mut exact, &mut buf);
+        assert!(line.kept && line.newline);
+        assert_eq!(buf, b"1234567\n");
+    }
+
+    #[test]
+    fn a_line_longer_than_max_line_bytes_is_a_bad_line_and_reading_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("events.jsonl");
+        let mut text = Vec::with_capacity(MAX_LINE_BYTES + 2 * A.len() + 8);
+        text.extend_from_slice(A.as_bytes());
+        text.push(b'\n');
+        // A JSON string that would be a valid payload, only too long.
+        text.extend_from_slice(b"{\"event_type\":\"a.b\",\"timestamp\":1,\"data\":\"");
+        let start = text.len();
+        text.resize(start + MAX_LINE_BYTES, b'x');
+        text.extend_from_slice(b"\"}\n");
+        text.extend_from_slice(B.as_bytes());
+        text.push(b'\n');
+        // And a torn tail longer than the cap.
+        text.resize(text.len() + MAX_LINE_BYTES + 1, b' ');
+        std::fs::write(&p, &text).unwrap();
+        let items: Vec<_> = JournalReader::open(&p).unwrap().collect();
+        assert_eq!(items.len(), 4);
+        assert_eq!(items[0].as_ref().unwrap().seq(), 1);
+        let Err(ReadError::BadLine {
+            line: 2, message, ..
+        }) = &items[1]
+        else {
+            panic!("line 2 was read");
+        };
+        assert!(message.contains("longer than the 67108864"), "{message}");
+        assert_eq!(items[2].as_ref().unwrap().seq(), 2);
+        assert!(matches!(
+            &items[3],
+            Err(ReadError::TornTail { line: 4, bytes, .. }) if *bytes == MAX_LINE_BYTES as u64 + 1
+        ));
     }
 
     #[test]

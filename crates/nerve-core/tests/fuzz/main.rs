@@ -1,25 +1,29 @@
 //! The fuzz floor inside `cargo test`: generated inputs for the redactor,
 //! the pattern parser and matcher, and event-name validation, each checked
-//! against its invariants or a naive reference written here.
+//! against its invariants or a naive reference (in `check.rs`, shared with
+//! the cargo-fuzz targets `redact`, `pattern` and `name`).
 //!
-//! Each target runs `NERVE_FUZZ_CASES` inputs (default in [`DEFAULT_CASES`])
-//! from the seed `NERVE_FUZZ_SEED` (default fixed, so a failure replays):
+//! Each target runs `NERVE_FUZZ_CASES` inputs (default in [`DEFAULT_CASES`]:
+//! 1,000,000 each; the redactor's spread over 16 tests, `redactor_00` ..
+//! `redactor_15`) from the seed `NERVE_FUZZ_SEED` (default fixed, so a
+//! failure replays):
 //!
 //! ```sh
-//! NERVE_FUZZ_CASES=1000000 NERVE_FUZZ_SEED=7 \
+//! NERVE_FUZZ_CASES=20000000 NERVE_FUZZ_SEED=7 \
 //!     cargo test -p nerve-core --features redact --release --test fuzz
 //! ```
 //!
-//! A failure prints the input; add it to the fixtures of the target's own
-//! tests as a regression case.
+//! A failure prints the input; add it to `fuzz/regressions/<target>/`,
+//! which `fuzz_regressions_replay` replays, and to the fixtures of the
+//! target's own tests as a regression case.
 
-use nerve_core::name::{MAX_NAME_LEN, check_event_type};
+mod check;
+
 use nerve_core::redact::Redactor;
-use nerve_core::{Pattern, Value};
 
 /// Inputs per target by default: `(redactor, patterns, names)`, chosen so
-/// that each target takes a few seconds at most in a debug build.
-const DEFAULT_CASES: (u64, u64, u64) = (20_000, 1_000_000, 1_000_000);
+/// that each test takes a few seconds at most in a debug build.
+const DEFAULT_CASES: (u64, u64, u64) = (1_000_000, 1_000_000, 1_000_000);
 
 fn cases(default: u64) -> u64 {
     std::env::var("NERVE_FUZZ_CASES")
@@ -144,31 +148,51 @@ fn redactor_input(rng: &mut Rng) -> String {
     s
 }
 
-#[test]
-fn redactor_never_panics_is_idempotent_and_keeps_json_valid() {
+/// Inputs per shard: the redactor's 1,000,000 by default are spread over
+/// 16 tests (`redactor_00` .. `redactor_15`), each a few seconds in a debug
+/// build, so that they run in parallel.
+const REDACTOR_SHARDS: u64 = 16;
+
+fn redactor_shard(shard: u64) {
     let redactor = Redactor::default();
-    let mut rng = Rng::new(1);
-    for _ in 0..cases(DEFAULT_CASES.0) {
-        let text = redactor_input(&mut rng);
-        let once = redactor.redact_str(&text).into_owned();
-        assert_eq!(
-            redactor.redact_str(&once),
-            once,
-            "not idempotent on {text:?}"
-        );
-        // JSON text in gives JSON text out.
-        let json = serde_json::to_string(&Value::from(text.clone())).unwrap();
-        let redacted = redactor.redact_str(&json);
-        assert!(
-            serde_json::from_str::<Value>(&redacted).is_ok(),
-            "{json} became {redacted}"
-        );
-        let mut value = serde_json::json!({"note": text, "password": "x"});
-        redactor.redact_value(&mut value);
-        let mut again = value.clone();
-        assert_eq!(redactor.redact_value(&mut again), 0, "on {text:?}");
+    let total = cases(DEFAULT_CASES.0);
+    let inputs = total / REDACTOR_SHARDS + u64::from(shard < total % REDACTOR_SHARDS);
+    let mut rng = Rng::new(1 ^ (shard << 32));
+    for _ in 0..inputs {
+        check::redact(&redactor, &redactor_input(&mut rng));
     }
 }
+
+macro_rules! redactor_shards {
+    ($($name:ident = $n:literal),* $(,)?) => {
+        $(
+            /// Never panics, idempotent, JSON text stays JSON (one shard).
+            #[test]
+            fn $name() {
+                redactor_shard($n);
+            }
+        )*
+    };
+}
+
+redactor_shards!(
+    redactor_00 = 0,
+    redactor_01 = 1,
+    redactor_02 = 2,
+    redactor_03 = 3,
+    redactor_04 = 4,
+    redactor_05 = 5,
+    redactor_06 = 6,
+    redactor_07 = 7,
+    redactor_08 = 8,
+    redactor_09 = 9,
+    redactor_10 = 10,
+    redactor_11 = 11,
+    redactor_12 = 12,
+    redactor_13 = 13,
+    redactor_14 = 14,
+    redactor_15 = 15,
+);
 
 // --- Patterns -------------------------------------------------------------
 
@@ -183,27 +207,6 @@ fn name(rng: &mut Rng, chars: &[char]) -> String {
     (0..rng.below(9)).map(|_| *rng.pick(chars)).collect()
 }
 
-/// Whether the naive reading of the pattern rules accepts `p`.
-fn reference_parse(p: &str) -> bool {
-    !p.is_empty()
-        && p.len() <= MAX_NAME_LEN
-        && !p.chars().any(|c| c.is_whitespace() || c.is_control())
-        && p.split('.')
-            .all(|s| !s.is_empty() && (s == "*" || !s.contains('*')))
-}
-
-/// The matching rules read naively: a literal matches itself, `*` one
-/// non-empty segment, and a final `*` one or more.
-fn reference_match(pattern: &[&str], name: &[&str]) -> bool {
-    match (pattern, name) {
-        ([], []) => true,
-        (["*"], rest) => !rest.is_empty() && rest.iter().all(|s| !s.is_empty()),
-        (["*", p @ ..], [n, rest @ ..]) => !n.is_empty() && reference_match(p, rest),
-        ([lit, p @ ..], [n, rest @ ..]) => lit == n && reference_match(p, rest),
-        _ => false,
-    }
-}
-
 #[test]
 fn patterns_parse_and_match_as_the_naive_reference_does() {
     let mut rng = Rng::new(2);
@@ -215,24 +218,10 @@ fn patterns_parse_and_match_as_the_naive_reference_does() {
         } else {
             name(&mut rng, &letters)
         };
-        let parsed = Pattern::parse(&raw);
-        assert_eq!(parsed.is_ok(), reference_parse(&raw), "parse {raw:?}");
-        let Ok(pattern) = parsed else { continue };
-        for _ in 0..4 {
-            // Events carry valid names only (checked at construction), so
-            // the matcher is only asked about those.
-            let event_type = name(&mut rng, &letters[..4]);
-            if check_event_type(&event_type).is_err() {
-                continue;
-            }
-            let segments: Vec<&str> = raw.split('.').collect();
-            let names: Vec<&str> = event_type.split('.').collect();
-            assert_eq!(
-                pattern.matches(&event_type),
-                reference_match(&segments, &names),
-                "{raw:?} on {event_type:?}"
-            );
-        }
+        // Events carry valid names only (checked at construction), so the
+        // matcher is only asked about those.
+        let names: Vec<String> = (0..4).map(|_| name(&mut rng, &letters[..4])).collect();
+        check::pattern(&raw, names.iter().map(String::as_str));
     }
 }
 
@@ -242,12 +231,28 @@ fn patterns_parse_and_match_as_the_naive_reference_does() {
 fn event_names_validate_as_the_naive_reference_does() {
     let mut rng = Rng::new(3);
     for _ in 0..cases(DEFAULT_CASES.2) {
-        let n = name(&mut rng, NAME_CHARS);
-        let expected = !n.is_empty()
-            && n.len() <= MAX_NAME_LEN
-            && !n.contains('*')
-            && !n.chars().any(|c| c.is_whitespace() || c.is_control())
-            && n.split('.').all(|s| !s.is_empty());
-        assert_eq!(check_event_type(&n).is_ok(), expected, "{n:?}");
+        check::name(&name(&mut rng, NAME_CHARS));
     }
+}
+
+/// Every input in `fuzz/regressions/{pattern,name,redact}/` (crashes found
+/// by `cargo xtask fuzz`, and inputs kept as seeds) passes the same checks
+/// as the cargo-fuzz targets make.
+#[test]
+fn fuzz_regressions_replay() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/regressions");
+    let redactor = Redactor::default();
+    let mut replayed = 0;
+    for target in ["pattern", "name", "redact"] {
+        for entry in std::fs::read_dir(format!("{root}/{target}")).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            match target {
+                "pattern" => check::pattern_bytes(&bytes),
+                "name" => check::name(&String::from_utf8_lossy(&bytes)),
+                _ => check::redact(&redactor, &String::from_utf8_lossy(&bytes)),
+            }
+            replayed += 1;
+        }
+    }
+    assert!(replayed >= 3, "no inputs in {root}");
 }
