@@ -3,12 +3,14 @@
 //!
 //! `cargo xtask ci` is what CI runs; every step it runs can also be run alone.
 //! `cargo xtask bench` runs the benchmarks and regenerates their page.
+//! `cargo xtask loom` runs the loom models in full.
 //! See `cargo xtask --help`.
 
 mod bench;
 mod cargo;
 mod ci;
 mod features;
+mod loom;
 mod manifest;
 mod step;
 mod tidy;
@@ -30,6 +32,8 @@ enum Command {
     Step(Step),
     /// Run the benchmarks and regenerate their page and charts.
     Bench(bench::Options),
+    /// Run every loom model in full.
+    Loom,
 }
 
 /// Runs the command, printing any error as one line.
@@ -58,6 +62,7 @@ fn run() -> Result<ExitCode> {
             .run()
             .with_context(|| format!("{} failed", step.name()))?,
         Command::Bench(options) => bench::run(&options).context("bench failed")?,
+        Command::Loom => loom::run().context("loom failed")?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -72,6 +77,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Command>> {
         "bench" => return Ok(Some(Command::Bench(bench::parse(args)?))),
         "-h" | "--help" | "help" => Command::Help,
         "ci" => Command::Ci,
+        "loom" => Command::Loom,
         name => match Step::from_name(name) {
             Some(step) => Command::Step(step),
             None => bail!("unknown command `{name}`, see `cargo xtask --help`"),
@@ -98,6 +104,7 @@ fn usage() -> String {
     }
     line("help", "Print this help (also -h, --help)");
     text.push_str(bench::USAGE);
+    text.push_str(loom::USAGE);
     text
 }
 
@@ -121,6 +128,8 @@ mod tests {
         check(&["ci"], Some(Command::Ci));
         check(&["fmt"], Some(Command::Step(Step::Fmt)));
         check(&["tidy"], Some(Command::Step(Step::Tidy)));
+        check(&["loom"], Some(Command::Loom));
+        check(&["loom-ci"], Some(Command::Step(Step::LoomCi)));
         check(&["bench"], Some(Command::Bench(bench::parse([]).unwrap())));
         let quick = check_bench(&["bench", "--quick", "emit"]);
         assert!(quick.quick);

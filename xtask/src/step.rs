@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::cargo::Cargo;
-use crate::{features, tidy};
+use crate::{features, loom, tidy};
 
 /// One check, run alone as `cargo xtask <name>` or as part of `ci`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,11 +25,13 @@ pub(crate) enum Step {
     Features,
     /// Project conventions no compiler checks; see [`tidy`].
     Tidy,
+    /// The loom models at a small preemption bound; see [`loom`].
+    LoomCi,
 }
 
 impl Step {
     /// Every step, in the order `ci` runs them.
-    pub(crate) const ALL: [Step; 7] = [
+    pub(crate) const ALL: [Step; 8] = [
         Step::Fmt,
         Step::Clippy,
         Step::Test,
@@ -37,6 +39,7 @@ impl Step {
         Step::Doc,
         Step::Features,
         Step::Tidy,
+        Step::LoomCi,
     ];
 
     /// The subcommand name, as typed after `cargo xtask`.
@@ -49,6 +52,7 @@ impl Step {
             Step::Doc => "doc",
             Step::Features => "features",
             Step::Tidy => "tidy",
+            Step::LoomCi => "loom-ci",
         }
     }
 
@@ -68,6 +72,7 @@ impl Step {
             Step::Tidy => {
                 "Check project conventions (lints, leftovers, crate docs, changelog, readme)"
             }
+            Step::LoomCi => "Run the loom models at preemption bound 1 (own target dir)",
         }
     }
 
@@ -92,6 +97,7 @@ impl Step {
                 .run(),
             Step::Features => features::check(),
             Step::Tidy => tidy::check(),
+            Step::LoomCi => loom::ci().run(),
         }
     }
 }
