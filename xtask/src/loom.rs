@@ -87,7 +87,10 @@ mod tests {
             let line = cargo.to_string();
             assert!(line.contains("RUSTFLAGS=\"--cfg nerve_loom\""), "{line}");
             assert!(line.contains("CARGO_TARGET_DIR=target/loom"), "{line}");
-            assert!(line.contains("-p nerve-router -p nerve-journal --lib"), "{line}");
+            assert!(
+                line.contains("-p nerve-router -p nerve-journal --lib"),
+                "{line}"
+            );
             assert!(line.contains(" loom_ "), "{line}");
         }
         assert!(ci().to_string().contains("LOOM_MAX_PREEMPTIONS=1 "));

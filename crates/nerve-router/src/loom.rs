@@ -24,15 +24,13 @@ use crate::subscription::{HandlerKind, StreamItem, Subscription};
 use crate::sync::{Arc, Ordering};
 
 /// The preemption bound when `LOOM_MAX_PREEMPTIONS` is not set.
-const DEFAULT_PREEMPTIONS: usize = 3;
+const DEFAULT_PREEMPTIONS: usize = 2;
 
 /// Explores `model` under every interleaving within the bound, then prints
 /// how many it explored and how long that took.
 fn check(name: &str, model: impl Fn() + Sync + Send + 'static) {
     let mut builder = ::loom::model::Builder::new();
-    let bound = *builder
-        .preemption_bound
-        .get_or_insert(DEFAULT_PREEMPTIONS);
+    let bound = *builder.preemption_bound.get_or_insert(DEFAULT_PREEMPTIONS);
     let runs = std::sync::Arc::new(StdAtomicUsize::new(0));
     let counted = runs.clone();
     let start = Instant::now();
@@ -147,7 +145,11 @@ fn two_emitters_and_a_dropping_consumer(overflow: Overflow) {
     assert!(per_emitter_order_kept(&delivered), "{delivered:?}");
     let mut all: Vec<u32> = delivered.iter().chain(&dropped).copied().collect();
     all.sort_unstable();
-    assert_eq!(all, [10, 11, 20, 21], "delivered {delivered:?}, dropped {dropped:?}");
+    assert_eq!(
+        all,
+        [10, 11, 20, 21],
+        "delivered {delivered:?}, dropped {dropped:?}"
+    );
 }
 
 #[test]
@@ -215,7 +217,10 @@ fn loom_eviction_racing_push_overshoots_by_at_most_one_per_emitter() {
         const CAPACITY: usize = 2;
         let q = Arc::new(Queue::new(CAPACITY, Overflow::DropOldest));
         for item in [Item(1, true), Item(2, false)] {
-            assert!(matches!(q.push(item, false, no_block), Pushed::Queued(None)));
+            assert!(matches!(
+                q.push(item, false, no_block),
+                Pushed::Queued(None)
+            ));
         }
         let racer = {
             let q = q.clone();
@@ -252,7 +257,11 @@ fn loom_eviction_racing_push_overshoots_by_at_most_one_per_emitter() {
         assert!(per_emitter_order_kept(&left), "{left:?}");
         let mut all: Vec<u32> = left.iter().chain(&evicted).copied().collect();
         all.sort_unstable();
-        assert_eq!(all, [1, 2, 10, 20, 21], "left {left:?}, evicted {evicted:?}");
+        assert_eq!(
+            all,
+            [1, 2, 10, 20, 21],
+            "left {left:?}, evicted {evicted:?}"
+        );
     });
 }
 
@@ -343,7 +352,11 @@ fn loom_subscribe_and_unsubscribe_racing_emit_keep_a_stable_subscriber_exact() {
         let want: Vec<_> = events.iter().map(Event::event_id).collect();
         assert_eq!(got, want, "missed or doubled");
         assert_eq!(
-            routes.load().subscriptions().map(|s| s.id).collect::<BTreeSet<_>>(),
+            routes
+                .load()
+                .subscriptions()
+                .map(|s| s.id)
+                .collect::<BTreeSet<_>>(),
             BTreeSet::from([SubscriptionId::from_u64(1)])
         );
         // Drop the table (and with it the subscriptions' queues) inside the

@@ -1301,7 +1301,10 @@ mod tests {
         const CAPACITY: usize = 2;
         let q = Arc::new(Queue::new(CAPACITY, Overflow::DropOldest));
         for probe in [Probe(1, true), Probe(2, false)] {
-            assert!(matches!(q.push(probe, false, no_block), Pushed::Queued(None)));
+            assert!(matches!(
+                q.push(probe, false, no_block),
+                Pushed::Queued(None)
+            ));
         }
         let landed = Arc::new(std::sync::Mutex::new(Vec::new()));
         {

@@ -226,11 +226,10 @@ mod model {
         let me = current();
         let mut token = me.token();
         while !*token {
-            token = me
-                .0
-                .unparked
-                .wait(token)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            token =
+                me.0.unparked
+                    .wait(token)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         *token = false;
     }
