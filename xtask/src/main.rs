@@ -5,6 +5,7 @@
 //! `cargo xtask bench` runs the benchmarks and regenerates their page.
 //! `cargo xtask soak --minutes N` runs every feature at full rate for N minutes.
 //! `cargo xtask fuzz` runs the cargo-fuzz targets (not part of `ci`).
+//! `cargo xtask loom` runs the loom models in full.
 //! See `cargo xtask --help`.
 
 mod bench;
@@ -12,6 +13,7 @@ mod cargo;
 mod ci;
 mod features;
 mod fuzz;
+mod loom;
 mod manifest;
 mod soak;
 mod step;
@@ -38,6 +40,8 @@ enum Command {
     Soak(soak::Options),
     /// Run the cargo-fuzz targets for a while each.
     Fuzz(fuzz::Options),
+    /// Run every loom model in full.
+    Loom,
 }
 
 /// Runs the command, printing any error as one line.
@@ -68,6 +72,7 @@ fn run() -> Result<ExitCode> {
         Command::Bench(options) => bench::run(&options).context("bench failed")?,
         Command::Soak(options) => soak::run(&options).context("soak failed")?,
         Command::Fuzz(options) => fuzz::run(&options).context("fuzz failed")?,
+        Command::Loom => loom::run().context("loom failed")?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -84,6 +89,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Command>> {
         "fuzz" => return Ok(Some(Command::Fuzz(fuzz::parse(args)?))),
         "-h" | "--help" | "help" => Command::Help,
         "ci" => Command::Ci,
+        "loom" => Command::Loom,
         name => match Step::from_name(name) {
             Some(step) => Command::Step(step),
             None => bail!("unknown command `{name}`, see `cargo xtask --help`"),
@@ -112,6 +118,7 @@ fn usage() -> String {
     text.push_str(bench::USAGE);
     text.push_str(soak::USAGE);
     text.push_str(fuzz::USAGE);
+    text.push_str(loom::USAGE);
     text
 }
 
@@ -135,6 +142,8 @@ mod tests {
         check(&["ci"], Some(Command::Ci));
         check(&["fmt"], Some(Command::Step(Step::Fmt)));
         check(&["tidy"], Some(Command::Step(Step::Tidy)));
+        check(&["loom"], Some(Command::Loom));
+        check(&["loom-ci"], Some(Command::Step(Step::LoomCi)));
         check(&["bench"], Some(Command::Bench(bench::parse([]).unwrap())));
         let quick = check_bench(&["bench", "--quick", "emit"]);
         assert!(quick.quick);

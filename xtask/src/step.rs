@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::cargo::Cargo;
-use crate::{features, soak, tidy};
+use crate::{features, loom, soak, tidy};
 
 /// One check, run alone as `cargo xtask <name>` or as part of `ci`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,11 +28,13 @@ pub(crate) enum Step {
     /// Every feature of the bus at full rate for one minute, then memory,
     /// accounting, journal and leak checks; see [`soak`].
     Soak,
+    /// The loom models at a small preemption bound; see [`loom`].
+    LoomCi,
 }
 
 impl Step {
     /// Every step, in the order `ci` runs them.
-    pub(crate) const ALL: [Step; 8] = [
+    pub(crate) const ALL: [Step; 9] = [
         Step::Fmt,
         Step::Clippy,
         Step::Test,
@@ -40,6 +42,7 @@ impl Step {
         Step::Doc,
         Step::Features,
         Step::Tidy,
+        Step::LoomCi,
         Step::Soak,
     ];
 
@@ -54,6 +57,7 @@ impl Step {
             Step::Features => "features",
             Step::Tidy => "tidy",
             Step::Soak => "soak",
+            Step::LoomCi => "loom-ci",
         }
     }
 
@@ -76,6 +80,7 @@ impl Step {
             Step::Soak => {
                 "Soak every feature at full rate for 1 minute; check memory, accounting, journal, leaks"
             }
+            Step::LoomCi => "Run the loom models at preemption bound 1 (own target dir)",
         }
     }
 
@@ -101,6 +106,7 @@ impl Step {
             Step::Features => features::check(),
             Step::Tidy => tidy::check(),
             Step::Soak => soak::run(&soak::Options::default()),
+            Step::LoomCi => loom::ci().run(),
         }
     }
 }

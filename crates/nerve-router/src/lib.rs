@@ -101,6 +101,8 @@ mod global;
 mod handler;
 mod history;
 mod ledger;
+#[cfg(all(test, nerve_loom))]
+mod loom;
 mod pending;
 mod queue;
 mod reentry;
@@ -114,6 +116,7 @@ mod stats;
 mod stream;
 mod subscribe;
 mod subscription;
+mod sync;
 mod worker;
 
 pub use builder::BusBuilder;

@@ -38,16 +38,19 @@
 //! slow side around it and the parking protocol.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
-use futures::task::AtomicWaker;
-
 use serde::Serialize;
+
+// Through the shim, so that `--cfg nerve_loom` model-checks the protocol
+// (see `sync.rs`).
+use crate::sync::{
+    AtomicBool, AtomicU64, AtomicUsize, AtomicWaker, Condvar, MODEL, Mutex, MutexGuard, Ordering,
+    Ring, thread,
+};
 
 /// What a subscriber's queue does with a new event when it is full.
 ///
@@ -185,13 +188,20 @@ pub(crate) enum Waiting {
     Park,
 }
 
-/// `state`'s bit for a closed queue; the other bits count the items in
-/// `front` and `back`.
+/// `state`'s bit for a closed queue; the bits below [`EVICTING`] count the
+/// items in `front` and `back`.
 const CLOSED: usize = 1 << (usize::BITS - 1);
+
+/// `state`'s bit for an eviction under way: set before it pops from the
+/// ring, so that lock-free pushes take the slow side (and wait for the lock)
+/// instead of filling the slots the eviction frees. Cleared, with the count
+/// of spilled items, when the eviction is done.
+const EVICTING: usize = 1 << (usize::BITS - 2);
 
 /// See [`Queue::hot`].
 struct Hot {
-    /// [`CLOSED`] | items in `front` and `back`; written under the lock.
+    /// [`CLOSED`] | [`EVICTING`] | items in `front` and `back`; written
+    /// under the lock.
     state: AtomicUsize,
     /// Counted items the queue ever accepted: the subscriber's offers that
     /// were not refused, so the emitter does not count them again. Each
@@ -217,7 +227,7 @@ struct Slow<T> {
 }
 
 pub(crate) struct Queue<T> {
-    ring: ArrayQueue<T>,
+    ring: Ring<T>,
     /// What the emitter reads or writes on every push besides the ring,
     /// together on one cache line of its own: one line to bring in per
     /// push, which misses only when the reader has parked since.
@@ -237,7 +247,7 @@ pub(crate) struct Queue<T> {
 }
 
 /// Wakes a reader thread parked in [`Queue::pop_blocking`].
-struct ThreadWaker(std::thread::Thread);
+struct ThreadWaker(thread::Thread);
 
 impl Wake for ThreadWaker {
     fn wake(self: Arc<Self>) {
@@ -250,7 +260,7 @@ impl Wake for ThreadWaker {
 
 /// A waker that unparks the current thread.
 pub(crate) fn thread_waker() -> Waker {
-    Waker::from(Arc::new(ThreadWaker(std::thread::current())))
+    Waker::from(Arc::new(ThreadWaker(thread::current())))
 }
 
 /// Polls with `waker` (a [`thread_waker`] of this thread) until `poll` is
@@ -261,7 +271,7 @@ pub(crate) fn park_until<R>(waker: &Waker, mut poll: impl FnMut(&mut Context<'_>
     loop {
         match poll(&mut cx) {
             Poll::Ready(value) => return value,
-            Poll::Pending => std::thread::park(),
+            Poll::Pending => thread::park(),
         }
     }
 }
@@ -276,7 +286,7 @@ impl<T: QueueItem> Queue<T> {
     fn with_ring(capacity: usize, overflow: Overflow, ring: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
-            ring: ArrayQueue::new(capacity.min(ring.max(1))),
+            ring: Ring::new(capacity.min(ring.max(1))),
             hot: CachePadded::new(Hot {
                 state: AtomicUsize::new(0),
                 accepted: AtomicU64::new(0),
@@ -309,7 +319,7 @@ impl<T: QueueItem> Queue<T> {
 
     /// Items queued; exact when nothing pushes or pops meanwhile.
     pub(crate) fn len(&self) -> usize {
-        self.ring.len() + (self.hot.state.load(Ordering::Acquire) & !CLOSED)
+        self.ring.len() + (self.hot.state.load(Ordering::Acquire) & !(CLOSED | EVICTING))
     }
 
     /// Counted items ever accepted (see `QueueItem::counted`).
@@ -321,7 +331,8 @@ impl<T: QueueItem> Queue<T> {
         self.ring.len() + slow.front.len() + slow.back.len()
     }
 
-    /// Publishes how many items are outside the ring; under the lock.
+    /// Publishes how many items are outside the ring, ending an eviction's
+    /// [`EVICTING`]; under the lock.
     fn set_spilled(&self, slow: &Slow<T>) {
         let closed = self.hot.state.load(Ordering::Relaxed) & CLOSED;
         self.hot.state.store(
@@ -355,28 +366,37 @@ impl<T: QueueItem> Queue<T> {
         block: impl FnOnce(&mut dyn FnMut()),
         wakes: Option<&mut Wakes>,
     ) -> Pushed<T> {
-        // The fast path: open, nothing outside the ring, and the ring has
-        // room. Lock-free.
-        let item = if self.hot.state.load(Ordering::Acquire) == 0 {
-            let counted = u64::from(item.counted());
-            match self.ring.push(item) {
-                Ok(()) => {
-                    self.hot.accepted.fetch_add(counted, Ordering::SeqCst);
-                    if self.hot.state.load(Ordering::SeqCst) & CLOSED != 0 {
-                        // Closed while we pushed: whoever closed may have
-                        // drained before our item landed. Take back what is
-                        // left, so nothing stays in a queue nobody reads.
-                        return Pushed::Withdrawn(self.take_all());
-                    }
-                    self.wake_reader(wakes);
-                    return Pushed::Queued(None);
-                }
-                Err(item) => item,
+        match self.push_fast(item) {
+            Fast::Queued => {
+                self.wake_reader(wakes);
+                Pushed::Queued(None)
             }
-        } else {
-            item
-        };
-        self.push_slow(item, may_block, block, wakes)
+            Fast::Withdrawn(items) => Pushed::Withdrawn(items),
+            Fast::Slow(item) => self.push_slow(item, may_block, block, wakes),
+        }
+    }
+
+    /// The fast path: open, nothing outside the ring, no eviction under way,
+    /// and the ring has room. Lock-free. Does not wake the reader.
+    #[inline]
+    fn push_fast(&self, item: T) -> Fast<T> {
+        if self.hot.state.load(Ordering::Acquire) != 0 {
+            return Fast::Slow(item);
+        }
+        let counted = u64::from(item.counted());
+        match self.ring.push(item) {
+            Ok(()) => {
+                self.hot.accepted.fetch_add(counted, Ordering::SeqCst);
+                if self.hot.state.load(Ordering::SeqCst) & CLOSED != 0 {
+                    // Closed while we pushed: whoever closed may have
+                    // drained before our item landed. Take back what is
+                    // left, so nothing stays in a queue nobody reads.
+                    return Fast::Withdrawn(self.take_all());
+                }
+                Fast::Queued
+            }
+            Err(item) => Fast::Slow(item),
+        }
     }
 
     /// Puts `item` behind everything queued; under the lock.
@@ -510,8 +530,17 @@ impl<T: QueueItem> Queue<T> {
     /// oldest non-terminal one is in the ring (terminal items met at its
     /// head on the way move to the end of `front`, keeping their order), or
     /// else in `back`.
+    ///
+    /// [`EVICTING`] is set before the first pop: until then a lock-free push
+    /// may still land in the ring (it read `state` before), after it none
+    /// does. Without it, `state` stayed 0 while the pops freed slots, and
+    /// one emitter could fill every freed slot, one push after another,
+    /// before the eviction published the spilled count: with two slots freed
+    /// (a terminal item moved to `front`, then the evicted one) the bound
+    /// overshot by two with a single emitter (found by the `loom` model
+    /// `loom_eviction_racing_push_overshoots_by_at_most_one_per_emitter`).
     fn evict_locked(&self, slow: &mut Slow<T>) -> Option<T> {
-        let before = slow.front.len();
+        self.hot.state.fetch_or(EVICTING, Ordering::SeqCst);
         let mut found = None;
         while let Some(item) = self.ring.pop() {
             if item.is_terminal() {
@@ -526,9 +555,7 @@ impl<T: QueueItem> Queue<T> {
                 found = slow.back.remove(at);
             }
         }
-        if found.is_some() || slow.front.len() != before {
-            self.set_spilled(slow);
-        }
+        self.set_spilled(slow);
         found
     }
 
@@ -650,6 +677,11 @@ impl<T: QueueItem> Queue<T> {
     /// just emptied its queue looks again after about 0.1 ms at most. The
     /// figures behind this are in `docs/benchmarks.md`, "Router design notes".
     fn gather(&self, cx: &Context<'_>) {
+        if MODEL {
+            // A doze is a timed wait, which the checker cannot model; it
+            // only delays the park that the models do check.
+            return;
+        }
         // A reader finding half its ring queued has plenty to take: no doze.
         let gather = (self.ring.capacity() / 2).max(1);
         std::thread::yield_now();
@@ -706,7 +738,10 @@ impl<T: QueueItem> Queue<T> {
         // thread of another executor backs off as crossbeam's receivers do,
         // whose `yield_now`s hand the core to the emitter. Why these
         // numbers: `docs/benchmarks.md`, "Router design notes".
-        if waiting == Waiting::Park {
+        if MODEL {
+            // No spinning in a model build: it only delays the park, and
+            // each look would multiply the interleavings to explore.
+        } else if waiting == Waiting::Park {
             // Nothing comes before the reply: straight to parking.
         } else if waiting == Waiting::Poll && tokio::task::try_id().is_some() {
             for step in 0..3 {
@@ -791,6 +826,16 @@ impl<T: QueueItem> Queue<T> {
         self.close();
         self.take_all()
     }
+}
+
+/// What [`Queue::push_fast`] did.
+enum Fast<T> {
+    /// The item is in the ring; the reader may need a wake-up.
+    Queued,
+    /// Closed while pushing: what the queue held, the item among it.
+    Withdrawn(Vec<T>),
+    /// The lock-free path could not take it: the slow side must.
+    Slow(T),
 }
 
 /// Wake-ups a fan-out defers until every queue has the event.
@@ -1224,6 +1269,77 @@ mod tests {
         ));
         assert_eq!(out.iter().map(|i| i.0).collect::<Vec<_>>(), [1, 2, 4]);
         assert_eq!(drain(&q), [5]);
+    }
+
+    /// An item that calls [`HOOK`] whenever the queue asks whether it is
+    /// terminal: how a test runs code in the middle of an eviction, which
+    /// asks each item it pops.
+    struct Probe(u32, bool);
+
+    type Hook = Box<dyn FnMut(u32)>;
+
+    thread_local! {
+        static HOOK: std::cell::RefCell<Option<Hook>> = std::cell::RefCell::new(None);
+    }
+
+    impl QueueItem for Probe {
+        fn is_terminal(&self) -> bool {
+            HOOK.with(|hook| {
+                if let Some(hook) = hook.borrow_mut().as_mut() {
+                    hook(self.0);
+                }
+            });
+            self.1
+        }
+    }
+
+    /// Regression: an eviction freed ring slots before it published that
+    /// items had moved out of the ring, and a lock-free push in between
+    /// filled them, so one emitter could put the queue two over its bound
+    /// (the loom model `loom_eviction_racing_push_overshoots_by_at_most_one_per_emitter`
+    /// found it). Here the emitter's pushes run at the worst moment: after
+    /// the eviction popped a terminal item and the item it evicts, before it
+    /// published anything. None may land; only a push that read `state`
+    /// before the eviction began may (one per emitter).
+    #[test]
+    fn eviction_keeps_lock_free_pushes_out_of_the_slots_it_frees() {
+        const CAPACITY: usize = 2;
+        let q = Arc::new(Queue::new(CAPACITY, Overflow::DropOldest));
+        for probe in [Probe(1, true), Probe(2, false)] {
+            assert!(matches!(
+                q.push(probe, false, no_block),
+                Pushed::Queued(None)
+            ));
+        }
+        let landed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        {
+            let (q, landed) = (q.clone(), landed.clone());
+            let mut fired = false;
+            HOOK.with(|hook| {
+                *hook.borrow_mut() = Some(Box::new(move |id| {
+                    // Asked about 2 right after popping it: the ring is empty.
+                    if id == 2 && !fired {
+                        fired = true;
+                        for id in [20, 21] {
+                            if let Fast::Queued = q.push_fast(Probe(id, false)) {
+                                landed.lock().unwrap().push(id);
+                            }
+                        }
+                    }
+                }));
+            });
+        }
+        let pushed = q.push(Probe(10, false), false, no_block);
+        HOOK.with(|hook| hook.borrow_mut().take());
+        assert!(matches!(
+            pushed,
+            Pushed::Queued(Some((Probe(2, false), DropReason::Evicted)))
+        ));
+        let landed = landed.lock().unwrap();
+        assert!(landed.is_empty(), "pushed into freed slots: {landed:?}");
+        assert_eq!(q.len(), CAPACITY);
+        let left: Vec<u32> = q.close_and_drain().into_iter().map(|p| p.0).collect();
+        assert_eq!(left, [1, 10]);
     }
 
     #[test]

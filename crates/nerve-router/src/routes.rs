@@ -8,16 +8,19 @@
 //! how subscribing invalidates it.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, PoisonError, Weak};
 
-use arc_swap::{ArcSwap, Guard};
 use dashmap::DashMap;
 use nerve_core::Segment;
 
 use crate::counter::Counter;
 use crate::subscribe::SubscriptionId;
 use crate::subscription::Subscription;
+// The publishing protocol (snapshot, version, writers' lock) goes through
+// the shim, so that `--cfg nerve_loom` model-checks it (see `sync.rs`); the
+// cache above it is filled from one immutable snapshot and stays std.
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering, Snapshot, SnapshotGuard};
 
 /// The handlers one topic routes to, highest priority first, ties in
 /// subscription order, each subscription once.
@@ -240,7 +243,7 @@ impl RouteTable {
 /// loop of one kind of event) finds it in the memo for one load, one compare
 /// and one count.
 pub(crate) struct Routes {
-    table: ArcSwap<RouteTable>,
+    table: Snapshot<RouteTable>,
     /// Which table is current: unique across every bus in the process, so a
     /// memo from another bus, or from an older table, never matches.
     version: AtomicU64,
@@ -249,19 +252,34 @@ pub(crate) struct Routes {
 }
 
 /// Where table versions come from; 0 is never one.
+#[cfg(not(nerve_loom))]
 static VERSIONS: AtomicU64 = AtomicU64::new(1);
+// A model build has no `const` atomics: a lazy static, fresh per execution.
+#[cfg(nerve_loom)]
+loom::lazy_static! {
+    static ref VERSIONS: AtomicU64 = AtomicU64::new(1);
+}
 
+/// What the memo holds: the table version, and the route looked up in it.
+type Memo = RefCell<(u64, Weak<Route>)>;
+
+#[cfg(not(nerve_loom))]
 thread_local! {
     /// The last route this thread looked up, and the table version it came
     /// from. Weak: a memo must not keep a dropped bus's subscriptions (and
     /// what their handlers own) alive.
-    static LAST: RefCell<(u64, Weak<Route>)> = const { RefCell::new((0, Weak::new())) };
+    static LAST: Memo = const { RefCell::new((0, Weak::new())) };
+}
+// One memo per modelled thread (loom's `thread_local!` takes no `const`).
+#[cfg(nerve_loom)]
+loom::thread_local! {
+    static LAST: Memo = RefCell::new((0, Weak::new()));
 }
 
 impl Routes {
     pub(crate) fn new() -> Self {
         Self {
-            table: ArcSwap::from_pointee(RouteTable::default()),
+            table: Snapshot::from_pointee(RouteTable::default()),
             version: AtomicU64::new(VERSIONS.fetch_add(1, Ordering::Relaxed)),
             writer: Mutex::new(()),
         }
@@ -284,7 +302,7 @@ impl Routes {
         true
     }
 
-    pub(crate) fn load(&self) -> Guard<Arc<RouteTable>> {
+    pub(crate) fn load(&self) -> SnapshotGuard<RouteTable> {
         self.table.load()
     }
 
