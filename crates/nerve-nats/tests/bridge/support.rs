@@ -131,3 +131,59 @@ impl Drop for NatsServer {
         self.kill();
     }
 }
+
+/// A TCP forwarder in front of a server that the test can close to new
+/// connections: what lets a test decide which client reconnects first after
+/// a restart, instead of hoping.
+pub(crate) struct Gate {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    /// Forwards `127.0.0.1:{port of this gate}` to `upstream`; open.
+    pub(crate) async fn start(upstream: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let is_open = open.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !is_open.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close
+                }
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Self { port, open, task }
+    }
+
+    /// `nats://127.0.0.1:{port}`.
+    pub(crate) fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether new connections are forwarded.
+    pub(crate) fn set_open(&self, open: bool) {
+        self.open.store(open, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl NatsServer {
+    /// The client port.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+}
