@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use nerve_core::{Event, Pattern, json};
 use nerve_router::{Bus, Overflow, StreamOptions, SubscriptionId};
 use tokio::sync::watch;
@@ -161,6 +161,7 @@ struct Counters {
     imported: AtomicU64,
     import_rejected: AtomicU64,
     echoes_suppressed: AtomicU64,
+    internal_skipped: AtomicU64,
     not_forwarded: AtomicU64,
     unmappable: AtomicU64,
     reconnects: AtomicU64,
@@ -223,6 +224,10 @@ pub struct BridgeStats {
     pub import_rejected: u64,
     /// Messages this bridge had published itself, received back and dropped.
     pub echoes_suppressed: u64,
+    /// Messages on NATS's own subjects (`_INBOX.…`, `$…`: replies, JetStream
+    /// and system traffic) that an import pattern such as `*` (`>`) also
+    /// matched: not events, not imported.
+    pub internal_skipped: u64,
     /// Events matching an export that came in over a bridge (not forwarded
     /// again) or describe the bridge's own connection.
     pub not_forwarded: u64,
@@ -362,7 +367,9 @@ impl NatsBridge {
     }
 
     /// Emits every message on a subject matching `pattern` into the local
-    /// bus, except those this bridge published itself.
+    /// bus, except those this bridge published itself. Returns once the
+    /// server has the subscription: messages published after that are
+    /// imported.
     ///
     /// # Errors
     ///
@@ -377,9 +384,9 @@ impl NatsBridge {
             .subscribe(filter)
             .await
             .map_err(BridgeError::Subscribe)?;
-        // The SUB reaches the server before this returns, so a publisher
-        // that starts after `import` cannot outrun it.
-        let _ = self.shared.client.flush().await;
+        // Return only once the server has the subscription, so that what
+        // is published after `import` returns is delivered.
+        self.shared.round_trip().await;
         let shared = self.shared.clone();
         let task = tokio::spawn(async move { shared.run_import(subscriber).await });
         self.lock_tasks().push(task);
@@ -411,9 +418,11 @@ impl NatsBridge {
                 .subscribers
                 .iter()
                 .find(|s| s.id == export.stream_id.as_u64())
-                .is_none_or(|s| {
-                    s.queued == 0 && s.delivered == export.done.load(Ordering::Acquire)
-                })
+                // Every event offered to the export's stream was dropped by
+                // its overflow policy or dealt with by the publisher (the
+                // stream's own counts cannot tell: it hands events over in
+                // batches).
+                .is_none_or(|s| s.dropped + export.done.load(Ordering::Acquire) >= s.offered)
         })
     }
 
@@ -428,6 +437,7 @@ impl NatsBridge {
             imported: get(&c.imported),
             import_rejected: get(&c.import_rejected),
             echoes_suppressed: get(&c.echoes_suppressed),
+            internal_skipped: get(&c.internal_skipped),
             not_forwarded: get(&c.not_forwarded),
             unmappable: get(&c.unmappable),
             reconnects: get(&c.reconnects),
@@ -475,6 +485,21 @@ impl NatsBridge {
 }
 
 impl Shared {
+    /// Waits (at most 10 s) until the server has processed everything this
+    /// connection sent before: a server handles one connection's commands
+    /// in order, so a message to a fresh inbox coming back proves it.
+    /// (`Client::flush` only empties the socket buffer.)
+    async fn round_trip(&self) {
+        let inbox = self.client.new_inbox();
+        let Ok(mut probe) = self.client.subscribe(inbox.clone()).await else {
+            return;
+        };
+        if self.client.publish(inbox, Vec::new().into()).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), probe.next()).await;
+        }
+        let _ = probe.unsubscribe().await;
+    }
+
     fn on_connection_event(&self, event: async_nats::Event) {
         let c = &self.counters;
         match event {
@@ -504,7 +529,22 @@ impl Shared {
     async fn run_export(self: Arc<Self>, mut stream: nerve_router::EventStream, done: Arc<AtomicU64>) {
         let mut body = Vec::with_capacity(512);
         let mut connected = self.connected.subscribe();
-        while let Some(event) = stream.next().await {
+        loop {
+            // Publish back to back while events are ready; when none is,
+            // flush before waiting: async-nats may otherwise keep the last
+            // messages of a burst in its write buffer until more traffic
+            // (or its next ping) comes, seconds later.
+            let event = match stream.next().now_or_never() {
+                Some(Some(event)) => event,
+                Some(None) => break,
+                None => {
+                    let _ = self.client.flush().await;
+                    match stream.next().await {
+                        Some(event) => event,
+                        None => break,
+                    }
+                }
+            };
             self.export_one(&event, &mut body, &mut connected).await;
             done.fetch_add(1, Ordering::Release);
         }
@@ -578,6 +618,10 @@ impl Shared {
 
     fn import_one(&self, message: &async_nats::Message) {
         let c = &self.counters;
+        if is_nats_internal(message.subject.as_str()) {
+            c.internal_skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let origin = message
             .headers
             .as_ref()
@@ -620,6 +664,13 @@ impl Shared {
         };
         rebuild_with_source(&event, source)
     }
+}
+
+/// Whether `subject` is in one of NATS's own namespaces: `_INBOX.` (reply
+/// subjects) or `$` (`$JS.`, `$SYS.`, ...). Only reachable when there is no
+/// prefix.
+fn is_nats_internal(subject: &str) -> bool {
+    subject.starts_with("_INBOX.") || subject.starts_with('$')
 }
 
 /// `event` with `source` replaced, every other field kept (`seq` is the

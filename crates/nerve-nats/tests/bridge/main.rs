@@ -11,6 +11,18 @@ use nerve::{Bus, Event, EventStream};
 
 /// Collects `n` events from `stream`, failing after a generous `limit`.
 pub(crate) async fn collect(stream: &mut EventStream, n: usize, limit: Duration) -> Vec<Event> {
+    try_collect(stream, n, limit)
+        .await
+        .unwrap_or_else(|got| panic!("only {} of {n} events within {limit:?}", got.len()))
+}
+
+/// Collects `n` events from `stream`; what arrived within `limit` as the
+/// error when it was fewer.
+pub(crate) async fn try_collect(
+    stream: &mut EventStream,
+    n: usize,
+    limit: Duration,
+) -> Result<Vec<Event>, Vec<Event>> {
     use futures::StreamExt;
     let mut got = Vec::with_capacity(n);
     let deadline = tokio::time::Instant::now() + limit;
@@ -18,10 +30,10 @@ pub(crate) async fn collect(stream: &mut EventStream, n: usize, limit: Duration)
         match tokio::time::timeout_at(deadline, stream.next()).await {
             Ok(Some(e)) => got.push(e),
             Ok(None) => break,
-            Err(_) => panic!("only {} of {n} events within {limit:?}", got.len()),
+            Err(_) => return Err(got),
         }
     }
-    got
+    Ok(got)
 }
 
 /// A bus whose history keeps nothing: these tests count through streams.

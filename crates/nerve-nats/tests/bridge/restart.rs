@@ -13,7 +13,7 @@ use nerve::nats::{BRIDGE_CONNECTED, BRIDGE_DISCONNECTED, BridgeStats, NatsBridge
 use nerve::{EventId, StreamOptions, json};
 
 use crate::support::{Gate, NatsServer};
-use crate::{bus, collect};
+use crate::{bus, collect, try_collect};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const BEFORE: usize = 1_000;
@@ -64,8 +64,17 @@ async fn kill_and_restart(capacity: usize) -> Option<(BridgeStats, Vec<EventId>,
     // was published.
     assert!(exporter.flush(LIMIT).await, "the exporter could not flush");
     let published_before = exporter.stats().published;
-    let mut received: Vec<EventId> = collect(&mut at_b, published_before as usize, LIMIT)
+    let mut received: Vec<EventId> = try_collect(&mut at_b, published_before as usize, LIMIT)
         .await
+        .unwrap_or_else(|got| {
+            panic!(
+                "{} of {published_before}: exporter {:?} importer {:?} bus b {:?}",
+                got.len(),
+                exporter.stats(),
+                importer.stats(),
+                b.stats().subscribers
+            )
+        })
         .iter()
         .map(|e| e.event_id())
         .collect();

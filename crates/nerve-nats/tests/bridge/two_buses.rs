@@ -7,7 +7,7 @@ use nerve::trace::TraceContext;
 use nerve::{Event, EventId, json};
 
 use crate::support::NatsServer;
-use crate::{bus, collect};
+use crate::{bus, collect, try_collect};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -133,7 +133,16 @@ async fn ten_thousand_events_arrive_exactly_once_and_in_order() {
     for i in 0..N {
         sent.push(a.emit("bulk.item", json!({"i": i})).unwrap());
     }
-    let got = collect(&mut at_b, N, LIMIT).await;
+    let got = try_collect(&mut at_b, N, LIMIT).await.unwrap_or_else(|got| {
+        let have: std::collections::HashSet<EventId> = got.iter().map(Event::event_id).collect();
+        let missing: Vec<usize> = (0..N).filter(|i| !have.contains(&sent[*i])).collect();
+        panic!(
+            "{} of {N}, missing {missing:?}: exporter {:?} importer {:?}",
+            got.len(),
+            bridge_a.stats(),
+            bridge_b.stats()
+        )
+    });
     let ids: Vec<EventId> = got.iter().map(Event::event_id).collect();
     assert_eq!(ids, sent, "not exactly once in order");
     assert!(bridge_a.flush(LIMIT).await);
