@@ -1,7 +1,7 @@
 //! The bridge: a NATS connection attached to a bus.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -183,7 +183,6 @@ struct Shared {
     options: NatsOptions,
     counters: Counters,
     connected: watch::Sender<bool>,
-    ever_connected: AtomicBool,
     exports: Mutex<Vec<Export>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -320,7 +319,6 @@ impl NatsBridge {
             options,
             counters: Counters::default(),
             connected,
-            ever_connected: AtomicBool::new(true),
             exports: Mutex::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
         });
@@ -476,7 +474,10 @@ impl NatsBridge {
     }
 
     fn lock_exports(&self) -> std::sync::MutexGuard<'_, Vec<Export>> {
-        self.shared.exports.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared
+            .exports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
@@ -503,30 +504,30 @@ impl Shared {
     fn on_connection_event(&self, event: async_nats::Event) {
         let c = &self.counters;
         match event {
-            async_nats::Event::Connected => {
-                if !self.connected.send_replace(true)
-                    && self.ever_connected.swap(true, Ordering::Relaxed)
-                {
-                    c.reconnects.fetch_add(1, Ordering::Relaxed);
-                    let _ = self.bus.emit(
-                        BRIDGE_CONNECTED,
-                        json!({"origin": self.origin, "reconnects": c.reconnects.load(Ordering::Relaxed)}),
-                    );
-                }
+            // The first `Connected` (from `connect`) finds the flag already
+            // up: only a recovery counts.
+            async_nats::Event::Connected if !self.connected.send_replace(true) => {
+                let reconnects = c.reconnects.fetch_add(1, Ordering::Relaxed) + 1;
+                let _ = self.bus.emit(
+                    BRIDGE_CONNECTED,
+                    json!({"origin": self.origin, "reconnects": reconnects}),
+                );
             }
-            async_nats::Event::Disconnected => {
-                if self.connected.send_replace(false) {
-                    c.disconnects.fetch_add(1, Ordering::Relaxed);
-                    let _ = self
-                        .bus
-                        .emit(BRIDGE_DISCONNECTED, json!({"origin": self.origin}));
-                }
+            async_nats::Event::Disconnected if self.connected.send_replace(false) => {
+                c.disconnects.fetch_add(1, Ordering::Relaxed);
+                let _ = self
+                    .bus
+                    .emit(BRIDGE_DISCONNECTED, json!({"origin": self.origin}));
             }
             _ => {}
         }
     }
 
-    async fn run_export(self: Arc<Self>, mut stream: nerve_router::EventStream, done: Arc<AtomicU64>) {
+    async fn run_export(
+        self: Arc<Self>,
+        mut stream: nerve_router::EventStream,
+        done: Arc<AtomicU64>,
+    ) {
         let mut body = Vec::with_capacity(512);
         let mut connected = self.connected.subscribe();
         loop {
@@ -550,7 +551,12 @@ impl Shared {
         }
     }
 
-    async fn export_one(&self, event: &Event, body: &mut Vec<u8>, connected: &mut watch::Receiver<bool>) {
+    async fn export_one(
+        &self,
+        event: &Event,
+        body: &mut Vec<u8>,
+        connected: &mut watch::Receiver<bool>,
+    ) {
         let c = &self.counters;
         if imported_from(event).is_some() || event.event_type().starts_with("system.bridge_") {
             c.not_forwarded.fetch_add(1, Ordering::Relaxed);

@@ -171,7 +171,10 @@ mod tests {
         let none = Prefix::none();
         assert_eq!(pattern_subject(&none, &pat("*")).unwrap(), ">");
         assert_eq!(pattern_subject(&none, &pat("chat.*")).unwrap(), "chat.>");
-        assert_eq!(pattern_subject(&none, &pat("*.failed")).unwrap(), "*.failed");
+        assert_eq!(
+            pattern_subject(&none, &pat("*.failed")).unwrap(),
+            "*.failed"
+        );
         assert_eq!(pattern_subject(&none, &pat("a.*.c")).unwrap(), "a.*.c");
         assert_eq!(pattern_subject(&none, &pat("a.*.*")).unwrap(), "a.*.>");
         assert_eq!(

@@ -35,7 +35,8 @@ fn child_exports_ten_thousand_events() {
         let mut control = bus.stream("ctl.*").unwrap();
         bridge.import("ctl.*").await.unwrap();
         bridge.export("proc.*").unwrap();
-        bus.emit("proc.ready", json!({"pid": std::process::id()})).unwrap();
+        bus.emit("proc.ready", json!({"pid": std::process::id()}))
+            .unwrap();
         let start = collect(&mut control, 1, LIMIT).await.remove(0);
         let trace = TraceContext::parse(TRACEPARENT, None).unwrap();
         for i in 0..N {
@@ -57,7 +58,9 @@ fn child_exports_ten_thousand_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_events_cross_processes_exactly_once_and_in_order() {
-    let Some(server) = NatsServer::start() else { return };
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
     let parent = bus();
     let bridge = NatsBridge::connect(&server.url(), &parent, NatsOptions::new().origin("parent"))
         .await

@@ -22,7 +22,10 @@ const DURING: usize = 2_000;
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + LIMIT;
     while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {LIMIT:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {LIMIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -38,7 +41,10 @@ async fn kill_and_restart(capacity: usize) -> Option<(BridgeStats, Vec<EventId>,
     let exporter = NatsBridge::connect(
         &gate.url(),
         &a,
-        NatsOptions::new().origin("exporter").capacity(capacity).reconnect_delay(fast),
+        NatsOptions::new()
+            .origin("exporter")
+            .capacity(capacity)
+            .reconnect_delay(fast),
     )
     .await
     .unwrap();
@@ -87,7 +93,11 @@ async fn kill_and_restart(capacity: usize) -> Option<(BridgeStats, Vec<EventId>,
     .await;
     let mut sent = before;
     sent.extend((0..DURING).map(|i| a.emit("chunk.item", json!({"i": BEFORE + i})).unwrap()));
-    assert_eq!(exporter.stats().published, published_before, "published while down");
+    assert_eq!(
+        exporter.stats().published,
+        published_before,
+        "published while down"
+    );
 
     server.restart();
     until("the importer reconnects", || importer.stats().connected).await;
@@ -95,7 +105,10 @@ async fn kill_and_restart(capacity: usize) -> Option<(BridgeStats, Vec<EventId>,
     // it (and is dropped there as an echo).
     let deadline = tokio::time::Instant::now() + LIMIT;
     while importer.stats().echoes_suppressed == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the importer did not resubscribe");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the importer did not resubscribe"
+        );
         b.emit("chunk.probe", json!({})).unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -104,7 +117,12 @@ async fn kill_and_restart(capacity: usize) -> Option<(BridgeStats, Vec<EventId>,
     assert!(exporter.flush(LIMIT).await, "the exporter could not flush");
     let stats = exporter.stats();
     let expected = (stats.published - published_before) as usize;
-    received.extend(collect(&mut at_b, expected, LIMIT).await.iter().map(|e| e.event_id()));
+    received.extend(
+        collect(&mut at_b, expected, LIMIT)
+            .await
+            .iter()
+            .map(|e| e.event_id()),
+    );
     assert!(at_b.is_empty(), "more arrived than was published");
 
     let kinds: Vec<String> = collect(&mut link, 2, LIMIT)
@@ -118,7 +136,9 @@ async fn kill_and_restart(capacity: usize) -> Option<(BridgeStats, Vec<EventId>,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_gets_every_buffered_event() {
-    let Some((stats, sent, received)) = kill_and_restart(10_000).await else { return };
+    let Some((stats, sent, received)) = kill_and_restart(10_000).await else {
+        return;
+    };
     assert_eq!(received, sent, "events lost, repeated or reordered");
     assert_eq!(stats.published, (BEFORE + DURING) as u64, "{stats:?}");
     assert_eq!((stats.dropped, stats.publish_errors), (0, 0), "{stats:?}");
@@ -128,7 +148,9 @@ async fn a_restarted_server_gets_every_buffered_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_buffer_while_disconnected_counts_every_drop() {
-    let Some((stats, sent, received)) = kill_and_restart(100).await else { return };
+    let Some((stats, sent, received)) = kill_and_restart(100).await else {
+        return;
+    };
     // DropOldest: what arrives is the newest part of what was emitted, in
     // order, and everything else is counted as evicted.
     assert!(stats.dropped > 0, "{stats:?}");

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PACKAGE_HINT: &str = "install Debian's package `nats-server` (apt-get install -y nats-server)";
+const PACKAGE_HINT: &str =
+    "install Debian's package `nats-server` (apt-get install -y nats-server)";
 
 /// The `nats-server` binary, if there is one.
 fn binary() -> Option<PathBuf> {
@@ -23,9 +24,12 @@ fn binary() -> Option<PathBuf> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    [PathBuf::from("nats-server"), PathBuf::from("/usr/sbin/nats-server")]
-        .into_iter()
-        .find(works)
+    [
+        PathBuf::from("nats-server"),
+        PathBuf::from("/usr/sbin/nats-server"),
+    ]
+    .into_iter()
+    .find(works)
 }
 
 /// A running `nats-server`, killed on drop.
@@ -91,7 +95,14 @@ impl NatsServer {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mut child = Command::new(&self.binary)
-                .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+                .args([
+                    "-js",
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-sd",
+                ])
                 .arg(self.store.path())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -108,10 +119,16 @@ impl NatsServer {
                     self.child = Some(child);
                     return;
                 }
-                assert!(Instant::now() < deadline, "nats-server did not come up in 30 s");
+                assert!(
+                    Instant::now() < deadline,
+                    "nats-server did not come up in 30 s"
+                );
                 std::thread::sleep(Duration::from_millis(5));
             }
-            assert!(Instant::now() < deadline, "nats-server kept exiting at start");
+            assert!(
+                Instant::now() < deadline,
+                "nats-server kept exiting at start"
+            );
         }
     }
 }
@@ -155,7 +172,9 @@ impl Gate {
                     continue; // dropped: the client sees the connection close
                 }
                 tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await {
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                     }
                 });

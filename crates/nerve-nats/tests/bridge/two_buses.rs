@@ -14,18 +14,27 @@ const LIMIT: Duration = Duration::from_secs(60);
 async fn until(mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + LIMIT;
     while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met in {LIMIT:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in {LIMIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_both_ways_keeping_ids_correlation_and_trace_context() {
-    let Some(server) = NatsServer::start() else { return };
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
     let (a, b) = (bus(), bus());
     let opts = || NatsOptions::new().prefix("nerve.test.");
-    let bridge_a = NatsBridge::connect(&server.url(), &a, opts().origin("bus-a")).await.unwrap();
-    let bridge_b = NatsBridge::connect(&server.url(), &b, opts().origin("bus-b")).await.unwrap();
+    let bridge_a = NatsBridge::connect(&server.url(), &a, opts().origin("bus-a"))
+        .await
+        .unwrap();
+    let bridge_b = NatsBridge::connect(&server.url(), &b, opts().origin("bus-b"))
+        .await
+        .unwrap();
     bridge_a.export("order.*").unwrap();
     bridge_a.import("payment.*").await.unwrap();
     bridge_b.export("payment.*").unwrap();
@@ -81,18 +90,27 @@ async fn routes_both_ways_keeping_ids_correlation_and_trace_context() {
     let (sa, sb) = (bridge_a.stats(), bridge_b.stats());
     assert_eq!((sa.published, sa.imported), (1, 1), "{sa:?}");
     assert_eq!((sb.published, sb.imported), (1, 1), "{sb:?}");
-    assert_eq!(sa.dropped + sb.dropped + sa.import_rejected + sb.import_rejected, 0);
+    assert_eq!(
+        sa.dropped + sb.dropped + sa.import_rejected + sb.import_rejected,
+        0
+    );
     assert!(at_b.is_empty() && at_a.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_and_import_everything_on_one_bus_never_echoes() {
-    let Some(server) = NatsServer::start() else { return };
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
     let (a, b) = (bus(), bus());
-    let bridge_a = NatsBridge::connect(&server.url(), &a, NatsOptions::new()).await.unwrap();
+    let bridge_a = NatsBridge::connect(&server.url(), &a, NatsOptions::new())
+        .await
+        .unwrap();
     bridge_a.export("*").unwrap();
     bridge_a.import("*").await.unwrap();
-    let bridge_b = NatsBridge::connect(&server.url(), &b, NatsOptions::new()).await.unwrap();
+    let bridge_b = NatsBridge::connect(&server.url(), &b, NatsOptions::new())
+        .await
+        .unwrap();
     bridge_b.import("*").await.unwrap();
     let mut at_a = a.stream("*").unwrap();
     let mut at_b = b.stream("*").unwrap();
@@ -109,7 +127,11 @@ async fn export_and_import_everything_on_one_bus_never_echoes() {
     assert!(local.iter().all(|e| imported_from(e).is_none()));
     assert!(at_a.is_empty(), "an echo came back into bus A");
     let s = bridge_a.stats();
-    assert_eq!((s.published, s.imported, s.echoes_suppressed), (100, 0, 100), "{s:?}");
+    assert_eq!(
+        (s.published, s.imported, s.echoes_suppressed),
+        (100, 0, 100),
+        "{s:?}"
+    );
 
     // B's imported events are not exported again by B (it exports nothing)
     // nor by A (it never receives them twice).
@@ -119,10 +141,16 @@ async fn export_and_import_everything_on_one_bus_never_echoes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_events_arrive_exactly_once_and_in_order() {
     const N: usize = 10_000;
-    let Some(server) = NatsServer::start() else { return };
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
     let (a, b) = (bus(), bus());
-    let bridge_a = NatsBridge::connect(&server.url(), &a, NatsOptions::new()).await.unwrap();
-    let bridge_b = NatsBridge::connect(&server.url(), &b, NatsOptions::new()).await.unwrap();
+    let bridge_a = NatsBridge::connect(&server.url(), &a, NatsOptions::new())
+        .await
+        .unwrap();
+    let bridge_b = NatsBridge::connect(&server.url(), &b, NatsOptions::new())
+        .await
+        .unwrap();
     bridge_b.import("bulk.*").await.unwrap();
     let mut at_b = b
         .stream_with("bulk.*", nerve::StreamOptions::new().capacity(2 * N))
@@ -133,16 +161,19 @@ async fn ten_thousand_events_arrive_exactly_once_and_in_order() {
     for i in 0..N {
         sent.push(a.emit("bulk.item", json!({"i": i})).unwrap());
     }
-    let got = try_collect(&mut at_b, N, LIMIT).await.unwrap_or_else(|got| {
-        let have: std::collections::HashSet<EventId> = got.iter().map(Event::event_id).collect();
-        let missing: Vec<usize> = (0..N).filter(|i| !have.contains(&sent[*i])).collect();
-        panic!(
-            "{} of {N}, missing {missing:?}: exporter {:?} importer {:?}",
-            got.len(),
-            bridge_a.stats(),
-            bridge_b.stats()
-        )
-    });
+    let got = try_collect(&mut at_b, N, LIMIT)
+        .await
+        .unwrap_or_else(|got| {
+            let have: std::collections::HashSet<EventId> =
+                got.iter().map(Event::event_id).collect();
+            let missing: Vec<usize> = (0..N).filter(|i| !have.contains(&sent[*i])).collect();
+            panic!(
+                "{} of {N}, missing {missing:?}: exporter {:?} importer {:?}",
+                got.len(),
+                bridge_a.stats(),
+                bridge_b.stats()
+            )
+        });
     let ids: Vec<EventId> = got.iter().map(Event::event_id).collect();
     assert_eq!(ids, sent, "not exactly once in order");
     assert!(bridge_a.flush(LIMIT).await);
