@@ -577,7 +577,17 @@ impl Shared {
         let redacted;
         let event = match &self.options.redact {
             Some(redact) => {
-                redacted = redact(event);
+                // As the journal does: payload, source and correlation id
+                // from the hook, every id, name and time from the event, so
+                // a hook cannot make a message lie about which event it is.
+                let r = redact(event);
+                redacted = rebuilt(
+                    event,
+                    r.source().map(str::to_owned),
+                    r.correlation_id().cloned(),
+                    r.data().clone(),
+                )
+                .unwrap_or_else(|_| event.clone());
                 &redacted
             }
             None => event,
@@ -668,7 +678,12 @@ impl Shared {
             Some(s) => format!("{SOURCE_PREFIX}{origin}/{s}"),
             None => format!("{SOURCE_PREFIX}{origin}"),
         };
-        rebuild_with_source(&event, source)
+        rebuilt(
+            &event,
+            Some(source),
+            event.correlation_id().cloned(),
+            event.data().clone(),
+        )
     }
 }
 
@@ -679,16 +694,23 @@ fn is_nats_internal(subject: &str) -> bool {
     subject.starts_with("_INBOX.") || subject.starts_with('$')
 }
 
-/// `event` with `source` replaced, every other field kept (`seq` is the
-/// bus's to assign).
-fn rebuild_with_source(event: &Event, source: String) -> Result<Event, String> {
+/// `event` with its source, correlation id and payload replaced, every
+/// other field kept (`seq` is the bus's to assign).
+fn rebuilt(
+    event: &Event,
+    source: Option<String>,
+    correlation_id: Option<nerve_core::CorrelationId>,
+    data: nerve_core::Value,
+) -> Result<Event, String> {
     let mut b = Event::builder(event.event_type())
         .event_id(event.event_id())
         .timestamp(event.timestamp())
-        .source(source)
-        .data(event.data().clone());
-    if let Some(c) = event.correlation_id() {
-        b = b.correlation_id(c.clone());
+        .data(data);
+    if let Some(s) = source {
+        b = b.source(s);
+    }
+    if let Some(c) = correlation_id {
+        b = b.correlation_id(c);
     }
     if let Some(c) = event.causation_id() {
         b = b.causation_id(c);

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 const PACKAGE_HINT: &str =
     "install Debian's package `nats-server` (apt-get install -y nats-server)";
 
-/// The `nats-server` binary, if there is one.
+/// The `nats-server` binary, if there is one. `NERVE_NATS_SERVER` names
+/// the one to use instead (a path that does not exist shows what happens
+/// without one).
 fn binary() -> Option<PathBuf> {
     let works = |p: &PathBuf| {
         Command::new(p)
@@ -24,6 +26,9 @@ fn binary() -> Option<PathBuf> {
             .status()
             .is_ok_and(|s| s.success())
     };
+    if let Some(path) = std::env::var_os("NERVE_NATS_SERVER") {
+        return Some(PathBuf::from(path)).filter(works);
+    }
     [
         PathBuf::from("nats-server"),
         PathBuf::from("/usr/sbin/nats-server"),

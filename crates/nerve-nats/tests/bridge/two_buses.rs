@@ -182,3 +182,34 @@ async fn ten_thousand_events_arrive_exactly_once_and_in_order() {
     assert_eq!((sb.imported, sb.import_rejected), (N as u64, 0), "{sb:?}");
     assert!(at_b.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_events_pass_the_redaction_hook_and_keep_their_ids() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let (a, b) = (bus(), bus());
+    let options = NatsOptions::new().redact_with(|e: &Event| {
+        // A hook that also tries to change the id: the bridge keeps the
+        // original's.
+        Event::builder(e.event_type())
+            .data(json!({"email": "[redacted]"}))
+            .build()
+            .unwrap()
+    });
+    let bridge_a = NatsBridge::connect(&server.url(), &a, options)
+        .await
+        .unwrap();
+    let bridge_b = NatsBridge::connect(&server.url(), &b, NatsOptions::new())
+        .await
+        .unwrap();
+    bridge_b.import("user.*").await.unwrap();
+    let mut at_b = b.stream("user.*").unwrap();
+    bridge_a.export("user.*").unwrap();
+    let id = a
+        .emit("user.signed_up", json!({"email": "alice@example.com"}))
+        .unwrap();
+    let got = collect(&mut at_b, 1, LIMIT).await.remove(0);
+    assert_eq!(got.event_id(), id);
+    assert_eq!(got.data(), &json!({"email": "[redacted]"}));
+}
