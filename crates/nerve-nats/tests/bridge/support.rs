@@ -58,8 +58,13 @@ impl NatsServer {
             if std::env::var_os("CI").is_some() {
                 panic!("nats-server not found on PATH and CI is set: {PACKAGE_HINT}");
             }
-            eprintln!(
-                "\n*** SKIPPED: nats-server not found on PATH; these NATS bridge tests did not run: {PACKAGE_HINT} ***\n"
+            // Straight to the stream, past libtest's capture of
+            // `eprintln!`, so `cargo test` shows it even for a passing test
+            // (nextest keeps a passing test's output unless asked).
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** SKIPPED: nats-server not found on PATH; the NATS bridge tests did not run: {PACKAGE_HINT} ***\n"
             );
             return None;
         };
