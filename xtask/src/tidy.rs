@@ -7,7 +7,7 @@
 //! - every `crates/*/src/lib.rs` starts with a `//!` crate doc;
 //! - doc examples in library crates are written from the facade's point of
 //!   view: no `nerve_core::`, `nerve_router::`, `nerve_journal::`,
-//!   `nerve_consumers::`, `nerve_otel::` or `serde_json::` paths, which a
+//!   `nerve_consumers::`, `nerve_nats::`, `nerve_otel::` or `serde_json::` paths, which a
 //!   user of `nerve` alone could not paste;
 //! - `CHANGELOG.md` has a standing `## [Unreleased]` section;
 //! - `README.md` shows how to run the demo and how to run the checks;
@@ -35,10 +35,11 @@ const README_DEMOS: [&str; 2] = [
 
 /// Paths a doc example may not use: a user depends on `nerve` alone, which
 /// re-exports the crates as `nerve::…` and serde_json's `json!` and `Value`.
-const INTERNAL_PATHS: [&str; 6] = [
+const INTERNAL_PATHS: [&str; 7] = [
     "nerve_consumers::",
     "nerve_core::",
     "nerve_journal::",
+    "nerve_nats::",
     "nerve_otel::",
     "nerve_router::",
     "serde_json::",

@@ -121,6 +121,7 @@ mod format;
 #[doc(hidden)]
 pub mod fs;
 mod journal;
+pub mod line;
 mod marker;
 mod reader;
 pub mod replay;

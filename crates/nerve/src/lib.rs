@@ -62,8 +62,9 @@
 //! | `otel` | no | `otel`: the OpenTelemetry bridge (`OtelLayer`, `traced`, `inject`/`extract`, `trace_correlation_id`); one trace from the emitting span through every handler. Depends on the OpenTelemetry API only: install an SDK provider in the application |
 //! | `tracing` | no | `tracing_layer()`: handler deliveries inside `tracing` spans carrying the event and its correlation id (implies `otel`) |
 //!
-//! Without `otel` and `tracing` nothing of the bridges is compiled in.
-//! A later release adds `nats`.
+//! | `nats` | no | `nats`: the NATS bridge (`NatsBridge`): export events to NATS subjects, import messages as events, the journal's line on the wire (implies `journal`) |
+//!
+//! Without `otel`, `tracing` and `nats` nothing of the bridges is compiled in.
 //!
 //! # Supported Rust versions
 //!
@@ -84,6 +85,10 @@ pub use nerve_core::{
 };
 #[doc(inline)]
 pub use nerve_core::{correlation, dead_letter, instrument, metrics, name, run, sink, trace};
+/// The NATS bridge (the `nerve-nats` crate): [`nats::NatsBridge`].
+#[cfg(feature = "nats")]
+#[doc(inline)]
+pub use nerve_nats as nats;
 /// The OpenTelemetry bridge (the `nerve-otel` crate): give
 /// [`otel::OtelLayer`] to [`BusBuilder::instrument`].
 #[cfg(feature = "otel")]

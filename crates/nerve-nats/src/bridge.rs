@@ -1,0 +1,731 @@
+//! The bridge: a NATS connection attached to a bus.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use futures::{FutureExt, StreamExt};
+use nerve_core::{Event, Pattern, json};
+use nerve_router::{Bus, Overflow, StreamOptions, SubscriptionId};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::subject::{self, Prefix, SubjectError};
+
+/// Header: the event id (JetStream deduplicates on it).
+pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+/// Header: the correlation id, when the event has one.
+pub const HEADER_CORRELATION_ID: &str = "Nerve-Correlation-Id";
+/// Header: the causation id, when the event has one.
+pub const HEADER_CAUSATION_ID: &str = "Nerve-Causation-Id";
+/// Header: the id of the bridge (and so the bus) that published the message.
+pub const HEADER_ORIGIN: &str = "Nerve-Origin";
+/// Header: W3C `traceparent`, when the event carries trace context.
+pub const HEADER_TRACEPARENT: &str = "traceparent";
+/// Header: W3C `tracestate`, when the event carries one.
+pub const HEADER_TRACESTATE: &str = "tracestate";
+
+/// The `source` prefix of imported events: `nats:{origin}` or
+/// `nats:{origin}/{original source}`.
+const SOURCE_PREFIX: &str = "nats:";
+
+/// Emitted on the bus when the bridge's connection comes up again.
+pub const BRIDGE_CONNECTED: &str = "system.bridge_connected";
+/// Emitted on the bus when the bridge's connection is lost.
+pub const BRIDGE_DISCONNECTED: &str = "system.bridge_disconnected";
+
+type RedactFn = Arc<dyn Fn(&Event) -> Event + Send + Sync>;
+
+/// Options of [`NatsBridge::connect`].
+///
+/// | option | default |
+/// |--------|---------|
+/// | `prefix` | none: subjects are the event types |
+/// | `origin` | a random UUID: this bridge's id in the `Nerve-Origin` header |
+/// | `capacity` | 10,000 events per export waiting for the connection |
+/// | `overflow` | [`Overflow::DropOldest`] |
+/// | `redact_with` | none |
+/// | `reconnect_delay` | async-nats's backoff (0 ms, then growing to 4 s) |
+#[derive(Clone)]
+#[must_use]
+pub struct NatsOptions {
+    prefix: String,
+    origin: Option<String>,
+    capacity: usize,
+    overflow: Overflow,
+    redact: Option<RedactFn>,
+    reconnect_delay: Option<Duration>,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        Self {
+            prefix: String::new(),
+            origin: None,
+            capacity: 10_000,
+            overflow: Overflow::DropOldest,
+            redact: None,
+            reconnect_delay: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for NatsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsOptions")
+            .field("prefix", &self.prefix)
+            .field("origin", &self.origin)
+            .field("capacity", &self.capacity)
+            .field("overflow", &self.overflow)
+            .field("redact", &self.redact.is_some())
+            .field("reconnect_delay", &self.reconnect_delay)
+            .finish()
+    }
+}
+
+impl NatsOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A subject prefix that namespaces a deployment (`nerve.prod.`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// This bridge's origin id (default: a random UUID).
+    pub fn origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = Some(origin.into());
+        self
+    }
+
+    /// How many events of one export may wait (for the connection or the
+    /// publisher) before `overflow` applies.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// What happens to an export's events when `capacity` is reached;
+    /// every drop is counted in [`BridgeStats::dropped_by_reason`].
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// Passes every exported event through `redact` before it is encoded
+    /// (ids, type, time, run, lane and `seq` are kept from the original).
+    /// With `nerve::redact`: `move |e| redactor.redact_event(e)`.
+    pub fn redact_with(mut self, redact: impl Fn(&Event) -> Event + Send + Sync + 'static) -> Self {
+        self.redact = Some(Arc::new(redact));
+        self
+    }
+
+    /// A fixed delay between reconnection attempts instead of async-nats's
+    /// growing backoff.
+    pub fn reconnect_delay(mut self, delay: Duration) -> Self {
+        self.reconnect_delay = Some(delay);
+        self
+    }
+}
+
+/// Why the bridge could not start or an `export`/`import` was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BridgeError {
+    /// The server could not be reached.
+    #[error("could not connect to NATS")]
+    Connect(#[source] async_nats::ConnectError),
+    /// The subscription for an import was refused.
+    #[error("could not subscribe to NATS")]
+    Subscribe(#[source] async_nats::SubscribeError),
+    /// A pattern or prefix has no NATS subject.
+    #[error(transparent)]
+    Subject(#[from] SubjectError),
+    /// The pattern does not parse.
+    #[error(transparent)]
+    Pattern(#[from] nerve_core::PatternError),
+    /// The bus refused the export's stream (it is shut down).
+    #[error("the bus refused the export")]
+    Bus(#[source] nerve_router::SubscribeError),
+}
+
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    publish_errors: AtomicU64,
+    imported: AtomicU64,
+    import_rejected: AtomicU64,
+    echoes_suppressed: AtomicU64,
+    internal_skipped: AtomicU64,
+    not_forwarded: AtomicU64,
+    unmappable: AtomicU64,
+    reconnects: AtomicU64,
+    disconnects: AtomicU64,
+}
+
+struct Export {
+    stream_id: SubscriptionId,
+    /// Events taken off the stream and dealt with (published, refused or
+    /// skipped): `flush` waits until this reaches what the stream delivered.
+    done: Arc<AtomicU64>,
+}
+
+struct Shared {
+    bus: Bus,
+    client: async_nats::Client,
+    origin: String,
+    prefix: Prefix,
+    options: NatsOptions,
+    counters: Counters,
+    connected: watch::Sender<bool>,
+    exports: Mutex<Vec<Export>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A NATS connection attached to a bus; see the [crate docs](crate).
+///
+/// Cheap to clone. Tasks run on the tokio runtime `connect` was called on;
+/// [`shutdown`](Self::shutdown) stops them.
+#[derive(Clone)]
+pub struct NatsBridge {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for NatsBridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBridge")
+            .field("origin", &self.shared.origin)
+            .field("prefix", &self.shared.prefix.as_str())
+            .finish()
+    }
+}
+
+/// A snapshot of a bridge's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct BridgeStats {
+    /// Whether the connection is up now.
+    pub connected: bool,
+    /// Events published to NATS.
+    pub published: u64,
+    /// Publishes async-nats refused (counted, the event is lost).
+    pub publish_errors: u64,
+    /// Messages emitted into the local bus.
+    pub imported: u64,
+    /// Messages that could not be imported: a body that is not a journal
+    /// line, a subject that is no event type, a subject that does not match
+    /// the body's type, or an emit the bus refused.
+    pub import_rejected: u64,
+    /// Messages this bridge had published itself, received back and dropped.
+    pub echoes_suppressed: u64,
+    /// Messages on NATS's own subjects (`_INBOX.…`, `$…`: replies, JetStream
+    /// and system traffic) that an import pattern such as `*` (`>`) also
+    /// matched: not events, not imported.
+    pub internal_skipped: u64,
+    /// Events matching an export that came in over a bridge (not forwarded
+    /// again) or describe the bridge's own connection.
+    pub not_forwarded: u64,
+    /// Events whose type has no NATS subject (see the mapping table).
+    pub unmappable: u64,
+    /// Events dropped by the exports' buffers, all reasons.
+    pub dropped: u64,
+    /// `dropped` by reason (`evicted`, `queue_full`, `block_timeout`, ...).
+    pub dropped_by_reason: BTreeMap<&'static str, u64>,
+    /// Events waiting in the exports' buffers.
+    pub buffered: u64,
+    /// Connections re-established after a loss.
+    pub reconnects: u64,
+    /// Connection losses.
+    pub disconnects: u64,
+}
+
+/// Where an imported event came from, read off its `source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin<'a> {
+    /// The origin id of the bridge that published it.
+    pub bridge: &'a str,
+    /// The event's source on the bus it was emitted on.
+    pub source: Option<&'a str>,
+}
+
+/// Where `event` came from if a bridge imported it: imported events carry
+/// `source` = `nats:{origin}` or `nats:{origin}/{original source}`.
+///
+/// ```
+/// let event = nerve::Event::builder("a.b").source("nats:worker-1/auth").build()?;
+/// let origin = nerve::nats::imported_from(&event).unwrap();
+/// assert_eq!((origin.bridge, origin.source), ("worker-1", Some("auth")));
+/// assert!(nerve::nats::imported_from(&nerve::Event::builder("a.b").build()?).is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn imported_from(event: &Event) -> Option<Origin<'_>> {
+    let rest = event.source()?.strip_prefix(SOURCE_PREFIX)?;
+    Some(match rest.split_once('/') {
+        Some((bridge, source)) => Origin {
+            bridge,
+            source: Some(source),
+        },
+        None => Origin {
+            bridge: rest,
+            source: None,
+        },
+    })
+}
+
+impl NatsBridge {
+    /// Connects to the NATS server at `url` (`nats://127.0.0.1:4222`, or
+    /// several, comma-separated) and attaches to `bus`. The connection is
+    /// kept up (reconnects forever, with backoff) until [`shutdown`](Self::shutdown).
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::Connect`] when no server answers, and
+    /// [`BridgeError::Subject`] for a bad prefix.
+    pub async fn connect(url: &str, bus: &Bus, options: NatsOptions) -> Result<Self, BridgeError> {
+        let prefix = Prefix::new(&options.prefix)?;
+        let origin = options
+            .origin
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let (connected, _) = watch::channel(false);
+        let weak: Arc<Mutex<Option<std::sync::Weak<Shared>>>> = Arc::default();
+        let hook = weak.clone();
+        let mut connect = async_nats::ConnectOptions::new()
+            .max_reconnects(None)
+            .event_callback(move |event| {
+                let hook = hook.clone();
+                async move {
+                    let shared = hook.lock().ok().and_then(|w| w.as_ref()?.upgrade());
+                    if let Some(shared) = shared {
+                        shared.on_connection_event(event);
+                    }
+                }
+            });
+        if let Some(delay) = options.reconnect_delay {
+            connect = connect.reconnect_delay_callback(move |_| delay);
+        }
+        let client = connect.connect(url).await.map_err(BridgeError::Connect)?;
+        connected.send_replace(true);
+        let shared = Arc::new(Shared {
+            bus: bus.clone(),
+            client,
+            origin,
+            prefix,
+            options,
+            counters: Counters::default(),
+            connected,
+            exports: Mutex::new(Vec::new()),
+            tasks: Mutex::new(Vec::new()),
+        });
+        if let Ok(mut w) = weak.lock() {
+            *w = Some(Arc::downgrade(&shared));
+        }
+        Ok(Self { shared })
+    }
+
+    /// This bridge's origin id, sent as the `Nerve-Origin` header.
+    pub fn origin(&self) -> &str {
+        &self.shared.origin
+    }
+
+    /// Publishes every local event matching `pattern` on its subject (see
+    /// the mapping table). Events wait in a bounded buffer of the bus
+    /// (`capacity`, `overflow`) so local delivery never waits for NATS.
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::Pattern`] or [`BridgeError::Subject`] when the pattern
+    /// has no subject; [`BridgeError::Bus`] when the bus is shut down.
+    pub fn export(&self, pattern: &str) -> Result<(), BridgeError> {
+        let parsed = Pattern::parse(pattern)?;
+        subject::pattern_subject(&self.shared.prefix, &parsed)?;
+        let options = StreamOptions::new()
+            .capacity(self.shared.options.capacity)
+            .overflow(self.shared.options.overflow)
+            .name(format!("nats export {pattern}"));
+        let stream = self
+            .shared
+            .bus
+            .stream_with(parsed, options)
+            .map_err(BridgeError::Bus)?;
+        let done = Arc::new(AtomicU64::new(0));
+        self.lock_exports().push(Export {
+            stream_id: stream.id(),
+            done: done.clone(),
+        });
+        let shared = self.shared.clone();
+        let task = tokio::spawn(async move { shared.run_export(stream, done).await });
+        self.lock_tasks().push(task);
+        Ok(())
+    }
+
+    /// Emits every message on a subject matching `pattern` into the local
+    /// bus, except those this bridge published itself. Returns once the
+    /// server has the subscription: messages published after that are
+    /// imported.
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::Pattern`] or [`BridgeError::Subject`] when the pattern
+    /// has no subject; [`BridgeError::Subscribe`] when NATS refused.
+    pub async fn import(&self, pattern: &str) -> Result<(), BridgeError> {
+        let parsed = Pattern::parse(pattern)?;
+        let filter = subject::pattern_subject(&self.shared.prefix, &parsed)?;
+        let subscriber = self
+            .shared
+            .client
+            .subscribe(filter)
+            .await
+            .map_err(BridgeError::Subscribe)?;
+        // Return only once the server has the subscription, so that what
+        // is published after `import` returns is delivered.
+        self.shared.round_trip().await;
+        let shared = self.shared.clone();
+        let task = tokio::spawn(async move { shared.run_import(subscriber).await });
+        self.lock_tasks().push(task);
+        Ok(())
+    }
+
+    /// Waits until every event the exports had accepted when it was called
+    /// is published and written to the server, at most `timeout`. Returns
+    /// whether it got there.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.exports_idle() {
+                return tokio::time::timeout_at(deadline, self.shared.client.flush())
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    fn exports_idle(&self) -> bool {
+        let stats = self.shared.bus.stats();
+        self.lock_exports().iter().all(|export| {
+            stats
+                .subscribers
+                .iter()
+                .find(|s| s.id == export.stream_id.as_u64())
+                // Every event offered to the export's stream was dropped by
+                // its overflow policy or dealt with by the publisher (the
+                // stream's own counts cannot tell: it hands events over in
+                // batches).
+                .is_none_or(|s| s.dropped + export.done.load(Ordering::Acquire) >= s.offered)
+        })
+    }
+
+    /// The bridge's counters now.
+    pub fn stats(&self) -> BridgeStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut stats = BridgeStats {
+            connected: *self.shared.connected.borrow(),
+            published: get(&c.published),
+            publish_errors: get(&c.publish_errors),
+            imported: get(&c.imported),
+            import_rejected: get(&c.import_rejected),
+            echoes_suppressed: get(&c.echoes_suppressed),
+            internal_skipped: get(&c.internal_skipped),
+            not_forwarded: get(&c.not_forwarded),
+            unmappable: get(&c.unmappable),
+            reconnects: get(&c.reconnects),
+            disconnects: get(&c.disconnects),
+            ..BridgeStats::default()
+        };
+        let bus = self.shared.bus.stats();
+        for export in self.lock_exports().iter() {
+            if let Some(s) = bus
+                .subscribers
+                .iter()
+                .find(|s| s.id == export.stream_id.as_u64())
+            {
+                stats.dropped += s.dropped;
+                stats.buffered += s.queued;
+                for (reason, n) in &s.dropped_by_reason {
+                    *stats.dropped_by_reason.entry(reason).or_insert(0) += n;
+                }
+            }
+        }
+        stats
+    }
+
+    /// Flushes (at most `timeout`), stops the exports and imports and
+    /// closes the connection. Idempotent.
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.flush(timeout).await;
+        let tasks = std::mem::take(&mut *self.lock_tasks());
+        for task in tasks {
+            task.abort();
+        }
+        for export in self.lock_exports().drain(..) {
+            self.shared.bus.unsubscribe(export.stream_id);
+        }
+        let _ = self.shared.client.drain().await;
+    }
+
+    fn lock_exports(&self) -> std::sync::MutexGuard<'_, Vec<Export>> {
+        self.shared
+            .exports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Shared {
+    /// Waits (at most 10 s) until the server has processed everything this
+    /// connection sent before: a server handles one connection's commands
+    /// in order, so a message to a fresh inbox coming back proves it.
+    /// (`Client::flush` only empties the socket buffer.)
+    async fn round_trip(&self) {
+        let inbox = self.client.new_inbox();
+        let Ok(mut probe) = self.client.subscribe(inbox.clone()).await else {
+            return;
+        };
+        if self.client.publish(inbox, Vec::new().into()).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), probe.next()).await;
+        }
+        let _ = probe.unsubscribe().await;
+    }
+
+    fn on_connection_event(&self, event: async_nats::Event) {
+        let c = &self.counters;
+        match event {
+            // The first `Connected` (from `connect`) finds the flag already
+            // up: only a recovery counts.
+            async_nats::Event::Connected if !self.connected.send_replace(true) => {
+                let reconnects = c.reconnects.fetch_add(1, Ordering::Relaxed) + 1;
+                let _ = self.bus.emit(
+                    BRIDGE_CONNECTED,
+                    json!({"origin": self.origin, "reconnects": reconnects}),
+                );
+            }
+            async_nats::Event::Disconnected if self.connected.send_replace(false) => {
+                c.disconnects.fetch_add(1, Ordering::Relaxed);
+                let _ = self
+                    .bus
+                    .emit(BRIDGE_DISCONNECTED, json!({"origin": self.origin}));
+            }
+            _ => {}
+        }
+    }
+
+    async fn run_export(
+        self: Arc<Self>,
+        mut stream: nerve_router::EventStream,
+        done: Arc<AtomicU64>,
+    ) {
+        let mut body = Vec::with_capacity(512);
+        let mut connected = self.connected.subscribe();
+        loop {
+            // Publish back to back while events are ready; when none is,
+            // flush before waiting: async-nats may otherwise keep the last
+            // messages of a burst in its write buffer until more traffic
+            // (or its next ping) comes, seconds later.
+            let event = match stream.next().now_or_never() {
+                Some(Some(event)) => event,
+                Some(None) => break,
+                None => {
+                    let _ = self.client.flush().await;
+                    match stream.next().await {
+                        Some(event) => event,
+                        None => break,
+                    }
+                }
+            };
+            self.export_one(&event, &mut body, &mut connected).await;
+            done.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    async fn export_one(
+        &self,
+        event: &Event,
+        body: &mut Vec<u8>,
+        connected: &mut watch::Receiver<bool>,
+    ) {
+        let c = &self.counters;
+        if imported_from(event).is_some() || event.event_type().starts_with("system.bridge_") {
+            c.not_forwarded.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let subject = match subject::event_subject(&self.prefix, event.event_type()) {
+            Ok(s) => s,
+            Err(e) => {
+                c.unmappable.fetch_add(1, Ordering::Relaxed);
+                let _ = self.bus.emit(
+                    "system.bridge_error",
+                    json!({"origin": self.origin, "event_id": event.event_id().to_string(), "error": e.to_string()}),
+                );
+                return;
+            }
+        };
+        body.clear();
+        let redacted;
+        let event = match &self.options.redact {
+            Some(redact) => {
+                // As the journal does: payload, source and correlation id
+                // from the hook, every id, name and time from the event, so
+                // a hook cannot make a message lie about which event it is.
+                let r = redact(event);
+                redacted = rebuilt(
+                    event,
+                    r.source().map(str::to_owned),
+                    r.correlation_id().cloned(),
+                    r.data().clone(),
+                )
+                .unwrap_or_else(|_| event.clone());
+                &redacted
+            }
+            None => event,
+        };
+        nerve_journal::line::encode(event, body);
+        let headers = self.headers(event);
+        // While the connection is down, events wait in the export's
+        // bounded stream (counted), not in the socket of a dead connection.
+        let _ = connected.wait_for(|up| *up).await;
+        match self
+            .client
+            .publish_with_headers(subject, headers, body.clone().into())
+            .await
+        {
+            Ok(()) => c.published.fetch_add(1, Ordering::Relaxed),
+            Err(_) => c.publish_errors.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    fn headers(&self, event: &Event) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(HEADER_MSG_ID, event.event_id().to_string().as_str());
+        h.insert(HEADER_ORIGIN, self.origin.as_str());
+        if let Some(id) = event.correlation_id() {
+            h.insert(HEADER_CORRELATION_ID, id.as_str());
+        }
+        if let Some(id) = event.causation_id() {
+            h.insert(HEADER_CAUSATION_ID, id.to_string().as_str());
+        }
+        if let Some(tc) = event.trace_context() {
+            h.insert(HEADER_TRACEPARENT, tc.traceparent());
+            if let Some(state) = tc.tracestate() {
+                h.insert(HEADER_TRACESTATE, state);
+            }
+        }
+        h
+    }
+
+    async fn run_import(self: Arc<Self>, mut subscriber: async_nats::Subscriber) {
+        while let Some(message) = subscriber.next().await {
+            self.import_one(&message);
+        }
+    }
+
+    fn import_one(&self, message: &async_nats::Message) {
+        let c = &self.counters;
+        if is_nats_internal(message.subject.as_str()) {
+            c.internal_skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let origin = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(HEADER_ORIGIN))
+            .map(|v| v.as_str());
+        if origin == Some(self.origin.as_str()) {
+            c.echoes_suppressed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.decode(message, origin) {
+            Ok(event) => match self.bus.emit_event(event) {
+                Ok(_) => c.imported.fetch_add(1, Ordering::Relaxed),
+                Err(_) => c.import_rejected.fetch_add(1, Ordering::Relaxed),
+            },
+            Err(error) => {
+                c.import_rejected.fetch_add(1, Ordering::Relaxed);
+                let _ = self.bus.emit(
+                    "system.bridge_error",
+                    json!({"origin": self.origin, "subject": message.subject.as_str(), "error": error}),
+                );
+                0
+            }
+        };
+    }
+
+    fn decode(&self, message: &async_nats::Message, origin: Option<&str>) -> Result<Event, String> {
+        let name = subject::subject_event_type(&self.prefix, message.subject.as_str())
+            .map_err(|e| e.to_string())?;
+        let event = nerve_journal::line::decode(&message.payload).map_err(|e| e.to_string())?;
+        if event.event_type() != name {
+            return Err(format!(
+                "subject names {name:?} but the body is a {:?} event",
+                event.event_type()
+            ));
+        }
+        let origin = origin.unwrap_or("unknown");
+        let source = match event.source() {
+            Some(s) => format!("{SOURCE_PREFIX}{origin}/{s}"),
+            None => format!("{SOURCE_PREFIX}{origin}"),
+        };
+        rebuilt(
+            &event,
+            Some(source),
+            event.correlation_id().cloned(),
+            event.data().clone(),
+        )
+    }
+}
+
+/// Whether `subject` is in one of NATS's own namespaces: `_INBOX.` (reply
+/// subjects) or `$` (`$JS.`, `$SYS.`, ...). Only reachable when there is no
+/// prefix.
+fn is_nats_internal(subject: &str) -> bool {
+    subject.starts_with("_INBOX.") || subject.starts_with('$')
+}
+
+/// `event` with its source, correlation id and payload replaced, every
+/// other field kept (`seq` is the bus's to assign).
+fn rebuilt(
+    event: &Event,
+    source: Option<String>,
+    correlation_id: Option<nerve_core::CorrelationId>,
+    data: nerve_core::Value,
+) -> Result<Event, String> {
+    let mut b = Event::builder(event.event_type())
+        .event_id(event.event_id())
+        .timestamp(event.timestamp())
+        .data(data);
+    if let Some(s) = source {
+        b = b.source(s);
+    }
+    if let Some(c) = correlation_id {
+        b = b.correlation_id(c);
+    }
+    if let Some(c) = event.causation_id() {
+        b = b.causation_id(c);
+    }
+    if let Some(r) = event.run_id() {
+        b = b.run_id(r);
+    }
+    if let Some(l) = event.lane() {
+        b = b.lane(l);
+    }
+    if let Some(n) = event.lane_seq() {
+        b = b.lane_seq(n);
+    }
+    if let Some(tc) = event.trace_context() {
+        b = b.trace_context(tc.clone());
+    }
+    b.build().map_err(|e| e.to_string())
+}

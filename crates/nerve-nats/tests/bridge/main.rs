@@ -1,0 +1,42 @@
+//! The bridge against real `nats-server` processes (see `support`).
+
+mod processes;
+mod restart;
+mod support;
+mod two_buses;
+
+use std::time::Duration;
+
+use nerve::{Bus, Event, EventStream};
+
+/// Collects `n` events from `stream`, failing after a generous `limit`.
+pub(crate) async fn collect(stream: &mut EventStream, n: usize, limit: Duration) -> Vec<Event> {
+    try_collect(stream, n, limit)
+        .await
+        .unwrap_or_else(|got| panic!("only {} of {n} events within {limit:?}", got.len()))
+}
+
+/// Collects `n` events from `stream`; what arrived within `limit` as the
+/// error when it was fewer.
+pub(crate) async fn try_collect(
+    stream: &mut EventStream,
+    n: usize,
+    limit: Duration,
+) -> Result<Vec<Event>, Vec<Event>> {
+    use futures::StreamExt;
+    let mut got = Vec::with_capacity(n);
+    let deadline = tokio::time::Instant::now() + limit;
+    while got.len() < n {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(e)) => got.push(e),
+            Ok(None) => break,
+            Err(_) => return Err(got),
+        }
+    }
+    Ok(got)
+}
+
+/// A bus whose history keeps nothing: these tests count through streams.
+pub(crate) fn bus() -> Bus {
+    Bus::builder().history_capacity(0).build().unwrap()
+}

@@ -1,0 +1,215 @@
+//! Two buses in one process through one server.
+
+use std::time::Duration;
+
+use nerve::nats::{NatsBridge, NatsOptions, imported_from};
+use nerve::trace::TraceContext;
+use nerve::{Event, EventId, json};
+
+use crate::support::NatsServer;
+use crate::{bus, collect, try_collect};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+async fn until(mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in {LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_both_ways_keeping_ids_correlation_and_trace_context() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let (a, b) = (bus(), bus());
+    let opts = || NatsOptions::new().prefix("nerve.test.");
+    let bridge_a = NatsBridge::connect(&server.url(), &a, opts().origin("bus-a"))
+        .await
+        .unwrap();
+    let bridge_b = NatsBridge::connect(&server.url(), &b, opts().origin("bus-b"))
+        .await
+        .unwrap();
+    bridge_a.export("order.*").unwrap();
+    bridge_a.import("payment.*").await.unwrap();
+    bridge_b.export("payment.*").unwrap();
+    bridge_b.import("order.*").await.unwrap();
+    let mut at_b = b.stream("order.*").unwrap();
+    let mut at_a = a.stream("payment.*").unwrap();
+
+    let trace = TraceContext::parse(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        Some("vendor=x"),
+    )
+    .unwrap();
+    let cause = EventId::new();
+    let order = Event::builder("order.placed")
+        .data(json!({"id": 7}))
+        .source("shop")
+        .correlation_id("req-1")
+        .causation_id(cause)
+        .run_id("run-1")
+        .trace_context(trace.clone())
+        .build()
+        .unwrap();
+    let id = a.emit_event(order.clone()).unwrap();
+
+    let got = collect(&mut at_b, 1, LIMIT).await.remove(0);
+    assert_eq!(got.event_id(), id);
+    assert_eq!(got.event_type(), "order.placed");
+    assert_eq!(got.timestamp(), order.timestamp());
+    assert_eq!(got.correlation_id().unwrap().as_str(), "req-1");
+    assert_eq!(got.causation_id(), Some(cause));
+    assert_eq!(got.run_id(), Some("run-1"));
+    assert_eq!(got.trace_context(), Some(&trace));
+    assert_eq!(got.data(), &json!({"id": 7}));
+    let origin = imported_from(&got).unwrap();
+    assert_eq!((origin.bridge, origin.source), ("bus-a", Some("shop")));
+
+    // And back: B answers within the same correlation, caused by the order.
+    let _corr = nerve::correlation::enter("req-1");
+    let reply = Event::builder("payment.captured")
+        .causation_id(id)
+        .correlation_id("req-1")
+        .build()
+        .unwrap();
+    let reply_id = b.emit_event(reply).unwrap();
+    let back = collect(&mut at_a, 1, LIMIT).await.remove(0);
+    assert_eq!(back.event_id(), reply_id);
+    assert_eq!(back.causation_id(), Some(id));
+    assert_eq!(back.correlation_id().unwrap().as_str(), "req-1");
+    assert_eq!(imported_from(&back).unwrap().bridge, "bus-b");
+
+    // Nothing came back to where it started.
+    assert!(bridge_a.flush(LIMIT).await && bridge_b.flush(LIMIT).await);
+    let (sa, sb) = (bridge_a.stats(), bridge_b.stats());
+    assert_eq!((sa.published, sa.imported), (1, 1), "{sa:?}");
+    assert_eq!((sb.published, sb.imported), (1, 1), "{sb:?}");
+    assert_eq!(
+        sa.dropped + sb.dropped + sa.import_rejected + sb.import_rejected,
+        0
+    );
+    assert!(at_b.is_empty() && at_a.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_and_import_everything_on_one_bus_never_echoes() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let (a, b) = (bus(), bus());
+    let bridge_a = NatsBridge::connect(&server.url(), &a, NatsOptions::new())
+        .await
+        .unwrap();
+    bridge_a.export("*").unwrap();
+    bridge_a.import("*").await.unwrap();
+    let bridge_b = NatsBridge::connect(&server.url(), &b, NatsOptions::new())
+        .await
+        .unwrap();
+    bridge_b.import("*").await.unwrap();
+    let mut at_a = a.stream("*").unwrap();
+    let mut at_b = b.stream("*").unwrap();
+
+    for i in 0..100 {
+        a.emit("task.step", json!({"i": i})).unwrap();
+    }
+    let elsewhere = collect(&mut at_b, 100, LIMIT).await;
+    assert!(elsewhere.iter().all(|e| imported_from(e).is_some()));
+    // Every one of A's messages also reached A's own subscription, and was
+    // dropped there as an echo.
+    until(|| bridge_a.stats().echoes_suppressed == 100).await;
+    let local = collect(&mut at_a, 100, LIMIT).await;
+    assert!(local.iter().all(|e| imported_from(e).is_none()));
+    assert!(at_a.is_empty(), "an echo came back into bus A");
+    let s = bridge_a.stats();
+    assert_eq!(
+        (s.published, s.imported, s.echoes_suppressed),
+        (100, 0, 100),
+        "{s:?}"
+    );
+
+    // B's imported events are not exported again by B (it exports nothing)
+    // nor by A (it never receives them twice).
+    assert_eq!(bridge_b.stats().imported, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_events_arrive_exactly_once_and_in_order() {
+    const N: usize = 10_000;
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let (a, b) = (bus(), bus());
+    let bridge_a = NatsBridge::connect(&server.url(), &a, NatsOptions::new())
+        .await
+        .unwrap();
+    let bridge_b = NatsBridge::connect(&server.url(), &b, NatsOptions::new())
+        .await
+        .unwrap();
+    bridge_b.import("bulk.*").await.unwrap();
+    let mut at_b = b
+        .stream_with("bulk.*", nerve::StreamOptions::new().capacity(2 * N))
+        .unwrap();
+    bridge_a.export("bulk.*").unwrap();
+
+    let mut sent = Vec::with_capacity(N);
+    for i in 0..N {
+        sent.push(a.emit("bulk.item", json!({"i": i})).unwrap());
+    }
+    let got = try_collect(&mut at_b, N, LIMIT)
+        .await
+        .unwrap_or_else(|got| {
+            let have: std::collections::HashSet<EventId> =
+                got.iter().map(Event::event_id).collect();
+            let missing: Vec<usize> = (0..N).filter(|i| !have.contains(&sent[*i])).collect();
+            panic!(
+                "{} of {N}, missing {missing:?}: exporter {:?} importer {:?}",
+                got.len(),
+                bridge_a.stats(),
+                bridge_b.stats()
+            )
+        });
+    let ids: Vec<EventId> = got.iter().map(Event::event_id).collect();
+    assert_eq!(ids, sent, "not exactly once in order");
+    assert!(bridge_a.flush(LIMIT).await);
+    let (sa, sb) = (bridge_a.stats(), bridge_b.stats());
+    assert_eq!((sa.published, sa.dropped), (N as u64, 0), "{sa:?}");
+    assert_eq!((sb.imported, sb.import_rejected), (N as u64, 0), "{sb:?}");
+    assert!(at_b.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_events_pass_the_redaction_hook_and_keep_their_ids() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let (a, b) = (bus(), bus());
+    let options = NatsOptions::new().redact_with(|e: &Event| {
+        // A hook that also tries to change the id: the bridge keeps the
+        // original's.
+        Event::builder(e.event_type())
+            .data(json!({"email": "[redacted]"}))
+            .build()
+            .unwrap()
+    });
+    let bridge_a = NatsBridge::connect(&server.url(), &a, options)
+        .await
+        .unwrap();
+    let bridge_b = NatsBridge::connect(&server.url(), &b, NatsOptions::new())
+        .await
+        .unwrap();
+    bridge_b.import("user.*").await.unwrap();
+    let mut at_b = b.stream("user.*").unwrap();
+    bridge_a.export("user.*").unwrap();
+    let id = a
+        .emit("user.signed_up", json!({"email": "alice@example.com"}))
+        .unwrap();
+    let got = collect(&mut at_b, 1, LIMIT).await.remove(0);
+    assert_eq!(got.event_id(), id);
+    assert_eq!(got.data(), &json!({"email": "[redacted]"}));
+}
