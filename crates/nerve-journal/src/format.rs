@@ -176,10 +176,12 @@ fn encode_parts(
     };
     let start = out.len();
     let failure = match write_line(&line, out) {
-        Ok(()) => {
+        // The newline counts towards the readers' limit.
+        Ok(()) if out.len() - start < MAX_LINE_BYTES => {
             out.push(b'\n');
             return None;
         }
+        Ok(()) => LineError::TooLong(out.len() - start + 1),
         Err(failure) => failure,
     };
     out.truncate(start);
@@ -193,6 +195,19 @@ fn encode_parts(
             (
                 Replaced {
                     reason: "too_deep",
+                    message,
+                },
+                marker,
+            )
+        }
+        LineError::TooLong(bytes) => {
+            let message = format!(
+                "the event's line would be {bytes} bytes, more than the {MAX_LINE_BYTES} a journal line may hold"
+            );
+            let marker = error_marker("too_long", &message);
+            (
+                Replaced {
+                    reason: "too_long",
                     message,
                 },
                 marker,
@@ -224,11 +239,25 @@ fn encode_parts(
     Some(replaced)
 }
 
+/// The longest line a reader holds in memory, newline included: 64 MiB.
+///
+/// A longer line is skipped without being read into memory (reported as a
+/// [`ReadError::BadLine`](crate::ReadError::BadLine), or a
+/// [`ReadError::TornTail`](crate::ReadError::TornTail) at the end of a
+/// file), so a damaged or hostile file cannot make a reader allocate
+/// without bound. The writer keeps to it: an event whose line would be
+/// longer is written with its payload replaced by a `too_long` error
+/// marker, counted and reported like a payload nested too deep.
+pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Why [`write_line`] wrote no line.
 #[derive(Debug)]
 enum LineError {
     /// The payload nests deeper than [`MAX_DATA_DEPTH`].
     TooDeep,
+    /// The line, newline included, would be longer than [`MAX_LINE_BYTES`]
+    /// (its length).
+    TooLong(usize),
     /// `serde_json` refused a part it writes (a float, the trace context).
     Serialize(serde_json::Error),
 }
@@ -901,6 +930,32 @@ mod tests {
             .replacen("\"data\":", "\"data\":[", 1)
             .replacen(",\"v\"", "],\"v\"", 1);
         assert!(decode(raw.trim_end().as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_line_longer_than_readers_hold_is_written_with_a_too_long_marker() {
+        // Measure the line around an empty string, then fill the string so
+        // the line with its newline is exactly the limit: written as it is.
+        let empty = Event::new("a.b", Value::String(String::new())).unwrap();
+        let overhead = line(&empty).len();
+        let fits = Event::new("a.b", Value::String("x".repeat(MAX_LINE_BYTES - overhead))).unwrap();
+        let mut out = Vec::new();
+        assert!(encode(&fits, None, &mut out).is_none());
+        assert_eq!(out.len(), MAX_LINE_BYTES);
+
+        // One byte more and the payload is replaced, the line kept short.
+        let long = Event::new(
+            "a.b",
+            Value::String("x".repeat(MAX_LINE_BYTES - overhead + 1)),
+        )
+        .unwrap();
+        out.clear();
+        let replaced = encode(&long, None, &mut out).unwrap();
+        assert_eq!(replaced.reason, "too_long");
+        assert!(out.len() < 1024, "{} bytes", out.len());
+        let back = decode(&out[..out.len() - 1]).unwrap();
+        assert_eq!(back.data()[ERROR_MARKER_KEY], "too_long");
+        assert_eq!(back.event_id(), long.event_id());
     }
 
     #[test]

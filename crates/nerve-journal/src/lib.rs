@@ -86,8 +86,9 @@
 //! published as `system.journal_error`, dead-lettered when the bus has a
 //! dead letter queue) and counted in [`JournalStats::serialize_errors`].
 //! The reachable cases are a payload nested more than [`MAX_DATA_DEPTH`]
-//! levels (`"$nerve_error":"too_deep"`: no JSON reader could parse it back)
-//! and a [`redact_with`](JournalBuilder::redact_with) hook that panics
+//! levels (`"$nerve_error":"too_deep"`: no JSON reader could parse it back),
+//! a line longer than [`MAX_LINE_BYTES`] (`"too_long"`: readers skip such a
+//! line unread) and a [`redact_with`](JournalBuilder::redact_with) hook that panics
 //! (`"redact"`: the unredacted payload is never written). `NaN` and
 //! non-string keys cannot occur: a `serde_json::Value` holds neither.
 //!
@@ -136,10 +137,12 @@ mod loom;
 pub use dead_letters::{DeadLetterJournal, DeadLetterJournalBuilder, DeadLetterJournalStats};
 pub use files::Recovery;
 pub use follow::Follow;
-pub use format::{ERROR_MARKER_KEY, FORMAT_VERSION, GAP_EVENT_TYPE, MAX_DATA_DEPTH};
+pub use format::{
+    ERROR_MARKER_KEY, FORMAT_VERSION, GAP_EVENT_TYPE, MAX_DATA_DEPTH, MAX_LINE_BYTES,
+};
 pub use journal::{
     FlushGuard, Fsync, Journal, JournalBuilder, JournalError, JournalOverflow, JournalStats,
 };
-pub use reader::{JournalReader, MAX_LINE_BYTES, ReadError};
+pub use reader::{JournalReader, ReadError};
 #[doc(inline)]
 pub use replay::{ReplayError, ReplayReport, is_replayed, replay};

@@ -19,7 +19,7 @@ use nerve_core::Event;
 
 /// Appends `event` to `out` as one journal line, newline included.
 ///
-/// Returns the reason (`"too_deep"`, `"serialize"`) when the payload could
+/// Returns the reason (`"too_deep"`, `"too_long"`, `"serialize"`) when the payload could
 /// not be written as it is and was replaced by an error marker object
 /// (`{"$nerve_error":reason,"message":...}`, see
 /// [`ERROR_MARKER_KEY`](crate::ERROR_MARKER_KEY)); the line is written

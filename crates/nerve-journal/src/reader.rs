@@ -242,14 +242,7 @@ pub(crate) fn file_id(meta: &std::fs::Metadata) -> FileId {
     FileId(created, 0)
 }
 
-/// The longest line a reader holds in memory, newline included: 64 MiB.
-///
-/// A longer line is skipped without being read into memory (reported as a
-/// [`ReadError::BadLine`], or a [`ReadError::TornTail`] at the end of a
-/// file), so a damaged or hostile file cannot make a reader allocate
-/// without bound. The writer never writes a line this long in practice: an
-/// event's payload would have to be tens of megabytes.
-pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) use crate::format::MAX_LINE_BYTES;
 
 /// The message of a [`ReadError::BadLine`] longer than [`MAX_LINE_BYTES`].
 pub(crate) fn too_long(bytes: u64) -> String {
