@@ -113,6 +113,10 @@ pub(crate) fn spawn_thread(
                 elapsed,
                 delivery.dead_letter,
             );
+            // Let go of the bus before the delivery counts as done: once a
+            // shutdown sees nothing in flight, no worker holds the bus's
+            // state (the dead letter store's file lock among it).
+            drop(caller);
             delivery.finish(outcome, elapsed);
         }
     })?;
@@ -281,6 +285,8 @@ async fn run(caller: Weak<Caller>, delivery: Delivery, alone: &mut Option<Chain>
             "an async handler asked to halt an emit that did not wait; only emit_and_wait sees async halts",
         );
     }
+    // Let go of the bus before the delivery counts as done (as above).
+    drop(caller);
     delivery.finish(outcome, elapsed);
 }
 

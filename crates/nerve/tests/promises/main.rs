@@ -12,6 +12,7 @@ mod delivery;
 mod exits;
 mod lines;
 mod power;
+mod restart;
 
 use std::time::Duration;
 
