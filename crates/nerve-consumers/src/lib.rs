@@ -10,6 +10,9 @@
 //! * [`ValidationConsumer`]: checks a run's success rate after its first
 //!   items (5 by default) and halts the emitter when it is below the early
 //!   threshold; warns every 50 items while below the warning threshold.
+//! * [`VerdictConsumer`]: halts this bus's emitter of a run at its next
+//!   item once a validator elsewhere (another process, over the NATS
+//!   bridge) declared the run failed: early validation across workers.
 //! * [`MetricsConsumer`]: per-run processed, succeeded, failed, success
 //!   rate, throughput, elapsed, ETA and item latency percentiles, as a serde
 //!   [`RunMetrics`], as `metrics.snapshot` events and through a
@@ -92,6 +95,7 @@ pub mod progress;
 mod run;
 pub mod run_metrics;
 pub mod validation;
+pub mod verdict;
 
 #[doc(inline)]
 pub use alert::{AlertConsumer, AlertRule, AlertStats};
@@ -105,3 +109,5 @@ pub use run::{
 pub use run_metrics::{Latency, MetricsBuilder, MetricsConsumer, RunMetrics};
 #[doc(inline)]
 pub use validation::{Checkpoint, ValidationBuilder, ValidationConsumer, ValidationStatus};
+#[doc(inline)]
+pub use verdict::{Verdict, VerdictBuilder, VerdictConsumer};
