@@ -649,7 +649,13 @@ impl Shared {
         }
         match self.decode(message, origin) {
             Ok(event) => match self.bus.emit_event(event) {
-                Ok(_) => c.imported.fetch_add(1, Ordering::Relaxed),
+                // A halt (a validator's verdict on a remote worker's item)
+                // is said to the emitter after every handler had the
+                // event: it was imported, and there is no emitter here to
+                // stop. The verdict travels back as events of its own.
+                Ok(_) | Err(nerve_router::EmitError::Halted { .. }) => {
+                    c.imported.fetch_add(1, Ordering::Relaxed)
+                }
                 Err(_) => c.import_rejected.fetch_add(1, Ordering::Relaxed),
             },
             Err(error) => {

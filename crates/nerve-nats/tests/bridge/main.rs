@@ -1,5 +1,6 @@
 //! The bridge against real `nats-server` processes (see `support`).
 
+mod halt;
 mod processes;
 mod restart;
 mod support;
