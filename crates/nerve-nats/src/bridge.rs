@@ -185,6 +185,9 @@ struct Shared {
     connected: watch::Sender<bool>,
     exports: Mutex<Vec<Export>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The runtime `connect` ran on: the bridge's tasks run there, even
+    /// when `export` is called from a plain thread.
+    runtime: tokio::runtime::Handle,
 }
 
 /// A NATS connection attached to a bus; see the [crate docs](crate).
@@ -321,6 +324,7 @@ impl NatsBridge {
             connected,
             exports: Mutex::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
+            runtime: tokio::runtime::Handle::current(),
         });
         if let Ok(mut w) = weak.lock() {
             *w = Some(Arc::downgrade(&shared));
@@ -359,7 +363,8 @@ impl NatsBridge {
             done: done.clone(),
         });
         let shared = self.shared.clone();
-        let task = tokio::spawn(async move { shared.run_export(stream, done).await });
+        let task = (self.shared.runtime)
+            .spawn(async move { shared.run_export(stream, done).await });
         self.lock_tasks().push(task);
         Ok(())
     }
@@ -386,7 +391,8 @@ impl NatsBridge {
         // is published after `import` returns is delivered.
         self.shared.round_trip().await;
         let shared = self.shared.clone();
-        let task = tokio::spawn(async move { shared.run_import(subscriber).await });
+        let task = (self.shared.runtime)
+            .spawn(async move { shared.run_import(subscriber).await });
         self.lock_tasks().push(task);
         Ok(())
     }

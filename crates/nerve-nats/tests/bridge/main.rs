@@ -1,6 +1,7 @@
 //! The bridge against real `nats-server` processes (see `support`).
 
 mod halt;
+mod plain_thread;
 mod processes;
 mod restart;
 mod support;
