@@ -40,7 +40,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use nerve::consumers::{MetricsConsumer, ValidationConsumer, VerdictConsumer};
@@ -116,10 +116,21 @@ fn specimens() -> Result<Vec<String>> {
 struct WorkerReport {
     /// Items received from the worker.
     items: u64,
+    /// `specimen.completed` among them.
+    successful: u64,
     /// Items received after the verdict.
     after_verdict: u64,
     /// `worker.finished` or `worker.stopped`, when it came.
     end: Option<Value>,
+}
+
+impl WorkerReport {
+    /// Whether its last word and every specimen it names are in.
+    fn complete(&self) -> bool {
+        self.end
+            .as_ref()
+            .is_some_and(|e| e["processed"].as_u64().is_some_and(|p| self.items >= p))
+    }
 }
 
 fn validator(url: &str, output_dir: PathBuf, spawn: bool) -> Result<i32> {
@@ -138,8 +149,8 @@ fn validator(url: &str, output_dir: PathBuf, spawn: bool) -> Result<i32> {
         .warning_interval(50)
         .build()?;
     validation.attach(&bus)?;
-    let metrics = MetricsConsumer::builder().build()?;
-    metrics.attach(&bus)?;
+    // Live metrics over all workers (`metrics.snapshot` events in the journal).
+    MetricsConsumer::builder().build()?.attach(&bus)?;
     let run_id = run_id();
 
     // The verdict: a failed checkpoint becomes the run's `extraction.failed`,
@@ -177,8 +188,7 @@ fn validator(url: &str, output_dir: PathBuf, spawn: bool) -> Result<i32> {
     // Per worker: items in, items in after the verdict, and how it ended.
     // It runs before the validation handler, so the item that decides the
     // checkpoint counts as before the verdict.
-    let reports: Arc<Mutex<BTreeMap<u64, WorkerReport>>> = Arc::default();
-    let (ended_tx, ended_rx) = mpsc::channel::<u64>();
+    let reports: Arc<(Mutex<BTreeMap<u64, WorkerReport>>, Condvar)> = Arc::default();
     {
         let reports = reports.clone();
         bus.subscribe_with(
@@ -187,21 +197,23 @@ fn validator(url: &str, output_dir: PathBuf, spawn: bool) -> Result<i32> {
                 let Some(worker) = e.data()["worker"].as_u64() else {
                     return;
                 };
-                let mut reports = reports.lock().unwrap_or_else(|p| p.into_inner());
+                let (lock, changed) = &*reports;
+                let mut reports = lock.lock().unwrap_or_else(|p| p.into_inner());
                 let report = reports.entry(worker).or_default();
                 match e.event_type() {
-                    "worker.finished" | "worker.stopped" => {
-                        report.end = Some(e.data().clone());
-                        let _ = ended_tx.send(worker);
-                    }
+                    "worker.finished" | "worker.stopped" => report.end = Some(e.data().clone()),
                     "worker.started" => {}
                     _ => {
                         report.items += 1;
+                        if e.event_type() == "specimen.completed" {
+                            report.successful += 1;
+                        }
                         if decided.load(Ordering::Acquire) {
                             report.after_verdict += 1;
                         }
                     }
                 }
+                changed.notify_all();
             },
             Subscribe::new()
                 .name("example.workers")
@@ -239,47 +251,50 @@ fn validator(url: &str, output_dir: PathBuf, spawn: bool) -> Result<i32> {
             children.push((i, child));
         }
     }
-    // Wait for every worker's last word: `worker.finished` or
-    // `worker.stopped` (each worker flushes its bridge before it exits,
-    // and NATS keeps one publisher's order, so everything it sent is in).
-    let mut ended = 0;
+    // Wait for every worker's last word (`worker.finished` or
+    // `worker.stopped`, saying how many specimens it processed) and for
+    // all those specimens: NATS keeps the order of one export's messages,
+    // not across a worker's two exports (`specimen.*`, `worker.*`), so its
+    // last word may overtake its last specimens.
+    let all_in = |reports: &BTreeMap<u64, WorkerReport>| {
+        reports.values().filter(|r| r.complete()).count() as u64 >= workers
+    };
     let mut statuses = BTreeMap::new();
     let mut all_exited_at = None;
-    while ended < workers {
+    let (lock, changed) = &*reports;
+    let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+    while !all_in(&guard) {
+        guard = changed
+            .wait_timeout(guard, Duration::from_secs(1))
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
         if children.is_empty() {
             // Workers started elsewhere: wait for them as long as it takes.
-            ended_rx.recv()?;
-            ended += 1;
             continue;
         }
-        match ended_rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(_) => ended += 1,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return Err("the bus went away".into()),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                for (i, child) in &mut children {
-                    if let Some(status) = child.try_wait()? {
-                        statuses.insert(*i, status);
-                    }
-                }
-                // Every worker exited: what they sent is on its way; a
-                // worker that died without a word is said, not waited for.
-                if statuses.len() == children.len() {
-                    let since = *all_exited_at.get_or_insert_with(std::time::Instant::now);
-                    if since.elapsed() > PATIENCE {
-                        return Err(format!(
-                            "only {ended} of {workers} workers reported their end; exit statuses: {statuses:?}"
-                        )
-                        .into());
-                    }
-                }
+        for (i, child) in &mut children {
+            if let Some(status) = child.try_wait()? {
+                statuses.insert(*i, status);
+            }
+        }
+        // Every worker exited: what they sent is on its way; a worker that
+        // died without a word is said, not waited for.
+        if statuses.len() == children.len() {
+            let since = *all_exited_at.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > PATIENCE && !all_in(&guard) {
+                return Err(format!(
+                    "not every worker's events came in; exit statuses: {statuses:?}, received: {guard:?}"
+                )
+                .into());
             }
         }
     }
+    drop(guard);
     for (i, mut child) in children {
         statuses.insert(i, child.wait()?);
     }
     let halted = verdict.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let reports = std::mem::take(&mut *reports.lock().unwrap_or_else(|p| p.into_inner()));
+    let reports = std::mem::take(&mut *lock.lock().unwrap_or_else(|p| p.into_inner()));
     let total_items: u64 = reports.values().map(|r| r.items).sum();
     if let Some(reason) = &halted {
         println!("verdict: {reason}");
@@ -309,7 +324,7 @@ fn validator(url: &str, output_dir: PathBuf, spawn: bool) -> Result<i32> {
         eprintln!("❌ Extraction stopped: {reason}");
         1
     } else {
-        let successful = metrics.snapshot().map_or(0, |m| m.succeeded);
+        let successful: u64 = reports.values().map(|r| r.successful).sum();
         bus.emit(
             "extraction.completed",
             json!({
