@@ -20,25 +20,30 @@ use crate::output::Out;
 pub(crate) struct DemoArgs {
     /// Where each run's journal goes: DIR/<run_id>/events.jsonl.
     #[arg(long, value_name = "DIR", default_value = "demo_event_output")]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Specimens in each run.
     #[arg(long, value_name = "N", default_value_t = 25)]
-    specimens: u32,
+    pub(crate) specimens: u32,
     /// Seed of the simulation: the same seed, the same events.
     #[arg(long, value_name = "S", default_value_t = 42)]
-    seed: u64,
+    pub(crate) seed: u64,
     /// Simulated work per specimen, in milliseconds (0: as fast as possible).
     #[arg(long, value_name = "MS", default_value_t = 40)]
-    delay_ms: u64,
+    pub(crate) delay_ms: u64,
+    /// Run each run's extraction as a separate worker process that talks to
+    /// this one through the NATS server at URL (`nats://127.0.0.1:4222`);
+    /// validation, metrics and the journals stay here.
+    #[arg(long, value_name = "URL")]
+    pub(crate) nats: Option<String>,
 }
 
 /// One simulated run.
-struct Plan {
-    run_id: &'static str,
+pub(crate) struct Plan {
+    pub(crate) run_id: &'static str,
     success_rate: f64,
 }
 
-const PLANS: [Plan; 2] = [
+pub(crate) const PLANS: [Plan; 2] = [
     Plan {
         run_id: "run-healthy",
         success_rate: 0.92,
@@ -50,23 +55,31 @@ const PLANS: [Plan; 2] = [
 ];
 
 /// How a run ended.
-struct Summary {
-    run_id: &'static str,
-    processed: u32,
-    succeeded: u32,
-    outcome: String,
-    elapsed: Duration,
-    log: PathBuf,
+pub(crate) struct Summary {
+    pub(crate) run_id: &'static str,
+    pub(crate) processed: u32,
+    pub(crate) succeeded: u32,
+    pub(crate) outcome: String,
+    pub(crate) elapsed: Duration,
+    pub(crate) log: PathBuf,
 }
 
 pub(crate) fn run(args: &DemoArgs, out: &mut Out) -> Result<ExitCode> {
     let mut summaries = Vec::new();
     for (i, plan) in PLANS.iter().enumerate() {
         let seed = args.seed.wrapping_add(i as u64);
-        summaries.push(run_one(plan, args, seed)?);
+        summaries.push(match &args.nats {
+            Some(url) => crate::demo_nats::run_one(plan, args, seed, url)?,
+            None => run_one(plan, args, seed)?,
+        });
     }
+    print_summary(&summaries, out)
+}
+
+/// The table of runs and a hint to explore the last journal.
+fn print_summary(summaries: &[Summary], out: &mut Out) -> Result<ExitCode> {
     out.line("")?;
-    for line in table(&summaries) {
+    for line in table(summaries) {
         out.line(line)?;
     }
     out.line("")?;
@@ -188,6 +201,47 @@ impl SplitMix64 {
 }
 
 fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
+    let (log, bus) = journal_bus(plan, args)?;
+    // Ctrl-C (or a scheduler's SIGTERM) records `system.interrupted`,
+    // flushes the journal and the alerts, and exits with 130 (or 143).
+    #[cfg(unix)]
+    let _signals = watch_signals(&bus, &log)?;
+    let consumers = crate::demo_consumers::attach(&bus, args.specimens)?;
+    let start = Instant::now();
+    let ran = simulate(plan, args.specimens, args.delay_ms, seed, &bus, |_| Ok(None))?;
+    consumers.finish();
+    // The summary reports what the consumers measured, and checks it against
+    // what the simulation did.
+    let metrics = consumers
+        .snapshot()
+        .context("the metrics consumer saw no run")?;
+    anyhow::ensure!(
+        (metrics.processed, metrics.succeeded) == (u64::from(ran.processed), u64::from(ran.succeeded)),
+        "the metrics consumer counted {} processed, {} succeeded; the run did {}, {}",
+        metrics.processed,
+        metrics.succeeded,
+        ran.processed,
+        ran.succeeded
+    );
+    let mut outcome = ran.outcome;
+    if let Some(status) = consumers.validation.status() {
+        if let Some(reason) = status.halt_reason {
+            outcome = format!("stopped: {reason}");
+        }
+    }
+    bus.shutdown_blocking();
+    Ok(Summary {
+        run_id: plan.run_id,
+        processed: ran.processed,
+        succeeded: ran.succeeded,
+        outcome,
+        elapsed: start.elapsed(),
+        log,
+    })
+}
+
+/// A run's journal, emptied of an earlier demo's, and a bus recording to it.
+pub(crate) fn journal_bus(plan: &Plan, args: &DemoArgs) -> Result<(PathBuf, Bus)> {
     let dir = args.out.join(plan.run_id);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let log = dir.join("events.jsonl");
@@ -200,28 +254,49 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
         .journal(journal)
         .build()
         .context("cannot build the bus")?;
-    // Ctrl-C (or a scheduler's SIGTERM) records `system.interrupted`,
-    // flushes the journal and the alerts, and exits with 130 (or 143).
-    #[cfg(unix)]
-    let _signals = nerve::signals::install(&bus).context("cannot handle Ctrl-C")?;
-    let consumers = crate::demo_consumers::attach(&bus, args.specimens)?;
+    Ok((log, bus))
+}
+
+/// Ctrl-C (or a scheduler's SIGTERM) records `system.interrupted`, flushes
+/// the journal and the alerts, and exits with 130 (or 143).
+#[cfg(unix)]
+pub(crate) fn watch_signals(bus: &Bus, log: &Path) -> Result<nerve::signals::SignalHandler> {
+    let guard = nerve::signals::install(bus).context("cannot handle Ctrl-C")?;
     // The process exits right after the signal is recorded: say where the
     // interrupted run's events are (after the progress bar's last frame,
     // whose handler runs first), instead of ending without a word.
-    #[cfg(unix)]
-    {
-        let log = log.clone();
-        bus.subscribe(nerve::signals::INTERRUPTED, move |e: &Event| {
-            let signal = e.data()["signal"].as_str().unwrap_or("a signal");
-            eprintln!(
-                "\ninterrupted by {signal}: the run's events so far are in {}",
-                log.display()
-            );
-        })
-        .context("cannot watch for Ctrl-C")?;
-    }
-    let plan_outcomes = outcomes(plan.success_rate, args.specimens, seed);
-    let start = Instant::now();
+    let log = log.to_owned();
+    bus.subscribe(nerve::signals::INTERRUPTED, move |e: &Event| {
+        let signal = e.data()["signal"].as_str().unwrap_or("a signal");
+        eprintln!(
+            "\ninterrupted by {signal}: the run's events so far are in {}",
+            log.display()
+        );
+    })
+    .context("cannot watch for Ctrl-C")?;
+    Ok(guard)
+}
+
+/// What a run's emitter did.
+pub(crate) struct Simulated {
+    pub(crate) processed: u32,
+    pub(crate) succeeded: u32,
+    pub(crate) outcome: String,
+}
+
+/// Emits one run's events on `bus`, as the integration guide's extraction
+/// does. A halt (`emit` returning [`EmitError::Halted`]) stops the run, as
+/// does `after_item(sequence)` returning a reason (it is called after
+/// each item's outcome was emitted).
+pub(crate) fn simulate(
+    plan: &Plan,
+    specimens: u32,
+    delay_ms: u64,
+    seed: u64,
+    bus: &Bus,
+    mut after_item: impl FnMut(usize) -> Result<Option<String>>,
+) -> Result<Simulated> {
+    let plan_outcomes = outcomes(plan.success_rate, specimens, seed);
     let emit = |event: Event| bus.emit_event(event);
     let event = |kind: &str, data: serde_json::Value| {
         Event::builder(kind)
@@ -235,19 +310,27 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
     // its `jq` commands run unchanged on the demo's journals.
     emit(event(
         "extraction.started",
-        json!({"run_id": plan.run_id, "total_specimens": args.specimens, "model": "demo-model", "seed": seed}),
+        json!({"run_id": plan.run_id, "total_specimens": specimens, "model": "demo-model", "seed": seed}),
     )?)?;
     let (mut processed, mut succeeded, mut failed) = (0u32, 0u32, 0u32);
-    let mut outcome = "completed".to_owned();
+    let mut stopped = None;
     for (n, ok) in plan_outcomes.iter().enumerate() {
         let specimen = format!("HERB-{:05}", 1000 + n);
         let sequence = n + 1;
-        emit(event(
+        match emit(event(
             "specimen.processing",
             json!({"specimen_id": specimen, "sequence": sequence}),
-        )?)?;
-        if args.delay_ms > 0 {
-            std::thread::sleep(Duration::from_millis(args.delay_ms));
+        )?) {
+            Ok(_) => {}
+            // A verdict from elsewhere (`nerve demo --nats`) halts here.
+            Err(EmitError::Halted { reason, .. }) => {
+                stopped = Some(reason);
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if delay_ms > 0 {
+            std::thread::sleep(Duration::from_millis(delay_ms));
         }
         processed += 1;
         if *ok {
@@ -288,60 +371,49 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
         match emit(event(kind, data)?) {
             Ok(_) => {}
             Err(EmitError::Halted { reason, .. }) => {
-                emit(event(
-                    "extraction.failed",
-                    json!({
-                        "run_id": plan.run_id,
-                        "reason": "early_validation_failed",
-                        "message": reason,
-                        "processed": processed,
-                        "success_rate": rate,
-                    }),
-                )?)?;
-                outcome = format!("stopped: {reason}");
+                stopped = Some(reason);
                 break;
             }
             Err(e) => return Err(e.into()),
         }
-    }
-    if outcome == "completed" {
-        let rate = f64::from(succeeded) / f64::from(processed.max(1));
-        emit(event(
-            "extraction.completed",
-            json!({
-                "run_id": plan.run_id,
-                "total_processed": processed,
-                "successful": succeeded,
-                "failed": failed,
-                "success_rate": rate,
-            }),
-        )?)?;
-    }
-    consumers.finish();
-    // The summary reports what the consumers measured, and checks it against
-    // what the simulation did.
-    let metrics = consumers
-        .snapshot()
-        .context("the metrics consumer saw no run")?;
-    anyhow::ensure!(
-        (metrics.processed, metrics.succeeded) == (u64::from(processed), u64::from(succeeded)),
-        "the metrics consumer counted {} processed, {} succeeded; the run did {processed}, {succeeded}",
-        metrics.processed,
-        metrics.succeeded
-    );
-    if let Some(status) = consumers.validation.status() {
-        if let Some(reason) = status.halt_reason {
-            outcome = format!("stopped: {reason}");
+        if let Some(reason) = after_item(sequence)? {
+            stopped = Some(reason);
+            break;
         }
     }
-    bus.shutdown_blocking();
-    Ok(Summary {
-        run_id: plan.run_id,
+    let rate = f64::from(succeeded) / f64::from(processed.max(1));
+    let outcome = match stopped {
+        Some(reason) => {
+            emit(event(
+                "extraction.failed",
+                json!({
+                    "run_id": plan.run_id,
+                    "reason": "early_validation_failed",
+                    "message": reason,
+                    "processed": processed,
+                    "success_rate": rate,
+                }),
+            )?)?;
+            format!("stopped: {reason}")
+        }
+        None => {
+            emit(event(
+                "extraction.completed",
+                json!({
+                    "run_id": plan.run_id,
+                    "total_processed": processed,
+                    "successful": succeeded,
+                    "failed": failed,
+                    "success_rate": rate,
+                }),
+            )?)?;
+            "completed".to_owned()
+        }
+    };
+    Ok(Simulated {
         processed,
         succeeded,
         outcome,
-        elapsed: start.elapsed(),
-        log,
     })
 }
 

@@ -456,9 +456,9 @@ fn wait_for(active: &Path, say: bool) -> Follow {
 
 pub(crate) fn tail(args: &TailArgs, out: &mut Out) -> Result<ExitCode> {
     let files = if args.follow {
-        JournalFiles::resolve_missing_ok(&args.path.path)?
+        JournalFiles::resolve_missing_ok(&args.path)?
     } else {
-        JournalFiles::resolve(&args.path.path)?
+        JournalFiles::resolve(&args.path)?
     };
     let pattern = args.event_type.as_deref().map(parse_pattern).transpose()?;
     let keep = |e: &Event| pattern.as_ref().is_none_or(|p| p.matches(e.event_type()));
@@ -496,7 +496,7 @@ pub(crate) fn tail(args: &TailArgs, out: &mut Out) -> Result<ExitCode> {
         out.line(serde_json::to_string(e)?)?;
     }
     out.flush()?;
-    let code = skipped.report(&args.path.path, strict);
+    let code = skipped.report(&args.path, strict);
     let Some(follow) = follow else {
         return Ok(code);
     };
@@ -518,7 +518,7 @@ pub(crate) fn tail(args: &TailArgs, out: &mut Out) -> Result<ExitCode> {
                 out.flush()?;
                 let mut one = Skipped::default();
                 one.note(&e);
-                let code = one.report(&args.path.path, strict);
+                let code = one.report(&args.path, strict);
                 if strict {
                     return Ok(code);
                 }

@@ -15,9 +15,11 @@ use clap::{Args, Parser, Subcommand};
 mod damage;
 mod demo;
 mod demo_consumers;
+mod demo_nats;
 mod inspect;
 mod output;
 mod path;
+mod tail_nats;
 mod verify;
 
 use output::Out;
@@ -55,9 +57,12 @@ enum Command {
     ///
     /// Example: nerve timeline events.jsonl --field data.metrics.success_rate --type specimen.completed
     Timeline(TimelineArgs),
-    /// Print the last events, and with -f follow the journal across rotations.
+    /// Print the last events, and with -f follow the journal across
+    /// rotations; with --nats, follow live events from a NATS server.
     ///
     /// Example: nerve tail -f events.jsonl --type 'validation.*'
+    ///
+    /// Example: nerve tail --nats nats://10.0.0.5:4222 'specimen.*'
     Tail(TailArgs),
     /// Check a journal's integrity: torn tails, corrupt lines, seq gaps,
     /// duplicate ids, rotation numbering. Exit 0 clean, 1 problems, 2 unreadable.
@@ -69,6 +74,9 @@ enum Command {
     ///
     /// Example: nerve verify demo_event_output/run-healthy
     Verify(VerifyArgs),
+    /// One run of `nerve demo --nats`, in a process of its own.
+    #[command(hide = true)]
+    DemoWorker(demo_nats::WorkerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -174,8 +182,11 @@ struct TimelineArgs {
 
 #[derive(Debug, Args)]
 struct TailArgs {
-    #[command(flatten)]
-    path: PathArg,
+    /// A journal file (`events.jsonl`; its rotated backups and pending
+    /// files are read too) or a directory holding one journal; with
+    /// `--nats`, the pattern of event types to follow (`'*'`: all).
+    #[arg(value_name = "PATH|PATTERN")]
+    path: PathBuf,
     #[command(flatten)]
     strict: Strict,
     /// Keep following the journal, across rotations, until interrupted. A
@@ -185,11 +196,20 @@ struct TailArgs {
     #[arg(short, long)]
     follow: bool,
     /// How many of the last events to print first.
-    #[arg(short = 'n', long, default_value_t = 10)]
+    #[arg(short = 'n', long, default_value_t = 10, conflicts_with = "nats")]
     lines: usize,
     /// Only event types matching this pattern.
     #[arg(long = "type", value_name = "PATTERN")]
     event_type: Option<String>,
+    /// Follow the live events bridges publish to this NATS server
+    /// (`nats://host:4222`) instead of a journal, from now on, as `-f`
+    /// prints them; the positional argument is then a pattern.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// With `--nats`: the subject prefix the bridges publish under
+    /// (`nerve.prod.`).
+    #[arg(long, value_name = "PREFIX", default_value = "", requires = "nats")]
+    prefix: String,
 }
 
 fn main() -> ExitCode {
@@ -200,7 +220,11 @@ fn main() -> ExitCode {
         Command::Stats(args) => inspect::stats(&args, &mut out),
         Command::Query(args) => inspect::query(&args, &mut out),
         Command::Timeline(args) => inspect::timeline(&args, &mut out),
-        Command::Tail(args) => inspect::tail(&args, &mut out),
+        Command::Tail(args) => match &args.nats {
+            Some(url) => tail_nats::tail(url, &args, &mut out),
+            None => inspect::tail(&args, &mut out),
+        },
+        Command::DemoWorker(args) => demo_nats::worker(&args),
         Command::Verify(args) => verify::verify(&args.path, &mut out),
     };
     match result {

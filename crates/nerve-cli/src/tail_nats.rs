@@ -1,0 +1,157 @@
+//! `nerve tail --nats URL PATTERN`: follow the live events that bridges
+//! publish to a NATS server, printed as `nerve tail -f` prints a journal's:
+//! one event per line, the same JSON.
+//!
+//! The message body is the event's journal line (see `nerve::nats`), so an
+//! event reads back exactly as from the journal of the bus that emitted
+//! it. Nothing is dropped silently: a message that is not an event (a body
+//! that does not decode, a subject that is no event type or names another
+//! type than its body) is counted and named on stderr (`--strict`: exit 1
+//! at the first), and so are losses and recoveries of the connection,
+//! while which events published meanwhile were missed (core NATS keeps
+//! nothing for an absent subscriber).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use nerve::Pattern;
+use nerve::nats::subject::{self, Prefix};
+
+use crate::TailArgs;
+use crate::inspect::quote;
+use crate::output::Out;
+
+/// How long connecting may take before the URL is reported unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `nerve tail --nats URL PATTERN` until interrupted.
+pub(crate) fn tail(url: &str, args: &TailArgs, out: &mut Out) -> Result<ExitCode> {
+    let text = args.path.to_string_lossy();
+    let pattern = Pattern::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a valid pattern: {}", quote(&text), e.reason()))?;
+    let prefix = Prefix::new(&args.prefix)
+        .map_err(|e| anyhow::anyhow!("--prefix {}: {}", quote(&args.prefix), e.reason()))?;
+    let filter = subject::pattern_subject(&prefix, &pattern).map_err(|e| {
+        anyhow::anyhow!(
+            "{} has no NATS subject: {} (see the mapping table in nerve::nats::subject)",
+            quote(&text),
+            e.reason()
+        )
+    })?;
+    let only = args
+        .event_type
+        .as_deref()
+        .map(|t| {
+            Pattern::parse(t)
+                .map_err(|e| anyhow::anyhow!("{} is not a valid pattern: {}", quote(t), e.reason()))
+        })
+        .transpose()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(follow(url, &prefix, &filter, only.as_ref(), args.strict.strict, out))
+}
+
+async fn follow(
+    url: &str,
+    prefix: &Prefix,
+    filter: &str,
+    only: Option<&Pattern>,
+    strict: bool,
+    out: &mut Out,
+) -> Result<ExitCode> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(CONNECT_TIMEOUT)
+        .max_reconnects(None)
+        .event_callback(|event| async move {
+            // Said as it happens: what is published while disconnected is
+            // not delivered to this tail.
+            match event {
+                async_nats::Event::Disconnected => eprintln!(
+                    "nerve: warning: disconnected from NATS; reconnecting (events published meanwhile are missed)"
+                ),
+                async_nats::Event::Connected => eprintln!("nerve: reconnected to NATS"),
+                async_nats::Event::SlowConsumer(_) => eprintln!(
+                    "nerve: warning: this tail is too slow: the NATS client dropped messages"
+                ),
+                _ => {}
+            }
+        })
+        .connect(url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", quote(url)))?;
+    let mut messages = client
+        .subscribe(filter.to_owned())
+        .await
+        .with_context(|| format!("cannot subscribe to {filter} on NATS"))?;
+    // The subscription is on the server once a flush came back: events
+    // published after this line are shown.
+    client
+        .flush()
+        .await
+        .context("NATS did not confirm the subscription")?;
+    eprintln!("nerve: following {filter} on {url}");
+    let mut damaged = 0_u64;
+    while let Some(message) = messages.next().await {
+        let subject = message.subject.as_str();
+        if subject.starts_with("_INBOX.") || subject.starts_with('$') {
+            // NATS's own traffic (replies, JetStream, system), matched
+            // only by `*` without a prefix: not events.
+            continue;
+        }
+        match decode(prefix, subject, &message.payload) {
+            Ok(event) => {
+                if only.is_none_or(|p| p.matches(event.event_type())) {
+                    out.line(serde_json::to_string(&event)?)?;
+                    out.flush()?;
+                }
+            }
+            Err(reason) => {
+                damaged += 1;
+                eprintln!(
+                    "nerve: warning: skipped a message on {subject} that is not an event ({damaged} so far): {reason}"
+                );
+                if strict {
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+    }
+    anyhow::bail!("the NATS connection was closed")
+}
+
+/// The event a message carries, checked against its subject.
+fn decode(prefix: &Prefix, subject: &str, body: &[u8]) -> Result<nerve::Event, String> {
+    let name = subject::subject_event_type(prefix, subject).map_err(|e| e.to_string())?;
+    let event = nerve::journal::line::decode(body).map_err(|e| e.to_string())?;
+    if event.event_type() != name {
+        return Err(format!(
+            "the subject names {name:?} but the body is a {:?} event",
+            event.event_type()
+        ));
+    }
+    Ok(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_an_event_of_its_subject_or_is_refused() {
+        let prefix = Prefix::new("nerve.t.").unwrap();
+        let event = nerve::Event::builder("user.login").build().unwrap();
+        let mut line = Vec::new();
+        nerve::journal::line::encode(&event, &mut line);
+        let got = decode(&prefix, "nerve.t.user.login", &line).unwrap();
+        assert_eq!(got.event_id(), event.event_id());
+        let err = decode(&prefix, "nerve.t.user.logout", &line).unwrap_err();
+        assert!(err.contains("the body is a \"user.login\" event"), "{err}");
+        assert!(decode(&prefix, "other.user.login", &line).is_err());
+        assert!(decode(&prefix, "nerve.t.user.login", b"{not json").is_err());
+    }
+}
