@@ -64,21 +64,32 @@ async fn follow(
     strict: bool,
     out: &mut Out,
 ) -> Result<ExitCode> {
+    // async-nats also says `Connected` for the first connection: only a
+    // recovery after a loss is news.
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(CONNECT_TIMEOUT)
         .max_reconnects(None)
-        .event_callback(|event| async move {
-            // Said as it happens: what is published while disconnected is
-            // not delivered to this tail.
-            match event {
-                async_nats::Event::Disconnected => eprintln!(
-                    "nerve: warning: disconnected from NATS; reconnecting (events published meanwhile are missed)"
-                ),
-                async_nats::Event::Connected => eprintln!("nerve: reconnected to NATS"),
-                async_nats::Event::SlowConsumer(_) => eprintln!(
-                    "nerve: warning: this tail is too slow: the NATS client dropped messages"
-                ),
-                _ => {}
+        .event_callback(move |event| {
+            let lost = lost.clone();
+            async move {
+                use std::sync::atomic::Ordering;
+                // Said as it happens: what is published while disconnected
+                // is not delivered to this tail.
+                match event {
+                    async_nats::Event::Disconnected if !lost.swap(true, Ordering::Relaxed) => {
+                        eprintln!(
+                            "nerve: warning: disconnected from NATS; reconnecting (events published meanwhile are missed)"
+                        );
+                    }
+                    async_nats::Event::Connected if lost.swap(false, Ordering::Relaxed) => {
+                        eprintln!("nerve: reconnected to NATS");
+                    }
+                    async_nats::Event::SlowConsumer(_) => eprintln!(
+                        "nerve: warning: this tail is too slow: the NATS client dropped messages"
+                    ),
+                    _ => {}
+                }
             }
         })
         .connect(url)

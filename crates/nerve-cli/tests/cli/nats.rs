@@ -1,0 +1,194 @@
+//! `nerve tail --nats` and `nerve demo --nats` against a real `nats-server`
+//! on 127.0.0.1 (skipped loudly without one, failing under `CI`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use nerve::nats::{NatsBridge, NatsOptions};
+use nerve::{Bus, Event, Journal, json};
+
+use crate::{dir, nerve, stderr, stdout};
+
+#[path = "../../../nerve-nats/tests/bridge/support.rs"]
+#[allow(dead_code)] // restart and kill are for the bridge's own tests
+mod support;
+
+use support::NatsServer;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Lines of a child's pipe, as they come.
+fn lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn tail_nats_prints_live_events_as_tail_prints_the_journal() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_nerve"))
+        .args(["tail", "--nats", &url, "*", "--prefix", "nerve.tail."])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines(tail.stdout.take().unwrap());
+    let err = lines(tail.stderr.take().unwrap());
+    // It says so once the server has its subscription.
+    let ready = err.recv_timeout(PATIENCE).expect("the tail says it follows");
+    assert!(ready.starts_with("nerve: following nerve.tail.> on"), "{ready}");
+
+    // A bus that records to a journal and exports everything.
+    let d = dir("tail-nats");
+    let path = d.join("events.jsonl");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bus = Bus::builder()
+        .journal(Journal::builder(&path).build().unwrap())
+        .build()
+        .unwrap();
+    let bridge = rt
+        .block_on(NatsBridge::connect(
+            &url,
+            &bus,
+            NatsOptions::new().prefix("nerve.tail."),
+        ))
+        .unwrap();
+    bridge.export("*").unwrap();
+    let n = 20;
+    for i in 0..n {
+        let kind = ["extraction.started", "specimen.completed", "specimen.failed"][i % 3];
+        bus.emit_event(
+            Event::builder(kind)
+                .run_id("r1")
+                .source("extractor")
+                .correlation_id(format!("c-{i}"))
+                .data(json!({"sequence": i, "text": "né à Zürich"}))
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    }
+    assert!(rt.block_on(bridge.flush(PATIENCE)));
+    let live: Vec<String> = (0..n)
+        .map(|_| out.recv_timeout(PATIENCE).expect("a line from the tail"))
+        .collect();
+    tail.kill().unwrap();
+    tail.wait().unwrap();
+    rt.block_on(bridge.shutdown(PATIENCE));
+    bus.shutdown_blocking();
+
+    let o = nerve(&["tail", "-n", "1000", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let from_file: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
+    assert_eq!(live, from_file);
+}
+
+#[test]
+fn tail_nats_refuses_a_bad_url_or_pattern_clearly() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    // Nothing listens on port 1.
+    let o = nerve(&["tail", "--nats", "nats://127.0.0.1:1", "*"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("nerve: error: cannot connect to NATS at `nats://127.0.0.1:1`"),
+        "{}",
+        stderr(&o)
+    );
+    let url = server.url();
+    for (pattern, says) in [
+        ("a..b", "is not a valid pattern"),
+        ("café.*", "has no NATS subject"),
+    ] {
+        let o = nerve(&["tail", "--nats", &url, pattern]);
+        assert_eq!(o.status.code(), Some(2), "{pattern}");
+        assert!(stderr(&o).contains(says), "{pattern}: {}", stderr(&o));
+    }
+    // No history in core NATS: -n has no meaning there.
+    let o = nerve(&["tail", "--nats", &url, "*", "-n", "5"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+}
+
+/// `event_type` and `data` of every line of a journal.
+fn story(path: &std::path::Path) -> Vec<(String, serde_json::Value)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["event_type"].as_str().unwrap().to_owned(), v["data"].clone())
+        })
+        .collect()
+}
+
+#[test]
+fn demo_nats_runs_the_workers_as_processes_with_the_same_outcome() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let (here, there) = (dir("demo-local"), dir("demo-nats"));
+    let o = nerve(&[
+        "demo", "--out", here.to_str().unwrap(), "--seed", "7", "--delay-ms", "0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let url = server.url();
+    let o = nerve(&[
+        "demo", "--out", there.to_str().unwrap(), "--seed", "7", "--delay-ms", "0", "--nats", &url,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary = stdout(&o);
+    let row = |run: &str| {
+        summary
+            .lines()
+            .find(|l| l.starts_with(run))
+            .unwrap_or_else(|| panic!("no row for {run}: {summary}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(&row("run-healthy")[1..3], ["25", "92%"], "{summary}");
+    assert_eq!(row("run-healthy")[4], "completed", "{summary}");
+    assert_eq!(&row("run-broken")[1..3], ["5", "20%"], "{summary}");
+    assert!(
+        summary.contains("stopped: early validation failed: 20% success rate after 5 specimens"),
+        "{summary}"
+    );
+    // The same events, in the same order, with the same data, as in one
+    // process (the workers' events came in over NATS).
+    for run in ["run-healthy", "run-broken"] {
+        let local = story(&here.join(run).join("events.jsonl"));
+        let remote = story(&there.join(run).join("events.jsonl"));
+        assert_eq!(local, remote, "{run}");
+        assert!(!local.is_empty());
+    }
+    let sources: Vec<String> = std::fs::read_to_string(there.join("run-broken/events.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["event_type"] == "specimen.failed").then(|| v["source"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert!(
+        sources.iter().all(|s| s == "nats:worker-run-broken/extractor"),
+        "{sources:?}"
+    );
+    let o = nerve(&["verify", there.join("run-broken").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
