@@ -208,7 +208,9 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
     let _signals = watch_signals(&bus, &log)?;
     let consumers = crate::demo_consumers::attach(&bus, args.specimens)?;
     let start = Instant::now();
-    let ran = simulate(plan, args.specimens, args.delay_ms, seed, &bus, |_| Ok(None))?;
+    let ran = simulate(plan, args.specimens, args.delay_ms, seed, &bus, |_| {
+        Ok(None)
+    })?;
     consumers.finish();
     // The summary reports what the consumers measured, and checks it against
     // what the simulation did.
@@ -216,7 +218,8 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
         .snapshot()
         .context("the metrics consumer saw no run")?;
     anyhow::ensure!(
-        (metrics.processed, metrics.succeeded) == (u64::from(ran.processed), u64::from(ran.succeeded)),
+        (metrics.processed, metrics.succeeded)
+            == (u64::from(ran.processed), u64::from(ran.succeeded)),
         "the metrics consumer counted {} processed, {} succeeded; the run did {}, {}",
         metrics.processed,
         metrics.succeeded,

@@ -53,7 +53,14 @@ pub(crate) fn tail(url: &str, args: &TailArgs, out: &mut Out) -> Result<ExitCode
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(follow(url, &prefix, &filter, only.as_ref(), args.strict.strict, out))
+    runtime.block_on(follow(
+        url,
+        &prefix,
+        &filter,
+        only.as_ref(),
+        args.strict.strict,
+        out,
+    ))
 }
 
 async fn follow(

@@ -418,14 +418,21 @@ mod tests {
             json!({"run_id": "a", "passed": false, "reason": "too few"}),
         )
         .unwrap();
-        for t in ["specimen.processing", "specimen.completed", "specimen.failed"] {
+        for t in [
+            "specimen.processing",
+            "specimen.completed",
+            "specimen.failed",
+        ] {
             assert_eq!(
                 halted(bus.emit(t, json!({"run_id": "a"}))).as_deref(),
                 Some("too few"),
                 "{t}"
             );
         }
-        assert_eq!(halted(bus.emit("specimen.failed", json!({"run_id": "b"}))), None);
+        assert_eq!(
+            halted(bus.emit("specimen.failed", json!({"run_id": "b"}))),
+            None
+        );
         // Reporting the stop is never halted.
         assert_eq!(
             halted(bus.emit("extraction.failed", json!({"run_id": "a"}))),
@@ -442,7 +449,8 @@ mod tests {
         let bus = Bus::new();
         let v = VerdictConsumer::new();
         v.attach(&bus).unwrap();
-        bus.emit("extraction.started", json!({"run_id": "r"})).unwrap();
+        bus.emit("extraction.started", json!({"run_id": "r"}))
+            .unwrap();
         bus.emit(
             "extraction.failed",
             json!({"run_id": "r", "reason": "early_validation_failed", "message": "0% after 5"}),
@@ -453,7 +461,8 @@ mod tests {
             Some("0% after 5")
         );
         // Started again: afresh.
-        bus.emit("extraction.started", json!({"run_id": "r"})).unwrap();
+        bus.emit("extraction.started", json!({"run_id": "r"}))
+            .unwrap();
         assert_eq!(halted(bus.emit("specimen.processing", json!({}))), None);
     }
 
@@ -471,25 +480,37 @@ mod tests {
             let v = v.clone();
             std::thread::spawn(move || v.wait_verdict("j", Duration::from_secs(30)))
         };
-        bus.emit("validation.checkpoint", json!({"run_id": "j", "passed": true}))
-            .unwrap();
+        bus.emit(
+            "validation.checkpoint",
+            json!({"run_id": "j", "passed": true}),
+        )
+        .unwrap();
         let got = waiter.join().unwrap().unwrap();
         assert!(got.passed && got.reason.is_none());
         assert_eq!(halted(bus.emit("task.done", json!({"run_id": "j"}))), None);
         bus.emit("job.aborted", json!({"run_id": "j"})).unwrap();
-        bus.emit("validation.checkpoint", json!({"run_id": "j", "passed": true}))
-            .unwrap();
+        bus.emit(
+            "validation.checkpoint",
+            json!({"run_id": "j", "passed": true}),
+        )
+        .unwrap();
         assert_eq!(
             halted(bus.emit("task.done", json!({"run_id": "j"}))).as_deref(),
             Some("run failed")
         );
         // `specimen.*` is no longer halted: the default was replaced.
-        assert_eq!(halted(bus.emit("specimen.failed", json!({"run_id": "j"}))), None);
+        assert_eq!(
+            halted(bus.emit("specimen.failed", json!({"run_id": "j"}))),
+            None
+        );
     }
 
     #[test]
     fn bad_patterns_are_refused() {
-        let err = VerdictConsumer::builder().halted("a..b").build().unwrap_err();
+        let err = VerdictConsumer::builder()
+            .halted("a..b")
+            .build()
+            .unwrap_err();
         assert!(matches!(err, ConfigError::Pattern(_)), "{err}");
     }
 }

@@ -363,8 +363,8 @@ impl NatsBridge {
             done: done.clone(),
         });
         let shared = self.shared.clone();
-        let task = (self.shared.runtime)
-            .spawn(async move { shared.run_export(stream, done).await });
+        let task =
+            (self.shared.runtime).spawn(async move { shared.run_export(stream, done).await });
         self.lock_tasks().push(task);
         Ok(())
     }
@@ -391,8 +391,7 @@ impl NatsBridge {
         // is published after `import` returns is delivered.
         self.shared.round_trip().await;
         let shared = self.shared.clone();
-        let task = (self.shared.runtime)
-            .spawn(async move { shared.run_import(subscriber).await });
+        let task = (self.shared.runtime).spawn(async move { shared.run_import(subscriber).await });
         self.lock_tasks().push(task);
         Ok(())
     }

@@ -56,9 +56,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let url = || {
-        std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
-    };
+    let url = || std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
     let result = match args.first().map(String::as_str) {
         Some("worker") => match (args.get(1), parse(args.get(2)), parse(args.get(3))) {
             (Some(url), Some(i), Some(n)) if (1..=n).contains(&i) => worker(url, i, n),
@@ -72,7 +70,8 @@ fn main() {
             Err(format!("unknown option {other}; see the example's docs").into())
         }
         _ => {
-            let dir = std::env::var("EXTRACTION_OUTPUT").unwrap_or_else(|_| "extraction_output".into());
+            let dir =
+                std::env::var("EXTRACTION_OUTPUT").unwrap_or_else(|_| "extraction_output".into());
             validator(&url(), PathBuf::from(dir), true)
         }
     };
@@ -162,28 +161,33 @@ fn validator(url: &str, output_dir: PathBuf, spawn: bool) -> Result<i32> {
         let verdict = verdict.clone();
         let decided = decided.clone();
         let run_id = run_id.clone();
-        bus.subscribe(nerve::consumers::validation::CHECKPOINT_EVENT, move |e: &Event| {
-            if e.data()["passed"] != json!(false) {
-                return Ok(());
-            }
-            let reason = e.data()["reason"].as_str().unwrap_or("early validation failed");
-            *verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
-            decided.store(true, Ordering::Release);
-            let Some(bus) = weak.upgrade() else {
-                return Ok(());
-            };
-            bus.emit(
-                "extraction.failed",
-                json!({
-                    "run_id": run_id,
-                    "reason": "early_validation_failed",
-                    "message": reason,
-                    "processed": e.data()["processed"],
-                    "success_rate": e.data()["success_rate"],
-                }),
-            )
-            .map(drop)
-        })?;
+        bus.subscribe(
+            nerve::consumers::validation::CHECKPOINT_EVENT,
+            move |e: &Event| {
+                if e.data()["passed"] != json!(false) {
+                    return Ok(());
+                }
+                let reason = e.data()["reason"]
+                    .as_str()
+                    .unwrap_or("early validation failed");
+                *verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
+                decided.store(true, Ordering::Release);
+                let Some(bus) = weak.upgrade() else {
+                    return Ok(());
+                };
+                bus.emit(
+                    "extraction.failed",
+                    json!({
+                        "run_id": run_id,
+                        "reason": "early_validation_failed",
+                        "message": reason,
+                        "processed": e.data()["processed"],
+                        "success_rate": e.data()["success_rate"],
+                    }),
+                )
+                .map(drop)
+            },
+        )?;
     }
     // Per worker: items in, items in after the verdict, and how it ended.
     // It runs before the validation handler, so the item that decides the
@@ -239,7 +243,10 @@ fn validator(url: &str, output_dir: PathBuf, spawn: bool) -> Result<i32> {
         "extraction.started",
         json!({"run_id": run_id, "total_specimens": specimens.len(), "model": "gpt-4o-mini", "workers": workers}),
     )?;
-    println!("validator ready: run {run_id}, {} specimens", specimens.len());
+    println!(
+        "validator ready: run {run_id}, {} specimens",
+        specimens.len()
+    );
 
     let mut children: Vec<(u64, Child)> = Vec::new();
     if spawn {
@@ -355,7 +362,9 @@ fn worker(url: &str, i: usize, n: usize) -> Result<i32> {
     let bridge = rt.block_on(NatsBridge::connect(
         url,
         &bus,
-        NatsOptions::new().prefix(PREFIX).origin(format!("worker-{i}")),
+        NatsOptions::new()
+            .prefix(PREFIX)
+            .origin(format!("worker-{i}")),
     ))?;
     rt.block_on(bridge.import("validation.checkpoint"))?;
     rt.block_on(bridge.import("extraction.failed"))?;

@@ -49,8 +49,13 @@ fn tail_nats_prints_live_events_as_tail_prints_the_journal() {
     let out = lines(tail.stdout.take().unwrap());
     let err = lines(tail.stderr.take().unwrap());
     // It says so once the server has its subscription.
-    let ready = err.recv_timeout(PATIENCE).expect("the tail says it follows");
-    assert!(ready.starts_with("nerve: following nerve.tail.> on"), "{ready}");
+    let ready = err
+        .recv_timeout(PATIENCE)
+        .expect("the tail says it follows");
+    assert!(
+        ready.starts_with("nerve: following nerve.tail.> on"),
+        "{ready}"
+    );
 
     // A bus that records to a journal and exports everything.
     let d = dir("tail-nats");
@@ -70,7 +75,11 @@ fn tail_nats_prints_live_events_as_tail_prints_the_journal() {
     bridge.export("*").unwrap();
     let n = 20;
     for i in 0..n {
-        let kind = ["extraction.started", "specimen.completed", "specimen.failed"][i % 3];
+        let kind = [
+            "extraction.started",
+            "specimen.completed",
+            "specimen.failed",
+        ][i % 3];
         bus.emit_event(
             Event::builder(kind)
                 .run_id("r1")
@@ -132,7 +141,10 @@ fn story(path: &std::path::Path) -> Vec<(String, serde_json::Value)> {
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["event_type"].as_str().unwrap().to_owned(), v["data"].clone())
+            (
+                v["event_type"].as_str().unwrap().to_owned(),
+                v["data"].clone(),
+            )
         })
         .collect()
 }
@@ -144,12 +156,26 @@ fn demo_nats_runs_the_workers_as_processes_with_the_same_outcome() {
     };
     let (here, there) = (dir("demo-local"), dir("demo-nats"));
     let o = nerve(&[
-        "demo", "--out", here.to_str().unwrap(), "--seed", "7", "--delay-ms", "0",
+        "demo",
+        "--out",
+        here.to_str().unwrap(),
+        "--seed",
+        "7",
+        "--delay-ms",
+        "0",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let url = server.url();
     let o = nerve(&[
-        "demo", "--out", there.to_str().unwrap(), "--seed", "7", "--delay-ms", "0", "--nats", &url,
+        "demo",
+        "--out",
+        there.to_str().unwrap(),
+        "--seed",
+        "7",
+        "--delay-ms",
+        "0",
+        "--nats",
+        &url,
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let summary = stdout(&o);
@@ -186,7 +212,9 @@ fn demo_nats_runs_the_workers_as_processes_with_the_same_outcome() {
         })
         .collect();
     assert!(
-        sources.iter().all(|s| s == "nats:worker-run-broken/extractor"),
+        sources
+            .iter()
+            .all(|s| s == "nats:worker-run-broken/extractor"),
         "{sources:?}"
     );
     let o = nerve(&["verify", there.join("run-broken").to_str().unwrap()]);

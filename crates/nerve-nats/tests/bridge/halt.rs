@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use nerve::HandlerError;
-use nerve::nats::{NatsBridge, NatsOptions};
 use nerve::json;
+use nerve::nats::{NatsBridge, NatsOptions};
 
 use crate::support::NatsServer;
 use crate::{bus, collect};

@@ -138,7 +138,9 @@ fn a_failed_checkpoint_stops_every_worker_at_its_next_specimen() {
     // took on at most a few specimens after the verdict.
     assert_eq!(
         run.stdout
-            .matches("❌ Extraction stopped: early validation failed: 0% success rate after 5 specimens")
+            .matches(
+                "❌ Extraction stopped: early validation failed: 0% success rate after 5 specimens"
+            )
             .count(),
         3,
         "{context}"
@@ -200,7 +202,10 @@ fn a_healthy_run_over_three_workers_completes() {
         );
     }
     // HERB-0007, -0017, -0027 are unreadable: 27 of 30.
-    assert!(run.stdout.contains("30 specimens, 27 successful"), "{context}");
+    assert!(
+        run.stdout.contains("30 specimens, 27 successful"),
+        "{context}"
+    );
     let j = &run.journal;
     assert_eq!(count(j, "specimen.completed"), 27, "{context}");
     assert_eq!(count(j, "specimen.failed"), 3, "{context}");
