@@ -437,12 +437,15 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(rt) = runtime {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                // Inside a runtime a blocking wait is not allowed: the
-                // server's tasks end on their own after the signal.
-                rt.shutdown_background();
-            } else {
-                rt.shutdown_timeout(SHUTDOWN_WAIT);
+            // A runtime cannot be shut down (waited for) from inside another
+            // one, where a program may well drop its dashboard: the wait
+            // happens on a thread of its own, so the port is free when
+            // this returns wherever it is called from.
+            let waited = std::thread::Builder::new()
+                .name("nerve-dashboard-shutdown".to_owned())
+                .spawn(move || rt.shutdown_timeout(SHUTDOWN_WAIT));
+            if let Ok(handle) = waited {
+                let _ = handle.join();
             }
         }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));

@@ -71,7 +71,7 @@
 //! | `/api/summary` | the summary (below) |
 //! | `/api/events?after=N&limit=L&pattern=P&run=R&correlation=C` | `{"first_id", "last_id", "events": [item...]}`: retained events with id > `after` (default 0), oldest first, at most `limit` (1..=10,000, default 1,000); `pattern` on the event type, `run` on the event's run id, `correlation` on its correlation id |
 //! | `/api/events/{id}` | one item; 404 when not retained |
-//! | `/api/events/{id}/chain` | `{"id", "correlation_id", "events": [item...], "links": [{"cause": id, "effect": id}], "missing_causes": [event_id...]}`: the retained events sharing the event's correlation id plus the events its causation ids lead back to, oldest first |
+//! | `/api/events/{id}/chain` | `{"id", "correlation_id", "events": [item...], "links": [{"cause": id, "effect": id}], "missing_causes": [event_id...]}`: the retained events sharing the event's correlation id plus the events its causation ids lead back to, in emission order (timestamp, then `seq`; a handler's inline emit can reach the dashboard before the event it handles) |
 //! | `/api/stream?pattern=P&after=ID` | the SSE stream (below); unknown parameters are a 400 |
 //!
 //! An *item* is `{"id": N, "source": "<source name>", "event": <the event

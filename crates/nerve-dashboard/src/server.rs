@@ -349,8 +349,8 @@ async fn event_by_id(State(state): State<AppState>, Path(id): Path<String>) -> R
 }
 
 /// The event's correlation chain: every retained event sharing its
-/// correlation id, and the events its causation ids lead back to, oldest
-/// first, with the causation links between them.
+/// correlation id, and the events its causation ids lead back to, in
+/// emission order, with the causation links between them.
 async fn chain(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let entry = match parse_id(&state, &id) {
         Ok(e) => e,
@@ -390,7 +390,10 @@ async fn chain(State(state): State<AppState>, Path(id): Path<String>) -> Respons
         }
     }
     let mut chain: Vec<&Arc<Entry>> = history.iter().filter(|e| members.contains(&e.id)).collect();
-    chain.sort_by_key(|e| e.id);
+    // Emission order: a handler's event reaches the dashboard before the
+    // event it handles when the handler runs inline, so arrival order
+    // (the id) only breaks ties.
+    chain.sort_by_key(|e| (e.event.timestamp(), e.event.seq(), e.id));
     let links: Vec<serde_json::Value> = chain
         .iter()
         .filter_map(|e| {

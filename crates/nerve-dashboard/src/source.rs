@@ -7,7 +7,7 @@
 //! skipping what the history already gave. Nothing written between the two
 //! is missed, and nothing is shown twice.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use nerve_core::query::HistoryQuery;
-use nerve_core::EventId;
+use nerve_core::{Event, EventId};
 use nerve_journal::{Follow, JournalReader, ReadError};
 use nerve_router::{Bus, DeadLetterQueue, Overflow, StreamOptions, WeakBus};
 use tokio::sync::watch;
@@ -70,30 +70,33 @@ pub(crate) fn start_bus(
     )?;
     let stream_id = stream.id();
     let history = source.bus.history(&HistoryQuery::new().oldest_first());
-    let mut seen: HashSet<EventId> = HashSet::with_capacity(history.len());
-    for event in history {
-        seen.insert(event.event_id());
-        hub.publish(index, event);
-    }
+    let mut seam = Seam::new(history);
+    seam.publish_ready(hub, index);
     hub.update_source(index, |s| s.status = "following".to_owned());
     let weak = source.bus.downgrade();
     let dead_letters = source.dead_letters.clone();
     drop(source);
 
     let feed_hub = hub.clone();
+    let feed_bus = weak.clone();
     let mut stop = shutdown.clone();
     rt.spawn(async move {
         loop {
+            let next = async {
+                if seam.pending.is_empty() {
+                    Some(stream.next().await)
+                } else {
+                    tokio::time::timeout(SEAM_IDLE, stream.next()).await.ok()
+                }
+            };
             tokio::select! {
-                event = stream.next() => match event {
-                    Some(event) => {
-                        if !seen.is_empty() && seen.remove(&event.event_id()) {
-                            feed_hub.update_source(index, |s| s.duplicates_skipped += 1);
-                            continue;
-                        }
-                        feed_hub.publish(index, event);
-                    }
-                    None => {
+                event = next => match event {
+                    Some(Some(event)) => seam.live(&feed_hub, index, &feed_bus, event),
+                    // Quiet for a while: what the history still holds back
+                    // cannot be overtaken any more.
+                    None => seam.flush(&feed_hub, index),
+                    Some(None) => {
+                        seam.flush(&feed_hub, index);
                         feed_hub.update_source(index, |s| s.status = "ended: the bus shut down".to_owned());
                         break;
                     }
@@ -156,6 +159,107 @@ pub(crate) fn start_bus(
         }
     });
     Ok(())
+}
+
+/// How long a bus's live stream may be quiet before the history events
+/// held back at the seam are published anyway.
+const SEAM_IDLE: Duration = Duration::from_millis(200);
+
+/// Joins a bus's in-memory history to its live stream, opened first.
+///
+/// The history is read slot by slot while the bus goes on emitting, so it
+/// may hold a later event and miss an earlier one that the stream has; and
+/// an emit that chose its subscribers before the stream existed may reach
+/// the history only after it was read. So history events after the first
+/// gap in `seq` are held back and published in `seq` order among the live
+/// ones; at the first live event the history is read once more for what
+/// came before it; and every event is published once (by id).
+struct Seam {
+    /// History events not yet published, by (`seq`, position).
+    pending: BTreeMap<(u64, usize), Event>,
+    /// Ids published or pending from the history, to skip live repeats.
+    seen: HashSet<EventId>,
+    /// The history was read again at the first live event.
+    checked: bool,
+    /// The last `seq` published.
+    last: u64,
+}
+
+impl Seam {
+    fn new(history: Vec<Event>) -> Self {
+        let mut seam = Self {
+            pending: BTreeMap::new(),
+            seen: HashSet::with_capacity(history.len()),
+            checked: false,
+            last: 0,
+        };
+        seam.hold(history);
+        seam
+    }
+
+    fn hold(&mut self, events: Vec<Event>) {
+        for event in events {
+            if self.seen.insert(event.event_id()) {
+                let at = self.pending.len();
+                self.pending.insert((event.seq(), at), event);
+            }
+        }
+    }
+
+    /// Publishes the held events that continue the `seq` series without a
+    /// gap (all of them the first time: nothing came before).
+    fn publish_ready(&mut self, hub: &Hub, index: usize) {
+        while let Some(entry) = self.pending.first_entry() {
+            let seq = entry.key().0;
+            if self.last != 0 && seq != 0 && seq > self.last + 1 {
+                break;
+            }
+            let event = entry.remove();
+            self.last = self.last.max(event.seq());
+            hub.publish(index, event);
+        }
+    }
+
+    /// Publishes every held event with a `seq` below `seq`.
+    fn publish_before(&mut self, hub: &Hub, index: usize, seq: u64) {
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.key().0 >= seq {
+                break;
+            }
+            let event = entry.remove();
+            self.last = self.last.max(event.seq());
+            hub.publish(index, event);
+        }
+    }
+
+    fn flush(&mut self, hub: &Hub, index: usize) {
+        self.publish_before(hub, index, u64::MAX);
+    }
+
+    fn live(&mut self, hub: &Hub, index: usize, bus: &WeakBus, event: Event) {
+        if !self.checked {
+            self.checked = true;
+            if let Some(bus) = bus.upgrade() {
+                let before = event.seq();
+                let again: Vec<Event> = bus
+                    .history(&HistoryQuery::new().oldest_first())
+                    .into_iter()
+                    .filter(|e| e.seq() < before)
+                    .collect();
+                self.hold(again);
+            }
+        }
+        if !self.seen.is_empty() && self.seen.remove(&event.event_id()) {
+            // The history had it: published from there, in order.
+            hub.update_source(index, |s| s.duplicates_skipped += 1);
+            self.publish_ready(hub, index);
+            return;
+        }
+        self.publish_before(hub, index, event.seq());
+        self.last = self.last.max(event.seq());
+        hub.publish(index, event);
+        self.publish_ready(hub, index);
+    }
 }
 
 /// Follows one journal on a thread of its own until `stop` is set.
