@@ -113,7 +113,11 @@ fn serve(args: &DemoArgs, out: &mut Out) -> Result<ExitCode> {
     crate::serve::announce(&dashboard, out)?;
     out.line(format!(
         "running {} side by side, {} ms per specimen; open the address above to watch",
-        PLANS.iter().map(|p| p.run_id).collect::<Vec<_>>().join(" and "),
+        PLANS
+            .iter()
+            .map(|p| p.run_id)
+            .collect::<Vec<_>>()
+            .join(" and "),
         args.delay().as_millis()
     ))?;
     out.flush()?;
@@ -174,7 +178,7 @@ fn serve(args: &DemoArgs, out: &mut Out) -> Result<ExitCode> {
 
 fn print_summaries(summaries: &[Summary], out: &mut Out) -> Result<()> {
     out.line("")?;
-    for line in table(&summaries) {
+    for line in table(summaries) {
         out.line(line)?;
     }
     out.line("")?;

@@ -115,7 +115,9 @@ pub(crate) fn start_bus(
                 _ = tick.tick() => {}
                 _ = stop.changed() => break,
             }
-            let Some(bus) = WeakBus::upgrade(&weak) else { break };
+            let Some(bus) = WeakBus::upgrade(&weak) else {
+                break;
+            };
             let stats = bus.stats();
             drop(bus);
             let dropped_by_dashboard = stats

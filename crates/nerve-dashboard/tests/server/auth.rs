@@ -15,8 +15,19 @@ async fn a_non_loopback_bind_requires_a_generated_token() {
     let token = d.token().unwrap().to_owned();
     assert!(token.len() >= 32, "a long random token");
     let base = format!("http://127.0.0.1:{}", d.local_addr().port());
-    assert!(d.url().ends_with(&format!("/?token={token}")), "{}", d.url());
-    for path in ["/", "/app.js", "/api/summary", "/api/events", "/api/stream", "/nope"] {
+    assert!(
+        d.url().ends_with(&format!("/?token={token}")),
+        "{}",
+        d.url()
+    );
+    for path in [
+        "/",
+        "/app.js",
+        "/api/summary",
+        "/api/events",
+        "/api/stream",
+        "/nope",
+    ] {
         let (status, body) = get(&format!("{base}{path}"), None).await;
         assert_eq!(status, 401, "{path}: {body}");
         assert!(body.contains("token"), "{body}");
@@ -30,11 +41,18 @@ async fn a_non_loopback_bind_requires_a_generated_token() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let r = client.get(format!("{base}/?token={token}")).send().await.unwrap();
+    let r = client
+        .get(format!("{base}/?token={token}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/");
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let pair = cookie.split(';').next().unwrap().to_owned();
     let r = client
         .get(format!("{base}/api/summary"))
@@ -43,9 +61,16 @@ async fn a_non_loopback_bind_requires_a_generated_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = client.get(format!("{base}/?token=wrong")).send().await.unwrap();
+    let r = client
+        .get(format!("{base}/?token=wrong"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"nerve-dashboard\"");
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer realm=\"nerve-dashboard\""
+    );
     d.shutdown();
 }
 
@@ -59,14 +84,27 @@ async fn a_given_token_is_required_on_loopback_too() {
     assert!(!d.token_generated());
     let base = format!("http://{}", d.local_addr());
     assert_eq!(get(&format!("{base}/api/events"), None).await.0, 401);
-    assert_eq!(get(&format!("{base}/api/events"), Some("s3cret-token")).await.0, 200);
-    assert_eq!(get(&format!("{base}/api/events"), Some("s3cret-tokex")).await.0, 401);
+    assert_eq!(
+        get(&format!("{base}/api/events"), Some("s3cret-token"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        get(&format!("{base}/api/events"), Some("s3cret-tokex"))
+            .await
+            .0,
+        401
+    );
     d.shutdown();
 }
 
 #[test]
 fn a_bad_token_or_threshold_is_refused_at_start() {
-    let bad = Dashboard::builder().bind("127.0.0.1:0").token("a b").start();
+    let bad = Dashboard::builder()
+        .bind("127.0.0.1:0")
+        .token("a b")
+        .start();
     assert!(matches!(bad, Err(ServeError::BadToken(_))), "{bad:?}");
     let bad = Dashboard::builder().bind("127.0.0.1:0").token("").start();
     assert!(matches!(bad, Err(ServeError::BadToken(_))), "{bad:?}");
@@ -75,7 +113,10 @@ fn a_bad_token_or_threshold_is_refused_at_start() {
         .warning_threshold(1.5)
         .start();
     assert!(matches!(bad, Err(ServeError::Threshold { .. })), "{bad:?}");
-    let bad = Dashboard::builder().bind("127.0.0.1:0").items("a..b", "*.failed").start();
+    let bad = Dashboard::builder()
+        .bind("127.0.0.1:0")
+        .items("a..b", "*.failed")
+        .start();
     assert!(matches!(bad, Err(ServeError::Pattern(_))), "{bad:?}");
     let taken = Dashboard::builder().bind("127.0.0.1:0").start().unwrap();
     let again = Dashboard::builder().bind(taken.local_addr()).start();

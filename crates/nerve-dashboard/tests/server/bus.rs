@@ -49,7 +49,10 @@ async fn a_bus_stream_gives_its_history_then_live_events_in_order() {
     assert_eq!(is, (100..150).collect::<Vec<_>>());
     // Each event carries its SSE id `<instance>-<id>`.
     let instance = first[0].json()["instance"].as_str().unwrap().to_owned();
-    assert_eq!(live[0].id.as_deref(), Some(format!("{instance}-101").as_str()));
+    assert_eq!(
+        live[0].id.as_deref(),
+        Some(format!("{instance}-101").as_str())
+    );
     d.shutdown();
 }
 
@@ -174,7 +177,8 @@ async fn a_slow_client_is_told_what_it_missed_and_nothing_else_is_lost() {
     // so the server stops writing and this client's queue overflows.
     let pad = "x".repeat(16 * 1024);
     for i in 0..N {
-        bus.emit("bulk.item", json!({ "i": i, "pad": pad })).unwrap();
+        bus.emit("bulk.item", json!({ "i": i, "pad": pad }))
+            .unwrap();
     }
     let mut seen = Vec::new();
     let mut missed = 0;
@@ -201,7 +205,11 @@ async fn a_slow_client_is_told_what_it_missed_and_nothing_else_is_lost() {
         }
     }
     assert!(missed > 0, "the client was slow enough to miss events");
-    assert_eq!(seen.len() as u64 + missed, N, "every event received or counted");
+    assert_eq!(
+        seen.len() as u64 + missed,
+        N,
+        "every event received or counted"
+    );
     // The server kept its bounds, and counted the loss where the page shows it.
     let (_, summary) = get(&format!("http://{}/api/summary", d.local_addr()), None).await;
     let s: serde_json::Value = serde_json::from_str(&summary).unwrap();
@@ -229,13 +237,19 @@ async fn resuming_before_the_retained_history_says_what_was_evicted() {
     // Once a client has seen event 30, the dashboard has taken all in.
     let mut sse = Sse::connect(&stream_url(&d), None).await;
     let mut seen = Vec::new();
-    while seen.last().is_none_or(|m: &crate::support::Msg| m.event != "event" || m.dashboard_id() < 30) {
+    while seen
+        .last()
+        .is_none_or(|m: &crate::support::Msg| m.event != "event" || m.dashboard_id() < 30)
+    {
         seen.push(sse.next().await);
     }
     let mut late = Sse::connect(&format!("{}?after=5", stream_url(&d)), None).await;
     let msgs = late.until("caught-up").await;
     let missed = msgs.iter().find(|m| m.event == "missed").unwrap().json();
-    assert_eq!((missed["first"].as_u64(), missed["last"].as_u64()), (Some(6), Some(20)));
+    assert_eq!(
+        (missed["first"].as_u64(), missed["last"].as_u64()),
+        (Some(6), Some(20))
+    );
     assert_eq!(missed["reason"], "evicted");
     assert_ids(&msgs, 21, 30);
     d.shutdown();
@@ -250,7 +264,11 @@ async fn the_pattern_filter_applies_to_the_stream() {
         .start()
         .unwrap();
     for i in 0..10 {
-        let t = if i % 2 == 0 { "specimen.completed" } else { "specimen.failed" };
+        let t = if i % 2 == 0 {
+            "specimen.completed"
+        } else {
+            "specimen.failed"
+        };
         bus.emit(t, json!({ "i": i })).unwrap();
     }
     settle(&format!("http://{}", d.local_addr()), 10).await;
@@ -281,20 +299,42 @@ async fn the_summary_shows_a_stopped_run_with_its_reason() {
         )
         .unwrap();
     };
-    run("extraction.started", json!({"run_id": "run-broken", "total_specimens": 25}));
+    run(
+        "extraction.started",
+        json!({"run_id": "run-broken", "total_specimens": 25}),
+    );
     for ok in [false, true, false, false, false] {
-        run(if ok { "specimen.completed" } else { "specimen.failed" }, json!({}));
+        run(
+            if ok {
+                "specimen.completed"
+            } else {
+                "specimen.failed"
+            },
+            json!({}),
+        );
     }
-    run("validation.checkpoint", json!({"processed": 5, "threshold": 0.5, "passed": false, "success_rate": 0.2}));
-    run("extraction.failed", json!({"run_id": "run-broken", "message": "early validation failed: 20% success rate after 5 specimens"}));
+    run(
+        "validation.checkpoint",
+        json!({"processed": 5, "threshold": 0.5, "passed": false, "success_rate": 0.2}),
+    );
+    run(
+        "extraction.failed",
+        json!({"run_id": "run-broken", "message": "early validation failed: 20% success rate after 5 specimens"}),
+    );
     settle(&format!("http://{}", d.local_addr()), 8).await;
     let (status, body) = get(&format!("http://{}/api/summary", d.local_addr()), None).await;
     assert_eq!(status, 200);
     let s: serde_json::Value = serde_json::from_str(&body).unwrap();
     let r = &s["runs"][0];
     assert_eq!(r["status"], "stopped");
-    assert_eq!(r["reason"], "early validation failed: 20% success rate after 5 specimens");
-    assert_eq!((r["processed"].as_u64(), r["failed"].as_u64()), (Some(5), Some(4)));
+    assert_eq!(
+        r["reason"],
+        "early validation failed: 20% success rate after 5 specimens"
+    );
+    assert_eq!(
+        (r["processed"].as_u64(), r["failed"].as_u64()),
+        (Some(5), Some(4))
+    );
     assert_eq!(r["total"], 25);
     assert_eq!(r["checkpoint"]["passed"], false);
     assert_eq!(r["series"].as_array().unwrap().len(), 5);
@@ -329,7 +369,11 @@ async fn an_events_chain_holds_its_correlation_and_causation_links() {
     sse.events(4).await;
     // The dashboard id of `order.charged` (handlers run before the stream
     // gets the event they handle, so arrival order is not emission order).
-    let (_, body) = get(&format!("http://{}/api/events?pattern=order.*", d.local_addr()), None).await;
+    let (_, body) = get(
+        &format!("http://{}/api/events?pattern=order.*", d.local_addr()),
+        None,
+    )
+    .await;
     let list: serde_json::Value = serde_json::from_str(&body).unwrap();
     let id_of = |t: &str| {
         list["events"]
@@ -341,8 +385,16 @@ async fn an_events_chain_holds_its_correlation_and_causation_links() {
             .as_u64()
             .unwrap()
     };
-    let (placed, charged, shipped) = (id_of("order.placed"), id_of("order.charged"), id_of("order.shipped"));
-    let (status, body) = get(&format!("http://{}/api/events/{charged}/chain", d.local_addr()), None).await;
+    let (placed, charged, shipped) = (
+        id_of("order.placed"),
+        id_of("order.charged"),
+        id_of("order.shipped"),
+    );
+    let (status, body) = get(
+        &format!("http://{}/api/events/{charged}/chain", d.local_addr()),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let c: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(c["correlation_id"], "order-1");

@@ -54,7 +54,11 @@ async fn a_journal_streams_its_files_then_what_is_appended_across_rotations() {
         .chain(&live)
         .map(|m| m.json()["event"]["seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(seqs, (1..=800).collect::<Vec<_>>(), "every record once, in order");
+    assert_eq!(
+        seqs,
+        (1..=800).collect::<Vec<_>>(),
+        "every record once, in order"
+    );
     assert!(
         std::fs::read_dir(dir.path()).unwrap().count() > 10,
         "the journal rotated"
@@ -121,7 +125,10 @@ async fn a_damaged_journal_line_is_counted_not_served() {
         bus.emit("job.step", json!({ "i": 0 })).unwrap();
         bus.shutdown_blocking();
     }
-    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
     f.write_all(b"{this is not a record}\n").unwrap();
     drop(f);
     {

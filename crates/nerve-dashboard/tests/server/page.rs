@@ -47,11 +47,27 @@ async fn the_page_is_embedded_and_runs_only_its_own_script() {
     let r = reqwest::get(format!("{base}/")).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
-    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
-    assert!(csp.contains("script-src 'self'") && csp.contains("default-src 'none'"), "{csp}");
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     let html = r.text().await.unwrap();
-    for id in ["runs", "events", "event-rows", "filter", "detail", "detail-json", "chain", "counts", "losses"] {
+    for id in [
+        "runs",
+        "events",
+        "event-rows",
+        "filter",
+        "detail",
+        "detail-json",
+        "chain",
+        "counts",
+        "losses",
+    ] {
         assert!(html.contains(&format!("id=\"{id}\"")), "the page has #{id}");
     }
     // No inline script: everything runs from /app.js.
@@ -59,13 +75,23 @@ async fn the_page_is_embedded_and_runs_only_its_own_script() {
     assert!(html.contains("<script src=\"/app.js\""));
     let (status, js) = get(&format!("{base}/app.js"), None).await;
     assert_eq!(status, 200);
-    for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"] {
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+    ] {
         assert!(!js.contains(sink), "app.js must not use {sink}");
     }
     let (status, css) = get(&format!("{base}/app.css"), None).await;
     assert_eq!(status, 200);
     assert!(css.contains("#events"));
-    assert_eq!(get(&format!("{base}/healthz"), None).await, (200, "ok".to_owned()));
+    assert_eq!(
+        get(&format!("{base}/healthz"), None).await,
+        (200, "ok".to_owned())
+    );
     d.shutdown();
 }
 
