@@ -3,6 +3,10 @@
 //! by early validation at specimen 5, minutes into what would have been a
 //! 22-hour job. Ctrl-C ends a run cleanly: its journal ends with
 //! `system.interrupted` and the demo exits with status 130.
+//!
+//! With `--serve` the two runs go side by side, slowly enough to watch, with
+//! the dashboard open on both buses; it stays open after the runs until
+//! Ctrl-C.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,7 +20,7 @@ use nerve::{Fsync, Journal};
 
 use crate::output::Out;
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub(crate) struct DemoArgs {
     /// Where each run's journal goes: DIR/<run_id>/events.jsonl.
     #[arg(long, value_name = "DIR", default_value = "demo_event_output")]
@@ -27,14 +31,30 @@ pub(crate) struct DemoArgs {
     /// Seed of the simulation: the same seed, the same events.
     #[arg(long, value_name = "S", default_value_t = 42)]
     pub(crate) seed: u64,
-    /// Simulated work per specimen, in milliseconds (0: as fast as possible).
-    #[arg(long, value_name = "MS", default_value_t = 40)]
-    pub(crate) delay_ms: u64,
+    /// Simulated work per specimen, in milliseconds (0: as fast as
+    /// possible). Default 40, or 400 with --serve (a run then takes about
+    /// ten seconds, long enough to watch).
+    #[arg(long, value_name = "MS")]
+    pub(crate) delay_ms: Option<u64>,
     /// Run each run's extraction as a separate worker process that talks to
     /// this one through the NATS server at URL (`nats://127.0.0.1:4222`);
     /// validation, metrics and the journals stay here.
     #[arg(long, value_name = "URL")]
     pub(crate) nats: Option<String>,
+    /// Run the two runs side by side with the live dashboard open on them
+    /// (see `nerve serve --help` for its options); it stays open after the
+    /// runs until Ctrl-C.
+    #[arg(long, conflicts_with = "nats")]
+    serve: bool,
+    #[command(flatten)]
+    dashboard: crate::serve::DashboardArgs,
+}
+
+impl DemoArgs {
+    /// The simulated work per specimen.
+    pub(crate) fn delay(&self) -> Duration {
+        Duration::from_millis(self.delay_ms.unwrap_or(if self.serve { 400 } else { 40 }))
+    }
 }
 
 /// One simulated run.
@@ -65,6 +85,9 @@ pub(crate) struct Summary {
 }
 
 pub(crate) fn run(args: &DemoArgs, out: &mut Out) -> Result<ExitCode> {
+    if args.serve {
+        return serve(args, out);
+    }
     let mut summaries = Vec::new();
     for (i, plan) in PLANS.iter().enumerate() {
         let seed = args.seed.wrapping_add(i as u64);
@@ -74,6 +97,86 @@ pub(crate) fn run(args: &DemoArgs, out: &mut Out) -> Result<ExitCode> {
         });
     }
     print_summary(&summaries, out)
+}
+
+/// `demo --serve`: both runs at once on their own buses and journals, the
+/// dashboard watching both buses.
+fn serve(args: &DemoArgs, out: &mut Out) -> Result<ExitCode> {
+    let opened: Vec<Opened> = PLANS
+        .iter()
+        .map(|plan| open_run(plan, args, false))
+        .collect::<Result<_>>()?;
+    let mut builder = args.dashboard.builder();
+    for (plan, o) in PLANS.iter().zip(&opened) {
+        builder = builder.bus(plan.run_id, &o.bus);
+    }
+    let dashboard = builder
+        .start()
+        .with_context(|| format!("cannot serve on {}", args.dashboard.bind))?;
+    crate::serve::announce(&dashboard, out)?;
+    out.line(format!(
+        "running {} side by side, {} ms per specimen; open the address above to watch",
+        PLANS
+            .iter()
+            .map(|p| p.run_id)
+            .collect::<Vec<_>>()
+            .join(" and "),
+        args.delay().as_millis()
+    ))?;
+    out.flush()?;
+    // One signal handler for both runs: Ctrl-C ends the first bus, whose
+    // `system.interrupted` handler ends the second the same way (recorded,
+    // flushed) before the process exits with 130.
+    #[cfg(unix)]
+    let _signals = {
+        let handler = nerve::signals::install(&opened[0].bus).context("cannot handle Ctrl-C")?;
+        let others: Vec<Bus> = opened[1..].iter().map(|o| o.bus.clone()).collect();
+        opened[0]
+            .bus
+            .subscribe(nerve::signals::INTERRUPTED, move |e: &Event| {
+                for bus in &others {
+                    let last = Event::builder(nerve::signals::INTERRUPTED)
+                        .source("nerve")
+                        .data(e.data().clone())
+                        .build();
+                    if let Ok(last) = last {
+                        bus.shutdown_with(last.terminal());
+                    }
+                }
+            })
+            .context("cannot watch for Ctrl-C")?;
+        handler
+    };
+    let handles: Vec<_> = PLANS
+        .iter()
+        .zip(opened)
+        .enumerate()
+        .map(|(i, (plan, opened))| {
+            let seed = args.seed.wrapping_add(i as u64);
+            let args = args.clone();
+            std::thread::Builder::new()
+                .name(format!("demo-{}", plan.run_id))
+                .spawn(move || drive(plan, opened, &args, seed))
+        })
+        .collect::<std::io::Result<_>>()
+        .context("cannot start the runs")?;
+    let mut summaries = Vec::new();
+    for h in handles {
+        match h.join() {
+            Ok(summary) => summaries.push(summary?),
+            Err(_) => anyhow::bail!("a run's thread panicked"),
+        }
+    }
+    print_summary(&summaries, out)?;
+    #[cfg(unix)]
+    drop(_signals);
+    out.line(format!(
+        "the runs are done; the dashboard stays open at {} until Ctrl-C",
+        dashboard.url()
+    ))?;
+    out.flush()?;
+    dashboard.wait();
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The table of runs and a hint to explore the last journal.
@@ -206,11 +309,48 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
     // flushes the journal and the alerts, and exits with 130 (or 143).
     #[cfg(unix)]
     let _signals = watch_signals(&bus, &log)?;
-    let consumers = crate::demo_consumers::attach(&bus, args.specimens)?;
+    let consumers = crate::demo_consumers::attach(&bus, true)?;
+    drive(
+        plan,
+        Opened {
+            bus,
+            log,
+            consumers,
+        },
+        args,
+        seed,
+    )
+}
+
+/// A run's bus, journal and consumers, ready to go.
+struct Opened {
+    bus: Bus,
+    log: PathBuf,
+    consumers: crate::demo_consumers::Attached,
+}
+
+/// A run of `demo --serve`: its journal and bus, the consumers without a
+/// progress bar (two bars side by side would garble the terminal).
+fn open_run(plan: &Plan, args: &DemoArgs, progress: bool) -> Result<Opened> {
+    let (log, bus) = journal_bus(plan, args)?;
+    let consumers = crate::demo_consumers::attach(&bus, progress)?;
+    Ok(Opened {
+        bus,
+        log,
+        consumers,
+    })
+}
+
+/// Runs the simulation on an opened run and sums it up.
+fn drive(plan: &Plan, opened: Opened, args: &DemoArgs, seed: u64) -> Result<Summary> {
+    let Opened {
+        bus,
+        log,
+        consumers,
+    } = opened;
     let start = Instant::now();
-    let ran = simulate(plan, args.specimens, args.delay_ms, seed, &bus, |_| {
-        Ok(None)
-    })?;
+    let delay = u64::try_from(args.delay().as_millis()).unwrap_or(u64::MAX);
+    let ran = simulate(plan, args.specimens, delay, seed, &bus, |_| Ok(None))?;
     consumers.finish();
     // The summary reports what the consumers measured, and checks it against
     // what the simulation did.

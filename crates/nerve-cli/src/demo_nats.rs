@@ -73,7 +73,7 @@ pub(crate) fn run_one(plan: &Plan, args: &DemoArgs, seed: u64, url: &str) -> Res
     let (log, bus) = crate::demo::journal_bus(plan, args)?;
     #[cfg(unix)]
     let _signals = crate::demo::watch_signals(&bus, &log)?;
-    let consumers = crate::demo_consumers::attach(&bus, args.specimens)?;
+    let consumers = crate::demo_consumers::attach(&bus, true)?;
     let (ended_tx, ended_rx) = mpsc::channel::<Event>();
     bus.subscribe(
         ["extraction.completed", "extraction.failed"],
@@ -102,7 +102,7 @@ pub(crate) fn run_one(plan: &Plan, args: &DemoArgs, seed: u64, url: &str) -> Res
         .args(["--nats", url, "--prefix", &prefix, "--run", plan.run_id])
         .args(["--specimens", &args.specimens.to_string()])
         .args(["--seed", &seed.to_string()])
-        .args(["--delay-ms", &args.delay_ms.to_string()])
+        .args(["--delay-ms", &args.delay().as_millis().to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()

@@ -19,6 +19,7 @@ mod demo_nats;
 mod inspect;
 mod output;
 mod path;
+mod serve;
 mod tail_nats;
 mod verify;
 
@@ -77,6 +78,12 @@ enum Command {
     /// One run of `nerve demo --nats`, in a process of its own.
     #[command(hide = true)]
     DemoWorker(demo_nats::WorkerArgs),
+    /// Serve the live dashboard of journals: runs, success-rate charts,
+    /// throughput and ETA, drops, and every event as it is written (open
+    /// the printed address in a browser).
+    ///
+    /// Example: nerve serve demo_event_output --bind 127.0.0.1:8080
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -226,6 +233,7 @@ fn main() -> ExitCode {
         },
         Command::DemoWorker(args) => demo_nats::worker(&args),
         Command::Verify(args) => verify::verify(&args.path, &mut out),
+        Command::Serve(args) => serve::serve(&args, &mut out),
     };
     match result {
         Ok(code) => code,
