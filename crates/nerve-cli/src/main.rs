@@ -18,6 +18,7 @@ mod demo_consumers;
 mod inspect;
 mod output;
 mod path;
+mod serve;
 mod verify;
 
 use output::Out;
@@ -69,6 +70,12 @@ enum Command {
     ///
     /// Example: nerve verify demo_event_output/run-healthy
     Verify(VerifyArgs),
+    /// Serve the live dashboard of journals: runs, success-rate charts,
+    /// throughput and ETA, drops, and every event as it is written (open
+    /// the printed address in a browser).
+    ///
+    /// Example: nerve serve demo_event_output --bind 127.0.0.1:8080
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +209,7 @@ fn main() -> ExitCode {
         Command::Timeline(args) => inspect::timeline(&args, &mut out),
         Command::Tail(args) => inspect::tail(&args, &mut out),
         Command::Verify(args) => verify::verify(&args.path, &mut out),
+        Command::Serve(args) => serve::serve(&args, &mut out),
     };
     match result {
         Ok(code) => code,

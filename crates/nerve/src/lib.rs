@@ -56,6 +56,7 @@
 //! |---------|---------|--------------|
 //! | `full`  | no      | every stable feature |
 //! | `consumers` | no | `consumers`: early validation that halts a broken run, live run metrics, a progress bar, alerts to webhooks, email and programs |
+//! | `dashboard` | no | `dashboard`: the live web dashboard (`serve(&bus, addr)`, `Dashboard`): runs with success-rate charts, throughput and ETA, drops and dead letters, every event live over Server-Sent Events, from buses and journals (implies `journal`) |
 //! | `redact` | no | `redact`: the `Redactor`, for what leaves the process (journal, dead letters, alerts, bridges) |
 //! | `journal` | yes   | [`journal`]: the JSONL audit log, [`Journal`] and [`Fsync`]; `Bus::builder().journal(..)` records every accepted event |
 //! | `metrics-facade` | no | `metrics::MetricsFacade`: the bus's metrics through the [`metrics`](https://docs.rs/metrics) crate, so any of its exporters (Prometheus included) can publish them |
@@ -73,6 +74,11 @@
 #[cfg(feature = "consumers")]
 #[doc(inline)]
 pub use nerve_consumers as consumers;
+/// The live web dashboard (the `nerve-dashboard` crate):
+/// [`dashboard::serve`] and [`dashboard::Dashboard`].
+#[cfg(feature = "dashboard")]
+#[doc(inline)]
+pub use nerve_dashboard as dashboard;
 #[doc(inline)]
 pub use nerve_core::query::HistoryQuery;
 #[cfg(feature = "redact")]
