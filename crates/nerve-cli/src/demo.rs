@@ -3,6 +3,10 @@
 //! by early validation at specimen 5, minutes into what would have been a
 //! 22-hour job. Ctrl-C ends a run cleanly: its journal ends with
 //! `system.interrupted` and the demo exits with status 130.
+//!
+//! With `--serve` the two runs go side by side, slowly enough to watch, with
+//! the dashboard open on both buses; it stays open after the runs until
+//! Ctrl-C.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,7 +20,7 @@ use nerve::{Fsync, Journal};
 
 use crate::output::Out;
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub(crate) struct DemoArgs {
     /// Where each run's journal goes: DIR/<run_id>/events.jsonl.
     #[arg(long, value_name = "DIR", default_value = "demo_event_output")]
@@ -27,9 +31,24 @@ pub(crate) struct DemoArgs {
     /// Seed of the simulation: the same seed, the same events.
     #[arg(long, value_name = "S", default_value_t = 42)]
     seed: u64,
-    /// Simulated work per specimen, in milliseconds (0: as fast as possible).
-    #[arg(long, value_name = "MS", default_value_t = 40)]
-    delay_ms: u64,
+    /// Simulated work per specimen, in milliseconds (0: as fast as
+    /// possible). Default 40, or 400 with --serve (a run then takes about
+    /// ten seconds, long enough to watch).
+    #[arg(long, value_name = "MS")]
+    delay_ms: Option<u64>,
+    /// Run the two runs side by side with the live dashboard open on them
+    /// (see `nerve serve --help` for its options); it stays open after the
+    /// runs until Ctrl-C.
+    #[arg(long)]
+    serve: bool,
+    #[command(flatten)]
+    dashboard: crate::serve::DashboardArgs,
+}
+
+impl DemoArgs {
+    fn delay(&self) -> Duration {
+        Duration::from_millis(self.delay_ms.unwrap_or(if self.serve { 400 } else { 40 }))
+    }
 }
 
 /// One simulated run.
@@ -60,11 +79,100 @@ struct Summary {
 }
 
 pub(crate) fn run(args: &DemoArgs, out: &mut Out) -> Result<ExitCode> {
+    if args.serve {
+        return serve(args, out);
+    }
     let mut summaries = Vec::new();
     for (i, plan) in PLANS.iter().enumerate() {
         let seed = args.seed.wrapping_add(i as u64);
-        summaries.push(run_one(plan, args, seed)?);
+        let opened = open_run(plan, args, true)?;
+        // Ctrl-C (or a scheduler's SIGTERM) records `system.interrupted`,
+        // flushes the journal and the alerts, and exits with 130 (or 143).
+        #[cfg(unix)]
+        let _signals = nerve::signals::install(&opened.bus).context("cannot handle Ctrl-C")?;
+        summaries.push(drive(plan, opened, args, seed)?);
     }
+    print_summaries(&summaries, out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `demo --serve`: both runs at once on their own buses and journals, the
+/// dashboard watching both buses.
+fn serve(args: &DemoArgs, out: &mut Out) -> Result<ExitCode> {
+    let opened: Vec<Opened> = PLANS
+        .iter()
+        .map(|plan| open_run(plan, args, false))
+        .collect::<Result<_>>()?;
+    let mut builder = args.dashboard.builder();
+    for (plan, o) in PLANS.iter().zip(&opened) {
+        builder = builder.bus(plan.run_id, &o.bus);
+    }
+    let dashboard = builder
+        .start()
+        .with_context(|| format!("cannot serve on {}", args.dashboard.bind))?;
+    crate::serve::announce(&dashboard, out)?;
+    out.line(format!(
+        "running {} side by side, {} ms per specimen; open the address above to watch",
+        PLANS.iter().map(|p| p.run_id).collect::<Vec<_>>().join(" and "),
+        args.delay().as_millis()
+    ))?;
+    out.flush()?;
+    // One signal handler for both runs: Ctrl-C ends the first bus, whose
+    // `system.interrupted` handler ends the second the same way (recorded,
+    // flushed) before the process exits with 130.
+    #[cfg(unix)]
+    let _signals = {
+        let handler = nerve::signals::install(&opened[0].bus).context("cannot handle Ctrl-C")?;
+        let others: Vec<Bus> = opened[1..].iter().map(|o| o.bus.clone()).collect();
+        opened[0]
+            .bus
+            .subscribe(nerve::signals::INTERRUPTED, move |e: &Event| {
+                for bus in &others {
+                    let last = Event::builder(nerve::signals::INTERRUPTED)
+                        .source("nerve")
+                        .data(e.data().clone())
+                        .build();
+                    if let Ok(last) = last {
+                        bus.shutdown_with(last.terminal());
+                    }
+                }
+            })
+            .context("cannot watch for Ctrl-C")?;
+        handler
+    };
+    let handles: Vec<_> = PLANS
+        .iter()
+        .zip(opened)
+        .enumerate()
+        .map(|(i, (plan, opened))| {
+            let seed = args.seed.wrapping_add(i as u64);
+            let args = args.clone();
+            std::thread::Builder::new()
+                .name(format!("demo-{}", plan.run_id))
+                .spawn(move || drive(plan, opened, &args, seed))
+        })
+        .collect::<std::io::Result<_>>()
+        .context("cannot start the runs")?;
+    let mut summaries = Vec::new();
+    for h in handles {
+        match h.join() {
+            Ok(summary) => summaries.push(summary?),
+            Err(_) => anyhow::bail!("a run's thread panicked"),
+        }
+    }
+    print_summaries(&summaries, out)?;
+    #[cfg(unix)]
+    drop(_signals);
+    out.line(format!(
+        "the runs are done; the dashboard stays open at {} until Ctrl-C",
+        dashboard.url()
+    ))?;
+    out.flush()?;
+    dashboard.wait();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summaries(summaries: &[Summary], out: &mut Out) -> Result<()> {
     out.line("")?;
     for line in table(&summaries) {
         out.line(line)?;
@@ -77,7 +185,7 @@ pub(crate) fn run(args: &DemoArgs, out: &mut Out) -> Result<ExitCode> {
             .map_or_else(String::new, |s| s.log.display().to_string())
     ))?;
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// The summary table, one line per run, its columns as wide as their
@@ -187,7 +295,14 @@ impl SplitMix64 {
     }
 }
 
-fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
+/// A run's bus, journal and consumers, ready to go.
+struct Opened {
+    bus: Bus,
+    log: PathBuf,
+    consumers: crate::demo_consumers::Attached,
+}
+
+fn open_run(plan: &Plan, args: &DemoArgs, progress: bool) -> Result<Opened> {
     let dir = args.out.join(plan.run_id);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let log = dir.join("events.jsonl");
@@ -200,11 +315,7 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
         .journal(journal)
         .build()
         .context("cannot build the bus")?;
-    // Ctrl-C (or a scheduler's SIGTERM) records `system.interrupted`,
-    // flushes the journal and the alerts, and exits with 130 (or 143).
-    #[cfg(unix)]
-    let _signals = nerve::signals::install(&bus).context("cannot handle Ctrl-C")?;
-    let consumers = crate::demo_consumers::attach(&bus, args.specimens)?;
+    let consumers = crate::demo_consumers::attach(&bus, progress)?;
     // The process exits right after the signal is recorded: say where the
     // interrupted run's events are (after the progress bar's last frame,
     // whose handler runs first), instead of ending without a word.
@@ -220,6 +331,20 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
         })
         .context("cannot watch for Ctrl-C")?;
     }
+    Ok(Opened {
+        bus,
+        log,
+        consumers,
+    })
+}
+
+fn drive(plan: &Plan, opened: Opened, args: &DemoArgs, seed: u64) -> Result<Summary> {
+    let Opened {
+        bus,
+        log,
+        consumers,
+    } = opened;
+    let delay = args.delay();
     let plan_outcomes = outcomes(plan.success_rate, args.specimens, seed);
     let start = Instant::now();
     let emit = |event: Event| bus.emit_event(event);
@@ -246,8 +371,8 @@ fn run_one(plan: &Plan, args: &DemoArgs, seed: u64) -> Result<Summary> {
             "specimen.processing",
             json!({"specimen_id": specimen, "sequence": sequence}),
         )?)?;
-        if args.delay_ms > 0 {
-            std::thread::sleep(Duration::from_millis(args.delay_ms));
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
         }
         processed += 1;
         if *ok {

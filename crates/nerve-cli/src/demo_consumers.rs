@@ -10,14 +10,17 @@ use nerve::consumers::{MetricsConsumer, ProgressConsumer, RunMetrics, Validation
 pub(crate) struct Attached {
     pub(crate) validation: ValidationConsumer,
     metrics: MetricsConsumer,
-    progress: ProgressConsumer,
+    /// None when runs go side by side (two bars would garble the terminal).
+    progress: Option<ProgressConsumer>,
 }
 
 impl Attached {
     /// Ends the progress display.
     pub(crate) fn finish(&self) {
-        if !self.progress.bar().is_finished() {
-            self.progress.bar().abandon();
+        if let Some(progress) = &self.progress {
+            if !progress.bar().is_finished() {
+                progress.bar().abandon();
+            }
         }
     }
 
@@ -28,8 +31,9 @@ impl Attached {
 }
 
 /// Attaches the integration guide's consumers, with its settings: a
-/// checkpoint after 5 specimens that halts below 50 %, warnings below 70 %.
-pub(crate) fn attach(bus: &Bus, _total: u32) -> Result<Attached> {
+/// checkpoint after 5 specimens that halts below 50 %, warnings below 70 %;
+/// and a progress bar when `progress`.
+pub(crate) fn attach(bus: &Bus, progress: bool) -> Result<Attached> {
     let validation = ValidationConsumer::builder()
         .early_checkpoint(5)
         .early_threshold(0.5)
@@ -39,8 +43,13 @@ pub(crate) fn attach(bus: &Bus, _total: u32) -> Result<Attached> {
     validation.attach(bus)?;
     let metrics = MetricsConsumer::builder().build()?;
     metrics.attach(bus)?;
-    let progress = ProgressConsumer::builder().build()?;
-    progress.attach(bus)?;
+    let progress = if progress {
+        let p = ProgressConsumer::builder().build()?;
+        p.attach(bus)?;
+        Some(p)
+    } else {
+        None
+    };
     Ok(Attached {
         validation,
         metrics,

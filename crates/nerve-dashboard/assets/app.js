@@ -406,13 +406,16 @@
       state.byId.clear();
       state.dirtyRows = true;
       notice(r.reason, "reset");
+      schedule();
     });
     source.addEventListener("summary", (m) => {
       state.summary = JSON.parse(m.data);
       state.dirtySummary = true;
+      schedule();
     });
     source.addEventListener("event", (m) => {
       add(JSON.parse(m.data));
+      schedule();
     });
     source.addEventListener("missed", (m) => {
       const x = JSON.parse(m.data);
@@ -421,6 +424,7 @@
     source.addEventListener("caught-up", () => {
       setConnection("live", "live");
       state.dirtyRows = true;
+      frame();
     });
     source.onerror = () => {
       // The browser reconnects by itself with Last-Event-ID.
@@ -429,9 +433,21 @@
     };
   }
 
+  // Drawn at most ten times a second however fast events come: at once
+  // when the last drawing is old enough, else by a timer.
+  let lastDraw = 0;
+  let timer = null;
   function frame() {
+    timer = null;
+    lastDraw = Date.now();
     if (state.dirtySummary) renderSummary();
     if (state.dirtyRows) renderRows();
+  }
+  function schedule() {
+    if (timer !== null) return;
+    const wait = 100 - (Date.now() - lastDraw);
+    if (wait <= 0) frame();
+    else timer = setTimeout(frame, wait);
   }
 
   function init() {
@@ -445,6 +461,7 @@
       if (p.ok) {
         state.pattern = p.match;
         state.dirtyRows = true;
+        schedule();
       }
     };
     filter.addEventListener("input", apply);
@@ -457,10 +474,9 @@
       $("detail").hidden = true;
       state.selected = null;
       state.dirtyRows = true;
+      schedule();
     });
     connect();
-    // Drawn at most ten times a second, however fast events come.
-    setInterval(frame, 100);
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
