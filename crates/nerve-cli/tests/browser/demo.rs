@@ -24,7 +24,7 @@ async fn the_demo_served_shows_both_runs_in_a_screenshot_that_is_not_blank() {
             "--bind",
             "127.0.0.1:0",
             "--delay-ms",
-            "60",
+            "250",
             "--out",
             out.to_str().expect("UTF-8"),
         ],
