@@ -40,7 +40,7 @@ pub(crate) struct Bench {
 }
 
 /// Every bench target, in the order they run and appear on the page.
-pub(crate) const SUITE: [Bench; 6] = [
+pub(crate) const SUITE: [Bench; 7] = [
     Bench {
         name: "emit",
         package: "nerve",
@@ -77,6 +77,15 @@ pub(crate) const SUITE: [Bench; 6] = [
         features: None,
         quick_filter: Some("."),
     },
+    // Not criterion: one server, 50 SSE clients, a paced run (30 s per
+    // phase and round; 3 s with `--quick`). Its rows fill the page's
+    // `dashboard` block.
+    Bench {
+        name: "dashboard",
+        package: "nerve",
+        features: Some("dashboard"),
+        quick_filter: None,
+    },
 ];
 
 /// The longest a benchmark runs in a `--quick` run, in seconds, unless its
@@ -112,7 +121,7 @@ pub(crate) const USAGE: &str =
             --compare <REV>  also measure REV in a temporary git worktree, taking turns
                              with this tree, and write the before/after table
             --rounds N       rounds of a comparison (default 1; sides alternate order)
-            BENCH            emit, dispatch, flow, redact, journal, otel (default: all)
+            BENCH            emit, dispatch, flow, redact, journal, otel, dashboard (default: all)
 ";
 
 /// Reads the arguments after `bench`.
@@ -381,6 +390,7 @@ fn render(results: &Results) -> Result<()> {
     }
     let doc = page::replace_block(&doc, "emit", &headline)?;
     let doc = page::replace_block(&doc, "criterion", &page::criterion_tables(results))?;
+    let doc = page::replace_block(&doc, "dashboard", &page::measured(results, "dashboard"))?;
     fs::write(&path, doc).with_context(|| format!("could not write {}", path.display()))?;
     println!(
         "xtask: wrote {} and {} charts in docs/bench/",

@@ -462,6 +462,13 @@ mod clients {
         failure: Option<String>,
     }
 
+    impl Seen {
+        /// Records what went wrong; the first failure is the one kept.
+        fn fail(&mut self, why: String) {
+            self.failure.get_or_insert(why);
+        }
+    }
+
     /// Connects `CLIENTS` clients to `URL`, says `connected` once each has
     /// its `hello`, then follows the run to its end event and prints one
     /// JSON line: CPU, latency percentiles, and the failures.
@@ -537,9 +544,6 @@ mod clients {
         hello: tokio::sync::mpsc::Sender<()>,
     ) -> Seen {
         let mut seen = Seen::default();
-        let fail = |seen: &mut Seen, why: String| {
-            seen.failure.get_or_insert(why);
-        };
         let mut response = match http
             .get(format!("{url}api/stream"))
             .header("accept", "text/event-stream")
@@ -548,12 +552,12 @@ mod clients {
         {
             Ok(r) if r.status().is_success() => r,
             Ok(r) => {
-                fail(&mut seen, format!("status {}", r.status()));
+                seen.fail(format!("status {}", r.status()));
                 let _ = hello.send(()).await;
                 return seen;
             }
             Err(e) => {
-                fail(&mut seen, format!("could not connect: {e}"));
+                seen.fail(format!("could not connect: {e}"));
                 let _ = hello.send(()).await;
                 return seen;
             }
@@ -566,17 +570,15 @@ mod clients {
             let chunk = match tokio::time::timeout_at(deadline, response.chunk()).await {
                 Ok(Ok(Some(chunk))) => chunk,
                 Ok(Ok(None)) => {
-                    fail(&mut seen, format!("stream ended after {} items", seen.items));
+                    seen.fail(format!("stream ended after {} items", seen.items));
                     break;
                 }
                 Ok(Err(e)) => {
-                    fail(&mut seen, format!("stream failed after {} items: {e}", seen.items));
+                    seen.fail(format!("stream failed after {} items: {e}", seen.items));
                     break;
                 }
                 Err(_) => {
-                    fail(
-                        &mut seen,
-                        format!("no end event in time; {} items received", seen.items),
+                    seen.fail(format!("no end event in time; {} items received", seen.items),
                     );
                     break;
                 }
@@ -592,7 +594,7 @@ mod clients {
                             let _ = tx.send(()).await;
                         }
                     }
-                    "missed" | "reset" => fail(&mut seen, format!("{name}: {data}")),
+                    "missed" | "reset" => seen.fail(format!("{name}: {data}")),
                     "event" => {
                         let item: Value = serde_json::from_str(&data).expect("an item");
                         let event = &item["event"];
@@ -603,9 +605,7 @@ mod clients {
                             Some("item.completed") => {
                                 let seq = event["data"]["seq"].as_u64().expect("seq");
                                 if seq != seen.items {
-                                    fail(
-                                        &mut seen,
-                                        format!("item {seq} came where {} was due", seen.items),
+                                    seen.fail(format!("item {seq} came where {} was due", seen.items),
                                     );
                                 }
                                 let sent = event["data"]["sent_us"].as_u64().expect("sent_us");
@@ -614,9 +614,7 @@ mod clients {
                             }
                             Some("bench.completed") => {
                                 if seen.items != events {
-                                    fail(
-                                        &mut seen,
-                                        format!("{} of {events} items before the end", seen.items),
+                                    seen.fail(format!("{} of {events} items before the end", seen.items),
                                     );
                                 }
                                 return seen;
