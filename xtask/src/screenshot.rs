@@ -11,7 +11,8 @@ use anyhow::{Result, bail};
 use crate::cargo::{Cargo, workspace_root};
 
 /// The usage of `cargo xtask screenshot`, for the help.
-pub(crate) const USAGE: &str = "  screenshot  Regenerate docs/img/dashboard.png: the dashboard during `nerve demo --serve`,
+pub(crate) const USAGE: &str =
+    "  screenshot  Regenerate docs/img/dashboard.png: the dashboard during `nerve demo --serve`,
             in headless Chromium (needs Debian's chromium and chromium-driver)
 ";
 
@@ -25,7 +26,10 @@ const TEST: &str = "demo::the_demo_served_shows_both_runs_in_a_screenshot_that_i
 /// When the test fails (no Chromium, a blank page) or the picture is not
 /// written.
 pub(crate) fn run() -> Result<()> {
-    let path = workspace_root().join("docs").join("img").join("dashboard.png");
+    let path = workspace_root()
+        .join("docs")
+        .join("img")
+        .join("dashboard.png");
     std::fs::create_dir_all(path.parent().expect("docs/img"))?;
     let before = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
     Cargo::new([

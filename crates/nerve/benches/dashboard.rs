@@ -361,8 +361,11 @@ fn emit_run(bus: &Bus, events: u64) -> f64 {
         .expect("emit");
     }
     let elapsed = start.elapsed();
-    bus.emit("bench.completed", json!({"run_id": RUN_ID, "total": events}))
-        .expect("emit");
+    bus.emit(
+        "bench.completed",
+        json!({"run_id": RUN_ID, "total": events}),
+    )
+    .expect("emit");
     events as f64 / elapsed.as_secs_f64()
 }
 
@@ -381,7 +384,8 @@ fn cpu_seconds() -> f64 {
     // spaces: utime and stime are the 14th and 15th of the whole line.
     let after = &stat[stat.rfind(')').expect("a command name") + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
     ticks as f64 / rustix::param::clock_ticks_per_second() as f64
 }
 
@@ -578,8 +582,10 @@ mod clients {
                     break;
                 }
                 Err(_) => {
-                    seen.fail(format!("no end event in time; {} items received", seen.items),
-                    );
+                    seen.fail(format!(
+                        "no end event in time; {} items received",
+                        seen.items
+                    ));
                     break;
                 }
             };
@@ -605,8 +611,10 @@ mod clients {
                             Some("item.completed") => {
                                 let seq = event["data"]["seq"].as_u64().expect("seq");
                                 if seq != seen.items {
-                                    seen.fail(format!("item {seq} came where {} was due", seen.items),
-                                    );
+                                    seen.fail(format!(
+                                        "item {seq} came where {} was due",
+                                        seen.items
+                                    ));
                                 }
                                 let sent = event["data"]["sent_us"].as_u64().expect("sent_us");
                                 seen.latencies_us.push(now_us().saturating_sub(sent));
@@ -614,8 +622,10 @@ mod clients {
                             }
                             Some("bench.completed") => {
                                 if seen.items != events {
-                                    seen.fail(format!("{} of {events} items before the end", seen.items),
-                                    );
+                                    seen.fail(format!(
+                                        "{} of {events} items before the end",
+                                        seen.items
+                                    ));
                                 }
                                 return seen;
                             }

@@ -151,9 +151,10 @@ pub(crate) fn measured(results: &Results, bench: &str) -> String {
     };
     let mut text = String::from("| measured | median | ratio |\n|---|---:|---|\n");
     for row in &result.paired {
-        let ratio = row.ratio.as_ref().map_or(String::new(), |r| {
-            format!("**{:.2} ×** {}", r.median, r.to)
-        });
+        let ratio = row
+            .ratio
+            .as_ref()
+            .map_or(String::new(), |r| format!("**{:.2} ×** {}", r.median, r.to));
         let _ = writeln!(text, "| {} | {} | {ratio} |", row.name, paired_value(row));
     }
     let rounds = result.paired.iter().map(|r| r.rounds).max().unwrap_or(0);

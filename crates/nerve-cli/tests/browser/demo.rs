@@ -51,7 +51,11 @@ async fn the_demo_served_shows_both_runs_in_a_screenshot_that_is_not_blank() {
         })
         .await;
     browser
-        .wait_for_count("rows in the event table", "#event-rows [data-testid=event-row]", 10)
+        .wait_for_count(
+            "rows in the event table",
+            "#event-rows [data-testid=event-row]",
+            10,
+        )
         .await;
     let runs = runs(&browser).await;
     assert_eq!(runs.len(), 2, "{runs:?}");

@@ -60,7 +60,11 @@ async fn a_page_opened_mid_run_sees_the_history_then_live_events() {
     wait_live(&browser).await;
     // The page is live and has drawn rows while the emitter still runs.
     browser
-        .wait_for_count("the history's rows", "#event-rows [data-testid=event-row]", 21)
+        .wait_for_count(
+            "the history's rows",
+            "#event-rows [data-testid=event-row]",
+            21,
+        )
         .await;
     stop.store(true, Ordering::Relaxed);
     let last_item = emitter.join().expect("the emitter");
@@ -107,8 +111,11 @@ async fn the_pattern_filter_shows_only_matching_events() {
     };
     let bus = Bus::new();
     let dashboard = nerve::dashboard::serve(&bus, "127.0.0.1:0").expect("the dashboard starts");
-    bus.emit("extraction.started", json!({"run_id": "run-f", "total_specimens": 4}))
-        .expect("emit");
+    bus.emit(
+        "extraction.started",
+        json!({"run_id": "run-f", "total_specimens": 4}),
+    )
+    .expect("emit");
     for i in 0..4 {
         let kind = if i % 2 == 0 {
             "specimen.completed"
@@ -186,7 +193,10 @@ async fn the_pattern_filter_shows_only_matching_events() {
         .await;
     assert!(message.contains("empty segment"), "{message}");
     let valid = browser
-        .js("return document.getElementById('filter').dataset.valid;", vec![])
+        .js(
+            "return document.getElementById('filter').dataset.valid;",
+            vec![],
+        )
         .await;
     assert_eq!(valid, "false");
     assert_eq!(row_types(&browser).await.len(), 3);
@@ -196,7 +206,11 @@ async fn the_pattern_filter_shows_only_matching_events() {
     // `clear` sends no input event; one more key does.
     filter.send_keys("*").await.expect("typing");
     browser
-        .wait_for_count("every event again", "#event-rows [data-testid=event-row]", 11)
+        .wait_for_count(
+            "every event again",
+            "#event-rows [data-testid=event-row]",
+            11,
+        )
         .await;
 
     browser.close().await;
@@ -273,7 +287,10 @@ async fn an_event_opens_with_its_json_and_correlation_chain() {
         })
         .await;
     assert_eq!(chain, [(1, None), (3, Some(1)), (4, Some(3))]);
-    let heading = browser.text("#chain-id").await.expect("the chain's heading");
+    let heading = browser
+        .text("#chain-id")
+        .await
+        .expect("the chain's heading");
     assert!(heading.contains("req-7"), "{heading}");
 
     // The chain's rows open their event.

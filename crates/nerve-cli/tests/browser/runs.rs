@@ -36,7 +36,12 @@ async fn a_stopped_run_is_marked_stopped_with_its_reason() {
     let reason = stop_message(&out.join("run-broken").join("events.jsonl"));
 
     let server = NerveServer::start(
-        &["serve", "--bind", "127.0.0.1:0", out.to_str().expect("UTF-8")],
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            out.to_str().expect("UTF-8"),
+        ],
         dir.path(),
     );
     let browser = driver.browser().await;

@@ -49,10 +49,7 @@ fn find(var: &str, candidates: &[&str]) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(var) {
         return Some(PathBuf::from(path)).filter(|p| works(p));
     }
-    candidates
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| works(p))
+    candidates.iter().map(PathBuf::from).find(|p| works(p))
 }
 
 /// Says loudly that the browser tests did not run, past libtest's capture
@@ -94,7 +91,11 @@ impl Chromedriver {
         // script, which only adds flags for desktop use.
         let Some(chromium) = find(
             "NERVE_CHROMIUM",
-            &["/usr/lib/chromium/chromium", "chromium", "/usr/bin/chromium"],
+            &[
+                "/usr/lib/chromium/chromium",
+                "chromium",
+                "/usr/bin/chromium",
+            ],
         ) else {
             skip("chromium not found");
             return None;
@@ -356,7 +357,12 @@ impl Picture {
         let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
         decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
         let mut reader = decoder.read_info().expect("a PNG header");
-        let mut buf = vec![0; reader.output_buffer_size().expect("a PNG that fits in memory")];
+        let mut buf = vec![
+            0;
+            reader
+                .output_buffer_size()
+                .expect("a PNG that fits in memory")
+        ];
         let frame = reader.next_frame(&mut buf).expect("a PNG frame");
         let channels = frame.color_type.samples();
         let pixels = &buf[..frame.buffer_size()];

@@ -73,7 +73,9 @@ fn payload(name: &str) -> [String; 4] {
         format!("<script>window.__nerve_pwned='{name}';alert('{name}')</script>"),
         format!("<img src=x onerror=\"window.__nerve_pwned='{name}';alert('{name}')\">"),
         format!("javascript:window.__nerve_pwned='{name}';alert('{name}')"),
-        format!("<svg onload=\"window.__nerve_pwned='{name}'\"><a href=\"javascript:alert('{name}')\">x</a></svg>"),
+        format!(
+            "<svg onload=\"window.__nerve_pwned='{name}'\"><a href=\"javascript:alert('{name}')\">x</a></svg>"
+        ),
     ]
 }
 
@@ -87,7 +89,13 @@ async fn script_in_event_data_runs_nothing() {
 
     let run_id = payload("run")[1].clone();
     let emit = |event: Event| bus.emit_event(event).expect("emit");
-    emit(Event::new("xss.started", json!({"run_id": run_id, "total_specimens": 3})).unwrap());
+    emit(
+        Event::new(
+            "xss.started",
+            json!({"run_id": run_id, "total_specimens": 3}),
+        )
+        .unwrap(),
+    );
     let [script, img, href, svg] = payload("data");
     let chat = emit(
         Event::builder("chat.message")
@@ -138,7 +146,10 @@ async fn script_in_event_data_runs_nothing() {
         table.contains(r#"<img src=x onerror="window.__nerve_pwned='run';alert('run')">"#),
         "{table}"
     );
-    assert!(table.contains("javascript:window.__nerve_pwned='data'"), "{table}");
+    assert!(
+        table.contains("javascript:window.__nerve_pwned='data'"),
+        "{table}"
+    );
     assert_eq!(executed(&browser, 1).await, Execution::default());
 
     // The detail and the chain of each event show it as text too.
@@ -154,7 +165,11 @@ async fn script_in_event_data_runs_nothing() {
                 .wait_for_count("the chain", "#chain [data-testid=chain-row]", 2)
                 .await;
         }
-        assert_eq!(executed(&browser, 1).await, Execution::default(), "event {id}");
+        assert_eq!(
+            executed(&browser, 1).await,
+            Execution::default(),
+            "event {id}"
+        );
     }
 
     // Typed into the filter, a payload is refused as a pattern, and runs
@@ -171,7 +186,10 @@ async fn script_in_event_data_runs_nothing() {
     browser
         .wait_for("the filter to refuse the payload", |b| async move {
             let valid = b
-                .js("return document.getElementById('filter').dataset.valid;", vec![])
+                .js(
+                    "return document.getElementById('filter').dataset.valid;",
+                    vec![],
+                )
                 .await;
             (valid == "false").then_some(())
         })
