@@ -84,7 +84,7 @@ impl Chromedriver {
             "NERVE_CHROMEDRIVER",
             &["chromedriver", "/usr/bin/chromedriver"],
         ) else {
-            skip("chromedriver not found on PATH");
+            skip("chromedriver not found (on PATH, in /usr/bin, or at NERVE_CHROMEDRIVER)");
             return None;
         };
         // The real binary rather than Debian's /usr/bin/chromium wrapper
@@ -97,7 +97,7 @@ impl Chromedriver {
                 "/usr/bin/chromium",
             ],
         ) else {
-            skip("chromium not found");
+            skip("chromium not found (in /usr/lib/chromium, on PATH, or at NERVE_CHROMIUM)");
             return None;
         };
         // `--port=0`: chromedriver binds a free port itself and says which,
