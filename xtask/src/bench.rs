@@ -77,7 +77,7 @@ pub(crate) const SUITE: [Bench; 7] = [
         features: None,
         quick_filter: Some("."),
     },
-    // Not criterion: one server, 50 SSE clients, a paced run (30 s per
+    // Not criterion: one server, 50 SSE clients, a paced run (20 s per
     // phase and round; 3 s with `--quick`). Its rows fill the page's
     // `dashboard` block.
     Bench {

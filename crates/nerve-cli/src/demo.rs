@@ -113,7 +113,11 @@ fn serve(args: &DemoArgs, out: &mut Out) -> Result<ExitCode> {
     crate::serve::announce(&dashboard, out)?;
     out.line(format!(
         "running {} side by side, {} ms per specimen; open the address above to watch",
-        PLANS.iter().map(|p| p.run_id).collect::<Vec<_>>().join(" and "),
+        PLANS
+            .iter()
+            .map(|p| p.run_id)
+            .collect::<Vec<_>>()
+            .join(" and "),
         args.delay().as_millis()
     ))?;
     out.flush()?;

@@ -126,7 +126,9 @@ pub(crate) fn serve(args: &ServeArgs, out: &mut Out) -> Result<ExitCode> {
         );
     }
     if args.paths.is_empty() {
-        bail!("name at least one journal to show: nerve serve JOURNAL_DIR... (try `nerve demo --serve`)");
+        bail!(
+            "name at least one journal to show: nerve serve JOURNAL_DIR... (try `nerve demo --serve`)"
+        );
     }
     let mut builder = args.dashboard.builder();
     let mut names: Vec<String> = Vec::new();

@@ -240,7 +240,10 @@ impl DashboardBuilder {
                 if t.is_empty() {
                     return Err(ServeError::BadToken("it is empty"));
                 }
-                if !t.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b',' && b != b'"') {
+                if !t
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b';' && b != b',' && b != b'"')
+                {
                     return Err(ServeError::BadToken(
                         "use visible ASCII characters other than ; , and \"",
                     ));
@@ -250,7 +253,8 @@ impl DashboardBuilder {
             None if addr.ip().is_loopback() => (None, false),
             None => (Some(uuid::Uuid::new_v4().simple().to_string()), true),
         };
-        let listener = TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+        let listener =
+            TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
         let local = listener
             .local_addr()
             .map_err(|source| ServeError::Bind { addr, source })?;
@@ -477,6 +481,9 @@ impl Drop for Inner {
 ///
 /// [`ServeError`]: the address cannot be resolved or bound, or the bus is
 /// shut down.
-pub fn serve(bus: &Bus, addr: impl ToSocketAddrs + std::fmt::Display) -> Result<Dashboard, ServeError> {
+pub fn serve(
+    bus: &Bus,
+    addr: impl ToSocketAddrs + std::fmt::Display,
+) -> Result<Dashboard, ServeError> {
     Dashboard::builder().bind(addr).bus("bus", bus).start()
 }

@@ -154,7 +154,11 @@ impl Hub {
         let mut s = self.lock();
         let id = s.next_id;
         s.next_id += 1;
-        let name = s.sources.get(source).map(|i| i.name.clone()).unwrap_or_default();
+        let name = s
+            .sources
+            .get(source)
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
         let json = format!(
             "{{\"id\":{id},\"source\":{},\"event\":{body}}}",
             serde_json::Value::from(name.as_str())

@@ -68,12 +68,7 @@ pub(crate) fn router(state: AppState) -> Router {
 /// A JSON error: `{"error": "..."}` with its status.
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let body = serde_json::json!({ "error": message.into() }).to_string();
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
@@ -89,7 +84,10 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!("{method} {} is not allowed: the dashboard is read-only (GET)", uri.path()),
+        format!(
+            "{method} {} is not allowed: the dashboard is read-only (GET)",
+            uri.path()
+        ),
     )
 }
 
@@ -128,8 +126,14 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
         ),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
@@ -170,8 +174,10 @@ fn check(state: &AppState, request: &Request) -> Result<Option<Response>, Respon
         StatusCode::UNAUTHORIZED,
         "this dashboard needs its token: send `Authorization: Bearer <token>`, or open the link with ?token=<token> that `nerve serve` printed",
     );
-    r.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"nerve-dashboard\""));
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"nerve-dashboard\""),
+    );
     Err(r)
 }
 
@@ -221,7 +227,9 @@ fn check_host(headers: &HeaderMap) -> Result<(), Response> {
     } else {
         Err(error(
             StatusCode::FORBIDDEN,
-            format!("host {host:?} refused: without a token this dashboard answers only to localhost names; bind to another address with a token to share it"),
+            format!(
+                "host {host:?} refused: without a token this dashboard answers only to localhost names; bind to another address with a token to share it"
+            ),
         ))
     }
 }
@@ -299,7 +307,10 @@ async fn events(
     let last_id = state.hub.last_id();
     let mut items = Vec::new();
     for e in history.iter().filter(|e| e.id > after) {
-        if !pattern.as_ref().is_none_or(|p| p.matches(e.event.event_type())) {
+        if !pattern
+            .as_ref()
+            .is_none_or(|p| p.matches(e.event.event_type()))
+        {
             continue;
         }
         if let Some(run) = &q.run {
@@ -438,7 +449,9 @@ fn parse_resume(instance: &str, text: &str, last_id: u64) -> Result<Resume, Stri
         None => (None, text),
     };
     let n: u64 = n.parse().map_err(|_| {
-        format!("bad Last-Event-ID {text:?}: expected `<server>-<n>` as the stream sent it, or a number")
+        format!(
+            "bad Last-Event-ID {text:?}: expected `<server>-<n>` as the stream sent it, or a number"
+        )
     })?;
     if from.is_some_and(|i| i != instance) {
         return Ok(Resume::OtherServer);
@@ -481,7 +494,13 @@ async fn stream(
             Err(message) => return error(StatusCode::BAD_REQUEST, message),
         },
     };
-    let client = Client::new(state.hub.clone(), join, resume, pattern, state.shutdown.clone());
+    let client = Client::new(
+        state.hub.clone(),
+        join,
+        resume,
+        pattern,
+        state.shutdown.clone(),
+    );
     Sse::new(client.into_stream())
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response()

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use nerve_core::query::HistoryQuery;
 use nerve_core::EventId;
+use nerve_core::query::HistoryQuery;
 use nerve_journal::{Follow, JournalReader, ReadError};
 use nerve_router::{Bus, DeadLetterQueue, Overflow, StreamOptions, WeakBus};
 use tokio::sync::watch;
@@ -112,7 +112,9 @@ pub(crate) fn start_bus(
                 _ = tick.tick() => {}
                 _ = stop.changed() => break,
             }
-            let Some(bus) = WeakBus::upgrade(&weak) else { break };
+            let Some(bus) = WeakBus::upgrade(&weak) else {
+                break;
+            };
             let stats = bus.stats();
             drop(bus);
             let dropped_by_dashboard = stats

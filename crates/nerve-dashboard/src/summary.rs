@@ -298,7 +298,13 @@ impl Summary {
             // A signal ends the run its process had open.
             if let Some(i) = index.or(self.sources[source].open) {
                 let signal = event.data()["signal"].as_str().unwrap_or("a signal");
-                self.end(i, source, RunStatus::Stopped, event, Some(format!("interrupted by {signal}")));
+                self.end(
+                    i,
+                    source,
+                    RunStatus::Stopped,
+                    event,
+                    Some(format!("interrupted by {signal}")),
+                );
             }
             return;
         }
@@ -364,7 +370,14 @@ impl Summary {
         }
     }
 
-    fn end(&mut self, i: usize, source: usize, status: RunStatus, event: &Event, reason: Option<String>) {
+    fn end(
+        &mut self,
+        i: usize,
+        source: usize,
+        status: RunStatus,
+        event: &Event,
+        reason: Option<String>,
+    ) {
         let run = &mut self.runs[i];
         if run.status == RunStatus::Running {
             run.status = status;
@@ -375,7 +388,9 @@ impl Summary {
             run.ended_by = Some(event.event_type().to_owned());
             run.ended_at = Some(event.timestamp().to_string());
             // A finished run's throughput is its average over the run.
-            if let (Some(start), Some(end)) = (run.started_micros, Some(event.timestamp().as_micros())) {
+            if let (Some(start), Some(end)) =
+                (run.started_micros, Some(event.timestamp().as_micros()))
+            {
                 if end > start && run.processed > 0 {
                     run.throughput = Some(run.processed as f64 / ((end - start) as f64 / 1e6));
                 }
@@ -396,7 +411,11 @@ impl Summary {
             "system.handler_error" => self.losses.handler_errors += 1,
             "system.journal_error" => self.losses.journal_errors += 1,
             "system.journal_gap" => {
-                let n = match (d["count"].as_u64(), d["from_seq"].as_u64(), d["to_seq"].as_u64()) {
+                let n = match (
+                    d["count"].as_u64(),
+                    d["from_seq"].as_u64(),
+                    d["to_seq"].as_u64(),
+                ) {
                     (Some(n), _, _) => n,
                     (None, Some(a), Some(b)) if b >= a => b - a + 1,
                     _ => 1,
@@ -453,9 +472,21 @@ mod tests {
     #[test]
     fn a_run_stopped_by_validation_is_stopped_with_its_reason() {
         let mut s = Summary::new(rules());
-        s.observe(0, "j", &ev("extraction.started", Some("r"), json!({"run_id": "r", "total_specimens": 25})));
+        s.observe(
+            0,
+            "j",
+            &ev(
+                "extraction.started",
+                Some("r"),
+                json!({"run_id": "r", "total_specimens": 25}),
+            ),
+        );
         for ok in [true, false, false, false] {
-            let t = if ok { "specimen.completed" } else { "specimen.failed" };
+            let t = if ok {
+                "specimen.completed"
+            } else {
+                "specimen.failed"
+            };
             s.observe(0, "j", &ev(t, Some("r"), json!({})));
         }
         s.observe(0, "j", &ev("validation.checkpoint", Some("r"), json!({"processed": 5, "threshold": 0.5, "passed": false, "success_rate": 0.2, "reason": "early validation failed: 20%"})));
@@ -464,8 +495,14 @@ mod tests {
         let v = s.to_json();
         let run = &v["runs"][0];
         assert_eq!(run["status"], "stopped");
-        assert_eq!(run["reason"], "early validation failed: 20% success rate after 5 specimens");
-        assert_eq!((run["processed"].as_u64(), run["succeeded"].as_u64()), (Some(5), Some(1)));
+        assert_eq!(
+            run["reason"],
+            "early validation failed: 20% success rate after 5 specimens"
+        );
+        assert_eq!(
+            (run["processed"].as_u64(), run["succeeded"].as_u64()),
+            (Some(5), Some(1))
+        );
         assert_eq!(run["checkpoint"]["at"], 5);
         assert_eq!(run["series"].as_array().unwrap().len(), 5);
         assert_eq!(v["counts"]["specimen.failed"], 4);
@@ -489,7 +526,11 @@ mod tests {
     #[test]
     fn a_long_run_keeps_a_bounded_series_ending_at_its_last_item() {
         let mut s = Summary::new(rules());
-        s.observe(0, "j", &ev("job.started", Some("r"), json!({"run_id": "r"})));
+        s.observe(
+            0,
+            "j",
+            &ev("job.started", Some("r"), json!({"run_id": "r"})),
+        );
         for _ in 0..100_001 {
             s.observe(0, "j", &ev("item.completed", Some("r"), json!({})));
         }

@@ -74,11 +74,6 @@
 #[cfg(feature = "consumers")]
 #[doc(inline)]
 pub use nerve_consumers as consumers;
-/// The live web dashboard (the `nerve-dashboard` crate):
-/// [`dashboard::serve`] and [`dashboard::Dashboard`].
-#[cfg(feature = "dashboard")]
-#[doc(inline)]
-pub use nerve_dashboard as dashboard;
 #[doc(inline)]
 pub use nerve_core::query::HistoryQuery;
 #[cfg(feature = "redact")]
@@ -91,6 +86,11 @@ pub use nerve_core::{
 };
 #[doc(inline)]
 pub use nerve_core::{correlation, dead_letter, instrument, metrics, name, run, sink, trace};
+/// The live web dashboard (the `nerve-dashboard` crate):
+/// [`dashboard::serve`] and [`dashboard::Dashboard`].
+#[cfg(feature = "dashboard")]
+#[doc(inline)]
+pub use nerve_dashboard as dashboard;
 /// The NATS bridge (the `nerve-nats` crate): [`nats::NatsBridge`].
 #[cfg(feature = "nats")]
 #[doc(inline)]
