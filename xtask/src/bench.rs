@@ -40,7 +40,7 @@ pub(crate) struct Bench {
 }
 
 /// Every bench target, in the order they run and appear on the page.
-pub(crate) const SUITE: [Bench; 6] = [
+pub(crate) const SUITE: [Bench; 7] = [
     Bench {
         name: "emit",
         package: "nerve",
@@ -77,6 +77,15 @@ pub(crate) const SUITE: [Bench; 6] = [
         features: None,
         quick_filter: Some("."),
     },
+    // Not criterion: one server, 50 SSE clients, a paced run (20 s per
+    // phase and round; 3 s with `--quick`). Its rows fill the page's
+    // `dashboard` block.
+    Bench {
+        name: "dashboard",
+        package: "nerve",
+        features: Some("dashboard"),
+        quick_filter: None,
+    },
 ];
 
 /// The longest a benchmark runs in a `--quick` run, in seconds, unless its
@@ -112,7 +121,7 @@ pub(crate) const USAGE: &str =
             --compare <REV>  also measure REV in a temporary git worktree, taking turns
                              with this tree, and write the before/after table
             --rounds N       rounds of a comparison (default 1; sides alternate order)
-            BENCH            emit, dispatch, flow, redact, journal, otel (default: all)
+            BENCH            emit, dispatch, flow, redact, journal, otel, dashboard (default: all)
 ";
 
 /// Reads the arguments after `bench`.
@@ -375,12 +384,29 @@ fn render(results: &Results) -> Result<()> {
     let path = page_path();
     let doc =
         fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
-    let mut headline = page::headline(results, "emit");
-    if written.iter().any(|w| w == HEADLINE_CHART) {
-        headline = format!("![ratios](bench/{HEADLINE_CHART})\n\n{headline}");
+    // A block is rewritten only from results it has: a fresh target
+    // directory (results of one bench only) must not replace the page's
+    // tables of the others with "no results yet".
+    let mut doc = doc;
+    let missing = missing_results(results);
+    if results.get("emit").is_some() {
+        let mut headline = page::headline(results, "emit");
+        if written.iter().any(|w| w == HEADLINE_CHART) {
+            headline = format!("![ratios](bench/{HEADLINE_CHART})\n\n{headline}");
+        }
+        doc = page::replace_block(&doc, "emit", &headline)?;
     }
-    let doc = page::replace_block(&doc, "emit", &headline)?;
-    let doc = page::replace_block(&doc, "criterion", &page::criterion_tables(results))?;
+    if missing.iter().all(|name| *name == "dashboard") {
+        doc = page::replace_block(&doc, "criterion", &page::criterion_tables(results))?;
+    } else {
+        println!(
+            "xtask: kept the page's criterion tables: no results of {} in this target directory",
+            missing.join(", ")
+        );
+    }
+    if results.get("dashboard").is_some() {
+        doc = page::replace_block(&doc, "dashboard", &page::measured(results, "dashboard"))?;
+    }
     fs::write(&path, doc).with_context(|| format!("could not write {}", path.display()))?;
     println!(
         "xtask: wrote {} and {} charts in docs/bench/",
@@ -388,6 +414,15 @@ fn render(results: &Results) -> Result<()> {
         written.len()
     );
     Ok(())
+}
+
+/// The benches of [`SUITE`] without a result in `results`.
+fn missing_results(results: &Results) -> Vec<&'static str> {
+    SUITE
+        .iter()
+        .map(|b| b.name)
+        .filter(|name| results.get(name).is_none())
+        .collect()
 }
 
 /// `name / to`, without the words they share at the start:
@@ -467,6 +502,27 @@ mod tests {
         for bench in SUITE {
             assert!(side.has(bench), "{} not found", bench.name);
         }
+    }
+
+    /// Every bench is missing from no results, none from a full set.
+    #[test]
+    fn finds_missing_results() {
+        assert_eq!(missing_results(&Results::default()), suite_names());
+        let mut results = Results::default();
+        for name in suite_names() {
+            results.insert(
+                BenchResult {
+                    bench: name.to_owned(),
+                    revision: String::new(),
+                    date: String::new(),
+                    quick: true,
+                    criterion: Vec::new(),
+                    paired: Vec::new(),
+                },
+                &suite_names(),
+            );
+        }
+        assert!(missing_results(&results).is_empty());
     }
 
     /// Civil dates from day numbers.

@@ -6,6 +6,7 @@
 //! `cargo xtask soak --minutes N` runs every feature at full rate for N minutes.
 //! `cargo xtask fuzz` runs the cargo-fuzz targets (not part of `ci`).
 //! `cargo xtask loom` runs the loom models in full.
+//! `cargo xtask screenshot` regenerates the README's picture of the dashboard.
 //! See `cargo xtask --help`.
 
 mod bench;
@@ -15,6 +16,7 @@ mod features;
 mod fuzz;
 mod loom;
 mod manifest;
+mod screenshot;
 mod soak;
 mod step;
 mod tidy;
@@ -42,6 +44,8 @@ enum Command {
     Fuzz(fuzz::Options),
     /// Run every loom model in full.
     Loom,
+    /// Regenerate the README's screenshot of the dashboard.
+    Screenshot,
 }
 
 /// Runs the command, printing any error as one line.
@@ -73,6 +77,7 @@ fn run() -> Result<ExitCode> {
         Command::Soak(options) => soak::run(&options).context("soak failed")?,
         Command::Fuzz(options) => fuzz::run(&options).context("fuzz failed")?,
         Command::Loom => loom::run().context("loom failed")?,
+        Command::Screenshot => screenshot::run().context("screenshot failed")?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -90,6 +95,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Command>> {
         "-h" | "--help" | "help" => Command::Help,
         "ci" => Command::Ci,
         "loom" => Command::Loom,
+        "screenshot" => Command::Screenshot,
         name => match Step::from_name(name) {
             Some(step) => Command::Step(step),
             None => bail!("unknown command `{name}`, see `cargo xtask --help`"),
@@ -119,6 +125,7 @@ fn usage() -> String {
     text.push_str(soak::USAGE);
     text.push_str(fuzz::USAGE);
     text.push_str(loom::USAGE);
+    text.push_str(screenshot::USAGE);
     text
 }
 
@@ -144,6 +151,7 @@ mod tests {
         check(&["tidy"], Some(Command::Step(Step::Tidy)));
         check(&["loom"], Some(Command::Loom));
         check(&["loom-ci"], Some(Command::Step(Step::LoomCi)));
+        check(&["screenshot"], Some(Command::Screenshot));
         check(&["bench"], Some(Command::Bench(bench::parse([]).unwrap())));
         let quick = check_bench(&["bench", "--quick", "emit"]);
         assert!(quick.quick);
@@ -186,6 +194,7 @@ mod tests {
         assert!(text.contains("cargo xtask bench [--quick]"));
         assert!(text.contains("cargo xtask soak [--minutes N]"));
         assert!(text.contains("cargo xtask fuzz [--seconds N]"));
+        assert!(text.contains("screenshot"));
         for step in Step::ALL {
             assert!(
                 text.contains(step.name()),

@@ -142,6 +142,30 @@ pub(crate) fn headline(results: &Results, bench: &str) -> String {
     text
 }
 
+/// A plain table of every paired row of `bench`: what was measured, its
+/// median over the rounds, and its ratio when it has one. For harnesses
+/// whose phases run one after the other rather than taking turns.
+pub(crate) fn measured(results: &Results, bench: &str) -> String {
+    let Some(result) = results.get(bench).filter(|r| !r.paired.is_empty()) else {
+        return format!("_No results of `{bench}` yet: run `cargo xtask bench {bench}`._");
+    };
+    let mut text = String::from("| measured | median | ratio |\n|---|---:|---|\n");
+    for row in &result.paired {
+        let ratio = row
+            .ratio
+            .as_ref()
+            .map_or(String::new(), |r| format!("**{:.2} ×** {}", r.median, r.to));
+        let _ = writeln!(text, "| {} | {} | {ratio} |", row.name, paired_value(row));
+    }
+    let rounds = result.paired.iter().map(|r| r.rounds).max().unwrap_or(0);
+    let _ = write!(
+        text,
+        "\nMedians over {rounds} round(s). {}",
+        provenance(result)
+    );
+    text
+}
+
 /// The criterion groups of `measurements`, in the order they first ran.
 pub(crate) fn groups(measurements: &[Measurement]) -> Vec<&str> {
     let mut names: Vec<&str> = Vec::new();
@@ -278,6 +302,22 @@ mod tests {
         );
         assert!(text.contains("`--quick` smoke run"));
         assert!(headline(&Results::default(), "emit").contains("No paired results"));
+    }
+
+    /// The plain table: each row's value in its unit, the ratio when there
+    /// is one, and a note when there is nothing yet.
+    #[test]
+    fn measured_lists_every_row() {
+        let rows = super::super::results::parse_paired(fixtures::PAIRED).unwrap();
+        let text = measured(&result(Vec::new(), rows), "emit");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[2],
+            "| nerve emit | 750 ns | **6.10 ×** tokio broadcast send + try_recv |"
+        );
+        assert_eq!(lines[3], "| tokio broadcast send + try_recv | 123 ns |  |");
+        assert!(text.contains("Medians over 11 round(s)"), "{text}");
+        assert!(measured(&Results::default(), "dashboard").contains("No results"));
     }
 
     /// One table per group, in run order, each under its chart, with the
