@@ -6,15 +6,23 @@
 //! `cargo xtask soak --minutes N` runs every feature at full rate for N minutes.
 //! `cargo xtask fuzz` runs the cargo-fuzz targets (not part of `ci`).
 //! `cargo xtask loom` runs the loom models in full.
+//! `cargo xtask release <VERSION> [--dry-run]` prepares a release (commit
+//! and tag); `cargo xtask publish` publishes it.
 //! See `cargo xtask --help`.
 
 mod bench;
 mod cargo;
 mod ci;
+mod deny;
 mod features;
+#[cfg(test)]
+mod fixture;
 mod fuzz;
+mod git;
 mod loom;
-mod manifest;
+mod metadata;
+mod publish;
+mod release;
 mod soak;
 mod step;
 mod tidy;
@@ -42,6 +50,10 @@ enum Command {
     Fuzz(fuzz::Options),
     /// Run every loom model in full.
     Loom,
+    /// Prepare a release: bump, checks, packages, commit and tag.
+    Release(release::Options),
+    /// Publish the tagged release.
+    Publish(publish::Options),
 }
 
 /// Runs the command, printing any error as one line.
@@ -73,6 +85,8 @@ fn run() -> Result<ExitCode> {
         Command::Soak(options) => soak::run(&options).context("soak failed")?,
         Command::Fuzz(options) => fuzz::run(&options).context("fuzz failed")?,
         Command::Loom => loom::run().context("loom failed")?,
+        Command::Release(options) => release::run(&options).context("release failed")?,
+        Command::Publish(options) => publish::run(&options).context("publish failed")?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -87,6 +101,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Command>> {
         "bench" => return Ok(Some(Command::Bench(bench::parse(args)?))),
         "soak" => return Ok(Some(Command::Soak(soak::parse(args)?))),
         "fuzz" => return Ok(Some(Command::Fuzz(fuzz::parse(args)?))),
+        "release" => return Ok(Some(Command::Release(release::parse(args)?))),
+        "publish" => return Ok(Some(Command::Publish(publish::parse(args)?))),
         "-h" | "--help" | "help" => Command::Help,
         "ci" => Command::Ci,
         "loom" => Command::Loom,
@@ -119,6 +135,8 @@ fn usage() -> String {
     text.push_str(soak::USAGE);
     text.push_str(fuzz::USAGE);
     text.push_str(loom::USAGE);
+    text.push_str(release::USAGE);
+    text.push_str(publish::USAGE);
     text
 }
 
@@ -143,6 +161,21 @@ mod tests {
         check(&["fmt"], Some(Command::Step(Step::Fmt)));
         check(&["tidy"], Some(Command::Step(Step::Tidy)));
         check(&["loom"], Some(Command::Loom));
+        check(&["deny"], Some(Command::Step(Step::Deny)));
+        check(
+            &["release", "0.2.0", "--dry-run"],
+            Some(Command::Release(release::Options {
+                version: semver::Version::new(0, 2, 0),
+                dry_run: true,
+            })),
+        );
+        check(
+            &["publish", "--dry-run"],
+            Some(Command::Publish(publish::Options {
+                dry_run: true,
+                registry: None,
+            })),
+        );
         check(&["loom-ci"], Some(Command::Step(Step::LoomCi)));
         check(&["bench"], Some(Command::Bench(bench::parse([]).unwrap())));
         let quick = check_bench(&["bench", "--quick", "emit"]);
@@ -186,6 +219,8 @@ mod tests {
         assert!(text.contains("cargo xtask bench [--quick]"));
         assert!(text.contains("cargo xtask soak [--minutes N]"));
         assert!(text.contains("cargo xtask fuzz [--seconds N]"));
+        assert!(text.contains("cargo xtask release <VERSION> [--dry-run]"));
+        assert!(text.contains("cargo xtask publish [--dry-run]"));
         for step in Step::ALL {
             assert!(
                 text.contains(step.name()),
