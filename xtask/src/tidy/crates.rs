@@ -10,8 +10,9 @@
 //! - a publishable library with features turns on `doc(cfg)` badges under
 //!   `docsrs` (`#![cfg_attr(docsrs, feature(doc_cfg))]`), and the workspace's
 //!   `unexpected_cfgs` lint knows `cfg(docsrs)`;
-//! - a library's README holds a Rust example that uses that crate alone and
-//!   is compiled as a doctest (`#![doc = include_str!("../README.md")]`);
+//! - a library's README holds a Rust example that uses that crate without
+//!   the facade (naming no other member but those it depends on), compiled
+//!   as a doctest (`#[doc = include_str!("../README.md")]`);
 //! - internal dependencies have both `path` (for the workspace) and
 //!   `version` (for the registry), dev-dependencies on the facade excepted
 //!   (path only: `cargo publish` drops them, and with them the cycle);
@@ -333,8 +334,9 @@ fn check_docs_rs(krate: &Crate, findings: &mut Vec<Finding>) {
 }
 
 /// A library's README has a Rust example, compiled as a doctest of the
-/// crate, that names no other member of the workspace: it shows the crate
-/// used alone.
+/// crate, written for a user who depends on this crate rather than the
+/// facade: it names no member of the workspace but the crate itself and
+/// the members it depends on (which such a user adds beside it).
 fn check_readme_example(workspace: &Workspace, krate: &Crate, findings: &mut Vec<Finding>) {
     let Some(readme) = &krate.package.readme else {
         return; // reported by check_package_fields
@@ -347,17 +349,28 @@ fn check_readme_example(workspace: &Workspace, krate: &Crate, findings: &mut Vec
     if code.is_empty() {
         findings.push(finding(
             &readme,
-            "has no ```rust example of the crate used alone",
+            "has no ```rust example of the crate used without the facade",
         ));
     }
-    for other in workspace.crates.iter().filter(|other| other.name != krate.name) {
+    let allowed: Vec<&str> = workspace
+        .internal_dependencies(krate)
+        .filter(|dep| dep.kind == Kind::Normal)
+        .map(|dep| dep.name.as_str())
+        .chain([krate.name.as_str()])
+        .collect();
+    for other in workspace
+        .crates
+        .iter()
+        .filter(|other| !allowed.contains(&other.name.as_str()))
+    {
         let path = format!("{}::", other.name.replace('-', "_"));
         if code.iter().any(|block| names_path(block, &path)) {
             findings.push(finding(
                 &readme,
                 format!(
-                    "its example uses `{path}`; it should need `{}` alone",
-                    krate.name
+                    "its example uses `{path}`, which `{}` does not depend on; it should need {} alone",
+                    krate.name,
+                    allowed.join(" and ")
                 ),
             ));
         }
@@ -506,20 +519,28 @@ mod tests {
         fixture.write("crates/fx-app/README.md", "# fx-app\n\n```text\nno code\n```\n");
         assert_eq!(
             findings(&fixture),
-            ["crates/fx-app/README.md: has no ```rust example of the crate used alone"]
+            ["crates/fx-app/README.md: has no ```rust example of the crate used without the facade"]
         );
 
+        // fx-app depends on fx-core: its example may use both.
         let fixture = Fixture::new();
         fixture.write(
             "crates/fx-app/README.md",
             "```rust\nassert_eq!(fx_app::three(), fx_core::one() + 2);\n```\n",
         );
-        edit(&fixture, "crates/fx-app/src/lib.rs", "#![doc = include_str!(\"../README.md\")]\n", "");
+        assert_eq!(findings(&fixture), Vec::<String>::new());
+        // fx-core does not depend on fx-app (only a path dev-dependency):
+        // a user of fx-core alone could not run this.
+        fixture.write(
+            "crates/fx-core/README.md",
+            "```rust\nassert_eq!(fx_app::three(), fx_core::one() + 2);\n```\n",
+        );
+        edit(&fixture, "crates/fx-core/src/lib.rs", "#![doc = include_str!(\"../README.md\")]\n", "");
         assert_eq!(
             findings(&fixture),
             [
-                "crates/fx-app/README.md: its example uses `fx_core::`; it should need `fx-app` alone",
-                "crates/fx-app/src/lib.rs: does not compile its README's example: add `#[doc = include_str!(\"../README.md\")]` (a doctest)",
+                "crates/fx-core/README.md: its example uses `fx_app::`, which `fx-core` does not depend on; it should need fx-core alone",
+                "crates/fx-core/src/lib.rs: does not compile its README's example: add `#[doc = include_str!(\"../README.md\")]` (a doctest)",
             ]
         );
     }
