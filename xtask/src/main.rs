@@ -23,6 +23,8 @@ mod loom;
 mod metadata;
 mod publish;
 mod release;
+#[cfg(test)]
+mod scratch;
 mod soak;
 mod step;
 mod tidy;

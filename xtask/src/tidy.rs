@@ -485,6 +485,13 @@ fn module_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String
 mod tests {
     use super::*;
 
+    /// `cargo xtask tidy` as a test, as rust-analyzer runs its tidy: this
+    /// workspace keeps every convention.
+    #[test]
+    fn this_workspace_is_tidy() {
+        check().unwrap();
+    }
+
     /// Checks whether `manifest` inherits the workspace lints.
     fn check_lints(manifest: &str, expected: bool) {
         assert_eq!(
