@@ -36,5 +36,12 @@ pub(crate) fn check() -> Result<()> {
         );
         return Ok(());
     }
-    Cargo::new(["deny", "--workspace", "check", "--disable-fetch", "advisories"]).run()
+    Cargo::new([
+        "deny",
+        "--workspace",
+        "check",
+        "--disable-fetch",
+        "advisories",
+    ])
+    .run()
 }

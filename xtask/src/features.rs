@@ -113,7 +113,10 @@ mod tests {
         let app = workspace.get("fx-app").unwrap();
         assert_eq!(feature_sets(app), [None]);
         let tool = workspace.get("fx-tool").unwrap();
-        assert_eq!(commands(tool, None)[0].join(" "), "check -p fx-tool --bins --no-default-features");
+        assert_eq!(
+            commands(tool, None)[0].join(" "),
+            "check -p fx-tool --bins --no-default-features"
+        );
     }
 
     /// The real workspace: every publishable crate is covered, the facade

@@ -117,9 +117,12 @@ pub(crate) fn run(options: &Options) -> Result<()> {
         }
         // cargo waits until the registry serves the new version, so the
         // next crate resolves its dependency on this one.
-        Cargo::new(args)
-            .run()
-            .with_context(|| format!("publishing {} {} failed; run cargo xtask publish again to go on from here", step.name, step.version))?;
+        Cargo::new(args).run().with_context(|| {
+            format!(
+                "publishing {} {} failed; run cargo xtask publish again to go on from here",
+                step.name, step.version
+            )
+        })?;
     }
     println!("xtask: published {version}");
     Ok(())
@@ -187,14 +190,20 @@ fn registry_has(name: &str, version: &Version, registry: Option<&str>) -> Result
     let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let spec = format!("{name}@{version}");
     let mut command = Command::new(program);
-    command.args(["info", &spec]).current_dir(std::env::temp_dir());
+    command
+        .args(["info", &spec])
+        .current_dir(std::env::temp_dir());
     if let Some(registry) = registry {
         command.args(["--registry", registry]);
     }
     let output = command
         .output()
         .with_context(|| format!("could not run cargo info {spec}"))?;
-    classify_info(&spec, output.status.success(), &String::from_utf8_lossy(&output.stderr))
+    classify_info(
+        &spec,
+        output.status.success(),
+        &String::from_utf8_lossy(&output.stderr),
+    )
 }
 
 /// Reads `cargo info`'s answer: success means the version exists; "could
@@ -277,9 +286,16 @@ mod tests {
             )
             .unwrap()
         );
-        let err = classify_info("a@1.0.0", false, "error: failed to get successful HTTP response")
-            .unwrap_err();
-        assert!(err.to_string().contains("could not ask the registry"), "{err}");
+        let err = classify_info(
+            "a@1.0.0",
+            false,
+            "error: failed to get successful HTTP response",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("could not ask the registry"),
+            "{err}"
+        );
     }
 
     /// Options and their mistakes.

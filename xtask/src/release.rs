@@ -367,7 +367,9 @@ impl Release {
         self.cargo(["update", "--workspace", "--offline"])
             .run()
             .context("could not refresh Cargo.lock")?;
-        self.cargo(self.ci.clone()).run().context("the checks failed")?;
+        self.cargo(self.ci.clone())
+            .run()
+            .context("the checks failed")?;
         if let Some(tag) = &plan.previous_tag {
             self.semver_checks(tag)?;
         }
@@ -376,7 +378,10 @@ impl Release {
 
     /// `cargo semver-checks` against the previous release.
     fn semver_checks(&self, tag: &str) -> Result<()> {
-        if !self.cargo(["semver-checks", "--version"]).succeeds_quietly() {
+        if !self
+            .cargo(["semver-checks", "--version"])
+            .succeeds_quietly()
+        {
             if offline() {
                 println!(
                     "xtask: WARNING: SKIPPED cargo-semver-checks: it is not installed and \

@@ -12,14 +12,29 @@ use crate::metadata::Workspace;
 /// The README example of `name` as the body of a `main` returning a
 /// `Result`: hidden lines (`# `) shown, as rustdoc compiles them.
 fn main_rs(readme: &str) -> String {
+    /// Where the scan is: in text, in the first Rust block, in another.
+    #[derive(PartialEq)]
+    enum State {
+        Text,
+        Rust,
+        Other,
+    }
     let mut body = String::new();
-    let mut inside = false;
+    let mut state = State::Text;
     for line in readme.lines() {
         let fence = line.trim_start().strip_prefix("```");
-        match (inside, fence) {
-            (false, Some(info)) if info.trim() == "rust" || info.trim().is_empty() => inside = true,
-            (true, Some(_)) => break,
-            (true, None) => {
+        state = match (state, fence) {
+            (State::Text, Some(info)) => {
+                let lang = info.split(',').next().unwrap_or_default().trim();
+                if lang.is_empty() || lang == "rust" {
+                    State::Rust
+                } else {
+                    State::Other
+                }
+            }
+            (State::Rust, Some(_)) => break,
+            (State::Other, Some(_)) => State::Text,
+            (State::Rust, None) => {
                 let shown = line
                     .strip_prefix("# ")
                     .or_else(|| (line == "#").then_some(""))
@@ -27,9 +42,10 @@ fn main_rs(readme: &str) -> String {
                 body.push_str("    ");
                 body.push_str(shown);
                 body.push('\n');
+                State::Rust
             }
-            _ => {}
-        }
+            (state, None) => state,
+        };
     }
     assert!(!body.is_empty(), "the README has no Rust block");
     format!("fn main() -> Result<(), Box<dyn std::error::Error>> {{\n{body}}}\n")
@@ -54,7 +70,11 @@ fn run_alone(name: &str, dir: &Path) {
     fs::write(project.join("src/main.rs"), main_rs(&readme)).unwrap();
     // The workspace's lock file: the same dependency versions, so the
     // build reuses what the workspace already compiled, offline.
-    fs::copy(workspace_root().join("Cargo.lock"), project.join("Cargo.lock")).unwrap();
+    fs::copy(
+        workspace_root().join("Cargo.lock"),
+        project.join("Cargo.lock"),
+    )
+    .unwrap();
     Cargo::new(["run", "--quiet", "--offline"])
         .dir(&project)
         .run()
@@ -83,7 +103,7 @@ fn nerve_journal_alone_runs_its_readme_example() {
 /// The README block becomes `main`'s body, hidden lines included.
 #[test]
 fn readme_block_becomes_main() {
-    let readme = "# T\n\n```toml\n[x]\n```\n\n```rust\nlet a = 1;\n# Ok::<(), Box<dyn std::error::Error>>(())\n```\n```rust\nsecond();\n```\n";
+    let readme = "# T\n\n```toml\n[x]\n```\n\n```rust,no_run\nlet a = 1;\n# Ok::<(), Box<dyn std::error::Error>>(())\n```\n```rust\nsecond();\n```\n";
     assert_eq!(
         main_rs(readme),
         "fn main() -> Result<(), Box<dyn std::error::Error>> {\n    let a = 1;\n    Ok::<(), Box<dyn std::error::Error>>(())\n}\n"

@@ -154,7 +154,9 @@ mod tests {
     /// subsections go, the older releases stay as they were.
     #[test]
     fn rolls_unreleased_into_a_release() {
-        let text = changelog("\n### Added\n\n- A thing.\n  More of it.\n\n### Changed\n\n### Fixed\n\n- A bug.\n\n");
+        let text = changelog(
+            "\n### Added\n\n- A thing.\n  More of it.\n\n### Changed\n\n### Fixed\n\n- A bug.\n\n",
+        );
         let rolled = roll(&text, &Version::new(0, 2, 0), "2026-12-03").unwrap();
         assert_eq!(
             rolled,

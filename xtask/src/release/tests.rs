@@ -50,7 +50,10 @@ fn refuses_a_version_that_is_not_newer() {
     let fixture = Fixture::new();
     for to in ["0.1.0", "0.0.9", "0.1.0-rc.1"] {
         let err = refusal(&fixture, to);
-        assert!(err.contains("not newer than the current version 0.1.0"), "{to}: {err}");
+        assert!(
+            err.contains("not newer than the current version 0.1.0"),
+            "{to}: {err}"
+        );
     }
     assert!(release(&fixture).plan(&version("0.1.1")).is_ok());
 }
@@ -74,7 +77,10 @@ fn refuses_an_empty_unreleased_section() {
     );
     fixture.commit("empty unreleased");
     let err = refusal(&fixture, "0.2.0");
-    assert!(err.contains("[Unreleased] section lists no change"), "{err}");
+    assert!(
+        err.contains("[Unreleased] section lists no change"),
+        "{err}"
+    );
 }
 
 /// Crates out of step with the workspace's version are refused.
@@ -116,8 +122,7 @@ fn plans_the_bump_the_roll_and_the_order() {
     );
     let root = &plan.edits[0].after;
     assert_eq!(
-        *root,
-        ROOT_MANIFEST_BUMPED,
+        *root, ROOT_MANIFEST_BUMPED,
         "the root manifest changes in its versions only"
     );
     assert!(plan.edits[1].after.contains(
@@ -195,16 +200,27 @@ fn release_commits_and_tags_after_packaging_every_crate() {
     }
     assert!(!fixture.path("target/package/fx-tool-0.0.0.crate").exists());
     assert_eq!(fixture.git(&["status", "--porcelain"]), "");
-    assert_eq!(fixture.git(&["log", "-1", "--format=%s"]).trim(), "Release 0.2.0");
+    assert_eq!(
+        fixture.git(&["log", "-1", "--format=%s"]).trim(),
+        "Release 0.2.0"
+    );
     assert_eq!(fixture.git(&["rev-parse", "HEAD~1"]), before);
-    assert_eq!(fixture.git(&["tag", "--points-at", "HEAD"]).trim(), "v0.2.0");
+    assert_eq!(
+        fixture.git(&["tag", "--points-at", "HEAD"]).trim(),
+        "v0.2.0"
+    );
     assert_eq!(fixture.git(&["cat-file", "-t", "v0.2.0"]).trim(), "tag");
     let changed = fixture.git(&["show", "--name-only", "--format=", "HEAD"]);
     let mut changed: Vec<&str> = changed.lines().collect();
     changed.sort_unstable();
     assert_eq!(
         changed,
-        ["CHANGELOG.md", "Cargo.lock", "Cargo.toml", "crates/fx-app/Cargo.toml"]
+        [
+            "CHANGELOG.md",
+            "Cargo.lock",
+            "Cargo.toml",
+            "crates/fx-app/Cargo.toml"
+        ]
     );
     assert_eq!(fixture.read("Cargo.toml"), ROOT_MANIFEST_BUMPED);
     let changelog = fixture.read("CHANGELOG.md");
@@ -215,7 +231,10 @@ fn release_commits_and_tags_after_packaging_every_crate() {
         "{changelog}"
     );
     let lock = fixture.read("Cargo.lock");
-    assert!(lock.contains("name = \"fx-core\"\nversion = \"0.2.0\""), "{lock}");
+    assert!(
+        lock.contains("name = \"fx-core\"\nversion = \"0.2.0\""),
+        "{lock}"
+    );
     // The next release starts from here: 0.2.0 is now the one to compare to.
     fixture.write(
         "CHANGELOG.md",
@@ -270,7 +289,11 @@ fn dry_run_on_a_clone_of_this_repository_changes_nothing() {
             .args(args)
             .output()
             .unwrap();
-        assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
     git(
@@ -289,9 +312,26 @@ fn dry_run_on_a_clone_of_this_repository_changes_nothing() {
         // Right after a release: give the clone something to release.
         let changelog = changelog.replace("## [Unreleased]\n", "## [Unreleased]\n\n- A change.\n");
         fs::write(root.join("CHANGELOG.md"), changelog).unwrap();
-        git(root, &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "--quiet", "-am", "a change"]);
+        git(
+            root,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.com",
+                "commit",
+                "--quiet",
+                "-am",
+                "a change",
+            ],
+        );
     }
-    let current = Workspace::load(root).unwrap().get("nerve").unwrap().version.clone();
+    let current = Workspace::load(root)
+        .unwrap()
+        .get("nerve")
+        .unwrap()
+        .version
+        .clone();
     let next = Version::new(current.major, current.minor + 1, 0);
     let head = git(root, &["rev-parse", "HEAD"]);
     let plan = Release::new(root)
@@ -311,7 +351,11 @@ fn dry_run_on_a_clone_of_this_repository_changes_nothing() {
         "nerve",
         "nerve-cli",
     ] {
-        assert!(plan.order.iter().any(|n| n == name), "{name} not in {:?}", plan.order);
+        assert!(
+            plan.order.iter().any(|n| n == name),
+            "{name} not in {:?}",
+            plan.order
+        );
     }
     let position = |name: &str| plan.order.iter().position(|n| n == name).unwrap();
     assert!(position("nerve-core") < position("nerve-router"));

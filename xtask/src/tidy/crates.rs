@@ -39,7 +39,10 @@ pub(crate) const LAYERS: &[(&str, &[&str])] = &[
     ("nerve-consumers", &["nerve-core", "nerve-router"]),
     ("nerve-otel", &["nerve-core"]),
     // Sideways on purpose: the journal's line is the message body.
-    ("nerve-nats", &["nerve-core", "nerve-router", "nerve-journal"]),
+    (
+        "nerve-nats",
+        &["nerve-core", "nerve-router", "nerve-journal"],
+    ),
     (
         "nerve",
         &[
@@ -235,7 +238,8 @@ fn check_internal_dependencies(
             continue;
         }
         if let Some(version) = version {
-            let exact = VersionReq::parse(&version.to_string()).expect("a version is a requirement");
+            let exact =
+                VersionReq::parse(&version.to_string()).expect("a version is a requirement");
             if dep.req != exact {
                 findings.push(finding(
                     &krate.manifest,
@@ -246,7 +250,9 @@ fn check_internal_dependencies(
                 ));
             }
         }
-        let target_publishes = workspace.get(&dep.name).is_some_and(|target| target.publishable);
+        let target_publishes = workspace
+            .get(&dep.name)
+            .is_some_and(|target| target.publishable);
         if krate.publishable && !target_publishes {
             findings.push(finding(
                 &krate.manifest,
@@ -311,9 +317,10 @@ fn check_docs_rs(krate: &Crate, findings: &mut Vec<Finding>) {
             "no `[package.metadata.docs.rs] all-features = true`",
         ));
     }
-    let has_cfg_docsrs = docs_rs["rustdoc-args"]
-        .as_array()
-        .is_some_and(|args| args.windows(2).any(|pair| pair[0] == "--cfg" && pair[1] == "docsrs"));
+    let has_cfg_docsrs = docs_rs["rustdoc-args"].as_array().is_some_and(|args| {
+        args.windows(2)
+            .any(|pair| pair[0] == "--cfg" && pair[1] == "docsrs")
+    });
     if !has_cfg_docsrs {
         findings.push(finding(
             &krate.manifest,
@@ -454,7 +461,10 @@ mod tests {
         check(&workspace, FIXTURE_LAYERS)
             .into_iter()
             .map(|finding| {
-                let path = finding.path.strip_prefix(fixture.root()).unwrap_or(&finding.path);
+                let path = finding
+                    .path
+                    .strip_prefix(fixture.root())
+                    .unwrap_or(&finding.path);
                 format!("{}: {}", path.display(), finding.message)
             })
             .collect()
@@ -501,7 +511,11 @@ mod tests {
         let workspace = Workspace::load(fixture.root()).unwrap();
         let found = check(&workspace, &FIXTURE_LAYERS[..2]);
         assert_eq!(found.len(), 1, "{found:#?}");
-        assert!(found[0].message.contains("`fx-tool` has no place in the layering table"));
+        assert!(
+            found[0]
+                .message
+                .contains("`fx-tool` has no place in the layering table")
+        );
     }
 
     /// A publishable crate without a README, or whose README example is
@@ -512,14 +526,21 @@ mod tests {
         std::fs::remove_file(fixture.path("crates/fx-app/README.md")).unwrap();
         assert_eq!(
             findings(&fixture),
-            ["crates/fx-app/Cargo.toml: publishable crate without a README (add README.md beside Cargo.toml)"]
+            [
+                "crates/fx-app/Cargo.toml: publishable crate without a README (add README.md beside Cargo.toml)"
+            ]
         );
 
         let fixture = Fixture::new();
-        fixture.write("crates/fx-app/README.md", "# fx-app\n\n```text\nno code\n```\n");
+        fixture.write(
+            "crates/fx-app/README.md",
+            "# fx-app\n\n```text\nno code\n```\n",
+        );
         assert_eq!(
             findings(&fixture),
-            ["crates/fx-app/README.md: has no ```rust example of the crate used without the facade"]
+            [
+                "crates/fx-app/README.md: has no ```rust example of the crate used without the facade"
+            ]
         );
 
         // fx-app depends on fx-core: its example may use both.
@@ -535,7 +556,12 @@ mod tests {
             "crates/fx-core/README.md",
             "```rust\nassert_eq!(fx_app::three(), fx_core::one() + 2);\n```\n",
         );
-        edit(&fixture, "crates/fx-core/src/lib.rs", "#![doc = include_str!(\"../README.md\")]\n", "");
+        edit(
+            &fixture,
+            "crates/fx-core/src/lib.rs",
+            "#![doc = include_str!(\"../README.md\")]\n",
+            "",
+        );
         assert_eq!(
             findings(&fixture),
             [
@@ -549,11 +575,36 @@ mod tests {
     #[test]
     fn finds_missing_package_metadata() {
         let fixture = Fixture::new();
-        edit(&fixture, "crates/fx-core/Cargo.toml", "keywords = [\"fixture\"]\n", "");
-        edit(&fixture, "crates/fx-core/Cargo.toml", "all-features = true\n", "");
-        edit(&fixture, "crates/fx-core/Cargo.toml", "repository.workspace = true\n", "");
-        edit(&fixture, "crates/fx-core/src/lib.rs", "#![cfg_attr(docsrs, feature(doc_cfg))]\n", "");
-        edit(&fixture, "Cargo.toml", "check-cfg = [\"cfg(docsrs)\"]", "check-cfg = []");
+        edit(
+            &fixture,
+            "crates/fx-core/Cargo.toml",
+            "keywords = [\"fixture\"]\n",
+            "",
+        );
+        edit(
+            &fixture,
+            "crates/fx-core/Cargo.toml",
+            "all-features = true\n",
+            "",
+        );
+        edit(
+            &fixture,
+            "crates/fx-core/Cargo.toml",
+            "repository.workspace = true\n",
+            "",
+        );
+        edit(
+            &fixture,
+            "crates/fx-core/src/lib.rs",
+            "#![cfg_attr(docsrs, feature(doc_cfg))]\n",
+            "",
+        );
+        edit(
+            &fixture,
+            "Cargo.toml",
+            "check-cfg = [\"cfg(docsrs)\"]",
+            "check-cfg = []",
+        );
         assert_eq!(
             findings(&fixture),
             [
@@ -595,7 +646,12 @@ mod tests {
             "fx-core.workspace = true",
             "fx-core = { path = \"../fx-core\" }",
         );
-        edit(&fixture, "crates/fx-core/Cargo.toml", "version.workspace = true", "version = \"0.1.1\"");
+        edit(
+            &fixture,
+            "crates/fx-core/Cargo.toml",
+            "version.workspace = true",
+            "version = \"0.1.1\"",
+        );
         let found = findings(&fixture);
         assert!(found.contains(&"crates/fx-app/Cargo.toml: [dependencies] `fx-core` has no `version`: `cargo publish` needs one (or, for a dev-dependency, leave only the `path` so that publishing drops it)".to_owned()), "{found:#?}");
         assert!(found.contains(&"crates/fx-core/Cargo.toml: version 0.1.1 is not the workspace's 0.1.0; publishable crates are released in lock-step".to_owned()), "{found:#?}");
