@@ -8,7 +8,8 @@
 //!    user's project builds it, without its dev-dependencies. This is the
 //!    real "alone" check: a missing `features = [...]` on a dependency, or
 //!    an item used outside its `#[cfg(feature)]`, fails here.
-//! 2. `cargo test -p CRATE --lib` (`--bins` for a binary): its unit tests.
+//! 2. `cargo test -p CRATE --lib` (`--bins` for a binary): its unit tests,
+//!    for crates that have some (the facade, re-exports only, has none).
 //!    Test builds unify features with the dev-dependencies (the crates'
 //!    doctests reach the facade with some features on), so step 1 is the
 //!    one that proves a crate builds with nothing else switched on.
@@ -18,6 +19,9 @@
 //! crate list taken from `cargo metadata` like every other xtask step.
 //! Integration tests and doctests run once, with every feature, in the
 //! `test` and `doctest` steps.
+
+use std::fs;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
@@ -64,8 +68,31 @@ fn feature_sets(krate: &Crate) -> Vec<Option<String>> {
         .collect()
 }
 
+/// Whether the crate's sources hold unit tests (`#[test]` or a
+/// `#[cfg(test)]` module). Without them a `cargo test --lib` would only
+/// compile the dev-dependencies (for the facade: criterion, the
+/// OpenTelemetry SDK, proptest...) once per feature set, for nothing.
+fn has_unit_tests(krate: &Crate) -> bool {
+    fn scan(dir: &Path) -> bool {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return false;
+        };
+        entries.flatten().any(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                scan(&path)
+            } else {
+                path.extension().is_some_and(|ext| ext == "rs")
+                    && fs::read_to_string(&path)
+                        .is_ok_and(|text| text.contains("#[test]") || text.contains("#[cfg(test)]"))
+            }
+        })
+    }
+    scan(&krate.dir().join("src"))
+}
+
 /// The cargo commands for one crate and feature set: a check without
-/// dev-dependencies, then its unit tests.
+/// dev-dependencies, then its unit tests when it has any.
 fn commands(krate: &Crate, features: Option<&str>) -> Vec<Vec<String>> {
     let target = if krate.has_lib() { "--lib" } else { "--bins" };
     let mut common = vec![
@@ -82,7 +109,11 @@ fn commands(krate: &Crate, features: Option<&str>) -> Vec<Vec<String>> {
         args.extend(common.iter().cloned());
         args
     };
-    vec![command("check"), command("test")]
+    if has_unit_tests(krate) {
+        vec![command("check"), command("test")]
+    } else {
+        vec![command("check")]
+    }
 }
 
 /// Unit tests for the feature sets.
@@ -103,11 +134,24 @@ mod tests {
             .iter()
             .map(|args| args.join(" "))
             .collect();
+        // fx-core has no unit tests: only the check.
+        assert_eq!(
+            lines,
+            ["check -p fx-core --lib --no-default-features --features extra"]
+        );
+        fixture.write(
+            "crates/fx-core/src/tests.rs",
+            "#[test]\nfn one_is_one() {\n    assert_eq!(super::one(), 1);\n}\n",
+        );
+        let lines: Vec<String> = commands(core, None)
+            .iter()
+            .map(|args| args.join(" "))
+            .collect();
         assert_eq!(
             lines,
             [
-                "check -p fx-core --lib --no-default-features --features extra",
-                "test -p fx-core --lib --no-default-features --features extra",
+                "check -p fx-core --lib --no-default-features",
+                "test -p fx-core --lib --no-default-features",
             ]
         );
         let app = workspace.get("fx-app").unwrap();
@@ -120,7 +164,7 @@ mod tests {
     }
 
     /// The real workspace: every publishable crate is covered, the facade
-    /// with each of its features.
+    /// with each of its features; unit tests run where there are some.
     #[test]
     fn covers_this_workspace() {
         let workspace = Workspace::load(workspace_root()).unwrap();
@@ -131,5 +175,12 @@ mod tests {
         assert!(sets.contains(&Some("full".to_owned())));
         assert!(sets.contains(&Some("journal".to_owned())));
         assert_eq!(sets[0], None);
+        assert_eq!(
+            commands(facade, None).len(),
+            1,
+            "the facade has no unit tests"
+        );
+        let core = workspace.get("nerve-core").unwrap();
+        assert_eq!(commands(core, None).len(), 2, "nerve-core has unit tests");
     }
 }
