@@ -92,12 +92,14 @@ pub(crate) fn run(options: &Options) -> Result<()> {
         );
     }
     let workspace = Workspace::load(root)?;
-    let steps = plan(&workspace, |name, version| {
-        registry_has(name, version, options.registry.as_deref())
-    })?;
-    let Some(version) = steps.first().map(|step| step.version.clone()) else {
+    let Some(version) = workspace
+        .publish_order()?
+        .first()
+        .map(|krate| krate.version.clone())
+    else {
         bail!("nothing to publish: no crate of the workspace publishes");
     };
+    // Before asking the registry anything: only a tagged release goes out.
     let tag = format!("v{version}");
     if !git.tags_at_head()?.contains(&tag) {
         bail!(
@@ -105,6 +107,9 @@ pub(crate) fn run(options: &Options) -> Result<()> {
              publish the commit `cargo xtask release {version}` made"
         );
     }
+    let steps = plan(&workspace, |name, version| {
+        registry_has(name, version, options.registry.as_deref())
+    })?;
     print(&steps, options);
     if options.dry_run {
         println!("xtask: dry run, nothing published");
