@@ -7,16 +7,26 @@
 //! `cargo xtask fuzz` runs the cargo-fuzz targets (not part of `ci`).
 //! `cargo xtask loom` runs the loom models in full.
 //! `cargo xtask screenshot` regenerates the README's picture of the dashboard.
+//! `cargo xtask release <VERSION> [--dry-run]` prepares a release (commit
+//! and tag); `cargo xtask publish` publishes it.
 //! See `cargo xtask --help`.
 
 mod bench;
 mod cargo;
 mod ci;
+mod deny;
 mod features;
+#[cfg(test)]
+mod fixture;
 mod fuzz;
+mod git;
 mod loom;
-mod manifest;
 mod screenshot;
+mod metadata;
+mod publish;
+mod release;
+#[cfg(test)]
+mod scratch;
 mod soak;
 mod step;
 mod tidy;
@@ -46,6 +56,10 @@ enum Command {
     Loom,
     /// Regenerate the README's screenshot of the dashboard.
     Screenshot,
+    /// Prepare a release: bump, checks, packages, commit and tag.
+    Release(release::Options),
+    /// Publish the tagged release.
+    Publish(publish::Options),
 }
 
 /// Runs the command, printing any error as one line.
@@ -78,6 +92,8 @@ fn run() -> Result<ExitCode> {
         Command::Fuzz(options) => fuzz::run(&options).context("fuzz failed")?,
         Command::Loom => loom::run().context("loom failed")?,
         Command::Screenshot => screenshot::run().context("screenshot failed")?,
+        Command::Release(options) => release::run(&options).context("release failed")?,
+        Command::Publish(options) => publish::run(&options).context("publish failed")?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -92,6 +108,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Command>> {
         "bench" => return Ok(Some(Command::Bench(bench::parse(args)?))),
         "soak" => return Ok(Some(Command::Soak(soak::parse(args)?))),
         "fuzz" => return Ok(Some(Command::Fuzz(fuzz::parse(args)?))),
+        "release" => return Ok(Some(Command::Release(release::parse(args)?))),
+        "publish" => return Ok(Some(Command::Publish(publish::parse(args)?))),
         "-h" | "--help" | "help" => Command::Help,
         "ci" => Command::Ci,
         "loom" => Command::Loom,
@@ -126,6 +144,8 @@ fn usage() -> String {
     text.push_str(fuzz::USAGE);
     text.push_str(loom::USAGE);
     text.push_str(screenshot::USAGE);
+    text.push_str(release::USAGE);
+    text.push_str(publish::USAGE);
     text
 }
 
@@ -150,6 +170,21 @@ mod tests {
         check(&["fmt"], Some(Command::Step(Step::Fmt)));
         check(&["tidy"], Some(Command::Step(Step::Tidy)));
         check(&["loom"], Some(Command::Loom));
+        check(&["deny"], Some(Command::Step(Step::Deny)));
+        check(
+            &["release", "0.2.0", "--dry-run"],
+            Some(Command::Release(release::Options {
+                version: semver::Version::new(0, 2, 0),
+                dry_run: true,
+            })),
+        );
+        check(
+            &["publish", "--dry-run"],
+            Some(Command::Publish(publish::Options {
+                dry_run: true,
+                registry: None,
+            })),
+        );
         check(&["loom-ci"], Some(Command::Step(Step::LoomCi)));
         check(&["screenshot"], Some(Command::Screenshot));
         check(&["bench"], Some(Command::Bench(bench::parse([]).unwrap())));
@@ -195,6 +230,8 @@ mod tests {
         assert!(text.contains("cargo xtask soak [--minutes N]"));
         assert!(text.contains("cargo xtask fuzz [--seconds N]"));
         assert!(text.contains("screenshot"));
+        assert!(text.contains("cargo xtask release <VERSION> [--dry-run]"));
+        assert!(text.contains("cargo xtask publish [--dry-run]"));
         for step in Step::ALL {
             assert!(
                 text.contains(step.name()),

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::cargo::Cargo;
-use crate::{features, loom, soak, tidy};
+use crate::{deny, features, loom, soak, tidy};
 
 /// One check, run alone as `cargo xtask <name>` or as part of `ci`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,10 +21,13 @@ pub(crate) enum Step {
     Doctest,
     /// Rustdoc with warnings denied, so broken intra-doc links fail.
     Doc,
-    /// The facade builds with no default features and with each feature alone.
+    /// Every publishable crate builds and passes its unit tests with no
+    /// default features and with each feature alone; see [`features`].
     Features,
     /// Project conventions no compiler checks; see [`tidy`].
     Tidy,
+    /// Licenses and duplicate crates with cargo-deny; see [`deny`].
+    Deny,
     /// Every feature of the bus at full rate for one minute, then memory,
     /// accounting, journal and leak checks; see [`soak`].
     Soak,
@@ -34,7 +37,7 @@ pub(crate) enum Step {
 
 impl Step {
     /// Every step, in the order `ci` runs them.
-    pub(crate) const ALL: [Step; 9] = [
+    pub(crate) const ALL: [Step; 10] = [
         Step::Fmt,
         Step::Clippy,
         Step::Test,
@@ -42,6 +45,7 @@ impl Step {
         Step::Doc,
         Step::Features,
         Step::Tidy,
+        Step::Deny,
         Step::LoomCi,
         Step::Soak,
     ];
@@ -56,6 +60,7 @@ impl Step {
             Step::Doc => "doc",
             Step::Features => "features",
             Step::Tidy => "tidy",
+            Step::Deny => "deny",
             Step::Soak => "soak",
             Step::LoomCi => "loom-ci",
         }
@@ -72,10 +77,13 @@ impl Step {
             Step::Doctest => "Run the doctests",
             Step::Doc => "Build the docs with warnings denied",
             Step::Features => {
-                "Check the nerve facade with no default features and each feature alone"
+                "Build and unit-test every publishable crate with no default features and each feature alone"
             }
             Step::Tidy => {
-                "Check project conventions (lints, leftovers, crate docs, changelog, readme)"
+                "Check project conventions (lints, leftovers, crate docs, layering, crate metadata, changelog, readme)"
+            }
+            Step::Deny => {
+                "Check licenses and duplicate crates with cargo-deny (advisories when online)"
             }
             Step::Soak => {
                 "Soak every feature at full rate for 1 minute; check memory, accounting, journal, leaks"
@@ -105,6 +113,7 @@ impl Step {
                 .run(),
             Step::Features => features::check(),
             Step::Tidy => tidy::check(),
+            Step::Deny => deny::check(),
             Step::Soak => soak::run(&soak::Options::default()),
             Step::LoomCi => loom::ci().run(),
         }

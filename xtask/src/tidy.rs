@@ -12,7 +12,11 @@
 //! - `CHANGELOG.md` has a standing `## [Unreleased]` section;
 //! - `README.md` shows how to run the demo and how to run the checks;
 //! - the modules of `crates/nerve-router/src` depend on each other one way:
-//!   no file reaches (through `crate::…` paths) a file that reaches it.
+//!   no file reaches (through `crate::…` paths) a file that reaches it;
+//! - the crate-level conventions of [`crates`], read from `cargo metadata`:
+//!   the layering of crates, what every publishable crate carries for
+//!   crates.io and docs.rs, internal dependencies with `path` and
+//!   `version`, versions in lock-step.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -21,8 +25,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use toml_edit::{DocumentMut, Item};
+
 use crate::cargo::workspace_root;
-use crate::manifest;
+use crate::metadata::Workspace;
+
+pub(crate) mod crates;
 
 /// Macros that mark unfinished or debugging code.
 const LEFTOVERS: [&str; 3] = ["todo!(", "unimplemented!(", "dbg!("];
@@ -114,7 +122,12 @@ impl Report<'_> {
 ///
 /// When any convention is broken or `crates/` cannot be listed.
 pub(crate) fn check() -> Result<()> {
-    let root = workspace_root();
+    check_at(workspace_root(), crates::LAYERS)
+}
+
+/// Runs every tidy check on the workspace at `root`, with `layers` as the
+/// allowed edges between its crates.
+fn check_at(root: &Path, layers: &[(&str, &[&str])]) -> Result<()> {
     let mut report = Report {
         root,
         problems: Vec::new(),
@@ -131,7 +144,13 @@ pub(crate) fn check() -> Result<()> {
     }
     check_changelog(&mut report, &root.join("CHANGELOG.md"));
     check_readme(&mut report, &root.join("README.md"));
-    check_module_layers(&mut report, &root.join(LAYERED_CRATE));
+    if root.join(LAYERED_CRATE).is_dir() {
+        check_module_layers(&mut report, &root.join(LAYERED_CRATE));
+    }
+    let workspace = Workspace::load(root)?;
+    for finding in crates::check(&workspace, layers) {
+        report.add(&finding.path, finding.message);
+    }
 
     for problem in &report.problems {
         println!("{problem}");
@@ -220,14 +239,11 @@ fn check_readme(report: &mut Report<'_>, path: &Path) {
 /// Whether a crate manifest opts into the workspace lints, in any of the
 /// spellings Cargo accepts.
 fn inherits_workspace_lints(manifest: &str) -> bool {
-    manifest::entries(manifest).iter().any(|entry| {
-        let value: String = entry.value.split_whitespace().collect();
-        match (entry.table.as_str(), entry.key.as_str()) {
-            ("lints", "workspace") => value == "true",
-            ("", "lints.workspace") => value == "true",
-            ("", "lints") => value == "{workspace=true}",
-            _ => false,
-        }
+    manifest.parse::<DocumentMut>().is_ok_and(|doc| {
+        doc.get("lints")
+            .and_then(|lints| lints.get("workspace"))
+            .and_then(Item::as_bool)
+            == Some(true)
     })
 }
 
@@ -468,6 +484,13 @@ fn module_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `cargo xtask tidy` as a test, as rust-analyzer runs its tidy: this
+    /// workspace keeps every convention.
+    #[test]
+    fn this_workspace_is_tidy() {
+        check().unwrap();
+    }
 
     /// Checks whether `manifest` inherits the workspace lints.
     fn check_lints(manifest: &str, expected: bool) {

@@ -89,6 +89,14 @@
 //!
 //! [nerve]: https://docs.rs/nerve
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The README's example, compiled as a doctest: the crate used without the
+/// `nerve` facade, as its own dependency.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod alert;
 mod error;
 pub mod progress;

@@ -156,6 +156,12 @@
 //!
 //! The minimum supported Rust version is 1.85 (edition 2024).
 
+/// The README's example, compiled as a doctest: the crate used without the
+/// `nerve` facade, as its own dependency.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 mod dashboard;
 mod hub;
 mod server;

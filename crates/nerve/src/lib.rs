@@ -71,6 +71,8 @@
 //!
 //! The minimum supported Rust version is 1.85 (edition 2024).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(feature = "consumers")]
 #[doc(inline)]
 pub use nerve_consumers as consumers;
