@@ -1,5 +1,6 @@
 //! The bridge against real `nats-server` processes (see `support`).
 
+mod durable;
 mod processes;
 mod restart;
 mod support;
