@@ -1,6 +1,8 @@
 //! The bridge against real `nats-server` processes (see `support`).
 
 mod durable;
+mod durable_processes;
+mod durable_restart;
 mod processes;
 mod restart;
 mod support;
