@@ -18,6 +18,7 @@ mod demo_consumers;
 mod inspect;
 mod output;
 mod path;
+mod record;
 mod verify;
 
 use output::Out;
@@ -69,6 +70,12 @@ enum Command {
     ///
     /// Example: nerve verify demo_event_output/run-healthy
     Verify(VerifyArgs),
+    /// Record a NATS JetStream stream into a journal directory through a
+    /// durable consumer: restartable, one line per event, `nerve verify`
+    /// clean. Runs until SIGINT/SIGTERM, or with --drain until caught up.
+    ///
+    /// Example: nerve record --nats nats://127.0.0.1:4222 --stream ORDERS archive/
+    Record(record::RecordArgs),
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +209,7 @@ fn main() -> ExitCode {
         Command::Timeline(args) => inspect::timeline(&args, &mut out),
         Command::Tail(args) => inspect::tail(&args, &mut out),
         Command::Verify(args) => verify::verify(&args.path, &mut out),
+        Command::Record(args) => record::record(&args, &mut out),
     };
     match result {
         Ok(code) => code,

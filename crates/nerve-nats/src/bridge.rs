@@ -16,7 +16,7 @@ use crate::subject::{self, Prefix, SubjectError};
 
 mod durable;
 
-pub use durable::{DeliverFrom, DurableImport, DurableStream};
+pub use durable::{ConsumerPending, DeliverFrom, DurableImport, DurableStream};
 
 /// Header: the event id (JetStream deduplicates on it).
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";

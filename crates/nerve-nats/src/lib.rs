@@ -111,8 +111,9 @@ mod bridge;
 pub mod subject;
 
 pub use bridge::{
-    BRIDGE_CONNECTED, BRIDGE_DISCONNECTED, BridgeError, BridgeStats, DeliverFrom, DurableImport,
-    DurableStream, HEADER_CAUSATION_ID, HEADER_CORRELATION_ID, HEADER_MSG_ID, HEADER_ORIGIN,
-    HEADER_TRACEPARENT, HEADER_TRACESTATE, NatsBridge, NatsOptions, Origin, imported_from,
+    BRIDGE_CONNECTED, BRIDGE_DISCONNECTED, BridgeError, BridgeStats, ConsumerPending, DeliverFrom,
+    DurableImport, DurableStream, HEADER_CAUSATION_ID, HEADER_CORRELATION_ID, HEADER_MSG_ID,
+    HEADER_ORIGIN, HEADER_TRACEPARENT, HEADER_TRACESTATE, NatsBridge, NatsOptions, Origin,
+    imported_from,
 };
 pub use subject::SubjectError;

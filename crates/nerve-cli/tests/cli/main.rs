@@ -14,6 +14,7 @@ mod damaged;
 mod demo;
 mod edges;
 mod follow;
+mod record;
 mod runs;
 
 fn nerve(args: &[&str]) -> Output {

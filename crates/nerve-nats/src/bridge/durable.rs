@@ -778,18 +778,7 @@ impl NatsBridge {
     pub async fn import_durable_with(&self, options: DurableImport) -> Result<(), BridgeError> {
         check_name("stream", &options.stream)?;
         check_name("consumer", &options.consumer)?;
-        let js = jetstream::new(self.shared.client.clone());
-        let stream = match js.get_stream(&options.stream).await {
-            Ok(s) => s,
-            Err(e) => {
-                if let jetstream::context::GetStreamErrorKind::JetStream(inner) = e.kind() {
-                    if inner.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND {
-                        return Err(BridgeError::StreamNotFound(options.stream));
-                    }
-                }
-                return Err(js_error("stream lookup", &options.stream, e));
-            }
-        };
+        let stream = self.jetstream_stream(&options.stream).await?;
         let config = consumer::pull::Config {
             durable_name: Some(options.consumer.clone()),
             deliver_policy: options.from.policy(),
@@ -815,6 +804,75 @@ impl NatsBridge {
         let task = tokio::spawn(importer.run());
         self.lock_tasks().push(task);
         Ok(())
+    }
+}
+
+/// What a durable consumer still has for its importer, from
+/// [`NatsBridge::consumer_pending`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerPending {
+    /// Messages of the stream not yet delivered to the consumer.
+    pub undelivered: u64,
+    /// Messages delivered and not yet acknowledged.
+    pub unacknowledged: u64,
+}
+
+impl ConsumerPending {
+    /// Whether the consumer has delivered, and had acknowledged, everything
+    /// the stream holds now.
+    pub fn is_caught_up(&self) -> bool {
+        self.undelivered == 0 && self.unacknowledged == 0
+    }
+}
+
+impl NatsBridge {
+    /// Asks the server how far the durable `consumer` of `stream` is: what
+    /// it has not delivered yet and what is not acknowledged yet. With
+    /// [`ConsumerPending::is_caught_up`], "import everything there is, then
+    /// stop" (`nerve record --drain`).
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::Name`] for a name JetStream refuses,
+    /// [`BridgeError::StreamNotFound`], or [`BridgeError::JetStream`] when
+    /// the consumer does not exist or the server did not answer.
+    pub async fn consumer_pending(
+        &self,
+        stream: &str,
+        consumer: &str,
+    ) -> Result<ConsumerPending, BridgeError> {
+        check_name("stream", stream)?;
+        check_name("consumer", consumer)?;
+        let stream_handle = self.jetstream_stream(stream).await?;
+        let mut handle: consumer::PullConsumer = stream_handle
+            .get_consumer(consumer)
+            .await
+            .map_err(|e| js_error("consumer lookup", stream, e))?;
+        let info = handle
+            .info()
+            .await
+            .map_err(|e| js_error("consumer info", stream, e))?;
+        Ok(ConsumerPending {
+            undelivered: info.num_pending,
+            unacknowledged: u64::try_from(info.num_ack_pending).unwrap_or(0),
+        })
+    }
+
+    /// The existing stream `name`.
+    async fn jetstream_stream(&self, name: &str) -> Result<jetstream::stream::Stream, BridgeError> {
+        let js = jetstream::new(self.shared.client.clone());
+        match js.get_stream(name).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                if let jetstream::context::GetStreamErrorKind::JetStream(inner) = e.kind() {
+                    if inner.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND {
+                        return Err(BridgeError::StreamNotFound(name.to_owned()));
+                    }
+                }
+                Err(js_error("stream lookup", name, e))
+            }
+        }
     }
 }
 
