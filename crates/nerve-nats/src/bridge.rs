@@ -272,8 +272,8 @@ struct Counters {
 struct Export {
     stream_id: SubscriptionId,
     /// The inline subscription that makes terminal emits wait for their
-    /// acknowledgement (durable exports only).
-    waiter: Option<SubscriptionId>,
+    /// acknowledgement, and what they wait on (durable exports only).
+    waiter: Option<(SubscriptionId, Arc<durable::Waits>)>,
     /// Events taken off the stream and dealt with (published, refused or
     /// skipped): `flush` waits until this reaches what the stream delivered.
     done: Arc<AtomicU64>,
@@ -620,8 +620,9 @@ impl NatsBridge {
         }
         for export in self.lock_exports().drain(..) {
             self.shared.bus.unsubscribe(export.stream_id);
-            if let Some(waiter) = export.waiter {
+            if let Some((waiter, waits)) = export.waiter {
                 self.shared.bus.unsubscribe(waiter);
+                waits.close();
             }
         }
         let _ = self.shared.client.drain().await;

@@ -333,9 +333,11 @@ fn backoff(attempt: u32) -> Duration {
 /// Terminal events of one durable export whose outcome a waiting `emit`
 /// needs: `None` while an emit waits, `Some(acked)` once settled.
 #[derive(Default)]
-struct Waits {
+pub(super) struct Waits {
     slots: Mutex<HashMap<EventId, Option<bool>>>,
     settled: Condvar,
+    /// Set by the bridge's shutdown: no emit waits any more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Waits {
@@ -356,9 +358,21 @@ impl Waits {
         self.settled.notify_all();
     }
 
-    /// Waits for `id`'s outcome, at most `limit`: `None` when it ran out.
+    /// Releases every waiting emit (the export is stopping) and lets no
+    /// later one wait.
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let _guard = self.lock();
+        self.settled.notify_all();
+    }
+
+    /// Waits for `id`'s outcome, at most `limit`: `None` when it ran out
+    /// or the export stopped.
     fn wait(&self, id: EventId, limit: Duration) -> Option<bool> {
         let mut slots = self.lock();
+        if self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
         if let Some(Some(acked)) = slots.get(&id).copied() {
             slots.remove(&id);
             return Some(acked);
@@ -366,7 +380,9 @@ impl Waits {
         slots.insert(id, None);
         let (mut slots, _) = self
             .settled
-            .wait_timeout_while(slots, limit, |s| matches!(s.get(&id), Some(None)))
+            .wait_timeout_while(slots, limit, |s| {
+                matches!(s.get(&id), Some(None)) && !self.closed.load(Ordering::SeqCst)
+            })
             .unwrap_or_else(|e| e.into_inner());
         slots.remove(&id).flatten()
     }
@@ -471,7 +487,7 @@ impl NatsBridge {
         let done = Arc::new(AtomicU64::new(0));
         self.lock_exports().push(Export {
             stream_id: events.id(),
-            waiter: Some(waiter),
+            waiter: Some((waiter, waits.clone())),
             done: done.clone(),
         });
         let export = DurableExport {
@@ -1089,5 +1105,15 @@ mod tests {
         waits.settle(id, true);
         assert_eq!(waits.wait(id, Duration::from_secs(5)), Some(true));
         assert_eq!(waits.wait(EventId::new(), Duration::from_millis(1)), None);
+    }
+
+    #[test]
+    fn closing_releases_a_waiting_emit_at_once() {
+        let waits = Arc::new(Waits::default());
+        let w = waits.clone();
+        let waiter = std::thread::spawn(move || w.wait(EventId::new(), Duration::from_secs(600)));
+        // Closed before or while it waits: either way it returns.
+        waits.close();
+        assert_eq!(waiter.join().unwrap(), None);
     }
 }
