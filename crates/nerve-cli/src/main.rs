@@ -21,6 +21,7 @@ mod output;
 mod path;
 mod serve;
 mod tail_nats;
+mod record;
 mod verify;
 
 use output::Out;
@@ -84,6 +85,12 @@ enum Command {
     ///
     /// Example: nerve serve demo_event_output --bind 127.0.0.1:8080
     Serve(serve::ServeArgs),
+    /// Record a NATS JetStream stream into a journal directory through a
+    /// durable consumer: restartable, one line per event, `nerve verify`
+    /// clean. Runs until SIGINT/SIGTERM, or with --drain until caught up.
+    ///
+    /// Example: nerve record --nats nats://127.0.0.1:4222 --stream ORDERS archive/
+    Record(record::RecordArgs),
 }
 
 #[derive(Debug, Args)]
@@ -234,6 +241,7 @@ fn main() -> ExitCode {
         Command::DemoWorker(args) => demo_nats::worker(&args),
         Command::Verify(args) => verify::verify(&args.path, &mut out),
         Command::Serve(args) => serve::serve(&args, &mut out),
+        Command::Record(args) => record::record(&args, &mut out),
     };
     match result {
         Ok(code) => code,

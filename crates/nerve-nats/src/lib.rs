@@ -13,6 +13,10 @@
 //! * [`BridgeStats`]: what was published, imported, dropped (by reason),
 //!   suppressed as echo, and how often the connection came back.
 //! * [`subject`]: the mapping between names, patterns and subjects.
+//! * [`DurableStream`], [`DurableImport`], [`DeliverFrom`]: JetStream
+//!   streams and durable consumers for
+//!   [`export_durable`](NatsBridge::export_durable) and
+//!   [`import_durable`](NatsBridge::import_durable).
 //!
 //! # Example
 //!
@@ -98,8 +102,79 @@
 //! forever, with backoff; each loss and recovery is emitted as
 //! `system.bridge_disconnected` / `system.bridge_connected` and counted.
 //! Core NATS is at-most-once: a message written to a connection just as it
-//! fails, or published while no importer is subscribed, is lost. Durable
-//! delivery through JetStream is a later release.
+//! fails, or published while no importer is subscribed, is lost. For
+//! delivery that survives both, use JetStream ("Durable", below).
+//!
+//! # Durable: JetStream
+//!
+//! * [`NatsBridge::export_durable`]`(pattern, stream)` publishes the
+//!   matching events into a JetStream stream ([`DurableStream`]: a name, or
+//!   a name with limits; created when missing with the pattern's subjects)
+//!   and has each one acknowledged by the stream. Events wait in the same
+//!   bounded, counted buffer as `export`. A failed attempt (an error, no
+//!   stream, no acknowledgement within `ack_timeout`) is published again
+//!   after 50 ms, doubling up to 5 s, with the same `Nats-Msg-Id`, so the
+//!   stream stores it once even when the first attempt had landed (within
+//!   the stream's duplicate window; counted in [`BridgeStats::ack_duplicates`]).
+//!   Attempts are not spent while the connection is down. After
+//!   `publish_attempts` failures (10) the event is given up: counted in
+//!   [`BridgeStats::ack_failed`] and reported as a `system.bridge_error`
+//!   event naming it. A retried event may be stored after events emitted
+//!   after it (up to `max_in_flight` publishes are in flight).
+//! * **Terminal events wait**: the emit of an event the bus marks terminal
+//!   (`*.completed`, `*.failed`, ... or [`Event::terminal`](nerve_core::Event::terminal))
+//!   returns once the stream acknowledged it and every event of the export
+//!   before it (or gave them up), the promise the journal makes for the
+//!   same events on disk: a program may emit its last event and exit. The
+//!   wait is an inline subscription that runs after every other one, and
+//!   is bounded by `terminal_wait` (30 s; [`BridgeStats::ack_wait_timeouts`]).
+//!   It needs a thread it may block: a plain thread or a multi-thread tokio
+//!   runtime (it uses `block_in_place`). On a current-thread runtime,
+//!   whose only thread the bridge itself may need, the emit does not wait;
+//!   counted in [`BridgeStats::ack_waits_skipped`].
+//! * [`NatsBridge::import_durable`]`(stream, consumer, DeliverFrom)` reads
+//!   the stream through a durable pull consumer: a restarted process using
+//!   the same consumer name continues where the last one stopped.
+//!   [`DeliverFrom`] (`New`, `All`, `Seq(n)`, `Time(t)`) says where a
+//!   consumer that does not exist yet starts.
+//!
+//! Delivery is **at least once**. A message is acknowledged only after its
+//! event was emitted into the local bus (inline handlers ran; with
+//! [`DurableImport::ack_after_flush`], after the journal's flush), so a
+//! process that stops in between receives it again after the consumer's
+//! `ack_wait` (30 s). Repeats are removed by event id: the importer
+//! remembers the last `dedup_window` ids it delivered (100,000, never
+//! fewer than `max_ack_pending`, 1,000), seeded after a restart with
+//! [`DurableImport::already_delivered`] (what the process already holds,
+//! e.g. its journal's tail). Every redelivery of an unacknowledged message
+//! falls inside that window, since at most `max_ack_pending` messages are
+//! unacknowledged at once. Beyond it, one event stored twice in the stream
+//! further apart than `dedup_window` messages (re-published after
+//! JetStream's own duplicate window, 2 minutes by default) is delivered
+//! twice. Counted: [`BridgeStats::redelivered`],
+//! [`BridgeStats::duplicates_dropped`], [`BridgeStats::acks_sent`]. A message
+//! that is not a journal line is terminated (never redelivered), counted
+//! in `import_rejected` and reported.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use nerve::nats::{DeliverFrom, DurableStream, NatsBridge, NatsOptions};
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = nerve::Bus::new();
+//! let bridge = NatsBridge::connect("nats://127.0.0.1:4222", &bus, NatsOptions::new()).await?;
+//! let stream = DurableStream::new("RUNS").max_age(Duration::from_secs(30 * 24 * 3600));
+//! bridge.export_durable("extraction.*", stream).await?;
+//! // Terminal: returns once the RUNS stream has it.
+//! bus.emit("extraction.completed", nerve::json!({"specimens": 2885}))?;
+//!
+//! // In the process that reads the runs, restartable:
+//! bridge.import_durable("RUNS", "auditor", DeliverFrom::All).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `nerve record --nats URL --stream NAME DIR` (the `nerve` command line)
+//! records a stream into a journal this way.
 //!
 //! # Supported Rust versions
 //!
@@ -119,8 +194,9 @@ mod bridge;
 pub mod subject;
 
 pub use bridge::{
-    BRIDGE_CONNECTED, BRIDGE_DISCONNECTED, BridgeError, BridgeStats, HEADER_CAUSATION_ID,
-    HEADER_CORRELATION_ID, HEADER_MSG_ID, HEADER_ORIGIN, HEADER_TRACEPARENT, HEADER_TRACESTATE,
-    NatsBridge, NatsOptions, Origin, imported_from,
+    BRIDGE_CONNECTED, BRIDGE_DISCONNECTED, BridgeError, BridgeStats, ConsumerPending, DeliverFrom,
+    DurableImport, DurableStream, HEADER_CAUSATION_ID, HEADER_CORRELATION_ID, HEADER_MSG_ID,
+    HEADER_ORIGIN, HEADER_TRACEPARENT, HEADER_TRACESTATE, NatsBridge, NatsOptions, Origin,
+    imported_from,
 };
 pub use subject::SubjectError;

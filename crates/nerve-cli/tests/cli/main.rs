@@ -15,6 +15,7 @@ mod demo;
 mod edges;
 mod follow;
 mod nats;
+mod record;
 mod runs;
 
 fn nerve(args: &[&str]) -> Output {

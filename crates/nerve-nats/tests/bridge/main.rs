@@ -2,6 +2,9 @@
 
 mod halt;
 mod plain_thread;
+mod durable;
+mod durable_processes;
+mod durable_restart;
 mod processes;
 mod restart;
 mod support;
