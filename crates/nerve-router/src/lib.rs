@@ -89,6 +89,7 @@
 //!
 //! [nerve]: https://docs.rs/nerve
 
+pub mod attachment;
 mod builder;
 mod bus;
 mod call;
@@ -119,6 +120,7 @@ mod subscription;
 mod sync;
 mod worker;
 
+pub use attachment::{Attachment, AttachmentId, AttachmentState, AttachmentStats};
 pub use builder::BusBuilder;
 pub use bus::{Bus, ShutdownGuard, ShutdownReport, WeakBus};
 pub use config::{DEFAULT_TERMINAL_PATTERNS, Reject};

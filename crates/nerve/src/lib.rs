@@ -112,6 +112,10 @@ pub fn tracing_layer() -> nerve_otel::TracingLayer {
 #[cfg(unix)]
 #[doc(inline)]
 pub use nerve_router::signals;
+/// Components attached to a bus that report their state and counters in
+/// [`Bus::stats`] (bridges, servers): [`attachment::Attachment`].
+#[doc(inline)]
+pub use nerve_router::attachment;
 #[doc(inline)]
 pub use nerve_router::{
     BuildError, Bus, BusBuilder, BusStats, DEFAULT_TERMINAL_PATTERNS, DeadLetter, DeadLetterQueue,
@@ -134,6 +138,6 @@ pub use nerve_journal::{DeadLetterJournal, Fsync, Journal};
 /// Stats types returned by [`Bus::stats`].
 pub mod stats {
     pub use nerve_router::{
-        BusStats, DeadLetterStats, EventStats, RunStats, SubscriberStats, SubscriptionStats,
+        AttachmentStats, BusStats, DeadLetterStats, EventStats, RunStats, SubscriberStats, SubscriptionStats,
     };
 }

@@ -2,6 +2,7 @@
 
 mod processes;
 mod restart;
+mod stats;
 mod support;
 mod two_buses;
 
