@@ -40,7 +40,7 @@ pub(crate) struct Bench {
 }
 
 /// Every bench target, in the order they run and appear on the page.
-pub(crate) const SUITE: [Bench; 6] = [
+pub(crate) const SUITE: [Bench; 7] = [
     Bench {
         name: "emit",
         package: "nerve",
@@ -77,6 +77,13 @@ pub(crate) const SUITE: [Bench; 6] = [
         features: None,
         quick_filter: Some("."),
     },
+    // A paired harness only (no criterion): it starts its own nats-server.
+    Bench {
+        name: "nats",
+        package: "nerve",
+        features: Some("nats"),
+        quick_filter: None,
+    },
 ];
 
 /// The longest a benchmark runs in a `--quick` run, in seconds, unless its
@@ -112,7 +119,8 @@ pub(crate) const USAGE: &str =
             --compare <REV>  also measure REV in a temporary git worktree, taking turns
                              with this tree, and write the before/after table
             --rounds N       rounds of a comparison (default 1; sides alternate order)
-            BENCH            emit, dispatch, flow, redact, journal, otel (default: all)
+            BENCH            emit, dispatch, flow, redact, journal, otel, nats (default: all;
+                             nats needs Debian's nats-server)
 ";
 
 /// Reads the arguments after `bench`.
@@ -380,6 +388,7 @@ fn render(results: &Results) -> Result<()> {
         headline = format!("![ratios](bench/{HEADLINE_CHART})\n\n{headline}");
     }
     let doc = page::replace_block(&doc, "emit", &headline)?;
+    let doc = page::replace_block(&doc, "nats", &page::headline(results, "nats"))?;
     let doc = page::replace_block(&doc, "criterion", &page::criterion_tables(results))?;
     fs::write(&path, doc).with_context(|| format!("could not write {}", path.display()))?;
     println!(

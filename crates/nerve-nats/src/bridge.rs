@@ -322,7 +322,17 @@ impl NatsBridge {
         if let Some(delay) = options.reconnect_delay {
             connect = connect.reconnect_delay_callback(move |_| delay);
         }
-        let client = connect.connect(url).await.map_err(BridgeError::Connect)?;
+        // async-nats takes a `&str` as one address: the list is split here,
+        // so that the client knows every server to fail over to.
+        let servers: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let client = connect
+            .connect(servers)
+            .await
+            .map_err(BridgeError::Connect)?;
         connected.send_replace(true);
         let counters = Arc::new(Counters::default());
         let exports = Arc::new(Mutex::new(Vec::new()));

@@ -4,6 +4,7 @@ mod processes;
 mod restart;
 mod stats;
 mod support;
+mod trace;
 mod two_buses;
 
 use std::time::Duration;
