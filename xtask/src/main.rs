@@ -6,6 +6,7 @@
 //! `cargo xtask soak --minutes N` runs every feature at full rate for N minutes.
 //! `cargo xtask fuzz` runs the cargo-fuzz targets (not part of `ci`).
 //! `cargo xtask loom` runs the loom models in full.
+//! `cargo xtask nats` runs the heavy NATS tests (cluster failover) in full.
 //! See `cargo xtask --help`.
 
 mod bench;
@@ -15,6 +16,7 @@ mod features;
 mod fuzz;
 mod loom;
 mod manifest;
+mod nats;
 mod soak;
 mod step;
 mod tidy;
@@ -42,6 +44,8 @@ enum Command {
     Fuzz(fuzz::Options),
     /// Run every loom model in full.
     Loom,
+    /// Run the heavy NATS tests in full.
+    Nats,
 }
 
 /// Runs the command, printing any error as one line.
@@ -73,6 +77,7 @@ fn run() -> Result<ExitCode> {
         Command::Soak(options) => soak::run(&options).context("soak failed")?,
         Command::Fuzz(options) => fuzz::run(&options).context("fuzz failed")?,
         Command::Loom => loom::run().context("loom failed")?,
+        Command::Nats => nats::run().context("nats failed")?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -90,6 +95,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Command>> {
         "-h" | "--help" | "help" => Command::Help,
         "ci" => Command::Ci,
         "loom" => Command::Loom,
+        "nats" => Command::Nats,
         name => match Step::from_name(name) {
             Some(step) => Command::Step(step),
             None => bail!("unknown command `{name}`, see `cargo xtask --help`"),
@@ -119,6 +125,7 @@ fn usage() -> String {
     text.push_str(soak::USAGE);
     text.push_str(fuzz::USAGE);
     text.push_str(loom::USAGE);
+    text.push_str(nats::USAGE);
     text
 }
 
@@ -143,6 +150,7 @@ mod tests {
         check(&["fmt"], Some(Command::Step(Step::Fmt)));
         check(&["tidy"], Some(Command::Step(Step::Tidy)));
         check(&["loom"], Some(Command::Loom));
+        check(&["nats"], Some(Command::Nats));
         check(&["loom-ci"], Some(Command::Step(Step::LoomCi)));
         check(&["bench"], Some(Command::Bench(bench::parse([]).unwrap())));
         let quick = check_bench(&["bench", "--quick", "emit"]);

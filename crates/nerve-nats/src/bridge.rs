@@ -17,6 +17,10 @@ use tokio::task::JoinHandle;
 
 use crate::subject::{self, Prefix, SubjectError};
 
+mod durable;
+
+pub use durable::{DeliverFrom, DurableImport, DurableStream};
+
 /// Header: the event id (JetStream deduplicates on it).
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 /// Header: the correlation id, when the event has one.
@@ -51,6 +55,10 @@ type RedactFn = Arc<dyn Fn(&Event) -> Event + Send + Sync>;
 /// | `overflow` | [`Overflow::DropOldest`] |
 /// | `redact_with` | none |
 /// | `reconnect_delay` | async-nats's backoff (0 ms, then growing to 4 s) |
+/// | `ack_timeout` | 5 s: how long a durable export waits for JetStream's acknowledgement of one publish |
+/// | `publish_attempts` | 10: publishes of one event (while connected) before a durable export gives it up |
+/// | `max_in_flight` | 256: durable publishes awaiting their acknowledgement at once, per export |
+/// | `terminal_wait` | 30 s: the longest a terminal event's `emit` waits for its acknowledgement |
 #[derive(Clone)]
 #[must_use]
 pub struct NatsOptions {
@@ -60,6 +68,10 @@ pub struct NatsOptions {
     overflow: Overflow,
     redact: Option<RedactFn>,
     reconnect_delay: Option<Duration>,
+    ack_timeout: Duration,
+    publish_attempts: u32,
+    max_in_flight: usize,
+    terminal_wait: Duration,
 }
 
 impl Default for NatsOptions {
@@ -71,6 +83,10 @@ impl Default for NatsOptions {
             overflow: Overflow::DropOldest,
             redact: None,
             reconnect_delay: None,
+            ack_timeout: Duration::from_secs(5),
+            publish_attempts: 10,
+            max_in_flight: 256,
+            terminal_wait: Duration::from_secs(30),
         }
     }
 }
@@ -84,6 +100,10 @@ impl std::fmt::Debug for NatsOptions {
             .field("overflow", &self.overflow)
             .field("redact", &self.redact.is_some())
             .field("reconnect_delay", &self.reconnect_delay)
+            .field("ack_timeout", &self.ack_timeout)
+            .field("publish_attempts", &self.publish_attempts)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("terminal_wait", &self.terminal_wait)
             .finish()
     }
 }
@@ -134,6 +154,40 @@ impl NatsOptions {
         self.reconnect_delay = Some(delay);
         self
     }
+
+    /// How long a durable export waits for JetStream to acknowledge one
+    /// publish before the attempt counts as failed (and is retried).
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How many times a durable export publishes one event while connected
+    /// (with a growing delay between attempts: 50 ms doubling up to 5 s)
+    /// before it gives the event up: counted in
+    /// [`BridgeStats::ack_failed`] and reported as `system.bridge_error`.
+    /// Attempts are not spent while the connection is down: events then
+    /// wait in the export's buffer.
+    pub fn publish_attempts(mut self, attempts: u32) -> Self {
+        self.publish_attempts = attempts.max(1);
+        self
+    }
+
+    /// How many durable publishes of one export may await their
+    /// acknowledgement at once.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// The longest a terminal event's `emit` waits for the stream's
+    /// acknowledgement (it, and every event of the export before it);
+    /// past it `emit` returns, the event stays buffered and keeps being
+    /// retried, and the wait is counted in [`BridgeStats::ack_wait_timeouts`].
+    pub fn terminal_wait(mut self, wait: Duration) -> Self {
+        self.terminal_wait = wait;
+        self
+    }
 }
 
 /// Why the bridge could not start or an `export`/`import` was refused.
@@ -155,6 +209,41 @@ pub enum BridgeError {
     /// The bus refused the export's stream (it is shut down).
     #[error("the bus refused the export")]
     Bus(#[source] nerve_router::SubscribeError),
+    /// A JetStream request (stream or consumer lookup or creation) failed.
+    #[error("JetStream {what} failed for stream {stream:?}: {message}")]
+    JetStream {
+        /// What was asked (`stream lookup`, `stream creation`, `consumer creation`, ...).
+        what: &'static str,
+        /// The stream concerned.
+        stream: String,
+        /// The server's or client's answer.
+        message: String,
+    },
+    /// `import_durable` names a stream that does not exist.
+    #[error("no JetStream stream named {0:?} (create it, or export_durable into it first)")]
+    StreamNotFound(String),
+    /// An existing stream does not take the subjects of `export_durable`'s
+    /// pattern, so its publishes would never be acknowledged.
+    #[error("stream {stream:?} does not take subject {subject:?} (its subjects: {subjects:?})")]
+    StreamSubjects {
+        /// The stream.
+        stream: String,
+        /// The export's subject filter.
+        subject: String,
+        /// The stream's subjects.
+        subjects: Vec<String>,
+    },
+    /// A stream or consumer name NATS would refuse (empty, or holding
+    /// whitespace, `.`, `*`, `>`, `/` or `\`).
+    #[error(
+        "{what} name {name:?} is not valid in JetStream (no whitespace, '.', '*', '>', '/' or '\\', not empty)"
+    )]
+    Name {
+        /// `stream` or `consumer`.
+        what: &'static str,
+        /// The name given.
+        name: String,
+    },
 }
 
 #[derive(Default)]
@@ -169,10 +258,25 @@ struct Counters {
     unmappable: AtomicU64,
     reconnects: AtomicU64,
     disconnects: AtomicU64,
+    acked: AtomicU64,
+    ack_duplicates: AtomicU64,
+    nacked: AtomicU64,
+    retried: AtomicU64,
+    ack_failed: AtomicU64,
+    ack_waits: AtomicU64,
+    ack_wait_timeouts: AtomicU64,
+    ack_waits_skipped: AtomicU64,
+    redelivered: AtomicU64,
+    duplicates_dropped: AtomicU64,
+    consumer_errors: AtomicU64,
+    acks_sent: AtomicU64,
 }
 
 struct Export {
     stream_id: SubscriptionId,
+    /// The inline subscription that makes terminal emits wait for their
+    /// acknowledgement (durable exports only).
+    waiter: Option<SubscriptionId>,
     /// Events taken off the stream and dealt with (published, refused or
     /// skipped): `flush` waits until this reaches what the stream delivered.
     done: Arc<AtomicU64>,
@@ -255,6 +359,40 @@ pub struct BridgeStats {
     pub reconnects: u64,
     /// Connection losses.
     pub disconnects: u64,
+    /// Durable exports: publishes JetStream acknowledged (each event once).
+    pub acked: u64,
+    /// Of `acked`: acknowledgements saying the stream already had the
+    /// event (a retry whose first attempt had landed; JetStream's
+    /// duplicate window kept a second copy out).
+    pub ack_duplicates: u64,
+    /// Durable exports: publish attempts that failed (an error answer, no
+    /// stream, or no acknowledgement within `ack_timeout`).
+    pub nacked: u64,
+    /// Durable exports: publishes repeated after a failed attempt.
+    pub retried: u64,
+    /// Durable exports: events given up after `publish_attempts` failures;
+    /// each was reported as a `system.bridge_error` event.
+    pub ack_failed: u64,
+    /// Terminal emits that waited for their acknowledgement.
+    pub ack_waits: u64,
+    /// Of `ack_waits`: waits that ran out of `terminal_wait` (the event
+    /// stayed buffered and was retried).
+    pub ack_wait_timeouts: u64,
+    /// Terminal emits that could not wait because they were made on a
+    /// current-thread tokio runtime (waiting there could block the bridge
+    /// itself).
+    pub ack_waits_skipped: u64,
+    /// Durable imports: messages JetStream delivered more than once (not
+    /// acknowledged in time, or by a process that stopped before it could).
+    pub redelivered: u64,
+    /// Durable imports: messages whose event id was already delivered
+    /// within the deduplication window; acknowledged, not emitted again.
+    pub duplicates_dropped: u64,
+    /// Durable imports: errors of the consumer's message stream (missed
+    /// heartbeats while the server was away, failed pull requests).
+    pub consumer_errors: u64,
+    /// Durable imports: acknowledgements sent back to JetStream.
+    pub acks_sent: u64,
 }
 
 /// Where an imported event came from, read off its `source`.
@@ -345,7 +483,11 @@ impl NatsBridge {
         });
         let metrics = bus.metrics();
         if let Some(m) = &metrics {
-            m.gauge(metric::BRIDGE_CONNECTED, 1.0, &[(metric::label::BRIDGE, &origin)]);
+            m.gauge(
+                metric::BRIDGE_CONNECTED,
+                1.0,
+                &[(metric::label::BRIDGE, &origin)],
+            );
         }
         let shared = Arc::new(Shared {
             bus: bus.clone(),
@@ -395,6 +537,7 @@ impl NatsBridge {
         let done = Arc::new(AtomicU64::new(0));
         self.lock_exports().push(Export {
             stream_id: stream.id(),
+            waiter: None,
             done: done.clone(),
         });
         let shared = self.shared.clone();
@@ -498,6 +641,9 @@ impl NatsBridge {
         }
         for export in self.lock_exports().drain(..) {
             self.shared.bus.unsubscribe(export.stream_id);
+            if let Some(waiter) = export.waiter {
+                self.shared.bus.unsubscribe(waiter);
+            }
         }
         let _ = self.shared.client.drain().await;
     }
@@ -619,21 +765,47 @@ impl Shared {
         connected: &mut watch::Receiver<bool>,
     ) {
         let c = &self.counters;
-        if imported_from(event).is_some() || event.event_type().starts_with("system.bridge_") {
-            self.count(&c.not_forwarded, outcome::NOT_FORWARDED);
+        let Some(subject) = self.outgoing_subject(event) else {
             return;
+        };
+        let headers = self.encode(event, body);
+        // While the connection is down, events wait in the export's
+        // bounded stream (counted), not in the socket of a dead connection.
+        let _ = connected.wait_for(|up| *up).await;
+        match self
+            .client
+            .publish_with_headers(subject, headers, body.clone().into())
+            .await
+        {
+            Ok(()) => self.count(&c.published, outcome::PUBLISHED),
+            Err(_) => self.count(&c.publish_errors, outcome::PUBLISH_ERROR),
         }
-        let subject = match subject::event_subject(&self.prefix, event.event_type()) {
-            Ok(s) => s,
+    }
+
+    /// The subject `event` goes out on, or `None` (counted, and reported
+    /// when it is an error) when it is not to be exported.
+    fn outgoing_subject(&self, event: &Event) -> Option<String> {
+        let c = &self.counters;
+        if !forwardable(event) {
+            self.count(&c.not_forwarded, outcome::NOT_FORWARDED);
+            return None;
+        }
+        match subject::event_subject(&self.prefix, event.event_type()) {
+            Ok(s) => Some(s),
             Err(e) => {
                 self.count(&c.unmappable, outcome::UNMAPPABLE);
                 let _ = self.bus.emit(
                     "system.bridge_error",
                     json!({"origin": self.origin, "event_id": event.event_id().to_string(), "error": e.to_string()}),
                 );
-                return;
+                None
             }
-        };
+        }
+    }
+
+    /// `event`'s journal line (after the redaction hook) into `body`; its
+    /// headers.
+    fn encode(&self, event: &Event, body: &mut Vec<u8>) -> HeaderMap {
         body.clear();
         let redacted;
         let event = match &self.options.redact {
@@ -654,18 +826,7 @@ impl Shared {
             None => event,
         };
         nerve_journal::line::encode(event, body);
-        let headers = self.headers(event);
-        // While the connection is down, events wait in the export's
-        // bounded stream (counted), not in the socket of a dead connection.
-        let _ = connected.wait_for(|up| *up).await;
-        match self
-            .client
-            .publish_with_headers(subject, headers, body.clone().into())
-            .await
-        {
-            Ok(()) => self.count(&c.published, outcome::PUBLISHED),
-            Err(_) => self.count(&c.publish_errors, outcome::PUBLISH_ERROR),
-        }
+        self.headers(event)
     }
 
     fn headers(&self, event: &Event) -> HeaderMap {
@@ -781,6 +942,18 @@ impl Link {
             unmappable: get(&c.unmappable),
             reconnects: get(&c.reconnects),
             disconnects: get(&c.disconnects),
+            acked: get(&c.acked),
+            ack_duplicates: get(&c.ack_duplicates),
+            nacked: get(&c.nacked),
+            retried: get(&c.retried),
+            ack_failed: get(&c.ack_failed),
+            ack_waits: get(&c.ack_waits),
+            ack_wait_timeouts: get(&c.ack_wait_timeouts),
+            ack_waits_skipped: get(&c.ack_waits_skipped),
+            redelivered: get(&c.redelivered),
+            duplicates_dropped: get(&c.duplicates_dropped),
+            consumer_errors: get(&c.consumer_errors),
+            acks_sent: get(&c.acks_sent),
             ..BridgeStats::default()
         }
     }
@@ -818,6 +991,18 @@ impl Attachment for Link {
             ("unmappable", s.unmappable),
             ("reconnects", s.reconnects),
             ("disconnects", s.disconnects),
+            ("acked", s.acked),
+            ("ack_duplicates", s.ack_duplicates),
+            ("nacked", s.nacked),
+            ("retried", s.retried),
+            ("ack_failed", s.ack_failed),
+            ("ack_waits", s.ack_waits),
+            ("ack_wait_timeouts", s.ack_wait_timeouts),
+            ("ack_waits_skipped", s.ack_waits_skipped),
+            ("redelivered", s.redelivered),
+            ("duplicates_dropped", s.duplicates_dropped),
+            ("consumer_errors", s.consumer_errors),
+            ("acks_sent", s.acks_sent),
         ] {
             a = a.counter(name, value);
         }
@@ -826,6 +1011,12 @@ impl Attachment for Link {
         }
         a
     }
+}
+
+/// Whether `event` may leave over a bridge: not one that came in over a
+/// bridge (no multi-hop forwarding, no loops), not a bridge's own report.
+fn forwardable(event: &Event) -> bool {
+    imported_from(event).is_none() && !event.event_type().starts_with("system.bridge_")
 }
 
 /// Whether `subject` is in one of NATS's own namespaces: `_INBOX.` (reply

@@ -105,7 +105,8 @@
 //! the bridge records into it: `nerve_bridge_messages_total{bridge,
 //! outcome}` (outcomes `published`, `imported`, `publish_error`,
 //! `import_rejected`, `echo_suppressed`, `internal_skipped`,
-//! `not_forwarded`, `unmappable`), `nerve_bridge_connected{bridge}` (1 or
+//! `not_forwarded`, `unmappable`, and for JetStream `acked`, `ack_failed`,
+//! `duplicate_dropped`), `nerve_bridge_connected{bridge}` (1 or
 //! 0), `nerve_bridge_disconnects_total{bridge}` and
 //! `nerve_bridge_reconnects_total{bridge}`, `bridge` being the origin id.
 //! Core NATS is at-most-once: a message written to a connection just as it
@@ -122,8 +123,8 @@ mod bridge;
 pub mod subject;
 
 pub use bridge::{
-    BRIDGE_CONNECTED, BRIDGE_DISCONNECTED, BridgeError, BridgeStats, HEADER_CAUSATION_ID,
-    HEADER_CORRELATION_ID, HEADER_MSG_ID, HEADER_ORIGIN, HEADER_TRACEPARENT, HEADER_TRACESTATE,
-    NatsBridge, NatsOptions, Origin, imported_from,
+    BRIDGE_CONNECTED, BRIDGE_DISCONNECTED, BridgeError, BridgeStats, DeliverFrom, DurableImport,
+    DurableStream, HEADER_CAUSATION_ID, HEADER_CORRELATION_ID, HEADER_MSG_ID, HEADER_ORIGIN,
+    HEADER_TRACEPARENT, HEADER_TRACESTATE, NatsBridge, NatsOptions, Origin, imported_from,
 };
 pub use subject::SubjectError;

@@ -213,7 +213,11 @@ impl Raw {
 
     async fn publish(&self) {
         self.publisher
-            .publish_with_headers("order.placed", self.headers.clone(), self.body.clone().into())
+            .publish_with_headers(
+                "order.placed",
+                self.headers.clone(),
+                self.body.clone().into(),
+            )
             .await
             .unwrap();
     }

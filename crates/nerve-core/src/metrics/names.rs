@@ -97,6 +97,13 @@ pub mod bridge_outcome {
     pub const NOT_FORWARDED: &str = "not_forwarded";
     /// An event whose type has no subject on the other side.
     pub const UNMAPPABLE: &str = "unmappable";
+    /// An event a durable store (a JetStream stream) acknowledged.
+    pub const ACKED: &str = "acked";
+    /// An event the durable store never acknowledged after every attempt:
+    /// not stored.
+    pub const ACK_FAILED: &str = "ack_failed";
+    /// A durable message already delivered (by event id): not emitted twice.
+    pub const DUPLICATE_DROPPED: &str = "duplicate_dropped";
 }
 
 /// The values of the `reason` label on [`HANDLER_FAILURES_TOTAL`].

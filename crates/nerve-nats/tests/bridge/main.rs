@@ -1,5 +1,9 @@
 //! The bridge against real `nats-server` processes (see `support`).
 
+mod cluster;
+mod durable;
+mod durable_processes;
+mod durable_restart;
 mod processes;
 mod restart;
 mod stats;

@@ -76,7 +76,10 @@ async fn bus_stats_and_metrics_show_the_bridge_through_an_outage() {
     let stats = a.stats();
     assert_eq!(stats.attachments.len(), 1, "{:?}", stats.attachments);
     let link = &stats.attachments[0];
-    assert_eq!((link.kind.as_str(), link.name.as_str()), ("nats", "stats-a"));
+    assert_eq!(
+        (link.kind.as_str(), link.name.as_str()),
+        ("nats", "stats-a")
+    );
     assert_eq!(link.state, AttachmentState::Connected);
     assert_eq!(link.endpoint.as_deref(), Some(server.url().as_str()));
     assert_eq!(link.counters["published"], 3, "{link:?}");
@@ -92,7 +95,10 @@ async fn bus_stats_and_metrics_show_the_bridge_through_an_outage() {
     assert_eq!(messages(&metrics, "published"), 3);
     assert_eq!(messages(&metrics, "imported"), 1);
     let label = [("bridge", "stats-a")];
-    assert_eq!(metrics.gauge_value(names::BRIDGE_CONNECTED, &label), Some(1.0));
+    assert_eq!(
+        metrics.gauge_value(names::BRIDGE_CONNECTED, &label),
+        Some(1.0)
+    );
 
     // Down: the state says so, and what is emitted waits in (and overflows)
     // the export's buffer, counted in the attachment's figures.

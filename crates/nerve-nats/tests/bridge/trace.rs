@@ -82,7 +82,10 @@ fn child_handles_in_the_same_trace() {
         let finished = loop {
             provider.force_flush().unwrap();
             let finished = exporter.get_finished_spans().unwrap();
-            if finished.iter().any(|s| s.name == "nerve.handle work.requested") {
+            if finished
+                .iter()
+                .any(|s| s.name == "nerve.handle work.requested")
+            {
                 break finished;
             }
             assert!(Instant::now() < deadline, "the handler span never ended");
