@@ -33,6 +33,10 @@ use tokio::runtime::Runtime;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// The comparator's subject: apart from the bridge's `order.>`, so neither
+/// side receives the other's messages.
+const RAW_SUBJECT: &str = "raw.order.placed";
+
 /// A `nats-server` on a free loopback port, killed on drop.
 struct Server {
     child: Child,
@@ -193,8 +197,16 @@ impl Raw {
     async fn new(url: &str) -> Self {
         let publisher = async_nats::connect(url).await.unwrap();
         let receiving = async_nats::connect(url).await.unwrap();
-        let subscriber = receiving.subscribe("order.placed").await.unwrap();
-        receiving.flush().await.unwrap();
+        let subscriber = receiving.subscribe(RAW_SUBJECT).await.unwrap();
+        // The server takes a connection's commands in order: once a message
+        // to a fresh inbox comes back, it has the subscription too.
+        let inbox = receiving.new_inbox();
+        let mut probe = receiving.subscribe(inbox.clone()).await.unwrap();
+        receiving.publish(inbox, Vec::new().into()).await.unwrap();
+        tokio::time::timeout(LIMIT, probe.next())
+            .await
+            .expect("the server answers")
+            .expect("the probe");
         let event = order(0);
         let mut body = Vec::new();
         nerve::journal::line::encode(&event, &mut body);
@@ -214,7 +226,7 @@ impl Raw {
     async fn publish(&self) {
         self.publisher
             .publish_with_headers(
-                "order.placed",
+                RAW_SUBJECT,
                 self.headers.clone(),
                 self.body.clone().into(),
             )
@@ -245,10 +257,10 @@ impl Raw {
     }
 
     async fn receive(&mut self, n: usize) {
-        for _ in 0..n {
+        for i in 0..n {
             tokio::time::timeout(LIMIT, self.subscriber.next())
                 .await
-                .expect("a message lost on the way")
+                .unwrap_or_else(|_| panic!("only {i} of {n} messages arrived"))
                 .expect("the subscription ended");
         }
     }
@@ -269,6 +281,8 @@ fn main() {
     let rounds = pick(10, 2);
     let server = Server::start();
     let rt = Runtime::new().unwrap();
+    // async-nats's clients and subscribers need the runtime when dropped.
+    let _in_runtime = rt.enter();
     let url = server.url();
     let mut bridged = rt.block_on(Bridged::new(&url, 2 * batch));
     let mut raw = rt.block_on(Raw::new(&url));

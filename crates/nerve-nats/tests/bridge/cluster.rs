@@ -321,3 +321,23 @@ async fn a_killed_cluster_node_fails_over_losing_and_repeating_nothing() {
     exporter.shutdown(LIMIT).await;
     importer.shutdown(LIMIT).await;
 }
+
+/// Regression: `connect` took a comma-separated list as one address (the
+/// list failed to parse), so a bridge could not be given a cluster's nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comma_separated_server_list_connects_to_a_live_server() {
+    let Some(server) = crate::support::NatsServer::start() else {
+        return;
+    };
+    let dead = format!("nats://127.0.0.1:{}", free_port());
+    let a = bus();
+    let bridge = NatsBridge::connect(
+        &format!("{dead}, {}", server.url()),
+        &a,
+        NatsOptions::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bridge.stats().server, Some(server.url()));
+    bridge.shutdown(LIMIT).await;
+}
