@@ -8,7 +8,8 @@ use anyhow::Result;
 use crate::cargo::Cargo;
 
 /// The usage line of the command.
-pub(crate) const USAGE: &str = "  nats      Run the NATS cluster failover test in full (needs Debian's nats-server;
+pub(crate) const USAGE: &str =
+    "  nats      Run the NATS cluster failover test in full (needs Debian's nats-server;
             NERVE_NATS_CLUSTER_EVENTS, default 50000; NERVE_NATS_CLUSTER_KILLS, default 4)\n";
 
 /// The full sizes, when the environment does not set them.

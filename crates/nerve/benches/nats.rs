@@ -225,11 +225,7 @@ impl Raw {
 
     async fn publish(&self) {
         self.publisher
-            .publish_with_headers(
-                RAW_SUBJECT,
-                self.headers.clone(),
-                self.body.clone().into(),
-            )
+            .publish_with_headers(RAW_SUBJECT, self.headers.clone(), self.body.clone().into())
             .await
             .unwrap();
     }

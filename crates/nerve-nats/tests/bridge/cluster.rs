@@ -331,13 +331,9 @@ async fn a_comma_separated_server_list_connects_to_a_live_server() {
     };
     let dead = format!("nats://127.0.0.1:{}", free_port());
     let a = bus();
-    let bridge = NatsBridge::connect(
-        &format!("{dead}, {}", server.url()),
-        &a,
-        NatsOptions::new(),
-    )
-    .await
-    .unwrap();
+    let bridge = NatsBridge::connect(&format!("{dead}, {}", server.url()), &a, NatsOptions::new())
+        .await
+        .unwrap();
     assert_eq!(bridge.stats().server, Some(server.url()));
     bridge.shutdown(LIMIT).await;
 }
