@@ -40,7 +40,7 @@ pub(crate) struct Bench {
 }
 
 /// Every bench target, in the order they run and appear on the page.
-pub(crate) const SUITE: [Bench; 7] = [
+pub(crate) const SUITE: [Bench; 8] = [
     Bench {
         name: "emit",
         package: "nerve",
@@ -86,6 +86,13 @@ pub(crate) const SUITE: [Bench; 7] = [
         features: Some("dashboard"),
         quick_filter: None,
     },
+    // A paired harness only (no criterion): it starts its own nats-server.
+    Bench {
+        name: "nats",
+        package: "nerve",
+        features: Some("nats"),
+        quick_filter: None,
+    },
 ];
 
 /// The longest a benchmark runs in a `--quick` run, in seconds, unless its
@@ -121,7 +128,8 @@ pub(crate) const USAGE: &str =
             --compare <REV>  also measure REV in a temporary git worktree, taking turns
                              with this tree, and write the before/after table
             --rounds N       rounds of a comparison (default 1; sides alternate order)
-            BENCH            emit, dispatch, flow, redact, journal, otel, dashboard (default: all)
+            BENCH            emit, dispatch, flow, redact, journal, otel, dashboard, nats
+                             (default: all; nats needs Debian's nats-server)
 ";
 
 /// Reads the arguments after `bench`.
@@ -396,7 +404,10 @@ fn render(results: &Results) -> Result<()> {
         }
         doc = page::replace_block(&doc, "emit", &headline)?;
     }
-    if missing.iter().all(|name| *name == "dashboard") {
+    if missing
+        .iter()
+        .all(|name| *name == "dashboard" || *name == "nats")
+    {
         doc = page::replace_block(&doc, "criterion", &page::criterion_tables(results))?;
     } else {
         println!(
@@ -406,6 +417,9 @@ fn render(results: &Results) -> Result<()> {
     }
     if results.get("dashboard").is_some() {
         doc = page::replace_block(&doc, "dashboard", &page::measured(results, "dashboard"))?;
+    }
+    if results.get("nats").is_some() {
+        doc = page::replace_block(&doc, "nats", &page::headline(results, "nats"))?;
     }
     fs::write(&path, doc).with_context(|| format!("could not write {}", path.display()))?;
     println!(

@@ -9,6 +9,7 @@
 //! `cargo xtask screenshot` regenerates the README's picture of the dashboard.
 //! `cargo xtask release <VERSION> [--dry-run]` prepares a release (commit
 //! and tag); `cargo xtask publish` publishes it.
+//! `cargo xtask nats` runs the heavy NATS tests (cluster failover) in full.
 //! See `cargo xtask --help`.
 
 mod bench;
@@ -21,12 +22,13 @@ mod fixture;
 mod fuzz;
 mod git;
 mod loom;
-mod screenshot;
 mod metadata;
+mod nats;
 mod publish;
 mod release;
 #[cfg(test)]
 mod scratch;
+mod screenshot;
 mod soak;
 mod step;
 mod tidy;
@@ -60,6 +62,8 @@ enum Command {
     Release(release::Options),
     /// Publish the tagged release.
     Publish(publish::Options),
+    /// Run the heavy NATS tests in full.
+    Nats,
 }
 
 /// Runs the command, printing any error as one line.
@@ -94,6 +98,7 @@ fn run() -> Result<ExitCode> {
         Command::Screenshot => screenshot::run().context("screenshot failed")?,
         Command::Release(options) => release::run(&options).context("release failed")?,
         Command::Publish(options) => publish::run(&options).context("publish failed")?,
+        Command::Nats => nats::run().context("nats failed")?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -114,6 +119,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Command>> {
         "ci" => Command::Ci,
         "loom" => Command::Loom,
         "screenshot" => Command::Screenshot,
+        "nats" => Command::Nats,
         name => match Step::from_name(name) {
             Some(step) => Command::Step(step),
             None => bail!("unknown command `{name}`, see `cargo xtask --help`"),
@@ -146,6 +152,7 @@ fn usage() -> String {
     text.push_str(screenshot::USAGE);
     text.push_str(release::USAGE);
     text.push_str(publish::USAGE);
+    text.push_str(nats::USAGE);
     text
 }
 
@@ -185,6 +192,7 @@ mod tests {
                 registry: None,
             })),
         );
+        check(&["nats"], Some(Command::Nats));
         check(&["loom-ci"], Some(Command::Step(Step::LoomCi)));
         check(&["screenshot"], Some(Command::Screenshot));
         check(&["bench"], Some(Command::Bench(bench::parse([]).unwrap())));

@@ -19,9 +19,9 @@ mod demo_nats;
 mod inspect;
 mod output;
 mod path;
+mod record;
 mod serve;
 mod tail_nats;
-mod record;
 mod verify;
 
 use output::Out;

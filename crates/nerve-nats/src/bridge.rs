@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use futures::{FutureExt, StreamExt};
+use nerve_core::metrics::Metrics;
+use nerve_core::metrics::names::{self as metric, bridge_outcome as outcome};
 use nerve_core::{Event, Pattern, json};
+use nerve_router::attachment::{Attachment, AttachmentId, AttachmentState, AttachmentStats};
 use nerve_router::{Bus, Overflow, StreamOptions, SubscriptionId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -285,13 +288,19 @@ struct Shared {
     origin: String,
     prefix: Prefix,
     options: NatsOptions,
-    counters: Counters,
+    counters: Arc<Counters>,
     connected: watch::Sender<bool>,
-    exports: Mutex<Vec<Export>>,
+    exports: Arc<Mutex<Vec<Export>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The runtime `connect` ran on: the bridge's tasks run there, even
     /// when `export` is called from a plain thread.
     runtime: tokio::runtime::Handle,
+    /// The bus's metrics recorder, if it has one: the counters go there too.
+    metrics: Option<Arc<dyn Metrics>>,
+    /// This bridge as the bus's stats see it.
+    link: Arc<Link>,
+    /// `link`'s id on the bus, until shutdown.
+    attachment: Mutex<Option<AttachmentId>>,
 }
 
 /// A NATS connection attached to a bus; see the [crate docs](crate).
@@ -318,6 +327,10 @@ impl std::fmt::Debug for NatsBridge {
 pub struct BridgeStats {
     /// Whether the connection is up now.
     pub connected: bool,
+    /// The server the connection is (or was last) up with,
+    /// `nats://{host}:{port}` as the server announces itself: after a
+    /// failover in a cluster, the node it moved to.
+    pub server: Option<String>,
     /// Events published to NATS.
     pub published: u64,
     /// Publishes async-nats refused (counted, the event is lost).
@@ -450,19 +463,49 @@ impl NatsBridge {
         if let Some(delay) = options.reconnect_delay {
             connect = connect.reconnect_delay_callback(move |_| delay);
         }
-        let client = connect.connect(url).await.map_err(BridgeError::Connect)?;
+        // async-nats takes a `&str` as one address: the list is split here,
+        // so that the client knows every server to fail over to.
+        let servers: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let client = connect
+            .connect(servers)
+            .await
+            .map_err(BridgeError::Connect)?;
         connected.send_replace(true);
+        let counters = Arc::new(Counters::default());
+        let exports = Arc::new(Mutex::new(Vec::new()));
+        let link = Arc::new(Link {
+            origin: origin.clone(),
+            client: client.clone(),
+            counters: counters.clone(),
+            connected: connected.subscribe(),
+            exports: exports.clone(),
+        });
+        let metrics = bus.metrics();
+        if let Some(m) = &metrics {
+            m.gauge(
+                metric::BRIDGE_CONNECTED,
+                1.0,
+                &[(metric::label::BRIDGE, &origin)],
+            );
+        }
         let shared = Arc::new(Shared {
             bus: bus.clone(),
             client,
             origin,
             prefix,
             options,
-            counters: Counters::default(),
+            counters,
             connected,
-            exports: Mutex::new(Vec::new()),
+            exports,
             tasks: Mutex::new(Vec::new()),
             runtime: tokio::runtime::Handle::current(),
+            metrics,
+            attachment: Mutex::new(Some(bus.attach(link.clone()))),
+            link,
         });
         if let Ok(mut w) = weak.lock() {
             *w = Some(Arc::downgrade(&shared));
@@ -570,46 +613,15 @@ impl NatsBridge {
 
     /// The bridge's counters now.
     pub fn stats(&self) -> BridgeStats {
-        let c = &self.shared.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut stats = BridgeStats {
-            connected: *self.shared.connected.borrow(),
-            published: get(&c.published),
-            publish_errors: get(&c.publish_errors),
-            imported: get(&c.imported),
-            import_rejected: get(&c.import_rejected),
-            echoes_suppressed: get(&c.echoes_suppressed),
-            internal_skipped: get(&c.internal_skipped),
-            not_forwarded: get(&c.not_forwarded),
-            unmappable: get(&c.unmappable),
-            reconnects: get(&c.reconnects),
-            disconnects: get(&c.disconnects),
-            acked: get(&c.acked),
-            ack_duplicates: get(&c.ack_duplicates),
-            nacked: get(&c.nacked),
-            retried: get(&c.retried),
-            ack_failed: get(&c.ack_failed),
-            ack_waits: get(&c.ack_waits),
-            ack_wait_timeouts: get(&c.ack_wait_timeouts),
-            ack_waits_skipped: get(&c.ack_waits_skipped),
-            redelivered: get(&c.redelivered),
-            duplicates_dropped: get(&c.duplicates_dropped),
-            consumer_errors: get(&c.consumer_errors),
-            acks_sent: get(&c.acks_sent),
-            ..BridgeStats::default()
-        };
+        let link = &self.shared.link;
+        let mut stats = link.counts();
         let bus = self.shared.bus.stats();
-        for export in self.lock_exports().iter() {
-            if let Some(s) = bus
-                .subscribers
-                .iter()
-                .find(|s| s.id == export.stream_id.as_u64())
-            {
-                stats.dropped += s.dropped;
-                stats.buffered += s.queued;
-                for (reason, n) in &s.dropped_by_reason {
-                    *stats.dropped_by_reason.entry(reason).or_insert(0) += n;
-                }
+        let ids = link.export_ids();
+        for s in bus.subscribers.iter().filter(|s| ids.contains(&s.id)) {
+            stats.dropped += s.dropped;
+            stats.buffered += s.queued;
+            for (reason, n) in &s.dropped_by_reason {
+                *stats.dropped_by_reason.entry(reason).or_insert(0) += n;
             }
         }
         stats
@@ -619,6 +631,15 @@ impl NatsBridge {
     /// closes the connection. Idempotent.
     pub async fn shutdown(&self, timeout: Duration) {
         self.flush(timeout).await;
+        let attachment = self
+            .shared
+            .attachment
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(id) = attachment {
+            self.shared.bus.detach(id);
+        }
         let tasks = std::mem::take(&mut *self.lock_tasks());
         for task in tasks {
             task.abort();
@@ -661,6 +682,36 @@ impl Shared {
         let _ = probe.unsubscribe().await;
     }
 
+    /// Counts one message with `outcome`, in the bridge's counters and the
+    /// bus's metrics.
+    fn count(&self, counter: &AtomicU64, outcome: &'static str) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.counter(
+                metric::BRIDGE_MESSAGES_TOTAL,
+                1,
+                &[
+                    (metric::label::BRIDGE, &self.origin),
+                    (metric::label::OUTCOME, outcome),
+                ],
+            );
+        }
+    }
+
+    /// Records a connection change in the bus's metrics.
+    fn count_connection(&self, up: bool) {
+        if let Some(m) = &self.metrics {
+            let label = [(metric::label::BRIDGE, self.origin.as_str())];
+            let total = if up {
+                metric::BRIDGE_RECONNECTS_TOTAL
+            } else {
+                metric::BRIDGE_DISCONNECTS_TOTAL
+            };
+            m.counter(total, 1, &label);
+            m.gauge(metric::BRIDGE_CONNECTED, f64::from(u8::from(up)), &label);
+        }
+    }
+
     fn on_connection_event(&self, event: async_nats::Event) {
         let c = &self.counters;
         match event {
@@ -668,6 +719,7 @@ impl Shared {
             // up: only a recovery counts.
             async_nats::Event::Connected if !self.connected.send_replace(true) => {
                 let reconnects = c.reconnects.fetch_add(1, Ordering::Relaxed) + 1;
+                self.count_connection(true);
                 let _ = self.bus.emit(
                     BRIDGE_CONNECTED,
                     json!({"origin": self.origin, "reconnects": reconnects}),
@@ -675,6 +727,7 @@ impl Shared {
             }
             async_nats::Event::Disconnected if self.connected.send_replace(false) => {
                 c.disconnects.fetch_add(1, Ordering::Relaxed);
+                self.count_connection(false);
                 let _ = self
                     .bus
                     .emit(BRIDGE_DISCONNECTED, json!({"origin": self.origin}));
@@ -730,9 +783,9 @@ impl Shared {
             .publish_with_headers(subject, headers, body.clone().into())
             .await
         {
-            Ok(()) => c.published.fetch_add(1, Ordering::Relaxed),
-            Err(_) => c.publish_errors.fetch_add(1, Ordering::Relaxed),
-        };
+            Ok(()) => self.count(&c.published, outcome::PUBLISHED),
+            Err(_) => self.count(&c.publish_errors, outcome::PUBLISH_ERROR),
+        }
     }
 
     /// The subject `event` goes out on, or `None` (counted, and reported
@@ -740,13 +793,13 @@ impl Shared {
     fn outgoing_subject(&self, event: &Event) -> Option<String> {
         let c = &self.counters;
         if !forwardable(event) {
-            c.not_forwarded.fetch_add(1, Ordering::Relaxed);
+            self.count(&c.not_forwarded, outcome::NOT_FORWARDED);
             return None;
         }
         match subject::event_subject(&self.prefix, event.event_type()) {
             Ok(s) => Some(s),
             Err(e) => {
-                c.unmappable.fetch_add(1, Ordering::Relaxed);
+                self.count(&c.unmappable, outcome::UNMAPPABLE);
                 let _ = self.bus.emit(
                     "system.bridge_error",
                     json!({"origin": self.origin, "event_id": event.event_id().to_string(), "error": e.to_string()}),
@@ -810,7 +863,7 @@ impl Shared {
     fn import_one(&self, message: &async_nats::Message) {
         let c = &self.counters;
         if is_nats_internal(message.subject.as_str()) {
-            c.internal_skipped.fetch_add(1, Ordering::Relaxed);
+            self.count(&c.internal_skipped, outcome::INTERNAL_SKIPPED);
             return;
         }
         let origin = message
@@ -819,7 +872,7 @@ impl Shared {
             .and_then(|h| h.get(HEADER_ORIGIN))
             .map(|v| v.as_str());
         if origin == Some(self.origin.as_str()) {
-            c.echoes_suppressed.fetch_add(1, Ordering::Relaxed);
+            self.count(&c.echoes_suppressed, outcome::ECHO_SUPPRESSED);
             return;
         }
         match self.decode(message, origin) {
@@ -829,19 +882,18 @@ impl Shared {
                 // event: it was imported, and there is no emitter here to
                 // stop. The verdict travels back as events of its own.
                 Ok(_) | Err(nerve_router::EmitError::Halted { .. }) => {
-                    c.imported.fetch_add(1, Ordering::Relaxed)
+                    self.count(&c.imported, outcome::IMPORTED)
                 }
-                Err(_) => c.import_rejected.fetch_add(1, Ordering::Relaxed),
+                Err(_) => self.count(&c.import_rejected, outcome::IMPORT_REJECTED),
             },
             Err(error) => {
-                c.import_rejected.fetch_add(1, Ordering::Relaxed);
+                self.count(&c.import_rejected, outcome::IMPORT_REJECTED);
                 let _ = self.bus.emit(
                     "system.bridge_error",
                     json!({"origin": self.origin, "subject": message.subject.as_str(), "error": error}),
                 );
-                0
             }
-        };
+        }
     }
 
     fn decode(&self, message: &async_nats::Message, origin: Option<&str>) -> Result<Event, String> {
@@ -865,6 +917,111 @@ impl Shared {
             event.correlation_id().cloned(),
             event.data().clone(),
         )
+    }
+}
+
+/// The bridge as the bus's stats see it ([`Attachment`]): kind `nats`,
+/// named by its origin id, its connection's state and server, and the
+/// counters of [`BridgeStats`] by their field names. The bus adds the
+/// export buffers (the streams listed) as `buffered` and `dropped`.
+///
+/// It holds the counters and the connection, not the bus: the bus holds it.
+struct Link {
+    origin: String,
+    client: async_nats::Client,
+    counters: Arc<Counters>,
+    connected: watch::Receiver<bool>,
+    exports: Arc<Mutex<Vec<Export>>>,
+}
+
+impl Link {
+    /// The counters, state and server; no buffer figures (those are the
+    /// bus's).
+    fn counts(&self) -> BridgeStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let info = self.client.server_info();
+        BridgeStats {
+            connected: *self.connected.borrow(),
+            server: (!info.host.is_empty()).then(|| format!("nats://{}:{}", info.host, info.port)),
+            published: get(&c.published),
+            publish_errors: get(&c.publish_errors),
+            imported: get(&c.imported),
+            import_rejected: get(&c.import_rejected),
+            echoes_suppressed: get(&c.echoes_suppressed),
+            internal_skipped: get(&c.internal_skipped),
+            not_forwarded: get(&c.not_forwarded),
+            unmappable: get(&c.unmappable),
+            reconnects: get(&c.reconnects),
+            disconnects: get(&c.disconnects),
+            acked: get(&c.acked),
+            ack_duplicates: get(&c.ack_duplicates),
+            nacked: get(&c.nacked),
+            retried: get(&c.retried),
+            ack_failed: get(&c.ack_failed),
+            ack_waits: get(&c.ack_waits),
+            ack_wait_timeouts: get(&c.ack_wait_timeouts),
+            ack_waits_skipped: get(&c.ack_waits_skipped),
+            redelivered: get(&c.redelivered),
+            duplicates_dropped: get(&c.duplicates_dropped),
+            consumer_errors: get(&c.consumer_errors),
+            acks_sent: get(&c.acks_sent),
+            ..BridgeStats::default()
+        }
+    }
+
+    fn export_ids(&self) -> Vec<u64> {
+        self.exports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|e| e.stream_id.as_u64())
+            .collect()
+    }
+}
+
+impl Attachment for Link {
+    fn stats(&self) -> AttachmentStats {
+        let s = self.counts();
+        let state = if s.connected {
+            AttachmentState::Connected
+        } else {
+            AttachmentState::Disconnected
+        };
+        let mut a = AttachmentStats::new("nats", self.origin.as_str()).state(state);
+        if let Some(server) = s.server {
+            a = a.endpoint(server);
+        }
+        for (name, value) in [
+            ("published", s.published),
+            ("publish_errors", s.publish_errors),
+            ("imported", s.imported),
+            ("import_rejected", s.import_rejected),
+            ("echoes_suppressed", s.echoes_suppressed),
+            ("internal_skipped", s.internal_skipped),
+            ("not_forwarded", s.not_forwarded),
+            ("unmappable", s.unmappable),
+            ("reconnects", s.reconnects),
+            ("disconnects", s.disconnects),
+            ("acked", s.acked),
+            ("ack_duplicates", s.ack_duplicates),
+            ("nacked", s.nacked),
+            ("retried", s.retried),
+            ("ack_failed", s.ack_failed),
+            ("ack_waits", s.ack_waits),
+            ("ack_wait_timeouts", s.ack_wait_timeouts),
+            ("ack_waits_skipped", s.ack_waits_skipped),
+            ("redelivered", s.redelivered),
+            ("duplicates_dropped", s.duplicates_dropped),
+            ("consumer_errors", s.consumer_errors),
+            ("acks_sent", s.acks_sent),
+        ] {
+            a = a.counter(name, value);
+        }
+        for id in self.export_ids() {
+            a = a.subscription(id);
+        }
+        a
     }
 }
 

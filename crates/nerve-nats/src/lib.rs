@@ -101,6 +101,18 @@
 //! [`BridgeStats::dropped_by_reason`]. The connection is re-established
 //! forever, with backoff; each loss and recovery is emitted as
 //! `system.bridge_disconnected` / `system.bridge_connected` and counted.
+//! The bridge is an attachment of its bus (`nerve::attachment`): every
+//! `bus.stats()` lists it in `attachments` (kind `nats`, named by its
+//! origin id) with its state (`connected` / `disconnected`), the server it
+//! is on, the counters of [`BridgeStats`] and its export buffers, until
+//! [`shutdown`](NatsBridge::shutdown). When the bus has a metrics recorder
+//! the bridge records into it: `nerve_bridge_messages_total{bridge,
+//! outcome}` (outcomes `published`, `imported`, `publish_error`,
+//! `import_rejected`, `echo_suppressed`, `internal_skipped`,
+//! `not_forwarded`, `unmappable`, and for JetStream `acked`, `ack_failed`,
+//! `duplicate_dropped`), `nerve_bridge_connected{bridge}` (1 or
+//! 0), `nerve_bridge_disconnects_total{bridge}` and
+//! `nerve_bridge_reconnects_total{bridge}`, `bridge` being the origin id.
 //! Core NATS is at-most-once: a message written to a connection just as it
 //! fails, or published while no importer is subscribed, is lost. For
 //! delivery that survives both, use JetStream ("Durable", below).

@@ -8,11 +8,13 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use nerve_core::metrics::Metrics;
 use nerve_core::query::HistoryQuery;
 use nerve_core::sink::{FaultReporter, SinkError};
 use nerve_core::{Event, EventId, Pattern, TypedEvent, Value};
 use tokio::runtime::Handle;
 
+use crate::attachment::{Attachment, AttachmentId};
 use crate::config::Config;
 use crate::dead_letter::Redeliver;
 use crate::dispatch::{Dispatcher, WaitMode};
@@ -737,6 +739,25 @@ impl Bus {
     /// A snapshot of the counters.
     pub fn stats(&self) -> BusStats {
         BusStats::of(&self.inner.core)
+    }
+
+    /// Attaches `attachment`: from now on every [`stats`](Self::stats)
+    /// snapshot carries its state and counters in
+    /// [`BusStats::attachments`]. See [`attachment`](crate::attachment).
+    pub fn attach(&self, attachment: Arc<dyn Attachment>) -> AttachmentId {
+        self.inner.core.attachments.attach(attachment)
+    }
+
+    /// Removes an attachment; whether it was attached.
+    pub fn detach(&self, id: AttachmentId) -> bool {
+        self.inner.core.attachments.detach(id)
+    }
+
+    /// The metrics recorder the bus was built with
+    /// ([`BusBuilder::metrics`](crate::BusBuilder::metrics)), if any, so
+    /// that what is attached to the bus reports where the bus does.
+    pub fn metrics(&self) -> Option<Arc<dyn Metrics>> {
+        self.inner.core.config.metrics.clone()
     }
 
     /// Sets every counter to zero.

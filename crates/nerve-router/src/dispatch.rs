@@ -23,6 +23,7 @@ use nerve_core::{Event, EventId};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::task::AbortHandle;
 
+use crate::attachment::Attachments;
 use crate::call::Caller;
 use crate::config::{Config, Reject};
 use crate::dead_letter::{DeadLetterReason, Failure};
@@ -61,6 +62,8 @@ pub(crate) struct Dispatcher {
     /// Every worker started, so that shutdown can cancel the workers of
     /// subscriptions removed while their deliveries were still running.
     pub(crate) workers: Mutex<Vec<AbortHandle>>,
+    /// What is attached to the bus and reports in its stats.
+    pub(crate) attachments: Attachments,
 }
 
 impl Drop for Dispatcher {
@@ -267,6 +270,7 @@ impl Dispatcher {
                 caller,
                 closed: AtomicBool::new(false),
                 workers: Mutex::new(Vec::new()),
+                attachments: Attachments::default(),
             }
         })
     }

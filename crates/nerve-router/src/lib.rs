@@ -97,6 +97,7 @@
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+pub mod attachment;
 mod builder;
 mod bus;
 mod call;
@@ -127,6 +128,7 @@ mod subscription;
 mod sync;
 mod worker;
 
+pub use attachment::{Attachment, AttachmentId, AttachmentState, AttachmentStats};
 pub use builder::BusBuilder;
 pub use bus::{Bus, ShutdownGuard, ShutdownReport, WeakBus};
 pub use config::{DEFAULT_TERMINAL_PATTERNS, Reject};

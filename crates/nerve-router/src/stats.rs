@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+use crate::attachment::AttachmentStats;
 use crate::dispatch::Dispatcher;
 use crate::queue::{DropReason, Overflow};
 use crate::subscription::Subscription;
@@ -35,6 +36,9 @@ pub struct BusStats {
     pub history_capacity: usize,
     /// The per-run history behind `subscribe_run`.
     pub runs: RunStats,
+    /// What is attached to the bus (bridges, servers), in the order they
+    /// were attached; see [`Bus::attach`](crate::Bus::attach).
+    pub attachments: Vec<AttachmentStats>,
 }
 
 impl BusStats {
@@ -57,7 +61,9 @@ impl BusStats {
             }
             subscribers.push(stats);
         }
+        let attachments = bus.attachments.stats(&subscribers);
         BusStats {
+            attachments,
             subscriptions: SubscriptionStats {
                 active: table.len(),
                 total: get(&s.subscriptions_total),

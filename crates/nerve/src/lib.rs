@@ -116,6 +116,10 @@ pub use nerve_otel as otel;
 pub fn tracing_layer() -> nerve_otel::TracingLayer {
     nerve_otel::TracingLayer::new()
 }
+/// Components attached to a bus that report their state and counters in
+/// [`Bus::stats`] (bridges, servers): [`attachment::Attachment`].
+#[doc(inline)]
+pub use nerve_router::attachment;
 /// Ending a run cleanly on Ctrl-C or SIGTERM (Unix): [`signals::install`].
 #[cfg(unix)]
 #[doc(inline)]
@@ -142,6 +146,7 @@ pub use nerve_journal::{DeadLetterJournal, Fsync, Journal};
 /// Stats types returned by [`Bus::stats`].
 pub mod stats {
     pub use nerve_router::{
-        BusStats, DeadLetterStats, EventStats, RunStats, SubscriberStats, SubscriptionStats,
+        AttachmentStats, BusStats, DeadLetterStats, EventStats, RunStats, SubscriberStats,
+        SubscriptionStats,
     };
 }

@@ -12,6 +12,15 @@
 //! | [`nerve_dead_letters`](DEAD_LETTERS) | gauge | none | dead letters currently held |
 //! | [`nerve_dead_letters_total`](DEAD_LETTERS_TOTAL) | counter | `reason` | events that became dead letters |
 //! | [`nerve_events_rejected_total`](EVENTS_REJECTED_TOTAL) | counter | `reason` | events refused by `emit` (for example by backpressure) |
+//! | [`nerve_bridge_messages_total`](BRIDGE_MESSAGES_TOTAL) | counter | `bridge`, `outcome` | messages a bridge (such as the NATS bridge) dealt with; `outcome` is one of [`bridge_outcome`] |
+//! | [`nerve_bridge_connected`](BRIDGE_CONNECTED) | gauge | `bridge` | 1 while a bridge's connection is up, 0 while it is down |
+//! | [`nerve_bridge_disconnects_total`](BRIDGE_DISCONNECTS_TOTAL) | counter | `bridge` | connection losses of a bridge |
+//! | [`nerve_bridge_reconnects_total`](BRIDGE_RECONNECTS_TOTAL) | counter | `bridge` | connections a bridge re-established after a loss |
+//!
+//! A bridge's export buffer is a bus stream (subscription `nats export
+//! {pattern}` for the NATS bridge): its depth and drops are in
+//! [`nerve_queue_depth`](QUEUE_DEPTH) and
+//! [`nerve_events_dropped_total`](EVENTS_DROPPED_TOTAL) like any other.
 //!
 //! The same table is available as data in [`ALL`], for exporters that
 //! describe metrics up front. Label keys are the constants in [`label`].
@@ -43,6 +52,16 @@ pub const DEAD_LETTERS_TOTAL: &str = "nerve_dead_letters_total";
 /// Events refused by `emit`; labels: `reason`.
 pub const EVENTS_REJECTED_TOTAL: &str = "nerve_events_rejected_total";
 
+/// Messages a bridge dealt with; labels: `bridge` (its id, such as the NATS
+/// bridge's origin), `outcome` (one of [`bridge_outcome`]).
+pub const BRIDGE_MESSAGES_TOTAL: &str = "nerve_bridge_messages_total";
+/// 1 while a bridge's connection is up, 0 while it is down; labels: `bridge`.
+pub const BRIDGE_CONNECTED: &str = "nerve_bridge_connected";
+/// Connection losses of a bridge; labels: `bridge`.
+pub const BRIDGE_DISCONNECTS_TOTAL: &str = "nerve_bridge_disconnects_total";
+/// Connections a bridge re-established after a loss; labels: `bridge`.
+pub const BRIDGE_RECONNECTS_TOTAL: &str = "nerve_bridge_reconnects_total";
+
 /// The label keys the bus uses.
 pub mod label {
     /// The type of the event, such as `user.login`.
@@ -51,6 +70,40 @@ pub mod label {
     pub const SUBSCRIPTION: &str = "subscription";
     /// Why something was dropped, failed or rejected.
     pub const REASON: &str = "reason";
+    /// The id of a bridge (the NATS bridge's origin id).
+    pub const BRIDGE: &str = "bridge";
+    /// What became of a message a bridge dealt with: one of
+    /// [`bridge_outcome`](super::bridge_outcome).
+    pub const OUTCOME: &str = "outcome";
+}
+
+/// The values of the `outcome` label on [`BRIDGE_MESSAGES_TOTAL`].
+pub mod bridge_outcome {
+    /// An event published to the other side.
+    pub const PUBLISHED: &str = "published";
+    /// A publish the client refused: the event is lost.
+    pub const PUBLISH_ERROR: &str = "publish_error";
+    /// A message emitted into the local bus.
+    pub const IMPORTED: &str = "imported";
+    /// A message that could not be imported (bad body, subject, or refused
+    /// by the bus).
+    pub const IMPORT_REJECTED: &str = "import_rejected";
+    /// A message the bridge had published itself, received back and dropped.
+    pub const ECHO_SUPPRESSED: &str = "echo_suppressed";
+    /// A message on the broker's own subjects, not an event.
+    pub const INTERNAL_SKIPPED: &str = "internal_skipped";
+    /// An event that came in over a bridge, or describes the bridge's
+    /// connection: not exported again.
+    pub const NOT_FORWARDED: &str = "not_forwarded";
+    /// An event whose type has no subject on the other side.
+    pub const UNMAPPABLE: &str = "unmappable";
+    /// An event a durable store (a JetStream stream) acknowledged.
+    pub const ACKED: &str = "acked";
+    /// An event the durable store never acknowledged after every attempt:
+    /// not stored.
+    pub const ACK_FAILED: &str = "ack_failed";
+    /// A durable message already delivered (by event id): not emitted twice.
+    pub const DUPLICATE_DROPPED: &str = "duplicate_dropped";
 }
 
 /// The values of the `reason` label on [`HANDLER_FAILURES_TOTAL`].
@@ -153,6 +206,30 @@ pub const ALL: &[Descriptor] = &[
         &[label::REASON],
         "Events refused by emit.",
     ),
+    describe(
+        BRIDGE_MESSAGES_TOTAL,
+        MetricKind::Counter,
+        &[label::BRIDGE, label::OUTCOME],
+        "Messages a bridge dealt with, by outcome.",
+    ),
+    describe(
+        BRIDGE_CONNECTED,
+        MetricKind::Gauge,
+        &[label::BRIDGE],
+        "1 while a bridge's connection is up, 0 while it is down.",
+    ),
+    describe(
+        BRIDGE_DISCONNECTS_TOTAL,
+        MetricKind::Counter,
+        &[label::BRIDGE],
+        "Connection losses of a bridge.",
+    ),
+    describe(
+        BRIDGE_RECONNECTS_TOTAL,
+        MetricKind::Counter,
+        &[label::BRIDGE],
+        "Connections a bridge re-established after a loss.",
+    ),
 ];
 
 #[cfg(test)]
@@ -181,6 +258,6 @@ mod tests {
             assert!(d.labels.is_sorted(), "{}", d.name);
             assert!(d.help.ends_with('.'), "{}", d.name);
         }
-        assert_eq!(ALL.len(), 10);
+        assert_eq!(ALL.len(), 14);
     }
 }

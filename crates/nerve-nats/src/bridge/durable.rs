@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures::{FutureExt, StreamExt};
+use nerve_core::metrics::names::bridge_outcome as outcome;
 use nerve_core::sink::EventSink;
 use nerve_core::{Event, EventId, Pattern, json};
 use nerve_router::{EventStream, StreamOptions, Subscribe};
@@ -650,7 +651,7 @@ impl DurableExport {
         let acked = loop {
             match answer {
                 Ok(ack) => {
-                    c.acked.fetch_add(1, Ordering::Relaxed);
+                    shared.count(&c.acked, outcome::ACKED);
                     if ack.duplicate {
                         c.ack_duplicates.fetch_add(1, Ordering::Relaxed);
                     }
@@ -660,7 +661,7 @@ impl DurableExport {
                     c.nacked.fetch_add(1, Ordering::Relaxed);
                     entry.failures += 1;
                     if entry.failures >= self.shared.options.publish_attempts {
-                        c.ack_failed.fetch_add(1, Ordering::Relaxed);
+                        shared.count(&c.ack_failed, outcome::ACK_FAILED);
                         let _ = self.shared.bus.emit(
                             "system.bridge_error",
                             json!({
@@ -963,13 +964,13 @@ impl DurableImporter {
             .and_then(|h| h.get(super::HEADER_ORIGIN))
             .map(|v| v.as_str());
         if origin == Some(shared.origin.as_str()) {
-            c.echoes_suppressed.fetch_add(1, Ordering::Relaxed);
+            shared.count(&c.echoes_suppressed, outcome::ECHO_SUPPRESSED);
             return Answer::Ack;
         }
         let event = match shared.decode(&message.message, origin) {
             Ok(event) => event,
             Err(error) => {
-                c.import_rejected.fetch_add(1, Ordering::Relaxed);
+                shared.count(&c.import_rejected, outcome::IMPORT_REJECTED);
                 let _ = shared.bus.emit(
                     "system.bridge_error",
                     json!({"origin": shared.origin, "stream": self.stream, "subject": message.subject.as_str(), "error": error}),
@@ -979,12 +980,12 @@ impl DurableImporter {
         };
         let id = event.event_id();
         if self.dedup.contains(&id) {
-            c.duplicates_dropped.fetch_add(1, Ordering::Relaxed);
+            shared.count(&c.duplicates_dropped, outcome::DUPLICATE_DROPPED);
             return Answer::Ack;
         }
         match shared.bus.emit_event(event) {
             Ok(_) => {
-                c.imported.fetch_add(1, Ordering::Relaxed);
+                shared.count(&c.imported, outcome::IMPORTED);
                 self.dedup.remember(id);
                 if self.flush.is_some() {
                     Answer::AckAfterFlush(id)
@@ -994,7 +995,7 @@ impl DurableImporter {
             }
             Err(_) => {
                 // The bus refused it (shut down): left to a later process.
-                c.import_rejected.fetch_add(1, Ordering::Relaxed);
+                shared.count(&c.import_rejected, outcome::IMPORT_REJECTED);
                 Answer::Nak
             }
         }

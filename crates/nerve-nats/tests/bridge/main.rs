@@ -1,13 +1,16 @@
 //! The bridge against real `nats-server` processes (see `support`).
 
-mod halt;
-mod plain_thread;
+mod cluster;
 mod durable;
 mod durable_processes;
 mod durable_restart;
+mod halt;
+mod plain_thread;
 mod processes;
 mod restart;
+mod stats;
 mod support;
+mod trace;
 mod two_buses;
 
 use std::time::Duration;

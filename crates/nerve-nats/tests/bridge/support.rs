@@ -37,6 +37,31 @@ fn binary() -> Option<PathBuf> {
     .find(works)
 }
 
+/// The `nats-server` binary, or `None` after a loud message when there is
+/// none and `CI` is not set.
+///
+/// # Panics
+///
+/// When there is none and `CI` is set: CI cannot go green without these
+/// tests.
+pub(crate) fn server_binary() -> Option<PathBuf> {
+    let Some(binary) = binary() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("nats-server not found on PATH and CI is set: {PACKAGE_HINT}");
+        }
+        // Straight to the stream, past libtest's capture of
+        // `eprintln!`, so `cargo test` shows it even for a passing test
+        // (nextest keeps a passing test's output unless asked).
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED: nats-server not found on PATH; the NATS bridge tests did not run: {PACKAGE_HINT} ***\n"
+        );
+        return None;
+    };
+    Some(binary)
+}
+
 /// A running `nats-server`, killed on drop.
 pub(crate) struct NatsServer {
     binary: PathBuf,
@@ -54,20 +79,7 @@ impl NatsServer {
     /// When there is no `nats-server` and `CI` is set, or the server does
     /// not come up.
     pub(crate) fn start() -> Option<Self> {
-        let Some(binary) = binary() else {
-            if std::env::var_os("CI").is_some() {
-                panic!("nats-server not found on PATH and CI is set: {PACKAGE_HINT}");
-            }
-            // Straight to the stream, past libtest's capture of
-            // `eprintln!`, so `cargo test` shows it even for a passing test
-            // (nextest keeps a passing test's output unless asked).
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** SKIPPED: nats-server not found on PATH; the NATS bridge tests did not run: {PACKAGE_HINT} ***\n"
-            );
-            return None;
-        };
+        let binary = server_binary()?;
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -143,7 +155,7 @@ impl NatsServer {
     }
 }
 
-fn accepts(port: u16) -> bool {
+pub(crate) fn accepts(port: u16) -> bool {
     use std::io::Read;
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
