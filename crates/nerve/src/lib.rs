@@ -45,7 +45,7 @@
 //! * `examples/extraction.rs`: the extraction integration guide's script,
 //!   ported: early validation stops a broken batch run at specimen 5, email
 //!   and webhook alerts, one `events.jsonl` for every run
-//!   (`cargo run -p nerve --features consumers --example extraction`).
+//!   (`cargo run -p nerve --features webhook,email --example extraction`).
 //! * `examples/quickstart.rs`: the README's quick start.
 //! * `examples/otel.rs`: one OpenTelemetry trace from the emitting span
 //!   through every handler (`--features otel`).
@@ -55,7 +55,10 @@
 //! | feature | default | what it adds |
 //! |---------|---------|--------------|
 //! | `full`  | no      | every stable feature |
-//! | `consumers` | no | `consumers`: early validation that halts a broken run, live run metrics, a progress bar, alerts to webhooks, email and programs |
+//! | `consumers` | no | `consumers`: early validation that halts a broken run, live run metrics, alerts to programs or to sinks of your own; needs only tokio |
+//! | `webhook` | no | `consumers::alert::WebhookSink`: alerts POSTed as JSON over HTTP(S) (`reqwest` with rustls; implies `consumers`) |
+//! | `email` | no | `consumers::alert::EmailSink`: alerts by SMTP, STARTTLS through rustls (`lettre`; implies `consumers`) |
+//! | `progress` | no | `consumers::ProgressConsumer`: a terminal progress bar driven by events (`indicatif`; implies `consumers`) |
 //! | `redact` | no | `redact`: the `Redactor`, for what leaves the process (journal, dead letters, alerts, bridges) |
 //! | `journal` | yes   | [`journal`]: the JSONL audit log, [`Journal`] and [`Fsync`]; `Bus::builder().journal(..)` records every accepted event |
 //! | `metrics-facade` | no | `metrics::MetricsFacade`: the bus's metrics through the [`metrics`](https://docs.rs/metrics) crate, so any of its exporters (Prometheus included) can publish them |
