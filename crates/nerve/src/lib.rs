@@ -140,3 +140,33 @@ pub mod stats {
         BusStats, DeadLetterStats, EventStats, RunStats, SubscriberStats, SubscriptionStats,
     };
 }
+
+/// The user guide (`docs/guide/`), its code blocks compiled and run as
+/// doctests: `cargo test --doc -p nerve --all-features`. Only under
+/// `cfg(doctest)`, so the published crate neither needs nor shows it.
+#[cfg(doctest)]
+pub mod guide {
+    #[doc = include_str!("../../../docs/guide/01-getting-started.md")]
+    pub struct GettingStarted;
+    #[doc = include_str!("../../../docs/guide/02-concepts.md")]
+    pub struct Concepts;
+    #[doc = include_str!("../../../docs/guide/03-handlers.md")]
+    pub struct Handlers;
+    #[doc = include_str!("../../../docs/guide/04-streams.md")]
+    pub struct Streams;
+    #[cfg(feature = "journal")]
+    #[doc = include_str!("../../../docs/guide/05-runs.md")]
+    pub struct Runs;
+    #[cfg(feature = "journal")]
+    #[doc = include_str!("../../../docs/guide/06-persistence-and-cli.md")]
+    pub struct Persistence;
+    #[cfg(all(feature = "webhook", feature = "email"))]
+    #[doc = include_str!("../../../docs/guide/07-consumers.md")]
+    pub struct Consumers;
+    #[cfg(feature = "tracing")]
+    #[doc = include_str!("../../../docs/guide/08-tracing.md")]
+    pub struct Tracing;
+    #[cfg(feature = "nats")]
+    #[doc = include_str!("../../../docs/guide/09-nats.md")]
+    pub struct Nats;
+}
