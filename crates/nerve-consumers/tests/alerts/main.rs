@@ -7,12 +7,12 @@ use std::time::Duration;
 
 #[cfg(feature = "webhook")]
 use nerve_consumers::ValidationConsumer;
+#[cfg(any(feature = "webhook", feature = "email"))]
+use nerve_consumers::alert::Condition;
 #[cfg(feature = "email")]
 use nerve_consumers::alert::EmailSink;
 #[cfg(feature = "webhook")]
 use nerve_consumers::alert::WebhookSink;
-#[cfg(any(feature = "webhook", feature = "email"))]
-use nerve_consumers::alert::Condition;
 use nerve_consumers::alert::{AlertConsumer, AlertRule, CommandSink};
 #[cfg(feature = "webhook")]
 use nerve_core::redact::Redactor;
