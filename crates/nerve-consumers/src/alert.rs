@@ -1,5 +1,6 @@
 //! [`AlertConsumer`]: rules that turn events into alerts, and the sinks that
-//! deliver them (webhook, email, command).
+//! deliver them: webhook (feature `webhook`), email (feature `email`), a
+//! program, or an [`AlertSink`] of your own.
 //!
 //! The rules are checked inline on the emitting thread (a pattern, an
 //! optional condition, the dedup key); everything slow happens on the
@@ -18,6 +19,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
+//! # #[cfg(feature = "webhook")] {
 //! use nerve::consumers::alert::{AlertConsumer, AlertRule, Condition, WebhookSink};
 //! use nerve::{Bus, json};
 //!
@@ -37,6 +39,7 @@
 //! bus.emit("extraction.failed", json!({"run_id": "extraction_001"}))?;
 //! // The webhook was called (or the failure recorded) before emit returned.
 //! std::process::exit(1);
+//! # }
 //! # }
 //! ```
 
@@ -58,18 +61,24 @@ use crate::run::{Attachment, run_of};
 
 mod command;
 mod delivery;
+#[cfg(feature = "email")]
 mod email;
 mod flush;
 mod ledger;
 mod rule;
 mod sink;
+#[cfg(feature = "webhook")]
 mod webhook;
 
 pub use command::CommandSink;
+#[cfg(feature = "email")]
+#[cfg_attr(docsrs, doc(cfg(feature = "email")))]
 pub use email::{EmailBuilder, EmailSink};
 pub use flush::{FlushError, FlushReport};
 pub use rule::{AlertRule, Condition, DEFAULT_WINDOW};
 pub use sink::{AlertError, AlertSink, SinkFuture};
+#[cfg(feature = "webhook")]
+#[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]
 pub use webhook::{WebhookBuilder, WebhookSink};
 
 use delivery::{Counters, Delivery, Job, Retry, Worker, delivering};

@@ -17,11 +17,13 @@
 //!   rate, throughput, elapsed, ETA and item latency percentiles, as a serde
 //!   [`RunMetrics`], as `metrics.snapshot` events and through a
 //!   [`Metrics`](nerve_core::metrics::Metrics) backend.
-//! * [`ProgressConsumer`]: an [`indicatif`] progress bar driven by events.
+//! * `ProgressConsumer` (feature `progress`): an `indicatif` progress bar
+//!   driven by events.
 //! * [`AlertConsumer`]: [rules](AlertRule) that turn events into alerts,
-//!   delivered by [`alert::WebhookSink`], [`alert::EmailSink`] and
-//!   [`alert::CommandSink`] on tokio, deduplicated, rate limited, retried,
-//!   redacted, and dead-lettered when they fail.
+//!   delivered by `alert::WebhookSink` (feature `webhook`),
+//!   `alert::EmailSink` (feature `email`), [`alert::CommandSink`] or any
+//!   [`alert::AlertSink`] of your own on tokio, deduplicated, rate limited,
+//!   retried, redacted, and dead-lettered when they fail.
 //!
 //! # Runs
 //!
@@ -79,9 +81,19 @@
 //!
 //! # Feature flags
 //!
-//! None: every consumer and sink is always built. The `nerve` facade
-//! re-exports this crate as `nerve::consumers` under its feature
-//! `consumers`.
+//! None is on by default: validation, run metrics, the alert consumer and
+//! its command sink need only tokio. Each sink that pulls in a large
+//! dependency tree has a feature of its own:
+//!
+//! | feature | adds | pulls in |
+//! |---------|------|----------|
+//! | `webhook` | `alert::WebhookSink`: alerts POSTed as JSON (Slack's body by default) | `reqwest` with rustls (hyper, rustls, ring) |
+//! | `email` | `alert::EmailSink`: alerts by SMTP, STARTTLS through rustls or plain | `lettre` with rustls |
+//! | `progress` | `ProgressConsumer`: a progress bar driven by events | `indicatif` |
+//!
+//! The `nerve` facade re-exports this crate as `nerve::consumers` under its
+//! feature `consumers`, and forwards `webhook`, `email` and `progress` under
+//! the same names (each implies `consumers`).
 //!
 //! # Supported Rust versions
 //!
@@ -99,6 +111,8 @@ pub struct ReadmeDoctests;
 
 pub mod alert;
 mod error;
+#[cfg(feature = "progress")]
+#[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
 pub mod progress;
 mod run;
 pub mod run_metrics;
@@ -108,6 +122,7 @@ pub mod verdict;
 #[doc(inline)]
 pub use alert::{AlertConsumer, AlertRule, AlertStats};
 pub use error::{AttachError, ConfigError};
+#[cfg(feature = "progress")]
 #[doc(inline)]
 pub use progress::{ProgressBuilder, ProgressConsumer, ProgressState};
 pub use run::{

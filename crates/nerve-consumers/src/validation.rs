@@ -56,7 +56,7 @@ pub const MAX_RUNS: usize = 1_024;
 /// run's `run_id` (`null` for items of no run), `processed`, `succeeded`,
 /// `failed`, `success_rate` and `threshold`; the checkpoint adds `passed`,
 /// and when it failed, `reason` (the halt's reason, which a
-/// [`ProgressConsumer`](crate::ProgressConsumer) shows on a stopped bar).
+/// `ProgressConsumer` shows on a stopped bar).
 ///
 /// ```
 /// use nerve::consumers::ValidationConsumer;

@@ -4,9 +4,9 @@
 //! `OUTPUT_DIR/events.jsonl`.
 //!
 //! ```sh
-//! cargo run -p nerve --features consumers --example extraction -- extraction_output
+//! cargo run -p nerve --features webhook,email --example extraction -- extraction_output
 //! EXTRACTION_BROKEN=1 EXTRACTION_RUN_ID=extraction_002 \
-//!     cargo run -p nerve --features consumers --example extraction -- extraction_output
+//!     cargo run -p nerve --features webhook,email --example extraction -- extraction_output
 //! jq -r '.event_type' extraction_output/events.jsonl | sort | uniq -c
 //! ```
 //!

@@ -45,7 +45,7 @@
 //! * `examples/extraction.rs`: the extraction integration guide's script,
 //!   ported: early validation stops a broken batch run at specimen 5, email
 //!   and webhook alerts, one `events.jsonl` for every run
-//!   (`cargo run -p nerve --features consumers --example extraction`).
+//!   (`cargo run -p nerve --features webhook,email --example extraction`).
 //! * `examples/quickstart.rs`: the README's quick start.
 //! * `examples/otel.rs`: one OpenTelemetry trace from the emitting span
 //!   through every handler (`--features otel`).
@@ -55,8 +55,11 @@
 //! | feature | default | what it adds |
 //! |---------|---------|--------------|
 //! | `full`  | no      | every stable feature |
-//! | `consumers` | no | `consumers`: early validation that halts a broken run, live run metrics, a progress bar, alerts to webhooks, email and programs |
+//! | `consumers` | no | `consumers`: early validation that halts a broken run, live run metrics, alerts to programs or to sinks of your own; needs only tokio |
 //! | `dashboard` | no | `dashboard`: the live web dashboard (`serve(&bus, addr)`, `Dashboard`): runs with success-rate charts, throughput and ETA, drops and dead letters, every event live over Server-Sent Events, from buses and journals (implies `journal`) |
+//! | `webhook` | no | `consumers::alert::WebhookSink`: alerts POSTed as JSON over HTTP(S) (`reqwest` with rustls; implies `consumers`) |
+//! | `email` | no | `consumers::alert::EmailSink`: alerts by SMTP, STARTTLS through rustls (`lettre`; implies `consumers`) |
+//! | `progress` | no | `consumers::ProgressConsumer`: a terminal progress bar driven by events (`indicatif`; implies `consumers`) |
 //! | `redact` | no | `redact`: the `Redactor`, for what leaves the process (journal, dead letters, alerts, bridges) |
 //! | `journal` | yes   | [`journal`]: the JSONL audit log, [`Journal`] and [`Fsync`]; `Bus::builder().journal(..)` records every accepted event |
 //! | `metrics-facade` | no | `metrics::MetricsFacade`: the bus's metrics through the [`metrics`](https://docs.rs/metrics) crate, so any of its exporters (Prometheus included) can publish them |
@@ -149,4 +152,34 @@ pub mod stats {
         AttachmentStats, BusStats, DeadLetterStats, EventStats, RunStats, SubscriberStats,
         SubscriptionStats,
     };
+}
+
+/// The user guide (`docs/guide/`), its code blocks compiled and run as
+/// doctests: `cargo test --doc -p nerve --all-features`. Only under
+/// `cfg(doctest)`, so the published crate neither needs nor shows it.
+#[cfg(doctest)]
+pub mod guide {
+    #[doc = include_str!("../../../docs/guide/01-getting-started.md")]
+    pub struct GettingStarted;
+    #[doc = include_str!("../../../docs/guide/02-concepts.md")]
+    pub struct Concepts;
+    #[doc = include_str!("../../../docs/guide/03-handlers.md")]
+    pub struct Handlers;
+    #[doc = include_str!("../../../docs/guide/04-streams.md")]
+    pub struct Streams;
+    #[cfg(feature = "journal")]
+    #[doc = include_str!("../../../docs/guide/05-runs.md")]
+    pub struct Runs;
+    #[cfg(feature = "journal")]
+    #[doc = include_str!("../../../docs/guide/06-persistence-and-cli.md")]
+    pub struct Persistence;
+    #[cfg(all(feature = "webhook", feature = "email"))]
+    #[doc = include_str!("../../../docs/guide/07-consumers.md")]
+    pub struct Consumers;
+    #[cfg(feature = "tracing")]
+    #[doc = include_str!("../../../docs/guide/08-tracing.md")]
+    pub struct Tracing;
+    #[cfg(feature = "nats")]
+    #[doc = include_str!("../../../docs/guide/09-nats.md")]
+    pub struct Nats;
 }

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use nerve_consumers::alert::{AlertConsumer, AlertRule, EmailSink, WebhookSink};
+#[cfg(feature = "email")]
+use nerve_consumers::alert::EmailSink;
+use nerve_consumers::alert::{AlertConsumer, AlertRule, WebhookSink};
 use nerve_core::Event;
 use nerve_router::{Bus, HandlerError};
 use serde_json::json;
@@ -64,6 +66,7 @@ fn published(bus: &Bus) -> Arc<Mutex<Vec<Event>>> {
     seen
 }
 
+#[cfg(feature = "email")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_webhook_and_relay_are_logged_published_counted_and_flushed_as_failures() {
     logs();

@@ -1,22 +1,39 @@
 //! Alerting end to end over loopback: a real HTTP server receives the
 //! webhook, a real SMTP conversation receives the email, a real process
-//! reads the command sink's JSON.
+//! reads the command sink's JSON. The webhook and email tests need the
+//! features `webhook` and `email`; the command sink's run without them.
 
 use std::time::Duration;
 
+#[cfg(feature = "webhook")]
 use nerve_consumers::ValidationConsumer;
-use nerve_consumers::alert::{
-    AlertConsumer, AlertRule, CommandSink, Condition, EmailSink, WebhookSink,
-};
+#[cfg(any(feature = "webhook", feature = "email"))]
+use nerve_consumers::alert::Condition;
+#[cfg(feature = "email")]
+use nerve_consumers::alert::EmailSink;
+#[cfg(feature = "webhook")]
+use nerve_consumers::alert::WebhookSink;
+use nerve_consumers::alert::{AlertConsumer, AlertRule, CommandSink};
+#[cfg(feature = "webhook")]
 use nerve_core::redact::Redactor;
-use nerve_router::{Bus, DeadLetterQueue, DeadLetterReason};
+#[cfg(feature = "webhook")]
+use nerve_router::DeadLetterReason;
+use nerve_router::{Bus, DeadLetterQueue};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+#[cfg(feature = "webhook")]
+use tokio::io::AsyncReadExt;
+#[cfg(any(feature = "webhook", feature = "email"))]
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+#[cfg(any(feature = "webhook", feature = "email"))]
 use tokio::net::TcpListener;
+#[cfg(any(feature = "webhook", feature = "email"))]
 use tokio::sync::mpsc;
 
+#[cfg(feature = "webhook")]
 mod failures;
+#[cfg(feature = "webhook")]
 mod receiver;
+#[cfg(feature = "webhook")]
 mod terminal;
 
 /// Generous bound on any wait; tests finish far sooner.
@@ -24,6 +41,7 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 /// An HTTP/1.1 server on 127.0.0.1 answering `status` to every request
 /// and sending each request body down the channel.
+#[cfg(feature = "webhook")]
 async fn http_server(status: u16) -> (String, mpsc::UnboundedReceiver<Value>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
@@ -70,6 +88,7 @@ async fn http_server(status: u16) -> (String, mpsc::UnboundedReceiver<Value>) {
 
 /// An SMTP server on 127.0.0.1 that accepts every mail and sends its
 /// envelope and content down the channel.
+#[cfg(feature = "email")]
 async fn smtp_server() -> (u16, mpsc::UnboundedReceiver<(Vec<String>, String)>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -132,6 +151,7 @@ async fn smtp_server() -> (u16, mpsc::UnboundedReceiver<(Vec<String>, String)>) 
     (port, rx)
 }
 
+#[cfg(any(feature = "webhook", feature = "email"))]
 async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
     tokio::time::timeout(PATIENCE, rx.recv())
         .await
@@ -139,12 +159,14 @@ async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
         .expect("the server stopped")
 }
 
+#[cfg(any(feature = "webhook", feature = "email"))]
 fn low_success_rule() -> AlertRule {
     AlertRule::new("low-success", "validation.warning")
         .when(Condition::below("success_rate", 0.6))
         .message("Success rate dropped to {data.success_rate:%} in {run_id} ({data.contact})")
 }
 
+#[cfg(feature = "webhook")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_receives_a_slack_body_with_redacted_data() {
     let (url, mut bodies) = http_server(200).await;
@@ -179,6 +201,7 @@ async fn a_webhook_receives_a_slack_body_with_redacted_data() {
     assert_eq!((stats.triggered, stats.delivered, stats.pending), (1, 1, 0));
 }
 
+#[cfg(feature = "webhook")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custom_body_carries_the_whole_alert() {
     let (url, mut bodies) = http_server(200).await;
@@ -208,6 +231,7 @@ async fn a_custom_body_carries_the_whole_alert() {
     assert_eq!(body["data"]["reason"], "early_validation_failed");
 }
 
+#[cfg(feature = "webhook")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limiting_holds_under_1000_triggering_events() {
     let (url, mut bodies) = http_server(200).await;
@@ -252,6 +276,7 @@ async fn rate_limiting_holds_under_1000_triggering_events() {
     assert_eq!((stats.dropped, stats.failed, stats.pending), (0, 0, 0));
 }
 
+#[cfg(feature = "webhook")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_deliveries_are_retried_counted_and_dead_lettered() {
     let (url, mut bodies) = http_server(503).await;
@@ -290,6 +315,7 @@ async fn failed_deliveries_are_retried_counted_and_dead_lettered() {
     assert_eq!(letters[0].attempts, 3, "the entry counts the same attempts");
 }
 
+#[cfg(feature = "webhook")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_error_is_not_retried() {
     let (url, mut bodies) = http_server(404).await;
@@ -308,6 +334,7 @@ async fn a_client_error_is_not_retried() {
     assert_eq!((alerts.stats().failed, alerts.stats().retries), (1, 0));
 }
 
+#[cfg(feature = "email")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_email_goes_through_a_real_smtp_conversation() {
     let (port, mut mails) = smtp_server().await;
@@ -401,6 +428,7 @@ async fn a_failing_command_reports_its_stderr() {
     assert!(error.ends_with("exit status: 3: no pager"), "{error}");
 }
 
+#[cfg(feature = "webhook")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_halted_run_alerts_without_delaying_the_halt() {
     let (url, mut bodies) = http_server(200).await;

@@ -1,5 +1,6 @@
 //! The progress bar follows a run through its state, and, in a
-//! pseudo-terminal, through what it draws.
+//! pseudo-terminal, through what it draws. Needs the feature `progress`.
+#![cfg(feature = "progress")]
 
 use nerve_consumers::{ProgressConsumer, ValidationConsumer};
 use nerve_router::Bus;

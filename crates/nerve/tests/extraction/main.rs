@@ -117,11 +117,14 @@ fn build() -> (PathBuf, PathBuf) {
     let mut features: Vec<&str> = Vec::new();
     for (on, name) in [
         (cfg!(feature = "consumers"), "nerve/consumers"),
+        (cfg!(feature = "email"), "nerve/email"),
         (cfg!(feature = "journal"), "nerve/journal"),
         (cfg!(feature = "metrics-facade"), "nerve/metrics-facade"),
         (cfg!(feature = "otel"), "nerve/otel"),
+        (cfg!(feature = "progress"), "nerve/progress"),
         (cfg!(feature = "redact"), "nerve/redact"),
         (cfg!(feature = "tracing"), "nerve/tracing"),
+        (cfg!(feature = "webhook"), "nerve/webhook"),
     ] {
         if on {
             features.push(name);
