@@ -71,6 +71,22 @@ impl CorrelationId {
             Repr::Uuid(bytes) => std::str::from_utf8(bytes).unwrap_or_default(),
         }
     }
+
+    /// The id's text as bytes: [`as_str`](Self::as_str) without the UTF-8
+    /// check it makes on an id kept inline, for writers of bytes (the
+    /// journal encodes one for every event).
+    ///
+    /// ```
+    /// use nerve::correlation::CorrelationId;
+    /// let id = CorrelationId::generate();
+    /// assert_eq!(id.as_bytes(), id.as_str().as_bytes());
+    /// ```
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Text(text) => text.as_bytes(),
+            Repr::Uuid(bytes) => bytes,
+        }
+    }
 }
 
 impl PartialEq for CorrelationId {

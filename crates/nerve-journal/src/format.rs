@@ -5,6 +5,7 @@
 
 use std::cell::Cell;
 
+use nerve_core::correlation::CorrelationId;
 use nerve_core::trace::TraceContext;
 use nerve_core::{Event, EventId, Timestamp, Value};
 use serde::{Deserialize, Serialize};
@@ -32,7 +33,7 @@ struct LineOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    correlation_id: Option<&'a str>,
+    correlation_id: Option<&'a CorrelationId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     causation_id: Option<EventId>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -133,7 +134,7 @@ pub(crate) fn encode_redacted(
         event,
         Some(redacted.data()),
         redacted.source(),
-        redacted.correlation_id().map(|c| c.as_str()),
+        redacted.correlation_id(),
         out,
     )
 }
@@ -146,7 +147,7 @@ pub(crate) fn encode(event: &Event, data: Option<&Value>, out: &mut Vec<u8>) -> 
         event,
         data,
         event.source(),
-        event.correlation_id().map(|c| c.as_str()),
+        event.correlation_id(),
         out,
     )
 }
@@ -155,7 +156,7 @@ fn encode_parts(
     event: &Event,
     data: Option<&Value>,
     source: Option<&str>,
-    correlation_id: Option<&str>,
+    correlation_id: Option<&CorrelationId>,
     out: &mut Vec<u8>,
 ) -> Option<Replaced> {
     let data = data.unwrap_or_else(|| event.data());
@@ -288,13 +289,21 @@ fn write_line(line: &LineOut<'_>, out: &mut Vec<u8>) -> Result<(), LineError> {
     write_str(line.event_type, out)?;
     out.extend_from_slice(b",\"timestamp\":");
     line.timestamp.write(out)?;
-    for (key, value) in [
-        (&b",\"source\":"[..], line.source),
-        (&b",\"correlation_id\":"[..], line.correlation_id),
-    ] {
-        if let Some(v) = value {
-            out.extend_from_slice(key);
-            write_str(v, out)?;
+    if let Some(v) = line.source {
+        out.extend_from_slice(b",\"source\":");
+        write_str(v, out)?;
+    }
+    if let Some(id) = line.correlation_id {
+        out.extend_from_slice(b",\"correlation_id\":");
+        // As bytes: `as_str` re-checks an inline id's UTF-8 (docs/benchmarks.md, "Journal").
+        let bytes = id.as_bytes();
+        if needs_escape(bytes) {
+            write_str(id.as_str(), out)?;
+        } else {
+            out.reserve(bytes.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(bytes);
+            out.push(b'"');
         }
     }
     if let Some(id) = line.causation_id {
@@ -626,7 +635,7 @@ mod write_line_tests {
             event_type: e.event_type(),
             timestamp: Rfc3339Micros(e.timestamp()),
             source: e.source(),
-            correlation_id: e.correlation_id().map(|c| c.as_str()),
+            correlation_id: e.correlation_id(),
             causation_id: e.causation_id(),
             run_id: e.run_id(),
             lane: e.lane(),

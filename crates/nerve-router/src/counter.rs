@@ -17,20 +17,27 @@ pub(crate) struct Counter {
 }
 
 thread_local! {
-    /// This thread's stripe, handed out round-robin on first use.
-    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// This thread's number, handed out in order on first use.
+    static THREAD: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-fn stripe() -> usize {
+/// A number for this thread, handed out in order, so that threads started
+/// together get different stripes of anything striped by it modulo a small
+/// count (counters here, route copies in `routes.rs`).
+pub(crate) fn thread_number() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    STRIPE
+    THREAD
         .try_with(|s| {
             if s.get() == usize::MAX {
-                s.set(NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
+                s.set(NEXT.fetch_add(1, Ordering::Relaxed));
             }
             s.get()
         })
         .unwrap_or(0)
+}
+
+fn stripe() -> usize {
+    thread_number() % STRIPES
 }
 
 impl Counter {

@@ -9,12 +9,12 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, PoisonError, Weak};
+use std::sync::{Arc, OnceLock, PoisonError, Weak};
 
 use dashmap::DashMap;
 use nerve_core::Segment;
 
-use crate::counter::Counter;
+use crate::counter::{Counter, thread_number};
 use crate::subscribe::SubscriptionId;
 use crate::subscription::Subscription;
 // The publishing protocol (snapshot, version, writers' lock) goes through
@@ -24,6 +24,7 @@ use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering, Snapshot, SnapshotGuar
 
 /// The handlers one topic routes to, highest priority first, ties in
 /// subscription order, each subscription once.
+#[derive(Clone)]
 pub(crate) struct Route {
     /// The topic this is the route of.
     topic: Box<str>,
@@ -59,6 +60,34 @@ pub(crate) struct TopicTraits {
 /// stream of all-distinct topics costs one trie walk and one insert each and
 /// memory stays bounded, while hot topics are cached again right away.
 const CACHE_CAPACITY: usize = 4096;
+
+/// Copies of each cached route, one per stripe of threads (see [`Copies`]).
+const ROUTE_COPIES: usize = 8;
+
+/// A cached route and its copies, one per stripe of threads, each its own
+/// allocation, made on first use: an emit counts a reference to its own
+/// thread's copy, so threads emitting one topic share no written cache
+/// line (docs/benchmarks.md, "Router design notes").
+struct Copies {
+    route: Route,
+    copies: [OnceLock<Arc<Route>>; ROUTE_COPIES],
+}
+
+impl Copies {
+    fn new(route: Route) -> Box<Self> {
+        Box::new(Self {
+            route,
+            copies: Default::default(),
+        })
+    }
+
+    /// The copy of the threads numbered `thread` modulo the copies.
+    fn of(&self, thread: usize) -> Arc<Route> {
+        self.copies[thread % ROUTE_COPIES]
+            .get_or_init(|| Arc::new(self.route.clone()))
+            .clone()
+    }
+}
 
 type Hasher = foldhash::fast::RandomState;
 
@@ -149,7 +178,7 @@ impl Node {
 pub(crate) struct RouteTable {
     root: Node,
     subscriptions: imbl::OrdMap<SubscriptionId, Arc<Subscription>>,
-    cache: DashMap<Box<str>, Arc<Route>, Hasher>,
+    cache: DashMap<Box<str>, Box<Copies>, Hasher>,
     cached: AtomicUsize,
 }
 
@@ -188,21 +217,24 @@ impl RouteTable {
         self.subscriptions.len()
     }
 
-    /// The route of `topic`, from the cache when possible.
+    /// The route of `topic` (this thread's copy of it), from the cache
+    /// when possible.
     pub(crate) fn route(
         &self,
         topic: &str,
         extras: impl FnOnce(&str) -> TopicTraits,
     ) -> Arc<Route> {
-        if let Some(route) = self.cache.get(topic) {
-            return route.clone();
+        let thread = thread_number();
+        if let Some(copies) = self.cache.get(topic) {
+            return copies.of(thread);
         }
-        let route = Arc::new(self.compute(topic, extras(topic)));
+        let copies = Copies::new(self.compute(topic, extras(topic)));
+        let route = copies.of(thread);
         if self.cached.fetch_add(1, Ordering::Relaxed) >= CACHE_CAPACITY {
             self.cache.clear();
             self.cached.store(1, Ordering::Relaxed);
         }
-        self.cache.insert(topic.into(), route.clone());
+        self.cache.insert(topic.into(), copies);
         route
     }
 
@@ -241,7 +273,7 @@ impl RouteTable {
 /// lock and counting a reference to the route (its cost: see
 /// `docs/benchmarks.md`, "Router design notes"). A thread emitting the same topic again (the common case: a
 /// loop of one kind of event) finds it in the memo for one load, one compare
-/// and one count.
+/// and one count, on its own copy of the route.
 pub(crate) struct Routes {
     table: Snapshot<RouteTable>,
     /// Which table is current: unique across every bus in the process, so a
