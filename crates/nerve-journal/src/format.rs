@@ -143,13 +143,7 @@ pub(crate) fn encode_redacted(
 /// (the redacted or replacement payload). Returns why the payload was
 /// replaced, if it was.
 pub(crate) fn encode(event: &Event, data: Option<&Value>, out: &mut Vec<u8>) -> Option<Replaced> {
-    encode_parts(
-        event,
-        data,
-        event.source(),
-        event.correlation_id(),
-        out,
-    )
+    encode_parts(event, data, event.source(), event.correlation_id(), out)
 }
 
 fn encode_parts(

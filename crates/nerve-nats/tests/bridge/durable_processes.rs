@@ -12,7 +12,7 @@
 //! delivered again to the second life, which knows it from the file.
 
 use std::collections::HashSet;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,13 +29,16 @@ const N: usize = 3_000;
 const BLOCK_AT: usize = 1_000;
 const LIMIT: Duration = Duration::from_secs(120);
 
+/// The ids the child wrote, complete lines only: the test reads the file
+/// while the child appends to it, so a last line may be half written.
 fn read_ids(path: &std::path::Path) -> Vec<EventId> {
-    let Ok(file) = std::fs::File::open(path) else {
+    let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
     };
-    std::io::BufReader::new(file)
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
         .lines()
-        .map(|l| l.unwrap().parse().unwrap())
+        .map(|l| l.parse().unwrap_or_else(|e| panic!("bad id {l:?}: {e}")))
         .collect()
 }
 
@@ -66,7 +69,9 @@ fn child_imports_durably() {
         let count = total.clone();
         let this_life_count = std::sync::Mutex::new(0usize);
         bus.subscribe("item.*", move |e: &Event| {
-            writeln!(file.lock().unwrap(), "{}", e.event_id()).unwrap();
+            // One write per line (O_APPEND): never two half lines.
+            let line = format!("{}\n", e.event_id());
+            file.lock().unwrap().write_all(line.as_bytes()).unwrap();
             count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut n = this_life_count.lock().unwrap();
             *n += 1;
