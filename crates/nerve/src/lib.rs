@@ -65,7 +65,6 @@
 //! | `metrics-facade` | no | `metrics::MetricsFacade`: the bus's metrics through the [`metrics`](https://docs.rs/metrics) crate, so any of its exporters (Prometheus included) can publish them |
 //! | `otel` | no | `otel`: the OpenTelemetry bridge (`OtelLayer`, `traced`, `inject`/`extract`, `trace_correlation_id`); one trace from the emitting span through every handler. Depends on the OpenTelemetry API only: install an SDK provider in the application |
 //! | `tracing` | no | `tracing_layer()`: handler deliveries inside `tracing` spans carrying the event and its correlation id (implies `otel`) |
-//!
 //! | `nats` | no | `nats`: the NATS bridge (`NatsBridge`): export events to NATS subjects, import messages as events, the journal's line on the wire (implies `journal`) |
 //!
 //! Without `otel`, `tracing` and `nats` nothing of the bridges is compiled in.
@@ -179,7 +178,10 @@ pub mod guide {
     #[cfg(feature = "tracing")]
     #[doc = include_str!("../../../docs/guide/08-tracing.md")]
     pub struct Tracing;
-    #[cfg(feature = "nats")]
+    #[cfg(all(feature = "nats", feature = "consumers"))]
     #[doc = include_str!("../../../docs/guide/09-nats.md")]
     pub struct Nats;
+    #[cfg(feature = "dashboard")]
+    #[doc = include_str!("../../../docs/guide/10-dashboard.md")]
+    pub struct Dashboard;
 }
