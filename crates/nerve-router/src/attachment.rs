@@ -67,8 +67,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
-use crate::stats::SubscriberStats;
-
 /// A component attached to a bus that reports its state and counters in
 /// the bus's stats; see the [module docs](crate::attachment).
 pub trait Attachment: Send + Sync + 'static {
@@ -193,26 +191,6 @@ impl AttachmentStats {
         self.subscriptions.push(id);
         self
     }
-
-    /// Fills in the bus's part: the id and what the listed subscriptions
-    /// hold and dropped. A listed id with no live subscription adds nothing.
-    fn complete(mut self, id: u64, subscribers: &[SubscriberStats]) -> Self {
-        self.id = id;
-        self.buffered = 0;
-        self.dropped = 0;
-        self.dropped_by_reason.clear();
-        for s in subscribers
-            .iter()
-            .filter(|s| self.subscriptions.contains(&s.id))
-        {
-            self.buffered += s.queued;
-            self.dropped += s.dropped;
-            for (reason, n) in &s.dropped_by_reason {
-                *self.dropped_by_reason.entry(reason).or_insert(0) += n;
-            }
-        }
-        self
-    }
 }
 
 /// The id of an attachment on its bus, for [`Bus::detach`](crate::Bus::detach).
@@ -248,14 +226,11 @@ impl Attachments {
         list.len() != before
     }
 
-    /// Every attachment's stats, completed from `subscribers`.
-    pub(crate) fn stats(&self, subscribers: &[SubscriberStats]) -> Vec<AttachmentStats> {
-        // Called outside the lock: an attachment's `stats` may take locks
-        // of its own, and one attaching meanwhile must not wait on it.
-        let list: Vec<_> = self.lock().clone();
-        list.into_iter()
-            .map(|(id, a)| a.stats().complete(id, subscribers))
-            .collect()
+    /// Every attachment with its id, to ask for its stats outside the lock:
+    /// an attachment's `stats` may take locks of its own, and one attaching
+    /// meanwhile must not wait on it.
+    pub(crate) fn snapshot(&self) -> Vec<(u64, Arc<dyn Attachment>)> {
+        self.lock().clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Arc<dyn Attachment>)>> {
@@ -296,8 +271,9 @@ mod tests {
         assert_ne!(a, b);
         assert!(list.detach(a));
         assert!(!list.detach(a), "detached twice");
-        let names: Vec<_> = list.stats(&[]).into_iter().map(|s| s.name).collect();
+        let left = list.snapshot();
+        let names: Vec<_> = left.iter().map(|(_, a)| a.stats().name).collect();
         assert_eq!(names, ["b"]);
-        assert_eq!(list.stats(&[])[0].id, b.as_u64());
+        assert_eq!(left[0].0, b.as_u64());
     }
 }

@@ -61,7 +61,12 @@ impl BusStats {
             }
             subscribers.push(stats);
         }
-        let attachments = bus.attachments.stats(&subscribers);
+        let attachments = bus
+            .attachments
+            .snapshot()
+            .into_iter()
+            .map(|(id, a)| complete(a.stats(), id, &subscribers))
+            .collect();
         BusStats {
             attachments,
             subscriptions: SubscriptionStats {
@@ -236,4 +241,28 @@ impl SubscriberStats {
             pending: get(&c.pending),
         }
     }
+}
+
+/// An attachment's stats with the bus's part filled in: the id and what the listed subscriptions
+/// hold and dropped. A listed id with no live subscription adds nothing.
+fn complete(
+    mut this: AttachmentStats,
+    id: u64,
+    subscribers: &[SubscriberStats],
+) -> AttachmentStats {
+    this.id = id;
+    this.buffered = 0;
+    this.dropped = 0;
+    this.dropped_by_reason.clear();
+    for s in subscribers
+        .iter()
+        .filter(|s| this.subscriptions.contains(&s.id))
+    {
+        this.buffered += s.queued;
+        this.dropped += s.dropped;
+        for (reason, n) in &s.dropped_by_reason {
+            *this.dropped_by_reason.entry(reason).or_insert(0) += n;
+        }
+    }
+    this
 }

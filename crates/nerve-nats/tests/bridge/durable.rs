@@ -127,6 +127,7 @@ async fn deliver_from_new_all_seq_and_time() {
             .map(|e| e.event_id())
             .collect();
         assert_eq!(got, expected, "DeliverFrom for consumer {name:?}");
+        crate::eventually(LIMIT, || bridge.stats().imported >= expected.len() as u64).await;
         let s = bridge.stats();
         assert_eq!(s.imported, expected.len() as u64, "{name}: {s:?}");
         // Acknowledged after delivery; nothing else is pending.

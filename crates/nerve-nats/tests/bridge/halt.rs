@@ -41,6 +41,10 @@ async fn an_import_a_handler_halts_is_counted_as_imported() {
     }
     let got = collect(&mut seen, 3, LIMIT).await;
     assert_eq!(got.len(), 3);
+    crate::eventually(LIMIT, || {
+        inn.stats().imported + inn.stats().import_rejected == 3
+    })
+    .await;
     let stats = inn.stats();
     assert_eq!((stats.imported, stats.import_rejected), (3, 0), "{stats:?}");
     out.shutdown(LIMIT).await;

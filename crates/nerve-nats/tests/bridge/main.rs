@@ -48,3 +48,18 @@ pub(crate) async fn try_collect(
 pub(crate) fn bus() -> Bus {
     Bus::builder().history_capacity(0).build().unwrap()
 }
+
+/// Waits until `done` holds, failing after a generous `limit`. A bridge
+/// counts an import once the local emit returned, which is after the
+/// bus's streams have the event: a test that saw the event reads the
+/// counter through this, not at once.
+pub(crate) async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

@@ -114,6 +114,11 @@ async fn ten_thousand_events_cross_processes_exactly_once_and_in_order() {
     };
     assert!(status.success(), "the child failed: {status}");
     assert!(from_child.is_empty(), "more than the child sent");
+    crate::eventually(LIMIT, || {
+        let s = bridge.stats();
+        s.imported + s.import_rejected > N as u64
+    })
+    .await;
     let s = bridge.stats();
     assert_eq!((s.imported, s.import_rejected), (N as u64 + 1, 0), "{s:?}");
     assert_eq!(s.published, 1);

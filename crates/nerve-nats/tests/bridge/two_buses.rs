@@ -87,6 +87,11 @@ async fn routes_both_ways_keeping_ids_correlation_and_trace_context() {
 
     // Nothing came back to where it started.
     assert!(bridge_a.flush(LIMIT).await && bridge_b.flush(LIMIT).await);
+    crate::eventually(LIMIT, || {
+        let (sa, sb) = (bridge_a.stats(), bridge_b.stats());
+        sa.imported + sa.import_rejected >= 1 && sb.imported + sb.import_rejected >= 1
+    })
+    .await;
     let (sa, sb) = (bridge_a.stats(), bridge_b.stats());
     assert_eq!((sa.published, sa.imported), (1, 1), "{sa:?}");
     assert_eq!((sb.published, sb.imported), (1, 1), "{sb:?}");
@@ -135,6 +140,7 @@ async fn export_and_import_everything_on_one_bus_never_echoes() {
 
     // B's imported events are not exported again by B (it exports nothing)
     // nor by A (it never receives them twice).
+    crate::eventually(LIMIT, || bridge_b.stats().imported >= 100).await;
     assert_eq!(bridge_b.stats().imported, 100);
 }
 
@@ -177,6 +183,11 @@ async fn ten_thousand_events_arrive_exactly_once_and_in_order() {
     let ids: Vec<EventId> = got.iter().map(Event::event_id).collect();
     assert_eq!(ids, sent, "not exactly once in order");
     assert!(bridge_a.flush(LIMIT).await);
+    crate::eventually(LIMIT, || {
+        let s = bridge_b.stats();
+        s.imported + s.import_rejected >= N as u64
+    })
+    .await;
     let (sa, sb) = (bridge_a.stats(), bridge_b.stats());
     assert_eq!((sa.published, sa.dropped), (N as u64, 0), "{sa:?}");
     assert_eq!((sb.imported, sb.import_rejected), (N as u64, 0), "{sb:?}");
