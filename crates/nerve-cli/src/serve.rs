@@ -69,9 +69,19 @@ pub(crate) struct ServeArgs {
     /// waited for.
     #[arg(value_name = "JOURNAL_DIR")]
     paths: Vec<PathBuf>,
-    /// Show the events of NATS subjects (a `nerve` NATS bridge's export).
+    /// Also show the events arriving on NATS (what `nerve` NATS bridges
+    /// export), imported through a bridge into a bus of this process: from
+    /// the moment the page starts, live (a journal written by `nerve record`
+    /// holds the history). Several servers: comma-separated.
     #[arg(long, value_name = "URL")]
     nats: Option<String>,
+    /// The pattern of the events to import from NATS (with --nats).
+    #[arg(long, value_name = "PATTERN", default_value = "*", requires = "nats")]
+    nats_pattern: String,
+    /// The subject prefix the exporting bridges use (with --nats), as
+    /// `NatsOptions::prefix`; none by default.
+    #[arg(long, value_name = "PREFIX", default_value = "", requires = "nats")]
+    prefix: String,
     #[command(flatten)]
     dashboard: DashboardArgs,
 }
@@ -120,18 +130,25 @@ fn journals(path: &Path) -> Result<Vec<(String, PathBuf)>> {
 }
 
 pub(crate) fn serve(args: &ServeArgs, out: &mut Out) -> Result<ExitCode> {
-    if let Some(url) = &args.nats {
+    if args.paths.is_empty() && args.nats.is_none() {
         bail!(
-            "--nats {url}: a NATS source is not available in `nerve serve` yet; serve the journal the exporting program writes instead (nerve serve DIR)"
-        );
-    }
-    if args.paths.is_empty() {
-        bail!(
-            "name at least one journal to show: nerve serve JOURNAL_DIR... (try `nerve demo --serve`)"
+            "name at least one journal to show: nerve serve JOURNAL_DIR... (or --nats URL; try `nerve demo --serve`)"
         );
     }
     let mut builder = args.dashboard.builder();
     let mut names: Vec<String> = Vec::new();
+    // Kept alive while the page is served: the bridge's runtime, the bus it
+    // imports into, and the bridge.
+    let _nats = match &args.nats {
+        Some(url) => {
+            let source = NatsSource::connect(url, &args.nats_pattern, &args.prefix)?;
+            let name = format!("nats {url}");
+            builder = builder.bus(name.clone(), &source.bus);
+            names.push(name);
+            Some(source)
+        }
+        None => None,
+    };
     for path in &args.paths {
         for (name, active) in journals(path)? {
             // Two journals of the same directory name stay apart in the page.
@@ -166,4 +183,46 @@ pub(crate) fn announce(dashboard: &Dashboard, out: &mut Out) -> Result<()> {
         out.line("give it as `Authorization: Bearer <token>`, or open the link above")?;
     }
     Ok(())
+}
+
+/// A dashboard source on NATS: a bus of this process with a bridge
+/// importing into it, on a runtime of its own.
+struct NatsSource {
+    bus: nerve::Bus,
+    bridge: nerve::nats::NatsBridge,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl NatsSource {
+    fn connect(url: &str, pattern: &str, prefix: &str) -> Result<Self> {
+        use nerve::nats::{NatsBridge, NatsOptions};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .context("cannot start the tokio runtime")?;
+        let bus = nerve::Bus::new();
+        let mut options = NatsOptions::new().origin(format!("nerve-serve-{}", std::process::id()));
+        if !prefix.is_empty() {
+            options = options.prefix(prefix);
+        }
+        let bridge = runtime
+            .block_on(NatsBridge::connect(url, &bus, options))
+            .with_context(|| format!("--nats {url}: cannot connect"))?;
+        runtime
+            .block_on(bridge.import(pattern))
+            .with_context(|| format!("--nats-pattern {pattern}: cannot import"))?;
+        Ok(Self {
+            bus,
+            bridge,
+            runtime,
+        })
+    }
+}
+
+impl Drop for NatsSource {
+    fn drop(&mut self) {
+        self.runtime
+            .block_on(self.bridge.shutdown(std::time::Duration::from_secs(5)));
+    }
 }

@@ -220,3 +220,92 @@ fn demo_nats_runs_the_workers_as_processes_with_the_same_outcome() {
     let o = nerve(&["verify", there.join("run-broken").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }
+
+/// `GET path` on the dashboard at `addr` (`127.0.0.1:PORT`): the body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+#[test]
+fn serve_nats_shows_the_events_bridges_export() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_nerve"))
+        .args(["serve", "--nats", &url, "--prefix", "nerve.serve."])
+        .args(["--nats-pattern", "order.*", "--bind", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines(serve.stdout.take().unwrap());
+    let mut addr = None;
+    while addr.is_none() {
+        let line = out.recv_timeout(PATIENCE).expect("nerve serve says where");
+        if let Some(rest) = line.strip_prefix("dashboard: http://") {
+            addr = Some(rest.trim_end_matches('/').to_owned());
+        }
+    }
+    let addr = addr.unwrap();
+    let following = out.recv_timeout(PATIENCE).unwrap();
+    assert!(following.contains(&format!("nats {url}")), "{following}");
+
+    // A program's bus exporting through its bridge, as the docs show.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let bus = Bus::new();
+    let bridge = runtime
+        .block_on(NatsBridge::connect(
+            &url,
+            &bus,
+            NatsOptions::new().prefix("nerve.serve.").origin("shop"),
+        ))
+        .unwrap();
+    bridge.export("*").unwrap();
+    // The import's subscription reaches the server on its own connection:
+    // emit until the page has one (each emit a new order), then check it.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let body = loop {
+        bus.emit("order.placed", json!({"order": 7})).unwrap();
+        bus.emit("audit.noise", json!({})).unwrap();
+        let body = http_get(&addr, "/api/events?pattern=*");
+        if body.contains("order.placed") {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "no event: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let events = page["events"].as_array().unwrap();
+    assert!(!events.is_empty());
+    let text = body.as_str();
+    assert!(text.contains("\"order\":7"), "{text}");
+    // Only the imported pattern: `audit.*` was exported but not imported.
+    assert!(!text.contains("audit.noise"), "{text}");
+    runtime.block_on(bridge.shutdown(PATIENCE));
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+}
+
+#[test]
+fn serve_without_a_source_says_what_to_name() {
+    let output = nerve(&["serve"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--nats URL"),
+        "{}",
+        stderr(&output)
+    );
+}
