@@ -72,6 +72,9 @@ async fn bus_stats_and_metrics_show_the_bridge_through_an_outage() {
     collect(&mut at_b, 3, LIMIT).await;
     b.emit("reply.done", json!({})).unwrap();
     collect(&mut at_a, 1, LIMIT).await;
+    // The import is counted once the local emit returned, after the stream
+    // had the event.
+    crate::eventually(LIMIT, || bridge.stats().imported >= 1).await;
 
     let stats = a.stats();
     assert_eq!(stats.attachments.len(), 1, "{:?}", stats.attachments);
