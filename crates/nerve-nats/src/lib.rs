@@ -134,7 +134,9 @@
 //!   event naming it. A retried event may be stored after events emitted
 //!   after it (up to `max_in_flight` publishes are in flight).
 //! * **Terminal events wait**: the emit of an event the bus marks terminal
-//!   (`*.completed`, `*.failed`, ... or [`Event::terminal`](nerve_core::Event::terminal))
+//!   (`*.completed`, `*.failed`, ... or [`Event::terminal`](nerve_core::Event::terminal);
+//!   on a bus built with `durable_patterns`, the events those match, as
+//!   for the journal: [`Bus::durable`](nerve_router::Bus::durable))
 //!   returns once the stream acknowledged it and every event of the export
 //!   before it (or gave them up), the promise the journal makes for the
 //!   same events on disk: a program may emit its last event and exit. The

@@ -753,6 +753,21 @@ impl Bus {
         self.inner.core.attachments.detach(id)
     }
 
+    /// Which events this bus holds `emit` for until its sink has them:
+    /// the terminal ones unless
+    /// [`BusBuilder::durable_patterns`](crate::BusBuilder::durable_patterns)
+    /// says otherwise.
+    ///
+    /// ```
+    /// let bus = nerve::Bus::builder().durable_patterns(["checkpoint.*"])?.build()?;
+    /// let checkpoint = nerve::Event::builder("checkpoint.saved").build()?;
+    /// assert!(bus.durable().matches(&checkpoint));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn durable(&self) -> crate::config::Durable {
+        self.inner.core.config.durable()
+    }
+
     /// The metrics recorder the bus was built with
     /// ([`BusBuilder::metrics`](crate::BusBuilder::metrics)), if any, so
     /// that what is attached to the bus reports where the bus does.

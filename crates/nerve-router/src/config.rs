@@ -14,6 +14,30 @@ use tokio::runtime::Handle;
 use crate::dead_letter::DeadLetterQueue;
 use crate::queue::Overflow;
 
+/// Which events a bus holds `emit` for until its sink has them (see
+/// [`BusBuilder::durable_patterns`](crate::BusBuilder::durable_patterns)):
+/// what [`Bus::durable`](crate::Bus::durable) returns, for what extends the
+/// journal's promise elsewhere (a NATS bridge's durable export holds the same
+/// emits until its stream acknowledged them). A copy of the setting: it holds
+/// no reference to the bus.
+#[derive(Clone, Debug)]
+pub struct Durable {
+    /// `None`: the terminal events (the default).
+    patterns: Option<Arc<[Pattern]>>,
+}
+
+impl Durable {
+    /// Whether `event`, as the bus delivers it to handlers (marked terminal
+    /// when it matches the terminal patterns), is one the bus holds `emit`
+    /// for.
+    pub fn matches(&self, event: &Event) -> bool {
+        match &self.patterns {
+            None => event.is_marked_terminal(),
+            Some(patterns) => patterns.iter().any(|p| p.matches(event.event_type())),
+        }
+    }
+}
+
 /// Settings of a bus, read on every emit.
 #[derive(Clone)]
 pub(crate) struct Config {
@@ -114,6 +138,15 @@ impl Config {
     pub(crate) fn sync_timeout(&self) -> Option<Duration> {
         self.handler_timeout
             .filter(|_| self.handler_timeout_explicit)
+    }
+}
+
+impl Config {
+    /// The durable setting, as [`Durable`].
+    pub(crate) fn durable(&self) -> Durable {
+        Durable {
+            patterns: self.durable_patterns.as_deref().map(Arc::from),
+        }
     }
 }
 

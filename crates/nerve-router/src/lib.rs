@@ -131,7 +131,7 @@ mod worker;
 pub use attachment::{Attachment, AttachmentId, AttachmentState, AttachmentStats};
 pub use builder::BusBuilder;
 pub use bus::{Bus, ShutdownGuard, ShutdownReport, WeakBus};
-pub use config::{DEFAULT_TERMINAL_PATTERNS, Reject};
+pub use config::{DEFAULT_TERMINAL_PATTERNS, Durable, Reject};
 pub use dead_letter::{
     DeadLetter, DeadLetterQueue, DeadLetterReason, DeadLetterStats, DeadLetterStore,
     DeadLetterStoreError, RetryError, RetrySummary,

@@ -130,7 +130,7 @@ pub use nerve_router::signals;
 pub use nerve_router::{
     BuildError, Bus, BusBuilder, BusStats, DEFAULT_TERMINAL_PATTERNS, DeadLetter, DeadLetterQueue,
     DeadLetterReason, DeadLetterStats, DeadLetterStore, DeadLetterStoreError, DeliveryReport,
-    DropReason, EmitError, EmitManyError, EventStream, HandlerError, HandlerOutcome,
+    DropReason, Durable, EmitError, EmitManyError, EventStream, HandlerError, HandlerOutcome,
     IntoHandlerResult, IntoPatterns, Outcome, Overflow, Reject, RetryError, RetrySummary,
     ShutdownGuard, ShutdownReport, StreamOptions, Subscribe, SubscribeError, SubscriptionId,
     WeakBus, global,

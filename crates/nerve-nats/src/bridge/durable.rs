@@ -410,6 +410,9 @@ struct DurableExport {
     js: jetstream::Context,
     stream: String,
     waits: Arc<Waits>,
+    /// Which events hold their `emit` until acknowledged: the bus's own
+    /// durable setting, as its journal uses it.
+    durable: nerve_router::Durable,
     done: Arc<AtomicU64>,
     connected: watch::Receiver<bool>,
 }
@@ -425,7 +428,9 @@ impl NatsBridge {
     /// it is counted in [`BridgeStats::ack_failed`](crate::BridgeStats::ack_failed)
     /// and reported as `system.bridge_error`. A **terminal** event's `emit`
     /// (one the bus marks terminal: `*.completed`, `*.failed`, ... or
-    /// [`Event::terminal`](nerve_core::Event::terminal)) returns only once
+    /// [`Event::terminal`](nerve_core::Event::terminal); or, on a bus built
+    /// with [`durable_patterns`](nerve_router::BusBuilder::durable_patterns),
+    /// one matching those, as for the journal) returns only once
     /// the stream acknowledged it and every event of this export before
     /// it, at most `terminal_wait`: the promise the journal makes locally,
     /// made by the stream. See the crate docs, "Durable".
@@ -497,6 +502,7 @@ impl NatsBridge {
             js,
             stream: stream.name,
             waits,
+            durable: self.shared.bus.durable(),
             done,
         };
         let task = tokio::spawn(export.run(events));
@@ -516,6 +522,7 @@ impl NatsBridge {
         let shared: Weak<Shared> = Arc::downgrade(&self.shared);
         let waits = waits.clone();
         let limit = self.shared.options.terminal_wait;
+        let durable = self.shared.bus.durable();
         self.shared.bus.subscribe_with(
             pattern,
             move |event: &Event| {
@@ -545,7 +552,7 @@ impl NatsBridge {
             Subscribe::new()
                 .priority(i32::MIN)
                 .name(format!("nats export_durable {name} (terminal ack wait)"))
-                .filter(|e: &Event| e.is_marked_terminal()),
+                .filter(move |e: &Event| durable.matches(e)),
         )
     }
 }
@@ -580,7 +587,7 @@ impl DurableExport {
         body: &mut Vec<u8>,
         in_flight: &mut VecDeque<InFlight>,
     ) {
-        let terminal = event.is_marked_terminal();
+        let terminal = self.durable.matches(event);
         let Some(subject) = self.shared.outgoing_subject(event) else {
             if terminal {
                 self.waits.settle(event.event_id(), false);

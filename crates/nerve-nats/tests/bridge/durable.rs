@@ -74,6 +74,41 @@ async fn a_terminal_emit_returns_once_the_stream_holds_it_and_everything_before(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_buses_durable_patterns_decide_which_emits_wait_for_the_stream() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    // As for its journal: on this bus `work.saved` is durable, and the
+    // terminal `work.completed` is not.
+    let a = nerve::Bus::builder()
+        .durable_patterns(["work.saved"])
+        .unwrap()
+        .build()
+        .unwrap();
+    let bridge = NatsBridge::connect(&server.url(), &a, NatsOptions::new())
+        .await
+        .unwrap();
+    bridge
+        .export_durable("work.*", DurableStream::new("WORK"))
+        .await
+        .unwrap();
+    let mut sent: Vec<EventId> = (0..300)
+        .map(|i| a.emit("work.step", json!({"i": i})).unwrap())
+        .collect();
+    sent.push(a.emit("work.saved", json!({})).unwrap());
+    assert_eq!(
+        stream_ids(&server.url(), "WORK").await,
+        sent,
+        "a durable emit returned before the stream held it and everything before it"
+    );
+    a.emit("work.completed", json!({})).unwrap();
+    let s = bridge.stats();
+    assert_eq!((s.ack_waits, s.ack_wait_timeouts), (1, 0), "{s:?}");
+    assert!(bridge.flush(LIMIT).await);
+    assert_eq!(bridge.stats().acked, 302);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliver_from_new_all_seq_and_time() {
     let Some(server) = NatsServer::start() else {
         return;
