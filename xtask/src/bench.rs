@@ -392,14 +392,26 @@ fn render(results: &Results) -> Result<()> {
     let path = page_path();
     let doc =
         fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
-    // A block is rewritten only from results it has: a fresh target
-    // directory (results of one bench only) must not replace the page's
-    // tables of the others with "no results yet".
-    let mut doc = doc;
+    let headline_chart = written.iter().any(|w| w == HEADLINE_CHART);
+    let doc = rewrite_blocks(doc, results, headline_chart)?;
+    fs::write(&path, doc).with_context(|| format!("could not write {}", path.display()))?;
+    println!(
+        "xtask: wrote {} and {} charts in docs/bench/",
+        path.display(),
+        written.len()
+    );
+    Ok(())
+}
+
+/// `doc` with its generated blocks rewritten from `results`. A block is
+/// rewritten only from results it has: a fresh target directory (results
+/// of one bench only) must not replace the page's tables of the others with
+/// "no results yet".
+fn rewrite_blocks(mut doc: String, results: &Results, headline_chart: bool) -> Result<String> {
     let missing = missing_results(results);
     if results.get("emit").is_some() {
         let mut headline = page::headline(results, "emit");
-        if written.iter().any(|w| w == HEADLINE_CHART) {
+        if headline_chart {
             headline = format!("![ratios](bench/{HEADLINE_CHART})\n\n{headline}");
         }
         doc = page::replace_block(&doc, "emit", &headline)?;
@@ -421,13 +433,7 @@ fn render(results: &Results) -> Result<()> {
     if results.get("nats").is_some() {
         doc = page::replace_block(&doc, "nats", &page::headline(results, "nats"))?;
     }
-    fs::write(&path, doc).with_context(|| format!("could not write {}", path.display()))?;
-    println!(
-        "xtask: wrote {} and {} charts in docs/bench/",
-        path.display(),
-        written.len()
-    );
-    Ok(())
+    Ok(doc)
 }
 
 /// The benches of [`SUITE`] without a result in `results`.
@@ -537,6 +543,35 @@ mod tests {
             );
         }
         assert!(missing_results(&results).is_empty());
+    }
+
+    /// A block whose bench has no result keeps what the page has (the NATS
+    /// table entered from another machine's run); a result replaces it.
+    #[test]
+    fn a_missing_result_keeps_its_block() {
+        let doc = "<!-- bench:nats:begin -->\nby hand\n<!-- bench:nats:end -->\n".to_owned();
+        let kept = rewrite_blocks(doc.clone(), &Results::default(), false).unwrap();
+        assert_eq!(kept, doc);
+        let mut results = Results::default();
+        let row = r#"{"bench": "nats", "quick": true, "rows": [{"group": "jetstream",
+            "name": "bridge", "value": 5e4, "unit": "events/s", "rounds": 2}]}"#;
+        results.insert(
+            BenchResult {
+                bench: "nats".to_owned(),
+                revision: "abc1234".to_owned(),
+                date: "2026-12-03".to_owned(),
+                quick: true,
+                criterion: Vec::new(),
+                paired: results::parse_paired(row).unwrap(),
+            },
+            &suite_names(),
+        );
+        let rewritten = rewrite_blocks(doc, &results, false).unwrap();
+        assert!(!rewritten.contains("by hand"), "{rewritten}");
+        assert!(
+            rewritten.contains("| `jetstream` | bridge | 50.0 K events/s |"),
+            "{rewritten}"
+        );
     }
 
     /// Civil dates from day numbers.

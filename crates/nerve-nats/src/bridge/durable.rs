@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures::{FutureExt, StreamExt};
 use nerve_core::metrics::names::bridge_outcome as outcome;
@@ -394,11 +393,11 @@ type AckFuture =
 
 /// One event published and not yet settled.
 struct InFlight {
-    event_id: EventId,
+    /// Kept to encode it again for a retry: each attempt's message is
+    /// encoded into its own buffer and moved into the publish, uncopied.
+    event: Event,
     terminal: bool,
     subject: String,
-    headers: HeaderMap,
-    body: Vec<u8>,
     /// Attempts that failed so far.
     failures: u32,
     ack: AckFuture,
@@ -415,6 +414,9 @@ struct DurableExport {
     durable: nerve_router::Durable,
     done: Arc<AtomicU64>,
     connected: watch::Receiver<bool>,
+    /// The last body's length: the next message's buffer starts that
+    /// large (events of one export are much alike).
+    body_hint: usize,
 }
 
 impl NatsBridge {
@@ -504,6 +506,7 @@ impl NatsBridge {
             waits,
             durable: self.shared.bus.durable(),
             done,
+            body_hint: 512,
         };
         let task = tokio::spawn(export.run(events));
         self.lock_tasks().push(task);
@@ -561,14 +564,13 @@ impl DurableExport {
     async fn run(mut self, mut events: EventStream) {
         let window = self.shared.options.max_in_flight;
         let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(window);
-        let mut body = Vec::with_capacity(512);
         let mut open = true;
         while open || !in_flight.is_empty() {
             let room = open && in_flight.len() < window;
             tokio::select! {
                 biased;
                 next = events.next(), if room => match next {
-                    Some(event) => self.start(&event, &mut body, &mut in_flight).await,
+                    Some(event) => self.start(event, &mut in_flight).await,
                     None => open = false,
                 },
                 answer = async { (&mut in_flight.front_mut().expect("guarded").ack).await },
@@ -581,33 +583,23 @@ impl DurableExport {
     }
 
     /// Publishes `event` (or skips it, settled at once).
-    async fn start(
-        &mut self,
-        event: &Event,
-        body: &mut Vec<u8>,
-        in_flight: &mut VecDeque<InFlight>,
-    ) {
-        let terminal = self.durable.matches(event);
-        let Some(subject) = self.shared.outgoing_subject(event) else {
+    async fn start(&mut self, event: Event, in_flight: &mut VecDeque<InFlight>) {
+        let terminal = self.durable.matches(&event);
+        let Some(subject) = self.shared.outgoing_subject(&event) else {
             if terminal {
                 self.waits.settle(event.event_id(), false);
             }
             self.done.fetch_add(1, Ordering::Release);
             return;
         };
-        let headers = self.shared.encode(event, body);
-        let mut entry = InFlight {
-            event_id: event.event_id(),
+        let ack = self.publish(&subject, &event).await;
+        let entry = InFlight {
+            event,
             terminal,
             subject,
-            headers,
-            body: body.clone(),
             failures: 0,
-            ack: Box::pin(async { Err(String::new()) }),
+            ack,
         };
-        entry.ack = self
-            .publish(&entry.subject, &entry.headers, &entry.body)
-            .await;
         self.shared
             .counters
             .published
@@ -615,19 +607,22 @@ impl DurableExport {
         in_flight.push_back(entry);
     }
 
-    /// Sends one attempt of `entry` (once connected); its acknowledgement.
-    async fn publish(&mut self, subject: &str, headers: &HeaderMap, body: &[u8]) -> AckFuture {
+    /// Sends one attempt of `event` (once connected); its acknowledgement.
+    async fn publish(&mut self, subject: &str, event: &Event) -> AckFuture {
         // While the connection is down, events wait in the export's bounded
         // stream, and attempts are not spent.
         let _ = self.connected.wait_for(|up| *up).await;
         let limit = self.shared.options.ack_timeout;
+        let mut body = Vec::with_capacity(self.body_hint);
+        let headers = self.shared.encode(event, &mut body);
+        self.body_hint = body.len();
         let sent = self
             .js
             .send_publish(
                 subject.to_owned(),
                 jetstream::message::PublishMessage::build()
-                    .payload(body.to_vec().into())
-                    .headers(headers.clone()),
+                    .payload(body.into())
+                    .headers(headers),
             )
             .await;
         let deadline = Instant::now() + limit;
@@ -674,7 +669,7 @@ impl DurableExport {
                             json!({
                                 "origin": self.shared.origin,
                                 "stream": self.stream,
-                                "event_id": entry.event_id.to_string(),
+                                "event_id": entry.event.event_id().to_string(),
                                 "attempts": entry.failures,
                                 "error": format!("not acknowledged by the stream: {error}"),
                             }),
@@ -683,15 +678,12 @@ impl DurableExport {
                     }
                     tokio::time::sleep(backoff(entry.failures)).await;
                     c.retried.fetch_add(1, Ordering::Relaxed);
-                    answer = self
-                        .publish(&entry.subject, &entry.headers, &entry.body)
-                        .await
-                        .await;
+                    answer = self.publish(&entry.subject, &entry.event).await.await;
                 }
             }
         };
         if entry.terminal {
-            self.waits.settle(entry.event_id, acked);
+            self.waits.settle(entry.event.event_id(), acked);
         }
         self.done.fetch_add(1, Ordering::Release);
     }
