@@ -44,8 +44,12 @@ const LINGER_SLEEP: Duration = Duration::from_micros(50);
 const WRITE_BEHIND: u64 = 1 << 20;
 const PAGE: u64 = 4096;
 
-/// The most messages one batch takes off the channel.
-const MAX_BATCH: usize = 4096;
+/// The most messages one batch takes off the channel. Small enough that the
+/// default queue (8,192) plus a batch is less than a default bus's history
+/// (10,000): the writer lets go of an event before the history evicts it,
+/// so the emitting thread, which allocated it, frees it (a free on another
+/// thread contends for the allocator's lock; docs/benchmarks.md).
+const MAX_BATCH: usize = 1024;
 
 pub(crate) struct Writer {
     pub(crate) fs: Arc<dyn JournalFs>,
