@@ -81,6 +81,13 @@ pub trait JournalFile: Send {
     ///
     /// The I/O error.
     fn len(&self) -> io::Result<u64>;
+    /// Asks the OS to start writing `len` bytes from `offset` to the disk
+    /// now, without waiting for it: a hint that makes the next
+    /// [`sync`](Self::sync) shorter. Nothing is promised by it, so it has no
+    /// error; does nothing unless overridden.
+    fn write_behind(&mut self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
 }
 
 /// The real file system, through `std::fs`.
@@ -128,6 +135,16 @@ impl JournalFile for StdFile {
     }
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
+    }
+    fn write_behind(&mut self, offset: u64, len: u64) {
+        // Linux starts writeback (without waiting) of the dirty pages of the
+        // range on `POSIX_FADV_DONTNEED`, then drops only the clean ones.
+        #[cfg(target_os = "linux")]
+        if let Some(len) = std::num::NonZeroU64::new(len) {
+            let _ = rustix::fs::fadvise(&self.0, offset, Some(len), rustix::fs::Advice::DontNeed);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (offset, len);
     }
 }
 
@@ -258,5 +275,8 @@ impl JournalFile for FaultyFile {
     }
     fn len(&self) -> io::Result<u64> {
         self.file.len()
+    }
+    fn write_behind(&mut self, offset: u64, len: u64) {
+        self.file.write_behind(offset, len);
     }
 }

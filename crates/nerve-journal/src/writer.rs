@@ -40,8 +40,16 @@ pub(crate) enum Msg {
 const LINGER_ROUNDS: u32 = 20;
 const LINGER_SLEEP: Duration = Duration::from_micros(50);
 
-/// The most messages one batch takes off the channel.
-const MAX_BATCH: usize = 4096;
+/// How much written data makes a write-behind hint (see `write_behind`).
+const WRITE_BEHIND: u64 = 1 << 20;
+const PAGE: u64 = 4096;
+
+/// The most messages one batch takes off the channel. Small enough that the
+/// default queue (8,192) plus a batch is less than a default bus's history
+/// (10,000): the writer lets go of an event before the history evicts it,
+/// so the emitting thread, which allocated it, frees it (a free on another
+/// thread contends for the allocator's lock; docs/benchmarks.md).
+const MAX_BATCH: usize = 1024;
 
 pub(crate) struct Writer {
     pub(crate) fs: Arc<dyn JournalFs>,
@@ -62,6 +70,11 @@ pub(crate) struct Writer {
     shifter: Shifter,
     /// Written but not yet synced.
     dirty: bool,
+    /// Where in the active file the last write-behind hint ended.
+    behind: u64,
+    /// Under `Fsync::Interval`, a rotation's renames whose directory sync
+    /// waits for the next sync of the active file (see `rotate`).
+    dir_unsynced: bool,
     last_sync: Instant,
     /// Records encoded but not yet written, and the events, marker lines and
     /// range lines they hold.
@@ -111,6 +124,8 @@ impl Writer {
             synced_len: len,
             shifter,
             dirty: false,
+            behind: len,
+            dir_unsynced: false,
             last_sync: Instant::now(),
             pending: Vec::with_capacity(256 * 1024),
             pending_events: Vec::new(),
@@ -425,6 +440,7 @@ impl Writer {
             Ok(()) => {
                 self.len += bytes;
                 self.dirty = true;
+                self.write_behind();
                 let c = &self.shared.counters;
                 c.written.add(events.len() as u64);
                 c.bytes.add(bytes);
@@ -452,6 +468,23 @@ impl Writer {
                 self.fail(&format!("write failed: {e}"), events, acks.into_iter());
             }
         }
+    }
+
+    /// Under a policy that syncs, starts the disk writing each whole
+    /// `WRITE_BEHIND` of the active file as soon as it is written, so that
+    /// the sync at the next interval or rotation waits only for the rest.
+    fn write_behind(&mut self) {
+        if self.fsync == Fsync::Never {
+            return;
+        }
+        let end = self.len - self.len % PAGE;
+        if end < self.behind + WRITE_BEHIND {
+            return;
+        }
+        if let Some(file) = self.file.as_mut() {
+            file.write_behind(self.behind, end - self.behind);
+        }
+        self.behind = end;
     }
 
     fn write_pending(&mut self) -> io::Result<()> {
@@ -486,6 +519,7 @@ impl Writer {
         }
         self.len = len;
         self.synced_len = self.synced_len.min(len);
+        self.behind = self.behind.min(len);
     }
 
     /// Counts and reports events the journal could not keep, and owes an
@@ -532,6 +566,7 @@ impl Writer {
 
     fn sync_now(&mut self) {
         self.commit();
+        self.sync_dir();
         if !self.dirty {
             self.unsynced.clear();
             self.unsynced_markers = Owed::default();
@@ -582,6 +617,29 @@ impl Writer {
         }
     }
 
+    /// Syncs the directory if a rotation left its renames unsynced; a
+    /// failure is counted and reported, and the next sync retries.
+    fn sync_dir(&mut self) {
+        if !self.dir_unsynced {
+            return;
+        }
+        match self.fs.sync_dir(self.paths.dir()) {
+            Ok(()) => self.dir_unsynced = false,
+            Err(e) => {
+                self.shared.counters.io_errors.inc();
+                let message = format!("directory sync failed: {e}");
+                if self.failure.is_none() {
+                    self.failure = Some(message.clone());
+                }
+                self.shared.report(SinkFault {
+                    kind: SinkErrorKind::Io,
+                    message: format!("journal {message}"),
+                    event: None,
+                });
+            }
+        }
+    }
+
     fn answer_acks(&mut self, result: Result<(), String>) {
         for ack in self.acks.drain(..) {
             let _ = ack.send(result.clone());
@@ -623,6 +681,7 @@ impl Writer {
         };
         self.len = 0;
         self.synced_len = 0;
+        self.behind = 0;
         self.shared.counters.rotations.inc();
         // A spare made ahead by the renumbering thread is linked in as the
         // active file: no file to allocate on this thread. Without one (or
@@ -632,8 +691,13 @@ impl Writer {
             self.shared.counters.rotations_created.inc();
         }
         self.open()?;
-        if self.fsync != Fsync::Never {
-            self.fs.sync_dir(self.paths.dir())?;
+        match self.fsync {
+            Fsync::Always => self.fs.sync_dir(self.paths.dir())?,
+            // Nothing in the new file is promised before the next sync,
+            // which syncs the directory too: one directory sync per interval,
+            // not one per rotation.
+            Fsync::Interval(_) => self.dir_unsynced = true,
+            Fsync::Never => {}
         }
         self.shared
             .counters
@@ -648,6 +712,7 @@ impl Writer {
         self.file = None;
         self.len = 0;
         self.synced_len = 0;
+        self.behind = 0;
         self.dirty = false;
         self.unsynced.clear();
         self.unsynced_markers = Owed::default();
