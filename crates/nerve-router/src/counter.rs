@@ -48,19 +48,25 @@ fn free_numbers() -> MutexGuard<'static, BinaryHeap<Reverse<usize>>> {
 /// history shards in `history.rs`), and a thread started after another
 /// ended takes over its stripes (and what the ended thread left in them,
 /// still warm, rather than a stripe last used long ago).
+#[inline]
 pub(crate) fn thread_number() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
     THREAD
-        .try_with(|s| {
-            if s.0.get() == usize::MAX {
-                let n = free_numbers()
-                    .pop()
-                    .map_or_else(|| NEXT.fetch_add(1, Ordering::Relaxed), |Reverse(n)| n);
-                s.0.set(n);
-            }
-            s.0.get()
+        .try_with(|s| match s.0.get() {
+            usize::MAX => take_number(&s.0),
+            n => n,
         })
         .unwrap_or(0)
+}
+
+/// Gives this thread its number, on its first call of [`thread_number`].
+#[cold]
+fn take_number(cell: &Cell<usize>) -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = free_numbers()
+        .pop()
+        .map_or_else(|| NEXT.fetch_add(1, Ordering::Relaxed), |Reverse(n)| n);
+    cell.set(n);
+    n
 }
 
 fn stripe() -> usize {

@@ -18,7 +18,6 @@ use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use crossbeam_utils::CachePadded;
 use nerve_core::Event;
 use nerve_core::query::HistoryQuery;
-use smallvec::SmallVec;
 
 use crate::counter::thread_number;
 
@@ -31,6 +30,10 @@ const SHARDS: usize = 8;
 /// Every this many events, one shard is swept (see [`History::sweep`]),
 /// each in turn.
 const SWEEP_EVERY: u64 = 16;
+
+/// What one push evicts: at most two events, dropped once the shard is
+/// unlocked.
+type Evicted = (Option<Event>, Option<Event>);
 
 /// One group of threads' events, oldest `seq` first.
 type Shard = CachePadded<Mutex<VecDeque<Event>>>;
@@ -192,16 +195,23 @@ impl History {
 /// the pace it allocates, which the allocator's per-thread cache absorbs;
 /// freeing the backlog of a pause at once overflowed that cache and sent
 /// the frees to the arenas, whose locks are shared (`docs/benchmarks.md`).
-fn evict_older(shard: &mut VecDeque<Event>, newest: u64, capacity: u64) -> SmallVec<[Event; 2]> {
-    let most = if shard.len() as u64 > capacity { 2 } else { 1 };
-    let mut evicted = SmallVec::new();
-    while evicted.len() < most {
-        match shard.front() {
-            Some(oldest) if newest.saturating_sub(oldest.seq()) >= capacity => {
-                evicted.extend(shard.pop_front());
-            }
-            _ => break,
-        }
+fn evict_older(shard: &mut VecDeque<Event>, newest: u64, capacity: u64) -> Evicted {
+    let first = evict_oldest(shard, newest, capacity);
+    let second = if first.is_some() && shard.len() as u64 > capacity {
+        evict_oldest(shard, newest, capacity)
+    } else {
+        None
+    };
+    (first, second)
+}
+
+/// The oldest event of `shard`, taken off if it is no longer among the
+/// newest `capacity`.
+fn evict_oldest(shard: &mut VecDeque<Event>, newest: u64, capacity: u64) -> Option<Event> {
+    let oldest = shard.front()?;
+    if newest.saturating_sub(oldest.seq()) >= capacity {
+        shard.pop_front()
+    } else {
+        None
     }
-    evicted
 }
