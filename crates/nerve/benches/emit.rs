@@ -21,7 +21,8 @@
 //! Then `paired`: the ratios the targets are about, from variants that take
 //! turns round after round (see `support/paired.rs`), written to
 //! `<target>/nerve-bench/paired/emit.json`. A filter argument that does not
-//! name `paired` skips it, as criterion skips what a filter does not match.
+//! name `paired` skips it, as criterion skips what a filter does not match;
+//! `paired/<group>` (`paired/emit_threads`, say) runs that group alone.
 
 #[path = "support/paired.rs"]
 mod paired;
@@ -414,6 +415,8 @@ fn per_op(elapsed: Duration, n: u64) -> f64 {
 /// The ratios of the targets, paired (see `support/paired.rs`); written
 /// to `emit.json` for `cargo xtask bench`.
 fn paired() {
+    // `paired/emit_threads` (say) as the filter runs that group alone.
+    let part = |group: &str| paired::selected(&format!("paired/{group}"));
     let mut report = Report::new("emit");
     let ns = |seconds: f64| (seconds * 1e9, "ns");
 
@@ -424,6 +427,9 @@ fn paired() {
         ("emit_json", object as Payload, 2.5),
         ("emit_null", null, 2.0),
     ] {
+        if !part(group) {
+            continue;
+        }
         let r = Rounds::run(
             3,
             rounds,
@@ -472,104 +478,111 @@ fn paired() {
         }
     }
 
-    let trips: u64 = pick(2_000, 200);
-    let rounds = pick(51, 5);
-    let sides = RoundTrip::new();
-    let r = Rounds::run(
-        2,
-        rounds,
-        &mut [
-            (EMIT_AND_WAIT, &mut || per_op(sides.nerve(trips), trips)),
-            (MPSC_ONESHOT, &mut || per_op(sides.channels(trips), trips)),
-        ],
-    );
-    report.row(
-        "emit_and_wait",
-        EMIT_AND_WAIT,
-        ns(r.spread(EMIT_AND_WAIT).median),
-        rounds,
-        Some((MPSC_ONESHOT, r.ratio(EMIT_AND_WAIT, MPSC_ONESHOT))),
-        Some(Target::AtMost(1.5)),
-    );
-    report.row(
-        "emit_and_wait",
-        MPSC_ONESHOT,
-        ns(r.spread(MPSC_ONESHOT).median),
-        rounds,
-        None,
-        None,
-    );
-
-    let per_thread: u64 = pick(100_000, 5_000);
-    let rounds = pick(21, 3);
-    let counter = Arc::new(AtomicU64::new(0));
-    let bus = bus_with_handler(&counter);
-    let rate = |threads: usize, elapsed: Duration| {
-        (threads as u64 * per_thread) as f64 / elapsed.as_secs_f64()
-    };
-    let names: Vec<(usize, String, String)> = THREADS
-        .iter()
-        .map(|&t| {
-            let plural = if t == 1 { "" } else { "s" };
-            (
-                t,
-                format!("{NERVE_THREADS}, {t} thread{plural}"),
-                format!("{CROSSBEAM_THREADS}, {t} thread{plural}"),
-            )
-        })
-        .collect();
-    let mut measures: Vec<(String, paired::Measure<'_>)> = Vec::new();
-    for (t, nerve_name, channel_name) in &names {
-        let (t, bus, counter) = (*t, &bus, &counter);
-        measures.push((
-            nerve_name.clone(),
-            Box::new(move || rate(t, nerve_threads(bus, t, per_thread))),
-        ));
-        measures.push((
-            channel_name.clone(),
-            Box::new(move || rate(t, channel_threads(counter, t, per_thread))),
-        ));
+    if part("emit_and_wait") {
+        let trips: u64 = pick(2_000, 200);
+        let rounds = pick(51, 5);
+        let sides = RoundTrip::new();
+        let r = Rounds::run(
+            2,
+            rounds,
+            &mut [
+                (EMIT_AND_WAIT, &mut || per_op(sides.nerve(trips), trips)),
+                (MPSC_ONESHOT, &mut || per_op(sides.channels(trips), trips)),
+            ],
+        );
+        report.row(
+            "emit_and_wait",
+            EMIT_AND_WAIT,
+            ns(r.spread(EMIT_AND_WAIT).median),
+            rounds,
+            Some((MPSC_ONESHOT, r.ratio(EMIT_AND_WAIT, MPSC_ONESHOT))),
+            Some(Target::AtMost(1.5)),
+        );
+        report.row(
+            "emit_and_wait",
+            MPSC_ONESHOT,
+            ns(r.spread(MPSC_ONESHOT).median),
+            rounds,
+            None,
+            None,
+        );
     }
-    let r = Rounds::run_boxed(1, rounds, &mut measures);
-    for (i, (t, nerve_name, channel_name)) in names.iter().enumerate() {
-        for (name, one) in [(nerve_name, &names[0].1), (channel_name, &names[0].2)] {
-            let rate = (r.spread(name).median, "events/s");
-            let ratio = (i > 0).then(|| (one.as_str(), r.ratio(name, one)));
-            let target = (*t == 2 && name == nerve_name).then_some(Target::AtLeast(1.5));
-            report.row("emit_threads", name, rate, rounds, ratio, target);
+
+    if part("emit_threads") {
+        let per_thread: u64 = pick(100_000, 5_000);
+        let rounds = pick(21, 3);
+        let counter = Arc::new(AtomicU64::new(0));
+        let bus = bus_with_handler(&counter);
+        let rate = |threads: usize, elapsed: Duration| {
+            (threads as u64 * per_thread) as f64 / elapsed.as_secs_f64()
+        };
+        let names: Vec<(usize, String, String)> = THREADS
+            .iter()
+            .map(|&t| {
+                let plural = if t == 1 { "" } else { "s" };
+                (
+                    t,
+                    format!("{NERVE_THREADS}, {t} thread{plural}"),
+                    format!("{CROSSBEAM_THREADS}, {t} thread{plural}"),
+                )
+            })
+            .collect();
+        let mut measures: Vec<(String, paired::Measure<'_>)> = Vec::new();
+        for (t, nerve_name, channel_name) in &names {
+            let (t, bus, counter) = (*t, &bus, &counter);
+            measures.push((
+                nerve_name.clone(),
+                Box::new(move || rate(t, nerve_threads(bus, t, per_thread))),
+            ));
+            measures.push((
+                channel_name.clone(),
+                Box::new(move || rate(t, channel_threads(counter, t, per_thread))),
+            ));
+        }
+        let r = Rounds::run_boxed(1, rounds, &mut measures);
+        for (i, (t, nerve_name, channel_name)) in names.iter().enumerate() {
+            for (name, one) in [(nerve_name, &names[0].1), (channel_name, &names[0].2)] {
+                let rate = (r.spread(name).median, "events/s");
+                let ratio = (i > 0).then(|| (one.as_str(), r.ratio(name, one)));
+                let target = (*t == 2 && name == nerve_name).then_some(Target::AtLeast(1.5));
+                report.row("emit_threads", name, rate, rounds, ratio, target);
+            }
         }
     }
 
-    let events: u64 = pick(2_000_000, 20_000);
-    let rounds = pick(5, 3);
-    let r = Rounds::run(
-        1,
-        rounds,
-        &mut [
-            (JOURNAL_OFF, &mut || per_op(burst(false, events), events)),
-            (JOURNAL_ON, &mut || per_op(burst(true, events), events)),
-        ],
-    );
-    let (on, off) = (
-        format!("{JOURNAL_ON}, {} events", thousands(events)),
-        format!("{JOURNAL_OFF}, {} events", thousands(events)),
-    );
-    report.row(
-        "journal_burst",
-        &on,
-        ns(r.spread(JOURNAL_ON).median),
-        rounds,
-        Some((&off, r.ratio(JOURNAL_ON, JOURNAL_OFF))),
-        Some(Target::AtMost(2.0)),
-    );
-    report.row(
-        "journal_burst",
-        &off,
-        ns(r.spread(JOURNAL_OFF).median),
-        rounds,
-        None,
-        None,
-    );
+    if part("journal_burst") {
+        let events: u64 = pick(2_000_000, 20_000);
+        let rounds = pick(5, 3);
+        let r = Rounds::run(
+            1,
+            rounds,
+            &mut [
+                (JOURNAL_OFF, &mut || per_op(burst(false, events), events)),
+                (JOURNAL_ON, &mut || per_op(burst(true, events), events)),
+            ],
+        );
+        let (on, off) = (
+            format!("{JOURNAL_ON}, {} events", thousands(events)),
+            format!("{JOURNAL_OFF}, {} events", thousands(events)),
+        );
+        report.row(
+            "journal_burst",
+            &on,
+            ns(r.spread(JOURNAL_ON).median),
+            rounds,
+            Some((&off, r.ratio(JOURNAL_ON, JOURNAL_OFF))),
+            Some(Target::AtMost(2.0)),
+        );
+        report.row(
+            "journal_burst",
+            &off,
+            ns(r.spread(JOURNAL_OFF).median),
+            rounds,
+            None,
+            None,
+        );
+    }
+
     report.write();
 }
 

@@ -112,3 +112,38 @@ fn history_holds_the_accepted_event() {
         "a fresh id was generated"
     );
 }
+
+#[test]
+fn the_history_of_several_threads_is_the_newest_events_by_seq() {
+    let bus = Bus::builder().history_capacity(100).build().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let bus = &bus;
+            s.spawn(move || {
+                for n in 0..500 {
+                    bus.emit("tick.tock", json!({"n": t * 1000 + n})).unwrap();
+                }
+            });
+        }
+    });
+    let seqs = |bus: &Bus| -> Vec<u64> {
+        bus.history(&HistoryQuery::new().oldest_first())
+            .iter()
+            .map(Event::seq)
+            .collect()
+    };
+    assert_eq!(seqs(&bus), (1901..=2000).collect::<Vec<_>>());
+    assert_eq!(bus.stats().history_size, 100);
+    // The threads above have stopped: what they left ages out as this one
+    // emits.
+    for n in 0..150 {
+        bus.emit("tick.tock", json!({"n": n})).unwrap();
+    }
+    assert_eq!(seqs(&bus), (2051..=2150).collect::<Vec<_>>());
+    assert_eq!(bus.stats().history_size, 100);
+    let newest = bus.history(&HistoryQuery::new().limit(2));
+    assert_eq!(
+        newest.iter().map(Event::seq).collect::<Vec<_>>(),
+        [2150, 2149]
+    );
+}
