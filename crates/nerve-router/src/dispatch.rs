@@ -932,16 +932,23 @@ impl Dispatcher {
 
     /// Starts the subscription's worker on `runtime` unless one is running.
     fn ensure_worker(&self, slot: &AsyncSlot, runtime: &Handle) {
+        if slot.running.load(Ordering::Acquire) {
+            return;
+        }
         let mut worker = slot.worker.lock().unwrap_or_else(PoisonError::into_inner);
         if worker.as_ref().is_some_and(|w| !w.is_finished()) {
             return;
         }
+        // Set before the spawn: a task dropped at once (its runtime is gone)
+        // clears it again.
+        slot.running.store(true, Ordering::Release);
         // First delivery, or the worker's runtime went away: start one here.
         let started = worker::spawn(
             Arc::downgrade(&self.caller),
             runtime,
             slot.queue.clone(),
             slot.concurrency,
+            slot.running.clone(),
         );
         {
             let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
