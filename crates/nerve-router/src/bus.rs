@@ -351,6 +351,7 @@ impl Bus {
             concurrency: options.concurrency.unwrap_or(1),
             queue: handler_queue(&options),
             worker: Mutex::new(None),
+            running: Arc::default(),
         });
         self.inner
             .add(patterns.into_patterns()?, options, kind, None)

@@ -173,6 +173,9 @@ pub(crate) struct Deliveries {
     may_block: Option<bool>,
     /// Readers to wake once the event is in every queue.
     wakes: Wakes,
+    /// Delivering to the route's last subscription, after which nothing
+    /// reports to `waiter`.
+    last: bool,
 }
 
 impl Deliveries {
@@ -195,6 +198,7 @@ impl Deliveries {
             refused: None,
             may_block: None,
             wakes: Wakes::default(),
+            last: false,
         }
     }
 
@@ -517,10 +521,14 @@ impl Dispatcher {
         // Inline handlers and filters see the event's correlation id as
         // ambient, and the event as the cause of anything they emit.
         let _ambient = route.runs_inline.then(|| correlation::enter_event(event));
-        for sub in route.subscriptions.iter() {
+        let last = route.subscriptions.len().saturating_sub(1);
+        for (at, sub) in route.subscriptions.iter().enumerate() {
             if !sub.active.load(Ordering::Acquire) {
                 continue;
             }
+            // The last subscription's delivery may take the waiter itself
+            // instead of a clone: nothing after it reports to the waiter.
+            deliveries.last = at == last;
             if let Some(filter) = &sub.filter {
                 match catch_unwind(AssertUnwindSafe(|| filter(event))) {
                     Ok(true) => {}
@@ -620,7 +628,11 @@ impl Dispatcher {
         let delivery = Delivery::new(
             event.clone(),
             sub.clone(),
-            deliveries.waiter.clone(),
+            if deliveries.last {
+                deliveries.waiter.take()
+            } else {
+                deliveries.waiter.clone()
+            },
             deliveries.chain.clone(),
             deliveries.terminal,
             !retrying(),
@@ -932,16 +944,23 @@ impl Dispatcher {
 
     /// Starts the subscription's worker on `runtime` unless one is running.
     fn ensure_worker(&self, slot: &AsyncSlot, runtime: &Handle) {
+        if slot.running.load(Ordering::Acquire) {
+            return;
+        }
         let mut worker = slot.worker.lock().unwrap_or_else(PoisonError::into_inner);
         if worker.as_ref().is_some_and(|w| !w.is_finished()) {
             return;
         }
+        // Set before the spawn: a task dropped at once (its runtime is gone)
+        // clears it again.
+        slot.running.store(true, Ordering::Release);
         // First delivery, or the worker's runtime went away: start one here.
         let started = worker::spawn(
             Arc::downgrade(&self.caller),
             runtime,
             slot.queue.clone(),
             slot.concurrency,
+            slot.running.clone(),
         );
         {
             let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);

@@ -652,6 +652,16 @@ impl<T: QueueItem> Queue<T> {
         n
     }
 
+    /// [`take`](Self::take), without the lock when the queue is seen empty
+    /// (nothing outside the ring, no eviction under way, an empty ring): a
+    /// reader then parks, and its look after registering takes the lock.
+    fn take_unless_empty(&self, max: usize, out: &mut impl FnMut(T)) -> usize {
+        if self.hot.state.load(Ordering::Acquire) == 0 && self.ring.is_empty() {
+            return 0;
+        }
+        self.take(max, out)
+    }
+
     /// Whether the ring is empty, without the lock: what a reader watches
     /// while it spins (items outside the ring it takes under the lock
     /// before parking anyway), so that it reads no line the emitter writes
@@ -728,7 +738,7 @@ impl<T: QueueItem> Queue<T> {
         out: &mut impl FnMut(T),
         waiting: Waiting,
     ) -> Poll<bool> {
-        if self.take(max, out) > 0 {
+        if self.take_unless_empty(max, out) > 0 {
             return Poll::Ready(true);
         }
         // Before going to sleep, give a busy emitter a moment, as parking

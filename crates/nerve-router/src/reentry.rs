@@ -75,37 +75,44 @@ pub(crate) fn extended(chain: Option<&Chain>, one: Blocked) -> Chain {
 }
 
 pin_project_lite::pin_project! {
-    /// Runs a handler's future with its chain set while it is polled.
-    pub(crate) struct WithChain<F> {
-        chain: Option<Chain>,
+    /// Runs a handler's future with its chain set while it is polled. The
+    /// chain is borrowed from the worker and moved into the thread-local
+    /// for each poll and back after it, rather than cloned (two atomic
+    /// operations a poll, on every delivery).
+    pub(crate) struct WithChain<'a, F> {
+        chain: &'a mut Option<Chain>,
         #[pin]
         inner: F,
     }
 }
 
-impl<F> WithChain<F> {
-    pub(crate) fn new(chain: Chain, inner: F) -> Self {
-        Self {
-            chain: Some(chain),
-            inner,
-        }
+impl<'a, F> WithChain<'a, F> {
+    /// `chain` is `Some` (the poll sets it); it is left as it was found.
+    pub(crate) fn new(chain: &'a mut Option<Chain>, inner: F) -> Self {
+        Self { chain, inner }
     }
 }
 
-impl<F: Future> Future for WithChain<F> {
+impl<F: Future> Future for WithChain<'_, F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        struct Restore(Option<Chain>);
-        impl Drop for Restore {
+        /// Puts the thread's previous chain back, and this future's chain
+        /// back where it is borrowed from, however the poll ends.
+        struct Restore<'a> {
+            previous: Option<Chain>,
+            mine: &'a mut Option<Chain>,
+        }
+        impl Drop for Restore<'_> {
             fn drop(&mut self) {
-                let previous = self.0.take();
-                CHAIN.with(|c| *c.borrow_mut() = previous);
+                let previous = self.previous.take();
+                *self.mine = CHAIN.with(|c| c.replace(previous));
             }
         }
-        let previous = CHAIN.with(|c| c.replace(this.chain.clone()));
-        let _restore = Restore(previous);
+        let mine: &mut Option<Chain> = this.chain;
+        let previous = CHAIN.with(|c| c.replace(mine.take()));
+        let _restore = Restore { previous, mine };
         this.inner.poll(cx)
     }
 }

@@ -169,11 +169,13 @@ impl Waiter {
     /// A waiter, and the future of its outcomes.
     pub(crate) fn new() -> (Self, Outcomes) {
         let collected = Arc::new(Collected {
-            outcomes: Mutex::new(Vec::new()),
+            // Room for one outcome: most waits reach one handler, and
+            // growing an empty `Vec` on the first report costs more.
+            outcomes: Mutex::new(Vec::with_capacity(1)),
             handles: AtomicUsize::new(1),
             waker: AtomicWaker::new(),
         });
-        (Self(collected.clone()), Outcomes(collected))
+        (Self(collected.clone()), Outcomes(Some(collected)))
     }
 
     pub(crate) fn send(&self, outcome: HandlerOutcome) {
@@ -202,13 +204,16 @@ impl Drop for Waiter {
 
 /// The outcomes a [`Waiter`] collects, in the order they were reported,
 /// once every delivery has reported.
-pub(crate) struct Outcomes(Arc<Collected>);
+pub(crate) struct Outcomes(Option<Arc<Collected>>);
 
 impl Future for Outcomes {
     type Output = Vec<HandlerOutcome>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let collected = &self.0;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(collected) = &self.0 else {
+            // Polled again after it was ready: nothing more to report.
+            return Poll::Ready(Vec::new());
+        };
         if collected.handles.load(Ordering::Acquire) != 0 {
             collected.waker.register(cx.waker());
             // Looked at again after registering: a drop in between woke
@@ -217,10 +222,23 @@ impl Future for Outcomes {
                 return Poll::Pending;
             }
         }
-        let mut outcomes = collected
-            .outcomes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        Poll::Ready(std::mem::take(&mut *outcomes))
+        let Some(collected) = self.0.take() else {
+            return Poll::Ready(Vec::new());
+        };
+        // Every `Waiter` is gone, so this is usually the last reference:
+        // then the outcomes are taken without the lock.
+        let outcomes = match Arc::try_unwrap(collected) {
+            Ok(collected) => collected
+                .outcomes
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner),
+            Err(shared) => std::mem::take(
+                &mut *shared
+                    .outcomes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            ),
+        };
+        Poll::Ready(outcomes)
     }
 }

@@ -86,6 +86,9 @@ pub(crate) struct AsyncSlot {
     /// The running worker, started on first delivery (a runtime is needed then,
     /// not at subscribe time) and restarted if its runtime went away.
     pub(crate) worker: Mutex<Option<JoinHandle<()>>>,
+    /// Set while a worker task is alive, so that a delivery finds it without
+    /// taking `worker`'s lock.
+    pub(crate) running: Arc<AtomicBool>,
 }
 
 /// The bus's record of a subscription.

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -25,25 +25,29 @@ use crate::subscription::{Delivery, HandlerKind};
 
 /// If the worker task is cancelled (its runtime shut down), what it left in
 /// the queue is abandoned, counted and reported, rather than left waiting for
-/// a worker that may never come.
-struct AbandonQueuedOnDrop(Arc<Queue<Delivery>>);
+/// a worker that may never come. Either way, the slot's `running` flag is
+/// cleared, so that the next delivery looks at the worker again.
+struct AbandonQueuedOnDrop(Arc<Queue<Delivery>>, Arc<AtomicBool>);
 
 impl Drop for AbandonQueuedOnDrop {
     fn drop(&mut self) {
+        self.1.store(false, Ordering::Release);
         drop(self.0.take_all());
     }
 }
 
-/// Starts the worker of one async subscription on `handle`.
+/// Starts the worker of one async subscription on `handle`; `running` is
+/// set by the caller and cleared when the worker's task ends or is dropped.
 pub(crate) fn spawn(
     caller: Weak<Caller>,
     handle: &Handle,
     queue: Arc<Queue<Delivery>>,
     concurrency: usize,
+    running: Arc<AtomicBool>,
 ) -> JoinHandle<()> {
     // Made outside the task so that a task dropped unpolled (its runtime is
     // shutting down) still abandons the queue.
-    let abandon = AbandonQueuedOnDrop(queue.clone());
+    let abandon = AbandonQueuedOnDrop(queue.clone(), running);
     handle.spawn(async move {
         let _abandon = abandon;
         let queue_ref = &queue;
@@ -60,7 +64,7 @@ pub(crate) fn spawn(
                 } else {
                     Waiting::Poll
                 };
-                run(caller.clone(), delivery, &mut alone).await;
+                run(&caller, delivery, &mut alone).await;
             }
             return;
         }
@@ -68,7 +72,7 @@ pub(crate) fn spawn(
         futures::stream::poll_fn(|cx| queue.poll_pop(cx, Waiting::Poll))
             .for_each_concurrent(concurrency, |delivery| {
                 let caller = caller.clone();
-                async move { run(caller, delivery, &mut None).await }
+                async move { run(&caller, delivery, &mut None).await }
             })
             .await;
     })
@@ -210,7 +214,7 @@ impl<F: Future> Future for InScope<'_, F> {
 /// Runs one delivery. `alone` keeps, from one delivery to the next, the
 /// chain of a delivery no emitter waits on (this subscription alone), so
 /// that it is made once rather than for every event.
-async fn run(caller: Weak<Caller>, delivery: Delivery, alone: &mut Option<Chain>) {
+async fn run(caller: &Weak<Caller>, delivery: Delivery, alone: &mut Option<Chain>) {
     let Some(caller) = caller.upgrade() else {
         return; // The bus is gone: dropping the delivery counts it abandoned.
     };
@@ -231,11 +235,16 @@ async fn run(caller: Weak<Caller>, delivery: Delivery, alone: &mut Option<Chain>
         bus: caller.bus,
         subscription: delivery.sub.id,
     };
-    let chain = match delivery.chain.as_ref() {
-        Some(waiting) => reentry::extended(Some(waiting), me),
-        None => alone
-            .get_or_insert_with(|| reentry::extended(None, me))
-            .clone(),
+    let mut waited;
+    let chain: &mut Option<Chain> = match delivery.chain.as_ref() {
+        Some(waiting) => {
+            waited = Some(reentry::extended(Some(waiting), me));
+            &mut waited
+        }
+        None => {
+            alone.get_or_insert_with(|| reentry::extended(None, me));
+            alone
+        }
     };
     let event = delivery.event.clone();
     // The call itself runs inside the first poll, so a handler that panics
