@@ -540,6 +540,14 @@ impl Event {
         self
     }
 
+    /// This event with its `source` set (what a bridge does to an event it
+    /// imports). Copies nothing else when the event is not shared.
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.make_mut().source = Some(source.into().into_boxed_str());
+        self
+    }
+
     /// This event with `correlation_id` set.
     #[must_use]
     pub fn with_correlation_id(mut self, id: impl Into<CorrelationId>) -> Self {
@@ -894,6 +902,28 @@ impl DecodeError {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn with_source_replaces_the_source_and_keeps_every_other_field() {
+        let e = Event::builder("a.b")
+            .data(json!({"k": [1, 2]}))
+            .source("worker-1")
+            .correlation_id("run-7")
+            .build()
+            .unwrap();
+        let shared = e.clone();
+        let moved = e.with_source("nats:o/worker-1");
+        assert_eq!(moved.source(), Some("nats:o/worker-1"));
+        assert_eq!(
+            shared.source(),
+            Some("worker-1"),
+            "a shared event is copied"
+        );
+        assert_eq!(moved.event_id(), shared.event_id());
+        assert_eq!(moved.timestamp(), shared.timestamp());
+        assert_eq!(moved.correlation_id(), shared.correlation_id());
+        assert_eq!(moved.data(), shared.data());
+    }
 
     #[test]
     fn ids_are_unique_and_sorted() {

@@ -537,17 +537,18 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 /// A line as read: this crate's format, or aperion-event-bus's (`payload`
 /// instead of `data`, epoch-float timestamps, no `seq`).
 #[derive(Deserialize)]
-struct LineIn {
-    #[serde(default)]
-    event_id: Option<String>,
+struct LineIn<'a> {
+    // Borrowed when unescaped (always, as written): ids are parsed, not kept.
+    #[serde(default, borrow)]
+    event_id: Option<std::borrow::Cow<'a, str>>,
     event_type: String,
     timestamp: Timestamp,
     #[serde(default)]
     source: Option<String>,
     #[serde(default)]
     correlation_id: Option<String>,
-    #[serde(default)]
-    causation_id: Option<String>,
+    #[serde(default, borrow)]
+    causation_id: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     run_id: Option<String>,
     #[serde(default)]
@@ -573,7 +574,7 @@ pub(crate) fn decode(line: &[u8]) -> Result<Event, String> {
     if line.trim_ascii_start().first() != Some(&b'{') {
         return Err("not a JSON object".to_owned());
     }
-    let l: LineIn = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    let l: LineIn<'_> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
     if let Some(v) = l.v {
         if v > FORMAT_VERSION {
             return Err(format!(

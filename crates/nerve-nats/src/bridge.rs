@@ -34,6 +34,20 @@ pub const HEADER_TRACEPARENT: &str = "traceparent";
 /// Header: W3C `tracestate`, when the event carries one.
 pub const HEADER_TRACESTATE: &str = "tracestate";
 
+/// The header names as `async-nats` keys, built at compile time: a
+/// `&str` key is copied into a fresh allocation on every insert and lookup.
+mod key {
+    use async_nats::HeaderName;
+
+    pub(super) const MSG_ID: HeaderName = HeaderName::from_static(super::HEADER_MSG_ID);
+    pub(super) const CORRELATION_ID: HeaderName =
+        HeaderName::from_static(super::HEADER_CORRELATION_ID);
+    pub(super) const CAUSATION_ID: HeaderName = HeaderName::from_static(super::HEADER_CAUSATION_ID);
+    pub(super) const ORIGIN: HeaderName = HeaderName::from_static(super::HEADER_ORIGIN);
+    pub(super) const TRACEPARENT: HeaderName = HeaderName::from_static(super::HEADER_TRACEPARENT);
+    pub(super) const TRACESTATE: HeaderName = HeaderName::from_static(super::HEADER_TRACESTATE);
+}
+
 /// The `source` prefix of imported events: `nats:{origin}` or
 /// `nats:{origin}/{original source}`.
 const SOURCE_PREFIX: &str = "nats:";
@@ -837,18 +851,18 @@ impl Shared {
 
     fn headers(&self, event: &Event) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(HEADER_MSG_ID, event.event_id().to_string().as_str());
-        h.insert(HEADER_ORIGIN, self.origin.as_str());
+        h.insert(key::MSG_ID, event.event_id().to_string());
+        h.insert(key::ORIGIN, self.origin.as_str());
         if let Some(id) = event.correlation_id() {
-            h.insert(HEADER_CORRELATION_ID, id.as_str());
+            h.insert(key::CORRELATION_ID, id.as_str());
         }
         if let Some(id) = event.causation_id() {
-            h.insert(HEADER_CAUSATION_ID, id.to_string().as_str());
+            h.insert(key::CAUSATION_ID, id.to_string());
         }
         if let Some(tc) = event.trace_context() {
-            h.insert(HEADER_TRACEPARENT, tc.traceparent());
+            h.insert(key::TRACEPARENT, tc.traceparent());
             if let Some(state) = tc.tracestate() {
-                h.insert(HEADER_TRACESTATE, state);
+                h.insert(key::TRACESTATE, state);
             }
         }
         h
@@ -866,11 +880,7 @@ impl Shared {
             self.count(&c.internal_skipped, outcome::INTERNAL_SKIPPED);
             return;
         }
-        let origin = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(HEADER_ORIGIN))
-            .map(|v| v.as_str());
+        let origin = origin_of(message);
         if origin == Some(self.origin.as_str()) {
             self.count(&c.echoes_suppressed, outcome::ECHO_SUPPRESSED);
             return;
@@ -907,16 +917,18 @@ impl Shared {
             ));
         }
         let origin = origin.unwrap_or("unknown");
-        let source = match event.source() {
-            Some(s) => format!("{SOURCE_PREFIX}{origin}/{s}"),
-            None => format!("{SOURCE_PREFIX}{origin}"),
-        };
-        rebuilt(
-            &event,
-            Some(source),
-            event.correlation_id().cloned(),
-            event.data().clone(),
-        )
+        let mut source = String::with_capacity(
+            SOURCE_PREFIX.len() + origin.len() + 1 + event.source().map_or(0, str::len),
+        );
+        source.push_str(SOURCE_PREFIX);
+        source.push_str(origin);
+        if let Some(s) = event.source() {
+            source.push('/');
+            source.push_str(s);
+        }
+        // The decoded event is this task's alone: setting its source moves
+        // nothing (no copy of the payload); the bus assigns `seq`.
+        Ok(event.with_source(source))
     }
 }
 
@@ -1023,6 +1035,15 @@ impl Attachment for Link {
         }
         a
     }
+}
+
+/// The `Nerve-Origin` header of `message`, when it has one.
+fn origin_of(message: &async_nats::Message) -> Option<&str> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(key::ORIGIN))
+        .map(|v| v.as_str())
 }
 
 /// Whether `event` may leave over a bridge: not one that came in over a
