@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use smol_str::SmolStr;
 
 use crate::correlation::CorrelationId;
-use crate::name::{ValidationError, check_event_type};
+use crate::name::{EventType, ValidationError, check_event_type};
 use crate::trace::TraceContext;
 
 mod id;
@@ -114,9 +115,14 @@ pub struct Timestamp(i64);
 
 impl Timestamp {
     /// The current time.
+    #[inline]
     pub fn now() -> Self {
         let micros = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+            // In 64 bits: `as_micros` multiplies in 128.
+            Ok(d) => i64::try_from(d.as_secs())
+                .ok()
+                .and_then(|secs| secs.checked_mul(1_000_000))
+                .map_or(i64::MAX, |m| m.saturating_add(i64::from(d.subsec_micros()))),
             Err(e) => -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),
         };
         Self(micros)
@@ -251,7 +257,8 @@ pub struct Event(Arc<Inner>);
 #[derive(Clone, Serialize, Deserialize)]
 struct Inner {
     event_id: EventId,
-    event_type: Box<str>,
+    /// Inline when short (see [`EventType`]).
+    event_type: SmolStr,
     timestamp: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     source: Option<Box<str>>,
@@ -319,7 +326,7 @@ impl Event {
         let (event_id, timestamp) = now_id_and_time();
         Ok(Self(Arc::new(Inner {
             event_id,
-            event_type: event_type.into_boxed_str(),
+            event_type: SmolStr::from(event_type),
             timestamp,
             source: None,
             correlation_id: None,
@@ -334,6 +341,66 @@ impl Event {
         })))
     }
 
+    /// An event of the checked type `event_type` carrying `data`, with
+    /// what a bus fills in when it accepts an event (`stamp`): what a bus
+    /// makes when it is handed a type and a payload, in one allocation,
+    /// without checking the name again (every other field defaulted).
+    ///
+    /// ```
+    /// use nerve::{Event, EventId, Stamp, Timestamp, name::EventType};
+    /// let login = EventType::new("user.login")?;
+    /// let at = Timestamp::now();
+    /// let stamp = Stamp {
+    ///     event_id: EventId::for_timestamp(at),
+    ///     timestamp: at,
+    ///     correlation_id: None,
+    ///     causation_id: None,
+    ///     seq: 7,
+    ///     terminal: false,
+    /// };
+    /// let event = Event::stamped(&login, nerve::json!({"u": 1}), stamp);
+    /// assert_eq!((event.event_type(), event.seq()), ("user.login", 7));
+    /// # Ok::<(), nerve::name::ValidationError>(())
+    /// ```
+    #[inline]
+    pub fn stamped(event_type: &EventType, data: Value, stamp: Stamp) -> Self {
+        Self::from_stamp(event_type, Payload::Owned(data), stamp)
+    }
+
+    /// As [`stamped`](Self::stamped), with a payload shared with the caller
+    /// (see [`EventBuilder::data_shared`]).
+    #[inline]
+    pub fn stamped_shared(event_type: &EventType, data: Arc<Value>, stamp: Stamp) -> Self {
+        Self::from_stamp(event_type, Payload::Shared(data), stamp)
+    }
+
+    #[inline]
+    fn from_stamp(event_type: &EventType, data: Payload, stamp: Stamp) -> Self {
+        let Stamp {
+            event_id,
+            timestamp,
+            correlation_id,
+            causation_id,
+            seq,
+            terminal,
+        } = stamp;
+        Self(Arc::new(Inner {
+            event_id,
+            event_type: event_type.0.clone(),
+            timestamp,
+            source: None,
+            correlation_id,
+            causation_id,
+            run_id: None,
+            lane: None,
+            lane_seq: None,
+            seq,
+            trace_context: None,
+            data,
+            terminal,
+        }))
+    }
+
     /// The unique id.
     pub fn event_id(&self) -> EventId {
         self.0.event_id
@@ -342,6 +409,12 @@ impl Event {
     /// The type name.
     pub fn event_type(&self) -> &str {
         &self.0.event_type
+    }
+
+    /// The type name as an [`EventType`]: a copy, inline when short.
+    #[inline]
+    pub fn checked_type(&self) -> EventType {
+        EventType(self.0.event_type.clone())
     }
 
     /// The first segment of the type name.
@@ -578,6 +651,24 @@ impl<'de> Deserialize<'de> for Event {
     }
 }
 
+/// What a bus fills in on an event it makes itself (see [`Event::stamped`]).
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    /// The event's id; its millisecond should be `timestamp`'s (see
+    /// [`EventId::for_timestamp`]).
+    pub event_id: EventId,
+    /// When the event was made.
+    pub timestamp: Timestamp,
+    /// The piece of work it belongs to.
+    pub correlation_id: Option<CorrelationId>,
+    /// The event whose handler emitted it.
+    pub causation_id: Option<EventId>,
+    /// The bus-wide sequence number.
+    pub seq: u64,
+    /// Marked never to be dropped by a full queue.
+    pub terminal: bool,
+}
+
 /// An event's payload: its own, or shared with whoever handed it in.
 ///
 /// The owned case is a plain `Value` (the enum uses a spare tag of `Value`,
@@ -651,12 +742,14 @@ impl EventBuilder {
 
     /// Marks the event terminal: a full queue never drops it (see the bus's
     /// overflow policies).
+    #[inline]
     pub fn terminal(mut self) -> Self {
         self.terminal = true;
         self
     }
 
     /// The payload (default `null`).
+    #[inline]
     pub fn data(mut self, data: impl Into<Value>) -> Self {
         self.data = Payload::Owned(data.into());
         self
@@ -676,6 +769,7 @@ impl EventBuilder {
     /// assert_eq!(a.data()["rows"][2], 3);
     /// # Ok::<(), nerve::name::ValidationError>(())
     /// ```
+    #[inline]
     pub fn data_shared(mut self, data: Arc<Value>) -> Self {
         self.data = Payload::Shared(data);
         self
@@ -688,12 +782,14 @@ impl EventBuilder {
     }
 
     /// The piece of work it belongs to (default: the ambient id when emitted).
+    #[inline]
     pub fn correlation_id(mut self, id: impl Into<CorrelationId>) -> Self {
         self.correlation_id = Some(id.into());
         self
     }
 
     /// The event that caused it (default: the event being handled when emitted).
+    #[inline]
     pub fn causation_id(mut self, id: EventId) -> Self {
         self.causation_id = Some(id);
         self
@@ -720,18 +816,21 @@ impl EventBuilder {
     }
 
     /// A given id, for example when re-emitting a recorded event (default: fresh).
+    #[inline]
     pub fn event_id(mut self, id: EventId) -> Self {
         self.event_id = Some(id);
         self
     }
 
     /// A given time (default: now).
+    #[inline]
     pub fn timestamp(mut self, timestamp: Timestamp) -> Self {
         self.timestamp = Some(timestamp);
         self
     }
 
     /// A given sequence number; buses overwrite it when they accept the event.
+    #[inline]
     pub fn seq(mut self, seq: u64) -> Self {
         self.seq = seq;
         self
@@ -748,8 +847,10 @@ impl EventBuilder {
     ///
     /// A [`ValidationError`] when the type name breaks the rules every name
     /// follows (see [`crate::name`]).
+    #[inline]
     pub fn build(self) -> Result<Event, ValidationError> {
         check_event_type(&self.event_type)?;
+        let event_type = SmolStr::from(self.event_type);
         let (event_id, timestamp) = match (self.event_id, self.timestamp) {
             (Some(id), Some(t)) => (id, t),
             (Some(id), None) => (id, Timestamp::now()),
@@ -758,7 +859,7 @@ impl EventBuilder {
         };
         Ok(Event(Arc::new(Inner {
             event_id,
-            event_type: self.event_type.into_boxed_str(),
+            event_type,
             timestamp,
             source: self.source.map(String::into_boxed_str),
             correlation_id: self.correlation_id,

@@ -87,7 +87,7 @@ pub use correlation::CorrelationId;
 pub use dead_letter::{
     DeadLetter, DeadLetterReason, DeadLetterStore, DeadLetterStoreError, SubscriptionId,
 };
-pub use event::{DecodeError, Event, EventBuilder, EventId, Timestamp};
+pub use event::{DecodeError, Event, EventBuilder, EventId, Stamp, Timestamp};
 #[doc(inline)]
 pub use lanes::{LaneAnomaly, MergedLanes, merge_lanes};
 pub use pattern::{Pattern, PatternError, PatternErrorReason, Segment};

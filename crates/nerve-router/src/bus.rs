@@ -17,7 +17,7 @@ use tokio::runtime::Handle;
 use crate::attachment::{Attachment, AttachmentId};
 use crate::config::Config;
 use crate::dead_letter::Redeliver;
-use crate::dispatch::{Dispatcher, WaitMode};
+use crate::dispatch::{Data, Dispatcher, WaitMode};
 use crate::error::{EmitError, EmitManyError, SubscribeError};
 use crate::handler::{self, HandlerError, IntoHandlerResult};
 use crate::queue::{Overflow, Queue};
@@ -517,11 +517,12 @@ impl Bus {
     /// to stop (the event was still delivered to every handler).
     pub fn emit(
         &self,
-        event_type: impl Into<String>,
+        event_type: impl AsRef<str>,
         data: impl Into<Value>,
     ) -> Result<EventId, EmitError> {
-        let event = self.inner.core.build(Event::new(event_type, data))?;
-        self.inner.core.dispatch(event, None)?.into_result()
+        self.inner
+            .core
+            .emit(event_type.as_ref(), Data::Owned(data.into()))
     }
 
     /// Publishes an event whose payload is shared rather than copied: the
@@ -554,14 +555,12 @@ impl Bus {
     /// As [`emit`](Self::emit).
     pub fn emit_shared(
         &self,
-        event_type: impl Into<String>,
+        event_type: impl AsRef<str>,
         data: Arc<Value>,
     ) -> Result<EventId, EmitError> {
-        let event = self
-            .inner
+        self.inner
             .core
-            .build(Event::builder(event_type).data_shared(data).build())?;
-        self.inner.core.dispatch(event, None)?.into_result()
+            .emit(event_type.as_ref(), Data::Shared(data))
     }
 
     /// Publishes a built event (see [`Event::builder`]); as [`emit`](Self::emit).

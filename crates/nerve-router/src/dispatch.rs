@@ -19,7 +19,7 @@ use nerve_core::correlation::{self, CorrelationId};
 use nerve_core::instrument::HandlerMode;
 use nerve_core::metrics::names as metric;
 use nerve_core::sink::SinkFault;
-use nerve_core::{Event, EventId};
+use nerve_core::{Event, EventId, Stamp, Timestamp, Value};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::task::AbortHandle;
 
@@ -64,6 +64,15 @@ pub(crate) struct Dispatcher {
     pub(crate) workers: Mutex<Vec<AbortHandle>>,
     /// What is attached to the bus and reports in its stats.
     pub(crate) attachments: Attachments,
+    /// Whether `accept` only fills in correlation and causation: no name
+    /// rules, guards or instrument (see [`emit`](Self::emit)).
+    plain_accept: bool,
+}
+
+/// The payload of an event [`Dispatcher::emit`] makes.
+pub(crate) enum Data {
+    Owned(Value),
+    Shared(Arc<Value>),
 }
 
 impl Drop for Dispatcher {
@@ -264,6 +273,9 @@ impl Dispatcher {
             ));
             Self {
                 id,
+                plain_accept: config.name_rules.is_none()
+                    && config.guards.is_empty()
+                    && config.instrument.is_none(),
                 history: History::new(config.history_capacity),
                 runs: Runs::new(config.run_history.0, config.run_history.1),
                 config,
@@ -307,6 +319,61 @@ impl Dispatcher {
                 .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread)
     }
 
+    /// `Bus::emit` and `emit_shared`: makes an event of type `topic`
+    /// carrying `data` and emits it.
+    ///
+    /// On the common path (a topic routed before, so a valid name; nothing
+    /// in `accept` but correlation; no async subscriber) the event is made
+    /// once its route is known, numbered and correlated as it is made, in
+    /// one allocation, with the route's copy of its name: what `accept` and
+    /// `number` do, without checking the name again or copying the event
+    /// on write. Otherwise, the event is made and dispatched as any other.
+    #[inline]
+    pub(crate) fn emit(&self, topic: &str, data: Data) -> Result<EventId, EmitError> {
+        let route = if self.plain_accept && !self.closed.load(Ordering::Acquire) {
+            self.routes.cached(topic).filter(|route| !route.has_async)
+        } else {
+            None
+        };
+        let Some(route) = route else {
+            let event = match data {
+                Data::Owned(data) => Event::new(topic, data),
+                Data::Shared(data) => Event::builder(topic).data_shared(data).build(),
+            };
+            let event = self.build(event)?;
+            return self.dispatch(event, None)?.into_result();
+        };
+        let _depth = DepthGuard::enter(self.config.max_depth)
+            .map_err(|depth| EmitError::TooDeep { depth })?;
+        let ambient = correlation::current_ambient();
+        let timestamp = Timestamp::now();
+        let event_id = EventId::for_timestamp(timestamp);
+        let stamp = Stamp {
+            event_id,
+            timestamp,
+            correlation_id: ambient.correlation_id.or_else(|| {
+                // A root event names its correlation after itself.
+                self.config
+                    .generate_correlation_ids
+                    .then(|| CorrelationId::from(event_id))
+            }),
+            causation_id: ambient.causation_id,
+            seq: if route.recorded {
+                self.seq.fetch_add(1, Ordering::Relaxed) + 1
+            } else {
+                0
+            },
+            terminal: route.terminal,
+        };
+        let event = match data {
+            Data::Owned(data) => Event::stamped(&route.event_type, data, stamp),
+            Data::Shared(data) => Event::stamped_shared(&route.event_type, data, stamp),
+        };
+        let deliveries = Deliveries::new(None, None, route.terminal, None);
+        self.record_and_deliver(&event, &route, deliveries)
+            .into_result()
+    }
+
     /// Emits `event` through the pipeline; `waiter` collects the handlers'
     /// outcomes for `emit_and_wait`.
     #[inline]
@@ -333,16 +400,27 @@ impl Dispatcher {
         let event = self.accept(event)?;
         let (route, runtime, chain) = self.route(&event, waiter.as_ref().map(|(_, m)| *m))?;
         let (event, route) = self.number(event, route);
-        self.journal(&event, &route);
         let terminal = event.is_marked_terminal();
-        let mut deliveries = Deliveries::new(waiter.map(|(w, _)| w), chain, terminal, runtime);
-        self.deliver_all(&event, &route, &mut deliveries);
-        self.settle(&event, &mut deliveries);
-        Ok(Dispatched {
+        let deliveries = Deliveries::new(waiter.map(|(w, _)| w), chain, terminal, runtime);
+        Ok(self.record_and_deliver(&event, &route, deliveries))
+    }
+
+    /// Stages 4 to 6 of a numbered event: journal, deliver, settle.
+    #[inline]
+    fn record_and_deliver(
+        &self,
+        event: &Event,
+        route: &Route,
+        mut deliveries: Deliveries,
+    ) -> Dispatched {
+        self.journal(event, route);
+        self.deliver_all(event, route, &mut deliveries);
+        self.settle(event, &mut deliveries);
+        Dispatched {
             event_id: event.event_id(),
             halt: deliveries.halt,
             refused: deliveries.refused,
-        })
+        }
     }
 
     /// Stage 1: validates an event and fills in its correlation and causation.
@@ -404,7 +482,7 @@ impl Dispatcher {
         event: &Event,
         wait: Option<WaitMode>,
     ) -> Result<(Arc<Route>, Option<Handle>, Option<Chain>), EmitError> {
-        let route = self.lookup(event.event_type());
+        let route = self.lookup(event);
         if !route.has_async {
             return Ok((route, None, None));
         }
@@ -422,14 +500,15 @@ impl Dispatcher {
     }
 
     /// The route of `event_type`, made on a cache miss.
-    fn lookup(&self, event_type: &str) -> Arc<Route> {
-        self.routes.route(event_type, |t| {
+    fn lookup(&self, event: &Event) -> Arc<Route> {
+        self.routes.route(event.event_type(), |t| {
             let terminal = self.config.terminal_patterns.iter().any(|p| p.matches(t));
             let durable = match &self.config.durable_patterns {
                 None => terminal,
                 Some(patterns) => patterns.iter().any(|p| p.matches(t)),
             };
             TopicTraits {
+                event_type: event.checked_type(),
                 type_counter: self.ledger.type_counter(t),
                 terminal,
                 durable,
@@ -459,7 +538,7 @@ impl Dispatcher {
             // a `subscribe_run` racing with this emit either replays the
             // event or receives it live (the stream drops the duplicate).
             event = self.runs.append(event);
-            route = self.lookup(event.event_type());
+            route = self.lookup(&event);
         }
         (event, route)
     }

@@ -292,6 +292,7 @@ fn subscribe(routes: &Routes, sub: std::sync::Arc<Subscription>) {
 /// then each active subscriber's queue.
 fn emit(routes: &Routes, event: &Event) {
     let route = routes.route(event.event_type(), |_| TopicTraits {
+        event_type: event.checked_type(),
         type_counter: std::sync::Arc::new(Counter::default()),
         terminal: false,
         durable: false,

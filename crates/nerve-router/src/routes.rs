@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock, PoisonError, Weak};
 
 use dashmap::DashMap;
 use nerve_core::Segment;
+use nerve_core::name::EventType;
 
 use crate::counter::{Counter, thread_number};
 use crate::subscribe::SubscriptionId;
@@ -26,8 +27,8 @@ use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering, Snapshot, SnapshotGuar
 /// subscription order, each subscription once.
 #[derive(Clone)]
 pub(crate) struct Route {
-    /// The topic this is the route of.
-    topic: Box<str>,
+    /// The topic this is the route of: the name its events carry.
+    pub(crate) event_type: EventType,
     pub(crate) subscriptions: Box<[Arc<Subscription>]>,
     pub(crate) has_async: bool,
     /// Whether anything runs on the emitting thread for this topic (an
@@ -50,6 +51,7 @@ pub(crate) struct Route {
 /// What the bus knows of a topic, apart from its subscriptions: computed
 /// once per topic when its route is made.
 pub(crate) struct TopicTraits {
+    pub(crate) event_type: EventType,
     pub(crate) type_counter: Arc<Counter>,
     pub(crate) terminal: bool,
     pub(crate) durable: bool,
@@ -238,8 +240,14 @@ impl RouteTable {
         route
     }
 
+    /// The route of `topic` (this thread's copy) if the cache holds it.
+    fn cached(&self, topic: &str) -> Option<Arc<Route>> {
+        self.cache.get(topic).map(|copies| copies.of(thread_number()))
+    }
+
     fn compute(&self, topic: &str, traits: TopicTraits) -> Route {
         let TopicTraits {
+            event_type,
             type_counter,
             terminal,
             durable,
@@ -253,7 +261,7 @@ impl RouteTable {
         // A subscription with several matching patterns is delivered once.
         subs.dedup_by_key(|s| s.id);
         Route {
-            topic: topic.into(),
+            event_type,
             has_async: subs.iter().any(|s| s.is_async()),
             runs_inline: subs.iter().any(|s| s.is_inline() || s.filter.is_some()),
             subscriptions: subs.into_boxed_slice(),
@@ -353,25 +361,41 @@ impl Routes {
         old
     }
 
-    /// The route of `topic` in the current table (see [`RouteTable::route`]).
-    pub(crate) fn route(
-        &self,
-        topic: &str,
-        extras: impl FnOnce(&str) -> TopicTraits,
-    ) -> Arc<Route> {
+    /// The route of `topic` if this thread's memo or the current table's
+    /// cache holds it: only topics of events routed before, so `topic` is a
+    /// valid name when this finds it.
+    #[inline]
+    pub(crate) fn cached(&self, topic: &str) -> Option<Arc<Route>> {
         let version = self.version.load(Ordering::Acquire);
         let memo = LAST.try_with(|last| {
             let last = last.borrow();
             if last.0 != version {
                 return None;
             }
-            last.1.upgrade().filter(|route| &*route.topic == topic)
+            last.1
+                .upgrade()
+                .filter(|route| route.event_type.as_str() == topic)
         });
         if let Ok(Some(route)) = memo {
+            return Some(route);
+        }
+        let route = self.table.load().cached(topic)?;
+        let _ = LAST.try_with(|last| *last.borrow_mut() = (version, Arc::downgrade(&route)));
+        Some(route)
+    }
+
+    /// The route of `topic` in the current table (see [`RouteTable::route`]).
+    pub(crate) fn route(
+        &self,
+        topic: &str,
+        extras: impl FnOnce(&str) -> TopicTraits,
+    ) -> Arc<Route> {
+        if let Some(route) = self.cached(topic) {
             return route;
         }
         // The version read before the table: if a writer publishes in
         // between, the memo is stale at once and the next lookup misses.
+        let version = self.version.load(Ordering::Acquire);
         let route = self.table.load().route(topic, extras);
         let _ = LAST.try_with(|last| *last.borrow_mut() = (version, Arc::downgrade(&route)));
         route
