@@ -71,22 +71,25 @@ const ROUTE_COPIES: usize = 8;
 /// thread's copy, so threads emitting one topic share no written cache
 /// line (docs/benchmarks.md, "Router design notes").
 struct Copies {
-    route: Route,
+    /// The first copy made, which the others are cloned from.
+    route: Arc<Route>,
     copies: [OnceLock<Arc<Route>>; ROUTE_COPIES],
 }
 
 impl Copies {
-    fn new(route: Route) -> Box<Self> {
-        Box::new(Self {
-            route,
-            copies: Default::default(),
-        })
+    /// The copies of `route`, its first one made for the threads numbered
+    /// `thread` (the route itself: a missed lookup clones nothing).
+    fn new(route: Route, thread: usize) -> Self {
+        let route = Arc::new(route);
+        let copies: [OnceLock<Arc<Route>>; ROUTE_COPIES] = Default::default();
+        let _ = copies[thread % ROUTE_COPIES].set(route.clone());
+        Self { route, copies }
     }
 
     /// The copy of the threads numbered `thread` modulo the copies.
     fn of(&self, thread: usize) -> Arc<Route> {
         self.copies[thread % ROUTE_COPIES]
-            .get_or_init(|| Arc::new(self.route.clone()))
+            .get_or_init(|| Arc::new(Route::clone(&self.route)))
             .clone()
     }
 }
@@ -160,7 +163,7 @@ impl Node {
         node
     }
 
-    fn collect(&self, parts: &[&str], out: &mut Vec<Arc<Subscription>>) {
+    fn collect(&self, parts: &[&str], out: &mut Matched) {
         let Some((first, rest)) = parts.split_first() else {
             out.extend(self.here.iter().cloned());
             return;
@@ -175,12 +178,16 @@ impl Node {
     }
 }
 
+/// The subscriptions a topic matches, gathered before they are sorted:
+/// inline for the usual few, so a route costs one allocation for them.
+type Matched = smallvec::SmallVec<[Arc<Subscription>; 8]>;
+
 /// One published version of the routing table.
 #[derive(Default)]
 pub(crate) struct RouteTable {
     root: Node,
     subscriptions: imbl::OrdMap<SubscriptionId, Arc<Subscription>>,
-    cache: DashMap<Box<str>, Box<Copies>, Hasher>,
+    cache: DashMap<Box<str>, Copies, Hasher>,
     cached: AtomicUsize,
 }
 
@@ -230,7 +237,7 @@ impl RouteTable {
         if let Some(copies) = self.cache.get(topic) {
             return copies.of(thread);
         }
-        let copies = Copies::new(self.compute(topic, extras(topic)));
+        let copies = Copies::new(self.compute(topic, extras(topic)), thread);
         let route = copies.of(thread);
         if self.cached.fetch_add(1, Ordering::Relaxed) >= CACHE_CAPACITY {
             self.cache.clear();
@@ -255,7 +262,7 @@ impl RouteTable {
         } = traits;
         let mut parts: smallvec::SmallVec<[&str; 8]> = topic.split('.').collect();
         parts.retain(|p| !p.is_empty());
-        let mut subs = Vec::new();
+        let mut subs = Matched::new();
         self.root.collect(&parts, &mut subs);
         subs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
         // A subscription with several matching patterns is delivered once.
@@ -264,7 +271,7 @@ impl RouteTable {
             event_type,
             has_async: subs.iter().any(|s| s.is_async()),
             runs_inline: subs.iter().any(|s| s.is_inline() || s.filter.is_some()),
-            subscriptions: subs.into_boxed_slice(),
+            subscriptions: subs.into_iter().collect(),
             type_counter,
             terminal,
             durable,
