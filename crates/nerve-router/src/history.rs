@@ -121,7 +121,10 @@ impl History {
         let capacity = self.capacity as u64;
         // Its newest event still counts: its threads are emitting, and
         // trim it themselves.
-        if shard.back().is_some_and(|e| seq.saturating_sub(e.seq()) < capacity) {
+        if shard
+            .back()
+            .is_some_and(|e| seq.saturating_sub(e.seq()) < capacity)
+        {
             return;
         }
         let evicted = evict_older(&mut shard, seq, capacity);

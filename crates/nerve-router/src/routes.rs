@@ -249,7 +249,9 @@ impl RouteTable {
 
     /// The route of `topic` (this thread's copy) if the cache holds it.
     fn cached(&self, topic: &str) -> Option<Arc<Route>> {
-        self.cache.get(topic).map(|copies| copies.of(thread_number()))
+        self.cache
+            .get(topic)
+            .map(|copies| copies.of(thread_number()))
     }
 
     fn compute(&self, topic: &str, traits: TopicTraits) -> Route {

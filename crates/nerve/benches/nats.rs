@@ -599,7 +599,14 @@ fn throughput_rows(
 ) {
     let r = Rounds::run(1, rounds, &mut [("bridge", bridge), ("raw", raw)]);
     let n = r.count();
-    report.row(group, raw_name, (r.spread("raw").median, "events/s"), n, None, None);
+    report.row(
+        group,
+        raw_name,
+        (r.spread("raw").median, "events/s"),
+        n,
+        None,
+        None,
+    );
     // The ratio names the comparator without its details.
     let to = raw_name.split(',').next().unwrap_or(raw_name);
     report.row(
@@ -657,7 +664,14 @@ fn latency_rows(
         Some((&raw50, r.ratio("bridge", "raw"))),
         None,
     );
-    report.row(group, &raw99, (Spread::of(raw_p99).median, "ns"), n, None, None);
+    report.row(
+        group,
+        &raw99,
+        (Spread::of(raw_p99).median, "ns"),
+        n,
+        None,
+        None,
+    );
     report.row(
         group,
         &format!("{bridge_name} p99"),
@@ -701,23 +715,20 @@ fn main() {
                 "bridge (emit → export → import → stream)",
                 &mut || rt.block_on(bridged_cell.borrow_mut().throughput(batch)),
             ),
-            (
-                "async-nats, same bytes and headers",
-                &mut || rt.block_on(raw_cell.borrow_mut().throughput(batch)),
-            ),
+            ("async-nats, same bytes and headers", &mut || {
+                rt.block_on(raw_cell.borrow_mut().throughput(batch))
+            }),
         );
         latency_rows(
             &mut report,
             "core_latency",
             rounds,
-            (
-                "bridge",
-                &mut || rt.block_on(bridged_cell.borrow_mut().latencies(samples)),
-            ),
-            (
-                "async-nats",
-                &mut || rt.block_on(raw_cell.borrow_mut().latencies(samples)),
-            ),
+            ("bridge", &mut || {
+                rt.block_on(bridged_cell.borrow_mut().latencies(samples))
+            }),
+            ("async-nats", &mut || {
+                rt.block_on(raw_cell.borrow_mut().latencies(samples))
+            }),
         );
         rt.block_on(async {
             bridged.exporter.shutdown(LIMIT).await;
@@ -739,23 +750,20 @@ fn main() {
                 "bridge durable (emit → export_durable → import_durable → stream)",
                 &mut || rt.block_on(durable_cell.borrow_mut().throughput(batch)),
             ),
-            (
-                "async-nats JetStream, same bytes and headers",
-                &mut || rt.block_on(raw_cell.borrow_mut().throughput(batch)),
-            ),
+            ("async-nats JetStream, same bytes and headers", &mut || {
+                rt.block_on(raw_cell.borrow_mut().throughput(batch))
+            }),
         );
         latency_rows(
             &mut report,
             "jetstream_latency",
             rounds,
-            (
-                "bridge durable",
-                &mut || rt.block_on(durable_cell.borrow_mut().latencies(samples)),
-            ),
-            (
-                "async-nats JetStream",
-                &mut || rt.block_on(raw_cell.borrow_mut().latencies(samples)),
-            ),
+            ("bridge durable", &mut || {
+                rt.block_on(durable_cell.borrow_mut().latencies(samples))
+            }),
+            ("async-nats JetStream", &mut || {
+                rt.block_on(raw_cell.borrow_mut().latencies(samples))
+            }),
         );
         rt.block_on(async {
             durable.exporter.shutdown(LIMIT).await;
