@@ -329,7 +329,12 @@ async fn a_comma_separated_server_list_connects_to_a_live_server() {
     let Some(server) = crate::support::NatsServer::start() else {
         return;
     };
-    let dead = format!("nats://127.0.0.1:{}", free_port());
+    // A port held but not listening: a connection to it is refused, and
+    // no server started meanwhile (another test's) can take it, as one
+    // could take a port that was only found free.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = format!("nats://{}", held.local_addr().unwrap());
     let a = bus();
     let bridge = NatsBridge::connect(&format!("{dead}, {}", server.url()), &a, NatsOptions::new())
         .await
