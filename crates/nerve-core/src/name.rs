@@ -150,6 +150,14 @@ impl AsRef<str> for EventType {
     }
 }
 
+/// Hashes and compares as its text, so a map keyed by `EventType` is
+/// looked up by `&str`.
+impl std::borrow::Borrow<str> for EventType {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
 /// Checks the invariants every event type name carries (see the module docs).
 ///
 /// # Errors

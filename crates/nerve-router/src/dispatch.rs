@@ -252,6 +252,14 @@ impl Discard for StreamItem {
     fn discard(self, _reason: DropReason) {}
 }
 
+/// Whether a route lookup starts at the route cache, or knows that it
+/// just missed there (`Dispatcher::emit` looked) and makes the route.
+#[derive(Clone, Copy)]
+enum Lookup {
+    Cached,
+    Missed,
+}
+
 impl Dispatcher {
     pub(crate) fn new(id: u64, config: Config) -> Arc<Self> {
         // A reopened journal continues its sequence.
@@ -330,10 +338,15 @@ impl Dispatcher {
     /// on write. Otherwise, the event is made and dispatched as any other.
     #[inline]
     pub(crate) fn emit(&self, topic: &str, data: Data) -> Result<EventId, EmitError> {
-        let route = if self.plain_accept && !self.closed.load(Ordering::Acquire) {
-            self.routes.cached(topic).filter(|route| !route.has_async)
+        let (route, lookup) = if self.plain_accept && !self.closed.load(Ordering::Acquire) {
+            match self.routes.cached(topic) {
+                Some(route) if !route.has_async => (Some(route), Lookup::Cached),
+                Some(_) => (None, Lookup::Cached),
+                // Not to be looked up again below.
+                None => (None, Lookup::Missed),
+            }
         } else {
-            None
+            (None, Lookup::Cached)
         };
         let Some(route) = route else {
             let event = match data {
@@ -341,7 +354,10 @@ impl Dispatcher {
                 Data::Shared(data) => Event::builder(topic).data_shared(data).build(),
             };
             let event = self.build(event)?;
-            return self.dispatch(event, None)?.into_result();
+            if self.closed.load(Ordering::Acquire) {
+                return Err(EmitError::Closed);
+            }
+            return self.dispatch_with(event, None, lookup)?.into_result();
         };
         let _depth = DepthGuard::enter(self.config.max_depth)
             .map_err(|depth| EmitError::TooDeep { depth })?;
@@ -395,10 +411,21 @@ impl Dispatcher {
         event: Event,
         waiter: Option<(Waiter, WaitMode)>,
     ) -> Result<Dispatched, EmitError> {
+        self.dispatch_with(event, waiter, Lookup::Cached)
+    }
+
+    /// `dispatch_open`, told whether the route cache is worth a look.
+    fn dispatch_with(
+        &self,
+        event: Event,
+        waiter: Option<(Waiter, WaitMode)>,
+        lookup: Lookup,
+    ) -> Result<Dispatched, EmitError> {
         let _depth = DepthGuard::enter(self.config.max_depth)
             .map_err(|depth| EmitError::TooDeep { depth })?;
         let event = self.accept(event)?;
-        let (route, runtime, chain) = self.route(&event, waiter.as_ref().map(|(_, m)| *m))?;
+        let (route, runtime, chain) =
+            self.route(&event, waiter.as_ref().map(|(_, m)| *m), lookup)?;
         let (event, route) = self.number(event, route);
         let terminal = event.is_marked_terminal();
         let deliveries = Deliveries::new(waiter.map(|(w, _)| w), chain, terminal, runtime);
@@ -481,8 +508,9 @@ impl Dispatcher {
         &self,
         event: &Event,
         wait: Option<WaitMode>,
+        lookup: Lookup,
     ) -> Result<(Arc<Route>, Option<Handle>, Option<Chain>), EmitError> {
-        let route = self.lookup(event);
+        let route = self.lookup(event, lookup);
         if !route.has_async {
             return Ok((route, None, None));
         }
@@ -500,8 +528,8 @@ impl Dispatcher {
     }
 
     /// The route of `event_type`, made on a cache miss.
-    fn lookup(&self, event: &Event) -> Arc<Route> {
-        self.routes.route(event.event_type(), |t| {
+    fn lookup(&self, event: &Event, lookup: Lookup) -> Arc<Route> {
+        let extras = |t: &str| {
             let terminal = self.config.terminal_patterns.iter().any(|p| p.matches(t));
             let durable = match &self.config.durable_patterns {
                 None => terminal,
@@ -514,7 +542,11 @@ impl Dispatcher {
                 durable,
                 recorded: t != JOURNAL_ERROR,
             }
-        })
+        };
+        match lookup {
+            Lookup::Cached => self.routes.route(event.event_type(), extras),
+            Lookup::Missed => self.routes.route_missed(event.event_type(), extras),
+        }
     }
 
     /// Stage 3: numbers the event (`seq`; its lane's count) and marks it
@@ -538,7 +570,7 @@ impl Dispatcher {
             // a `subscribe_run` racing with this emit either replays the
             // event or receives it live (the stream drops the duplicate).
             event = self.runs.append(event);
-            route = self.lookup(&event);
+            route = self.lookup(&event, Lookup::Cached);
         }
         (event, route)
     }

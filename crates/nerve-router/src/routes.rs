@@ -5,10 +5,13 @@
 //! new snapshot; emitters load the current snapshot without locking. The
 //! trie's child maps are persistent (`imbl`), so a copy is O(depth · log n),
 //! not O(subscriptions). Every snapshot starts with an empty cache, which is
-//! how subscribing invalidates it.
+//! how subscribing invalidates it. A topic's route is cached from its
+//! second miss on (a doorkeeper remembers the first), and past the cache's
+//! capacity each new entry evicts the oldest, so topics that never repeat
+//! neither churn the cache nor free it all at once.
 
 use std::cell::RefCell;
-use std::sync::atomic::AtomicUsize;
+use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock, PoisonError, Weak};
 
 use dashmap::DashMap;
@@ -58,9 +61,10 @@ pub(crate) struct TopicTraits {
     pub(crate) recorded: bool,
 }
 
-/// Topics cached per snapshot. When the cache fills up it is cleared, so a
-/// stream of all-distinct topics costs one trie walk and one insert each and
-/// memory stays bounded, while hot topics are cached again right away.
+/// Topics cached per snapshot. Past it, each new topic evicts the oldest
+/// cached one (first in, first out), so a stream of all-distinct topics
+/// costs one trie walk, one insert and one eviction each, memory stays
+/// bounded, and no emit frees the whole cache at once.
 const CACHE_CAPACITY: usize = 4096;
 
 /// Copies of each cached route, one per stripe of threads (see [`Copies`]).
@@ -69,26 +73,35 @@ const ROUTE_COPIES: usize = 8;
 /// A cached route and its copies, one per stripe of threads, each its own
 /// allocation, made on first use: an emit counts a reference to its own
 /// thread's copy, so threads emitting one topic share no written cache
-/// line (docs/benchmarks.md, "Router design notes").
+/// line (docs/benchmarks.md, "Router design notes"). The slots of the
+/// other stripes are allocated once a second stripe emits the topic, so
+/// a topic emitted from one thread costs a cache entry of a few words.
 struct Copies {
     /// The first copy made, which the others are cloned from.
     route: Arc<Route>,
-    copies: [OnceLock<Arc<Route>>; ROUTE_COPIES],
+    /// The stripe `route` is the copy of.
+    first: usize,
+    others: OnceLock<Box<[OnceLock<Arc<Route>>; ROUTE_COPIES]>>,
 }
 
 impl Copies {
     /// The copies of `route`, its first one made for the threads numbered
     /// `thread` (the route itself: a missed lookup clones nothing).
     fn new(route: Route, thread: usize) -> Self {
-        let route = Arc::new(route);
-        let copies: [OnceLock<Arc<Route>>; ROUTE_COPIES] = Default::default();
-        let _ = copies[thread % ROUTE_COPIES].set(route.clone());
-        Self { route, copies }
+        Self {
+            route: Arc::new(route),
+            first: thread % ROUTE_COPIES,
+            others: OnceLock::new(),
+        }
     }
 
     /// The copy of the threads numbered `thread` modulo the copies.
     fn of(&self, thread: usize) -> Arc<Route> {
-        self.copies[thread % ROUTE_COPIES]
+        let stripe = thread % ROUTE_COPIES;
+        if stripe == self.first {
+            return self.route.clone();
+        }
+        self.others.get_or_init(Default::default)[stripe]
             .get_or_init(|| Arc::new(Route::clone(&self.route)))
             .clone()
     }
@@ -187,8 +200,11 @@ type Matched = smallvec::SmallVec<[Arc<Subscription>; 8]>;
 pub(crate) struct RouteTable {
     root: Node,
     subscriptions: imbl::OrdMap<SubscriptionId, Arc<Subscription>>,
-    cache: DashMap<Box<str>, Copies, Hasher>,
-    cached: AtomicUsize,
+    /// Keyed by the route's checked name, which keeps a short topic inline.
+    cache: DashMap<EventType, Copies, Hasher>,
+    /// The cached topics, oldest first. Every insert into and removal from
+    /// `cache` happens under this lock, so each cached topic is here once.
+    order: std::sync::Mutex<VecDeque<EventType>>,
 }
 
 impl RouteTable {
@@ -226,24 +242,40 @@ impl RouteTable {
         self.subscriptions.len()
     }
 
-    /// The route of `topic` (this thread's copy of it), from the cache
-    /// when possible.
-    pub(crate) fn route(
+    /// The route of `topic` (this thread's copy of it), computed, and
+    /// cached if `keep`: for a topic [`cached`](Self::cached) just missed.
+    /// Should another thread have cached it in between, this replaces its
+    /// entry.
+    fn route_missed(
         &self,
         topic: &str,
         extras: impl FnOnce(&str) -> TopicTraits,
+        keep: bool,
     ) -> Arc<Route> {
+        let route = self.compute(topic, extras(topic));
+        if !keep {
+            return Arc::new(route);
+        }
         let thread = thread_number();
-        if let Some(copies) = self.cache.get(topic) {
-            return copies.of(thread);
-        }
-        let copies = Copies::new(self.compute(topic, extras(topic)), thread);
+        let copies = Copies::new(route, thread);
         let route = copies.of(thread);
-        if self.cached.fetch_add(1, Ordering::Relaxed) >= CACHE_CAPACITY {
-            self.cache.clear();
-            self.cached.store(1, Ordering::Relaxed);
-        }
-        self.cache.insert(topic.into(), copies);
+        debug_assert_eq!(route.event_type.as_str(), topic);
+        let topic = route.event_type.clone();
+        let evicted = {
+            let mut order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
+            if self.cache.insert(topic.clone(), copies).is_none() {
+                order.push_back(topic);
+            }
+            if order.len() > CACHE_CAPACITY {
+                order
+                    .pop_front()
+                    .and_then(|oldest| self.cache.remove(&oldest))
+            } else {
+                None
+            }
+        };
+        // Freed once the lock is let go.
+        drop(evicted);
         route
     }
 
@@ -298,6 +330,57 @@ pub(crate) struct Routes {
     version: AtomicU64,
     /// Serializes writers of `table`; emitters never take it.
     writer: Mutex<()>,
+    /// The topics missed once lately: a route is cached from its topic's
+    /// second miss on.
+    seen: Seen,
+}
+
+/// Sets of remembered topics (their hashes' tags); [`SEEN_WAYS`] a set.
+const SEEN_SETS: usize = 1024;
+const SEEN_WAYS: usize = 4;
+
+/// The doorkeeper of the route cache (as TinyLFU's): a route is cached the
+/// second time its topic misses, so a stream of topics that never come
+/// back (ids in names) neither fills the cache nor evicts the topics that
+/// do; they cost a trie walk each, as a topic just evicted would. It
+/// remembers a topic by a 32-bit tag of its hash in one of the four ways
+/// of its set, written in turn, so two topics of one set do not keep
+/// forgetting each other. Hand-written: a cache crate's admission policy
+/// would not hold the per-stripe route copies this cache holds.
+#[derive(Default)]
+struct Seen {
+    /// Allocated on the first miss: `SEEN_SETS * SEEN_WAYS` tags, 0 for none.
+    tags: OnceLock<Box<[std::sync::atomic::AtomicU32]>>,
+    /// Which way of its set the next tag goes in.
+    turn: std::sync::atomic::AtomicUsize,
+}
+
+impl Seen {
+    fn hash(topic: &str) -> u64 {
+        use std::hash::BuildHasher;
+        foldhash::fast::FixedState::with_seed(0x006e_6572_7665).hash_one(topic)
+    }
+
+    /// Whether `topic` was missed lately; if not, it is remembered.
+    fn again(&self, topic: &str) -> bool {
+        use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+        let hash = Self::hash(topic);
+        // The set from the low bits, the tag from the high ones; never 0.
+        let tag = (hash >> 32) as u32 | 1;
+        let set = (hash as usize % SEEN_SETS) * SEEN_WAYS;
+        let tags = self.tags.get_or_init(|| {
+            (0..SEEN_SETS * SEEN_WAYS)
+                .map(|_| AtomicU32::new(0))
+                .collect()
+        });
+        let ways = &tags[set..set + SEEN_WAYS];
+        if ways.iter().any(|way| way.load(Relaxed) == tag) {
+            return true;
+        }
+        ways[self.turn.fetch_add(1, Relaxed) % SEEN_WAYS].store(tag, Relaxed);
+        false
+    }
 }
 
 /// Where table versions come from; 0 is never one.
@@ -331,6 +414,7 @@ impl Routes {
             table: Snapshot::from_pointee(RouteTable::default()),
             version: AtomicU64::new(VERSIONS.fetch_add(1, Ordering::Relaxed)),
             writer: Mutex::new(()),
+            seen: Seen::default(),
         }
     }
 
@@ -393,20 +477,164 @@ impl Routes {
         Some(route)
     }
 
-    /// The route of `topic` in the current table (see [`RouteTable::route`]).
+    /// The route of `topic` in the current table: from this thread's memo
+    /// or the table's cache when they hold it, else made and cached.
     pub(crate) fn route(
         &self,
         topic: &str,
         extras: impl FnOnce(&str) -> TopicTraits,
     ) -> Arc<Route> {
-        if let Some(route) = self.cached(topic) {
-            return route;
+        match self.cached(topic) {
+            Some(route) => route,
+            None => self.route_missed(topic, extras),
         }
+    }
+
+    /// [`route`](Self::route) for a topic [`cached`](Self::cached) just
+    /// missed: made and cached without looking again.
+    pub(crate) fn route_missed(
+        &self,
+        topic: &str,
+        extras: impl FnOnce(&str) -> TopicTraits,
+    ) -> Arc<Route> {
         // The version read before the table: if a writer publishes in
         // between, the memo is stale at once and the next lookup misses.
         let version = self.version.load(Ordering::Acquire);
-        let route = self.table.load().route(topic, extras);
+        let keep = self.seen.again(topic);
+        let route = self.table.load().route_missed(topic, extras, keep);
         let _ = LAST.try_with(|last| *last.borrow_mut() = (version, Arc::downgrade(&route)));
         route
+    }
+}
+
+#[cfg(all(test, not(nerve_loom)))]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use nerve_core::Pattern;
+
+    use super::*;
+    use crate::queue::{Overflow, Queue};
+    use crate::subscription::HandlerKind;
+
+    fn subscription(id: u64, pattern: &str) -> Arc<Subscription> {
+        Arc::new(Subscription {
+            id: SubscriptionId::from_u64(id),
+            name: None,
+            patterns: vec![Pattern::parse(pattern).unwrap()],
+            priority: 0,
+            filter: None,
+            timeout: None,
+            kind: HandlerKind::Stream(Arc::new(Queue::new(8, Overflow::DropOldest))),
+            run_id: None,
+            active: AtomicBool::new(true),
+            counters: Default::default(),
+            metric_label: id.to_string().into_boxed_str(),
+        })
+    }
+
+    fn traits(topic: &str) -> TopicTraits {
+        TopicTraits {
+            event_type: EventType::new(topic).unwrap(),
+            type_counter: Arc::new(Counter::default()),
+            terminal: false,
+            durable: false,
+            recorded: true,
+        }
+    }
+
+    fn ids(route: &Route) -> Vec<SubscriptionId> {
+        route.subscriptions.iter().map(|s| s.id).collect()
+    }
+
+    #[test]
+    fn past_capacity_each_new_topic_evicts_the_oldest_and_routes_stay_right() {
+        let table = RouteTable::default()
+            .with(subscription(1, "svc.*"))
+            .with(subscription(2, "*.done"));
+        let topic = |n: usize| format!("svc.t{n}");
+        for n in 0..CACHE_CAPACITY + 10 {
+            let route = table.route_missed(&topic(n), traits, true);
+            assert_eq!(ids(&route), [SubscriptionId::from_u64(1)]);
+        }
+        assert_eq!(table.cache.len(), CACHE_CAPACITY);
+        assert_eq!(table.order.lock().unwrap().len(), CACHE_CAPACITY);
+        // The first ten are gone, oldest first; the rest are kept.
+        for n in 0..10 {
+            assert!(table.cached(&topic(n)).is_none(), "{n}");
+        }
+        for n in 10..CACHE_CAPACITY + 10 {
+            assert!(table.cached(&topic(n)).is_some(), "{n}");
+        }
+        // An evicted topic routes as before, and is cached again.
+        let route = table.route_missed("svc.done", traits, true);
+        assert_eq!(
+            ids(&route),
+            [SubscriptionId::from_u64(1), SubscriptionId::from_u64(2)]
+        );
+        assert!(table.cached("svc.done").is_some());
+        assert_eq!(table.cache.len(), CACHE_CAPACITY);
+    }
+
+    #[test]
+    fn a_route_is_cached_from_its_topics_second_miss_and_one_off_topics_never_are() {
+        let routes = Routes::new();
+        {
+            let _writer = routes.writer();
+            routes.store(routes.load().with(subscription(1, "a.*")));
+        }
+        let route = routes.route("a.b", traits);
+        assert_eq!(ids(&route), [SubscriptionId::from_u64(1)]);
+        drop(route);
+        assert_eq!(routes.load().cache.len(), 0);
+        routes.route("a.b", traits);
+        assert_eq!(routes.load().cache.len(), 1);
+        for n in 0..3 * CACHE_CAPACITY {
+            let route = routes.route(&format!("a.n{n}"), traits);
+            assert_eq!(ids(&route), [SubscriptionId::from_u64(1)]);
+        }
+        // Neither cached nor evicting the topic that came back.
+        assert_eq!(routes.load().cache.len(), 1);
+        assert!(routes.load().cached("a.b").is_some());
+    }
+
+    #[test]
+    fn the_doorkeeper_remembers_four_topics_of_one_set() {
+        let set = |topic: &str| Seen::hash(topic) as usize % SEEN_SETS;
+        let want = set("t.0");
+        let topics: Vec<String> = (0..)
+            .map(|n| format!("t.{n}"))
+            .filter(|t| set(t) == want)
+            .take(SEEN_WAYS)
+            .collect();
+        let seen = Seen::default();
+        for topic in &topics {
+            assert!(!seen.again(topic), "{topic} not seen yet");
+        }
+        for topic in &topics {
+            assert!(seen.again(topic), "{topic} seen");
+        }
+    }
+
+    #[test]
+    fn a_topic_cached_twice_is_kept_once() {
+        let table = RouteTable::default().with(subscription(1, "a.*"));
+        table.route_missed("a.b", traits, true);
+        table.route_missed("a.b", traits, true);
+        assert_eq!(table.cache.len(), 1);
+        assert_eq!(table.order.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn each_stripe_of_threads_gets_its_own_copy_of_a_route() {
+        let table = RouteTable::default().with(subscription(1, "a.*"));
+        let first = table.route_missed("a.b", traits, true);
+        let copies = table.cache.get("a.b").unwrap();
+        let same = copies.of(copies.first);
+        assert!(Arc::ptr_eq(&first, &same));
+        let other = copies.of(copies.first + 1);
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert!(Arc::ptr_eq(&other, &copies.of(copies.first + 1)));
+        assert_eq!(ids(&other), ids(&first));
     }
 }
