@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicUsize as StdAtomicUsize;
 use std::time::Instant;
 
 use ::loom::thread;
-use nerve_core::{Event, Pattern};
+use nerve_core::Event;
 
 use crate::counter::Counter;
 use crate::queue::{DropReason, Overflow, Pushed, Queue, QueueItem, Wakes, thread_waker, wake_all};
@@ -265,23 +265,6 @@ fn loom_eviction_racing_push_overshoots_by_at_most_one_per_emitter() {
     });
 }
 
-/// A stream subscription to `pattern`, as `Bus::stream` makes one.
-fn stream_subscription(id: u64, pattern: &str) -> std::sync::Arc<Subscription> {
-    std::sync::Arc::new(Subscription {
-        id: SubscriptionId::from_u64(id),
-        name: None,
-        patterns: vec![Pattern::parse(pattern).unwrap()],
-        priority: 0,
-        filter: None,
-        timeout: None,
-        kind: HandlerKind::Stream(std::sync::Arc::new(Queue::new(8, Overflow::DropOldest))),
-        run_id: None,
-        active: std::sync::atomic::AtomicBool::new(true),
-        counters: Default::default(),
-        metric_label: id.to_string().into_boxed_str(),
-    })
-}
-
 /// Subscribes as `Bus` does: under the writers' lock, publish a copy.
 fn subscribe(routes: &Routes, sub: std::sync::Arc<Subscription>) {
     let _writer = routes.writer();
@@ -315,7 +298,7 @@ fn emit(routes: &Routes, event: &Event) {
 fn loom_subscribe_and_unsubscribe_racing_emit_keep_a_stable_subscriber_exact() {
     check("subscribe/unsubscribe racing emit", || {
         let routes = Arc::new(Routes::new());
-        let stable = stream_subscription(1, "order.*");
+        let stable = Subscription::stream_for_test(1, "order.*");
         subscribe(&routes, stable.clone());
         let events: Vec<Event> = (0..2)
             .map(|n| Event::new("order.placed", serde_json::json!({ "n": n })).unwrap())
@@ -332,7 +315,7 @@ fn loom_subscribe_and_unsubscribe_racing_emit_keep_a_stable_subscriber_exact() {
         let churn = {
             let routes = routes.clone();
             thread::spawn(move || {
-                let other = stream_subscription(2, "order.placed");
+                let other = Subscription::stream_for_test(2, "order.placed");
                 subscribe(&routes, other);
                 assert!(routes.remove(SubscriptionId::from_u64(2)));
             })

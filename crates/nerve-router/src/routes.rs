@@ -509,28 +509,10 @@ impl Routes {
 
 #[cfg(all(test, not(nerve_loom)))]
 mod tests {
-    use std::sync::atomic::AtomicBool;
-
-    use nerve_core::Pattern;
-
     use super::*;
-    use crate::queue::{Overflow, Queue};
-    use crate::subscription::HandlerKind;
 
     fn subscription(id: u64, pattern: &str) -> Arc<Subscription> {
-        Arc::new(Subscription {
-            id: SubscriptionId::from_u64(id),
-            name: None,
-            patterns: vec![Pattern::parse(pattern).unwrap()],
-            priority: 0,
-            filter: None,
-            timeout: None,
-            kind: HandlerKind::Stream(Arc::new(Queue::new(8, Overflow::DropOldest))),
-            run_id: None,
-            active: AtomicBool::new(true),
-            counters: Default::default(),
-            metric_label: id.to_string().into_boxed_str(),
-        })
+        Subscription::stream_for_test(id, pattern)
     }
 
     fn traits(topic: &str) -> TopicTraits {

@@ -109,6 +109,25 @@ pub(crate) struct Subscription {
 }
 
 impl Subscription {
+    /// A stream subscription to `pattern`, as `Bus::stream` makes one: for
+    /// the tests and models of the routing table.
+    #[cfg(test)]
+    pub(crate) fn stream_for_test(id: u64, pattern: &str) -> Arc<Subscription> {
+        Arc::new(Subscription {
+            id: SubscriptionId::from_u64(id),
+            name: None,
+            patterns: vec![Pattern::parse(pattern).expect("a valid pattern")],
+            priority: 0,
+            filter: None,
+            timeout: None,
+            kind: HandlerKind::Stream(Arc::new(Queue::new(8, Overflow::DropOldest))),
+            run_id: None,
+            active: AtomicBool::new(true),
+            counters: Default::default(),
+            metric_label: id.to_string().into_boxed_str(),
+        })
+    }
+
     /// How instruments see this subscription for a delivery run in `mode`.
     pub(crate) fn handler_info(&self, mode: HandlerMode) -> HandlerInfo<'_> {
         HandlerInfo::new(self.id.as_u64(), self.name.as_deref(), mode)
