@@ -350,14 +350,7 @@ impl Event {
     /// use nerve::{Event, EventId, Stamp, Timestamp, name::EventType};
     /// let login = EventType::new("user.login")?;
     /// let at = Timestamp::now();
-    /// let stamp = Stamp {
-    ///     event_id: EventId::for_timestamp(at),
-    ///     timestamp: at,
-    ///     correlation_id: None,
-    ///     causation_id: None,
-    ///     seq: 7,
-    ///     terminal: false,
-    /// };
+    /// let stamp = Stamp::new(EventId::for_timestamp(at), at).with_seq(7);
     /// let event = Event::stamped(&login, nerve::json!({"u": 1}), stamp);
     /// assert_eq!((event.event_type(), event.seq()), ("user.login", 7));
     /// # Ok::<(), nerve::name::ValidationError>(())
@@ -652,7 +645,11 @@ impl<'de> Deserialize<'de> for Event {
 }
 
 /// What a bus fills in on an event it makes itself (see [`Event::stamped`]).
+///
+/// Made with [`Stamp::new`] and the `with_*` methods, so that a field added
+/// later is not a breaking change; its fields can be read.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Stamp {
     /// The event's id; its millisecond should be `timestamp`'s (see
     /// [`EventId::for_timestamp`]).
@@ -667,6 +664,55 @@ pub struct Stamp {
     pub seq: u64,
     /// Marked never to be dropped by a full queue.
     pub terminal: bool,
+}
+
+impl Stamp {
+    /// The stamp of an event with id `event_id` made at `timestamp`: no
+    /// correlation or causation, `seq` 0, not terminal.
+    #[inline]
+    #[must_use]
+    pub fn new(event_id: EventId, timestamp: Timestamp) -> Self {
+        Self {
+            event_id,
+            timestamp,
+            correlation_id: None,
+            causation_id: None,
+            seq: 0,
+            terminal: false,
+        }
+    }
+
+    /// With the piece of work the event belongs to.
+    #[inline]
+    #[must_use]
+    pub fn with_correlation_id(mut self, correlation_id: Option<CorrelationId>) -> Self {
+        self.correlation_id = correlation_id;
+        self
+    }
+
+    /// With the event whose handler emitted it.
+    #[inline]
+    #[must_use]
+    pub fn with_causation_id(mut self, causation_id: Option<EventId>) -> Self {
+        self.causation_id = causation_id;
+        self
+    }
+
+    /// With the bus-wide sequence number.
+    #[inline]
+    #[must_use]
+    pub fn with_seq(mut self, seq: u64) -> Self {
+        self.seq = seq;
+        self
+    }
+
+    /// Marked (or not) never to be dropped by a full queue.
+    #[inline]
+    #[must_use]
+    pub fn with_terminal(mut self, terminal: bool) -> Self {
+        self.terminal = terminal;
+        self
+    }
 }
 
 /// An event's payload: its own, or shared with whoever handed it in.
@@ -902,6 +948,38 @@ impl DecodeError {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_stamp_made_with_its_methods_fills_in_every_field_it_names() {
+        let at = Timestamp::from_micros(1_700_000_000_123_456);
+        let id = EventId::for_timestamp(at);
+        let cause = EventId::for_timestamp(at);
+        let work = CorrelationId::from(cause);
+        let bare = Event::stamped(
+            &EventType::new("a.b").unwrap(),
+            json!(1),
+            Stamp::new(id, at),
+        );
+        assert_eq!(
+            (
+                bare.event_id(),
+                bare.timestamp(),
+                bare.seq(),
+                bare.is_marked_terminal()
+            ),
+            (id, at, 0, false)
+        );
+        assert!(bare.correlation_id().is_none() && bare.causation_id().is_none());
+        let stamp = Stamp::new(id, at)
+            .with_correlation_id(Some(work.clone()))
+            .with_causation_id(Some(cause))
+            .with_seq(9)
+            .with_terminal(true);
+        let full = Event::stamped(&EventType::new("a.b").unwrap(), json!(1), stamp);
+        assert_eq!(full.correlation_id(), Some(&work));
+        assert_eq!(full.causation_id(), Some(cause));
+        assert_eq!((full.seq(), full.is_marked_terminal()), (9, true));
+    }
 
     #[test]
     fn with_source_replaces_the_source_and_keeps_every_other_field() {

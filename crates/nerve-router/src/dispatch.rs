@@ -364,23 +364,20 @@ impl Dispatcher {
         let ambient = correlation::current_ambient();
         let timestamp = Timestamp::now();
         let event_id = EventId::for_timestamp(timestamp);
-        let stamp = Stamp {
-            event_id,
-            timestamp,
-            correlation_id: ambient.correlation_id.or_else(|| {
+        let stamp = Stamp::new(event_id, timestamp)
+            .with_correlation_id(ambient.correlation_id.or_else(|| {
                 // A root event names its correlation after itself.
                 self.config
                     .generate_correlation_ids
                     .then(|| CorrelationId::from(event_id))
-            }),
-            causation_id: ambient.causation_id,
-            seq: if route.recorded {
+            }))
+            .with_causation_id(ambient.causation_id)
+            .with_seq(if route.recorded {
                 self.seq.fetch_add(1, Ordering::Relaxed) + 1
             } else {
                 0
-            },
-            terminal: route.terminal,
-        };
+            })
+            .with_terminal(route.terminal);
         let event = match data {
             Data::Owned(data) => Event::stamped(&route.event_type, data, stamp),
             Data::Shared(data) => Event::stamped_shared(&route.event_type, data, stamp),
