@@ -627,7 +627,7 @@ impl Bus {
     /// Dropping the future stops the waiting, not the deliveries.
     pub async fn emit_and_wait(
         &self,
-        event_type: impl Into<String>,
+        event_type: impl AsRef<str>,
         data: impl Into<Value>,
     ) -> Result<DeliveryReport, EmitError> {
         let event = self.inner.core.build(Event::new(event_type, data))?;
@@ -657,7 +657,7 @@ impl Bus {
     /// runtime while async handlers must run (they would need this thread).
     pub fn emit_and_wait_blocking(
         &self,
-        event_type: impl Into<String>,
+        event_type: impl AsRef<str>,
         data: impl Into<Value>,
     ) -> Result<DeliveryReport, EmitError> {
         let event = self.inner.core.build(Event::new(event_type, data))?;
