@@ -354,10 +354,9 @@ impl Dispatcher {
                 Data::Shared(data) => Event::builder(topic).data_shared(data).build(),
             };
             let event = self.build(event)?;
-            if self.closed.load(Ordering::Acquire) {
-                return Err(EmitError::Closed);
-            }
-            return self.dispatch_with(event, None, lookup)?.into_result();
+            return self
+                .dispatch_unless_closed(event, None, lookup)?
+                .into_result();
         };
         let _depth = DepthGuard::enter(self.config.max_depth)
             .map_err(|depth| EmitError::TooDeep { depth })?;
@@ -395,10 +394,21 @@ impl Dispatcher {
         event: Event,
         waiter: Option<(Waiter, WaitMode)>,
     ) -> Result<Dispatched, EmitError> {
+        self.dispatch_unless_closed(event, waiter, Lookup::Cached)
+    }
+
+    /// `dispatch`, told whether the route cache is worth a look.
+    #[inline]
+    fn dispatch_unless_closed(
+        &self,
+        event: Event,
+        waiter: Option<(Waiter, WaitMode)>,
+        lookup: Lookup,
+    ) -> Result<Dispatched, EmitError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(EmitError::Closed);
         }
-        self.dispatch_open(event, waiter)
+        self.dispatch_with(event, waiter, lookup)
     }
 
     /// `dispatch` without the closed check: for the last event of a bus

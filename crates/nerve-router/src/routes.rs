@@ -502,7 +502,10 @@ impl Routes {
         let version = self.version.load(Ordering::Acquire);
         let keep = self.seen.again(topic);
         let route = self.table.load().route_missed(topic, extras, keep);
-        let _ = LAST.try_with(|last| *last.borrow_mut() = (version, Arc::downgrade(&route)));
+        // A route not cached is dropped after this emit: not worth a memo.
+        if keep {
+            let _ = LAST.try_with(|last| *last.borrow_mut() = (version, Arc::downgrade(&route)));
+        }
         route
     }
 }
