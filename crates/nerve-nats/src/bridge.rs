@@ -72,7 +72,7 @@ type RedactFn = Arc<dyn Fn(&Event) -> Event + Send + Sync>;
 /// | `ack_timeout` | 5 s: how long a durable export waits for JetStream's acknowledgement of one publish |
 /// | `publish_attempts` | 10: publishes of one event (while connected) before a durable export gives it up |
 /// | `max_in_flight` | 256: durable publishes awaiting their acknowledgement at once, per export |
-/// | `terminal_wait` | 30 s: the longest a terminal event's `emit` waits for its acknowledgement |
+/// | `terminal_wait` | 30 s: the longest a terminal event's `emit` waits until the server processed it (`export`) or the stream acknowledged it (`export_durable`) |
 #[derive(Clone)]
 #[must_use]
 pub struct NatsOptions {
@@ -194,10 +194,12 @@ impl NatsOptions {
         self
     }
 
-    /// The longest a terminal event's `emit` waits for the stream's
-    /// acknowledgement (it, and every event of the export before it);
-    /// past it `emit` returns, the event stays buffered and keeps being
-    /// retried, and the wait is counted in [`BridgeStats::ack_wait_timeouts`].
+    /// The longest a terminal event's `emit` waits until the server has
+    /// processed it (`export`) or the stream acknowledged it
+    /// (`export_durable`), it and every event of the export before it;
+    /// past it `emit` returns (the event stays buffered; a durable export
+    /// keeps retrying it), and the wait is counted in
+    /// [`BridgeStats::ack_wait_timeouts`]. `Duration::ZERO`: no waiting.
     pub fn terminal_wait(mut self, wait: Duration) -> Self {
         self.terminal_wait = wait;
         self
@@ -288,8 +290,9 @@ struct Counters {
 
 struct Export {
     stream_id: SubscriptionId,
-    /// The inline subscription that makes terminal emits wait for their
-    /// acknowledgement, and what they wait on (durable exports only).
+    /// The inline subscription that makes terminal emits wait until the
+    /// stream acknowledged them (durable) or the server processed them
+    /// (core), and what they wait on.
     waiter: Option<(SubscriptionId, Arc<durable::Waits>)>,
     /// Events taken off the stream and dealt with (published, refused or
     /// skipped): `flush` waits until this reaches what the stream delivered.
@@ -390,10 +393,11 @@ pub struct BridgeStats {
     /// Durable exports: events given up after `publish_attempts` failures;
     /// each was reported as a `system.bridge_error` event.
     pub ack_failed: u64,
-    /// Terminal emits that waited for their acknowledgement.
+    /// Terminal emits that waited until the server processed them
+    /// (`export`) or the stream acknowledged them (`export_durable`).
     pub ack_waits: u64,
     /// Of `ack_waits`: waits that ran out of `terminal_wait` (the event
-    /// stayed buffered and was retried).
+    /// stayed buffered; a durable export retried it).
     pub ack_wait_timeouts: u64,
     /// Terminal emits that could not wait because they were made on a
     /// current-thread tokio runtime (waiting there could block the bridge
@@ -550,17 +554,30 @@ impl NatsBridge {
         let stream = self
             .shared
             .bus
-            .stream_with(parsed, options)
+            .stream_with(parsed.clone(), options)
             .map_err(BridgeError::Bus)?;
+        let waits = Arc::new(durable::Waits::default());
+        let waiter = self.terminal_waiter(
+            parsed,
+            &format!("nats export {pattern} (terminal wait)"),
+            &waits,
+        );
+        let waiter = match waiter {
+            Ok(id) => id,
+            Err(e) => {
+                self.shared.bus.unsubscribe(stream.id());
+                return Err(BridgeError::Bus(e));
+            }
+        };
         let done = Arc::new(AtomicU64::new(0));
         self.lock_exports().push(Export {
             stream_id: stream.id(),
-            waiter: None,
+            waiter: Some((waiter, waits.clone())),
             done: done.clone(),
         });
         let shared = self.shared.clone();
-        let task =
-            (self.shared.runtime).spawn(async move { shared.run_export(stream, done).await });
+        let task = (self.shared.runtime)
+            .spawn(async move { shared.run_export(stream, done, waits).await });
         self.lock_tasks().push(task);
         Ok(())
     }
@@ -685,15 +702,19 @@ impl Shared {
     /// connection sent before: a server handles one connection's commands
     /// in order, so a message to a fresh inbox coming back proves it.
     /// (`Client::flush` only empties the socket buffer.)
-    async fn round_trip(&self) {
+    /// Whether the answer came back in time.
+    async fn round_trip(&self) -> bool {
         let inbox = self.client.new_inbox();
         let Ok(mut probe) = self.client.subscribe(inbox.clone()).await else {
-            return;
+            return false;
         };
-        if self.client.publish(inbox, Vec::new().into()).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), probe.next()).await;
-        }
+        let answered = self.client.publish(inbox, Vec::new().into()).await.is_ok()
+            && matches!(
+                tokio::time::timeout(Duration::from_secs(10), probe.next()).await,
+                Ok(Some(_))
+            );
         let _ = probe.unsubscribe().await;
+        answered
     }
 
     /// Counts one message with `outcome`, in the bridge's counters and the
@@ -754,9 +775,14 @@ impl Shared {
         self: Arc<Self>,
         mut stream: nerve_router::EventStream,
         done: Arc<AtomicU64>,
+        waits: Arc<durable::Waits>,
     ) {
         let mut body = Vec::with_capacity(512);
         let mut connected = self.connected.subscribe();
+        // Which events hold their `emit` until the server has them: the
+        // bus's own durable setting, as its journal uses it.
+        let durable = self.bus.durable();
+        let mut probes = Probes::new(&self.client, waits).await;
         loop {
             // Publish back to back while events are ready; when none is,
             // flush before waiting: async-nats may otherwise keep the last
@@ -767,26 +793,49 @@ impl Shared {
                 Some(None) => break,
                 None => {
                     let _ = self.client.flush().await;
-                    match stream.next().await {
-                        Some(event) => event,
-                        None => break,
+                    loop {
+                        tokio::select! {
+                            biased;
+                            next = stream.next() => match next {
+                                Some(event) => break event,
+                                None => return,
+                            },
+                            answer = probes.next_answer(), if probes.waiting() => {
+                                probes.answered(answer);
+                            }
+                            () = tokio::time::sleep(REPROBE), if probes.waiting() => {
+                                probes.send(&self.client).await;
+                            }
+                        }
                     }
                 }
             };
-            self.export_one(&event, &mut body, &mut connected).await;
+            let published = self.export_one(&event, &mut body, &mut connected).await;
+            if durable.matches(&event) {
+                // Its emit waits until the server has processed it, and
+                // every message before it: a program may emit its last
+                // event and exit.
+                if published {
+                    probes.after(&self.client, event.event_id()).await;
+                } else {
+                    probes.waits.settle(event.event_id(), false);
+                }
+            }
+            probes.take_ready(&self.client).await;
             done.fetch_add(1, Ordering::Release);
         }
     }
 
+    /// Publishes `event`; whether it was handed to the connection.
     async fn export_one(
         &self,
         event: &Event,
         body: &mut Vec<u8>,
         connected: &mut watch::Receiver<bool>,
-    ) {
+    ) -> bool {
         let c = &self.counters;
         let Some(subject) = self.outgoing_subject(event) else {
-            return;
+            return false;
         };
         let headers = self.encode(event, body);
         // While the connection is down, events wait in the export's
@@ -797,8 +846,14 @@ impl Shared {
             .publish_with_headers(subject, headers, body.clone().into())
             .await
         {
-            Ok(()) => self.count(&c.published, outcome::PUBLISHED),
-            Err(_) => self.count(&c.publish_errors, outcome::PUBLISH_ERROR),
+            Ok(()) => {
+                self.count(&c.published, outcome::PUBLISHED);
+                true
+            }
+            Err(_) => {
+                self.count(&c.publish_errors, outcome::PUBLISH_ERROR);
+                false
+            }
         }
     }
 
@@ -929,6 +984,115 @@ impl Shared {
         // The decoded event is this task's alone: setting its source moves
         // nothing (no copy of the payload); the bus assigns `seq`.
         Ok(event.with_source(source))
+    }
+}
+
+/// How long a core export waits for a probe's answer before it sends
+/// another (the first was lost with its connection).
+const REPROBE: Duration = Duration::from_secs(1);
+
+/// Settles a core export's terminal events once the server has processed
+/// them. After each one a probe, numbered in order, goes to an inbox of
+/// the export's own on the same connection; the server handles one
+/// connection's messages in order, so probe `n` coming back means that it
+/// has processed everything published before it. Written to the socket is
+/// not enough: a process that exits with unread input resets its
+/// connection, and the server may never read what it had been sent.
+/// Several terminal events awaiting answers are settled by the latest.
+struct Probes {
+    inbox: String,
+    /// `None` if the inbox could not be subscribed: terminal events are
+    /// then settled once flushed to the socket.
+    answers: Option<async_nats::Subscriber>,
+    sent: u64,
+    last_sent: tokio::time::Instant,
+    /// Terminal events, each with the probe that settles it.
+    waiting: std::collections::VecDeque<(u64, nerve_core::EventId)>,
+    waits: Arc<durable::Waits>,
+}
+
+impl Probes {
+    async fn new(client: &async_nats::Client, waits: Arc<durable::Waits>) -> Self {
+        let inbox = client.new_inbox();
+        let answers = client.subscribe(inbox.clone()).await.ok();
+        Self {
+            inbox,
+            answers,
+            sent: 0,
+            last_sent: tokio::time::Instant::now(),
+            waiting: std::collections::VecDeque::new(),
+            waits,
+        }
+    }
+
+    fn waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// After terminal event `id` was published.
+    async fn after(&mut self, client: &async_nats::Client, id: nerve_core::EventId) {
+        if self.answers.is_none() {
+            let flushed = client.flush().await.is_ok();
+            self.waits.settle(id, flushed);
+            return;
+        }
+        self.waiting.push_back((self.sent + 1, id));
+        self.send(client).await;
+    }
+
+    /// Sends the next probe: its answer settles every event waiting.
+    async fn send(&mut self, client: &async_nats::Client) {
+        self.sent += 1;
+        self.last_sent = tokio::time::Instant::now();
+        let _ = client
+            .publish(self.inbox.clone(), self.sent.to_string().into())
+            .await;
+    }
+
+    /// The next answer (pending while there is no subscription).
+    async fn next_answer(&mut self) -> Option<async_nats::Message> {
+        match &mut self.answers {
+            Some(answers) => answers.next().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Settles what `answer` (probe `n`) covers; `None`, the subscription
+    /// ended (the connection closed for good), settles everything as not
+    /// processed.
+    fn answered(&mut self, answer: Option<async_nats::Message>) {
+        let Some(answer) = answer else {
+            self.answers = None;
+            for (_, id) in self.waiting.drain(..) {
+                self.waits.settle(id, false);
+            }
+            return;
+        };
+        let n = std::str::from_utf8(&answer.payload)
+            .ok()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        while let Some(&(probe, id)) = self.waiting.front() {
+            if probe > n {
+                break;
+            }
+            self.waiting.pop_front();
+            self.waits.settle(id, true);
+        }
+    }
+
+    /// Between events: settles what answers have come, and probes again
+    /// if the last probe went unanswered for too long.
+    async fn take_ready(&mut self, client: &async_nats::Client) {
+        while self.waiting() {
+            match self.next_answer().now_or_never() {
+                Some(answer) => self.answered(answer),
+                None => break,
+            }
+        }
+        if self.waiting() && self.last_sent.elapsed() >= REPROBE {
+            self.send(client).await;
+        }
     }
 }
 

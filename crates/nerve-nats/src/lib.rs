@@ -117,6 +117,22 @@
 //! fails, or published while no importer is subscribed, is lost. For
 //! delivery that survives both, use JetStream ("Durable", below).
 //!
+//! A **terminal event** (`*.completed`, `*.failed`, ... or
+//! [`Event::terminal`](nerve_core::Event::terminal); on a bus built with
+//! `durable_patterns`, the events those match, as for the journal) is not
+//! left in the buffer: its `emit` returns once the server has processed it
+//! and every event of the export before it, so a program may emit its last
+//! event and exit (`process::exit(1)` right after `extraction.failed`)
+//! without losing it. The bridge knows by a probe message to an inbox of
+//! its own, answered in order after everything it published before;
+//! written to the socket is not enough, as a process that exits with
+//! unread input resets its connection. The wait is bounded by
+//! `terminal_wait` (30 s) and counted as for durable exports
+//! ([`BridgeStats::ack_waits`], [`BridgeStats::ack_wait_timeouts`];
+//! skipped on a current-thread runtime, [`BridgeStats::ack_waits_skipped`]).
+//! Other events are not waited for: call [`NatsBridge::flush`] or
+//! [`NatsBridge::shutdown`] before exiting to send what is still buffered.
+//!
 //! # Durable: JetStream
 //!
 //! * [`NatsBridge::export_durable`]`(pattern, stream)` publishes the

@@ -330,8 +330,9 @@ fn backoff(attempt: u32) -> Duration {
 
 // ----- durable exports -----
 
-/// Terminal events of one durable export whose outcome a waiting `emit`
-/// needs: `None` while an emit waits, `Some(acked)` once settled.
+/// Terminal events of one export whose outcome a waiting `emit` needs:
+/// `None` while an emit waits, `Some(done)` once settled (acknowledged by
+/// the stream, or for a core export processed by the server).
 #[derive(Default)]
 pub(super) struct Waits {
     slots: Mutex<HashMap<EventId, Option<bool>>>,
@@ -346,7 +347,7 @@ impl Waits {
     }
 
     /// Records `id`'s outcome and wakes its emit.
-    fn settle(&self, id: EventId, acked: bool) {
+    pub(super) fn settle(&self, id: EventId, acked: bool) {
         let mut slots = self.lock();
         if slots.len() > 10_000 {
             // Outcomes no emit came for (it could not wait, or gave up):
@@ -484,7 +485,11 @@ impl NatsBridge {
             )
             .map_err(BridgeError::Bus)?;
         let waits = Arc::new(Waits::default());
-        let waiter = self.terminal_waiter(parsed, pattern, &waits);
+        let waiter = self.terminal_waiter(
+            parsed,
+            &format!("nats export_durable {pattern} (terminal ack wait)"),
+            &waits,
+        );
         let waiter = match waiter {
             Ok(id) => id,
             Err(e) => {
@@ -513,10 +518,11 @@ impl NatsBridge {
         Ok(())
     }
 
-    /// The inline subscription, after every other one (lowest priority,
-    /// subscribed last), that holds a terminal event's `emit` until its
-    /// export settled it: by then the event is in the export's stream.
-    fn terminal_waiter(
+    /// The inline subscription `name`d, after every other one (lowest
+    /// priority, subscribed last), that holds a terminal event's `emit`
+    /// until its export settled it: by then a durable export's stream holds
+    /// the event, and the server has processed a core export's message.
+    pub(super) fn terminal_waiter(
         &self,
         pattern: Pattern,
         name: &str,
@@ -554,7 +560,7 @@ impl NatsBridge {
             },
             Subscribe::new()
                 .priority(i32::MIN)
-                .name(format!("nats export_durable {name} (terminal ack wait)"))
+                .name(name)
                 .filter(move |e: &Event| durable.matches(e)),
         )
     }

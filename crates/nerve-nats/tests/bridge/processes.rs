@@ -123,3 +123,72 @@ async fn ten_thousand_events_cross_processes_exactly_once_and_in_order() {
     assert_eq!((s.imported, s.import_rejected), (N as u64 + 1, 0), "{s:?}");
     assert_eq!(s.published, 1);
 }
+
+const EXIT_VAR: &str = "NERVE_NATS_EXIT_CHILD";
+const ITEMS: usize = 2_000;
+
+/// The child: exports `run.*`, emits `ITEMS` items and the terminal
+/// `run.failed` from a plain `#[tokio::main]`-like runtime, and exits with
+/// `process::exit(1)` the moment the emit returns: no flush, no shutdown,
+/// as a port of `sys.exit(1)` would.
+#[test]
+fn child_exits_right_after_its_terminal_event() {
+    let Ok(url) = std::env::var(EXIT_VAR) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let bus = bus();
+        let bridge = NatsBridge::connect(&url, &bus, NatsOptions::new().origin("exiting"))
+            .await
+            .unwrap();
+        bridge.export("run.*").unwrap();
+        for i in 0..ITEMS {
+            bus.emit("run.item", json!({"i": i})).unwrap();
+        }
+        bus.emit("run.failed", json!({"reason": "early validation"}))
+            .unwrap();
+        std::process::exit(1);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_exits_right_after_its_terminal_emit_loses_nothing() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let parent = bus();
+    let bridge = NatsBridge::connect(&server.url(), &parent, NatsOptions::new())
+        .await
+        .unwrap();
+    let mut from_child = parent
+        .stream_with("run.*", nerve::StreamOptions::new().capacity(4 * ITEMS))
+        .unwrap();
+    bridge.import("run.*").await.unwrap();
+    // Three lives, each ended by `process::exit` at once.
+    for life in 0..3 {
+        let status = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "processes::child_exits_right_after_its_terminal_event",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(EXIT_VAR, server.url())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(1), "life {life}: {status}");
+        let got = collect(&mut from_child, ITEMS + 1, LIMIT).await;
+        for (i, e) in got[..ITEMS].iter().enumerate() {
+            assert_eq!(e.event_type(), "run.item", "life {life}");
+            assert_eq!(e.data()["i"], i, "life {life}: out of order at {i}");
+        }
+        assert_eq!(got[ITEMS].event_type(), "run.failed", "life {life}");
+    }
+}

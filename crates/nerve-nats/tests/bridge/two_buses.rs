@@ -224,3 +224,61 @@ async fn exported_events_pass_the_redaction_hook_and_keep_their_ids() {
     assert_eq!(got.event_id(), id);
     assert_eq!(got.data(), &json!({"email": "[redacted]"}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_emit_waits_until_the_server_has_it_and_everything_before() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let (a, b) = (bus(), bus());
+    let bridge_a = NatsBridge::connect(&server.url(), &a, NatsOptions::new())
+        .await
+        .unwrap();
+    let bridge_b = NatsBridge::connect(&server.url(), &b, NatsOptions::new())
+        .await
+        .unwrap();
+    let mut at_b = b.stream("job.*").unwrap();
+    bridge_b.import("job.*").await.unwrap();
+    bridge_a.export("job.*").unwrap();
+    for i in 0..300 {
+        a.emit("job.step", json!({"i": i})).unwrap();
+    }
+    // Terminal (`*.completed`): its emit waited for the server's answer.
+    a.emit("job.completed", json!({})).unwrap();
+    let s = bridge_a.stats();
+    assert_eq!((s.ack_waits, s.ack_wait_timeouts), (1, 0), "{s:?}");
+    // The server had everything: all of it reaches the importer, which
+    // subscribed before the first emit.
+    let got = collect(&mut at_b, 301, LIMIT).await;
+    assert_eq!(got[300].event_type(), "job.completed");
+    // From a plain thread too; a step is not terminal and does not wait.
+    let a2 = a.clone();
+    std::thread::spawn(move || {
+        a2.emit("job.step", json!({})).unwrap();
+        a2.emit("job.failed", json!({})).unwrap();
+    })
+    .join()
+    .unwrap();
+    assert_eq!(bridge_a.stats().ack_waits, 2);
+    let got = collect(&mut at_b, 2, LIMIT).await;
+    assert_eq!(got[1].event_type(), "job.failed");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn on_a_current_thread_runtime_a_terminal_emit_does_not_wait_and_is_counted() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let a = bus();
+    let bridge = NatsBridge::connect(&server.url(), &a, NatsOptions::new())
+        .await
+        .unwrap();
+    bridge.export("job.*").unwrap();
+    // This thread is the one the bridge's tasks need: waiting here could
+    // only time out.
+    a.emit("job.completed", json!({})).unwrap();
+    let s = bridge.stats();
+    assert_eq!((s.ack_waits, s.ack_waits_skipped), (0, 1), "{s:?}");
+    assert!(bridge.flush(LIMIT).await);
+    assert_eq!(bridge.stats().published, 1);
+}
