@@ -221,7 +221,9 @@ struct TailArgs {
     #[arg(long, value_name = "URL")]
     nats: Option<String>,
     /// With `--nats`: the subject prefix the bridges publish under
-    /// (`nerve.prod.`).
+    /// (`nerve.prod.`). Without it, `'*'` also shows events published under
+    /// any prefix (`nerve demo --nats` uses a fresh one per run), and names
+    /// each prefix on stderr.
     #[arg(long, value_name = "PREFIX", default_value = "", requires = "nats")]
     prefix: String,
 }

@@ -114,6 +114,7 @@ async fn follow(
         .context("NATS did not confirm the subscription")?;
     eprintln!("nerve: following {filter} on {url}");
     let mut damaged = 0_u64;
+    let mut prefixes_seen = std::collections::HashSet::new();
     while let Some(message) = messages.next().await {
         let subject = message.subject.as_str();
         if subject.starts_with("_INBOX.") || subject.starts_with('$') {
@@ -122,7 +123,14 @@ async fn follow(
             continue;
         }
         match decode(prefix, subject, &message.payload) {
-            Ok(event) => {
+            Ok((event, unnamed)) => {
+                if let Some(p) = unnamed.filter(|p| !prefixes_seen.contains(*p)) {
+                    eprintln!(
+                        "nerve: note: events under the subject prefix {p} are shown; \
+                         `--prefix {p}` follows only those, and by event type"
+                    );
+                    prefixes_seen.insert(p.to_owned());
+                }
                 if only.is_none_or(|p| p.matches(event.event_type())) {
                     out.line(serde_json::to_string(&event)?)?;
                     out.flush()?;
@@ -142,17 +150,33 @@ async fn follow(
     anyhow::bail!("the NATS connection was closed")
 }
 
-/// The event a message carries, checked against its subject.
-fn decode(prefix: &Prefix, subject: &str, body: &[u8]) -> Result<nerve::Event, String> {
+/// The event a message carries, checked against its subject, and the
+/// subject prefix it was published under when none was given and the
+/// subject is some prefix followed by the body's event type (`nerve demo
+/// --nats` publishes under a fresh `nerve.demo.{nonce}.`): a tail of `*`
+/// shows such events rather than refusing them.
+fn decode<'s>(
+    prefix: &Prefix,
+    subject: &'s str,
+    body: &[u8],
+) -> Result<(nerve::Event, Option<&'s str>), String> {
     let name = subject::subject_event_type(prefix, subject).map_err(|e| e.to_string())?;
     let event = nerve::journal::line::decode(body).map_err(|e| e.to_string())?;
-    if event.event_type() != name {
-        return Err(format!(
-            "the subject names {name:?} but the body is a {:?} event",
-            event.event_type()
-        ));
+    if event.event_type() == name {
+        return Ok((event, None));
     }
-    Ok(event)
+    if prefix.as_str().is_empty() {
+        if let Some(unnamed) = subject
+            .strip_suffix(event.event_type())
+            .filter(|p| p.ends_with('.'))
+        {
+            return Ok((event, Some(unnamed)));
+        }
+    }
+    Err(format!(
+        "the subject names {name:?} but the body is a {:?} event",
+        event.event_type()
+    ))
 }
 
 #[cfg(test)]
@@ -165,11 +189,21 @@ mod tests {
         let event = nerve::Event::builder("user.login").build().unwrap();
         let mut line = Vec::new();
         nerve::journal::line::encode(&event, &mut line);
-        let got = decode(&prefix, "nerve.t.user.login", &line).unwrap();
+        let (got, unnamed) = decode(&prefix, "nerve.t.user.login", &line).unwrap();
         assert_eq!(got.event_id(), event.event_id());
+        assert_eq!(unnamed, None);
         let err = decode(&prefix, "nerve.t.user.logout", &line).unwrap_err();
         assert!(err.contains("the body is a \"user.login\" event"), "{err}");
         assert!(decode(&prefix, "other.user.login", &line).is_err());
         assert!(decode(&prefix, "nerve.t.user.login", b"{not json").is_err());
+        // Without a prefix, a subject that is a prefix and the body's type
+        // is shown, and the prefix said.
+        let none = Prefix::new("").unwrap();
+        let (got, unnamed) = decode(&none, "nerve.demo.ab12.user.login", &line).unwrap();
+        assert_eq!(got.event_id(), event.event_id());
+        assert_eq!(unnamed, Some("nerve.demo.ab12."));
+        // Not a whole segment, or another type: refused as before.
+        assert!(decode(&none, "nerve.demo.xuser.login", &line).is_err());
+        assert!(decode(&none, "nerve.demo.user.logout", &line).is_err());
     }
 }

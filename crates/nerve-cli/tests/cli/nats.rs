@@ -166,6 +166,21 @@ fn demo_nats_runs_the_workers_as_processes_with_the_same_outcome() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let url = server.url();
+    // Watched from "another machine" as a user would, without knowing the
+    // demo's subject prefix.
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_nerve"))
+        .args(["tail", "--nats", &url, "*"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watched = lines(tail.stdout.take().unwrap());
+    let said = lines(tail.stderr.take().unwrap());
+    let ready = said
+        .recv_timeout(PATIENCE)
+        .expect("the tail says it follows");
+    assert!(ready.starts_with("nerve: following > on"), "{ready}");
     let o = nerve(&[
         "demo",
         "--out",
@@ -219,6 +234,32 @@ fn demo_nats_runs_the_workers_as_processes_with_the_same_outcome() {
     );
     let o = nerve(&["verify", there.join("run-broken").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+
+    // The tail showed both runs to their ends (each worker's terminal emit
+    // returned once the server had it), and said under which prefixes.
+    let mut ends = Vec::new();
+    while ends.len() < 2 {
+        let line = watched
+            .recv_timeout(PATIENCE)
+            .expect("a line from the tail");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let t = v["event_type"].as_str().unwrap().to_owned();
+        if t == "extraction.completed" || t == "extraction.failed" {
+            ends.push(t);
+        }
+    }
+    ends.sort();
+    assert_eq!(ends, ["extraction.completed", "extraction.failed"]);
+    tail.kill().unwrap();
+    tail.wait().unwrap();
+    let notes: Vec<String> = said.iter().collect();
+    assert!(
+        notes
+            .iter()
+            .any(|l| l.starts_with("nerve: note: events under the subject prefix nerve.demo.")),
+        "{notes:?}"
+    );
+    assert!(!notes.iter().any(|l| l.contains("skipped")), "{notes:?}");
 }
 
 /// `GET path` on the dashboard at `addr` (`127.0.0.1:PORT`): the body.
