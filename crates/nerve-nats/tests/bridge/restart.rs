@@ -168,3 +168,43 @@ async fn a_full_buffer_while_disconnected_counts_every_drop() {
     );
     assert_eq!((stats.disconnects, stats.reconnects), (1, 1), "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_emit_during_an_outage_returns_once_the_restarted_server_has_it() {
+    let Some(mut server) = NatsServer::start() else {
+        return;
+    };
+    let a = bus();
+    let exporter = NatsBridge::connect(
+        &server.url(),
+        &a,
+        NatsOptions::new().reconnect_delay(Duration::from_millis(10)),
+    )
+    .await
+    .unwrap();
+    exporter.export("job.*").unwrap();
+    // Settled once before the outage: the probe inbox works.
+    a.emit("job.completed", json!({"n": 1})).unwrap();
+    assert_eq!(exporter.stats().ack_waits, 1);
+
+    server.kill();
+    until("the exporter sees the loss", || !exporter.stats().connected).await;
+    for i in 0..100 {
+        a.emit("job.step", json!({"i": i})).unwrap();
+    }
+    let emitter = a.clone();
+    let last = std::thread::spawn(move || emitter.emit("job.failed", json!({})).unwrap());
+    assert!(
+        !last.is_finished(),
+        "a terminal emit returned while the server was down"
+    );
+    server.restart();
+    tokio::task::spawn_blocking(move || last.join().unwrap())
+        .await
+        .unwrap();
+    let s = exporter.stats();
+    assert!(s.connected, "{s:?}");
+    // Published after the reconnection, in order, and answered for.
+    assert_eq!((s.published, s.dropped), (102, 0), "{s:?}");
+    assert_eq!((s.ack_waits, s.ack_wait_timeouts), (2, 0), "{s:?}");
+}
