@@ -199,7 +199,8 @@ impl NatsOptions {
     /// (`export_durable`), it and every event of the export before it;
     /// past it `emit` returns (the event stays buffered; a durable export
     /// keeps retrying it), and the wait is counted in
-    /// [`BridgeStats::ack_wait_timeouts`]. `Duration::ZERO`: no waiting.
+    /// [`BridgeStats::ack_wait_timeouts`]. `Duration::ZERO`: terminal
+    /// emits do not wait (nor does a core export send its probes).
     pub fn terminal_wait(mut self, wait: Duration) -> Self {
         self.terminal_wait = wait;
         self
@@ -556,23 +557,25 @@ impl NatsBridge {
             .bus
             .stream_with(parsed.clone(), options)
             .map_err(BridgeError::Bus)?;
-        let waits = Arc::new(durable::Waits::default());
-        let waiter = self.terminal_waiter(
-            parsed,
-            &format!("nats export {pattern} (terminal wait)"),
-            &waits,
-        );
-        let waiter = match waiter {
-            Ok(id) => id,
-            Err(e) => {
-                self.shared.bus.unsubscribe(stream.id());
-                return Err(BridgeError::Bus(e));
+        // `terminal_wait` zero: no emit waits, and no probe is sent.
+        let waiter = if self.shared.options.terminal_wait.is_zero() {
+            None
+        } else {
+            let waits = Arc::new(durable::Waits::default());
+            let label = format!("nats export {pattern} (terminal wait)");
+            match self.terminal_waiter(parsed, &label, &waits) {
+                Ok(id) => Some((id, waits)),
+                Err(e) => {
+                    self.shared.bus.unsubscribe(stream.id());
+                    return Err(BridgeError::Bus(e));
+                }
             }
         };
+        let waits = waiter.as_ref().map(|(_, waits)| waits.clone());
         let done = Arc::new(AtomicU64::new(0));
         self.lock_exports().push(Export {
             stream_id: stream.id(),
-            waiter: Some((waiter, waits.clone())),
+            waiter,
             done: done.clone(),
         });
         let shared = self.shared.clone();
@@ -775,14 +778,17 @@ impl Shared {
         self: Arc<Self>,
         mut stream: nerve_router::EventStream,
         done: Arc<AtomicU64>,
-        waits: Arc<durable::Waits>,
+        waits: Option<Arc<durable::Waits>>,
     ) {
         let mut body = Vec::with_capacity(512);
         let mut connected = self.connected.subscribe();
         // Which events hold their `emit` until the server has them: the
         // bus's own durable setting, as its journal uses it.
         let durable = self.bus.durable();
-        let mut probes = Probes::new(&self.client, waits).await;
+        let mut probes = match waits {
+            Some(waits) => Some(Probes::new(&self.client, waits).await),
+            None => None,
+        };
         loop {
             // Publish back to back while events are ready; when none is,
             // flush before waiting: async-nats may otherwise keep the last
@@ -800,28 +806,34 @@ impl Shared {
                                 Some(event) => break event,
                                 None => return,
                             },
-                            answer = probes.next_answer(), if probes.waiting() => {
-                                probes.answered(answer);
+                            answer = Probes::next_of(&mut probes), if Probes::any_waiting(&probes) => {
+                                if let Some(probes) = &mut probes {
+                                    probes.answered(answer);
+                                }
                             }
-                            () = tokio::time::sleep(REPROBE), if probes.waiting() => {
-                                probes.send(&self.client).await;
+                            () = tokio::time::sleep(REPROBE), if Probes::any_waiting(&probes) => {
+                                if let Some(probes) = &mut probes {
+                                    probes.send(&self.client).await;
+                                }
                             }
                         }
                     }
                 }
             };
             let published = self.export_one(&event, &mut body, &mut connected).await;
-            if durable.matches(&event) {
-                // Its emit waits until the server has processed it, and
-                // every message before it: a program may emit its last
-                // event and exit.
-                if published {
-                    probes.after(&self.client, event.event_id()).await;
-                } else {
-                    probes.waits.settle(event.event_id(), false);
+            if let Some(probes) = &mut probes {
+                if durable.matches(&event) {
+                    // Its emit waits until the server has processed it, and
+                    // every message before it: a program may emit its last
+                    // event and exit.
+                    if published {
+                        probes.after(&self.client, event.event_id()).await;
+                    } else {
+                        probes.waits.settle(event.event_id(), false);
+                    }
                 }
+                probes.take_ready(&self.client).await;
             }
-            probes.take_ready(&self.client).await;
             done.fetch_add(1, Ordering::Release);
         }
     }
@@ -1047,6 +1059,19 @@ impl Probes {
         let _ = client
             .publish(self.inbox.clone(), self.sent.to_string().into())
             .await;
+    }
+
+    /// Whether an export's probes (if it has any) await an answer.
+    fn any_waiting(probes: &Option<Self>) -> bool {
+        probes.as_ref().is_some_and(Self::waiting)
+    }
+
+    /// The next answer of an export's probes (pending if it has none).
+    async fn next_of(probes: &mut Option<Self>) -> Option<async_nats::Message> {
+        match probes {
+            Some(probes) => probes.next_answer().await,
+            None => std::future::pending().await,
+        }
     }
 
     /// The next answer (pending while there is no subscription).

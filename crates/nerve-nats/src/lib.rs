@@ -132,6 +132,7 @@
 //! skipped on a current-thread runtime, [`BridgeStats::ack_waits_skipped`]).
 //! Other events are not waited for: call [`NatsBridge::flush`] or
 //! [`NatsBridge::shutdown`] before exiting to send what is still buffered.
+//! `terminal_wait(Duration::ZERO)` turns the wait off.
 //!
 //! # Durable: JetStream
 //!

@@ -591,7 +591,11 @@ async fn next_message(messages: &mut consumer::pull::Stream) -> jetstream::Messa
     loop {
         match messages.next().await.expect("the consumer's stream ended") {
             Ok(message) => return message,
-            Err(e) if matches!(e.kind(), consumer::pull::MessagesErrorKind::MissingHeartbeat) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    consumer::pull::MessagesErrorKind::MissingHeartbeat
+                ) => {}
             Err(e) => panic!("a message: {e}"),
         }
     }

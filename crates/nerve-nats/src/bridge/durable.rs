@@ -485,22 +485,24 @@ impl NatsBridge {
             )
             .map_err(BridgeError::Bus)?;
         let waits = Arc::new(Waits::default());
-        let waiter = self.terminal_waiter(
-            parsed,
-            &format!("nats export_durable {pattern} (terminal ack wait)"),
-            &waits,
-        );
-        let waiter = match waiter {
-            Ok(id) => id,
-            Err(e) => {
-                self.shared.bus.unsubscribe(events.id());
-                return Err(BridgeError::Bus(e));
+        // `terminal_wait` zero: no emit waits (outcomes settled for no one
+        // are forgotten, see `Waits::settle`).
+        let waiter = if self.shared.options.terminal_wait.is_zero() {
+            None
+        } else {
+            let label = format!("nats export_durable {pattern} (terminal ack wait)");
+            match self.terminal_waiter(parsed, &label, &waits) {
+                Ok(id) => Some((id, waits.clone())),
+                Err(e) => {
+                    self.shared.bus.unsubscribe(events.id());
+                    return Err(BridgeError::Bus(e));
+                }
             }
         };
         let done = Arc::new(AtomicU64::new(0));
         self.lock_exports().push(Export {
             stream_id: events.id(),
-            waiter: Some((waiter, waits.clone())),
+            waiter,
             done: done.clone(),
         });
         let export = DurableExport {

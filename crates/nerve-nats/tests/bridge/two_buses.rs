@@ -282,3 +282,43 @@ async fn on_a_current_thread_runtime_a_terminal_emit_does_not_wait_and_is_counte
     assert!(bridge.flush(LIMIT).await);
     assert_eq!(bridge.stats().published, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_terminal_wait_turns_the_wait_off() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let a = bus();
+    let bridge = NatsBridge::connect(
+        &server.url(),
+        &a,
+        NatsOptions::new().terminal_wait(Duration::ZERO),
+    )
+    .await
+    .unwrap();
+    bridge.export("job.*").unwrap();
+    let waiting = |a: &nerve::Bus| {
+        a.stats()
+            .subscribers
+            .iter()
+            .filter(|s| s.name.as_deref().is_some_and(|n| n.contains("terminal")))
+            .count()
+    };
+    assert_eq!(waiting(&a), 0, "{:?}", a.stats().subscribers);
+    a.emit("job.completed", json!({})).unwrap();
+    assert!(bridge.flush(LIMIT).await);
+    let s = bridge.stats();
+    assert_eq!(
+        (s.published, s.ack_waits, s.ack_wait_timeouts),
+        (1, 0, 0),
+        "{s:?}"
+    );
+
+    // The default waits, through one inline subscription per export.
+    let b = bus();
+    let waits = NatsBridge::connect(&server.url(), &b, NatsOptions::new())
+        .await
+        .unwrap();
+    waits.export("job.*").unwrap();
+    assert_eq!(waiting(&b), 1, "{:?}", b.stats().subscribers);
+}
