@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nerve::nats::{DeliverFrom, DurableImport, NatsBridge, NatsOptions};
@@ -50,11 +50,7 @@ fn child_imports_durably() {
     let Ok(url) = std::env::var(VAR) else { return };
     let path = std::path::PathBuf::from(std::env::var(FILE_VAR).unwrap());
     let block_at: Option<usize> = std::env::var(BLOCK_VAR).ok().map(|v| v.parse().unwrap());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::child_runtime();
     rt.block_on(async {
         let known = read_ids(&path);
         let total = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(known.len()));
@@ -141,17 +137,10 @@ fn child_imports_durably() {
 }
 
 fn spawn_child(url: &str, file: &std::path::Path, block_at: Option<usize>) -> std::process::Child {
-    let mut command = Command::new(std::env::current_exe().unwrap());
+    let mut command = crate::rerun("durable_processes::child_imports_durably");
     command
-        .args([
-            "durable_processes::child_imports_durably",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
         .env(VAR, url)
         .env(FILE_VAR, file)
-        .stdin(Stdio::null())
         .stdout(Stdio::piped());
     if let Some(n) = block_at {
         command.env(BLOCK_VAR, n.to_string());

@@ -44,6 +44,25 @@ pub(crate) async fn try_collect(
     Ok(got)
 }
 
+/// This test binary, run again as a child process that runs the one test
+/// `name` (`module::test`, a no-op unless its environment says otherwise).
+pub(crate) fn rerun(name: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .stdin(std::process::Stdio::null());
+    command
+}
+
+/// The runtime of a child process: two workers, as a small service has.
+pub(crate) fn child_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A bus whose history keeps nothing: these tests count through streams.
 pub(crate) fn bus() -> Bus {
     Bus::builder().history_capacity(0).build().unwrap()

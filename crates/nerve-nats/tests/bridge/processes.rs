@@ -2,7 +2,7 @@
 //! child (`child_exports_ten_thousand_events`, a no-op unless
 //! `NERVE_NATS_CHILD` names a server).
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nerve::nats::{NatsBridge, NatsOptions, imported_from};
@@ -22,11 +22,7 @@ const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-
 #[test]
 fn child_exports_ten_thousand_events() {
     let Ok(url) = std::env::var(VAR) else { return };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::child_runtime();
     rt.block_on(async {
         let bus = bus();
         let bridge = NatsBridge::connect(&url, &bus, NatsOptions::new().origin("child"))
@@ -71,15 +67,8 @@ async fn ten_thousand_events_cross_processes_exactly_once_and_in_order() {
     bridge.import("proc.*").await.unwrap();
     bridge.export("ctl.*").unwrap();
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "processes::child_exports_ten_thousand_events",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = crate::rerun("processes::child_exports_ten_thousand_events")
         .env(VAR, server.url())
-        .stdin(Stdio::null())
         .spawn()
         .unwrap();
 
@@ -136,11 +125,7 @@ fn child_exits_right_after_its_terminal_event() {
     let Ok(url) = std::env::var(EXIT_VAR) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::child_runtime();
     rt.block_on(async {
         let bus = bus();
         let bridge = NatsBridge::connect(&url, &bus, NatsOptions::new().origin("exiting"))
@@ -171,15 +156,8 @@ async fn a_process_that_exits_right_after_its_terminal_emit_loses_nothing() {
     bridge.import("run.*").await.unwrap();
     // Three lives, each ended by `process::exit` at once.
     for life in 0..3 {
-        let status = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "processes::child_exits_right_after_its_terminal_event",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let status = crate::rerun("processes::child_exits_right_after_its_terminal_event")
             .env(EXIT_VAR, server.url())
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .status()
             .unwrap();

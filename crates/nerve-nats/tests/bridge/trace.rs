@@ -8,7 +8,6 @@
 //! `NERVE_NATS_TRACE_CHILD` names a server) sends its finished spans back as
 //! an event, since its exporter lives in its own memory.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nerve::nats::{NatsBridge, NatsOptions, imported_from};
@@ -53,11 +52,7 @@ fn hex(span: &SpanData) -> serde_json::Value {
 #[test]
 fn child_handles_in_the_same_trace() {
     let Ok(url) = std::env::var(VAR) else { return };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::child_runtime();
     rt.block_on(async {
         let (provider, exporter) = provider();
         let bus = traced_bus(&provider);
@@ -115,15 +110,8 @@ async fn one_trace_spans_two_processes() {
     bridge.import("reply.*").await.unwrap();
     bridge.export("work.*").unwrap();
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "trace::child_handles_in_the_same_trace",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = crate::rerun("trace::child_handles_in_the_same_trace")
         .env(VAR, server.url())
-        .stdin(Stdio::null())
         .spawn()
         .unwrap();
     let ready = collect(&mut replies, 1, LIMIT).await.remove(0);
