@@ -27,6 +27,7 @@ use crate::stats::BusStats;
 use crate::stream::{EventStream, StreamOptions};
 use crate::subscribe::{IntoPatterns, Subscribe, SubscriptionId};
 use crate::subscription::{AsyncSlot, Delivery, HandlerKind, QueuedSlot, StreamItem, Subscription};
+use crate::turn::Turn;
 use crate::worker;
 
 /// Queue capacity of async and queued handlers unless `Subscribe::queued` says.
@@ -352,6 +353,7 @@ impl Bus {
             queue: handler_queue(&options),
             worker: Mutex::new(None),
             running: Arc::default(),
+            turn: Arc::new(Turn::new()),
         });
         self.inner
             .add(patterns.into_patterns()?, options, kind, None)
@@ -641,10 +643,15 @@ impl Bus {
     /// As [`emit_and_wait`](Self::emit_and_wait).
     pub async fn emit_event_and_wait(&self, event: Event) -> Result<DeliveryReport, EmitError> {
         let (waiter, outcomes) = Waiter::new();
-        let dispatched = self
+        let mut dispatched = self
             .inner
             .core
             .dispatch(event, Some((waiter, WaitMode::Async)))?;
+        if let Some((turn, ours)) = dispatched.take_turn() {
+            // An idle async handler's delivery runs here, on this task,
+            // rather than on its worker's (`turn.rs`); finished in this poll.
+            self.inner.core.run_in_turn(turn, ours).await;
+        }
         dispatched.into_report(outcomes.await)
     }
 

@@ -31,13 +31,13 @@ use crate::error::EmitError;
 use crate::handler::panic_message;
 use crate::history::History;
 use crate::ledger::{JOURNAL_ERROR, Ledger, Publish};
-use crate::queue::{DropReason, Overflow, Pushed, Queue, QueueItem, Wakes, wake_all};
+use crate::queue::{DropReason, Fast, Overflow, Pushed, Queue, QueueItem, Wakes, wake_all};
 use crate::reentry::{self, Blocked, Chain, DepthGuard, block_here, retrying};
 use crate::report::{DeliveryReport, HandlerOutcome, Outcome, Waiter};
 use crate::routes::{Route, Routes, TopicTraits};
 use crate::runs::Runs;
 use crate::subscription::{AsyncSlot, Delivery, HandlerKind, StreamItem, Subscription};
-use crate::worker;
+use crate::worker::{self, HeldTurn};
 
 /// The engine of one bus: its settings, its subscriptions, and what the
 /// pipeline reads and writes on every emit.
@@ -105,9 +105,28 @@ pub(crate) struct Dispatched {
     /// A subscriber's queue refused the event (`Overflow::Error`, or a
     /// `Block` that would wait on itself). Boxed: rare, and large.
     refused: Option<Box<EmitError>>,
+    /// The turn of an async subscription whose delivery the waiting
+    /// emitter runs itself ([`Dispatcher::run_in_turn`]).
+    turn: Option<HeldTurn>,
+}
+
+/// What stage 2 found: the route, and for a route with async handlers the
+/// runtime they run on, the chain of subscriptions the emitter blocks, and
+/// whether the emitter may run its own async delivery (`turn.rs`).
+struct Routed {
+    route: Arc<Route>,
+    runtime: Option<Handle>,
+    chain: Option<Chain>,
+    may_take_turn: bool,
 }
 
 impl Dispatched {
+    /// The turn the emitter took, if it took one, and the event, for
+    /// [`Dispatcher::run_in_turn`].
+    pub(crate) fn take_turn(&mut self) -> Option<(HeldTurn, EventId)> {
+        Some((self.turn.take()?, self.event_id))
+    }
+
     fn halted_error(event_id: EventId, sub: &Subscription, reason: String) -> EmitError {
         EmitError::Halted {
             event_id,
@@ -185,6 +204,10 @@ pub(crate) struct Deliveries {
     /// Delivering to the route's last subscription, after which nothing
     /// reports to `waiter`.
     last: bool,
+    /// Whether the emitter may take the turn of an async subscription to
+    /// run its delivery itself, and the turn it took (one at most).
+    may_take_turn: bool,
+    turn: Option<HeldTurn>,
 }
 
 impl Deliveries {
@@ -208,6 +231,8 @@ impl Deliveries {
             may_block: None,
             wakes: Wakes::default(),
             last: false,
+            may_take_turn: false,
+            turn: None,
         }
     }
 
@@ -431,11 +456,16 @@ impl Dispatcher {
         let _depth = DepthGuard::enter(self.config.max_depth)
             .map_err(|depth| EmitError::TooDeep { depth })?;
         let event = self.accept(event)?;
-        let (route, runtime, chain) =
-            self.route(&event, waiter.as_ref().map(|(_, m)| *m), lookup)?;
+        let Routed {
+            route,
+            runtime,
+            chain,
+            may_take_turn,
+        } = self.route(&event, waiter.as_ref().map(|(_, m)| *m), lookup)?;
         let (event, route) = self.number(event, route);
         let terminal = event.is_marked_terminal();
-        let deliveries = Deliveries::new(waiter.map(|(w, _)| w), chain, terminal, runtime);
+        let mut deliveries = Deliveries::new(waiter.map(|(w, _)| w), chain, terminal, runtime);
+        deliveries.may_take_turn = may_take_turn;
         Ok(self.record_and_deliver(&event, &route, deliveries))
     }
 
@@ -454,6 +484,7 @@ impl Dispatcher {
             event_id: event.event_id(),
             halt: deliveries.halt,
             refused: deliveries.refused,
+            turn: deliveries.turn,
         }
     }
 
@@ -516,10 +547,15 @@ impl Dispatcher {
         event: &Event,
         wait: Option<WaitMode>,
         lookup: Lookup,
-    ) -> Result<(Arc<Route>, Option<Handle>, Option<Chain>), EmitError> {
+    ) -> Result<Routed, EmitError> {
         let route = self.lookup(event, lookup);
         if !route.has_async {
-            return Ok((route, None, None));
+            return Ok(Routed {
+                route,
+                runtime: None,
+                chain: None,
+                may_take_turn: false,
+            });
         }
         let runtime = self.runtime().ok_or_else(|| EmitError::NoRuntime {
             event_type: event.event_type().to_owned(),
@@ -531,7 +567,19 @@ impl Dispatcher {
             }
             None => None,
         };
-        Ok((route, Some(runtime), chain))
+        // An emitter awaiting the outcomes on a task of the bus's runtime
+        // may run its own delivery to an idle async handler (`turn.rs`).
+        // Not a retry: its deliveries report to the dead letter queue.
+        let may_take_turn = wait == Some(WaitMode::Async)
+            && !retrying()
+            && (self.config.runtime.is_none()
+                || Handle::try_current().is_ok_and(|current| current.id() == runtime.id()));
+        Ok(Routed {
+            route,
+            runtime: Some(runtime),
+            chain,
+            may_take_turn,
+        })
     }
 
     /// The route of `event_type`, made on a cache miss.
@@ -705,10 +753,10 @@ impl Dispatcher {
             }
             HandlerKind::Async(slot) => {
                 deliveries.queued_any = true;
-                let result = self.enqueue(sub, event, &slot.queue, deliveries);
                 if deliveries.runtime.is_none() {
                     deliveries.runtime = self.runtime();
                 }
+                let result = self.enqueue(sub, event, &slot.queue, deliveries);
                 // After the offer: a worker spawned on a runtime that is
                 // gone is dropped unpolled, abandoning what is queued, this
                 // delivery included, instead of leaving it for a worker that
@@ -757,13 +805,75 @@ impl Dispatcher {
             self.ledger.in_flight.clone(),
         );
         match refused {
-            None => self.offer(event.event_id(), sub, queue, delivery, deliveries),
+            None => {
+                let delivery = match self.take_turn(sub, queue, delivery, deliveries) {
+                    Ok(taken) => return taken,
+                    Err(delivery) => delivery,
+                };
+                self.offer(event.event_id(), sub, queue, delivery, deliveries)
+            }
             Some(reason) => {
                 // Turned away by `admit`: offered, then lost.
                 sub.counters.offered.fetch_add(1, Ordering::Relaxed);
                 self.lose(sub, delivery, reason, deliveries);
                 Err(reason)
             }
+        }
+    }
+
+    /// For an emitter that waits on a task of the bus's runtime: takes the
+    /// turn of an idle async subscription (`turn.rs`) and queues `delivery`
+    /// without waking the worker, for [`Dispatcher::run_in_turn`] to run it
+    /// on the emitter's task. `Err` with the delivery, for `offer`, when the
+    /// turn is not to be had or the queue's fast path cannot take it (a
+    /// full queue may make the push wait, which it must not do holding the
+    /// turn its reader needs).
+    fn take_turn(
+        &self,
+        sub: &Arc<Subscription>,
+        queue: &Queue<Delivery>,
+        delivery: Delivery,
+        deliveries: &mut Deliveries,
+    ) -> Result<Result<(), DropReason>, Delivery> {
+        if !deliveries.may_take_turn || deliveries.turn.is_some() {
+            return Err(delivery);
+        }
+        let Some(runtime) = &deliveries.runtime else {
+            return Err(delivery);
+        };
+        let Some(turn) = HeldTurn::try_take(sub, runtime) else {
+            return Err(delivery);
+        };
+        match queue.push_fast(delivery) {
+            Fast::Queued => {
+                self.ledger.queue_gauges(sub, queue.len());
+                deliveries.turn = Some(turn);
+                Ok(Ok(()))
+            }
+            // Closed while pushing: as `offer` does.
+            Fast::Withdrawn(items) => {
+                drop(turn);
+                for item in items {
+                    self.lose(sub, item, DropReason::Closed, deliveries);
+                }
+                Ok(Err(DropReason::Closed))
+            }
+            Fast::Slow(delivery) => {
+                drop(turn);
+                Err(delivery)
+            }
+        }
+    }
+
+    /// Runs the delivery whose turn the emitter took (`take_turn`) on the
+    /// emitter's task, after whatever was queued before it.
+    pub(crate) async fn run_in_turn(&self, turn: HeldTurn, ours: EventId) {
+        if let Some(rest) = worker::run_in_turn(Arc::downgrade(&self.caller), turn, ours).await {
+            // A handler that did not finish in its first poll goes on in
+            // a task of its own: shutdown aborts it as it aborts workers.
+            let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+            workers.retain(|w| !w.is_finished());
+            workers.push(rest.abort_handle());
         }
     }
 
@@ -1073,13 +1183,7 @@ impl Dispatcher {
         // clears it again.
         slot.running.store(true, Ordering::Release);
         // First delivery, or the worker's runtime went away: start one here.
-        let started = worker::spawn(
-            Arc::downgrade(&self.caller),
-            runtime,
-            slot.queue.clone(),
-            slot.concurrency,
-            slot.running.clone(),
-        );
+        let started = worker::spawn(Arc::downgrade(&self.caller), runtime, slot);
         {
             let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
             workers.retain(|w| !w.is_finished());

@@ -126,6 +126,7 @@ mod stream;
 mod subscribe;
 mod subscription;
 mod sync;
+mod turn;
 mod worker;
 
 pub use attachment::{Attachment, AttachmentId, AttachmentState, AttachmentStats};

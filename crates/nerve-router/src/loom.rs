@@ -348,3 +348,135 @@ fn loom_subscribe_and_unsubscribe_racing_emit_keep_a_stable_subscriber_exact() {
         drop(routes.swap(RouteTable::default()));
     });
 }
+
+/// (7) A waiting emitter takes its subscription's turn (`turn.rs`), pushes
+/// its item without a wake-up and reads it itself, twice, while another
+/// emitter pushes as usual and the worker looks for work: every item is
+/// read once, by one reader at a time, in each emitter's order, and an item
+/// left in the queue once the emitters are done always has the worker
+/// awake or woken for it (a worker asleep over it is a deadlock here).
+#[test]
+fn loom_an_emitter_taking_the_turn_never_strands_an_item() {
+    use std::task::{Context, Poll};
+
+    use crate::queue::{Fast, Waiting};
+    use crate::sync::{AtomicBool, Mutex};
+    use crate::turn::Turn;
+
+    check("emitter taking the turn", || {
+        let q = Arc::new(Queue::<Item>::new(4, Overflow::Block));
+        let turn = Arc::new(Turn::new());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let reading = Arc::new(AtomicBool::new(false));
+        // Read by whoever holds the turn, one at a time.
+        let read = {
+            let (log, reading) = (log.clone(), reading.clone());
+            move |item: Item| {
+                assert!(!reading.swap(true, Ordering::SeqCst), "two readers at once");
+                log.lock().unwrap().push(item.0);
+                reading.store(false, Ordering::SeqCst);
+            }
+        };
+        // How many the worker has read, and how many it must read (set once
+        // the emitters are done), under one lock: loom models `SeqCst` as
+        // acquire/release, so two atomics here could each miss the other's
+        // store and fail the model for a reason outside the protocol.
+        let tally = Arc::new(Mutex::new((0_usize, usize::MAX)));
+        let worker_waker = Arc::new(Mutex::new(None));
+        let worker = {
+            let (q, turn, read) = (q.clone(), turn.clone(), read.clone());
+            let (tally, worker_waker) = (tally.clone(), worker_waker.clone());
+            thread::spawn(move || {
+                let waker = thread_waker();
+                *worker_waker.lock().unwrap() = Some(waker.clone());
+                let mut cx = Context::from_waker(&waker);
+                let mut held = false;
+                loop {
+                    match turn.poll_pop(&mut held, &q, &mut cx, Waiting::Poll) {
+                        Poll::Ready(Some(item)) => {
+                            read(item);
+                            tally.lock().unwrap().0 += 1;
+                        }
+                        Poll::Ready(None) => unreachable!("never closed"),
+                        Poll::Pending => {
+                            let (read, expect) = *tally.lock().unwrap();
+                            if read >= expect {
+                                break;
+                            }
+                            crate::sync::thread::park();
+                        }
+                    }
+                }
+                assert!(!held, "the worker keeps the turn only with work in hand");
+            })
+        };
+        // The waiting emitter: takes the turn, or else queues as usual.
+        let waiting = {
+            let (q, turn, read) = (q.clone(), turn.clone(), read.clone());
+            thread::spawn(move || {
+                let mut ran = 0;
+                for id in [10, 11] {
+                    if !turn.try_take() {
+                        assert!(matches!(
+                            q.push(Item(id, false), false, no_block),
+                            Pushed::Queued(None)
+                        ));
+                        continue;
+                    }
+                    match q.push_fast(Item(id, false)) {
+                        Fast::Queued => {
+                            while let Some(item) = q.pop_now() {
+                                let mine = item.0 == id;
+                                read(item);
+                                ran += 1;
+                                if mine {
+                                    break;
+                                }
+                            }
+                            turn.give_back_after(&q);
+                        }
+                        Fast::Slow(item) => {
+                            turn.give_back_after(&q);
+                            assert!(matches!(
+                                q.push(item, false, no_block),
+                                Pushed::Queued(None)
+                            ));
+                        }
+                        Fast::Withdrawn(_) => unreachable!("never closed"),
+                    }
+                }
+                ran
+            })
+        };
+        let plain = {
+            let q = q.clone();
+            thread::spawn(move || {
+                assert!(matches!(
+                    q.push(Item(20, false), false, no_block),
+                    Pushed::Queued(None)
+                ));
+            })
+        };
+        let ran = waiting.join().unwrap();
+        plain.join().unwrap();
+        let done = {
+            let mut tally = tally.lock().unwrap();
+            tally.1 = 3 - ran;
+            tally.0 >= tally.1
+        };
+        // Done with everything it had to read, the worker may be asleep:
+        // wake it to let it end. Otherwise it must wake by itself.
+        if done {
+            if let Some(waker) = worker_waker.lock().unwrap().take() {
+                waker.wake();
+            }
+        }
+        worker.join().unwrap();
+        let log = log.lock().unwrap().clone();
+        assert!(per_emitter_order_kept(&log), "{log:?}");
+        let mut all = log.clone();
+        all.sort_unstable();
+        assert_eq!(all, [10, 11, 20], "read {log:?}");
+        assert!(q.close_and_drain().is_empty());
+    });
+}

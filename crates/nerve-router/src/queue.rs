@@ -377,9 +377,11 @@ impl<T: QueueItem> Queue<T> {
     }
 
     /// The fast path: open, nothing outside the ring, no eviction under way,
-    /// and the ring has room. Lock-free. Does not wake the reader.
+    /// and the ring has room. Lock-free. Does not wake the reader: a caller
+    /// that is about to read the item itself (a waiting emitter holding its
+    /// subscription's turn, `turn.rs`) uses it alone.
     #[inline]
-    fn push_fast(&self, item: T) -> Fast<T> {
+    pub(crate) fn push_fast(&self, item: T) -> Fast<T> {
         if self.hot.state.load(Ordering::Acquire) != 0 {
             return Fast::Slow(item);
         }
@@ -430,7 +432,18 @@ impl<T: QueueItem> Queue<T> {
     /// Wakes the reader if it parked; called after a push and its SeqCst add
     /// to `accepted`.
     fn wake_reader(&self, wakes: Option<&mut Wakes>) {
-        if self.hot.parked.load(Ordering::SeqCst) && self.hot.parked.swap(false, Ordering::AcqRel) {
+        // A compare-exchange, not a swap: only the pusher that clears the
+        // flag writes it. A swap by a pusher that finds it cleared would
+        // write `false` again, which loom (its modification order is only
+        // partial) may order after the reader's next `true`, reporting a
+        // lost wake-up no hardware can produce. One locked op either way.
+        if self.hot.parked.load(Ordering::SeqCst)
+            && self
+                .hot
+                .parked
+                .compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
             if let Some(w) = self.waker.take() {
                 match wakes {
                     Some(wakes) => wakes.push(w),
@@ -662,6 +675,26 @@ impl<T: QueueItem> Queue<T> {
         self.take(max, out)
     }
 
+    /// Takes the oldest item, if any, for a reader that does not wait (a
+    /// waiting emitter holding its subscription's turn, `turn.rs`).
+    pub(crate) fn pop_now(&self) -> Option<T> {
+        let mut one = None;
+        self.take_unless_empty(1, &mut |item| one = Some(item));
+        one
+    }
+
+    /// Wakes the reader if the queue holds anything: for a reader that
+    /// stands in for the parked one (see [`pop_now`](Self::pop_now)) and
+    /// leaves items behind. It wakes the registered waker without touching
+    /// `parked`: a push that comes later still finds the flag as the reader
+    /// left it (a stale `true` costs that push one compare-exchange), and the
+    /// park protocol between pushers and the reader stays theirs alone.
+    pub(crate) fn wake_reader_if_queued(&self) {
+        if self.len() > 0 {
+            self.waker.wake();
+        }
+    }
+
     /// Whether the ring is empty, without the lock: what a reader watches
     /// while it spins (items outside the ring it takes under the lock
     /// before parking anyway), so that it reads no line the emitter writes
@@ -839,7 +872,7 @@ impl<T: QueueItem> Queue<T> {
 }
 
 /// What [`Queue::push_fast`] did.
-enum Fast<T> {
+pub(crate) enum Fast<T> {
     /// The item is in the ring; the reader may need a wake-up.
     Queued,
     /// Closed while pushing: what the queue held, the item among it.

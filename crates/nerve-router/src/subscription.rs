@@ -17,6 +17,7 @@ use crate::queue::{DropReason, Overflow, Queue, QueueItem};
 use crate::reentry::Chain;
 use crate::report::{HandlerOutcome, Outcome, Waiter};
 use crate::subscribe::SubscriptionId;
+use crate::turn::Turn;
 
 pub(crate) enum HandlerKind {
     /// Runs inline on the emitting thread.
@@ -89,6 +90,9 @@ pub(crate) struct AsyncSlot {
     /// Set while a worker task is alive, so that a delivery finds it without
     /// taking `worker`'s lock.
     pub(crate) running: Arc<AtomicBool>,
+    /// Who runs the next delivery (`concurrency(1)` only): the worker, or a
+    /// waiting emitter that runs its own delivery in place.
+    pub(crate) turn: Arc<Turn>,
 }
 
 /// The bus's record of a subscription.

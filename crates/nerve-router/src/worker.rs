@@ -21,7 +21,8 @@ use crate::handler::{SyncFn, panic_message};
 use crate::queue::{Queue, Waiting};
 use crate::reentry::{self, Blocked, Chain, WithChain};
 use crate::report::Outcome;
-use crate::subscription::{Delivery, HandlerKind};
+use crate::subscription::{AsyncSlot, Delivery, HandlerKind, Subscription};
+use crate::turn::Turn;
 
 /// If the worker task is cancelled (its runtime shut down), what it left in
 /// the queue is abandoned, counted and reported, rather than left waiting for
@@ -36,27 +37,49 @@ impl Drop for AbandonQueuedOnDrop {
     }
 }
 
+/// The turn of a subscription (see `turn.rs`), held until dropped.
+struct Holding<'a> {
+    turn: &'a Turn,
+    held: bool,
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.turn.give_back();
+        }
+    }
+}
+
 /// Starts the worker of one async subscription on `handle`; `running` is
 /// set by the caller and cleared when the worker's task ends or is dropped.
-pub(crate) fn spawn(
-    caller: Weak<Caller>,
-    handle: &Handle,
-    queue: Arc<Queue<Delivery>>,
-    concurrency: usize,
-    running: Arc<AtomicBool>,
-) -> JoinHandle<()> {
+pub(crate) fn spawn(caller: Weak<Caller>, handle: &Handle, slot: &AsyncSlot) -> JoinHandle<()> {
+    let queue = slot.queue.clone();
+    let concurrency = slot.concurrency;
+    let turn = slot.turn.clone();
     // Made outside the task so that a task dropped unpolled (its runtime is
     // shutting down) still abandons the queue.
-    let abandon = AbandonQueuedOnDrop(queue.clone(), running);
+    let abandon = AbandonQueuedOnDrop(queue.clone(), slot.running.clone());
     handle.spawn(async move {
         let _abandon = abandon;
-        let queue_ref = &queue;
-        let next = |waiting| futures::future::poll_fn(move |cx| queue_ref.poll_pop(cx, waiting));
         if concurrency == 1 {
             // Event N finishes before N+1 starts: the per-subscriber order.
+            // The worker holds the subscription's turn from when it looks
+            // for work until it finds none, so that a waiting emitter may
+            // run its own delivery in between (`run_in_turn`).
+            let mut holding = Holding {
+                turn: &turn,
+                held: false,
+            };
             let mut alone = None;
             let mut waiting = Waiting::Poll;
-            while let Some(delivery) = next(waiting).await {
+            loop {
+                let next = futures::future::poll_fn(|cx| {
+                    holding
+                        .turn
+                        .poll_pop(&mut holding.held, &queue, cx, waiting)
+                });
+                let Some(delivery) = next.await else { return };
                 // An emitter waiting for this reply sends nothing before it:
                 // no point spinning for the next event.
                 waiting = if delivery.waiter.is_some() {
@@ -66,15 +89,92 @@ pub(crate) fn spawn(
                 };
                 run(&caller, delivery, &mut alone).await;
             }
-            return;
         }
-        // Up to `concurrency` at once.
+        // Up to `concurrency` at once (no turns: emitters never take one).
         futures::stream::poll_fn(|cx| queue.poll_pop(cx, Waiting::Poll))
             .for_each_concurrent(concurrency, |delivery| {
                 let caller = caller.clone();
                 async move { run(&caller, delivery, &mut None).await }
             })
             .await;
+    })
+}
+
+/// The turn of an async subscription (see `turn.rs`), taken by a waiting
+/// emitter when it delivered: given back when dropped, waking the worker if
+/// the queue still holds anything (such as the emitter's own delivery, which
+/// it pushed without a wake-up).
+pub(crate) struct HeldTurn {
+    sub: Arc<Subscription>,
+    runtime: Handle,
+}
+
+impl HeldTurn {
+    /// Takes `sub`'s turn for an emitter on `runtime`, if it is free.
+    pub(crate) fn try_take(sub: &Arc<Subscription>, runtime: &Handle) -> Option<Self> {
+        let HandlerKind::Async(slot) = &sub.kind else {
+            return None;
+        };
+        (slot.concurrency == 1 && slot.turn.try_take()).then(|| Self {
+            sub: sub.clone(),
+            runtime: runtime.clone(),
+        })
+    }
+
+    fn slot(&self) -> &AsyncSlot {
+        match &self.sub.kind {
+            HandlerKind::Async(slot) => slot,
+            _ => unreachable!("only an async subscription has a turn"),
+        }
+    }
+}
+
+impl Drop for HeldTurn {
+    fn drop(&mut self) {
+        let slot = self.slot();
+        slot.turn.give_back_after(&slot.queue);
+    }
+}
+
+/// Runs, on the waiting emitter's task, what the subscription of `held`
+/// has queued, oldest first, up to and including the emitter's own
+/// delivery (of the event `ours`), each as the worker would have run it.
+/// Each is polled once here; one that is not finished then goes on in a
+/// task of its own, which keeps the turn until it finishes, and whose
+/// handle is returned. Finishes in its first poll.
+pub(crate) fn run_in_turn(
+    caller: Weak<Caller>,
+    held: HeldTurn,
+    ours: nerve_core::EventId,
+) -> impl Future<Output = Option<JoinHandle<()>>> {
+    let mut held = Some(held);
+    futures::future::poll_fn(move |cx| {
+        let Some(held) = held.take() else {
+            return Poll::Ready(None);
+        };
+        // Bounded, in case emitters keep queueing ahead of this one (they
+        // cannot: ours is already queued; the bound only caps the work).
+        for _ in 0..64 {
+            let Some(delivery) = held.slot().queue.pop_now() else {
+                break;
+            };
+            let mine = delivery.event.event_id() == ours;
+            let caller = caller.clone();
+            let mut job = Box::pin(async move { run(&caller, delivery, &mut None).await });
+            if job.as_mut().poll(cx).is_pending() {
+                // The handler waits for something: it goes on in a task of
+                // its own, on the bus's runtime, holding the turn.
+                let runtime = held.runtime.clone();
+                return Poll::Ready(Some(runtime.spawn(async move {
+                    job.await;
+                    drop(held);
+                })));
+            }
+            if mine {
+                break;
+            }
+        }
+        Poll::Ready(None)
     })
 }
 

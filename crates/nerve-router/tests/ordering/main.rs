@@ -281,3 +281,198 @@ async fn concurrency_zero_is_treated_as_one() {
     assert_eq!(running.max(), 1);
     assert_eq!(*log.lock().unwrap(), (0..50).collect::<Vec<u64>>());
 }
+
+// An `emit_and_wait` from a task of the bus's runtime may run its own
+// delivery to an idle async handler on its own task (`turn.rs`): the same
+// order, one delivery at a time, and the same outcomes as the worker gives.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_and_plain_emitters_share_a_subscriber_in_order_one_at_a_time() {
+    const WAITERS: u64 = 3;
+    const THREADS: u64 = 2;
+    const PER: u64 = 1_000;
+    // The plain emitters are threads outside the runtime: the bus has one.
+    let bus = Bus::builder()
+        .runtime(tokio::runtime::Handle::current())
+        .build()
+        .unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let running = Running::default();
+    let (l, r) = (log.clone(), running.clone());
+    bus.subscribe_async("seq.item", move |e: Event| {
+        let (l, r) = (l.clone(), r.clone());
+        async move {
+            r.enter();
+            let (t, i) = (
+                e.data()["t"].as_u64().unwrap(),
+                e.data()["i"].as_u64().unwrap(),
+            );
+            // Every third delivery waits once, so that some go on in a task
+            // of their own after the emitter's first poll.
+            if i % 3 == 0 {
+                tokio::task::yield_now().await;
+            }
+            l.lock().unwrap().push((t, i));
+            r.exit();
+        }
+    })
+    .unwrap();
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|t| {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                for i in 0..PER {
+                    let report = bus
+                        .emit_and_wait("seq.item", json!({"t": t, "i": i}))
+                        .await
+                        .unwrap();
+                    assert_eq!(report.outcomes.len(), 1);
+                    assert!(report.is_success(), "{report:?}");
+                }
+            })
+        })
+        .collect();
+    let threads: Vec<_> = (WAITERS..WAITERS + THREADS)
+        .map(|t| {
+            let bus = bus.clone();
+            std::thread::spawn(move || {
+                for i in 0..PER {
+                    bus.emit("seq.item", json!({"t": t, "i": i})).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in waiters {
+        tokio::time::timeout(LIMIT, w).await.expect("hung").unwrap();
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    flush(&bus).await;
+    let log = log.lock().unwrap();
+    assert_eq!(log.len() as u64, (WAITERS + THREADS) * PER);
+    for t in 0..WAITERS + THREADS {
+        let mine: Vec<u64> = log
+            .iter()
+            .filter(|(x, _)| *x == t)
+            .map(|(_, i)| *i)
+            .collect();
+        assert_eq!(mine, (0..PER).collect::<Vec<_>>(), "emitter {t}");
+    }
+    assert_eq!(running.max(), 1, "one delivery at a time");
+    let stats = bus.stats();
+    assert_eq!(stats.events.delivered, (WAITERS + THREADS) * PER);
+    assert_eq!(stats.events.dropped, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_still_waiting_when_the_emit_and_wait_is_dropped_finishes() {
+    let bus = Bus::new();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let g = gate.clone();
+    bus.subscribe_async("gated.item", move |e: Event| {
+        let (g, done) = (g.clone(), done_tx.clone());
+        async move {
+            if e.data()["wait"] == true {
+                g.notified().await;
+            }
+            done.send(e.data()["i"].as_u64().unwrap()).unwrap();
+        }
+    })
+    .unwrap();
+    {
+        let wait = bus.emit_and_wait("gated.item", json!({"i": 1, "wait": true}));
+        tokio::pin!(wait);
+        // One poll: the delivery starts, and waits at the gate.
+        assert!(futures::poll!(wait.as_mut()).is_pending());
+    }
+    // Dropped: the waiting stops, not the delivery. The next event queues
+    // behind it, and runs only after it.
+    let next = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.emit_and_wait("gated.item", json!({"i": 2})).await }
+    });
+    gate.notify_one();
+    let report = tokio::time::timeout(LIMIT, next)
+        .await
+        .expect("hung")
+        .unwrap()
+        .unwrap();
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(done_rx.recv().await, Some(1));
+    assert_eq!(done_rx.recv().await, Some(2));
+    flush(&bus).await;
+    assert_eq!(bus.stats().events.delivered, 2);
+}
+
+#[test]
+fn a_bus_with_its_own_runtime_runs_waited_deliveries_there() {
+    let own = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let other = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bus = Bus::builder()
+        .runtime(own.handle().clone())
+        .build()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    bus.subscribe_async("where.item", move |_e: Event| {
+        let s = s.clone();
+        async move {
+            s.lock()
+                .unwrap()
+                .push(tokio::runtime::Handle::current().id());
+        }
+    })
+    .unwrap();
+    // From the bus's own runtime and from another one.
+    for rt in [&own, &other] {
+        let bus = bus.clone();
+        rt.block_on(async move {
+            for _ in 0..3 {
+                bus.emit_and_wait("where.item", json!({})).await.unwrap();
+            }
+        });
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 6);
+    assert!(seen.iter().all(|id| *id == own.handle().id()), "{seen:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_idle_async_handler_runs_on_the_waiting_emitters_task() {
+    let bus = Bus::new();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    bus.subscribe_async("here.item", move |_e: Event| {
+        let tx = tx.clone();
+        async move {
+            tx.send(tokio::task::try_id()).unwrap();
+        }
+    })
+    .unwrap();
+    let emitter = tokio::spawn({
+        let bus = bus.clone();
+        async move {
+            for _ in 0..10 {
+                let report = bus.emit_and_wait("here.item", json!({})).await.unwrap();
+                assert!(report.is_success(), "{report:?}");
+            }
+            tokio::task::id()
+        }
+    });
+    let emitter = emitter.await.unwrap();
+    for _ in 0..10 {
+        assert_eq!(rx.recv().await.unwrap(), Some(emitter));
+    }
+    // A plain emit still goes to the worker's task.
+    bus.emit("here.item", json!({})).unwrap();
+    let worker = rx.recv().await.unwrap();
+    assert!(worker.is_some_and(|id| id != emitter), "{worker:?}");
+}
