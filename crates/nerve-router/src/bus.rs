@@ -617,6 +617,16 @@ impl Bus {
     /// Publishes an event and waits until every handler it reached has
     /// finished, failed or timed out.
     ///
+    /// Called from a task of the bus's runtime, this may run the delivery
+    /// to an idle async handler with `concurrency(1)` itself, on the
+    /// calling task, instead of waking the handler's worker: the handler
+    /// still sees its events one at a time and in queue order (whatever was
+    /// queued ahead of this event runs first), with the same correlation
+    /// id, timeout, panic isolation and accounting. A handler that does not
+    /// finish in its first poll goes on in a task of its own. Handlers with
+    /// more concurrency, and emitters on another runtime or thread, always
+    /// go through the worker.
+    ///
     /// # Errors
     ///
     /// As [`emit`](Self::emit), plus [`EmitError::WouldDeadlock`] when called
