@@ -12,6 +12,7 @@ use crate::correlation::CorrelationId;
 use crate::name::{EventType, ValidationError, check_event_type};
 use crate::trace::TraceContext;
 
+mod clock;
 mod id;
 
 /// A globally unique, time-sortable event id (a UUIDv7).
@@ -25,19 +26,9 @@ pub struct EventId(uuid::Uuid);
 /// A fresh id and the current time, from one clock read.
 #[inline]
 fn now_id_and_time() -> (EventId, Timestamp) {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    // In 64 bits: `as_micros` multiplies in 128.
-    let micros = i64::try_from(since_epoch.as_secs())
-        .ok()
-        .and_then(|secs| secs.checked_mul(1_000_000))
-        .map_or(i64::MAX, |m| {
-            m.saturating_add(i64::from(since_epoch.subsec_micros()))
-        });
+    let timestamp = Timestamp::now();
     // The id's millisecond is the timestamp's, by construction.
-    let millis = u64::try_from(micros / 1000).unwrap_or_default();
-    (EventId(id::next(millis)), Timestamp(micros))
+    (EventId::for_timestamp(timestamp), timestamp)
 }
 
 impl EventId {
@@ -117,15 +108,7 @@ impl Timestamp {
     /// The current time.
     #[inline]
     pub fn now() -> Self {
-        let micros = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-            // In 64 bits: `as_micros` multiplies in 128.
-            Ok(d) => i64::try_from(d.as_secs())
-                .ok()
-                .and_then(|secs| secs.checked_mul(1_000_000))
-                .map_or(i64::MAX, |m| m.saturating_add(i64::from(d.subsec_micros()))),
-            Err(e) => -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),
-        };
-        Self(micros)
+        Self(clock::now_micros())
     }
 
     /// The instant `micros` microseconds after the Unix epoch.
