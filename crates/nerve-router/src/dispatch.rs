@@ -806,10 +806,11 @@ impl Dispatcher {
         );
         match refused {
             None => {
-                let delivery = match self.take_turn(sub, queue, delivery, deliveries) {
-                    Ok(taken) => return taken,
-                    Err(delivery) => delivery,
-                };
+                let delivery =
+                    match self.take_turn(event.event_id(), sub, queue, delivery, deliveries) {
+                        Ok(taken) => return taken,
+                        Err(delivery) => delivery,
+                    };
                 self.offer(event.event_id(), sub, queue, delivery, deliveries)
             }
             Some(reason) => {
@@ -830,6 +831,7 @@ impl Dispatcher {
     /// turn its reader needs).
     fn take_turn(
         &self,
+        event_id: EventId,
         sub: &Arc<Subscription>,
         queue: &Queue<Delivery>,
         delivery: Delivery,
@@ -844,25 +846,16 @@ impl Dispatcher {
         let Some(turn) = HeldTurn::try_take(sub, runtime) else {
             return Err(delivery);
         };
-        match queue.push_fast(delivery) {
+        let pushed = match queue.push_fast(delivery) {
             Fast::Queued => {
-                self.ledger.queue_gauges(sub, queue.len());
                 deliveries.turn = Some(turn);
-                Ok(Ok(()))
+                Pushed::Queued(None)
             }
-            // Closed while pushing: as `offer` does.
-            Fast::Withdrawn(items) => {
-                drop(turn);
-                for item in items {
-                    self.lose(sub, item, DropReason::Closed, deliveries);
-                }
-                Ok(Err(DropReason::Closed))
-            }
-            Fast::Slow(delivery) => {
-                drop(turn);
-                Err(delivery)
-            }
-        }
+            // Closed while pushing: given back with the turn.
+            Fast::Withdrawn(items) => Pushed::Withdrawn(items),
+            Fast::Slow(delivery) => return Err(delivery),
+        };
+        Ok(self.account_offer(event_id, sub, queue, pushed, deliveries))
     }
 
     /// Runs the delivery whose turn the emitter took (`take_turn`) on the
@@ -896,12 +889,27 @@ impl Dispatcher {
                 !reentry::dispatching_in_handler() && !self.blocking_would_deadlock()
             })
         };
-        let (lost, result) = match queue.push_deferring(
+        let pushed = queue.push_deferring(
             item,
             may_block,
             |wait| block_here(wait),
             Some(&mut deliveries.wakes),
-        ) {
+        );
+        self.account_offer(event_id, sub, queue, pushed, deliveries)
+    }
+
+    /// Accounts for what a push onto a subscriber's queue did: counts what
+    /// it turned away, loses what it dropped or evicted, and updates the
+    /// queue's gauges.
+    fn account_offer<T: QueueItem + Discard>(
+        &self,
+        event_id: EventId,
+        sub: &Arc<Subscription>,
+        queue: &Queue<T>,
+        pushed: Pushed<T>,
+        deliveries: &mut Deliveries,
+    ) -> Result<(), DropReason> {
+        let (lost, result) = match pushed {
             Pushed::Queued(None) => (None, Ok(())),
             Pushed::Queued(Some((evicted, reason))) => (Some((evicted, reason)), Ok(())),
             Pushed::Dropped(item, reason) => {

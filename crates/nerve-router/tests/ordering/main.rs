@@ -2,6 +2,7 @@
 //! events in order, `concurrency(n)` runs n at once, and
 //! `max_concurrent_handlers` caps the whole bus.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +18,38 @@ async fn flush(bus: &Bus) {
     tokio::time::timeout(LIMIT, bus.flush())
         .await
         .expect("flush hung");
+}
+
+/// Starts a thread per emitter in `emitters`, each emitting `seq.item`
+/// with `{"t": emitter, "i": i}` for `i` in `0..per`, in order.
+fn emit_from_threads(
+    bus: &Bus,
+    emitters: Range<u64>,
+    per: u64,
+) -> Vec<std::thread::JoinHandle<()>> {
+    emitters
+        .map(|t| {
+            let bus = bus.clone();
+            std::thread::spawn(move || {
+                for i in 0..per {
+                    bus.emit("seq.item", json!({"t": t, "i": i})).unwrap();
+                }
+            })
+        })
+        .collect()
+}
+
+/// Asserts that `log`, of `(emitter, i)` pairs as handled, holds every
+/// emitter's `0..per` in the order it emitted them.
+fn assert_each_emitter_in_order(log: &[(u64, u64)], emitters: Range<u64>, per: u64) {
+    for t in emitters {
+        let mine: Vec<u64> = log
+            .iter()
+            .filter(|(x, _)| *x == t)
+            .map(|(_, i)| *i)
+            .collect();
+        assert_eq!(mine, (0..per).collect::<Vec<_>>(), "emitter {t}");
+    }
 }
 
 /// Counts handlers running now and the most seen at once.
@@ -96,30 +129,14 @@ async fn events_from_several_emitters_keep_each_emitters_order() {
         }
     })
     .unwrap();
-    let emitters: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let bus = bus.clone();
-            std::thread::spawn(move || {
-                for i in 0..PER {
-                    bus.emit("seq.item", json!({"t": t, "i": i})).unwrap();
-                }
-            })
-        })
-        .collect();
+    let emitters = emit_from_threads(&bus, 0..THREADS, PER);
     for e in emitters {
         e.join().unwrap();
     }
     flush(&bus).await;
     let log = log.lock().unwrap();
     assert_eq!(log.len() as u64, THREADS * PER);
-    for t in 0..THREADS {
-        let mine: Vec<u64> = log
-            .iter()
-            .filter(|(x, _)| *x == t)
-            .map(|(_, i)| *i)
-            .collect();
-        assert_eq!(mine, (0..PER).collect::<Vec<_>>(), "emitter {t}");
-    }
+    assert_each_emitter_in_order(&log, 0..THREADS, PER);
 }
 
 #[tokio::test]
@@ -332,16 +349,7 @@ async fn waiting_and_plain_emitters_share_a_subscriber_in_order_one_at_a_time() 
             })
         })
         .collect();
-    let threads: Vec<_> = (WAITERS..WAITERS + THREADS)
-        .map(|t| {
-            let bus = bus.clone();
-            std::thread::spawn(move || {
-                for i in 0..PER {
-                    bus.emit("seq.item", json!({"t": t, "i": i})).unwrap();
-                }
-            })
-        })
-        .collect();
+    let threads = emit_from_threads(&bus, WAITERS..WAITERS + THREADS, PER);
     for w in waiters {
         tokio::time::timeout(LIMIT, w).await.expect("hung").unwrap();
     }
@@ -351,14 +359,7 @@ async fn waiting_and_plain_emitters_share_a_subscriber_in_order_one_at_a_time() 
     flush(&bus).await;
     let log = log.lock().unwrap();
     assert_eq!(log.len() as u64, (WAITERS + THREADS) * PER);
-    for t in 0..WAITERS + THREADS {
-        let mine: Vec<u64> = log
-            .iter()
-            .filter(|(x, _)| *x == t)
-            .map(|(_, i)| *i)
-            .collect();
-        assert_eq!(mine, (0..PER).collect::<Vec<_>>(), "emitter {t}");
-    }
+    assert_each_emitter_in_order(&log, 0..WAITERS + THREADS, PER);
     assert_eq!(running.max(), 1, "one delivery at a time");
     let stats = bus.stats();
     assert_eq!(stats.events.delivered, (WAITERS + THREADS) * PER);
