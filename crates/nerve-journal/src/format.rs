@@ -545,8 +545,8 @@ struct LineIn<'a> {
     timestamp: Timestamp,
     #[serde(default)]
     source: Option<String>,
-    #[serde(default)]
-    correlation_id: Option<String>,
+    #[serde(default, borrow)]
+    correlation_id: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     causation_id: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
@@ -574,7 +574,14 @@ pub(crate) fn decode(line: &[u8]) -> Result<Event, String> {
     if line.trim_ascii_start().first() != Some(&b'{') {
         return Err("not a JSON object".to_owned());
     }
-    let l: LineIn<'_> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    // One UTF-8 check for the whole line, not one per string.
+    let text = std::str::from_utf8(line).map_err(|e| {
+        format!(
+            "not UTF-8 text (invalid byte at column {})",
+            e.valid_up_to() + 1
+        )
+    })?;
+    let l: LineIn<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
     if let Some(v) = l.v {
         if v > FORMAT_VERSION {
             return Err(format!(
@@ -596,7 +603,7 @@ pub(crate) fn decode(line: &[u8]) -> Result<Event, String> {
         b = b.source(s);
     }
     if let Some(c) = l.correlation_id {
-        b = b.correlation_id(c);
+        b = b.correlation_id(&*c);
     }
     if let Some(c) = l.causation_id {
         let c: EventId = c
@@ -984,6 +991,23 @@ mod tests {
             .contains("version 2"));
         assert!(decode(b"{\"event_type\":").is_err());
         assert!(decode(b"").is_err());
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_refused_with_the_column_and_escapes_still_read() {
+        // The line is checked once, as a whole, before it is parsed: a bad
+        // byte inside a string is still found, and named by its column.
+        let mut bad = br#"{"event_type":"a.b","timestamp":1,"source":"x"}"#.to_vec();
+        let at = bad.iter().position(|&b| b == b'x').unwrap();
+        bad[at] = 0xff;
+        let error = decode(&bad).unwrap_err();
+        assert!(error.contains("not UTF-8"), "{error}");
+        assert!(error.contains(&format!("column {}", at + 1)), "{error}");
+        // A correlation id written with escapes is read unescaped (owned,
+        // not borrowed from the line).
+        let e = decode(br#"{"event_type":"a.b","timestamp":1,"correlation_id":"req-\u00e9\"1"}"#)
+            .unwrap();
+        assert_eq!(e.correlation_id().unwrap().as_str(), "req-\u{e9}\"1");
     }
 
     #[test]
