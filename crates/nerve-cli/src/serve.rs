@@ -79,7 +79,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "PATTERN", default_value = "*", requires = "nats")]
     nats_pattern: String,
     /// The subject prefix the exporting bridges use (with --nats), as
-    /// `NatsOptions::prefix`; none by default.
+    /// `NatsOptions::prefix`. Without one, events published under any
+    /// prefix are shown too (`nerve demo --nats` uses a fresh one per run).
     #[arg(long, value_name = "PREFIX", default_value = "", requires = "nats")]
     prefix: String,
     #[command(flatten)]
@@ -203,9 +204,13 @@ impl NatsSource {
             .context("cannot start the tokio runtime")?;
         let bus = nerve::Bus::new();
         let mut options = NatsOptions::new().origin(format!("nerve-serve-{}", std::process::id()));
-        if !prefix.is_empty() {
-            options = options.prefix(prefix);
-        }
+        options = if prefix.is_empty() {
+            // Every deployment on the server, as `nerve tail --nats '*'`
+            // shows them (`nerve demo --nats` publishes under a prefix).
+            options.any_prefix(true)
+        } else {
+            options.prefix(prefix)
+        };
         let bridge = runtime
             .block_on(NatsBridge::connect(url, &bus, options))
             .with_context(|| format!("--nats {url}: cannot connect"))?;

@@ -64,6 +64,7 @@ type RedactFn = Arc<dyn Fn(&Event) -> Event + Send + Sync>;
 /// | option | default |
 /// |--------|---------|
 /// | `prefix` | none: subjects are the event types |
+/// | `any_prefix` | off: without a `prefix`, a message published under one is refused |
 /// | `origin` | a random UUID: this bridge's id in the `Nerve-Origin` header |
 /// | `capacity` | 10,000 events per export waiting for the connection |
 /// | `overflow` | [`Overflow::DropOldest`] |
@@ -77,6 +78,7 @@ type RedactFn = Arc<dyn Fn(&Event) -> Event + Send + Sync>;
 #[must_use]
 pub struct NatsOptions {
     prefix: String,
+    any_prefix: bool,
     origin: Option<String>,
     capacity: usize,
     overflow: Overflow,
@@ -92,6 +94,7 @@ impl Default for NatsOptions {
     fn default() -> Self {
         Self {
             prefix: String::new(),
+            any_prefix: false,
             origin: None,
             capacity: 10_000,
             overflow: Overflow::DropOldest,
@@ -109,6 +112,7 @@ impl std::fmt::Debug for NatsOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsOptions")
             .field("prefix", &self.prefix)
+            .field("any_prefix", &self.any_prefix)
             .field("origin", &self.origin)
             .field("capacity", &self.capacity)
             .field("overflow", &self.overflow)
@@ -131,6 +135,21 @@ impl NatsOptions {
     /// A subject prefix that namespaces a deployment (`nerve.prod.`).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// Whether a bridge without a [`prefix`](Self::prefix) of its own also
+    /// imports the events that bridges publish under one: a message whose
+    /// subject is some prefix followed by its body's event type
+    /// (`nerve demo --nats` publishes under `nerve.demo.{nonce}.`), as
+    /// `nerve tail --nats '*'` shows them. For watchers that import `*`
+    /// from every deployment on a server (`nerve serve --nats`). Off by
+    /// default: such a message is refused, counted in
+    /// [`BridgeStats::import_rejected`] and reported as
+    /// `system.bridge_error`. With a prefix it changes nothing: the
+    /// bridge's subscriptions only match its own prefix.
+    pub fn any_prefix(mut self, any: bool) -> Self {
+        self.any_prefix = any;
         self
     }
 
@@ -973,15 +992,35 @@ impl Shared {
         }
     }
 
+    /// Whether `subject` is some prefix followed by `event_type`, and this
+    /// bridge takes such events ([`NatsOptions::any_prefix`]).
+    fn under_any_prefix(&self, subject: &str, event_type: &str) -> bool {
+        self.options.any_prefix
+            && self.prefix.as_str().is_empty()
+            && subject
+                .strip_suffix(event_type)
+                .is_some_and(|p| p.len() > 1 && p.ends_with('.'))
+    }
+
     fn decode(&self, message: &async_nats::Message, origin: Option<&str>) -> Result<Event, String> {
-        let name = subject::subject_event_type(&self.prefix, message.subject.as_str())
-            .map_err(|e| e.to_string())?;
+        let subject = message.subject.as_str();
+        let name = subject::subject_event_type(&self.prefix, subject);
+        if let Err(e) = &name {
+            if !self.options.any_prefix || !self.prefix.as_str().is_empty() {
+                return Err(e.to_string());
+            }
+        }
         let event = nerve_journal::line::decode(&message.payload).map_err(|e| e.to_string())?;
-        if event.event_type() != name {
-            return Err(format!(
-                "subject names {name:?} but the body is a {:?} event",
-                event.event_type()
-            ));
+        if name.as_deref().ok() != Some(event.event_type())
+            && !self.under_any_prefix(subject, event.event_type())
+        {
+            return Err(match name {
+                Ok(name) => format!(
+                    "subject names {name:?} but the body is a {:?} event",
+                    event.event_type()
+                ),
+                Err(e) => e.to_string(),
+            });
         }
         let origin = origin.unwrap_or("unknown");
         let mut source = String::with_capacity(

@@ -63,6 +63,7 @@
 //! | name with whitespace, `*`, an empty segment, over 255 bytes | none | already impossible in nerve |
 //! | subject `{prefix}a.b` | event type `a.b` | must equal the body's `event_type` |
 //! | subject without the prefix, or whose rest is no valid event type | none | the message is not imported: counted in [`BridgeStats::import_rejected`], reported as `system.bridge_error` |
+//! | subject `{other prefix}a.b`, on a bridge with no prefix and [`NatsOptions::any_prefix`] | event type `a.b` | the body's `event_type`, when the subject ends with it after a `.`; otherwise refused as above |
 //! | subject under `_INBOX.` or `$` (NATS's replies, JetStream, system) | none | matched only by a prefix-less `*` import (`>`); skipped, counted in [`BridgeStats::internal_skipped`] |
 //! | prefix `nerve.prod` or `nerve.prod.` | `nerve.prod.` | a prefix with an empty, wildcard or non-ASCII token is refused at `connect` |
 //!

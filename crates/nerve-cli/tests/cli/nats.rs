@@ -283,10 +283,32 @@ fn serve_nats_shows_the_events_bridges_export() {
     let Some(server) = NatsServer::start() else {
         return;
     };
-    let url = server.url();
+    serve_shows_orders(
+        &server.url(),
+        &["--prefix", "nerve.serve.", "--nats-pattern", "order.*"],
+        "nerve.serve.",
+    );
+}
+
+#[test]
+fn serve_nats_without_a_prefix_shows_events_published_under_any() {
+    // `nerve demo --nats` publishes under a fresh `nerve.demo.{nonce}.`:
+    // a page that names no prefix shows those events too.
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    serve_shows_orders(&server.url(), &[], "nerve.demo.7f3a.");
+}
+
+/// Starts `nerve serve --nats URL` with `args`, exports orders and noise
+/// from a bus whose bridge publishes under `prefix`, and checks that the
+/// page shows the orders.
+fn serve_shows_orders(url: &str, args: &[&str], prefix: &str) {
+    let url = url.to_owned();
     let mut serve = Command::new(env!("CARGO_BIN_EXE_nerve"))
-        .args(["serve", "--nats", &url, "--prefix", "nerve.serve."])
-        .args(["--nats-pattern", "order.*", "--bind", "127.0.0.1:0"])
+        .args(["serve", "--nats", &url])
+        .args(args)
+        .args(["--bind", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -311,7 +333,7 @@ fn serve_nats_shows_the_events_bridges_export() {
         .block_on(NatsBridge::connect(
             &url,
             &bus,
-            NatsOptions::new().prefix("nerve.serve.").origin("shop"),
+            NatsOptions::new().prefix(prefix).origin("shop"),
         ))
         .unwrap();
     bridge.export("*").unwrap();
@@ -333,8 +355,12 @@ fn serve_nats_shows_the_events_bridges_export() {
     assert!(!events.is_empty());
     let text = body.as_str();
     assert!(text.contains("\"order\":7"), "{text}");
-    // Only the imported pattern: `audit.*` was exported but not imported.
-    assert!(!text.contains("audit.noise"), "{text}");
+    if args.contains(&"--nats-pattern") {
+        // Only the imported pattern: `audit.*` was exported but not imported.
+        assert!(!text.contains("audit.noise"), "{text}");
+    }
+    // Nothing was refused on the way in.
+    assert!(!text.contains("bridge_error"), "{text}");
     runtime.block_on(bridge.shutdown(PATIENCE));
     serve.kill().unwrap();
     serve.wait().unwrap();

@@ -322,3 +322,51 @@ async fn a_zero_terminal_wait_turns_the_wait_off() {
     waits.export("job.*").unwrap();
     assert_eq!(waiting(&b), 1, "{:?}", b.stats().subscribers);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_prefix_events_under_one_are_refused_unless_any_prefix() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    // A deployment publishing under a prefix, as `nerve demo --nats` does.
+    let (source, strict, watcher) = (bus(), bus(), bus());
+    let exporter = NatsBridge::connect(
+        &server.url(),
+        &source,
+        NatsOptions::new().prefix("nerve.demo.7f3a."),
+    )
+    .await
+    .unwrap();
+    exporter.export("*").unwrap();
+    // Two prefix-less bridges importing `*`: the default refuses what it
+    // cannot read as an event of its own subject; `any_prefix` takes it.
+    let refusing = NatsBridge::connect(&server.url(), &strict, NatsOptions::new())
+        .await
+        .unwrap();
+    refusing.import("*").await.unwrap();
+    let taking = NatsBridge::connect(&server.url(), &watcher, NatsOptions::new().any_prefix(true))
+        .await
+        .unwrap();
+    taking.import("*").await.unwrap();
+    let mut errors = strict.stream("system.bridge_error").unwrap();
+    let mut orders = watcher.stream("order.*").unwrap();
+
+    let id = source.emit("order.placed", json!({"order": 7})).unwrap();
+    let got = collect(&mut orders, 1, LIMIT).await;
+    assert_eq!(got[0].event_id(), id);
+    assert_eq!(got[0].event_type(), "order.placed");
+    assert_eq!(got[0].data()["order"], 7);
+    assert!(imported_from(&got[0]).is_some());
+
+    let refused = collect(&mut errors, 1, LIMIT).await;
+    let error = refused[0].data()["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains("nerve.demo.7f3a.order.placed") && error.contains("\"order.placed\" event"),
+        "{error}"
+    );
+    // Counted once the emit into the watcher's bus returned.
+    crate::eventually(LIMIT, || taking.stats().imported == 1).await;
+    let (s, w) = (refusing.stats(), taking.stats());
+    assert_eq!((s.imported, s.import_rejected), (0, 1), "{s:?}");
+    assert_eq!((w.imported, w.import_rejected), (1, 0), "{w:?}");
+}
