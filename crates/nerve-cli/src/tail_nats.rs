@@ -166,10 +166,7 @@ fn decode<'s>(
         return Ok((event, None));
     }
     if prefix.as_str().is_empty() {
-        if let Some(unnamed) = subject
-            .strip_suffix(event.event_type())
-            .filter(|p| p.ends_with('.'))
-        {
+        if let Some(unnamed) = subject::published_prefix(subject, event.event_type()) {
             return Ok((event, Some(unnamed)));
         }
     }

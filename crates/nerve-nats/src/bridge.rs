@@ -992,27 +992,24 @@ impl Shared {
         }
     }
 
-    /// Whether `subject` is some prefix followed by `event_type`, and this
-    /// bridge takes such events ([`NatsOptions::any_prefix`]).
-    fn under_any_prefix(&self, subject: &str, event_type: &str) -> bool {
-        self.options.any_prefix
-            && self.prefix.as_str().is_empty()
-            && subject
-                .strip_suffix(event_type)
-                .is_some_and(|p| p.len() > 1 && p.ends_with('.'))
+    /// Whether this bridge takes events published under any prefix
+    /// ([`NatsOptions::any_prefix`]): only one with no prefix of its own.
+    fn takes_any_prefix(&self) -> bool {
+        self.options.any_prefix && self.prefix.as_str().is_empty()
     }
 
     fn decode(&self, message: &async_nats::Message, origin: Option<&str>) -> Result<Event, String> {
         let subject = message.subject.as_str();
         let name = subject::subject_event_type(&self.prefix, subject);
         if let Err(e) = &name {
-            if !self.options.any_prefix || !self.prefix.as_str().is_empty() {
+            if !self.takes_any_prefix() {
                 return Err(e.to_string());
             }
         }
         let event = nerve_journal::line::decode(&message.payload).map_err(|e| e.to_string())?;
         if name.as_deref().ok() != Some(event.event_type())
-            && !self.under_any_prefix(subject, event.event_type())
+            && !(self.takes_any_prefix()
+                && subject::published_prefix(subject, event.event_type()).is_some())
         {
             return Err(match name {
                 Ok(name) => format!(

@@ -157,10 +157,35 @@ pub fn subject_event_type<'s>(prefix: &Prefix, subject: &'s str) -> Result<&'s s
     Ok(name)
 }
 
+/// The subject prefix `subject` was published under, when it is some
+/// prefix followed by `event_type` (`nerve.demo.7f3a.order.placed` for
+/// `order.placed`: `nerve.demo.7f3a.`); `None` otherwise. How a reader with
+/// no prefix of its own takes events published under one
+/// ([`NatsOptions::any_prefix`](crate::NatsOptions::any_prefix), `nerve
+/// tail --nats '*'`).
+pub fn published_prefix<'s>(subject: &'s str, event_type: &str) -> Option<&'s str> {
+    subject
+        .strip_suffix(event_type)
+        .filter(|p| p.len() > 1 && p.ends_with('.'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_published_prefix_is_what_comes_before_the_event_type() {
+        let got = |s| published_prefix(s, "order.placed");
+        assert_eq!(
+            got("nerve.demo.7f3a.order.placed"),
+            Some("nerve.demo.7f3a.")
+        );
+        assert_eq!(got("order.placed"), None);
+        assert_eq!(got("xorder.placed"), None);
+        assert_eq!(got(".order.placed"), None);
+        assert_eq!(got("nerve.order.shipped"), None);
+    }
 
     fn pat(s: &str) -> Pattern {
         Pattern::parse(s).unwrap()
