@@ -1,9 +1,12 @@
 //! The wall clock, read once per event.
 //!
-//! On Linux the clock is read through `rustix`, which calls the kernel's
-//! vDSO directly; `SystemTime::now` goes through libc and then normalises a
-//! `Duration` against the epoch, about 40 % more a read (see
-//! `docs/benchmarks.md`, "The event's clock"). Elsewhere, std.
+//! On Linux the clock is read through `rustix`'s libc backend, which calls
+//! libc's `clock_gettime` (the kernel's vDSO) and nothing more;
+//! `SystemTime::now` then normalises a `Duration` against the epoch, about
+//! 40 % more a read (see `docs/benchmarks.md`, "The event's clock").
+//! rustix's own backend, as fast, finds the vDSO itself in a way that
+//! crashes every program run under valgrind (bytecodealliance/rustix#1559),
+//! so the workspace asks for `use-libc`. Elsewhere, std.
 
 /// Microseconds since the Unix epoch, negative before it, saturating.
 #[inline]

@@ -424,3 +424,80 @@ fn a_drop_that_abandons_deliveries_says_so_on_stderr() {
         "{stderr}"
     );
 }
+
+// ----- a program run under valgrind -----
+
+/// The child: a run into a journal (the spare file, the write-back advice
+/// and the interval sync on the way), one sync and one async handler, then
+/// an orderly return. Every part of an emit reads the clock.
+#[test]
+fn child_runs_a_journaled_run() {
+    let Ok(path) = std::env::var(VAR) else { return };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let journal = Journal::builder(&path)
+            .fsync(Fsync::Interval(Duration::from_millis(50)))
+            .build()
+            .unwrap();
+        let bus = Bus::builder().journal(journal).build().unwrap();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = std::sync::Arc::clone(&seen);
+        bus.subscribe("specimen.*", move |_e: &Event| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+        .unwrap();
+        bus.subscribe_async("extraction.*", |_e: Event| async {})
+            .unwrap();
+        emit_run(&bus);
+        bus.shutdown().await;
+        println!(
+            "HANDLED {}",
+            seen.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    });
+}
+
+/// Programs that use nerve are run under valgrind (memcheck for a leak or a
+/// bad read, callgrind to count instructions): one that crashes there cannot
+/// be checked at all. rustix's own vDSO lookup did, on the event clock's
+/// first read (bytecodealliance/rustix#1559).
+#[test]
+fn a_program_runs_under_valgrind() {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        let hint = "valgrind not found on PATH: install Debian's package `valgrind`";
+        assert!(std::env::var_os("CI").is_none(), "{hint} (CI is set)");
+        eprintln!("SKIPPED a_program_runs_under_valgrind: {hint}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let out = Command::new("valgrind")
+        .args(["--tool=memcheck", "--error-exitcode=99", "-q"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "child_runs_a_journaled_run",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(VAR, &path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{:?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains(&format!("HANDLED {}", EVENTS - 1)),
+        "{stdout}"
+    );
+    assert_whole_run(&journal(&path));
+}
