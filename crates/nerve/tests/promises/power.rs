@@ -30,6 +30,9 @@ struct Disk {
     dir_syncs: u64,
     /// Renames of a file some of whose written bytes no sync covered.
     unsynced_renames: Vec<String>,
+    /// Names made, renamed or removed since the directory's last sync:
+    /// what a power loss now could undo.
+    dir_changes_unsynced: u64,
 }
 
 /// The real file system, recording writes, syncs and renames.
@@ -44,6 +47,9 @@ impl Recorder {
         let d = self.0.lock().unwrap();
         (d.file_syncs, d.dir_syncs)
     }
+    fn dir_changes_unsynced(&self) -> u64 {
+        self.0.lock().unwrap().dir_changes_unsynced
+    }
 }
 
 struct RecordedFile {
@@ -54,6 +60,7 @@ struct RecordedFile {
 
 impl JournalFs for Recorder {
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn JournalFile>> {
+        let made = !path.exists();
         let inner = StdFs.open_append(path)?;
         let len = inner.len()?;
         // What is in the file already counts as synced: recovery synced it.
@@ -61,11 +68,10 @@ impl JournalFs for Recorder {
             written: len,
             synced: len,
         }));
-        self.0
-            .lock()
-            .unwrap()
-            .files
-            .insert(path.to_path_buf(), bytes.clone());
+        let mut d = self.0.lock().unwrap();
+        d.files.insert(path.to_path_buf(), bytes.clone());
+        d.dir_changes_unsynced += u64::from(made);
+        drop(d);
         Ok(Box::new(RecordedFile {
             inner,
             bytes,
@@ -75,6 +81,7 @@ impl JournalFs for Recorder {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         StdFs.rename(from, to)?;
         let mut d = self.0.lock().unwrap();
+        d.dir_changes_unsynced += 1;
         if let Some(bytes) = d.files.remove(from) {
             let b = *bytes.lock().unwrap();
             if b.synced < b.written {
@@ -87,12 +94,16 @@ impl JournalFs for Recorder {
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         StdFs.remove(path)?;
-        self.0.lock().unwrap().files.remove(path);
+        let mut d = self.0.lock().unwrap();
+        d.files.remove(path);
+        d.dir_changes_unsynced += 1;
         Ok(())
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         StdFs.sync_dir(dir)?;
-        self.0.lock().unwrap().dir_syncs += 1;
+        let mut d = self.0.lock().unwrap();
+        d.dir_syncs += 1;
+        d.dir_changes_unsynced = 0;
         Ok(())
     }
 }
@@ -202,6 +213,7 @@ fn rotate_flush_close(fsync: Fsync) -> (Recorder, PathBuf, tempfile::TempDir) {
     let after_flush = fs.bytes(&path);
     if fsync != Fsync::Never {
         assert_eq!(after_flush.synced, after_flush.written, "flush syncs");
+        assert_eq!(fs.dir_changes_unsynced(), 0, "flush syncs the directory");
     }
     assert!(journal.stats().rotations >= 10, "{:?}", journal.stats());
     journal
@@ -223,8 +235,11 @@ fn under_never_nothing_is_ever_synced() {
 }
 
 /// `Interval(d)` syncs a file before rotating it away (so a rotated file is
-/// whole on disk), the directory after each rotation, and everything on
-/// flush and close, without waiting for `d` (an hour here).
+/// whole on disk), and the directory and everything else on flush and
+/// close, without waiting for `d` (an hour here). The directory is synced
+/// once per pass of renames, not once per rotation: how many rotations a
+/// pass takes depends on the threads' timing, so only the file syncs are
+/// counted.
 #[test]
 fn under_interval_a_file_is_synced_before_rotation_and_on_flush_and_close() {
     let (fs, path, _dir) = rotate_flush_close(Fsync::Interval(Duration::from_secs(3600)));
@@ -234,12 +249,9 @@ fn under_interval_a_file_is_synced_before_rotation_and_on_flush_and_close() {
         "rotated with unsynced bytes: {:?}",
         d.unsynced_renames
     );
-    assert!(
-        d.file_syncs >= 10 && d.dir_syncs >= 10,
-        "{} {}",
-        d.file_syncs,
-        d.dir_syncs
-    );
+    assert!(d.file_syncs >= 10, "one a rotation: {}", d.file_syncs);
+    assert!(d.dir_syncs >= 1, "{}", d.dir_syncs);
+    assert_eq!(d.dir_changes_unsynced, 0, "close syncs the directory");
     drop(d);
     let b = fs.bytes(&path);
     assert_eq!(b.synced, b.written, "close syncs");
