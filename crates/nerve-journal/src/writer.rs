@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use nerve_core::Event;
 use nerve_core::sink::{SinkErrorKind, SinkFault};
+use nerve_core::{Event, EventId};
 
 use crate::Fsync;
 use crate::files::{self, Paths};
@@ -86,8 +86,9 @@ pub(crate) struct Writer {
     unsynced: Vec<Event>,
     /// And the marker lines written since then, owed again if cut off.
     unsynced_markers: Owed,
-    /// Acks waiting for the next write (or, under `Fsync::Always`, sync).
-    acks: Vec<Ack>,
+    /// Acks waiting for the next write (or, under `Fsync::Always`, sync),
+    /// with the event each one waits for.
+    acks: Vec<(EventId, Ack)>,
     /// Marker lines not yet written (events lost to failed writes, refused
     /// by a full queue), paid at the next batch.
     owed: Owed,
@@ -285,6 +286,7 @@ impl Writer {
     /// not fit. Encoded in place, at the end of the pending bytes: moved
     /// aside only in the rare case that it needs a rotation first.
     fn push(&mut self, event: Event, ack: Option<Ack>) {
+        let event_id = event.event_id();
         // A range of replayed numbers ends where a recorded event comes.
         self.close_skipped();
         let start = self.pending.len();
@@ -325,18 +327,15 @@ impl Writer {
             self.scratch.extend_from_slice(&self.pending[start..]);
             self.pending.truncate(start);
             if let Err(e) = self.make_room() {
-                self.fail(
-                    &format!("rotation failed: {e}"),
-                    vec![event],
-                    ack.into_iter(),
-                );
+                let acks = ack.map(|ack| (event_id, ack));
+                self.fail(&format!("rotation failed: {e}"), vec![event], acks);
                 return;
             }
             self.pending.extend_from_slice(&self.scratch);
         }
         self.pending_events.push(event);
         if let Some(ack) = ack {
-            self.acks.push(ack);
+            self.acks.push((event_id, ack));
         }
     }
 
@@ -465,7 +464,7 @@ impl Writer {
                 // The markers lost nothing new: they are owed again.
                 self.owed.append(markers);
                 let acks = std::mem::take(&mut self.acks);
-                self.fail(&format!("write failed: {e}"), events, acks.into_iter());
+                self.fail(&format!("write failed: {e}"), events, acks);
             }
         }
     }
@@ -524,23 +523,31 @@ impl Writer {
 
     /// Counts and reports events the journal could not keep, and owes an
     /// `io` marker line for each.
-    fn fail(&mut self, message: &str, events: Vec<Event>, acks: impl Iterator<Item = Ack>) {
+    fn fail(
+        &mut self,
+        message: &str,
+        events: Vec<Event>,
+        acks: impl IntoIterator<Item = (EventId, Ack)>,
+    ) {
         self.shared.counters.io_errors.inc();
         if self.failure.is_none() {
             self.failure = Some(message.to_owned());
         }
-        let mut acked = false;
-        for ack in acks {
-            acked = true;
+        let mut waited = Vec::new();
+        for (id, ack) in acks {
+            waited.push(id);
             let _ = ack.send(Err(message.to_owned()));
         }
+        // Under `Fsync::Always` every event of a batch may be waited for.
+        waited.sort_unstable();
         self.shared.counters.lost.add(events.len() as u64);
         self.owe_io(message, &events);
-        if acked {
-            // `record` returns the error; the bus reports each event itself.
-            return;
-        }
         for event in events {
+            if waited.binary_search(&event.event_id()).is_ok() {
+                // Its `record_and_wait` returns the error, and the bus
+                // reports the event itself.
+                continue;
+            }
             self.shared.report(SinkFault {
                 kind: SinkErrorKind::Io,
                 message: format!("journal {message}; event not recorded"),
@@ -641,7 +648,7 @@ impl Writer {
     }
 
     fn answer_acks(&mut self, result: Result<(), String>) {
-        for ack in self.acks.drain(..) {
+        for (_, ack) in self.acks.drain(..) {
             let _ = ack.send(result.clone());
         }
     }

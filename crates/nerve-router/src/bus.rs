@@ -515,8 +515,10 @@ impl Bus {
     /// # Errors
     ///
     /// [`EmitError`]: invalid name, shut-down bus, no runtime for an async
-    /// handler, nesting too deep, or [`EmitError::Halted`] when a handler asked
-    /// to stop (the event was still delivered to every handler).
+    /// handler, nesting too deep, [`EmitError::Halted`] when a handler asked
+    /// to stop, or [`EmitError::NotRecorded`] when a durable (by default
+    /// terminal) event could not be confirmed on disk (in both, the event
+    /// was still delivered to every handler).
     pub fn emit(
         &self,
         event_type: impl AsRef<str>,

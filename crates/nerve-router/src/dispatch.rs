@@ -18,7 +18,7 @@ use crossbeam_utils::CachePadded;
 use nerve_core::correlation::{self, CorrelationId};
 use nerve_core::instrument::HandlerMode;
 use nerve_core::metrics::names as metric;
-use nerve_core::sink::SinkFault;
+use nerve_core::sink::{SinkError, SinkFault};
 use nerve_core::{Event, EventId, Stamp, Timestamp, Value};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::task::AbortHandle;
@@ -105,6 +105,8 @@ pub(crate) struct Dispatched {
     /// A subscriber's queue refused the event (`Overflow::Error`, or a
     /// `Block` that would wait on itself). Boxed: rare, and large.
     refused: Option<Box<EmitError>>,
+    /// The journal did not confirm a durable event. Boxed: rare.
+    not_recorded: Option<Box<SinkError>>,
     /// The turn of an async subscription whose delivery the waiting
     /// emitter runs itself ([`Dispatcher::run_in_turn`]).
     turn: Option<HeldTurn>,
@@ -138,10 +140,14 @@ impl Dispatched {
 
     /// What `emit` returns.
     pub(crate) fn into_result(self) -> Result<EventId, EmitError> {
-        match (self.halt, self.refused) {
-            (Some((sub, reason)), _) => Err(Self::halted_error(self.event_id, &sub, reason)),
-            (None, Some(refused)) => Err(*refused),
-            (None, None) => Ok(self.event_id),
+        match (self.halt, self.refused, self.not_recorded) {
+            (Some((sub, reason)), _, _) => Err(Self::halted_error(self.event_id, &sub, reason)),
+            (None, Some(refused), _) => Err(*refused),
+            (None, None, Some(source)) => Err(EmitError::NotRecorded {
+                event_id: self.event_id,
+                source: *source,
+            }),
+            (None, None, None) => Ok(self.event_id),
         }
     }
 
@@ -168,6 +174,12 @@ impl Dispatched {
                     reason: reason.clone(),
                 });
             }
+        }
+        if let Some(source) = self.not_recorded {
+            return Err(EmitError::NotRecorded {
+                event_id: self.event_id,
+                source: *source,
+            });
         }
         Ok(DeliveryReport {
             event_id: self.event_id,
@@ -477,13 +489,14 @@ impl Dispatcher {
         route: &Route,
         mut deliveries: Deliveries,
     ) -> Dispatched {
-        self.journal(event, route);
+        let not_recorded = self.journal(event, route);
         self.deliver_all(event, route, &mut deliveries);
         self.settle(event, &mut deliveries);
         Dispatched {
             event_id: event.event_id(),
             halt: deliveries.halt,
             refused: deliveries.refused,
+            not_recorded,
             turn: deliveries.turn,
         }
     }
@@ -631,7 +644,10 @@ impl Dispatcher {
     }
 
     /// Stage 4: records the event (the sink, the history) and counts it.
-    fn journal(&self, event: &Event, route: &Route) {
+    /// What the sink said of a durable event it could not record, which
+    /// `emit` returns as [`EmitError::NotRecorded`].
+    fn journal(&self, event: &Event, route: &Route) -> Option<Box<SinkError>> {
+        let mut not_recorded = None;
         if let Some(sink) = self.config.sink.as_ref().filter(|_| route.recorded) {
             // Durable events (terminal ones unless configured) are on disk,
             // with everything before them, before any handler runs.
@@ -648,6 +664,10 @@ impl Dispatcher {
                     message: e.to_string(),
                     event: Some(event.clone()),
                 });
+                // `emit` promised this one on disk: it says so too.
+                if durable {
+                    not_recorded = Some(Box::new(e));
+                }
             }
         }
         self.history
@@ -679,6 +699,7 @@ impl Dispatcher {
                 }
             }
         }
+        not_recorded
     }
 
     /// Stage 5: delivers the event to every subscription of its route whose

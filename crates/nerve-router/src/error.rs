@@ -1,6 +1,7 @@
 //! The errors of the bus, one type per operation.
 
 use nerve_core::name::ValidationError;
+use nerve_core::sink::SinkError;
 use nerve_core::{EventId, PatternError};
 
 use crate::subscribe::SubscriptionId;
@@ -87,6 +88,24 @@ pub enum EmitError {
         event_type: String,
         /// The guard's reason.
         reason: String,
+    },
+    /// The event is durable (terminal by default, see
+    /// [`BusBuilder::durable_patterns`](crate::BusBuilder::durable_patterns)),
+    /// so `emit` promised it on disk before returning, and the journal could
+    /// not confirm that: a failed write or sync (a full disk), a writer that
+    /// did not answer within the journal's `drop_timeout` (the event may
+    /// still be written later), a closed journal. The event was delivered to
+    /// every handler regardless. As every journal failure, it is also counted
+    /// in `stats().events.journal_errors` and published as
+    /// `system.journal_error`. A halt or a refusal of the same emit is
+    /// returned instead of this.
+    #[error("event {event_id} was delivered but the journal did not record it: {source}")]
+    NotRecorded {
+        /// The event.
+        event_id: EventId,
+        /// What the journal said.
+        #[source]
+        source: SinkError,
     },
     /// Handlers emitting events whose handlers emit events ... went deeper
     /// than the bus allows; likely an emit loop.

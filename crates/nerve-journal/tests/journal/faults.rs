@@ -415,3 +415,52 @@ fn a_fault_handler_on_the_writer_thread_can_record_a_durable_event() {
         .collect();
     assert!(types.iter().any(|t| t == "alert.failed"), "{types:?}");
 }
+
+/// A full disk (every write failing): each event the journal loses is
+/// reported once, with its id, whether or not a durable event shared its
+/// batch (the durable one through its `emit`, which returns the error,
+/// the others by the writer), and a terminal event's `emit` fails.
+#[test]
+fn on_a_full_disk_every_lost_event_is_reported_once_and_terminal_emits_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let fs = FaultyFs::new();
+    let journal = Journal::builder(&path)
+        .file_system(fs.clone())
+        .build()
+        .unwrap();
+    let bus = Bus::builder().journal(journal.clone()).build().unwrap();
+    let reported = Arc::new(Mutex::new(Vec::new()));
+    let seen = reported.clone();
+    bus.subscribe("system.journal_error", move |e: &Event| {
+        if let Some(id) = e.data()["event_id"].as_str() {
+            seen.lock().unwrap().push(id.to_owned());
+        }
+    })
+    .unwrap();
+    fs.fail_always(Op::Write);
+    let mut emitted = Vec::new();
+    for batch in 0..20 {
+        for i in 0..100 {
+            let id = bus
+                .emit("specimen.processing", json!({"batch": batch, "i": i}))
+                .unwrap();
+            emitted.push(id.to_string());
+        }
+        match bus.emit("batch.failed", json!({"batch": batch})) {
+            Err(nerve_router::EmitError::NotRecorded { event_id, source }) => {
+                assert_eq!(source.kind(), SinkErrorKind::Io, "{source}");
+                emitted.push(event_id.to_string());
+            }
+            other => panic!("a terminal event not on disk: {other:?}"),
+        }
+    }
+    let _ = journal.flush(WAIT);
+    let stats = journal.stats();
+    assert_eq!(stats.lost, 2_020, "{stats:?}");
+    let mut reported = reported.lock().unwrap().clone();
+    reported.sort_unstable();
+    emitted.sort_unstable();
+    assert_eq!(reported, emitted, "each lost event reported once");
+    assert_eq!(stats.written, 0, "{stats:?}");
+}

@@ -640,3 +640,57 @@ fn journal_errors_take_no_seq_and_are_not_recorded() {
     assert_eq!(*reports.lock().unwrap(), [0], "published, unnumbered");
     assert_eq!(bus.stats().events.journal_errors, 1);
 }
+
+/// A durable event's `emit` promised it on disk: when the journal cannot
+/// confirm it (a full disk here), the event is still delivered and
+/// reported as every journal failure is, and `emit` says so. An event that
+/// was not promised on disk is only reported.
+#[test]
+fn a_durable_event_the_journal_could_not_record_is_delivered_and_emit_says_so() {
+    let sink = Arc::new(Refusing {
+        refuse: None,
+        seen: Mutex::default(),
+    });
+    let bus = Bus::builder().journal(sink).build().unwrap();
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let log = handled.clone();
+    bus.subscribe("*", move |e: &Event| {
+        log.lock().unwrap().push(e.event_type().to_owned());
+    })
+    .unwrap();
+    bus.emit("specimen.processing", json!({"sequence": 1}))
+        .unwrap();
+    let err = bus
+        .emit("extraction.failed", json!({"run_id": "extraction_001"}))
+        .unwrap_err();
+    let EmitError::NotRecorded { event_id, source } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(source.kind(), nerve_core::sink::SinkErrorKind::Io);
+    assert!(err.to_string().contains("disk full"), "{err}");
+    let report = bus
+        .emit_and_wait_blocking("upload.completed", json!({}))
+        .unwrap_err();
+    assert!(
+        matches!(report, EmitError::NotRecorded { .. }),
+        "{report:?}"
+    );
+    let query = nerve_core::query::HistoryQuery::new()
+        .pattern("extraction.failed")
+        .unwrap();
+    let history = bus.history(&query);
+    assert_eq!(history[0].event_id(), *event_id);
+    assert_eq!(
+        *handled.lock().unwrap(),
+        [
+            // Each report comes from the journal stage, before delivery.
+            "system.journal_error",
+            "specimen.processing",
+            "system.journal_error",
+            "extraction.failed",
+            "system.journal_error",
+            "upload.completed",
+        ]
+    );
+    assert_eq!(bus.stats().events.journal_errors, 3);
+}
