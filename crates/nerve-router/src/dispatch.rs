@@ -145,7 +145,7 @@ impl Dispatched {
             (None, Some(refused), _) => Err(*refused),
             (None, None, Some(source)) => Err(EmitError::NotRecorded {
                 event_id: self.event_id,
-                source: *source,
+                error: *source,
             }),
             (None, None, None) => Ok(self.event_id),
         }
@@ -178,7 +178,7 @@ impl Dispatched {
         if let Some(source) = self.not_recorded {
             return Err(EmitError::NotRecorded {
                 event_id: self.event_id,
-                source: *source,
+                error: *source,
             });
         }
         Ok(DeliveryReport {

@@ -99,13 +99,14 @@ pub enum EmitError {
     /// in `stats().events.journal_errors` and published as
     /// `system.journal_error`. A halt or a refusal of the same emit is
     /// returned instead of this.
-    #[error("event {event_id} was delivered but the journal did not record it: {source}")]
+    // `error` is in the message and not a `#[source]`, so that a printed
+    // chain of causes does not say it twice.
+    #[error("event {event_id} was delivered but the journal did not record it: {error}")]
     NotRecorded {
         /// The event.
         event_id: EventId,
         /// What the journal said.
-        #[source]
-        source: SinkError,
+        error: SinkError,
     },
     /// Handlers emitting events whose handlers emit events ... went deeper
     /// than the bus allows; likely an emit loop.

@@ -448,8 +448,8 @@ fn on_a_full_disk_every_lost_event_is_reported_once_and_terminal_emits_fail() {
             emitted.push(id.to_string());
         }
         match bus.emit("batch.failed", json!({"batch": batch})) {
-            Err(nerve_router::EmitError::NotRecorded { event_id, source }) => {
-                assert_eq!(source.kind(), SinkErrorKind::Io, "{source}");
+            Err(nerve_router::EmitError::NotRecorded { event_id, error }) => {
+                assert_eq!(error.kind(), SinkErrorKind::Io, "{error}");
                 emitted.push(event_id.to_string());
             }
             other => panic!("a terminal event not on disk: {other:?}"),

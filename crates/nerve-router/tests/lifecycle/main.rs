@@ -663,10 +663,10 @@ fn a_durable_event_the_journal_could_not_record_is_delivered_and_emit_says_so() 
     let err = bus
         .emit("extraction.failed", json!({"run_id": "extraction_001"}))
         .unwrap_err();
-    let EmitError::NotRecorded { event_id, source } = &err else {
+    let EmitError::NotRecorded { event_id, error } = &err else {
         panic!("{err:?}");
     };
-    assert_eq!(source.kind(), nerve_core::sink::SinkErrorKind::Io);
+    assert_eq!(error.kind(), nerve_core::sink::SinkErrorKind::Io);
     assert!(err.to_string().contains("disk full"), "{err}");
     let report = bus
         .emit_and_wait_blocking("upload.completed", json!({}))
