@@ -973,13 +973,8 @@ impl Shared {
         }
         match self.decode(message, origin) {
             Ok(event) => match self.bus.emit_event(event) {
-                // A halt (a validator's verdict on a remote worker's item)
-                // is said to the emitter after every handler had the
-                // event: it was imported, and there is no emitter here to
-                // stop. The verdict travels back as events of its own.
-                Ok(_) | Err(nerve_router::EmitError::Halted { .. }) => {
-                    self.count(&c.imported, outcome::IMPORTED)
-                }
+                Ok(_) => self.count(&c.imported, outcome::IMPORTED),
+                Err(e) if delivered_anyway(&e) => self.count(&c.imported, outcome::IMPORTED),
                 Err(_) => self.count(&c.import_rejected, outcome::IMPORT_REJECTED),
             },
             Err(error) => {
@@ -1033,6 +1028,20 @@ impl Shared {
         // nothing (no copy of the payload); the bus assigns `seq`.
         Ok(event.with_source(source))
     }
+}
+
+/// Whether an import whose `emit` returned `e` still reached every local
+/// handler, and so was imported. A halt (a validator's verdict on a remote
+/// worker's item) is said to the emitter after every handler had the event,
+/// and there is no emitter here to stop: the verdict travels back as events
+/// of its own. `NotRecorded` is the local journal's failure, counted and
+/// reported by the bus; a durable import that must not acknowledge what is
+/// not on disk asks for `ack_after_flush`.
+pub(crate) fn delivered_anyway(e: &nerve_router::EmitError) -> bool {
+    matches!(
+        e,
+        nerve_router::EmitError::Halted { .. } | nerve_router::EmitError::NotRecorded { .. }
+    )
 }
 
 /// How long a core export waits for a probe's answer before it sends

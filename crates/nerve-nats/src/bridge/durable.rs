@@ -991,20 +991,21 @@ impl DurableImporter {
             return Answer::Ack;
         }
         match shared.bus.emit_event(event) {
-            Ok(_) => {
-                shared.count(&c.imported, outcome::IMPORTED);
-                self.dedup.remember(id);
-                if self.flush.is_some() {
-                    Answer::AckAfterFlush(id)
-                } else {
-                    Answer::Ack
-                }
-            }
+            Ok(_) => {}
+            // Delivered: acknowledged, not delivered (and halted) again.
+            Err(e) if super::delivered_anyway(&e) => {}
             Err(_) => {
                 // The bus refused it (shut down): left to a later process.
                 shared.count(&c.import_rejected, outcome::IMPORT_REJECTED);
-                Answer::Nak
+                return Answer::Nak;
             }
+        }
+        shared.count(&c.imported, outcome::IMPORTED);
+        self.dedup.remember(id);
+        if self.flush.is_some() {
+            Answer::AckAfterFlush(id)
+        } else {
+            Answer::Ack
         }
     }
 
