@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use nerve::journal::ReadError;
 
+use crate::output::say;
+
 /// How many skipped lines a warning names.
 const NAMED: usize = 5;
 
@@ -81,7 +83,7 @@ impl Skipped {
     pub(crate) fn report(&self, journal: &Path, strict: bool) -> ExitCode {
         match self.warning(journal) {
             Some(w) => {
-                eprintln!("{w}");
+                say!("{w}");
                 if strict {
                     ExitCode::from(1)
                 } else {

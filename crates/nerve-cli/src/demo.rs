@@ -18,7 +18,7 @@ use nerve::{Bus, EmitError};
 use nerve::{Event, json};
 use nerve::{Fsync, Journal};
 
-use crate::output::Out;
+use crate::output::{Out, say};
 
 #[derive(Debug, Args, Clone)]
 pub(crate) struct DemoArgs {
@@ -411,7 +411,7 @@ pub(crate) fn watch_signals(bus: &Bus, log: &Path) -> Result<nerve::signals::Sig
     let log = log.to_owned();
     bus.subscribe(nerve::signals::INTERRUPTED, move |e: &Event| {
         let signal = e.data()["signal"].as_str().unwrap_or("a signal");
-        eprintln!(
+        say!(
             "\ninterrupted by {signal}: the run's events so far are in {}",
             log.display()
         );

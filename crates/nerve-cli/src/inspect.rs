@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::damage::Skipped;
-use crate::output::Out;
+use crate::output::{Out, say};
 use crate::path::JournalFiles;
 use crate::{Filter, PathArg, QueryArgs, StatsArgs, TailArgs, TimelineArgs};
 
@@ -444,7 +444,7 @@ fn wait_for(active: &Path, say: bool) -> Follow {
             return f;
         }
         if !said {
-            eprintln!(
+            say!(
                 "nerve: {} does not exist yet; waiting for it",
                 active.display()
             );
@@ -512,7 +512,7 @@ pub(crate) fn tail(args: &TailArgs, out: &mut Out) -> Result<ExitCode> {
             Ok(_) => {}
             Err(e @ ReadError::Missed { .. }) => {
                 out.flush()?;
-                eprintln!("nerve: warning: {e}");
+                say!("nerve: warning: {e}");
             }
             Err(e) if e.is_damaged_line() => {
                 out.flush()?;

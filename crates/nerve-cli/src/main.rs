@@ -24,7 +24,7 @@ mod serve;
 mod tail_nats;
 mod verify;
 
-use output::Out;
+use output::{Out, say};
 
 /// nerve: the event bus's command line.
 #[derive(Debug, Parser)]
@@ -250,7 +250,7 @@ fn main() -> ExitCode {
         Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = out.flush();
-            eprintln!("nerve: error: {e:#}");
+            say!("nerve: error: {e:#}");
             ExitCode::from(2)
         }
     }

@@ -27,6 +27,17 @@ impl Out {
     }
 }
 
+/// `eprintln!` that a closed standard error cannot turn into a panic:
+/// `nerve stats LOG 2>&1 | head` closes both streams while a warning is
+/// still to be written, and `eprintln!` would then panic (exit 101).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+pub(crate) use say;
+
 /// Whether `e` comes from writing to a pipe whose reader went away.
 pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {

@@ -29,7 +29,7 @@ use nerve::nats::{DeliverFrom, DurableImport, NatsBridge, NatsOptions, imported_
 use nerve::sink::EventSink;
 use nerve::{Bus, Reject};
 
-use crate::output::Out;
+use crate::output::{Out, say};
 
 /// How many event ids of the journal's tail a restarted recorder knows.
 const TAIL_IDS: usize = 10_000;
@@ -132,7 +132,7 @@ pub(crate) fn record(args: &RecordArgs, out: &mut Out) -> Result<ExitCode> {
             if imported_from(e).is_some() {
                 return Ok(());
             }
-            eprintln!("nerve record: {} {}", e.event_type(), e.data());
+            say!("nerve record: {} {}", e.event_type(), e.data());
             Err(Reject::new("not from the stream"))
         })
         .build()
@@ -152,7 +152,7 @@ pub(crate) fn record(args: &RecordArgs, out: &mut Out) -> Result<ExitCode> {
     let (errors, dropped) = (bus.stats().events.journal_errors, journal.stats().dropped);
     if errors > 0 || dropped > 0 {
         // Not acknowledged either: the next run records them.
-        eprintln!(
+        say!(
             "nerve record: the journal reported {errors} errors and dropped {dropped} events; \
              their messages were not acknowledged and come again on the next run"
         );

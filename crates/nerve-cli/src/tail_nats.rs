@@ -21,7 +21,7 @@ use nerve::nats::subject::{self, Prefix};
 
 use crate::TailArgs;
 use crate::inspect::quote;
-use crate::output::Out;
+use crate::output::{Out, say};
 
 /// How long connecting may take before the URL is reported unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -85,14 +85,14 @@ async fn follow(
                 // is not delivered to this tail.
                 match event {
                     async_nats::Event::Disconnected if !lost.swap(true, Ordering::Relaxed) => {
-                        eprintln!(
+                        say!(
                             "nerve: warning: disconnected from NATS; reconnecting (events published meanwhile are missed)"
                         );
                     }
                     async_nats::Event::Connected if lost.swap(false, Ordering::Relaxed) => {
-                        eprintln!("nerve: reconnected to NATS");
+                        say!("nerve: reconnected to NATS");
                     }
-                    async_nats::Event::SlowConsumer(_) => eprintln!(
+                    async_nats::Event::SlowConsumer(_) => say!(
                         "nerve: warning: this tail is too slow: the NATS client dropped messages"
                     ),
                     _ => {}
@@ -112,7 +112,7 @@ async fn follow(
         .flush()
         .await
         .context("NATS did not confirm the subscription")?;
-    eprintln!("nerve: following {filter} on {url}");
+    say!("nerve: following {filter} on {url}");
     let mut damaged = 0_u64;
     let mut prefixes_seen = std::collections::HashSet::new();
     while let Some(message) = messages.next().await {
@@ -125,7 +125,7 @@ async fn follow(
         match decode(prefix, subject, &message.payload) {
             Ok((event, unnamed)) => {
                 if let Some(p) = unnamed.filter(|p| !prefixes_seen.contains(*p)) {
-                    eprintln!(
+                    say!(
                         "nerve: note: events under the subject prefix {p} are shown; \
                          `--prefix {p}` follows only those, and by event type"
                     );
@@ -138,7 +138,7 @@ async fn follow(
             }
             Err(reason) => {
                 damaged += 1;
-                eprintln!(
+                say!(
                     "nerve: warning: skipped a message on {subject} that is not an event ({damaged} so far): {reason}"
                 );
                 if strict {

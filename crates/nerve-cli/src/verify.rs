@@ -22,7 +22,7 @@ use nerve::{Event, EventId};
 use crate::PathArg;
 use crate::damage::Skipped;
 use crate::inspect::open;
-use crate::output::Out;
+use crate::output::{Out, say};
 use crate::path::JournalFiles;
 
 /// The event type of a range marker: `seq` numbers `from_seq..=to_seq` were
@@ -173,7 +173,7 @@ pub(crate) fn verify(args: &PathArg, out: &mut Out) -> Result<ExitCode> {
     let (files, mut reader) = match open(args) {
         Ok(opened) => opened,
         Err(e) => {
-            eprintln!("nerve: error: {e:#}");
+            say!("nerve: error: {e:#}");
             return Ok(ExitCode::from(2));
         }
     };
@@ -188,7 +188,7 @@ pub(crate) fn verify(args: &PathArg, out: &mut Out) -> Result<ExitCode> {
         match item {
             Ok(e) => f.event(reader.current_file().map(PathBuf::from), &e),
             Err(e @ ReadError::Io { .. }) => {
-                eprintln!("nerve: error: {:#}", anyhow::Error::new(e));
+                say!("nerve: error: {:#}", anyhow::Error::new(e));
                 return Ok(ExitCode::from(2));
             }
             Err(e) => {
@@ -200,7 +200,7 @@ pub(crate) fn verify(args: &PathArg, out: &mut Out) -> Result<ExitCode> {
     // Said on stderr too, as every reading command does; the details are
     // the problems listed on stdout.
     if let Some(s) = skipped.summary() {
-        eprintln!("nerve: warning: {s}");
+        say!("nerve: warning: {s}");
     }
     let mut notes: Vec<String> = Vec::new();
     let mut duplicates: Vec<String> = f

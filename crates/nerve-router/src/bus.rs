@@ -5,6 +5,7 @@
 //! [`ledger`](crate::ledger) (the bookkeeping) and the modules they use.
 
 use std::future::Future;
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -1128,7 +1129,9 @@ fn handler_queue(options: &Subscribe) -> Arc<Queue<Delivery>> {
 fn announce_abandoned(abandoned: u64, by: &str) {
     tracing::warn!(abandoned, "{by} abandoned queued deliveries");
     if !tracing::dispatcher::has_been_set() {
-        eprintln!(
+        // Not `eprintln!`: it panics when stderr is closed, and this runs in drops.
+        let _ = writeln!(
+            std::io::stderr(),
             "nerve: warning: {by} abandoned {abandoned} queued deliveries (on a current-thread \
              runtime the bus cannot wait for async handlers; call `bus.shutdown().await` first)"
         );

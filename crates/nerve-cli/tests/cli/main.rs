@@ -246,6 +246,38 @@ fn a_closed_pipe_ends_quietly() {
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
 }
 
+/// `nerve stats LOG 2>&1 | head`: both streams close while a warning about
+/// a damaged line is still to be written. No command panics (exit 101).
+#[test]
+fn a_closed_stderr_ends_quietly_too() {
+    let d = dir("stderr-pipe");
+    let path = d.join("events.jsonl");
+    write_journal(&path);
+    let mut text = std::fs::read(&path).unwrap();
+    text.extend_from_slice(b"not json\n");
+    std::fs::write(&path, text).unwrap();
+    let p = path.to_str().unwrap();
+    for args in [
+        vec!["stats", p],
+        vec!["query", p],
+        vec!["tail", p],
+        vec!["timeline", p, "--field", "data.metrics.success_rate"],
+        vec!["verify", p],
+    ] {
+        // The reader is gone before the child starts: every write fails.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let status = Command::new(env!("CARGO_BIN_EXE_nerve"))
+            .args(&args)
+            .stdout(writer.try_clone().unwrap())
+            .stderr(writer)
+            .status()
+            .unwrap();
+        let code = status.code();
+        assert!(matches!(code, Some(0 | 1)), "{args:?}: {status:?}");
+    }
+}
+
 #[test]
 fn verify_reports_clean_and_damaged_journals() {
     let d = dir("verify");
