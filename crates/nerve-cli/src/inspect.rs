@@ -510,7 +510,7 @@ pub(crate) fn tail(args: &TailArgs, out: &mut Out) -> Result<ExitCode> {
                 out.flush()?;
             }
             Ok(_) => {}
-            Err(e @ ReadError::Missed { .. }) => {
+            Err(e @ (ReadError::Missed { .. } | ReadError::Truncated { .. })) => {
                 out.flush()?;
                 say!("nerve: warning: {e}");
             }

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufReader, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,10 @@ use crate::reader::{
 
 /// How often a [`Follow`] at the end of the file looks for more (default).
 const DEFAULT_POLL: Duration = Duration::from_millis(20);
+
+/// How many of the last bytes read a [`Follow`] checks are still in the
+/// file before it reads on from where it stopped at the end.
+const FINGERPRINT: usize = 32;
 
 /// A tail of a journal: yields each record appended to the active file, in
 /// order, following the file when it is rotated, without losing or
@@ -62,6 +66,24 @@ struct Source {
     /// skipped without being kept.
     skipping: Option<u64>,
     line: u64,
+    /// The last bytes (at most [`FINGERPRINT`]) of the whole lines read,
+    /// ending where `partial` begins.
+    last_bytes: Vec<u8>,
+    /// Reading reached the end of the file: before reading on, check that
+    /// what was read is still there.
+    at_end: bool,
+}
+
+/// What a check at the end of a followed file found.
+enum Cut {
+    /// What was read is still there.
+    None,
+    /// The line in progress was cut off (its bytes); reading goes on from
+    /// where it began.
+    TornLine(u64),
+    /// The file was cut or rewritten beneath whole lines read (the bytes
+    /// read, the file's length); reading starts again from its start.
+    Rewritten(u64, u64),
 }
 
 /// A whole line of a followed file.
@@ -82,17 +104,23 @@ impl Source {
             partial: Vec::new(),
             skipping: None,
             line: 0,
+            last_bytes: Vec::new(),
+            at_end: false,
         }
     }
 
     fn open(path: &Path, from_end: bool) -> io::Result<Self> {
         let mut file = File::open(path)?;
         let id = file_id(&file.metadata()?);
+        let mut last_bytes = Vec::new();
         if from_end {
             // Start after the last whole record; a record being written is
             // read once it is complete.
             let len = file.metadata()?.len();
             let at = last_boundary(&mut file, len)?;
+            let before = at.min(FINGERPRINT as u64);
+            file.seek(SeekFrom::Start(at - before))?;
+            (&mut file).take(before).read_to_end(&mut last_bytes)?;
             file.seek(SeekFrom::Start(at))?;
         }
         Ok(Self {
@@ -102,7 +130,65 @@ impl Source {
             partial: Vec::new(),
             skipping: None,
             line: 0,
+            last_bytes,
+            at_end: false,
         })
+    }
+
+    /// Whether the `expected` bytes end at offset `end` of the file. Reads
+    /// through the buffer (empty at the end of the file), leaving the
+    /// position at `end` when they do.
+    fn holds(&mut self, expected: &[u8], end: u64) -> io::Result<bool> {
+        let Some(start) = end.checked_sub(expected.len() as u64) else {
+            return Ok(false);
+        };
+        self.reader.seek(SeekFrom::Start(start))?;
+        let mut found = vec![0; expected.len()];
+        match self.reader.read_exact(&mut found) {
+            Ok(()) => Ok(found == expected),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// At the end of the file, before reading on: checks that the bytes
+    /// read are still there (a writer reopening after a crash cuts a torn
+    /// last line; someone may truncate the file), and if not, moves back to
+    /// where reading can go on.
+    fn check_cut(&mut self) -> io::Result<Cut> {
+        let len = self.reader.get_ref().metadata()?.len();
+        let pos = self.reader.stream_position()?;
+        if len == pos {
+            // Nothing new yet: check again at the next poll.
+            return Ok(Cut::None);
+        }
+        self.at_end = false;
+        if self.skipping.is_none() {
+            let mut expected = self.last_bytes.clone();
+            expected.extend_from_slice(&self.partial);
+            let from = expected.len().saturating_sub(FINGERPRINT);
+            if len > pos && self.holds(&expected[from..], pos)? {
+                return Ok(Cut::None);
+            }
+            let start = pos - self.partial.len() as u64;
+            if !self.partial.is_empty() && len >= start {
+                let last = self.last_bytes.clone();
+                if self.holds(&last, start)? {
+                    let torn = self.partial.len() as u64;
+                    self.partial.clear();
+                    self.reader.seek(SeekFrom::Start(start))?;
+                    return Ok(Cut::TornLine(torn));
+                }
+            }
+        } else if len > pos {
+            return Ok(Cut::None);
+        }
+        self.reader.seek(SeekFrom::Start(0))?;
+        self.partial.clear();
+        self.skipping = None;
+        self.line = 0;
+        self.last_bytes.clear();
+        Ok(Cut::Rewritten(pos, len))
     }
 
     /// The next whole line, if one is there now. A line in progress is
@@ -117,6 +203,7 @@ impl Source {
         let got = read_line_capped(&mut self.reader, &mut self.partial, max)?;
         if !got.kept || self.skipping.is_some() {
             self.partial = Vec::new();
+            self.last_bytes.clear();
             let bytes = self.skipping.unwrap_or(start as u64) + got.bytes;
             if got.newline {
                 self.line += 1;
@@ -128,9 +215,13 @@ impl Source {
         }
         if got.newline {
             self.line += 1;
+            let from = self.partial.len().saturating_sub(FINGERPRINT);
+            self.last_bytes.clear();
+            self.last_bytes.extend_from_slice(&self.partial[from..]);
             self.partial.pop();
             return Ok(Some(Piece::Line(std::mem::take(&mut self.partial))));
         }
+        self.at_end = true;
         Ok(None)
     }
 }
@@ -242,6 +333,29 @@ impl Follow {
     /// The next line as a record, if one is available now.
     fn try_read(&mut self) -> Result<Option<Result<Event, ReadError>>, ReadError> {
         loop {
+            if self.current.at_end {
+                let cut = self.current.check_cut().map_err(|source| ReadError::Io {
+                    path: self.current.path.clone(),
+                    source,
+                })?;
+                match cut {
+                    Cut::None => {}
+                    Cut::TornLine(bytes) => {
+                        return Ok(Some(Err(ReadError::TornTail {
+                            path: self.current.path.clone(),
+                            line: self.current.line + 1,
+                            bytes,
+                        })));
+                    }
+                    Cut::Rewritten(read, len) => {
+                        return Ok(Some(Err(ReadError::Truncated {
+                            path: self.current.path.clone(),
+                            read,
+                            len,
+                        })));
+                    }
+                }
+            }
             let line = self.current.next_line().map_err(|source| ReadError::Io {
                 path: self.current.path.clone(),
                 source,
@@ -387,6 +501,97 @@ mod tests {
         std::fs::write(&active, lines(4..=4)).unwrap();
         assert_eq!(next(&mut f), Ok(3));
         assert_eq!(next(&mut f), Ok(4));
+    }
+
+    fn nothing_yet(f: &mut Follow) -> bool {
+        f.next_timeout(Duration::from_millis(1)).is_none()
+    }
+
+    /// A writer reopening after a crash cuts the torn last line and
+    /// appends: the tail, which had read the torn bytes, says so and reads
+    /// the new records whole, even when they are longer than what was cut.
+    #[test]
+    fn a_torn_line_cut_beneath_the_tail_is_reported_and_what_follows_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = dir.path().join("events.jsonl");
+        // The crashed run's last record, cut short: not the next run's.
+        let torn = &line(99)[..60];
+        std::fs::write(&active, lines(1..=2) + torn).unwrap();
+        let mut f = Follow::from_start(&active).unwrap();
+        assert_eq!(next(&mut f), Ok(1));
+        assert_eq!(next(&mut f), Ok(2));
+        assert!(nothing_yet(&mut f));
+        // The cut and the next records, all before the tail looks again.
+        let kept = lines(1..=2).len() as u64;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&active)
+            .unwrap();
+        file.set_len(kept).unwrap();
+        drop(file);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&active)
+            .unwrap();
+        std::io::Write::write_all(&mut file, lines(3..=4).as_bytes()).unwrap();
+        let cut = next(&mut f).unwrap_err();
+        assert!(
+            cut.ends_with(":3: torn last line (60 bytes without a newline)"),
+            "{cut}"
+        );
+        assert_eq!(next(&mut f), Ok(3));
+        assert_eq!(next(&mut f), Ok(4));
+        // The same when the cut is seen before anything new is written.
+        std::io::Write::write_all(&mut file, &line(98).as_bytes()[..55]).unwrap();
+        assert!(nothing_yet(&mut f));
+        let kept = lines(1..=4).len() as u64;
+        file.set_len(kept).unwrap();
+        assert!(
+            next(&mut f)
+                .unwrap_err()
+                .contains("torn last line (55 bytes")
+        );
+        assert!(nothing_yet(&mut f));
+        std::io::Write::write_all(&mut file, lines(5..=5).as_bytes()).unwrap();
+        assert_eq!(next(&mut f), Ok(5));
+    }
+
+    /// `> events.jsonl` (or logrotate's `copytruncate`) beneath the tail:
+    /// reported, and the file read again from its start, whether the tail
+    /// sees it shorter or already longer again.
+    #[test]
+    fn a_file_truncated_beneath_the_tail_is_reported_and_read_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = dir.path().join("events.jsonl");
+        std::fs::write(&active, lines(1..=3)).unwrap();
+        let mut f = Follow::from_end(&active).unwrap();
+        assert!(nothing_yet(&mut f));
+        std::fs::write(&active, lines(10..=10)).unwrap();
+        let cut = next(&mut f).unwrap_err();
+        let read = lines(1..=3).len();
+        let len = lines(10..=10).len();
+        assert!(
+            cut.contains(&format!(
+                "was truncated or rewritten while being followed ({read} bytes had been read, it now holds {len})"
+            )),
+            "{cut}"
+        );
+        assert_eq!(next(&mut f), Ok(10));
+        assert!(nothing_yet(&mut f));
+        // Rewritten longer than what was read before the tail looked.
+        std::fs::write(&active, lines(20..=25)).unwrap();
+        assert!(next(&mut f).unwrap_err().contains("truncated or rewritten"));
+        for seq in 20..=25 {
+            assert_eq!(next(&mut f), Ok(seq));
+        }
+        // Appends after a check are read as usual, with no report.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&active)
+            .unwrap();
+        std::io::Write::write_all(&mut file, lines(26..=27).as_bytes()).unwrap();
+        assert_eq!(next(&mut f), Ok(26));
+        assert_eq!(next(&mut f), Ok(27));
     }
 
     #[test]

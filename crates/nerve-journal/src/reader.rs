@@ -59,6 +59,23 @@ pub enum ReadError {
         /// The last `seq` missed, when known (one before the next read).
         to_seq: Option<u64>,
     },
+    /// A [`Follow`](crate::Follow) found the file it follows cut or
+    /// rewritten beneath whole records it had read: truncated by something
+    /// other than the journal's writer (`> events.jsonl`, logrotate's
+    /// `copytruncate`), or a failed write of several records cut back by
+    /// the writer. Following reads the file again from its start, so
+    /// records may repeat.
+    #[error(
+        "{path} was truncated or rewritten while being followed ({read} bytes had been read, it now holds {len}); reading it again from its start, so events may repeat"
+    )]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// How many of its bytes had been read.
+        read: u64,
+        /// Its length when the cut was noticed.
+        len: u64,
+    },
 }
 
 fn missed_message(path: &Path, from: Option<u64>, to: Option<u64>) -> String {
@@ -88,7 +105,8 @@ impl ReadError {
             Self::Io { path, .. }
             | Self::BadLine { path, .. }
             | Self::TornTail { path, .. }
-            | Self::Missed { path, .. } => path,
+            | Self::Missed { path, .. }
+            | Self::Truncated { path, .. } => path,
         }
     }
 
@@ -96,7 +114,7 @@ impl ReadError {
     pub fn line(&self) -> Option<u64> {
         match self {
             Self::BadLine { line, .. } | Self::TornTail { line, .. } => Some(*line),
-            Self::Io { .. } | Self::Missed { .. } => None,
+            Self::Io { .. } | Self::Missed { .. } | Self::Truncated { .. } => None,
         }
     }
 

@@ -169,3 +169,45 @@ fn tail_f_behind_retention_says_what_it_missed_and_goes_on() {
     );
     bus.shutdown_blocking();
 }
+
+/// `> events.jsonl` while `nerve tail -f` follows it, then new events: the
+/// tail says the file was truncated and prints the new events from the
+/// file's start. Before, it went on reading at its old offset and printed
+/// nothing until the file grew past it, then a damaged line.
+#[test]
+fn tail_f_of_a_truncated_journal_says_so_and_prints_what_follows() {
+    let d = dir("follow-truncated");
+    let path = d.join("events.jsonl");
+    let bus = Bus::builder()
+        .journal(Journal::builder(&path).build().unwrap())
+        .build()
+        .unwrap();
+    for n in 0..20 {
+        bus.emit("before.tick", json!({ "n": n })).unwrap();
+    }
+    bus.shutdown_blocking();
+    let mut tail = Tail::start(&["tail", "-f", "-n", "1", path.to_str().unwrap()]);
+    assert_eq!(tail.event()["data"]["n"], 19);
+    std::fs::File::create(&path).unwrap();
+    let bus = Bus::builder()
+        .journal(Journal::builder(&path).build().unwrap())
+        .build()
+        .unwrap();
+    for n in 0..3 {
+        bus.emit("after.tick", json!({ "n": n })).unwrap();
+    }
+    bus.flush_blocking();
+    for n in 0..3 {
+        let e = tail.event();
+        assert_eq!(
+            (&e["event_type"], &e["data"]["n"]),
+            (&json!("after.tick"), &json!(n))
+        );
+    }
+    let warning = tail.warning();
+    assert!(
+        warning.contains("was truncated or rewritten while being followed"),
+        "{warning}"
+    );
+    bus.shutdown_blocking();
+}

@@ -127,3 +127,70 @@ fn follow_and_replay_read_pending_files_in_order() {
     }
     assert_eq!(seqs, (1..=80).collect::<Vec<_>>());
 }
+
+/// A run killed mid-write leaves a torn last line; the next run into the
+/// same log cuts it (setting it aside in `events.jsonl.torn`) and appends.
+/// A tail that followed both runs says a line was torn and reads the next
+/// run's records whole: none is lost or merged with the torn bytes.
+#[test]
+fn a_tail_across_a_crash_and_the_next_run_reads_the_next_run_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let first = Journal::builder(&path).fsync(Fsync::Never).build().unwrap();
+    for n in 1..=3 {
+        first
+            .record(&Event::builder("run.one").seq(n).build().unwrap())
+            .unwrap();
+    }
+    first.close(WAIT).unwrap();
+    drop(first);
+    // The crash: half of a fourth record reached the file.
+    let torn = Event::builder("run.one").seq(4).build().unwrap();
+    let torn = serde_json::to_string(&torn).unwrap();
+    let torn = &torn.as_bytes()[..torn.len() / 2];
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, torn).unwrap();
+    drop(file);
+
+    let mut tail = nerve_journal::Follow::from_start(&path)
+        .unwrap()
+        .poll_interval(Duration::from_millis(1));
+    for n in 1..=3 {
+        assert_eq!(tail.next_timeout(WAIT).unwrap().unwrap().seq(), n);
+    }
+    assert!(tail.next_timeout(Duration::from_millis(5)).is_none());
+
+    let second = Journal::builder(&path).fsync(Fsync::Never).build().unwrap();
+    assert_eq!(second.recovery().torn_bytes, torn.len() as u64);
+    for n in 1..=2 {
+        second
+            .record(
+                &Event::builder("run.two")
+                    .data(json!({"n": n}))
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap();
+    }
+    second.flush(WAIT).unwrap();
+    let cut = tail.next_timeout(WAIT).unwrap().unwrap_err();
+    assert!(
+        cut.to_string().ends_with(&format!(
+            ":4: torn last line ({} bytes without a newline)",
+            torn.len()
+        )),
+        "{cut}"
+    );
+    for n in 1..=2 {
+        let e = tail.next_timeout(WAIT).unwrap().unwrap();
+        assert_eq!((e.event_type(), e.data()), ("run.two", &json!({"n": n})));
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("events.jsonl.torn")).unwrap(),
+        [torn, b"\n"].concat()
+    );
+    second.close(WAIT).unwrap();
+}
