@@ -88,6 +88,9 @@ enum Command {
     /// Record a NATS JetStream stream into a journal directory through a
     /// durable consumer: restartable, one line per event, `nerve verify`
     /// clean. Runs until SIGINT/SIGTERM, or with --drain until caught up.
+    /// Exit 0, or 1 when messages were refused (not events of this prefix:
+    /// acknowledged, named on stderr) or not recorded (left for the next
+    /// run).
     ///
     /// Example: nerve record --nats nats://127.0.0.1:4222 --stream ORDERS archive/
     Record(record::RecordArgs),

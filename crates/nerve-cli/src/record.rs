@@ -144,11 +144,21 @@ pub(crate) fn record(args: &RecordArgs, out: &mut Out) -> Result<ExitCode> {
         .context("cannot start the runtime")?;
     let result = runtime.block_on(consume(args, from, known, &bus, journal.clone()));
     bus.shutdown_blocking();
-    let (recorded, duplicates) = result?;
+    let (recorded, duplicates, refused) = result?;
     out.line(format!(
-        "recorded {recorded} events into {} ({duplicates} duplicates dropped)",
+        "recorded {recorded} events into {} ({duplicates} duplicates dropped, {refused} messages refused)",
         path.display()
     ))?;
+    let mut code = ExitCode::SUCCESS;
+    if refused > 0 {
+        // Acknowledged (they would come again forever), so said here.
+        say!(
+            "nerve record: {refused} messages of the stream were not events of this prefix \
+             ({:?}) and are not in the journal; each is named in a system.bridge_error line above",
+            args.prefix
+        );
+        code = ExitCode::from(1);
+    }
     let (errors, dropped) = (bus.stats().events.journal_errors, journal.stats().dropped);
     if errors > 0 || dropped > 0 {
         // Not acknowledged either: the next run records them.
@@ -156,20 +166,21 @@ pub(crate) fn record(args: &RecordArgs, out: &mut Out) -> Result<ExitCode> {
             "nerve record: the journal reported {errors} errors and dropped {dropped} events; \
              their messages were not acknowledged and come again on the next run"
         );
-        return Ok(ExitCode::from(1));
+        code = ExitCode::from(1);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 /// Runs the import until SIGINT/SIGTERM, or (with `--drain`) until the
-/// consumer has nothing left; events recorded and duplicates dropped.
+/// consumer has nothing left; events recorded, duplicates dropped and
+/// messages refused.
 async fn consume(
     args: &RecordArgs,
     from: DeliverFrom,
     known: Vec<nerve::EventId>,
     bus: &Bus,
     journal: Arc<Journal>,
-) -> Result<(u64, u64)> {
+) -> Result<(u64, u64, u64)> {
     let options = NatsOptions::new()
         .prefix(args.prefix.clone())
         .origin(format!("nerve-record/{}", args.consumer));
@@ -207,7 +218,7 @@ async fn consume(
     }
     bridge.shutdown(Duration::from_secs(5)).await;
     let s = bridge.stats();
-    Ok((s.imported, s.duplicates_dropped))
+    Ok((s.imported, s.duplicates_dropped, s.import_rejected))
 }
 
 /// SIGINT, or SIGTERM on Unix.

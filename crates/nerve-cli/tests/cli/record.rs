@@ -259,3 +259,57 @@ fn record_refuses_bad_input_clearly() {
         stderr(&o)
     );
 }
+
+/// A stream holding messages that are not nerve events (another program's
+/// JSON, an empty body): the recorder records the events, acknowledges the
+/// rest (they would come again forever), names each on stderr, counts them
+/// in its summary and exits 1. Before, it exited 0 with a summary that did
+/// not mention them.
+#[test]
+fn record_counts_and_names_the_messages_it_refuses() {
+    let Some(server) = NatsServer::start("record-refused") else {
+        return;
+    };
+    let out = dir("record-refused");
+    let publisher = Publisher::start(&server.url());
+    let ids = publisher.emit(0, 3);
+    publisher.runtime.block_on(async {
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        for body in [&b"{\"hello\":1}"[..], b"", b"not json"] {
+            js.publish("order.foreign", body.to_vec().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    });
+    let o = record(&server.url(), &out, &["--drain"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("recorded 3 events into")
+            && stdout(&o).contains("(0 duplicates dropped, 3 messages refused)"),
+        "{}",
+        stdout(&o)
+    );
+    let err = stderr(&o);
+    assert_eq!(
+        err.matches("nerve record: system.bridge_error {").count(),
+        3,
+        "{err}"
+    );
+    assert!(
+        err.contains("3 messages of the stream were not events"),
+        "{err}"
+    );
+    assert_eq!(journal_ids(&out), ids);
+    assert!(nerve(&["verify", out.to_str().unwrap()]).status.success());
+    // They were acknowledged: a second run has nothing left to refuse.
+    let again = record(&server.url(), &out, &["--drain"]).output().unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stdout(&again).contains("recorded 0 events"),
+        "{}",
+        stdout(&again)
+    );
+}
