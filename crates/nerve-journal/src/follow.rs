@@ -113,11 +113,15 @@ impl Source {
         let mut file = File::open(path)?;
         let id = file_id(&file.metadata()?);
         let mut last_bytes = Vec::new();
+        let mut line = 0;
         if from_end {
             // Start after the last whole record; a record being written is
             // read once it is complete.
             let len = file.metadata()?.len();
             let at = last_boundary(&mut file, len)?;
+            // Counted, so that a bad line is named by its number in the file.
+            file.seek(SeekFrom::Start(0))?;
+            line = count_lines(&mut file, at)?;
             let before = at.min(FINGERPRINT as u64);
             file.seek(SeekFrom::Start(at - before))?;
             (&mut file).take(before).read_to_end(&mut last_bytes)?;
@@ -129,7 +133,7 @@ impl Source {
             reader: BufReader::new(file),
             partial: Vec::new(),
             skipping: None,
-            line: 0,
+            line,
             last_bytes,
             at_end: false,
         })
@@ -224,6 +228,20 @@ impl Source {
         self.at_end = true;
         Ok(None)
     }
+}
+
+/// The newlines in the next `len` bytes of `file`.
+fn count_lines(file: &mut File, len: u64) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = len;
+    let mut lines = 0;
+    while left > 0 {
+        let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+        file.read_exact(&mut buf[..n])?;
+        lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        left -= n as u64;
+    }
+    Ok(lines)
 }
 
 impl std::fmt::Debug for Follow {
@@ -501,6 +519,23 @@ mod tests {
         std::fs::write(&active, lines(4..=4)).unwrap();
         assert_eq!(next(&mut f), Ok(3));
         assert_eq!(next(&mut f), Ok(4));
+    }
+
+    /// A tail from the end names a bad line by its number in the file, as
+    /// `nerve verify` does (it said 1 for the first line after its start).
+    #[test]
+    fn a_tail_from_the_end_names_a_bad_line_by_its_number_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = dir.path().join("events.jsonl");
+        std::fs::write(&active, lines(1..=13)).unwrap();
+        let mut f = Follow::from_end(&active).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&active)
+            .unwrap();
+        std::io::Write::write_all(&mut file, b"garbage\n").unwrap();
+        let bad = next(&mut f).unwrap_err();
+        assert!(bad.contains("events.jsonl:14: not a journal record"), "{bad}");
     }
 
     fn nothing_yet(f: &mut Follow) -> bool {
