@@ -358,6 +358,12 @@ fn note_error(hub: &Hub, index: usize, e: &ReadError) {
             tracing::warn!(error = %e, "dashboard journal follower");
             hub.update_source(index, |s| s.missed += n);
         }
+        // Following goes on, from the file's start.
+        ReadError::Truncated { .. } => {
+            tracing::warn!(error = %e, "dashboard journal follower");
+            let status = format!("following; {e}");
+            hub.update_source(index, |s| s.status = status);
+        }
         e if e.is_damaged_line() => {
             tracing::warn!(error = %e, "skipped a journal line");
             hub.update_source(index, |s| s.damaged_lines += 1);

@@ -535,7 +535,10 @@ mod tests {
             .unwrap();
         std::io::Write::write_all(&mut file, b"garbage\n").unwrap();
         let bad = next(&mut f).unwrap_err();
-        assert!(bad.contains("events.jsonl:14: not a journal record"), "{bad}");
+        assert!(
+            bad.contains("events.jsonl:14: not a journal record"),
+            "{bad}"
+        );
     }
 
     fn nothing_yet(f: &mut Follow) -> bool {

@@ -173,3 +173,43 @@ async fn a_journal_that_does_not_exist_yet_is_waited_for() {
     assert_ids(&sse.events(20).await, 1, 20);
     d.shutdown();
 }
+
+/// A journal emptied beneath the page (`> events.jsonl`) and written
+/// again: the new events are served and the source's status says what
+/// happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_truncated_beneath_the_page_is_said_and_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    {
+        let bus = journal_bus(&path);
+        for i in 0..2 {
+            bus.emit("job.step", json!({ "i": i })).unwrap();
+        }
+        bus.shutdown_blocking();
+    }
+    let d = Dashboard::builder()
+        .bind("127.0.0.1:0")
+        .journal("cut", &path)
+        .start()
+        .unwrap();
+    let url = format!("http://{}/api/stream", d.local_addr());
+    let mut sse = Sse::connect(&url, None).await;
+    assert_ids(&sse.events(2).await, 1, 2);
+    std::fs::File::create(&path).unwrap();
+    {
+        let bus = journal_bus(&path);
+        bus.emit("job.after", json!({ "i": 9 })).unwrap();
+        bus.shutdown_blocking();
+    }
+    let got = sse.events(1).await;
+    assert_eq!(got[0].json()["event"]["event_type"], "job.after");
+    let (_, body) = get(&format!("http://{}/api/summary", d.local_addr()), None).await;
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let status = s["sources"][0]["status"].as_str().unwrap();
+    assert!(
+        status.starts_with("following; ") && status.contains("was truncated or rewritten"),
+        "{s}"
+    );
+    d.shutdown();
+}
