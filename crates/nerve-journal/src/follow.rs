@@ -19,8 +19,10 @@ use crate::reader::{
 const DEFAULT_POLL: Duration = Duration::from_millis(20);
 
 /// How many of the last bytes read a [`Follow`] checks are still in the
-/// file before it reads on from where it stopped at the end.
-const FINGERPRINT: usize = 32;
+/// file before it reads on from where it stopped at the end: a whole
+/// record as users write them, so its event id is among them (records of
+/// one shape end alike).
+const FINGERPRINT: usize = 4096;
 
 /// A tail of a journal: yields each record appended to the active file, in
 /// order, following the file when it is rotated, without losing or
@@ -162,18 +164,17 @@ impl Source {
     fn check_cut(&mut self) -> io::Result<Cut> {
         let len = self.reader.get_ref().metadata()?.len();
         let pos = self.reader.stream_position()?;
-        if len == pos {
-            // Nothing new yet: check again at the next poll.
-            return Ok(Cut::None);
-        }
-        self.at_end = false;
         if self.skipping.is_none() {
-            let mut expected = self.last_bytes.clone();
-            expected.extend_from_slice(&self.partial);
-            let from = expected.len().saturating_sub(FINGERPRINT);
-            if len > pos && self.holds(&expected[from..], pos)? {
+            let partial = &self.partial[self.partial.len().saturating_sub(FINGERPRINT)..];
+            let wanted = FINGERPRINT - partial.len();
+            let last = &self.last_bytes[self.last_bytes.len().saturating_sub(wanted)..];
+            let expected = [last, partial].concat();
+            if len >= pos && self.holds(&expected, pos)? {
+                // Nothing new yet: checked again at the next poll.
+                self.at_end = len == pos;
                 return Ok(Cut::None);
             }
+            self.at_end = false;
             let start = pos - self.partial.len() as u64;
             if !self.partial.is_empty() && len >= start {
                 let last = self.last_bytes.clone();
@@ -184,8 +185,11 @@ impl Source {
                     return Ok(Cut::TornLine(torn));
                 }
             }
-        } else if len > pos {
+        } else if len >= pos {
+            self.at_end = len == pos;
             return Ok(Cut::None);
+        } else {
+            self.at_end = false;
         }
         self.reader.seek(SeekFrom::Start(0))?;
         self.partial.clear();
@@ -630,6 +634,129 @@ mod tests {
         std::io::Write::write_all(&mut file, lines(26..=27).as_bytes()).unwrap();
         assert_eq!(next(&mut f), Ok(26));
         assert_eq!(next(&mut f), Ok(27));
+    }
+
+    /// What happens to a followed file, in any order: records appended,
+    /// a record begun (a crash mid-write) then completed or cut back by the
+    /// next writer, the file emptied (after the tail read it), the tail
+    /// polling in between.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Append(u8),
+        Begin(u8),
+        Complete,
+        CutBack,
+        Empty,
+        Poll,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (1u8..4).prop_map(Step::Append),
+            (1u8..100).prop_map(Step::Begin),
+            Just(Step::Complete),
+            Just(Step::CutBack),
+            Just(Step::Empty),
+            Just(Step::Poll),
+            Just(Step::Poll),
+        ]
+    }
+
+    /// Everything the tail yields now: records' `seq`s, and how many torn
+    /// lines and truncations it reported. Any other error fails.
+    fn drain(f: &mut Follow, seqs: &mut Vec<u64>, torn: &mut usize, cut: &mut usize) {
+        while let Some(item) = f.next_timeout(Duration::ZERO) {
+            match item {
+                Ok(e) => seqs.push(e.seq()),
+                Err(ReadError::TornTail { .. }) => *torn += 1,
+                Err(ReadError::Truncated { .. }) => *cut += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// The tail yields every record that became whole in the file,
+        /// once, in order, and never a damaged line; it reports each
+        /// emptying of a file that held records, and at most one torn line
+        /// per cut-back.
+        #[test]
+        fn a_tail_yields_every_whole_record_whatever_is_done_to_its_file(
+            steps in proptest::collection::vec(step(), 1..40)
+        ) {
+            use std::io::Write;
+            let dir = tempfile::tempdir().unwrap();
+            let active = dir.path().join("events.jsonl");
+            std::fs::write(&active, "").unwrap();
+            let mut file = std::fs::OpenOptions::new().append(true).open(&active).unwrap();
+            let mut f = Follow::from_start(&active).unwrap();
+            let (mut next_seq, mut whole) = (1u64, 0usize);
+            // The record begun and not finished: its seq, line and bytes written.
+            let mut begun: Option<(u64, String, usize)> = None;
+            let (mut want, mut cut_backs, mut emptied) = (Vec::new(), 0, 0);
+            // A file holding only a torn record: emptying it cuts that back.
+            let mut torn_emptied = 0;
+            let (mut got, mut torn, mut cut) = (Vec::new(), 0, 0);
+            for step in steps {
+                match step {
+                    Step::Append(n) => {
+                        if let Some((_, _, written)) = begun.take() {
+                            // The next writer cuts the torn record first.
+                            let len = file.metadata().unwrap().len();
+                            file.set_len(len - written as u64).unwrap();
+                            cut_backs += 1;
+                        }
+                        for _ in 0..n {
+                            file.write_all(line(next_seq).as_bytes()).unwrap();
+                            want.push(next_seq);
+                            next_seq += 1;
+                            whole += 1;
+                        }
+                    }
+                    Step::Begin(percent) if begun.is_none() => {
+                        let seq = next_seq;
+                        next_seq += 1;
+                        let text = line(seq);
+                        let written = (text.len() * usize::from(percent) / 100).clamp(1, text.len() - 1);
+                        file.write_all(&text.as_bytes()[..written]).unwrap();
+                        begun = Some((seq, text, written));
+                    }
+                    Step::Complete => {
+                        if let Some((seq, text, written)) = begun.take() {
+                            file.write_all(&text.as_bytes()[written..]).unwrap();
+                            want.push(seq);
+                            whole += 1;
+                        }
+                    }
+                    Step::CutBack => {
+                        if let Some((_, _, written)) = begun.take() {
+                            let len = file.metadata().unwrap().len();
+                            file.set_len(len - written as u64).unwrap();
+                            cut_backs += 1;
+                        }
+                    }
+                    Step::Empty => {
+                        drain(&mut f, &mut got, &mut torn, &mut cut);
+                        if whole > 0 {
+                            emptied += 1;
+                        } else if begun.is_some() {
+                            torn_emptied += 1;
+                        }
+                        file.set_len(0).unwrap();
+                        begun = None;
+                        whole = 0;
+                    }
+                    Step::Poll | Step::Begin(_) => drain(&mut f, &mut got, &mut torn, &mut cut),
+                }
+            }
+            drain(&mut f, &mut got, &mut torn, &mut cut);
+            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert!(torn <= cut_backs + torn_emptied, "{} torn, {} cut backs", torn, cut_backs);
+            proptest::prop_assert_eq!(cut, emptied);
+        }
     }
 
     #[test]
