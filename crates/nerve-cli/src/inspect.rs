@@ -37,11 +37,28 @@ pub(crate) fn quote(text: &str) -> String {
     }
 }
 
+/// The span of times RFC 3339 can write (years 1 to 9999), in seconds
+/// since the epoch.
+const EPOCH_SECONDS: std::ops::RangeInclusive<f64> = -62_135_596_800.0..=253_402_300_799.0;
+
+/// `text` as seconds since the epoch, if it is a number; a number outside
+/// the years 1 to 9999 is an error (milliseconds are the likely slip), not
+/// a time that matches nothing.
+pub(crate) fn epoch_seconds(text: &str) -> Option<Result<f64>> {
+    let secs = text.parse::<f64>().ok().filter(|s| s.is_finite())?;
+    if !EPOCH_SECONDS.contains(&secs) {
+        return Some(Err(anyhow::anyhow!(
+            "{} seconds since the epoch is outside the years 1 to 9999 (milliseconds, not seconds?)",
+            quote(text)
+        )));
+    }
+    Some(Ok(secs))
+}
+
 fn parse_time(text: &str) -> Result<Timestamp> {
-    if let Ok(secs) = text.parse::<f64>() {
-        if secs.is_finite() {
-            return Ok(Timestamp::from_micros((secs * 1e6) as i64));
-        }
+    if let Some(secs) = epoch_seconds(text) {
+        #[allow(clippy::cast_possible_truncation, reason = "within EPOCH_SECONDS")]
+        return Ok(Timestamp::from_micros((secs? * 1e6).round() as i64));
     }
     Timestamp::parse_rfc3339(text).map_err(|_| {
         anyhow::anyhow!(

@@ -81,12 +81,11 @@ fn parse_from(from: &str) -> Result<DeliverFrom> {
                     .with_context(|| format!("--from {from:?}: not a sequence number"))?;
                 DeliverFrom::Seq(n)
             } else if let Some(t) = from.strip_prefix("time:") {
-                let secs: f64 = t
-                    .parse()
-                    .with_context(|| format!("--from {from:?}: not seconds since the epoch"))?;
-                if !secs.is_finite() || secs < 0.0 {
-                    bail!("--from {from:?}: not seconds since the epoch");
-                }
+                let secs = match crate::inspect::epoch_seconds(t) {
+                    Some(Ok(secs)) if secs >= 0.0 => secs,
+                    Some(Err(e)) => return Err(e.context(format!("--from {from:?}"))),
+                    _ => bail!("--from {from:?}: not seconds since the epoch"),
+                };
                 DeliverFrom::Time(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs))
             } else {
                 bail!("--from {from:?}: expected all, new, seq:N or time:SECONDS");
@@ -257,7 +256,15 @@ mod tests {
             parse_from("time:10").unwrap(),
             DeliverFrom::Time(SystemTime::UNIX_EPOCH + Duration::from_secs(10))
         );
-        for bad in ["", "last", "seq:x", "time:-1", "time:nan"] {
+        for bad in [
+            "",
+            "last",
+            "seq:x",
+            "time:-1",
+            "time:nan",
+            "time:1e300",
+            "time:inf",
+        ] {
             assert!(parse_from(bad).is_err(), "{bad:?}");
         }
     }

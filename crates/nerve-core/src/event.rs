@@ -164,6 +164,30 @@ impl Serialize for Timestamp {
     }
 }
 
+/// The instants RFC 3339 can write, years 1 to 9999, in microseconds since
+/// the epoch: what a timestamp read from text may be, so that every one read
+/// is written back as it was read.
+const RFC3339_MICROS: std::ops::RangeInclusive<i64> =
+    -62_135_596_800_000_000..=253_402_300_799_999_999;
+
+/// `micros` as a timestamp, if RFC 3339 can write it; else an error naming
+/// `what` was read, and a `hint`.
+fn within_rfc3339<E: serde::de::Error>(
+    micros: Option<i64>,
+    what: impl fmt::Display,
+    hint: &str,
+) -> Result<Timestamp, E> {
+    match micros {
+        Some(m) if RFC3339_MICROS.contains(&m) => Ok(Timestamp(m)),
+        _ => Err(E::custom(format_args!(
+            "{what} is outside the years 1 to 9999{hint}"
+        ))),
+    }
+}
+
+/// The hint of a number of seconds out of range.
+const MILLISECONDS: &str = " (milliseconds, not seconds?)";
+
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;
@@ -173,29 +197,33 @@ impl<'de> Deserialize<'de> for Timestamp {
                 f.write_str("an RFC 3339 timestamp or seconds since the Unix epoch")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Timestamp, E> {
-                Timestamp::parse_rfc3339(v).map_err(E::custom)
+                let t = Timestamp::parse_rfc3339(v).map_err(E::custom)?;
+                // An offset can carry 9999-12-31 past the year's end in UTC.
+                within_rfc3339(Some(t.0), format_args!("{v:?} in UTC"), "")
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Timestamp, E> {
-                if v.is_finite() {
-                    // Float seconds carry about microsecond precision today.
-                    #[allow(
-                        clippy::cast_possible_truncation,
-                        reason = "rounded, range-checked by is_finite"
-                    )]
-                    Ok(Timestamp((v * 1e6).round() as i64))
-                } else {
-                    Err(E::custom("timestamp is not finite"))
+                if !v.is_finite() {
+                    return Err(E::custom("timestamp is not finite"));
                 }
+                // Float seconds carry about microsecond precision today.
+                let micros = (v * 1e6).round();
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    reason = "rounded, and within i64 whenever within RFC3339_MICROS"
+                )]
+                let m = (micros.abs() < 9.0e18).then_some(micros as i64);
+                within_rfc3339(m, format_args!("{v} seconds since the epoch"), MILLISECONDS)
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Timestamp, E> {
-                Ok(Timestamp(v.saturating_mul(1_000_000)))
+                within_rfc3339(
+                    v.checked_mul(1_000_000),
+                    format_args!("{v} seconds since the epoch"),
+                    MILLISECONDS,
+                )
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Timestamp, E> {
-                Ok(Timestamp(
-                    i64::try_from(v)
-                        .unwrap_or(i64::MAX)
-                        .saturating_mul(1_000_000),
-                ))
+                let m = i64::try_from(v).ok().and_then(|v| v.checked_mul(1_000_000));
+                within_rfc3339(m, format_args!("{v} seconds since the epoch"), MILLISECONDS)
             }
         }
         deserializer.deserialize_any(Visitor)
@@ -1198,6 +1226,47 @@ mod tests {
     fn epoch_float_timestamps_deserialize() {
         let t: Timestamp = serde_json::from_str("1700000000.5").unwrap();
         assert_eq!(t.as_micros(), 1_700_000_000_500_000);
+    }
+
+    /// A timestamp read is one RFC 3339 can write, so every record read is
+    /// written back as it was read. Before, `1e300` read as 1970 and
+    /// milliseconds (`1764936000000`) as the year 57898, which was written
+    /// as `+57898-…` and could not be read back.
+    #[test]
+    fn timestamps_read_are_ones_rfc3339_writes_back() {
+        let read = |json: &str| serde_json::from_str::<Timestamp>(json).map_err(|e| e.to_string());
+        for ok in [
+            "0",
+            "-62135596800",
+            "253402300799",
+            "253402300799.5",
+            "1764936000.25",
+            "\"0001-01-01T00:00:00Z\"",
+            "\"9999-12-31T23:59:59.999999Z\"",
+        ] {
+            let t = read(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            let text = serde_json::to_string(&t).unwrap();
+            assert_eq!(read(&text), Ok(t), "{ok} written as {text}");
+        }
+        for (bad, why) in [
+            (
+                "1764936000000",
+                "1764936000000 seconds since the epoch is outside the years 1 to 9999 (milliseconds, not seconds?)",
+            ),
+            ("1e300", "outside the years 1 to 9999"),
+            ("-1e300", "outside the years 1 to 9999"),
+            ("-62135596801", "outside the years 1 to 9999"),
+            ("253402300800", "outside the years 1 to 9999"),
+            ("18446744073709551615", "outside the years 1 to 9999"),
+            ("-9223372036854775808", "outside the years 1 to 9999"),
+            (
+                "\"9999-12-31T23:59:59-05:00\"",
+                "\"9999-12-31T23:59:59-05:00\" in UTC is outside the years 1 to 9999",
+            ),
+        ] {
+            let e = read(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -167,7 +167,12 @@ pub(crate) fn explain(line: &[u8], message: String) -> String {
     match obj.get("timestamp") {
         None => return "no `timestamp` field".to_owned(),
         Some(t) => {
-            if serde_json::from_value::<nerve_core::Timestamp>(t.clone()).is_err() {
+            if let Err(e) = serde_json::from_value::<nerve_core::Timestamp>(t.clone()) {
+                let e = e.to_string();
+                if let Some(at) = e.find(" is outside the years 1 to 9999") {
+                    // A time, but not one a record can hold: say which.
+                    return format!("field `timestamp`: {}{}", quote(&t.to_string()), &e[at..]);
+                }
                 return format!(
                     "field `timestamp`: {} is not a time (RFC 3339, or seconds since the epoch)",
                     quote(&t.to_string())
@@ -786,6 +791,14 @@ mod tests {
         check("[1,2]", "not a JSON object");
         check("{not json", "not JSON");
         check(r#"{"timestamp":"2024-01-01T00:00:00Z"}"#, "no `event_type`");
+        check(
+            r#"{"event_type":"a.b","timestamp":1764936000000}"#,
+            "field `timestamp`: `1764936000000` is outside the years 1 to 9999 (milliseconds, not seconds?)",
+        );
+        check(
+            r#"{"event_type":"a.b","timestamp":"9999-12-31T23:59:59-05:00"}"#,
+            "field `timestamp`: `\"9999-12-31T23:59:59-05:00\"` is outside the years 1 to 9999",
+        );
         check(
             r#"{"event_type":"a.b","timestamp":"yesterday"}"#,
             "field `timestamp`: `\"yesterday\"` is not a time",

@@ -321,6 +321,19 @@ fn errors_say_what_to_fix() {
     let o = nerve(&["query", path.to_str().unwrap(), "--since", &long]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).len() < 400, "{}", stderr(&o));
+    // Milliseconds where seconds go: an error, not a far-future time that
+    // matches nothing, as before.
+    for since in ["1764936000000", "1e300"] {
+        let o = nerve(&["query", path.to_str().unwrap(), "--since", since]);
+        assert_eq!(o.status.code(), Some(2), "{since}");
+        assert!(
+            stderr(&o).contains(&format!(
+                "`{since}` seconds since the epoch is outside the years 1 to 9999 (milliseconds, not seconds?)"
+            )),
+            "{}",
+            stderr(&o)
+        );
+    }
 }
 
 #[test]
