@@ -1,7 +1,7 @@
 //! The bridge: a NATS connection attached to a bus.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -292,6 +292,7 @@ struct Counters {
     internal_skipped: AtomicU64,
     not_forwarded: AtomicU64,
     unmappable: AtomicU64,
+    too_large: AtomicU64,
     reconnects: AtomicU64,
     disconnects: AtomicU64,
     acked: AtomicU64,
@@ -334,6 +335,9 @@ struct Shared {
     runtime: tokio::runtime::Handle,
     /// The bus's metrics recorder, if it has one: the counters go there too.
     metrics: Option<Arc<dyn Metrics>>,
+    /// The largest message the server takes (`max_payload`; 0 unknown),
+    /// as the server it is connected to announced it.
+    max_payload: AtomicUsize,
     /// This bridge as the bus's stats see it.
     link: Arc<Link>,
     /// `link`'s id on the bus, until shutdown.
@@ -389,6 +393,12 @@ pub struct BridgeStats {
     pub not_forwarded: u64,
     /// Events whose type has no NATS subject (see the mapping table).
     pub unmappable: u64,
+    /// Events whose message (the journal line and the headers) is larger
+    /// than the server takes (its `max_payload`, 1 MiB by default): not
+    /// published, each reported as a `system.bridge_error` event. The
+    /// server would close the connection on such a message, and the
+    /// messages sent after it on that connection would be lost.
+    pub too_large: u64,
     /// Events dropped by the exports' buffers, all reasons.
     pub dropped: u64,
     /// `dropped` by reason (`evicted`, `queue_full`, `block_timeout`, ...).
@@ -530,6 +540,7 @@ impl NatsBridge {
                 &[(metric::label::BRIDGE, &origin)],
             );
         }
+        let max_payload = client.server_info().max_payload;
         let shared = Arc::new(Shared {
             bus: bus.clone(),
             client,
@@ -542,6 +553,7 @@ impl NatsBridge {
             tasks: Mutex::new(Vec::new()),
             runtime: tokio::runtime::Handle::current(),
             metrics,
+            max_payload: AtomicUsize::new(max_payload),
             attachment: Mutex::new(Some(bus.attach(link.clone()))),
             link,
         });
@@ -771,6 +783,11 @@ impl Shared {
 
     fn on_connection_event(&self, event: async_nats::Event) {
         let c = &self.counters;
+        if matches!(event, async_nats::Event::Connected) {
+            // A node of a cluster may take other sizes than the last one.
+            let max = self.client.server_info().max_payload;
+            self.max_payload.store(max, Ordering::Relaxed);
+        }
         match event {
             // The first `Connected` (from `connect`) finds the flag already
             // up: only a recovery counts.
@@ -872,6 +889,10 @@ impl Shared {
         // While the connection is down, events wait in the export's
         // bounded stream (counted), not in the socket of a dead connection.
         let _ = connected.wait_for(|up| *up).await;
+        if let Some(error) = self.oversized(&headers, body) {
+            self.refuse_too_large(event, &subject, None, error);
+            return false;
+        }
         match self
             .client
             .publish_with_headers(subject, headers, body.clone().into())
@@ -886,6 +907,55 @@ impl Shared {
                 false
             }
         }
+    }
+
+    /// Why a message of `headers` and `body` cannot be published: it is
+    /// larger than the server takes. async-nats checks that for a publish
+    /// without headers only; the server closes the connection on such a
+    /// message, losing what was sent after it.
+    pub(crate) fn oversized(&self, headers: &HeaderMap, body: &[u8]) -> Option<String> {
+        let max = self.max_payload.load(Ordering::Relaxed);
+        // `NATS/1.0\r\n`, `name: value\r\n` each, and `\r\n`.
+        let header_bytes: usize = 12
+            + headers
+                .iter()
+                .map(|(name, values)| {
+                    let name: &str = name.as_ref();
+                    values
+                        .iter()
+                        .map(|v| name.len() + v.as_str().len() + 4)
+                        .sum::<usize>()
+                })
+                .sum::<usize>();
+        let size = header_bytes + body.len();
+        (max > 0 && size > max).then(|| {
+            format!(
+                "a message of {size} bytes is larger than the server takes (max_payload {max} bytes): not published"
+            )
+        })
+    }
+
+    /// Counts and reports an event [`oversized`](Self::oversized) found too
+    /// large to publish.
+    pub(crate) fn refuse_too_large(
+        &self,
+        event: &Event,
+        subject: &str,
+        stream: Option<&str>,
+        error: String,
+    ) {
+        self.count(&self.counters.too_large, outcome::TOO_LARGE);
+        let _ = self.bus.emit(
+            "system.bridge_error",
+            json!({
+                "origin": self.origin,
+                "stream": stream,
+                "subject": subject,
+                "event_id": event.event_id().to_string(),
+                "event_type": event.event_type(),
+                "error": error,
+            }),
+        );
     }
 
     /// The subject `event` goes out on, or `None` (counted, and reported
@@ -1198,6 +1268,7 @@ impl Link {
             internal_skipped: get(&c.internal_skipped),
             not_forwarded: get(&c.not_forwarded),
             unmappable: get(&c.unmappable),
+            too_large: get(&c.too_large),
             reconnects: get(&c.reconnects),
             disconnects: get(&c.disconnects),
             acked: get(&c.acked),
@@ -1247,6 +1318,7 @@ impl Attachment for Link {
             ("internal_skipped", s.internal_skipped),
             ("not_forwarded", s.not_forwarded),
             ("unmappable", s.unmappable),
+            ("too_large", s.too_large),
             ("reconnects", s.reconnects),
             ("disconnects", s.disconnects),
             ("acked", s.acked),

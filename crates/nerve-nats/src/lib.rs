@@ -110,10 +110,17 @@
 //! the bridge records into it: `nerve_bridge_messages_total{bridge,
 //! outcome}` (outcomes `published`, `imported`, `publish_error`,
 //! `import_rejected`, `echo_suppressed`, `internal_skipped`,
-//! `not_forwarded`, `unmappable`, and for JetStream `acked`, `ack_failed`,
+//! `not_forwarded`, `unmappable`, `too_large`, and for JetStream `acked`, `ack_failed`,
 //! `duplicate_dropped`), `nerve_bridge_connected{bridge}` (1 or
 //! 0), `nerve_bridge_disconnects_total{bridge}` and
 //! `nerve_bridge_reconnects_total{bridge}`, `bridge` being the origin id.
+//! An event whose message (its journal line and headers) is larger than
+//! the server takes (`max_payload`, 1 MiB by default) is not published:
+//! counted in [`BridgeStats::too_large`] and reported as a
+//! `system.bridge_error` event naming it. The server would close the
+//! connection on it, losing the messages sent after it; async-nats checks
+//! the size of a publish without headers only. A durable export does not
+//! retry it.
 //! Core NATS is at-most-once: a message written to a connection just as it
 //! fails, or published while no importer is subscribed, is lost. For
 //! delivery that survives both, use JetStream ("Durable", below).

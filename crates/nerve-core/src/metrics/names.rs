@@ -97,6 +97,8 @@ pub mod bridge_outcome {
     pub const NOT_FORWARDED: &str = "not_forwarded";
     /// An event whose type has no subject on the other side.
     pub const UNMAPPABLE: &str = "unmappable";
+    /// An event whose message is larger than the broker takes: not sent.
+    pub const TOO_LARGE: &str = "too_large";
     /// An event a durable store (a JetStream stream) acknowledged.
     pub const ACKED: &str = "acked";
     /// An event the durable store never acknowledged after every attempt:

@@ -600,7 +600,19 @@ impl DurableExport {
             self.done.fetch_add(1, Ordering::Release);
             return;
         };
-        let ack = self.publish(&subject, &event).await;
+        let ack = match self.publish(&subject, &event).await {
+            Ok(ack) => ack,
+            Err(error) => {
+                // It will not get smaller: not retried.
+                self.shared
+                    .refuse_too_large(&event, &subject, Some(&self.stream), error);
+                if terminal {
+                    self.waits.settle(event.event_id(), false);
+                }
+                self.done.fetch_add(1, Ordering::Release);
+                return;
+            }
+        };
         let entry = InFlight {
             event,
             terminal,
@@ -615,8 +627,9 @@ impl DurableExport {
         in_flight.push_back(entry);
     }
 
-    /// Sends one attempt of `event` (once connected); its acknowledgement.
-    async fn publish(&mut self, subject: &str, event: &Event) -> AckFuture {
+    /// Sends one attempt of `event` (once connected); its acknowledgement,
+    /// or why it cannot be sent (larger than the server takes).
+    async fn publish(&mut self, subject: &str, event: &Event) -> Result<AckFuture, String> {
         // While the connection is down, events wait in the export's bounded
         // stream, and attempts are not spent.
         let _ = self.connected.wait_for(|up| *up).await;
@@ -624,6 +637,9 @@ impl DurableExport {
         let mut body = Vec::with_capacity(self.body_hint);
         let headers = self.shared.encode(event, &mut body);
         self.body_hint = body.len();
+        if let Some(error) = self.shared.oversized(&headers, &body) {
+            return Err(error);
+        }
         let sent = self
             .js
             .send_publish(
@@ -634,7 +650,7 @@ impl DurableExport {
             )
             .await;
         let deadline = Instant::now() + limit;
-        match sent {
+        Ok(match sent {
             Ok(ack) => Box::pin(async move {
                 match tokio::time::timeout_at(deadline, ack.into_future()).await {
                     Ok(Ok(ack)) => Ok(ack),
@@ -646,7 +662,7 @@ impl DurableExport {
                 let e = e.to_string();
                 Box::pin(async move { Err(e) })
             }
-        }
+        })
     }
 
     /// Deals with `entry`'s answer: counts an acknowledgement, or retries
@@ -686,7 +702,11 @@ impl DurableExport {
                     }
                     tokio::time::sleep(backoff(entry.failures)).await;
                     c.retried.fetch_add(1, Ordering::Relaxed);
-                    answer = self.publish(&entry.subject, &entry.event).await.await;
+                    answer = match self.publish(&entry.subject, &entry.event).await {
+                        Ok(ack) => ack.await,
+                        // A node that takes less than the one that refused it.
+                        Err(error) => Err(error),
+                    };
                 }
             }
         };

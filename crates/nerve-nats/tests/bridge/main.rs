@@ -5,6 +5,7 @@ mod durable;
 mod durable_processes;
 mod durable_restart;
 mod halt;
+mod limits;
 mod plain_thread;
 mod processes;
 mod restart;
