@@ -67,7 +67,13 @@ struct Source {
     /// The bytes so far of a line longer than [`MAX_LINE_BYTES`], being
     /// skipped without being kept.
     skipping: Option<u64>,
+    /// Lines read (counted from where reading began; see `uncounted`).
     line: u64,
+    /// Where reading began, when that was not the file's start and the
+    /// lines before it are not counted yet: counted once a line number is
+    /// needed (a bad line), not when following starts (a file of gigabytes
+    /// would take seconds).
+    uncounted: Option<u64>,
     /// The last bytes (at most [`FINGERPRINT`]) of the whole lines read,
     /// ending where `partial` begins.
     last_bytes: Vec<u8>,
@@ -106,6 +112,7 @@ impl Source {
             partial: Vec::new(),
             skipping: None,
             line: 0,
+            uncounted: None,
             last_bytes: Vec::new(),
             at_end: false,
         }
@@ -115,15 +122,13 @@ impl Source {
         let mut file = File::open(path)?;
         let id = file_id(&file.metadata()?);
         let mut last_bytes = Vec::new();
-        let mut line = 0;
+        let mut uncounted = None;
         if from_end {
             // Start after the last whole record; a record being written is
             // read once it is complete.
             let len = file.metadata()?.len();
             let at = last_boundary(&mut file, len)?;
-            // Counted, so that a bad line is named by its number in the file.
-            file.seek(SeekFrom::Start(0))?;
-            line = count_lines(&mut file, at)?;
+            uncounted = (at > 0).then_some(at);
             let before = at.min(FINGERPRINT as u64);
             file.seek(SeekFrom::Start(at - before))?;
             (&mut file).take(before).read_to_end(&mut last_bytes)?;
@@ -135,10 +140,31 @@ impl Source {
             reader: BufReader::new(file),
             partial: Vec::new(),
             skipping: None,
-            line,
+            line: 0,
+            uncounted,
             last_bytes,
             at_end: false,
         })
+    }
+
+    /// The number in the file of the last line read (from 1), counting the
+    /// lines before where reading began the first time it is asked.
+    fn line_number(&mut self) -> u64 {
+        if let Some(at) = self.uncounted.take() {
+            // On the file itself, its offset put back: the buffer stays valid.
+            let file = self.reader.get_mut();
+            let counted = file.stream_position().and_then(|back| {
+                file.seek(SeekFrom::Start(0))?;
+                let n = count_lines(file, at);
+                file.seek(SeekFrom::Start(back))?;
+                n
+            });
+            // On an error the number stays relative: nothing better is known.
+            if let Ok(n) = counted {
+                self.line += n;
+            }
+        }
+        self.line
     }
 
     /// Whether the `expected` bytes end at offset `end` of the file. Reads
@@ -195,6 +221,7 @@ impl Source {
         self.partial.clear();
         self.skipping = None;
         self.line = 0;
+        self.uncounted = None;
         self.last_bytes.clear();
         Ok(Cut::Rewritten(pos, len))
     }
@@ -365,7 +392,7 @@ impl Follow {
                     Cut::TornLine(bytes) => {
                         return Ok(Some(Err(ReadError::TornTail {
                             path: self.current.path.clone(),
-                            line: self.current.line + 1,
+                            line: self.current.line_number() + 1,
                             bytes,
                         })));
                     }
@@ -385,7 +412,7 @@ impl Follow {
             if let Some(Piece::TooLong(bytes)) = line {
                 return Ok(Some(Err(ReadError::BadLine {
                     path: self.current.path.clone(),
-                    line: self.current.line,
+                    line: self.current.line_number(),
                     message: too_long(bytes),
                 })));
             }
@@ -397,7 +424,7 @@ impl Follow {
                 return Ok(Some(format::decode(text).map_err(|message| {
                     ReadError::BadLine {
                         path: self.current.path.clone(),
-                        line: self.current.line,
+                        line: self.current.line_number(),
                         message: explain(text, message),
                     }
                 })));
@@ -541,6 +568,14 @@ mod tests {
         let bad = next(&mut f).unwrap_err();
         assert!(
             bad.contains("events.jsonl:14: not a journal record"),
+            "{bad}"
+        );
+        // Counted once, when first needed; reading goes on from there.
+        std::io::Write::write_all(&mut file, (line(14) + "again\n").as_bytes()).unwrap();
+        assert_eq!(next(&mut f), Ok(14));
+        let bad = next(&mut f).unwrap_err();
+        assert!(
+            bad.contains("events.jsonl:16: not a journal record"),
             "{bad}"
         );
     }
