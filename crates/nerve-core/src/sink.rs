@@ -161,8 +161,10 @@ impl<S: EventSink + ?Sized> EventSink for Arc<S> {
     }
 }
 
-/// What kind of failure a [`SinkError`] or [`SinkFault`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What kind of failure a [`SinkError`] or [`SinkFault`] is. Serialized as
+/// [`as_str`](Self::as_str) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum SinkErrorKind {
     /// Reading or writing failed (disk full, permissions, EIO).

@@ -251,16 +251,18 @@
     add("dead letters (reported)", l.dead_letters || 0, "dead-letters");
     add("journal errors", l.journal_errors || 0, "journal-errors");
     add("journal gaps", l.journal_gaps || 0, "journal-gaps");
-    let busDropped = 0, held = null, streamMissed = 0, damaged = 0;
+    let busDropped = 0, notRecorded = 0, held = null, streamMissed = 0, damaged = 0;
     for (const src of s.sources || []) {
       streamMissed += src.missed || 0;
       damaged += src.damaged_lines || 0;
       if (src.bus) {
         busDropped += src.bus.dropped || 0;
+        notRecorded += src.bus.not_recorded || 0;
         if (src.bus.dead_letters) held = (held || 0) + src.bus.dead_letters.held;
       }
     }
     add("dropped by bus queues", busDropped, "bus-dropped");
+    add("not confirmed by an export", notRecorded, "not-recorded");
     if (held !== null) add("dead letters held", held, "dead-letters-held");
     add("missed by the dashboard's feeds", streamMissed, "feed-missed");
     add("damaged journal lines", damaged, "damaged-lines");

@@ -133,6 +133,7 @@ pub(crate) fn start_bus(
                 "panicked": stats.events.panicked,
                 "timed_out": stats.events.timed_out,
                 "halted": stats.events.halted,
+                "not_recorded": stats.events.not_recorded,
                 "abandoned": stats.events.abandoned,
                 "journal_errors": stats.events.journal_errors,
                 "handler_failures": stats.handler_failures,

@@ -9,6 +9,7 @@ use async_nats::HeaderMap;
 use futures::{FutureExt, StreamExt};
 use nerve_core::metrics::Metrics;
 use nerve_core::metrics::names::{self as metric, bridge_outcome as outcome};
+use nerve_core::sink::{SinkError, SinkErrorKind};
 use nerve_core::{Event, Pattern, json};
 use nerve_router::attachment::{Attachment, AttachmentId, AttachmentState, AttachmentStats};
 use nerve_router::{Bus, Overflow, StreamOptions, SubscriptionId};
@@ -216,9 +217,10 @@ impl NatsOptions {
     /// The longest a terminal event's `emit` waits until the server has
     /// processed it (`export`) or the stream acknowledged it
     /// (`export_durable`), it and every event of the export before it;
-    /// past it `emit` returns (the event stays buffered; a durable export
-    /// keeps retrying it), and the wait is counted in
-    /// [`BridgeStats::ack_wait_timeouts`]. `Duration::ZERO`: terminal
+    /// past it `emit` returns
+    /// [`EmitError::NotRecorded`](nerve_router::EmitError::NotRecorded)
+    /// (the event stays buffered; a durable export keeps retrying it), and
+    /// the wait is counted in [`BridgeStats::ack_wait_timeouts`]. `Duration::ZERO`: terminal
     /// emits do not wait (nor does a core export send its probes).
     pub fn terminal_wait(mut self, wait: Duration) -> Self {
         self.terminal_wait = wait;
@@ -426,8 +428,11 @@ pub struct BridgeStats {
     /// Terminal emits that waited until the server processed them
     /// (`export`) or the stream acknowledged them (`export_durable`).
     pub ack_waits: u64,
-    /// Of `ack_waits`: waits that ran out of `terminal_wait` (the event
-    /// stayed buffered; a durable export retried it).
+    /// Of `ack_waits`: waits that ran out of `terminal_wait`, or that the
+    /// export's shutdown ended (the event stayed buffered; a durable export
+    /// retried it). Each such emit returned `EmitError::NotRecorded`, as did
+    /// one whose event was given up (`ack_failed`) or refused
+    /// (`too_large`).
     pub ack_wait_timeouts: u64,
     /// Terminal emits that could not wait because they were made on a
     /// current-thread tokio runtime (waiting there could block the bridge
@@ -862,10 +867,9 @@ impl Shared {
                     // Its emit waits until the server has processed it, and
                     // every message before it: a program may emit its last
                     // event and exit.
-                    if published {
-                        probes.after(&self.client, event.event_id()).await;
-                    } else {
-                        probes.waits.settle(event.event_id(), false);
+                    match published {
+                        Ok(()) => probes.after(&self.client, event.event_id()).await,
+                        Err(e) => probes.waits.settle(event.event_id(), Err(e)),
                     }
                 }
                 probes.take_ready(&self.client).await;
@@ -874,24 +878,25 @@ impl Shared {
         }
     }
 
-    /// Publishes `event`; whether it was handed to the connection.
+    /// Publishes `event`: hands it to the connection, or says why not.
     async fn export_one(
         &self,
         event: &Event,
         body: &mut Vec<u8>,
         connected: &mut watch::Receiver<bool>,
-    ) -> bool {
+    ) -> durable::Settled {
         let c = &self.counters;
         let Some(subject) = self.outgoing_subject(event) else {
-            return false;
+            return Err(no_subject(event));
         };
         let headers = self.encode(event, body);
         // While the connection is down, events wait in the export's
         // bounded stream (counted), not in the socket of a dead connection.
         let _ = connected.wait_for(|up| *up).await;
         if let Some(error) = self.oversized(&headers, body) {
+            let refused = SinkError::new(SinkErrorKind::Unsupported, &error);
             self.refuse_too_large(event, &subject, None, error);
-            return false;
+            return Err(refused);
         }
         match self
             .client
@@ -900,11 +905,14 @@ impl Shared {
         {
             Ok(()) => {
                 self.count(&c.published, outcome::PUBLISHED);
-                true
+                Ok(())
             }
-            Err(_) => {
+            Err(e) => {
                 self.count(&c.publish_errors, outcome::PUBLISH_ERROR);
-                false
+                Err(SinkError::new(
+                    SinkErrorKind::Io,
+                    format!("not published: {e}"),
+                ))
             }
         }
     }
@@ -1159,7 +1167,9 @@ impl Probes {
     /// After terminal event `id` was published.
     async fn after(&mut self, client: &async_nats::Client, id: nerve_core::EventId) {
         if self.answers.is_none() {
-            let flushed = client.flush().await.is_ok();
+            let flushed = client.flush().await.map_err(|e| {
+                SinkError::new(SinkErrorKind::Io, format!("not written to the server: {e}"))
+            });
             self.waits.settle(id, flushed);
             return;
         }
@@ -1204,7 +1214,13 @@ impl Probes {
         let Some(answer) = answer else {
             self.answers = None;
             for (_, id) in self.waiting.drain(..) {
-                self.waits.settle(id, false);
+                self.waits.settle(
+                    id,
+                    Err(SinkError::new(
+                        SinkErrorKind::Closed,
+                        "the connection closed before the server confirmed it",
+                    )),
+                );
             }
             return;
         };
@@ -1217,7 +1233,7 @@ impl Probes {
                 break;
             }
             self.waiting.pop_front();
-            self.waits.settle(id, true);
+            self.waits.settle(id, Ok(()));
         }
     }
 
@@ -1350,6 +1366,16 @@ fn origin_of(message: &async_nats::Message) -> Option<&str> {
         .as_ref()
         .and_then(|h| h.get(key::ORIGIN))
         .map(|v| v.as_str())
+}
+
+/// Why a terminal event whose type maps to no subject was not exported
+/// (counted as `unmappable` and reported).
+#[cold]
+fn no_subject(event: &Event) -> SinkError {
+    SinkError::new(
+        SinkErrorKind::Unsupported,
+        format!("its type {:?} has no NATS subject", event.event_type()),
+    )
 }
 
 /// Whether `event` may leave over a bridge: not one that came in over a

@@ -138,6 +138,12 @@
 //! `terminal_wait` (30 s) and counted as for durable exports
 //! ([`BridgeStats::ack_waits`], [`BridgeStats::ack_wait_timeouts`];
 //! skipped on a current-thread runtime, [`BridgeStats::ack_waits_skipped`]).
+//! When the server did not confirm the event (the wait ran out, the event
+//! was too large for the server, its type has no subject), the emit
+//! returns [`EmitError::NotRecorded`](nerve_router::EmitError::NotRecorded),
+//! as it does when the journal could not record an event: the event was
+//! delivered to every local handler, and the program is told its last word
+//! may not have left.
 //! Other events are not waited for: call [`NatsBridge::flush`] or
 //! [`NatsBridge::shutdown`] before exiting to send what is still buffered.
 //! `terminal_wait(Duration::ZERO)` turns the wait off.
@@ -167,6 +173,10 @@
 //!   same events on disk: a program may emit its last event and exit. The
 //!   wait is an inline subscription that runs after every other one, and
 //!   is bounded by `terminal_wait` (30 s; [`BridgeStats::ack_wait_timeouts`]).
+//!   An event the stream did not acknowledge (the attempts were spent, the
+//!   wait ran out, the event was too large) makes the emit return
+//!   [`EmitError::NotRecorded`](nerve_router::EmitError::NotRecorded)
+//!   naming the cause, after delivering it locally.
 //!   It needs a thread it may block: a plain thread or a multi-thread tokio
 //!   runtime (it uses `block_in_place`). On a current-thread runtime,
 //!   whose only thread the bridge itself may need, the emit does not wait;

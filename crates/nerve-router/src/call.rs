@@ -110,8 +110,7 @@ impl Caller {
         let outcome = match result {
             Ok(Ok(())) if limit.is_some_and(|l| elapsed > l) => Outcome::TimedOut(elapsed),
             Ok(Ok(())) => Outcome::Delivered,
-            Ok(Err(e)) if e.is_halt() => Outcome::Halted(e.message().to_owned()),
-            Ok(Err(e)) => Outcome::Failed(e.message().to_owned()),
+            Ok(Err(e)) => e.into_outcome(),
             Err(panic) => Outcome::Panicked(panic_message(&*panic)),
         };
         (outcome, elapsed)

@@ -112,6 +112,17 @@ pub(crate) struct Dispatched {
     turn: Option<HeldTurn>,
 }
 
+/// The error of an inline handler that could not record its event, named
+/// after its subscription.
+#[cold]
+fn not_recorded_by(
+    sub: &Subscription,
+    kind: nerve_core::sink::SinkErrorKind,
+    reason: &str,
+) -> SinkError {
+    SinkError::new(kind, format!("{}: {reason}", sub.label()))
+}
+
 /// What stage 2 found: the route, and for a route with async handlers the
 /// runtime they run on, the chain of subscriptions the emitter blocks, and
 /// whether the emitter may run its own async delivery (`turn.rs`).
@@ -181,6 +192,16 @@ impl Dispatched {
                 error: *source,
             });
         }
+        // An async handler's word, which only a waiting emitter hears.
+        for o in &outcomes {
+            if let Outcome::NotRecorded { kind, reason } = &o.outcome {
+                let by = o.name.clone().unwrap_or_else(|| o.subscription.to_string());
+                return Err(EmitError::NotRecorded {
+                    event_id: self.event_id,
+                    error: SinkError::new(*kind, format!("{by}: {reason}")),
+                });
+            }
+        }
         Ok(DeliveryReport {
             event_id: self.event_id,
             outcomes,
@@ -208,6 +229,9 @@ pub(crate) struct Deliveries {
     drops: Vec<Arc<Subscription>>,
     halt: Option<(Arc<Subscription>, String)>,
     refused: Option<Box<EmitError>>,
+    /// An inline handler could not confirm it recorded the event
+    /// (`HandlerError::not_recorded`). Boxed: rare.
+    not_recorded: Option<Box<SinkError>>,
     /// Whether this thread may wait for room in a queue, worked out on
     /// first need.
     may_block: Option<bool>,
@@ -240,6 +264,7 @@ impl Deliveries {
             drops: Vec::new(),
             halt: None,
             refused: None,
+            not_recorded: None,
             may_block: None,
             wakes: Wakes::default(),
             last: false,
@@ -496,7 +521,8 @@ impl Dispatcher {
             event_id: event.event_id(),
             halt: deliveries.halt,
             refused: deliveries.refused,
-            not_recorded,
+            // The journal's word first: it is the bus's own record.
+            not_recorded: not_recorded.or(deliveries.not_recorded),
             turn: deliveries.turn,
         }
     }
@@ -1079,10 +1105,18 @@ impl Dispatcher {
         deliveries: &mut Deliveries,
     ) {
         self.ledger.count(sub, &outcome, elapsed);
-        if let Outcome::Halted(reason) = &outcome {
-            deliveries
-                .halt
-                .get_or_insert_with(|| (sub.clone(), reason.clone()));
+        match &outcome {
+            Outcome::Halted(reason) => {
+                deliveries
+                    .halt
+                    .get_or_insert_with(|| (sub.clone(), reason.clone()));
+            }
+            Outcome::NotRecorded { kind, reason } => {
+                deliveries
+                    .not_recorded
+                    .get_or_insert_with(|| Box::new(not_recorded_by(sub, *kind, reason)));
+            }
+            _ => {}
         }
         if let Some(w) = &deliveries.waiter {
             w.send(HandlerOutcome {

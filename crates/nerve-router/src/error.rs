@@ -97,11 +97,18 @@ pub enum EmitError {
     /// still be written later), a closed journal. The event was delivered to
     /// every handler regardless. As every journal failure, it is also counted
     /// in `stats().events.journal_errors` and published as
-    /// `system.journal_error`. A halt or a refusal of the same emit is
-    /// returned instead of this.
+    /// `system.journal_error`.
+    ///
+    /// A handler that keeps events elsewhere says the same with
+    /// [`HandlerError::not_recorded`](crate::HandlerError::not_recorded):
+    /// the NATS bridge's exports, when the server did not take or the stream
+    /// did not acknowledge a durable event in time. `error` then starts with
+    /// the subscription's name; the journal's word comes first when both
+    /// fail. A halt or a refusal of the same emit is returned instead of
+    /// this.
     // `error` is in the message and not a `#[source]`, so that a printed
     // chain of causes does not say it twice.
-    #[error("event {event_id} was delivered but the journal did not record it: {error}")]
+    #[error("event {event_id} was delivered but not recorded: {error}")]
     NotRecorded {
         /// The event.
         event_id: EventId,

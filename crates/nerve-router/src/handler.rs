@@ -7,13 +7,19 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use nerve_core::Event;
+use nerve_core::sink::{SinkError, SinkErrorKind};
 
-/// A handler failed, or asks the emitter to stop.
+use crate::report::Outcome;
+
+/// A handler failed, asks the emitter to stop, or could not record the event.
 ///
 /// Handlers return `()` or `Result<(), E>` for any `E: Display`; an error
 /// that is not a `HandlerError` is turned into one with its message. Return
 /// [`HandlerError::halt`] to make `emit` return
-/// [`EmitError::Halted`](crate::EmitError::Halted).
+/// [`EmitError::Halted`](crate::EmitError::Halted), and
+/// [`HandlerError::not_recorded`] from a handler that stores events
+/// elsewhere (an exporter) to make it return
+/// [`EmitError::NotRecorded`](crate::EmitError::NotRecorded).
 ///
 /// ```
 /// use nerve::HandlerError;
@@ -22,15 +28,22 @@ use nerve_core::Event;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerError {
-    halt: bool,
+    kind: Kind,
     message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Failure,
+    Halt,
+    NotRecorded(SinkErrorKind),
 }
 
 impl HandlerError {
     /// A failure with this message.
     pub fn new(message: impl fmt::Display) -> Self {
         Self {
-            halt: false,
+            kind: Kind::Failure,
             message: message.to_string(),
         }
     }
@@ -42,28 +55,61 @@ impl HandlerError {
     /// subscription and the reason.
     pub fn halt(reason: impl fmt::Display) -> Self {
         Self {
-            halt: true,
+            kind: Kind::Halt,
             message: reason.to_string(),
+        }
+    }
+
+    /// The handler keeps events somewhere else (it exports them, say) and
+    /// could not confirm that it kept this one, for the reason `error`
+    /// gives. Not a failure of the handler: the event is not retried nor
+    /// dead-lettered, and what went wrong is the handler's to report. The
+    /// emitter is told, as the bus tells it of a journal that could not
+    /// record an event: `emit` (inline handlers) and `emit_and_wait` (any
+    /// handler) return [`EmitError::NotRecorded`](crate::EmitError::NotRecorded),
+    /// unless a halt or a refusal of the same emit is returned instead.
+    pub fn not_recorded(error: &SinkError) -> Self {
+        Self {
+            kind: Kind::NotRecorded(error.kind()),
+            message: error.message().to_owned(),
         }
     }
 
     /// Whether this is a halt request rather than a failure.
     pub fn is_halt(&self) -> bool {
-        self.halt
+        self.kind == Kind::Halt
+    }
+
+    /// Whether this says the event was not recorded
+    /// ([`HandlerError::not_recorded`]) rather than a failure.
+    pub fn is_not_recorded(&self) -> bool {
+        matches!(self.kind, Kind::NotRecorded(_))
     }
 
     /// The message or halt reason.
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// The outcome of a delivery whose handler returned this.
+    pub(crate) fn into_outcome(self) -> Outcome {
+        match self.kind {
+            Kind::Failure => Outcome::Failed(self.message),
+            Kind::Halt => Outcome::Halted(self.message),
+            Kind::NotRecorded(kind) => Outcome::NotRecorded {
+                kind,
+                reason: self.message,
+            },
+        }
+    }
 }
 
 impl fmt::Display for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.halt {
-            write!(f, "halt: {}", self.message)
-        } else {
-            f.write_str(&self.message)
+        match self.kind {
+            Kind::Failure => f.write_str(&self.message),
+            Kind::Halt => write!(f, "halt: {}", self.message),
+            Kind::NotRecorded(_) => write!(f, "not recorded: {}", self.message),
         }
     }
 }
@@ -149,5 +195,17 @@ mod tests {
         assert!(r.into_handler_result().unwrap_err().is_halt());
         let r: Result<(), std::io::Error> = Err(std::io::Error::other("disk"));
         assert_eq!(r.into_handler_result().unwrap_err().to_string(), "disk");
+        let error = SinkError::new(SinkErrorKind::Timeout, "no acknowledgement in 5s");
+        let r: Result<(), HandlerError> = Err(HandlerError::not_recorded(&error));
+        let e = r.into_handler_result().unwrap_err();
+        assert!(e.is_not_recorded() && !e.is_halt());
+        assert_eq!(e.to_string(), "not recorded: no acknowledgement in 5s");
+        assert_eq!(
+            e.into_outcome(),
+            Outcome::NotRecorded {
+                kind: SinkErrorKind::Timeout,
+                reason: "no acknowledgement in 5s".to_owned()
+            }
+        );
     }
 }

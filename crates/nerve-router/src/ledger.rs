@@ -70,6 +70,7 @@ pub(crate) struct Totals {
     pub(crate) panicked: AtomicU64,
     pub(crate) timed_out: AtomicU64,
     pub(crate) halted: AtomicU64,
+    pub(crate) not_recorded: AtomicU64,
     pub(crate) subscriptions_total: AtomicU64,
 }
 
@@ -84,6 +85,7 @@ impl Totals {
             &self.panicked,
             &self.timed_out,
             &self.halted,
+            &self.not_recorded,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -230,6 +232,7 @@ impl Ledger {
             Outcome::Panicked(_) => &[(&s.failed, &c.failed), (&s.panicked, &c.panicked)],
             Outcome::TimedOut(_) => &[(&s.timed_out, &c.timed_out)],
             Outcome::Halted(_) => &[(&s.halted, &c.halted)],
+            Outcome::NotRecorded { .. } => &[(&s.not_recorded, &c.not_recorded)],
             Outcome::Abandoned | Outcome::Dropped(_) => &[],
         };
         for (bus, one) in pairs {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::task::AtomicWaker;
 
 use nerve_core::EventId;
+use nerve_core::sink::SinkErrorKind;
 use serde::Serialize;
 
 use crate::queue::DropReason;
@@ -31,6 +32,14 @@ pub enum Outcome {
     TimedOut(Duration),
     /// The handler asked the emitter to stop, with this reason.
     Halted(String),
+    /// The handler keeps events elsewhere and could not confirm it kept
+    /// this one ([`HandlerError::not_recorded`](crate::HandlerError::not_recorded)).
+    NotRecorded {
+        /// What kind of failure.
+        kind: SinkErrorKind,
+        /// Why, in the handler's words.
+        reason: String,
+    },
     /// The delivery was dropped before it ran (the bus shut down or its
     /// runtime went away).
     Abandoned,
@@ -57,6 +66,7 @@ impl Outcome {
             Outcome::Panicked(e) => D::Panicked(e),
             Outcome::TimedOut(d) => D::TimedOut(*d),
             Outcome::Halted(e) => D::Halted(e),
+            Outcome::NotRecorded { reason, .. } => D::Failed(reason),
             Outcome::Abandoned => D::Failed("abandoned"),
             Outcome::Dropped(_) => D::Failed("dropped"),
         }
@@ -67,11 +77,13 @@ impl Outcome {
         matches!(self, Outcome::Delivered)
     }
 
-    /// The error text for failures, panics, timeouts and halts.
+    /// The error text for failures, panics, timeouts, halts, events not
+    /// recorded, and deliveries abandoned or dropped.
     pub fn error(&self) -> Option<String> {
         match self {
             Outcome::Delivered => None,
             Outcome::Failed(e) | Outcome::Panicked(e) | Outcome::Halted(e) => Some(e.clone()),
+            Outcome::NotRecorded { reason, .. } => Some(format!("not recorded: {reason}")),
             Outcome::TimedOut(d) => Some(format!("handler timed out after {d:?}")),
             Outcome::Abandoned => Some("delivery abandoned before it ran".to_owned()),
             Outcome::Dropped(r) => Some(format!("dropped: {}", r.as_str())),
@@ -79,7 +91,7 @@ impl Outcome {
     }
 
     /// A short word for the kind of outcome: `delivered`, `error`, `panic`,
-    /// `timeout`, `halt` or `abandoned`.
+    /// `timeout`, `halt`, `not_recorded`, `abandoned` or `dropped`.
     pub fn kind(&self) -> &'static str {
         match self {
             Outcome::Delivered => "delivered",
@@ -87,6 +99,7 @@ impl Outcome {
             Outcome::Panicked(_) => "panic",
             Outcome::TimedOut(_) => "timeout",
             Outcome::Halted(_) => "halt",
+            Outcome::NotRecorded { .. } => "not_recorded",
             Outcome::Abandoned => "abandoned",
             Outcome::Dropped(_) => "dropped",
         }

@@ -84,6 +84,7 @@ impl BusStats {
                 panicked: get(&s.panicked),
                 timed_out: get(&s.timed_out),
                 halted: get(&s.halted),
+                not_recorded: get(&s.not_recorded),
                 abandoned: ledger.in_flight.abandoned(),
             },
             by_event_type: ledger.by_type().collect(),
@@ -155,6 +156,10 @@ pub struct EventStats {
     pub timed_out: u64,
     /// Deliveries whose handler asked the emitter to halt.
     pub halted: u64,
+    /// Deliveries whose handler could not confirm it recorded the event
+    /// ([`HandlerError::not_recorded`](crate::HandlerError::not_recorded):
+    /// an exporter, say). Not in `failed`.
+    pub not_recorded: u64,
     /// Deliveries dropped before they ran (shutdown, lost runtime).
     pub abandoned: u64,
 }
@@ -199,6 +204,8 @@ pub struct SubscriberStats {
     pub timed_out: u64,
     /// Deliveries that asked the emitter to halt.
     pub halted: u64,
+    /// Deliveries whose handler could not confirm it recorded the event.
+    pub not_recorded: u64,
     /// Deliveries queued or running.
     pub pending: u64,
 }
@@ -211,7 +218,11 @@ impl SubscriberStats {
         // An inline handler is called for every event it is offered, and
         // its outcomes are counted anyway: derived, not counted twice.
         let (offered, delivered) = if sub.is_inline() {
-            let ran = c.succeeded.get() + get(&c.failed) + get(&c.timed_out) + get(&c.halted);
+            let ran = c.succeeded.get()
+                + get(&c.failed)
+                + get(&c.timed_out)
+                + get(&c.halted)
+                + get(&c.not_recorded);
             (ran, ran)
         } else {
             (sub.kind.offered(c), get(&c.delivered))
@@ -238,6 +249,7 @@ impl SubscriberStats {
             panicked: get(&c.panicked),
             timed_out: get(&c.timed_out),
             halted: get(&c.halted),
+            not_recorded: get(&c.not_recorded),
             pending: get(&c.pending),
         }
     }

@@ -188,6 +188,7 @@ pub(crate) struct SubscriptionCounters {
     pub(crate) panicked: AtomicU64,
     pub(crate) timed_out: AtomicU64,
     pub(crate) halted: AtomicU64,
+    pub(crate) not_recorded: AtomicU64,
     pub(crate) pending: AtomicU64,
 }
 
@@ -202,6 +203,7 @@ impl SubscriptionCounters {
             &self.panicked,
             &self.timed_out,
             &self.halted,
+            &self.not_recorded,
         ]) {
             c.store(0, Ordering::Relaxed);
         }

@@ -373,8 +373,7 @@ async fn run(caller: &Weak<Caller>, delivery: Delivery, alone: &mut Option<Chain
     let outcome = match result {
         None => Outcome::TimedOut(elapsed),
         Some(Ok(Ok(()))) => Outcome::Delivered,
-        Some(Ok(Err(e))) if e.is_halt() => Outcome::Halted(e.message().to_owned()),
-        Some(Ok(Err(e))) => Outcome::Failed(e.message().to_owned()),
+        Some(Ok(Err(e))) => e.into_outcome(),
         Some(Err(panic)) => Outcome::Panicked(panic_message(&*panic)),
     };
     if let Some(scope) = scope {

@@ -439,10 +439,12 @@ fn soak(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         );
         if s.kind != "stream" {
             checks.check(
-                s.delivered == s.succeeded + s.failed + s.timed_out + s.halted && s.pending == 0,
+                s.delivered
+                    == s.succeeded + s.failed + s.timed_out + s.halted + s.not_recorded
+                    && s.pending == 0,
                 format!(
-                    "{label}: delivered {} == succeeded {} + failed {} + timed out {} + halted {}, pending {}",
-                    s.delivered, s.succeeded, s.failed, s.timed_out, s.halted, s.pending
+                    "{label}: delivered {} == succeeded {} + failed {} + timed out {} + halted {} + not recorded {}, pending {}",
+                    s.delivered, s.succeeded, s.failed, s.timed_out, s.halted, s.not_recorded, s.pending
                 ),
             );
         }

@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime};
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures::{FutureExt, StreamExt};
 use nerve_core::metrics::names::bridge_outcome as outcome;
-use nerve_core::sink::EventSink;
+use nerve_core::sink::{EventSink, SinkError, SinkErrorKind};
 use nerve_core::{Event, EventId, Pattern, json};
-use nerve_router::{EventStream, StreamOptions, Subscribe};
+use nerve_router::{EventStream, HandlerError, StreamOptions, Subscribe};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -330,31 +330,34 @@ fn backoff(attempt: u32) -> Duration {
 
 // ----- durable exports -----
 
+/// How a terminal event of an export ended: acknowledged by the stream (a
+/// core export: processed by the server), or why not.
+pub(super) type Settled = Result<(), SinkError>;
+
 /// Terminal events of one export whose outcome a waiting `emit` needs:
-/// `None` while an emit waits, `Some(done)` once settled (acknowledged by
-/// the stream, or for a core export processed by the server).
+/// `None` while an emit waits, `Some` once settled.
 #[derive(Default)]
 pub(super) struct Waits {
-    slots: Mutex<HashMap<EventId, Option<bool>>>,
+    slots: Mutex<HashMap<EventId, Option<Settled>>>,
     settled: Condvar,
     /// Set by the bridge's shutdown: no emit waits any more.
     closed: std::sync::atomic::AtomicBool,
 }
 
 impl Waits {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EventId, Option<bool>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EventId, Option<Settled>>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records `id`'s outcome and wakes its emit.
-    pub(super) fn settle(&self, id: EventId, acked: bool) {
+    pub(super) fn settle(&self, id: EventId, outcome: Settled) {
         let mut slots = self.lock();
         if slots.len() > 10_000 {
             // Outcomes no emit came for (it could not wait, or gave up):
             // forgotten, so they cannot pile up.
             slots.retain(|_, v| v.is_none());
         }
-        slots.insert(id, Some(acked));
+        slots.insert(id, Some(outcome));
         drop(slots);
         self.settled.notify_all();
     }
@@ -367,16 +370,21 @@ impl Waits {
         self.settled.notify_all();
     }
 
-    /// Waits for `id`'s outcome, at most `limit`: `None` when it ran out
-    /// or the export stopped.
-    fn wait(&self, id: EventId, limit: Duration) -> Option<bool> {
+    /// Waits for `id`'s outcome, at most `limit`; a `Timeout` error when it
+    /// ran out, a `Closed` one when the export stopped first.
+    fn wait(&self, id: EventId, limit: Duration) -> Settled {
+        let stopped = || {
+            SinkError::new(
+                SinkErrorKind::Closed,
+                "the export stopped before NATS confirmed it",
+            )
+        };
         let mut slots = self.lock();
         if self.closed.load(Ordering::SeqCst) {
-            return None;
+            return Err(stopped());
         }
-        if let Some(Some(acked)) = slots.get(&id).copied() {
-            slots.remove(&id);
-            return Some(acked);
+        if let Some(Some(_)) = slots.get(&id) {
+            return slots.remove(&id).flatten().expect("settled");
         }
         slots.insert(id, None);
         let (mut slots, _) = self
@@ -385,7 +393,14 @@ impl Waits {
                 matches!(s.get(&id), Some(None)) && !self.closed.load(Ordering::SeqCst)
             })
             .unwrap_or_else(|e| e.into_inner());
-        slots.remove(&id).flatten()
+        match slots.remove(&id).flatten() {
+            Some(settled) => settled,
+            None if self.closed.load(Ordering::SeqCst) => Err(stopped()),
+            None => Err(SinkError::new(
+                SinkErrorKind::Timeout,
+                format!("NATS did not confirm it within {limit:?} (terminal_wait)"),
+            )),
+        }
     }
 }
 
@@ -536,12 +551,12 @@ impl NatsBridge {
         let durable = self.shared.bus.durable();
         self.shared.bus.subscribe_with(
             pattern,
-            move |event: &Event| {
+            move |event: &Event| -> Result<(), HandlerError> {
                 if !forwardable(event) {
-                    return;
+                    return Ok(());
                 }
                 let Some(shared) = shared.upgrade() else {
-                    return;
+                    return Ok(());
                 };
                 let c = &shared.counters;
                 let wait = || waits.wait(event.event_id(), limit);
@@ -550,15 +565,20 @@ impl NatsBridge {
                         // This thread may be the one the bridge's tasks
                         // need: waiting could only time out.
                         c.ack_waits_skipped.fetch_add(1, Ordering::Relaxed);
-                        return;
+                        return Ok(());
                     }
                     Ok(_) => tokio::task::block_in_place(wait),
                     Err(_) => wait(),
                 };
                 c.ack_waits.fetch_add(1, Ordering::Relaxed);
-                if outcome.is_none() {
-                    c.ack_wait_timeouts.fetch_add(1, Ordering::Relaxed);
-                }
+                outcome.map_err(|e| {
+                    if matches!(e.kind(), SinkErrorKind::Timeout | SinkErrorKind::Closed) {
+                        c.ack_wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // `emit` says so, as for an event the journal could not
+                    // record; the bridge counted and reported the cause.
+                    HandlerError::not_recorded(&e)
+                })
             },
             Subscribe::new()
                 .priority(i32::MIN)
@@ -595,7 +615,8 @@ impl DurableExport {
         let terminal = self.durable.matches(&event);
         let Some(subject) = self.shared.outgoing_subject(&event) else {
             if terminal {
-                self.waits.settle(event.event_id(), false);
+                self.waits
+                    .settle(event.event_id(), Err(super::no_subject(&event)));
             }
             self.done.fetch_add(1, Ordering::Release);
             return;
@@ -604,11 +625,12 @@ impl DurableExport {
             Ok(ack) => ack,
             Err(error) => {
                 // It will not get smaller: not retried.
+                if terminal {
+                    let refused = SinkError::new(SinkErrorKind::Unsupported, &error);
+                    self.waits.settle(event.event_id(), Err(refused));
+                }
                 self.shared
                     .refuse_too_large(&event, &subject, Some(&self.stream), error);
-                if terminal {
-                    self.waits.settle(event.event_id(), false);
-                }
                 self.done.fetch_add(1, Ordering::Release);
                 return;
             }
@@ -674,14 +696,14 @@ impl DurableExport {
     ) {
         let shared = self.shared.clone();
         let c = &shared.counters;
-        let acked = loop {
+        let settled = loop {
             match answer {
                 Ok(ack) => {
                     shared.count(&c.acked, outcome::ACKED);
                     if ack.duplicate {
                         c.ack_duplicates.fetch_add(1, Ordering::Relaxed);
                     }
-                    break true;
+                    break Ok(());
                 }
                 Err(error) => {
                     c.nacked.fetch_add(1, Ordering::Relaxed);
@@ -698,7 +720,13 @@ impl DurableExport {
                                 "error": format!("not acknowledged by the stream: {error}"),
                             }),
                         );
-                        break false;
+                        break Err(SinkError::new(
+                            SinkErrorKind::Io,
+                            format!(
+                                "the stream {} did not acknowledge it ({} attempts; the last: {error})",
+                                self.stream, entry.failures
+                            ),
+                        ));
                     }
                     tokio::time::sleep(backoff(entry.failures)).await;
                     c.retried.fetch_add(1, Ordering::Relaxed);
@@ -711,7 +739,7 @@ impl DurableExport {
             }
         };
         if entry.terminal {
-            self.waits.settle(entry.event.event_id(), acked);
+            self.waits.settle(entry.event.event_id(), settled);
         }
         self.done.fetch_add(1, Ordering::Release);
     }
@@ -1131,9 +1159,17 @@ mod tests {
     fn a_settled_outcome_reaches_an_emit_that_comes_later() {
         let waits = Waits::default();
         let id = EventId::new();
-        waits.settle(id, true);
-        assert_eq!(waits.wait(id, Duration::from_secs(5)), Some(true));
-        assert_eq!(waits.wait(EventId::new(), Duration::from_millis(1)), None);
+        waits.settle(id, Ok(()));
+        assert!(waits.wait(id, Duration::from_secs(5)).is_ok());
+        let refused = SinkError::new(SinkErrorKind::Io, "refused");
+        let other = EventId::new();
+        waits.settle(other, Err(refused));
+        let e = waits.wait(other, Duration::from_secs(5)).unwrap_err();
+        assert_eq!((e.kind(), e.message()), (SinkErrorKind::Io, "refused"));
+        let e = waits
+            .wait(EventId::new(), Duration::from_millis(1))
+            .unwrap_err();
+        assert_eq!(e.kind(), SinkErrorKind::Timeout, "{e}");
     }
 
     #[test]
@@ -1143,6 +1179,7 @@ mod tests {
         let waiter = std::thread::spawn(move || w.wait(EventId::new(), Duration::from_secs(600)));
         // Closed before or while it waits: either way it returns.
         waits.close();
-        assert_eq!(waiter.join().unwrap(), None);
+        let e = waiter.join().unwrap().unwrap_err();
+        assert_eq!(e.kind(), SinkErrorKind::Closed, "{e}");
     }
 }

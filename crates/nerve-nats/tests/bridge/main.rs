@@ -6,6 +6,7 @@ mod durable_processes;
 mod durable_restart;
 mod halt;
 mod limits;
+mod not_recorded;
 mod plain_thread;
 mod processes;
 mod restart;

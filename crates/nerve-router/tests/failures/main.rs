@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nerve_core::query::HistoryQuery;
+use nerve_core::sink::{SinkError, SinkErrorKind};
 use nerve_core::{Event, TypedEvent, Value, json};
 use nerve_router::{Bus, EmitError, HandlerError, Outcome, Subscribe};
 use serde::{Deserialize, Serialize};
@@ -409,6 +410,111 @@ async fn an_async_halt_reaches_emit_and_wait() {
         "the other async handler ran too"
     );
     assert_eq!(bus.stats().events.halted, 1);
+}
+
+/// An exporter's handler that could not confirm an event is not a failure:
+/// every handler still runs, nothing is retried, dead-lettered or
+/// published as `system.handler_error`, and `emit` says
+/// `NotRecorded` naming the subscription, as for the journal.
+#[test]
+fn a_handler_that_could_not_record_an_event_makes_emit_say_not_recorded() {
+    let dlq = nerve_router::DeadLetterQueue::new(100);
+    let bus = Bus::builder().dead_letters(dlq.clone()).build().unwrap();
+    let errors = collect_errors(&bus);
+    let exporter = bus
+        .subscribe_with(
+            "run.*",
+            |e: &Event| -> Result<(), HandlerError> {
+                if e.event_type() == "run.failed" {
+                    let error = SinkError::new(SinkErrorKind::Timeout, "no acknowledgement in 5s");
+                    return Err(HandlerError::not_recorded(&error));
+                }
+                Ok(())
+            },
+            Subscribe::new().priority(i32::MIN).name("exporter"),
+        )
+        .unwrap();
+    let (others, h) = counter();
+    bus.subscribe("run.*", h).unwrap();
+
+    bus.emit("run.started", json!({})).unwrap();
+    let err = bus.emit("run.failed", json!({})).unwrap_err();
+    let EmitError::NotRecorded { event_id, error } = &err else {
+        panic!("expected NotRecorded, got {err:?}");
+    };
+    assert_eq!(error.kind(), SinkErrorKind::Timeout);
+    assert_eq!(error.message(), "exporter: no acknowledgement in 5s");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "event {event_id} was delivered but not recorded: exporter: no acknowledgement in 5s"
+        )
+    );
+    let recorded = bus.history(&HistoryQuery::new().limit(1));
+    assert_eq!(recorded[0].event_id(), *event_id);
+    assert_eq!(others.load(Ordering::SeqCst), 2);
+
+    // `emit_and_wait` says the same, and its report would have named it.
+    let err = bus
+        .emit_and_wait_blocking("run.failed", json!({}))
+        .unwrap_err();
+    assert!(matches!(err, EmitError::NotRecorded { .. }), "{err:?}");
+
+    assert!(errors.lock().unwrap().is_empty(), "not a handler failure");
+    assert!(dlq.is_empty(), "nothing to retry");
+    let stats = bus.stats();
+    assert_eq!(
+        (
+            stats.events.not_recorded,
+            stats.events.failed,
+            stats.events.halted
+        ),
+        (2, 0, 0)
+    );
+    let sub = stats
+        .subscribers
+        .iter()
+        .find(|s| s.id == exporter.as_u64())
+        .unwrap();
+    assert_eq!((sub.not_recorded, sub.succeeded, sub.delivered), (2, 1, 3));
+}
+
+/// A halt of the same emit is what `emit` returns; an async handler's
+/// `not_recorded` reaches only a waiting emitter.
+#[tokio::test]
+async fn a_halt_comes_before_not_recorded_and_async_handlers_tell_a_waiting_emit() {
+    let bus = Bus::new();
+    let not_kept =
+        || HandlerError::not_recorded(&SinkError::new(SinkErrorKind::Io, "the store refused it"));
+    bus.subscribe_with(
+        "a.b",
+        move |_: &Event| Err::<(), _>(not_kept()),
+        Subscribe::new().priority(1),
+    )
+    .unwrap();
+    bus.subscribe("a.b", |_: &Event| Err::<(), _>(HandlerError::halt("stop")))
+        .unwrap();
+    let err = bus.emit("a.b", json!({})).unwrap_err();
+    assert!(matches!(err, EmitError::Halted { .. }), "{err:?}");
+
+    bus.subscribe_async_with(
+        "c.d",
+        move |_: Event| async move { Err::<(), _>(not_kept()) },
+        Subscribe::new().name("uploader"),
+    )
+    .unwrap();
+    let report = tokio::time::timeout(LIMIT, bus.emit_and_wait("c.d", json!({})))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let EmitError::NotRecorded { error, .. } = &report else {
+        panic!("expected NotRecorded, got {report:?}");
+    };
+    assert_eq!(
+        (error.kind(), error.message()),
+        (SinkErrorKind::Io, "uploader: the store refused it")
+    );
+    assert_eq!(bus.stats().events.not_recorded, 2);
 }
 
 #[derive(Debug, Serialize, Deserialize)]
