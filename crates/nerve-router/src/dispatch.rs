@@ -114,7 +114,6 @@ pub(crate) struct Dispatched {
 
 /// The error of an inline handler that could not record its event, named
 /// after its subscription.
-#[cold]
 fn not_recorded_by(
     sub: &Subscription,
     kind: nerve_core::sink::SinkErrorKind,
@@ -229,8 +228,8 @@ pub(crate) struct Deliveries {
     drops: Vec<Arc<Subscription>>,
     halt: Option<(Arc<Subscription>, String)>,
     refused: Option<Box<EmitError>>,
-    /// An inline handler could not confirm it recorded the event
-    /// (`HandlerError::not_recorded`). Boxed: rare.
+    /// The journal, or else an inline handler, could not confirm it
+    /// recorded the event (`HandlerError::not_recorded`). Boxed: rare.
     not_recorded: Option<Box<SinkError>>,
     /// Whether this thread may wait for room in a queue, worked out on
     /// first need.
@@ -514,15 +513,16 @@ impl Dispatcher {
         route: &Route,
         mut deliveries: Deliveries,
     ) -> Dispatched {
-        let not_recorded = self.journal(event, route);
+        // The journal's word first: it is the bus's own record (an inline
+        // handler's `not_recorded` keeps it).
+        deliveries.not_recorded = self.journal(event, route);
         self.deliver_all(event, route, &mut deliveries);
         self.settle(event, &mut deliveries);
         Dispatched {
             event_id: event.event_id(),
             halt: deliveries.halt,
             refused: deliveries.refused,
-            // The journal's word first: it is the bus's own record.
-            not_recorded: not_recorded.or(deliveries.not_recorded),
+            not_recorded: deliveries.not_recorded,
             turn: deliveries.turn,
         }
     }
@@ -1105,6 +1105,30 @@ impl Dispatcher {
         deliveries: &mut Deliveries,
     ) {
         self.ledger.count(sub, &outcome, elapsed);
+        if let Some(w) = &deliveries.waiter {
+            w.send(HandlerOutcome {
+                subscription: sub.id,
+                name: sub.name.as_deref().map(str::to_owned),
+                outcome: outcome.clone(),
+                elapsed,
+            });
+        }
+        if !matches!(outcome, Outcome::Delivered) {
+            Self::keep_outcome(event, sub, outcome, deliveries);
+        }
+    }
+
+    /// What an inline handler that did not simply succeed leaves for
+    /// `settle` and the emitter: a failure to report, a halt, an event it
+    /// could not record. Out of line: the common path is a success.
+    #[cold]
+    #[inline(never)]
+    fn keep_outcome(
+        event: &Event,
+        sub: &Arc<Subscription>,
+        outcome: Outcome,
+        deliveries: &mut Deliveries,
+    ) {
         match &outcome {
             Outcome::Halted(reason) => {
                 deliveries
@@ -1118,17 +1142,9 @@ impl Dispatcher {
             }
             _ => {}
         }
-        if let Some(w) = &deliveries.waiter {
-            w.send(HandlerOutcome {
-                subscription: sub.id,
-                name: sub.name.as_deref().map(str::to_owned),
-                outcome: outcome.clone(),
-                elapsed,
-            });
-        }
         if outcome.is_failure() {
             deliveries.failures.push((sub.clone(), outcome));
-        } else if !matches!(outcome, Outcome::Delivered) {
+        } else {
             tracing::debug!(subscription = %sub.label(), event_type = event.event_type(), ?outcome, "inline handler outcome");
         }
     }
