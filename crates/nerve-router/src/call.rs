@@ -110,7 +110,7 @@ impl Caller {
         let outcome = match result {
             Ok(Ok(())) if limit.is_some_and(|l| elapsed > l) => Outcome::TimedOut(elapsed),
             Ok(Ok(())) => Outcome::Delivered,
-            Ok(Err(e)) => e.into_outcome(),
+            Ok(Err(e)) => Outcome::of_error(e),
             Err(panic) => Outcome::Panicked(panic_message(&*panic)),
         };
         (outcome, elapsed)

@@ -9,8 +9,6 @@ use futures::future::BoxFuture;
 use nerve_core::Event;
 use nerve_core::sink::{SinkError, SinkErrorKind};
 
-use crate::report::Outcome;
-
 /// A handler failed, asks the emitter to stop, or could not record the event.
 ///
 /// Handlers return `()` or `Result<(), E>` for any `E: Display`; an error
@@ -91,16 +89,17 @@ impl HandlerError {
         &self.message
     }
 
-    /// The outcome of a delivery whose handler returned this.
-    pub(crate) fn into_outcome(self) -> Outcome {
+    /// What kind of error a [`not_recorded`](Self::not_recorded) one is.
+    pub(crate) fn not_recorded_kind(&self) -> Option<SinkErrorKind> {
         match self.kind {
-            Kind::Failure => Outcome::Failed(self.message),
-            Kind::Halt => Outcome::Halted(self.message),
-            Kind::NotRecorded(kind) => Outcome::NotRecorded {
-                kind,
-                reason: self.message,
-            },
+            Kind::NotRecorded(kind) => Some(kind),
+            Kind::Failure | Kind::Halt => None,
         }
+    }
+
+    /// The message, taken.
+    pub(crate) fn into_message(self) -> String {
+        self.message
     }
 }
 
@@ -200,12 +199,6 @@ mod tests {
         let e = r.into_handler_result().unwrap_err();
         assert!(e.is_not_recorded() && !e.is_halt());
         assert_eq!(e.to_string(), "not recorded: no acknowledgement in 5s");
-        assert_eq!(
-            e.into_outcome(),
-            Outcome::NotRecorded {
-                kind: SinkErrorKind::Timeout,
-                reason: "no acknowledgement in 5s".to_owned()
-            }
-        );
+        assert_eq!(e.not_recorded_kind(), Some(SinkErrorKind::Timeout));
     }
 }

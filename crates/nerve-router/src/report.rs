@@ -48,6 +48,20 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome of a delivery whose handler returned `e`.
+    pub(crate) fn of_error(e: crate::HandlerError) -> Self {
+        if e.is_halt() {
+            Outcome::Halted(e.into_message())
+        } else if let Some(kind) = e.not_recorded_kind() {
+            Outcome::NotRecorded {
+                kind,
+                reason: e.into_message(),
+            }
+        } else {
+            Outcome::Failed(e.into_message())
+        }
+    }
+
     /// Whether the handler failed: an error, a panic or a timeout.
     pub(crate) fn is_failure(&self) -> bool {
         matches!(
@@ -253,5 +267,39 @@ impl Future for Outcomes {
             ),
         };
         Poll::Ready(outcomes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HandlerError;
+    use nerve_core::sink::SinkError;
+
+    #[test]
+    fn each_kind_of_handler_error_has_its_outcome() {
+        assert_eq!(
+            Outcome::of_error(HandlerError::new("bad")),
+            Outcome::Failed("bad".to_owned())
+        );
+        assert_eq!(
+            Outcome::of_error(HandlerError::halt("stop")),
+            Outcome::Halted("stop".to_owned())
+        );
+        let error = SinkError::new(SinkErrorKind::Timeout, "no acknowledgement in 5s");
+        let outcome = Outcome::of_error(HandlerError::not_recorded(&error));
+        assert_eq!(
+            outcome,
+            Outcome::NotRecorded {
+                kind: SinkErrorKind::Timeout,
+                reason: "no acknowledgement in 5s".to_owned()
+            }
+        );
+        assert_eq!(outcome.kind(), "not_recorded");
+        assert!(!outcome.is_failure());
+        assert_eq!(
+            serde_json::to_value(&outcome).unwrap(),
+            serde_json::json!({"status": "not_recorded", "detail": {"kind": "timeout", "reason": "no acknowledgement in 5s"}})
+        );
     }
 }

@@ -373,7 +373,7 @@ async fn run(caller: &Weak<Caller>, delivery: Delivery, alone: &mut Option<Chain
     let outcome = match result {
         None => Outcome::TimedOut(elapsed),
         Some(Ok(Ok(()))) => Outcome::Delivered,
-        Some(Ok(Err(e))) => e.into_outcome(),
+        Some(Ok(Err(e))) => Outcome::of_error(e),
         Some(Err(panic)) => Outcome::Panicked(panic_message(&*panic)),
     };
     if let Some(scope) = scope {
