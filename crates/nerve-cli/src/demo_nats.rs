@@ -108,11 +108,36 @@ pub(crate) fn run_one(plan: &Plan, args: &DemoArgs, seed: u64, url: &str) -> Res
         .spawn()
         .context("cannot start a worker process")?;
     let status = worker.wait().context("lost the worker process")?;
-    anyhow::ensure!(
-        status.success(),
-        "the worker of {} failed ({status}); see its message above",
-        plan.run_id
-    );
+    if !status.success() {
+        // The run did not end as a run ends: the journal says so, as it
+        // does for Ctrl-C, instead of leaving a run that never ended.
+        let processed = consumers.snapshot().map_or(0, |m| m.processed);
+        let failed = Event::builder("extraction.failed")
+            .run_id(plan.run_id)
+            .source("demo")
+            .data(serde_json::json!({
+                "run_id": plan.run_id,
+                "reason": "worker_failed",
+                "message": format!("the worker process failed ({status})"),
+                "processed": processed,
+            }))
+            .build()?;
+        let recorded = bus.emit_event(failed);
+        consumers.finish();
+        bus.shutdown_blocking();
+        recorded.context("cannot record the run's failure")?;
+        // A worker that exited said why; one killed by a signal could not.
+        let see = if status.code().is_some() {
+            "; see its message above"
+        } else {
+            ""
+        };
+        anyhow::bail!(
+            "the worker of {} failed ({status}){see}. Its events so far, and its failure, are in {}",
+            plan.run_id,
+            log.display()
+        );
+    }
     // The worker flushed before exiting: its last event is on its way.
     let end = ended_rx.recv_timeout(PATIENCE).with_context(|| {
         format!(

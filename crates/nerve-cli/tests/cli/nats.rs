@@ -262,6 +262,93 @@ fn demo_nats_runs_the_workers_as_processes_with_the_same_outcome() {
     assert!(!notes.iter().any(|l| l.contains("skipped")), "{notes:?}");
 }
 
+/// The pids of `parent`'s children whose command line holds `word`.
+#[cfg(target_os = "linux")]
+fn children_running(parent: u32, word: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let (Ok(stat), Ok(cmdline)) = (
+            std::fs::read_to_string(entry.path().join("stat")),
+            std::fs::read(entry.path().join("cmdline")),
+        ) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: the comm may hold spaces.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) && String::from_utf8_lossy(&cmdline).contains(word) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// A worker of `nerve demo --nats` killed (SIGKILL) mid-run: the demo
+/// says which and where the events are, exits 2, and the run's journal
+/// ends with an `extraction.failed` saying so, instead of a run that never
+/// ended; `nerve verify` reads it clean.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_demo_whose_worker_is_killed_records_the_run_as_failed() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let out = dir("demo-worker-killed");
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_nerve"))
+        .args(["demo", "--out", out.to_str().unwrap(), "--delay-ms", "1000"])
+        .args(["--nats", &server.url()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let said = lines(demo.stderr.take().unwrap());
+    let log = out.join("run-healthy/events.jsonl");
+    // Mid-run: the run started and a specimen is under way (25 specimens
+    // of a second each are left to go).
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let workers = children_running(demo.id(), "demo-worker");
+    assert_eq!(workers.len(), 1, "one worker at a time: {workers:?}");
+    let killed = Command::new("kill")
+        .args(["-KILL", &workers[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = demo.wait().unwrap();
+    let said: Vec<String> = said.iter().collect();
+    assert_eq!(status.code(), Some(2), "{said:?}");
+    assert!(
+        said.iter().any(|l| l.contains(
+            "the worker of run-healthy failed (signal: 9 (SIGKILL)). Its events so far, and its failure, are in"
+        )),
+        "{said:?}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event_type"], "extraction.failed", "{text}");
+    assert_eq!(last["run_id"], "run-healthy");
+    assert_eq!(last["data"]["reason"], "worker_failed");
+    assert_eq!(
+        last["data"]["message"],
+        "the worker process failed (signal: 9 (SIGKILL))"
+    );
+    let o = nerve(&["verify", out.join("run-healthy").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(!out.join("run-broken").exists(), "the demo stopped there");
+}
+
 /// `GET path` on the dashboard at `addr` (`127.0.0.1:PORT`): the body.
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
