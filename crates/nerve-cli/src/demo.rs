@@ -85,6 +85,10 @@ pub(crate) struct Summary {
 }
 
 pub(crate) fn run(args: &DemoArgs, out: &mut Out) -> Result<ExitCode> {
+    // A bad address is refused before any run's directory is made.
+    if let Some(url) = &args.nats {
+        nerve::nats::servers(url)?;
+    }
     if args.serve {
         return serve(args, out);
     }

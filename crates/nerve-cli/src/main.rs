@@ -253,7 +253,7 @@ fn main() -> ExitCode {
         Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = out.flush();
-            say!("nerve: error: {e:#}");
+            say!("nerve: error: {}", output::chain(&e));
             ExitCode::from(2)
         }
     }

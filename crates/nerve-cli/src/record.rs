@@ -102,6 +102,8 @@ pub(crate) fn record(args: &RecordArgs, out: &mut Out) -> Result<ExitCode> {
             args.ack_wait
         );
     }
+    // Before the directory is made.
+    nerve::nats::servers(&args.nats)?;
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let path = args.dir.join("events.jsonl");

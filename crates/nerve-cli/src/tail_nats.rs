@@ -99,7 +99,7 @@ async fn follow(
                 }
             }
         })
-        .connect(url)
+        .connect(nerve::nats::servers(url)?)
         .await
         .with_context(|| format!("cannot connect to NATS at {}", quote(url)))?;
     let mut messages = client

@@ -173,7 +173,7 @@ pub(crate) fn verify(args: &PathArg, out: &mut Out) -> Result<ExitCode> {
     let (files, mut reader) = match open(args) {
         Ok(opened) => opened,
         Err(e) => {
-            say!("nerve: error: {e:#}");
+            say!("nerve: error: {}", crate::output::chain(&e));
             return Ok(ExitCode::from(2));
         }
     };
@@ -188,7 +188,10 @@ pub(crate) fn verify(args: &PathArg, out: &mut Out) -> Result<ExitCode> {
         match item {
             Ok(e) => f.event(reader.current_file().map(PathBuf::from), &e),
             Err(e @ ReadError::Io { .. }) => {
-                say!("nerve: error: {:#}", anyhow::Error::new(e));
+                say!(
+                    "nerve: error: {}",
+                    crate::output::chain(&anyhow::Error::new(e))
+                );
                 return Ok(ExitCode::from(2));
             }
             Err(e) => {

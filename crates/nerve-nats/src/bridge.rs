@@ -228,6 +228,39 @@ impl NatsOptions {
     }
 }
 
+/// The NATS servers `url` names: one address or a comma-separated list
+/// (`nats://10.0.0.5:4222,nats://10.0.0.6:4222`), each `nats://host:port`,
+/// `host:port` or `host` (port 4222).
+///
+/// async-nats takes a `&str` as one address, so a list is split here, and
+/// the client knows every server to fail over to. An address with no
+/// server in it (`""`, `","`, `nats://`) is refused here: async-nats
+/// panics on one (0.46).
+///
+/// # Errors
+///
+/// [`BridgeError::Url`] naming the address and what is wrong with it.
+pub fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>, BridgeError> {
+    let refuse = |reason: String| BridgeError::Url {
+        url: url.to_owned(),
+        reason,
+    };
+    let mut list = Vec::new();
+    for one in url.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let addr: async_nats::ServerAddr = one
+            .parse()
+            .map_err(|e: std::io::Error| refuse(e.to_string()))?;
+        if addr.host().is_empty() {
+            return Err(refuse(format!("{one:?} names no host")));
+        }
+        list.push(addr);
+    }
+    if list.is_empty() {
+        return Err(refuse("it names no server".to_owned()));
+    }
+    Ok(list)
+}
+
 /// Why the bridge could not start or an `export`/`import` was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -235,6 +268,14 @@ pub enum BridgeError {
     /// The server could not be reached.
     #[error("could not connect to NATS")]
     Connect(#[source] async_nats::ConnectError),
+    /// The address names no NATS server (see [`servers`]).
+    #[error("{url:?} is not a NATS server address: {reason}")]
+    Url {
+        /// The address given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The subscription for an import was refused.
     #[error("could not subscribe to NATS")]
     Subscribe(#[source] async_nats::SubscribeError),
@@ -516,13 +557,7 @@ impl NatsBridge {
         if let Some(delay) = options.reconnect_delay {
             connect = connect.reconnect_delay_callback(move |_| delay);
         }
-        // async-nats takes a `&str` as one address: the list is split here,
-        // so that the client knows every server to fail over to.
-        let servers: Vec<&str> = url
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
+        let servers = servers(url)?;
         let client = connect
             .connect(servers)
             .await
@@ -1425,4 +1460,32 @@ fn rebuilt(
         b = b.trace_context(tc.clone());
     }
     b.build().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_are_a_list_of_addresses_and_an_empty_one_is_refused() {
+        let list = servers(" nats://10.0.0.5:4222, 10.0.0.6:4223 ,localhost").unwrap();
+        let hosts: Vec<(&str, u16)> = list.iter().map(|a| (a.host(), a.port())).collect();
+        assert_eq!(
+            hosts,
+            [("10.0.0.5", 4222), ("10.0.0.6", 4223), ("localhost", 4222)]
+        );
+        for (url, reason) in [
+            ("", "it names no server"),
+            (" , ", "it names no server"),
+            ("nats://", "\"nats://\" names no host"),
+        ] {
+            let e = servers(url).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("{url:?} is not a NATS server address: {reason}")
+            );
+        }
+        let e = servers("nats://[::1").unwrap_err().to_string();
+        assert!(e.contains("NATS server URL is invalid"), "{e}");
+    }
 }

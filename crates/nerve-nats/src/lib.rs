@@ -246,6 +246,6 @@ pub use bridge::{
     BRIDGE_CONNECTED, BRIDGE_DISCONNECTED, BridgeError, BridgeStats, ConsumerPending, DeliverFrom,
     DurableImport, DurableStream, HEADER_CAUSATION_ID, HEADER_CORRELATION_ID, HEADER_MSG_ID,
     HEADER_ORIGIN, HEADER_TRACEPARENT, HEADER_TRACESTATE, NatsBridge, NatsOptions, Origin,
-    imported_from,
+    imported_from, servers,
 };
 pub use subject::SubjectError;

@@ -119,6 +119,34 @@ fn tail_nats_refuses_a_bad_url_or_pattern_clearly() {
         "{}",
         stderr(&o)
     );
+    // The cause once: async-nats's error holds its source's message too.
+    assert_eq!(
+        stderr(&o).matches("Connection refused").count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
+    // An address with no server in it: async-nats 0.46 panicked (exit
+    // 101) on one, in every command that connects.
+    // Refused before a directory is made.
+    let out = dir("bad-nats-address");
+    let there = out.join("made");
+    let there = there.to_str().unwrap();
+    for args in [
+        &["tail", "--nats", "", "*"][..],
+        &["tail", "--nats", "nats://", "*"],
+        &["demo", "--nats", "", "--out", there],
+        &["record", "--nats", " , ", "--stream", "S", there],
+    ] {
+        let o = nerve(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("is not a NATS server address"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+        assert!(!out.join("made").exists(), "{args:?}");
+    }
     let url = server.url();
     for (pattern, says) in [
         ("a..b", "is not a valid pattern"),
