@@ -518,8 +518,10 @@ impl Bus {
     /// [`EmitError`]: invalid name, shut-down bus, no runtime for an async
     /// handler, nesting too deep, [`EmitError::Halted`] when a handler asked
     /// to stop, or [`EmitError::NotRecorded`] when a durable (by default
-    /// terminal) event could not be confirmed on disk (in both, the event
-    /// was still delivered to every handler).
+    /// terminal) event could not be confirmed on disk, or an inline handler
+    /// that keeps events elsewhere (a NATS export) could not confirm it
+    /// ([`HandlerError::not_recorded`](crate::HandlerError::not_recorded));
+    /// in each, the event was still delivered to every handler.
     pub fn emit(
         &self,
         event_type: impl AsRef<str>,
