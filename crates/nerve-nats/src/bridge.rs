@@ -477,7 +477,8 @@ pub struct BridgeStats {
     pub ack_wait_timeouts: u64,
     /// Terminal emits that could not wait because they were made on a
     /// current-thread tokio runtime (waiting there could block the bridge
-    /// itself).
+    /// itself). The first one of an export is also said as a
+    /// `system.bridge_error` event.
     pub ack_waits_skipped: u64,
     /// Durable imports: messages JetStream delivered more than once (not
     /// acknowledged in time, or by a process that stopped before it could).

@@ -180,7 +180,9 @@
 //!   It needs a thread it may block: a plain thread or a multi-thread tokio
 //!   runtime (it uses `block_in_place`). On a current-thread runtime,
 //!   whose only thread the bridge itself may need, the emit does not wait;
-//!   counted in [`BridgeStats::ack_waits_skipped`].
+//!   counted in [`BridgeStats::ack_waits_skipped`], and said once per
+//!   export as a `system.bridge_error` event (call `flush` or `shutdown`
+//!   before exiting there).
 //! * [`NatsBridge::import_durable`]`(stream, consumer, DeliverFrom)` reads
 //!   the stream through a durable pull consumer: a restarted process using
 //!   the same consumer name continues where the last one stopped.

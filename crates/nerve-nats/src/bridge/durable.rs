@@ -564,7 +564,19 @@ impl NatsBridge {
                     Ok(h) if h.runtime_flavor() == RuntimeFlavor::CurrentThread => {
                         // This thread may be the one the bridge's tasks
                         // need: waiting could only time out.
-                        c.ack_waits_skipped.fetch_add(1, Ordering::Relaxed);
+                        if c.ack_waits_skipped.fetch_add(1, Ordering::Relaxed) == 0 {
+                            // Said once, where a program's events are seen:
+                            // a counter alone is read by few.
+                            let _ = shared.bus.emit(
+                                "system.bridge_error",
+                                json!({
+                                    "origin": shared.origin,
+                                    "event_id": event.event_id().to_string(),
+                                    "event_type": event.event_type(),
+                                    "error": "a terminal event's emit cannot wait for NATS on a current-thread tokio runtime (the bridge runs on that thread); call the bridge's flush or shutdown before the program exits (counted in ack_waits_skipped; said once)",
+                                }),
+                            );
+                        }
                         return Ok(());
                     }
                     Ok(_) => tokio::task::block_in_place(wait),

@@ -274,13 +274,26 @@ async fn on_a_current_thread_runtime_a_terminal_emit_does_not_wait_and_is_counte
         .await
         .unwrap();
     bridge.export("job.*").unwrap();
+    let mut said = a.stream("system.bridge_error").unwrap();
     // This thread is the one the bridge's tasks need: waiting here could
     // only time out.
     a.emit("job.completed", json!({})).unwrap();
+    a.emit("job.failed", json!({})).unwrap();
     let s = bridge.stats();
-    assert_eq!((s.ack_waits, s.ack_waits_skipped), (0, 1), "{s:?}");
+    assert_eq!((s.ack_waits, s.ack_waits_skipped), (0, 2), "{s:?}");
     assert!(bridge.flush(LIMIT).await);
-    assert_eq!(bridge.stats().published, 1);
+    assert_eq!(bridge.stats().published, 2);
+    // Said once, on the bus, naming what to do.
+    let error = collect(&mut said, 1, LIMIT).await.remove(0);
+    assert!(
+        error.data()["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot wait for NATS on a current-thread tokio runtime"),
+        "{error:?}"
+    );
+    assert_eq!(error.data()["event_type"], "job.completed");
+    assert!(said.is_empty(), "said once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
