@@ -51,6 +51,9 @@ pub(crate) struct WorkerArgs {
     seed: u64,
     #[arg(long, value_name = "MS")]
     delay_ms: u64,
+    /// The demo's process: this worker ends when it does.
+    #[arg(long, value_name = "PID")]
+    parent: Option<u32>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -100,6 +103,7 @@ pub(crate) fn run_one(plan: &Plan, args: &DemoArgs, seed: u64, url: &str) -> Res
     let mut worker = Command::new(exe)
         .arg("demo-worker")
         .args(["--nats", url, "--prefix", &prefix, "--run", plan.run_id])
+        .args(["--parent", &std::process::id().to_string()])
         .args(["--specimens", &args.specimens.to_string()])
         .args(["--seed", &seed.to_string()])
         .args(["--delay-ms", &args.delay().as_millis().to_string()])
@@ -185,9 +189,32 @@ pub(crate) fn run_one(plan: &Plan, args: &DemoArgs, seed: u64, url: &str) -> Res
     })
 }
 
+/// Asks the kernel to end this worker (SIGTERM) when the demo that
+/// started it dies, however it dies (SIGKILL too): an orphan would go on
+/// extracting and publishing to nobody, for as long as its run lasts.
+/// The spawning thread waits for the worker, so it outlives it.
+#[cfg(target_os = "linux")]
+fn end_with_parent(parent: Option<u32>) -> Result<()> {
+    use rustix::process::{Pid, Signal, getppid, set_parent_process_death_signal};
+    set_parent_process_death_signal(Some(Signal::TERM))
+        .context("cannot ask to end with the demo")?;
+    // The demo may have died before the line above: this process then
+    // has another parent already.
+    if let Some(parent) = parent {
+        let now = Pid::as_raw(getppid());
+        anyhow::ensure!(
+            u32::try_from(now).ok() == Some(parent),
+            "the demo that started this worker (process {parent}) is gone"
+        );
+    }
+    Ok(())
+}
+
 /// `nerve demo-worker`: extracts one run, publishing its events, until
 /// it completes or the validation's verdict stops it.
 pub(crate) fn worker(args: &WorkerArgs) -> Result<ExitCode> {
+    #[cfg(target_os = "linux")]
+    end_with_parent(args.parent)?;
     let plan = PLANS
         .iter()
         .find(|p| p.run_id == args.run)

@@ -377,6 +377,59 @@ fn a_demo_whose_worker_is_killed_records_the_run_as_failed() {
     assert!(!out.join("run-broken").exists(), "the demo stopped there");
 }
 
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+#[cfg(target_os = "linux")]
+fn gone(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            == Some("Z")
+    })
+}
+
+/// The demo killed (SIGKILL) while its worker runs: the worker ends with
+/// it, instead of extracting and publishing to nobody for the rest of its
+/// run (25 specimens of two seconds each here).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_demo_killed_takes_its_worker_with_it() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let out = dir("demo-killed");
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_nerve"))
+        .args(["demo", "--out", out.to_str().unwrap(), "--delay-ms", "2000"])
+        .args(["--nats", &server.url()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = out.join("run-healthy/events.jsonl");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let workers = children_running(demo.id(), "demo-worker");
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    demo.kill().unwrap();
+    demo.wait().unwrap();
+    // A generous bound: without the parent-death signal the worker lives
+    // on for its run's 50 seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !gone(workers[0]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker outlived the demo"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `GET path` on the dashboard at `addr` (`127.0.0.1:PORT`): the body.
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
