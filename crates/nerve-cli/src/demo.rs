@@ -85,9 +85,10 @@ pub(crate) struct Summary {
 }
 
 pub(crate) fn run(args: &DemoArgs, out: &mut Out) -> Result<ExitCode> {
-    // A bad address is refused before any run's directory is made.
+    // A bad address, or a server that does not answer, is refused before
+    // any run's directory is made.
     if let Some(url) = &args.nats {
-        nerve::nats::servers(url)?;
+        crate::tail_nats::reachable(url)?;
     }
     if args.serve {
         return serve(args, out);

@@ -103,7 +103,7 @@ pub(crate) fn record(args: &RecordArgs, out: &mut Out) -> Result<ExitCode> {
         );
     }
     // Before the directory is made.
-    nerve::nats::servers(&args.nats)?;
+    crate::tail_nats::reachable(&args.nats)?;
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let path = args.dir.join("events.jsonl");

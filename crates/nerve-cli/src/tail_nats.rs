@@ -26,6 +26,27 @@ use crate::output::{Out, say};
 /// How long connecting may take before the URL is reported unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Checks that the NATS server at `url` answers, before a command makes
+/// anything that a failed connection would leave behind (`nerve demo
+/// --nats` a run's journal, `nerve record` its directory): one connection,
+/// closed again.
+pub(crate) fn reachable(url: &str) -> Result<()> {
+    let servers = nerve::nats::servers(url)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    rt.block_on(async {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(CONNECT_TIMEOUT)
+            .connect(servers)
+            .await
+            .with_context(|| format!("cannot connect to NATS at {}", quote(url)))?;
+        drop(client);
+        Ok(())
+    })
+}
+
 /// Runs `nerve tail --nats URL PATTERN` until interrupted.
 pub(crate) fn tail(url: &str, args: &TailArgs, out: &mut Out) -> Result<ExitCode> {
     let text = args.path.to_string_lossy();

@@ -137,11 +137,22 @@ fn tail_nats_refuses_a_bad_url_or_pattern_clearly() {
         &["tail", "--nats", "nats://", "*"],
         &["demo", "--nats", "", "--out", there],
         &["record", "--nats", " , ", "--stream", "S", there],
+        // Well formed, but nothing listens on port 1.
+        &["demo", "--nats", "nats://127.0.0.1:1", "--out", there],
+        &[
+            "record",
+            "--nats",
+            "nats://127.0.0.1:1",
+            "--stream",
+            "S",
+            there,
+        ],
     ] {
         let o = nerve(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         assert!(
-            stderr(&o).contains("is not a NATS server address"),
+            stderr(&o).contains("is not a NATS server address")
+                || stderr(&o).contains("cannot connect to NATS at `nats://127.0.0.1:1`"),
             "{args:?}: {}",
             stderr(&o)
         );
