@@ -233,7 +233,11 @@ fn record_refuses_bad_input_clearly() {
     let o = record(&unreachable, &out, &["--drain"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains(&format!("cannot connect to NATS at {unreachable}")),
+        !out.join("events.jsonl").exists(),
+        "no journal made for a server that is not there"
+    );
+    assert!(
+        stderr(&o).contains(&format!("cannot connect to NATS at `{unreachable}`")),
         "{}",
         stderr(&o)
     );
