@@ -930,9 +930,7 @@ impl Shared {
         // bounded stream (counted), not in the socket of a dead connection.
         let _ = connected.wait_for(|up| *up).await;
         if let Some(error) = self.oversized(&headers, body) {
-            let refused = SinkError::new(SinkErrorKind::Unsupported, &error);
-            self.refuse_too_large(event, &subject, None, error);
-            return Err(refused);
+            return Err(self.refuse_too_large(event, &subject, None, error));
         }
         match self
             .client
@@ -980,14 +978,15 @@ impl Shared {
     }
 
     /// Counts and reports an event [`oversized`](Self::oversized) found too
-    /// large to publish.
+    /// large to publish; what a terminal event's emit is told.
     pub(crate) fn refuse_too_large(
         &self,
         event: &Event,
         subject: &str,
         stream: Option<&str>,
         error: String,
-    ) {
+    ) -> SinkError {
+        let refused = SinkError::new(SinkErrorKind::Unsupported, &error);
         self.count(&self.counters.too_large, outcome::TOO_LARGE);
         let _ = self.bus.emit(
             "system.bridge_error",
@@ -1000,6 +999,7 @@ impl Shared {
                 "error": error,
             }),
         );
+        refused
     }
 
     /// The subject `event` goes out on, or `None` (counted, and reported

@@ -301,30 +301,82 @@ fn demo_nats_runs_the_workers_as_processes_with_the_same_outcome() {
     assert!(!notes.iter().any(|l| l.contains("skipped")), "{notes:?}");
 }
 
+/// The fields of `/proc/{pid}/stat` after the command name (`state ppid
+/// ...`): the name is in parentheses and may hold spaces.
+#[cfg(target_os = "linux")]
+fn stat_fields(pid: &str) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
 /// The pids of `parent`'s children whose command line holds `word`.
 #[cfg(target_os = "linux")]
 fn children_running(parent: u32, word: &str) -> Vec<i32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(pid) = name.parse::<i32>() else {
             continue;
         };
-        let (Ok(stat), Ok(cmdline)) = (
-            std::fs::read_to_string(entry.path().join("stat")),
+        let (Some(fields), Ok(cmdline)) = (
+            stat_fields(&name),
             std::fs::read(entry.path().join("cmdline")),
         ) else {
             continue;
         };
-        // `pid (comm) state ppid ...`: the comm may hold spaces.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
+        let ppid = fields.get(1).and_then(|p| p.parse::<u32>().ok());
         if ppid == Some(parent) && String::from_utf8_lossy(&cmdline).contains(word) {
             found.push(pid);
         }
     }
     found
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+#[cfg(target_os = "linux")]
+fn gone(pid: i32) -> bool {
+    stat_fields(&pid.to_string()).is_none_or(|f| f.first().map(String::as_str) == Some("Z"))
+}
+
+/// `nerve demo --nats` into a fresh directory `name`, specimens taking
+/// `delay_ms` each, once its first run is under way (the run started and
+/// a specimen is in hand): the demo, its output directory and the pid of
+/// its one worker.
+#[cfg(target_os = "linux")]
+fn demo_under_way(
+    url: &str,
+    name: &str,
+    delay_ms: &str,
+    stderr: Stdio,
+) -> (std::process::Child, std::path::PathBuf, i32) {
+    let out = dir(name);
+    let demo = Command::new(env!("CARGO_BIN_EXE_nerve"))
+        .args([
+            "demo",
+            "--out",
+            out.to_str().unwrap(),
+            "--delay-ms",
+            delay_ms,
+        ])
+        .args(["--nats", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let log = out.join("run-healthy/events.jsonl");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let workers = children_running(demo.id(), "demo-worker");
+    assert_eq!(workers.len(), 1, "one worker at a time: {workers:?}");
+    (demo, out, workers[0])
 }
 
 /// A worker of `nerve demo --nats` killed (SIGKILL) mid-run: the demo
@@ -337,31 +389,12 @@ fn a_demo_whose_worker_is_killed_records_the_run_as_failed() {
     let Some(server) = NatsServer::start() else {
         return;
     };
-    let out = dir("demo-worker-killed");
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_nerve"))
-        .args(["demo", "--out", out.to_str().unwrap(), "--delay-ms", "1000"])
-        .args(["--nats", &server.url()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // 25 specimens of a second each: the worker is killed mid-run.
+    let (mut demo, out, worker) =
+        demo_under_way(&server.url(), "demo-worker-killed", "1000", Stdio::piped());
     let said = lines(demo.stderr.take().unwrap());
-    let log = out.join("run-healthy/events.jsonl");
-    // Mid-run: the run started and a specimen is under way (25 specimens
-    // of a second each are left to go).
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the run did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let workers = children_running(demo.id(), "demo-worker");
-    assert_eq!(workers.len(), 1, "one worker at a time: {workers:?}");
     let killed = Command::new("kill")
-        .args(["-KILL", &workers[0].to_string()])
+        .args(["-KILL", &worker.to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
@@ -374,6 +407,7 @@ fn a_demo_whose_worker_is_killed_records_the_run_as_failed() {
         )),
         "{said:?}"
     );
+    let log = out.join("run-healthy/events.jsonl");
     let text = std::fs::read_to_string(&log).unwrap();
     let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(last["event_type"], "extraction.failed", "{text}");
@@ -388,16 +422,6 @@ fn a_demo_whose_worker_is_killed_records_the_run_as_failed() {
     assert!(!out.join("run-broken").exists(), "the demo stopped there");
 }
 
-/// Whether process `pid` is gone (or a zombie nobody reaped yet).
-#[cfg(target_os = "linux")]
-fn gone(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            == Some("Z")
-    })
-}
-
 /// The demo killed (SIGKILL) while its worker runs: the worker ends with
 /// it, instead of extracting and publishing to nobody for the rest of its
 /// run (25 specimens of two seconds each here).
@@ -407,32 +431,14 @@ fn a_demo_killed_takes_its_worker_with_it() {
     let Some(server) = NatsServer::start() else {
         return;
     };
-    let out = dir("demo-killed");
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_nerve"))
-        .args(["demo", "--out", out.to_str().unwrap(), "--delay-ms", "2000"])
-        .args(["--nats", &server.url()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let log = out.join("run-healthy/events.jsonl");
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the run did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let workers = children_running(demo.id(), "demo-worker");
-    assert_eq!(workers.len(), 1, "{workers:?}");
+    let (mut demo, _out, worker) =
+        demo_under_way(&server.url(), "demo-killed", "2000", Stdio::null());
     demo.kill().unwrap();
     demo.wait().unwrap();
     // A generous bound: without the parent-death signal the worker lives
     // on for its run's 50 seconds.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !gone(workers[0]) {
+    while !gone(worker) {
         assert!(
             std::time::Instant::now() < deadline,
             "the worker outlived the demo"

@@ -637,12 +637,12 @@ impl DurableExport {
             Ok(ack) => ack,
             Err(error) => {
                 // It will not get smaller: not retried.
+                let refused =
+                    self.shared
+                        .refuse_too_large(&event, &subject, Some(&self.stream), error);
                 if terminal {
-                    let refused = SinkError::new(SinkErrorKind::Unsupported, &error);
                     self.waits.settle(event.event_id(), Err(refused));
                 }
-                self.shared
-                    .refuse_too_large(&event, &subject, Some(&self.stream), error);
                 self.done.fetch_add(1, Ordering::Release);
                 return;
             }
