@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 
@@ -16,6 +17,31 @@ pub(crate) fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in a directory of the workspace root")
+}
+
+/// Where cargo builds: `CARGO_TARGET_DIR` when set (relative to the
+/// directory `cargo xtask` was called from, as cargo reads it), else
+/// `<root>/target`.
+pub(crate) fn target_dir() -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR").filter(|dir| !dir.is_empty()) {
+        Some(dir) => env::current_dir().map_or_else(|_| PathBuf::from(&dir), |cwd| cwd.join(&dir)),
+        None => workspace_root().join("target"),
+    }
+}
+
+/// Whether cargo runs from here on build without incremental compilation;
+/// see [`build_without_incremental`].
+static WITHOUT_INCREMENTAL: AtomicBool = AtomicBool::new(false);
+
+/// Makes every cargo run from here on build without incremental
+/// compilation (`CARGO_INCREMENTAL=0`), unless the caller's environment
+/// sets `CARGO_INCREMENTAL` itself. `cargo xtask ci` calls it: a run from a
+/// fresh clone never reuses incremental state, which was a quarter of
+/// its target directory. Returns whether it took effect.
+pub(crate) fn build_without_incremental() -> bool {
+    let takes_effect = env::var_os("CARGO_INCREMENTAL").is_none();
+    WITHOUT_INCREMENTAL.store(takes_effect, Ordering::Relaxed);
+    takes_effect
 }
 
 /// A cargo invocation, run from the workspace root with inherited stdio.
@@ -36,9 +62,13 @@ impl Cargo {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        let mut env = Vec::new();
+        if WITHOUT_INCREMENTAL.load(Ordering::Relaxed) {
+            env.push(("CARGO_INCREMENTAL".to_owned(), "0".to_owned()));
+        }
         Self {
             args: args.into_iter().map(Into::into).collect(),
-            env: Vec::new(),
+            env,
             dir: None,
         }
     }

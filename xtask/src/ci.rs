@@ -4,6 +4,8 @@ use std::fmt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use crate::cargo::{build_without_incremental, target_dir};
+use crate::disk::{self, Usage};
 use crate::step::Step;
 
 /// How one step of a `ci` run ended.
@@ -18,12 +20,24 @@ enum Outcome {
 }
 
 /// Runs every step in [`Step::ALL`], printing a header and the elapsed time
-/// for each, then a table of timings.
+/// for each, with the target directory's weight and the disk's free space
+/// (see [`disk`]), then a table of timings.
 ///
 /// The last line printed is always `xtask: N passed, M failed`; CI harnesses
 /// read it, so its wording is fixed.
 pub(crate) fn run() -> ExitCode {
     let total = Step::ALL.len();
+    if build_without_incremental() {
+        println!(
+            "xtask: building without incremental compilation (CARGO_INCREMENTAL=0; set CARGO_INCREMENTAL to choose)"
+        );
+    }
+    let target = target_dir();
+    let usage = Usage::of(&target);
+    println!("xtask: before the first step: {usage}");
+    if let Some(warning) = disk::shortfall(usage) {
+        eprintln!("xtask: warning: {warning}");
+    }
     let mut outcomes = Vec::with_capacity(total);
     for (index, step) in Step::ALL.into_iter().enumerate() {
         if outcomes
@@ -42,14 +56,19 @@ pub(crate) fn run() -> ExitCode {
         let start = Instant::now();
         let result = step.run();
         let elapsed = start.elapsed();
+        let usage = Usage::of(&target);
         match result {
             Ok(()) => {
-                println!("==> {} passed in {}", step.name(), Elapsed(elapsed));
+                println!(
+                    "==> {} passed in {} ({usage})",
+                    step.name(),
+                    Elapsed(elapsed)
+                );
                 outcomes.push((step, Outcome::Passed(elapsed)));
             }
             Err(err) => {
                 eprintln!(
-                    "xtask: ci stopped: step `{}` failed after {}: {err:#}",
+                    "xtask: ci stopped: step `{}` failed after {} ({usage}): {err:#}",
                     step.name(),
                     Elapsed(elapsed)
                 );

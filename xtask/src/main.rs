@@ -16,6 +16,7 @@ mod bench;
 mod cargo;
 mod ci;
 mod deny;
+mod disk;
 mod features;
 #[cfg(test)]
 mod fixture;
