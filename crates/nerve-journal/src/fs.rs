@@ -43,6 +43,16 @@ pub trait JournalFs: Send + Sync + 'static {
     ///
     /// The I/O error.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Creates `dir` and its parents where missing: the writer makes the
+    /// journal's directory again when it was removed while in use.
+    /// `std::fs::create_dir_all` unless overridden.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
 }
 
 /// A file open for appending.
@@ -87,6 +97,16 @@ pub trait JournalFile: Send {
     /// error; does nothing unless overridden.
     fn write_behind(&mut self, offset: u64, len: u64) {
         let _ = (offset, len);
+    }
+    /// Whether the file was removed while open, alone or with its
+    /// directory: no directory links to it any more, so what was written
+    /// to it goes when it is closed. `false` unless overridden.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error.
+    fn is_removed(&self) -> io::Result<bool> {
+        Ok(false)
     }
 }
 
@@ -145,6 +165,19 @@ impl JournalFile for StdFile {
         }
         #[cfg(not(target_os = "linux"))]
         let _ = (offset, len);
+    }
+    fn is_removed(&self) -> io::Result<bool> {
+        // Unix keeps a removed file while it is open, with no link left;
+        // elsewhere an open journal file cannot be removed.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Ok(self.0.metadata()?.nlink() == 0)
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(false)
+        }
     }
 }
 
@@ -278,5 +311,8 @@ impl JournalFile for FaultyFile {
     }
     fn write_behind(&mut self, offset: u64, len: u64) {
         self.file.write_behind(offset, len);
+    }
+    fn is_removed(&self) -> io::Result<bool> {
+        self.file.is_removed()
     }
 }

@@ -56,7 +56,7 @@ impl Gap {
     }
 
     /// Takes `seq` in, widening the range.
-    fn add(&mut self, seq: u64) {
+    pub(crate) fn add(&mut self, seq: u64) {
         self.from = self.from.min(seq);
         self.to = self.to.max(seq);
         self.count += 1;

@@ -44,6 +44,10 @@ const LINGER_SLEEP: Duration = Duration::from_micros(50);
 const WRITE_BEHIND: u64 = 1 << 20;
 const PAGE: u64 = 4096;
 
+/// Under `Fsync::Never`, which has no syncs to check at, how often the
+/// writer looks whether its file was removed (see `check_removed`).
+const CHECK_REMOVED_EVERY: Duration = Duration::from_secs(1);
+
 /// The most messages one batch takes off the channel. Small enough that the
 /// default queue (8,192) plus a batch is less than a default bus's history
 /// (10,000): the writer lets go of an event before the history evicts it,
@@ -96,6 +100,12 @@ pub(crate) struct Writer {
     skipped: Skipped,
     /// The first failure since the last flush answered.
     failure: Option<String>,
+    /// The events written to the active file since it was last seen still
+    /// linked, as a range: what goes with it if it turns out removed (see
+    /// `check_removed`).
+    since_check: Option<Gap>,
+    /// When that was.
+    last_check: Instant,
     scratch: Vec<u8>,
 }
 
@@ -137,6 +147,8 @@ impl Writer {
             owed: Owed::default(),
             skipped: Skipped::default(),
             failure: None,
+            since_check: None,
+            last_check: Instant::now(),
             scratch: Vec::with_capacity(1024),
         }
     }
@@ -256,6 +268,7 @@ impl Writer {
         self.take_dropped();
         self.pay_owed();
         self.commit();
+        let _ = self.check_removed();
         if self.fsync != Fsync::Never {
             self.sync_now();
         }
@@ -278,6 +291,9 @@ impl Writer {
         match self.fsync {
             Fsync::Always => self.sync_now(),
             Fsync::Interval(d) if self.dirty && self.last_sync.elapsed() >= d => self.sync_now(),
+            Fsync::Never if self.last_check.elapsed() >= CHECK_REMOVED_EVERY => {
+                let _ = self.check_removed();
+            }
             _ => {}
         }
     }
@@ -440,6 +456,12 @@ impl Writer {
                 self.len += bytes;
                 self.dirty = true;
                 self.write_behind();
+                for event in &events {
+                    match &mut self.since_check {
+                        Some(written) => written.add(event.seq()),
+                        None => self.since_check = Some(Gap::one(event.seq(), marker::IO)),
+                    }
+                }
                 let c = &self.shared.counters;
                 c.written.add(events.len() as u64);
                 c.bytes.add(bytes);
@@ -452,7 +474,11 @@ impl Writer {
                     self.unsynced.append(&mut events);
                     self.unsynced_markers.append(markers);
                 } else {
-                    // Written is what the other policies promise a waiter.
+                    // Written is what the other policies promise a waiter:
+                    // not to a file that was removed (its acks fail there).
+                    if !self.acks.is_empty() {
+                        let _ = self.check_removed();
+                    }
                     self.answer_acks(Ok(()));
                 }
                 // Kept with its capacity: the next batch is as large.
@@ -494,12 +520,27 @@ impl Writer {
     }
 
     /// The active file, opened (and cut back to the last record boundary)
-    /// if a failure closed it.
+    /// if a failure closed it; its directory made again if it was removed.
     fn open(&mut self) -> io::Result<&mut Box<dyn JournalFile>> {
         if self.file.is_none() {
-            let mut file = self.fs.open_append(self.paths.active())?;
-            if file.len()? > self.len {
+            let active = self.paths.active();
+            let mut file = match self.fs.open_append(active) {
+                // The directory was removed (`check_removed`).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.fs.create_dir_all(self.paths.dir())?;
+                    self.fs.open_append(active)?
+                }
+                opened => opened?,
+            };
+            let len = file.len()?;
+            if len > self.len {
                 file.truncate(self.len)?;
+            } else if len < self.len {
+                // Cut short, or made again, while closed: records go where
+                // the file ends, so a later cut-back never pads it.
+                self.len = len;
+                self.synced_len = self.synced_len.min(len);
+                self.behind = self.behind.min(len);
             }
             self.file = Some(file);
         }
@@ -573,6 +614,7 @@ impl Writer {
 
     fn sync_now(&mut self) {
         self.commit();
+        let _ = self.check_removed();
         self.sync_dir();
         if !self.dirty {
             self.unsynced.clear();
@@ -624,6 +666,99 @@ impl Writer {
         }
     }
 
+    /// Looks whether the active file was removed while open, alone or with
+    /// the journal's directory (`rm -r` of a run's directory mid-run). The
+    /// records written to a removed file since it was last seen linked go
+    /// with it when it is closed, synced or not: they are counted as lost
+    /// (`JournalStats::lost`, an I/O error), reported once (a waited event
+    /// by its own record's error), owed as one
+    /// `io` range line (`system.journal_gap`), and a flush answers with
+    /// the failure. The directory is made again and the range line starts
+    /// a new active file, so what follows is kept. Marker and range lines
+    /// written in that window go too; their events were counted when the
+    /// markers were made.
+    ///
+    /// Whether it was removed. Called after a commit: before each sync and rotation, at each flush and close,
+    /// before a waiter is told its event is written, and under
+    /// `Fsync::Never` every `CHECK_REMOVED_EVERY`. A removal takes at most
+    /// what was written since the check before it; a waited event
+    /// (`record_and_wait`, a terminal event) is never acknowledged in a
+    /// removed file. One `fstat`, and only when something was written
+    /// since the last look.
+    fn check_removed(&mut self) -> bool {
+        if self.since_check.is_none() {
+            return false;
+        }
+        self.look_removed()
+    }
+
+    /// [`check_removed`](Self::check_removed) whether or not anything was
+    /// written since the last look: before a rotation, which would rename
+    /// the removed file's path and lose its handle.
+    fn look_removed(&mut self) -> bool {
+        self.last_check = Instant::now();
+        let removed = self
+            .file
+            .as_ref()
+            .is_some_and(|file| file.is_removed().unwrap_or(false));
+        let written = self.since_check.take();
+        if !removed {
+            return false;
+        }
+        self.file = None;
+        let count = written.as_ref().map_or(0, |range| range.count);
+        let path = self.paths.active().display();
+        let message = if count == 0 {
+            // Found before anything more was written to it (a rotation):
+            // nothing of this run's since the last look went with it.
+            format!(
+                "file {path} was removed while in use, with no event written to it since it \
+                 was last seen; a new file is started"
+            )
+        } else {
+            format!(
+                "file {path} was removed while in use: the {count} events written to it since \
+                 it was last seen went with it; a new file is started"
+            )
+        };
+        if count > 0 {
+            self.shared.counters.io_errors.inc();
+            self.shared.counters.lost.add(count);
+            if self.failure.is_none() {
+                self.failure = Some(message.clone());
+            }
+        }
+        // A waited event's record returns the error and the bus reports
+        // it; the rest is reported here, together.
+        if count == 0 || count > self.acks.len() as u64 {
+            self.shared.report(SinkFault {
+                kind: SinkErrorKind::Io,
+                message: format!("journal {message}"),
+                event: None,
+            });
+        }
+        // Nothing of the removed file is left to sync or cut back.
+        self.len = 0;
+        self.synced_len = 0;
+        self.behind = 0;
+        self.dirty = false;
+        self.unsynced.clear();
+        self.unsynced_markers = Owed::default();
+        // Under `Fsync::Always`, these events' emits return the error.
+        if count > 0 {
+            self.answer_acks(Err(message));
+        }
+        if let Some(range) = written {
+            self.owed.push_gap(range);
+        }
+        // A failure here fails the next open, which reports it.
+        let _ = self.fs.create_dir_all(self.paths.dir());
+        // The range line starts the new file.
+        self.pay_owed();
+        self.commit();
+        true
+    }
+
     /// Syncs the directory if a rotation left its renames unsynced; a
     /// failure is counted and reported, and the next sync retries.
     fn sync_dir(&mut self) {
@@ -660,6 +795,10 @@ impl Writer {
     /// whatever `max_files`. The old handle is closed first, so nothing is
     /// ever written to a renamed file.
     fn rotate(&mut self) -> io::Result<()> {
+        // A removed file is not renamed: the new one replacing it has room.
+        if self.look_removed() {
+            return Ok(());
+        }
         let start = Instant::now();
         if let Some(mut file) = self.file.take() {
             if self.fsync != Fsync::Never {

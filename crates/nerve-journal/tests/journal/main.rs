@@ -15,6 +15,7 @@ mod faults;
 mod follow;
 mod markers;
 mod recovery;
+mod removed;
 mod replay;
 mod writing;
 
