@@ -865,6 +865,8 @@ impl Writer {
         // Markers owed for events before the clear would stand for numbers
         // whose neighbours are gone: they go with the files.
         self.owed = Owed::default();
+        // And nothing written before the clear can be lost with a file after it.
+        self.since_check = None;
         let _ = self.shared.take_dropped();
         let _ = self.shifter.quiesce();
         let removed = self.remove_all();
