@@ -128,9 +128,12 @@ pub struct JournalStats {
     pub rotations_created: u64,
     /// Events refused because the queue was full (`JournalOverflow::DropNewest`).
     pub dropped: u64,
-    /// Events not written because of an I/O error (each also reported).
+    /// Events not written because of an I/O error, or written to a file
+    /// that was removed while in use (`rm -r` of its directory); each also
+    /// reported.
     pub lost: u64,
-    /// I/O failures (write, flush, sync, rename, remove, open).
+    /// I/O failures (write, flush, sync, rename, remove, open), and files
+    /// found removed while in use with events lost in them.
     pub io_errors: u64,
     /// Events written with their payload replaced by an error marker.
     pub serialize_errors: u64,
