@@ -314,6 +314,47 @@ impl RenameLock {
     }
 }
 
+impl RenameLock {
+    /// Whether its file was removed while open (the journal's directory
+    /// removed mid-run): readers look for the lock by name, so one no name
+    /// leads to keeps no reader waiting.
+    pub(crate) fn is_removed(&self) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            self.0
+                .as_ref()
+                .is_some_and(|f| f.metadata().is_ok_and(|m| m.nlink() == 0))
+        }
+        #[cfg(not(unix))]
+        {
+            false
+        }
+    }
+
+    /// Waits for the lock, exclusively, as [`exclusive`](Self::exclusive),
+    /// keeping the lock alive while held: for the renumbering thread, whose
+    /// lock is replaced when it was removed.
+    pub(crate) fn exclusive_shared(self: &std::sync::Arc<Self>) -> io::Result<HeldShared> {
+        if let Some(f) = &self.0 {
+            fs4::FileExt::lock(f)?;
+        }
+        Ok(HeldShared(std::sync::Arc::clone(self)))
+    }
+}
+
+/// A held [`RenameLock`] that keeps it alive; released when dropped.
+#[derive(Debug)]
+pub(crate) struct HeldShared(std::sync::Arc<RenameLock>);
+
+impl Drop for HeldShared {
+    fn drop(&mut self) {
+        if let Some(f) = &(self.0).0 {
+            let _ = fs4::FileExt::unlock(f);
+        }
+    }
+}
+
 impl Held<'_> {
     /// Whether the lock is actually held.
     pub(crate) fn is_held(&self) -> bool {

@@ -48,14 +48,18 @@ pub(crate) trait Files: Send + Sync + 'static {
 pub(crate) struct Disk {
     fs: std::sync::Arc<dyn JournalFs>,
     paths: Paths,
-    lock: RenameLock,
+    /// The rename lock; replaced when its file was removed (see
+    /// `hold_names`). Only the renumbering thread takes it: the mutex is
+    /// for the replacement, never contended. `std`'s, not
+    /// [`crate::sync`]'s: the loom models use their own [`Files`].
+    lock: std::sync::Mutex<std::sync::Arc<RenameLock>>,
 }
 
 impl Disk {
     /// Creates the rename lock file if missing.
     pub(crate) fn new(fs: std::sync::Arc<dyn JournalFs>, paths: Paths) -> io::Result<Self> {
         Ok(Self {
-            lock: RenameLock::create(&paths)?,
+            lock: std::sync::Mutex::new(std::sync::Arc::new(RenameLock::create(&paths)?)),
             fs,
             paths,
         })
@@ -73,8 +77,21 @@ impl Files for Disk {
         &self.paths
     }
 
+    /// The rename lock, made again first if the journal's directory was
+    /// removed with it: readers of the directory made again (the writer's
+    /// `check_removed`) look for it by name. If it cannot be made (the
+    /// directory is not back yet), the old one serves this pass.
     fn hold_names(&self) -> io::Result<impl Sized + '_> {
-        self.lock.exclusive()
+        let lock = {
+            let mut current = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            if current.is_removed() {
+                if let Ok(fresh) = RenameLock::create(&self.paths) {
+                    *current = std::sync::Arc::new(fresh);
+                }
+            }
+            std::sync::Arc::clone(&current)
+        };
+        lock.exclusive_shared()
     }
 
     fn list(&self) -> io::Result<Listing> {

@@ -14,7 +14,7 @@ use crate::Fsync;
 use crate::files::{self, Paths};
 use crate::format;
 use crate::fs::{JournalFile, JournalFs};
-use crate::journal::{Redact, Shared};
+use crate::journal::{Redact, Shared, take_lock};
 use crate::marker::{self, Gap, Marker, Owed, Skipped};
 use crate::shifter::Shifter;
 
@@ -106,6 +106,9 @@ pub(crate) struct Writer {
     since_check: Option<Gap>,
     /// When that was.
     last_check: Instant,
+    /// The journal's lock, taken again in the directory made again after it
+    /// was removed (the first is the journal's own, on the removed file).
+    relock: Option<std::fs::File>,
     scratch: Vec<u8>,
 }
 
@@ -149,6 +152,7 @@ impl Writer {
             failure: None,
             since_check: None,
             last_check: Instant::now(),
+            relock: None,
             scratch: Vec::with_capacity(1024),
         }
     }
@@ -753,10 +757,32 @@ impl Writer {
         }
         // A failure here fails the next open, which reports it.
         let _ = self.fs.create_dir_all(self.paths.dir());
+        self.relock();
         // The range line starts the new file.
         self.pay_owed();
         self.commit();
         true
+    }
+
+    /// Takes the journal's lock again when its file is gone with the
+    /// directory, so that a second writer is refused in the directory made
+    /// again as it was before. A lock file still there is this journal's
+    /// (only the active file was removed), or another writer's that got in
+    /// first: that is said.
+    fn relock(&mut self) {
+        if self.paths.lock().exists() {
+            return;
+        }
+        match take_lock(&self.paths) {
+            Ok(lock) => self.relock = Some(lock),
+            Err(e) => self.shared.report(SinkFault {
+                kind: SinkErrorKind::Io,
+                message: format!(
+                    "journal lock not taken again after its directory was removed: {e}"
+                ),
+                event: None,
+            }),
+        }
     }
 
     /// Syncs the directory if a rotation left its renames unsynced; a

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use nerve_core::sink::EventSink;
 use nerve_core::{Event, json};
-use nerve_journal::{Fsync, Journal};
+use nerve_journal::{Fsync, Journal, JournalError};
 use nerve_router::{Bus, EmitError};
 
 use crate::{WAIT, assert_whole_lines, read_all};
@@ -94,6 +94,13 @@ fn check(fsync: Fsync) {
         "{fsync:?}: {text}"
     );
     assert!(text.contains("the 3 events"), "{fsync:?}: {text}");
+
+    // The lock is taken again: a second writer is refused as before.
+    match Journal::builder(&run.path).build() {
+        Err(JournalError::Locked { .. }) => {}
+        Err(other) => panic!("{fsync:?}: {other}"),
+        Ok(_) => panic!("{fsync:?}: a second writer got the journal"),
+    }
 
     emit(&run, 2, "after");
     run.journal.flush(WAIT).unwrap();
@@ -229,4 +236,16 @@ fn a_removed_directory_of_a_rotating_journal() {
     assert_eq!(stats.gap_events, stats.lost, "{stats:?}");
     let during = lines.iter().filter(|l| *l == "during").count() as u64;
     assert!(during + stats.lost <= 20, "{stats:?} {lines:?}");
+    // Both locks are back under their names: the writer's, and the one
+    // readers in other processes wait on while files are renumbered.
+    let names = crate::names_in(&dir);
+    assert!(
+        names.iter().any(|n| n.ends_with(".rename-lock")),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n.ends_with(".lock")), "{names:?}");
+    assert!(matches!(
+        Journal::builder(&path).build(),
+        Err(JournalError::Locked { .. })
+    ));
 }
