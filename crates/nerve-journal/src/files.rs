@@ -319,17 +319,9 @@ impl RenameLock {
     /// removed mid-run): readers look for the lock by name, so one no name
     /// leads to keeps no reader waiting.
     pub(crate) fn is_removed(&self) -> bool {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            self.0
-                .as_ref()
-                .is_some_and(|f| f.metadata().is_ok_and(|m| m.nlink() == 0))
-        }
-        #[cfg(not(unix))]
-        {
-            false
-        }
+        self.0
+            .as_ref()
+            .is_some_and(|f| crate::fs::is_unlinked(f).unwrap_or(false))
     }
 
     /// Waits for the lock, exclusively, as [`exclusive`](Self::exclusive),

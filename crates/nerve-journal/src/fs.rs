@@ -167,17 +167,26 @@ impl JournalFile for StdFile {
         let _ = (offset, len);
     }
     fn is_removed(&self) -> io::Result<bool> {
-        // Unix keeps a removed file while it is open, with no link left;
-        // elsewhere an open journal file cannot be removed.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            Ok(self.0.metadata()?.nlink() == 0)
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(false)
-        }
+        is_unlinked(&self.0)
+    }
+}
+
+/// Whether an open file was removed: Unix keeps it while it is open, with
+/// no link left; elsewhere an open file cannot be removed.
+///
+/// # Errors
+///
+/// The I/O error of reading its metadata.
+pub(crate) fn is_unlinked(file: &File) -> io::Result<bool> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Ok(file.metadata()?.nlink() == 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        Ok(false)
     }
 }
 

@@ -709,7 +709,6 @@ impl Writer {
         if !removed {
             return false;
         }
-        self.file = None;
         let count = written.as_ref().map_or(0, |range| range.count);
         let path = self.paths.active().display();
         let message = if count == 0 {
@@ -742,12 +741,7 @@ impl Writer {
             });
         }
         // Nothing of the removed file is left to sync or cut back.
-        self.len = 0;
-        self.synced_len = 0;
-        self.behind = 0;
-        self.dirty = false;
-        self.unsynced.clear();
-        self.unsynced_markers = Owed::default();
+        self.forget_file();
         // Under `Fsync::Always`, these events' emits return the error.
         if count > 0 {
             self.answer_acks(Err(message));
@@ -878,9 +872,11 @@ impl Writer {
         Ok(())
     }
 
-    /// Removes every file, once renumbering is idle (its failure, if any,
-    /// no longer matters: the files it was renaming are gone).
-    fn clear(&mut self) -> io::Result<()> {
+    /// Lets go of the active file and of everything known about what it
+    /// holds (its length, what is unsynced, what was written since the
+    /// last look for a removal): it is gone, or about to be. The next write
+    /// opens the file at its path anew.
+    fn forget_file(&mut self) {
         self.file = None;
         self.len = 0;
         self.synced_len = 0;
@@ -888,11 +884,16 @@ impl Writer {
         self.dirty = false;
         self.unsynced.clear();
         self.unsynced_markers = Owed::default();
+        self.since_check = None;
+    }
+
+    /// Removes every file, once renumbering is idle (its failure, if any,
+    /// no longer matters: the files it was renaming are gone).
+    fn clear(&mut self) -> io::Result<()> {
+        self.forget_file();
         // Markers owed for events before the clear would stand for numbers
         // whose neighbours are gone: they go with the files.
         self.owed = Owed::default();
-        // And nothing written before the clear can be lost with a file after it.
-        self.since_check = None;
         let _ = self.shared.take_dropped();
         let _ = self.shifter.quiesce();
         let removed = self.remove_all();

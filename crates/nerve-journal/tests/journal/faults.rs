@@ -29,14 +29,7 @@ fn rig(fsync: Fsync, max_bytes: u64) -> Rig {
         .build()
         .unwrap();
     let bus = Bus::builder().journal(journal.clone()).build().unwrap();
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let seen = errors.clone();
-    bus.subscribe("system.journal_error", move |e: &Event| {
-        seen.lock()
-            .unwrap()
-            .push(e.data()["kind"].as_str().unwrap().to_owned());
-    })
-    .unwrap();
+    let errors = crate::journal_errors(&bus, "kind");
     Rig {
         _dir: dir,
         path,

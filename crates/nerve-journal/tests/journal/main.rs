@@ -20,10 +20,12 @@ mod replay;
 mod writing;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nerve_core::Event;
 use nerve_journal::{JournalReader, ReadError};
+use nerve_router::Bus;
 
 /// A generous bound for waits that should take milliseconds.
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
@@ -63,6 +65,20 @@ pub(crate) fn pending_names(dir: &Path) -> Vec<String> {
         .into_iter()
         .filter(|n| n.starts_with("events.p"))
         .collect()
+}
+
+/// What `bus` publishes as `system.journal_error`, each as the string in
+/// its data's `field` (`kind`, `error`), in order.
+pub(crate) fn journal_errors(bus: &Bus, field: &'static str) -> Arc<Mutex<Vec<String>>> {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let seen = errors.clone();
+    bus.subscribe("system.journal_error", move |e: &Event| {
+        seen.lock()
+            .unwrap()
+            .push(e.data()[field].as_str().unwrap_or_default().to_owned());
+    })
+    .unwrap();
+    errors
 }
 
 /// Asserts that every file of the journal holds only whole, valid lines.

@@ -30,14 +30,7 @@ fn run(fsync: Fsync) -> Run {
     let path = dir.join("events.jsonl");
     let journal = Journal::builder(&path).fsync(fsync).build().unwrap();
     let bus = Bus::builder().journal(journal.clone()).build().unwrap();
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let seen = errors.clone();
-    bus.subscribe("system.journal_error", move |e: &Event| {
-        seen.lock()
-            .unwrap()
-            .push(e.data()["error"].as_str().unwrap_or_default().to_owned());
-    })
-    .unwrap();
+    let errors = crate::journal_errors(&bus, "error");
     Run {
         _tmp: tmp,
         dir,

@@ -231,14 +231,7 @@ fn unwritable_payloads_get_a_marker_line_and_a_fault() {
         .build()
         .unwrap();
     let bus = Bus::builder().journal(journal.clone()).build().unwrap();
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let seen = errors.clone();
-    bus.subscribe("system.journal_error", move |e: &Event| {
-        seen.lock()
-            .unwrap()
-            .push(e.data()["kind"].as_str().unwrap().to_owned());
-    })
-    .unwrap();
+    let errors = crate::journal_errors(&bus, "kind");
 
     let mut deep = json!(1);
     for _ in 0..=MAX_DATA_DEPTH {
