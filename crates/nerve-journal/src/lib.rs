@@ -101,6 +101,14 @@
 //! boundary. The bus keeps delivering in memory meanwhile, and the journal
 //! resumes with the next batch once the fault clears.
 //!
+//! A journal file removed while in use (`rm -r` of a run's directory
+//! mid-run) is found at the next sync, flush, close, rotation or waited
+//! record (each second under [`Fsync::Never`]): what was written to it
+//! since the last look is counted in `lost`, reported, returned by the next
+//! `flush` and owed one `io` range line; a waited event is never
+//! acknowledged in it. The directory is made again, with both locks, and
+//! the journal goes on in a new file.
+//!
 //! Rotation on the writer thread is a single rename (of the active file to a
 //! pending name, `events.p<g>.jsonl`); a background thread of the journal
 //! then renames the backups into `events.1.jsonl` (newest) ...
