@@ -14,6 +14,9 @@ use crate::trace::TraceContext;
 
 mod clock;
 mod id;
+mod payload;
+
+use payload::Payload;
 
 /// A globally unique, time-sortable event id (a UUIDv7).
 ///
@@ -727,49 +730,6 @@ impl Stamp {
     }
 }
 
-/// An event's payload: its own, or shared with whoever handed it in.
-///
-/// The owned case is a plain `Value` (the enum uses a spare tag of `Value`,
-/// so it is no larger), and sharing costs one reference count.
-#[derive(Clone)]
-enum Payload {
-    Owned(Value),
-    Shared(Arc<Value>),
-}
-
-impl Payload {
-    fn get(&self) -> &Value {
-        match self {
-            Self::Owned(v) => v,
-            Self::Shared(v) => v,
-        }
-    }
-}
-
-impl Default for Payload {
-    fn default() -> Self {
-        Self::Owned(Value::Null)
-    }
-}
-
-impl fmt::Debug for Payload {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.get(), f)
-    }
-}
-
-impl Serialize for Payload {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.get().serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for Payload {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Value::deserialize(deserializer).map(Self::Owned)
-    }
-}
-
 /// Builds an [`Event`]. Made by [`Event::builder`].
 #[derive(Debug, Clone)]
 #[must_use]
@@ -831,6 +791,38 @@ impl EventBuilder {
     pub fn data_shared(mut self, data: Arc<Value>) -> Self {
         self.data = Payload::Shared(data);
         self
+    }
+
+    /// A payload given as the JSON text it arrived in, for an event read
+    /// from the wire or a file: it is parsed into a `Value` the first time
+    /// something reads [`Event::data`], so an event that is only passed
+    /// on (forwarded, counted, filtered by its type) never pays for the
+    /// parse or for the `Value`'s allocations.
+    ///
+    /// `json` is already known to be well-formed JSON (it is a
+    /// [`RawValue`](serde_json::value::RawValue)). A text that a `Value`
+    /// could still refuse (a number out of `f64`'s range, an unpaired
+    /// UTF-16 surrogate escape, nesting deeper than `serde_json`'s limit)
+    /// is parsed here instead, and its error returned, so that reading the
+    /// payload later never fails.
+    ///
+    /// ```
+    /// use nerve::Event;
+    /// let json: &serde_json::value::RawValue = serde_json::from_str(r#"{"rows": [1, 2, 3]}"#)?;
+    /// let event = Event::builder("batch.ready").data_raw(json)?.build()?;
+    /// assert_eq!(event.data()["rows"][2], 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The `serde_json` error of a text a `Value` refuses.
+    pub fn data_raw(
+        mut self,
+        json: &serde_json::value::RawValue,
+    ) -> Result<Self, serde_json::Error> {
+        self.data = Payload::from_raw(json.get())?;
+        Ok(self)
     }
 
     /// Who emits it.
