@@ -540,15 +540,15 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 struct LineIn<'a> {
     // Borrowed when unescaped (always, as written): ids are parsed, not kept.
     #[serde(default, borrow)]
-    event_id: Option<std::borrow::Cow<'a, str>>,
+    event_id: Option<Text<'a>>,
     event_type: String,
     timestamp: Timestamp,
     #[serde(default)]
     source: Option<String>,
     #[serde(default, borrow)]
-    correlation_id: Option<std::borrow::Cow<'a, str>>,
+    correlation_id: Option<Text<'a>>,
     #[serde(default, borrow)]
-    causation_id: Option<std::borrow::Cow<'a, str>>,
+    causation_id: Option<Text<'a>>,
     #[serde(default)]
     run_id: Option<String>,
     #[serde(default)]
@@ -565,6 +565,46 @@ struct LineIn<'a> {
     payload: Option<&'a serde_json::value::RawValue>,
     #[serde(default)]
     v: Option<u32>,
+}
+
+/// A string of a line: borrowed from it when it has no escapes, owned when
+/// it has. (`Option<Cow<str>>` with `#[serde(borrow)]` always owns: serde
+/// borrows a `Cow` only as a field of its own.)
+struct Text<'a>(std::borrow::Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Text<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(std::borrow::Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
 }
 
 /// Parses one line (without its newline) back into an event.
@@ -1019,6 +1059,22 @@ mod tests {
         let e = decode(br#"{"event_type":"a.b","timestamp":1,"correlation_id":"req-\u00e9\"1"}"#)
             .unwrap();
         assert_eq!(e.correlation_id().unwrap().as_str(), "req-\u{e9}\"1");
+    }
+
+    #[test]
+    fn ids_without_escapes_are_borrowed_from_the_line() {
+        let text = r#"{"event_id":"0190b6e0-1c2d-7a3b-8c4d-5e6f708192a3","event_type":"a.b","timestamp":1,"correlation_id":"req-1","causation_id":"0190b6e0-1c2d-7a3b-8c4d-5e6f708192a4"}"#;
+        let l: LineIn<'_> = serde_json::from_str(text).unwrap();
+        for id in [l.event_id, l.correlation_id, l.causation_id] {
+            assert!(matches!(id.unwrap().0, std::borrow::Cow::Borrowed(_)));
+        }
+        let l: LineIn<'_> =
+            serde_json::from_str(r#"{"event_type":"a.b","timestamp":1,"correlation_id":"a\"b"}"#)
+                .unwrap();
+        assert_eq!(
+            l.correlation_id.unwrap().0,
+            std::borrow::Cow::<str>::Owned("a\"b".into())
+        );
     }
 
     #[test]

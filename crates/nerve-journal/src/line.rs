@@ -32,6 +32,12 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) -> Option<&'static str> {
 /// field as written: id, type, time, source, correlation and causation ids,
 /// run, lane, `seq`, trace context and payload.
 ///
+/// An array or object payload is kept as its text and parsed the first
+/// time [`Event::data`] reads it (see
+/// [`EventBuilder::data_raw`](nerve_core::EventBuilder::data_raw)), so an
+/// event that is only passed on never pays for its `Value`; a payload a
+/// `Value` could refuse is parsed here, and refused here.
+///
 /// # Errors
 ///
 /// A [`DecodeLineError`] when the line is not a record of this format (not

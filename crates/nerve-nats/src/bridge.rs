@@ -858,6 +858,8 @@ impl Shared {
         waits: Option<Arc<durable::Waits>>,
     ) {
         let mut body = Vec::with_capacity(512);
+        let mut bodies = bytes::BytesMut::with_capacity(BODIES);
+        let mut subjects = Subjects::default();
         let mut connected = self.connected.subscribe();
         // Which events hold their `emit` until the server has them: the
         // bus's own durable setting, as its journal uses it.
@@ -897,7 +899,15 @@ impl Shared {
                     }
                 }
             };
-            let published = self.export_one(&event, &mut body, &mut connected).await;
+            let published = self
+                .export_one(
+                    &event,
+                    &mut body,
+                    &mut bodies,
+                    &mut subjects,
+                    &mut connected,
+                )
+                .await;
             if let Some(probes) = &mut probes {
                 if durable.matches(&event) {
                     // Its emit waits until the server has processed it, and
@@ -919,10 +929,12 @@ impl Shared {
         &self,
         event: &Event,
         body: &mut Vec<u8>,
+        bodies: &mut bytes::BytesMut,
+        subjects: &mut Subjects,
         connected: &mut watch::Receiver<bool>,
     ) -> durable::Settled {
         let c = &self.counters;
-        let Some(subject) = self.outgoing_subject(event) else {
+        let Some(subject) = self.outgoing_subject(event, subjects) else {
             return Err(no_subject(event));
         };
         let headers = self.encode(event, body);
@@ -932,9 +944,11 @@ impl Shared {
         if let Some(error) = self.oversized(&headers, body) {
             return Err(self.refuse_too_large(event, &subject, None, error));
         }
+        bodies.extend_from_slice(body);
+        let payload = bodies.split().freeze();
         match self
             .client
-            .publish_with_headers(subject, headers, body.clone().into())
+            .publish_with_headers(subject, headers, payload)
             .await
         {
             Ok(()) => {
@@ -1004,14 +1018,21 @@ impl Shared {
 
     /// The subject `event` goes out on, or `None` (counted, and reported
     /// when it is an error) when it is not to be exported.
-    fn outgoing_subject(&self, event: &Event) -> Option<String> {
+    fn outgoing_subject(
+        &self,
+        event: &Event,
+        subjects: &mut Subjects,
+    ) -> Option<async_nats::Subject> {
         let c = &self.counters;
         if !forwardable(event) {
             self.count(&c.not_forwarded, outcome::NOT_FORWARDED);
             return None;
         }
+        if let Some(subject) = subjects.get(event.event_type()) {
+            return Some(subject);
+        }
         match subject::event_subject(&self.prefix, event.event_type()) {
-            Ok(s) => Some(s),
+            Ok(s) => Some(subjects.keep(event.event_type(), s)),
             Err(e) => {
                 self.count(&c.unmappable, outcome::UNMAPPABLE);
                 let _ = self.bus.emit(
@@ -1051,7 +1072,15 @@ impl Shared {
 
     fn headers(&self, event: &Event) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(key::MSG_ID, event.event_id().to_string());
+        let mut id = uuid::Uuid::encode_buffer();
+        h.insert(
+            key::MSG_ID,
+            &*event
+                .event_id()
+                .as_uuid()
+                .hyphenated()
+                .encode_lower(&mut id),
+        );
         h.insert(key::ORIGIN, self.origin.as_str());
         if let Some(id) = event.correlation_id() {
             h.insert(key::CORRELATION_ID, id.as_str());
@@ -1157,6 +1186,46 @@ pub(crate) fn delivered_anyway(e: &nerve_router::EmitError) -> bool {
         nerve_router::EmitError::Halted { .. } | nerve_router::EmitError::NotRecorded { .. }
     )
 }
+
+/// The subjects of the event types an export published last, checked,
+/// mapped and made a `Subject` once: each message then takes a reference
+/// count instead of two allocations (the mapped `String`, and its copy
+/// into a `Subject`). A few entries, looked up in order: an export mostly
+/// sends a few types, and a miss only costs the mapping again.
+#[derive(Default)]
+struct Subjects {
+    recent: Vec<(Box<str>, async_nats::Subject)>,
+    next: usize,
+}
+
+impl Subjects {
+    const KEPT: usize = 8;
+
+    fn get(&self, event_type: &str) -> Option<async_nats::Subject> {
+        self.recent
+            .iter()
+            .find(|(t, _)| &**t == event_type)
+            .map(|(_, s)| s.clone())
+    }
+
+    fn keep(&mut self, event_type: &str, subject: String) -> async_nats::Subject {
+        let subject = async_nats::Subject::from(subject);
+        let entry = (event_type.into(), subject.clone());
+        if self.recent.len() < Self::KEPT {
+            self.recent.push(entry);
+        } else {
+            self.recent[self.next] = entry;
+            self.next = (self.next + 1) % Self::KEPT;
+        }
+        subject
+    }
+}
+
+/// The block a core export cuts its message bodies from: one allocation for
+/// a few hundred messages rather than two each (the body, and the shared
+/// header `Bytes` makes of a `Vec` when the connection clones it); a block
+/// is freed once the connection has written and dropped every body in it.
+const BODIES: usize = 64 * 1024;
 
 /// How long a core export waits for a probe's answer before it sends
 /// another (the first was lost with its connection).
@@ -1466,6 +1535,25 @@ fn rebuilt(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_export_keeps_the_subjects_of_its_last_eight_types() {
+        let mut subjects = Subjects::default();
+        let name = |i: usize| format!("order.t{i}");
+        for i in 0..10 {
+            assert!(subjects.get(&name(i)).is_none());
+            let kept = subjects.keep(&name(i), format!("nerve.prod.{}", name(i)));
+            assert_eq!(kept.as_str(), format!("nerve.prod.{}", name(i)));
+        }
+        // The two oldest made room for the last two.
+        for i in 0..2 {
+            assert!(subjects.get(&name(i)).is_none(), "{i}");
+        }
+        for i in 2..10 {
+            let subject = subjects.get(&name(i)).expect("kept");
+            assert_eq!(subject.as_str(), format!("nerve.prod.{}", name(i)));
+        }
+    }
 
     #[test]
     fn servers_are_a_list_of_addresses_and_an_empty_one_is_refused() {

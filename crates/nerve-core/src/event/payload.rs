@@ -211,7 +211,11 @@ mod tests {
 
     #[test]
     fn an_object_or_array_is_deferred_and_parsed_when_read() {
-        let mid = format!("{}1{}", "[".repeat(MAX_DEPTH as usize), "]".repeat(MAX_DEPTH as usize));
+        let mid = format!(
+            "{}1{}",
+            "[".repeat(MAX_DEPTH as usize),
+            "]".repeat(MAX_DEPTH as usize)
+        );
         for text in [
             r#"{"order_id": 7, "customer": "c-1042", "total": 99.5, "tags": ["a", "b"]}"#,
             r#"[1, -2, 3.25, true, false, null, "e\"E\\u00e9"]"#,
@@ -262,8 +266,11 @@ mod tests {
                 proptest::collection::vec(inner.clone(), 0..6)
                     .prop_map(|v| format!("[{}]", v.join(","))),
                 proptest::collection::vec(inner, 0..6).prop_map(|v| {
-                    let fields: Vec<String> =
-                        v.iter().enumerate().map(|(i, x)| format!("\"f{i}\": {x}")).collect();
+                    let fields: Vec<String> = v
+                        .iter()
+                        .enumerate()
+                        .map(|(i, x)| format!("\"f{i}\": {x}"))
+                        .collect();
                     format!("{{{}}}", fields.join(", "))
                 }),
             ]

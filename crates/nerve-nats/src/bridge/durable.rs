@@ -413,7 +413,7 @@ struct InFlight {
     /// encoded into its own buffer and moved into the publish, uncopied.
     event: Event,
     terminal: bool,
-    subject: String,
+    subject: async_nats::Subject,
     /// Attempts that failed so far.
     failures: u32,
     ack: AckFuture,
@@ -433,6 +433,7 @@ struct DurableExport {
     /// The last body's length: the next message's buffer starts that
     /// large (events of one export are much alike).
     body_hint: usize,
+    subjects: super::Subjects,
 }
 
 impl NatsBridge {
@@ -529,6 +530,7 @@ impl NatsBridge {
             durable: self.shared.bus.durable(),
             done,
             body_hint: 512,
+            subjects: super::Subjects::default(),
         };
         let task = tokio::spawn(export.run(events));
         self.lock_tasks().push(task);
@@ -625,7 +627,7 @@ impl DurableExport {
     /// Publishes `event` (or skips it, settled at once).
     async fn start(&mut self, event: Event, in_flight: &mut VecDeque<InFlight>) {
         let terminal = self.durable.matches(&event);
-        let Some(subject) = self.shared.outgoing_subject(&event) else {
+        let Some(subject) = self.shared.outgoing_subject(&event, &mut self.subjects) else {
             if terminal {
                 self.waits
                     .settle(event.event_id(), Err(super::no_subject(&event)));
@@ -663,7 +665,11 @@ impl DurableExport {
 
     /// Sends one attempt of `event` (once connected); its acknowledgement,
     /// or why it cannot be sent (larger than the server takes).
-    async fn publish(&mut self, subject: &str, event: &Event) -> Result<AckFuture, String> {
+    async fn publish(
+        &mut self,
+        subject: &async_nats::Subject,
+        event: &Event,
+    ) -> Result<AckFuture, String> {
         // While the connection is down, events wait in the export's bounded
         // stream, and attempts are not spent.
         let _ = self.connected.wait_for(|up| *up).await;
@@ -677,7 +683,7 @@ impl DurableExport {
         let sent = self
             .js
             .send_publish(
-                subject.to_owned(),
+                subject.clone(),
                 jetstream::message::PublishMessage::build()
                     .payload(body.into())
                     .headers(headers),
