@@ -509,6 +509,25 @@ impl Event {
         self.0.data.get()
     }
 
+    /// The JSON text the payload was kept as, for an event made with
+    /// [`EventBuilder::data_raw`] whose payload was deferred (an array or
+    /// object; see there), whether or not [`data`](Self::data) has parsed
+    /// it since; `None` for any other event. A writer can copy it instead
+    /// of parsing and writing the payload again: it is the payload's text
+    /// as received (its key order, its spacing), nested at most 100 deep.
+    ///
+    /// ```
+    /// use nerve::Event;
+    /// let json: &serde_json::value::RawValue = serde_json::from_str(r#"{"b": 1, "a": [2]}"#)?;
+    /// let event = Event::builder("batch.ready").data_raw(json)?.build()?;
+    /// assert_eq!(event.data_text(), Some(r#"{"b": 1, "a": [2]}"#));
+    /// assert_eq!(Event::new("batch.ready", 7)?.data_text(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn data_text(&self) -> Option<&str> {
+        self.0.data.text()
+    }
+
     /// Deserializes the payload into `T`.
     ///
     /// # Errors

@@ -45,8 +45,50 @@ struct LineOut<'a> {
     seq: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     trace_context: Option<&'a TraceContext>,
-    data: &'a Value,
+    data: Data<'a>,
     v: u32,
+}
+
+/// A line's payload: a value to write, or the JSON text a payload was kept
+/// as ([`Event::data_text`]), copied as it is.
+#[derive(Clone, Copy)]
+enum Data<'a> {
+    Value(&'a Value),
+    Text(&'a str),
+}
+
+impl<'a> Data<'a> {
+    /// What `event`'s line holds when nothing replaces its payload: its
+    /// text when it was kept as text and fits on one line (JSON may carry
+    /// newlines as whitespace), so that a line read and written again,
+    /// as a recorder does, is neither parsed nor rebuilt.
+    fn of(event: &'a Event) -> Self {
+        match event.data_text() {
+            Some(text) if !text.as_bytes().iter().any(|&b| b == b'\n' || b == b'\r') => {
+                Self::Text(text)
+            }
+            _ => Self::Value(event.data()),
+        }
+    }
+
+    /// How deeply the payload nests (for the `too_deep` marker's message).
+    fn depth(self) -> usize {
+        match self {
+            Self::Value(v) => depth(v),
+            Self::Text(t) => serde_json::from_str(t).map_or(0, |v: Value| depth(&v)),
+        }
+    }
+}
+
+impl Serialize for Data<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Value(v) => v.serialize(serializer),
+            Self::Text(t) => serde_json::from_str::<Value>(t)
+                .map_err(serde::ser::Error::custom)?
+                .serialize(serializer),
+        }
+    }
 }
 
 /// Why a payload was replaced by an error marker.
@@ -153,7 +195,7 @@ fn encode_parts(
     correlation_id: Option<&CorrelationId>,
     out: &mut Vec<u8>,
 ) -> Option<Replaced> {
-    let data = data.unwrap_or_else(|| event.data());
+    let data = data.map_or_else(|| Data::of(event), Data::Value);
     let line = LineOut {
         event_id: event.event_id(),
         event_type: event.event_type(),
@@ -182,7 +224,7 @@ fn encode_parts(
     out.truncate(start);
     let (replaced, marker) = match failure {
         LineError::TooDeep => {
-            let depth = depth(data);
+            let depth = data.depth();
             let message = format!(
                 "payload nests {depth} levels deep, more than the {MAX_DATA_DEPTH} a journal line may hold"
             );
@@ -223,7 +265,7 @@ fn encode_parts(
         }
     };
     let line = LineOut {
-        data: &marker,
+        data: Data::Value(&marker),
         ..line
     };
     if write_line(&line, out).is_err() {
@@ -326,7 +368,12 @@ fn write_line(line: &LineOut<'_>, out: &mut Vec<u8>) -> Result<(), LineError> {
         serde_json::to_writer(&mut *out, tc)?;
     }
     out.extend_from_slice(b",\"data\":");
-    write_value(line.data, MAX_DATA_DEPTH, out)?;
+    match line.data {
+        Data::Value(v) => write_value(v, MAX_DATA_DEPTH, out)?,
+        // Nested at most 100 deep (`EventBuilder::data_raw`), well within
+        // `MAX_DATA_DEPTH`; on one line (`Data::of`).
+        Data::Text(t) => out.extend_from_slice(t.as_bytes()),
+    }
     out.extend_from_slice(b",\"v\":");
     out.extend_from_slice(digits.format(line.v).as_bytes());
     out.push(b'}');
@@ -686,7 +733,7 @@ mod write_line_tests {
             lane_seq: e.lane_seq(),
             seq: e.seq(),
             trace_context: e.trace_context(),
-            data: e.data(),
+            data: Data::Value(e.data()),
             v: FORMAT_VERSION,
         };
         let mut fast = Vec::new();
@@ -1059,6 +1106,54 @@ mod tests {
         let e = decode(br#"{"event_type":"a.b","timestamp":1,"correlation_id":"req-\u00e9\"1"}"#)
             .unwrap();
         assert_eq!(e.correlation_id().unwrap().as_str(), "req-\u{e9}\"1");
+    }
+
+    #[test]
+    fn a_payload_kept_as_text_is_written_back_as_it_was_read() {
+        let text = r#"{"event_type":"a.b","timestamp":1,"seq":3,"data":{"z": 1, "a": [true, "\u00e9"], "z": 2}}"#;
+        let read = decode(text.as_bytes()).unwrap();
+        assert_eq!(
+            read.data_text(),
+            Some(r#"{"z": 1, "a": [true, "\u00e9"], "z": 2}"#)
+        );
+        let mut out = Vec::new();
+        assert!(encode(&read, None, &mut out).is_none());
+        let line = String::from_utf8(out).unwrap();
+        // Copied, not rebuilt: its order, spacing, escapes and duplicate key.
+        assert!(
+            line.contains(r#","data":{"z": 1, "a": [true, "\u00e9"], "z": 2},"v":"#),
+            "{line}"
+        );
+        assert_eq!(line.matches('\n').count(), 1);
+        let again = decode(line.trim_end().as_bytes()).unwrap();
+        assert_eq!(again, read);
+        assert_eq!(again.data(), &json!({"a": [true, "\u{e9}"], "z": 2}));
+        // Read (parsed) first: still the text.
+        let mut after_read = Vec::new();
+        encode(&again, None, &mut after_read);
+        assert_eq!(after_read, line.as_bytes());
+    }
+
+    #[test]
+    fn a_payload_text_with_newlines_is_written_on_one_line() {
+        let text = "{\"event_type\":\"a.b\",\"timestamp\":1,\"data\":{\r\n  \"k\": [1,\n 2]\n}}";
+        let read = decode(text.as_bytes()).unwrap();
+        assert!(read.data_text().unwrap().contains('\n'));
+        let mut out = Vec::new();
+        encode(&read, None, &mut out);
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.contains(r#","data":{"k":[1,2]},"v":"#), "{line}");
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(!line.contains('\r'));
+    }
+
+    #[test]
+    fn a_replaced_payload_is_written_instead_of_the_text() {
+        let read = decode(br#"{"event_type":"a.b","timestamp":1,"data":{"secret":"x"}}"#).unwrap();
+        let mut out = Vec::new();
+        encode(&read, Some(&json!({"secret": "***"})), &mut out);
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.contains(r#""data":{"secret":"***"}"#), "{line}");
     }
 
     #[test]

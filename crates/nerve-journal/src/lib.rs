@@ -69,8 +69,14 @@
 //! | `causation_id` | UUID, omitted when absent; equal to `event_id` on a replayed copy |
 //! | `lane_seq` | number, omitted when absent |
 //! | `seq` | the bus-wide sequence number |
-//! | `data` | the payload; an error marker object `{"$nerve_error":reason,"message":...}` when it could not be written as it was |
+//! | `data` | the payload; an error marker object `{"$nerve_error":reason,"message":...}` when it could not be written as it was; the text it was read as, copied, for an event read from a line or a message (see below) |
 //! | `v` | the format version, `1`; always the last key |
+//!
+//! An event read from a journal line or a NATS message keeps an array or
+//! object payload as the JSON text it was read as ([`Event::data_text`](nerve_core::Event::data_text)),
+//! and its line copies that text (unless a redaction hook replaces the
+//! payload, or the text spans lines): a recorder writes what it received,
+//! key order and spacing included, without parsing and rebuilding it.
 //!
 //! `jq -r '.event_type' events.jsonl` and `jq '.data.metrics.success_rate'`
 //! work on it directly. `docs/journal-format.md` in the repository is the

@@ -65,6 +65,14 @@ impl Payload {
             _ => None,
         }
     }
+
+    /// The JSON text a deferred payload was made from, parsed or not.
+    pub(super) fn text(&self) -> Option<&str> {
+        match self {
+            Self::Deferred(d) => Some(&d.text),
+            _ => None,
+        }
+    }
 }
 
 impl Deferred {
