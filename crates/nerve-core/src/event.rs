@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use smol_str::SmolStr;
 
 use crate::correlation::CorrelationId;
@@ -517,9 +518,9 @@ impl Event {
     /// as received (its key order, its spacing), nested at most 100 deep.
     ///
     /// ```
-    /// use nerve::Event;
-    /// let json: &serde_json::value::RawValue = serde_json::from_str(r#"{"b": 1, "a": [2]}"#)?;
-    /// let event = Event::builder("batch.ready").data_raw(json)?.build()?;
+    /// use nerve::{Event, RawValue};
+    /// let json = RawValue::from_string(r#"{"b": 1, "a": [2]}"#.to_owned())?;
+    /// let event = Event::builder("batch.ready").data_raw(&json)?.build()?;
     /// assert_eq!(event.data_text(), Some(r#"{"b": 1, "a": [2]}"#));
     /// assert_eq!(Event::new("batch.ready", 7)?.data_text(), None);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -819,16 +820,17 @@ impl EventBuilder {
     /// parse or for the `Value`'s allocations.
     ///
     /// `json` is already known to be well-formed JSON (it is a
-    /// [`RawValue`](serde_json::value::RawValue)). A text that a `Value`
+    /// [`RawValue`], made by `RawValue::from_string` or borrowed by serde
+    /// from the text it deserializes). A text that a `Value`
     /// could still refuse (a number out of `f64`'s range, an unpaired
     /// UTF-16 surrogate escape, nesting deeper than `serde_json`'s limit)
     /// is parsed here instead, and its error returned, so that reading the
     /// payload later never fails.
     ///
     /// ```
-    /// use nerve::Event;
-    /// let json: &serde_json::value::RawValue = serde_json::from_str(r#"{"rows": [1, 2, 3]}"#)?;
-    /// let event = Event::builder("batch.ready").data_raw(json)?.build()?;
+    /// use nerve::{Event, RawValue};
+    /// let json = RawValue::from_string(r#"{"rows": [1, 2, 3]}"#.to_owned())?;
+    /// let event = Event::builder("batch.ready").data_raw(&json)?.build()?;
     /// assert_eq!(event.data()["rows"][2], 3);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -836,10 +838,7 @@ impl EventBuilder {
     /// # Errors
     ///
     /// The `serde_json` error of a text a `Value` refuses.
-    pub fn data_raw(
-        mut self,
-        json: &serde_json::value::RawValue,
-    ) -> Result<Self, serde_json::Error> {
+    pub fn data_raw(mut self, json: &RawValue) -> Result<Self, serde_json::Error> {
         self.data = Payload::from_raw(json.get())?;
         Ok(self)
     }

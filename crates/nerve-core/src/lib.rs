@@ -93,5 +93,8 @@ pub use lanes::{LaneAnomaly, MergedLanes, merge_lanes};
 pub use pattern::{Pattern, PatternError, PatternErrorReason, Segment};
 pub use typed::TypedEvent;
 
+/// JSON text checked but not parsed (re-exported from `serde_json`), for
+/// [`EventBuilder::data_raw`].
+pub use serde_json::value::RawValue;
 /// JSON values, the payload type of events (re-exported from `serde_json`).
 pub use serde_json::{Value, json};

@@ -86,7 +86,7 @@ pub use nerve_core::redact;
 #[doc(inline)]
 pub use nerve_core::{
     CorrelationId, DecodeError, Event, EventBuilder, EventId, LaneAnomaly, MergedLanes, Pattern,
-    PatternError, Stamp, Timestamp, TypedEvent, Value, json, merge_lanes,
+    PatternError, RawValue, Stamp, Timestamp, TypedEvent, Value, json, merge_lanes,
 };
 #[doc(inline)]
 pub use nerve_core::{correlation, dead_letter, instrument, metrics, name, run, sink, trace};
