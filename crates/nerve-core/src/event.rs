@@ -136,8 +136,12 @@ impl Timestamp {
     ///
     /// The `chrono` parse error when `s` is not RFC 3339.
     pub fn parse_rfc3339(s: &str) -> Result<Self, chrono::ParseError> {
-        let dt = chrono::DateTime::parse_from_rfc3339(s)?;
-        Ok(Self(dt.timestamp_micros()))
+        if let Some(micros) = clock::parse_same_second(s) {
+            return Ok(Self(micros));
+        }
+        let micros = chrono::DateTime::parse_from_rfc3339(s)?.timestamp_micros();
+        clock::remember_second(s, micros);
+        Ok(Self(micros))
     }
 }
 

@@ -858,7 +858,7 @@ impl Shared {
         waits: Option<Arc<durable::Waits>>,
     ) {
         let mut body = Vec::with_capacity(512);
-        let mut bodies = bytes::BytesMut::with_capacity(BODIES);
+        let mut bodies = Bodies::default();
         let mut subjects = Subjects::default();
         let mut connected = self.connected.subscribe();
         // Which events hold their `emit` until the server has them: the
@@ -929,7 +929,7 @@ impl Shared {
         &self,
         event: &Event,
         body: &mut Vec<u8>,
-        bodies: &mut bytes::BytesMut,
+        bodies: &mut Bodies,
         subjects: &mut Subjects,
         connected: &mut watch::Receiver<bool>,
     ) -> durable::Settled {
@@ -944,8 +944,7 @@ impl Shared {
         if let Some(error) = self.oversized(&headers, body) {
             return Err(self.refuse_too_large(event, &subject, None, error));
         }
-        bodies.extend_from_slice(body);
-        let payload = bodies.split().freeze();
+        let payload = bodies.cut(body);
         match self
             .client
             .publish_with_headers(subject, headers, payload)
@@ -1221,11 +1220,39 @@ impl Subjects {
     }
 }
 
-/// The block a core export cuts its message bodies from: one allocation for
-/// a few hundred messages rather than two each (the body, and the shared
-/// header `Bytes` makes of a `Vec` when the connection clones it); a block
-/// is freed once the connection has written and dropped every body in it.
+/// The size of a block a core export cuts its message bodies from (see
+/// [`Bodies`]).
 const BODIES: usize = 64 * 1024;
+
+/// Where a core export's message bodies are copied: one allocation for a
+/// few hundred messages rather than two each (the body, and the shared
+/// header `Bytes` makes of a `Vec` when the connection clones it). Two
+/// blocks, filled in turn: a block is used again once the connection has
+/// written and dropped every body cut from it, as it has by the time the
+/// other block is full, so in the steady state the export allocates and
+/// frees no block at all (a block this size makes glibc's allocator sweep
+/// its free lists on each allocation and each free).
+#[derive(Default)]
+struct Bodies {
+    filling: bytes::BytesMut,
+    other: bytes::BytesMut,
+}
+
+impl Bodies {
+    /// A copy of `body` the connection can hold until it has written it.
+    fn cut(&mut self, body: &[u8]) -> bytes::Bytes {
+        if self.filling.capacity() < body.len() {
+            std::mem::swap(&mut self.filling, &mut self.other);
+            // Still in use (a body not yet written): a new block, and the
+            // old one is freed with its last body.
+            if !self.filling.try_reclaim(body.len()) {
+                self.filling = bytes::BytesMut::with_capacity(body.len().max(BODIES));
+            }
+        }
+        self.filling.extend_from_slice(body);
+        self.filling.split().freeze()
+    }
+}
 
 /// How long a core export waits for a probe's answer before it sends
 /// another (the first was lost with its connection).
@@ -1535,6 +1562,47 @@ fn rebuilt(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_take_turns_between_two_blocks_and_reuse_one_that_is_free() {
+        let mut bodies = Bodies::default();
+        let body = [7u8; 1000];
+        let first = bodies.cut(&body);
+        assert_eq!(&first[..], &body[..]);
+        // Fill the first block; keep its first body alive until it is full.
+        let mut rest = Vec::new();
+        while bodies.filling.capacity() >= body.len() {
+            rest.push(bodies.cut(&body));
+        }
+        let block_one = first.as_ptr();
+        // The second block is new; the first is still in use.
+        let second = bodies.cut(&body);
+        assert_ne!(second.as_ptr(), block_one);
+        drop(rest);
+        // The first block is still held by `first`: once the second is
+        // full, a third block is made rather than the first overwritten.
+        let mut more = vec![second];
+        while bodies.filling.capacity() >= body.len() {
+            more.push(bodies.cut(&body));
+        }
+        let third = bodies.cut(&body);
+        assert_ne!(third.as_ptr(), block_one);
+        assert_eq!(&first[..], &body[..], "a body in use is never overwritten");
+        // Every body of the second block written and dropped: once the
+        // third is full, the second is used again, from its start.
+        let block_two = more[0].as_ptr();
+        drop(more);
+        let mut held = vec![third];
+        while bodies.filling.capacity() >= body.len() {
+            held.push(bodies.cut(&body));
+        }
+        let again = bodies.cut(&body);
+        assert_eq!(again.as_ptr(), block_two);
+        assert_eq!(&again[..], &body[..]);
+        // A body larger than a block gets a block of its own size.
+        let large = vec![9u8; BODIES + 1];
+        assert_eq!(&bodies.cut(&large)[..], &large[..]);
+    }
 
     #[test]
     fn an_export_keeps_the_subjects_of_its_last_eight_types() {
