@@ -633,8 +633,173 @@ impl std::fmt::Debug for Text<'_> {
     }
 }
 
+/// Reads a line in the form [`write_line`] writes, in one pass: the keys in
+/// its order, no whitespace, strings without escapes, no trace context.
+/// `None` for anything else, which serde reads (and whose errors it words);
+/// what this reads, serde reads the same (a property test says so).
+///
+/// By hand: serde's derive matches each key against every field's name and
+/// scans each string twice; a reader that knows the order skips both (the
+/// NATS bridge's import and `nerve query` read every line through here).
+fn read_written(text: &str) -> Option<LineIn<'_>> {
+    let mut r = Written { text, at: 0 };
+    r.expect(b"{\"event_id\":")?;
+    let event_id = Text(std::borrow::Cow::Borrowed(r.string()?));
+    r.expect(b",\"event_type\":")?;
+    let event_type = r.string()?.to_owned();
+    r.expect(b",\"timestamp\":")?;
+    // Through the type's own `Deserialize`: the same checks as serde's read.
+    let timestamp = Timestamp::deserialize(serde::de::value::BorrowedStrDeserializer::<
+        serde_json::Error,
+    >::new(r.string()?))
+    .ok()?;
+    let source = r.optional(b",\"source\":", Written::string)?;
+    let correlation_id = r.optional(b",\"correlation_id\":", Written::string)?;
+    let causation_id = r.optional(b",\"causation_id\":", Written::string)?;
+    let run_id = r.optional(b",\"run_id\":", Written::string)?;
+    let lane = r.optional(b",\"lane\":", Written::string)?;
+    let lane_seq = r.optional(b",\"lane_seq\":", Written::number)?;
+    r.expect(b",\"seq\":")?;
+    let seq = r.number()?;
+    r.expect(b",\"data\":")?;
+    // The line ends in `,"v":N}` (and what JSON takes after a value, a
+    // journal line's newline say); the payload is all before it, and
+    // serde_json checks that it is one value with nothing around it.
+    let rest = r.rest();
+    let end = rest
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?;
+    let rest = rest[..=end].strip_suffix(b"}")?;
+    let digits = rest.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let (rest, version) = rest.split_at(rest.len() - digits);
+    let rest = rest.strip_suffix(b",\"v\":")?;
+    let version = u32::try_from(unsigned(version)?).ok()?;
+    let data = text.get(r.at..r.at + rest.len())?;
+    if data.starts_with(|c: char| c.is_ascii_whitespace())
+        || data.ends_with(|c: char| c.is_ascii_whitespace())
+    {
+        return None;
+    }
+    let data: &serde_json::value::RawValue = serde_json::from_str(data).ok()?;
+    Some(LineIn {
+        event_id: Some(event_id),
+        event_type,
+        timestamp,
+        source: source.map(str::to_owned),
+        correlation_id: correlation_id.map(|c| Text(std::borrow::Cow::Borrowed(c))),
+        causation_id: causation_id.map(|c| Text(std::borrow::Cow::Borrowed(c))),
+        run_id: run_id.map(str::to_owned),
+        lane: lane.map(str::to_owned),
+        lane_seq,
+        seq,
+        trace_context: None,
+        data: Some(data),
+        payload: None,
+        v: Some(version),
+    })
+}
+
+/// Where a string in the written form stops: its closing quote, or what the
+/// fast reader leaves to serde (an escape, a control character).
+static STOPS: [bool; 256] = {
+    let mut stops = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        stops[b] = true;
+        b += 1;
+    }
+    stops[b'"' as usize] = true;
+    stops[b'\\' as usize] = true;
+    stops
+};
+
+/// A cursor over a line in the written form (`read_written`).
+struct Written<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Written<'a> {
+    fn rest(&self) -> &'a [u8] {
+        &self.text.as_bytes()[self.at..]
+    }
+
+    /// Steps over `literal`, or `None`.
+    fn expect(&mut self, literal: &[u8]) -> Option<()> {
+        self.key(literal)
+    }
+
+    /// Steps over `key` if it is next.
+    fn key(&mut self, key: &[u8]) -> Option<()> {
+        self.rest().starts_with(key).then(|| self.at += key.len())
+    }
+
+    /// The value of an optional `key`: `Some(None)` when the key is not
+    /// next, `None` when its value is not in the written form.
+    fn optional<T>(
+        &mut self,
+        key: &[u8],
+        value: impl FnOnce(&mut Self) -> Option<T>,
+    ) -> Option<Option<T>> {
+        match self.key(key) {
+            Some(()) => value(self).map(Some),
+            None => Some(None),
+        }
+    }
+
+    /// A string without escapes or control characters (which JSON wants
+    /// escaped), or `None`.
+    fn string(&mut self) -> Option<&'a str> {
+        let rest = self.rest().strip_prefix(b"\"")?;
+        let len = rest.iter().position(|&b| STOPS[usize::from(b)])?;
+        if rest[len] != b'"' {
+            return None;
+        }
+        let start = self.at + 1;
+        self.at = start + len + 1;
+        // Between two ASCII quotes of valid UTF-8: on character boundaries.
+        self.text.get(start..start + len)
+    }
+
+    /// An unsigned integer as JSON writes it, within `u64`, or `None`.
+    fn number(&mut self) -> Option<u64> {
+        let rest = self.rest();
+        let len = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if matches!(rest.get(len), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        let n = unsigned(&rest[..len])?;
+        self.at += len;
+        Some(n)
+    }
+}
+
+/// `digits` as JSON writes an unsigned integer (no leading zero), within
+/// `u64`, or `None`.
+fn unsigned(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(n)
+}
+
 /// Parses one line (without its newline) back into an event.
 pub(crate) fn decode(line: &[u8]) -> Result<Event, String> {
+    decode_with(line, read_written)
+}
+
+/// `decode`, with `fast` tried before serde.
+fn decode_with(
+    line: &[u8],
+    fast: impl for<'a> FnOnce(&'a str) -> Option<LineIn<'a>>,
+) -> Result<Event, String> {
     // A record is a JSON object: serde would also take a struct from an
     // array of its fields in order (`[null,"a.b",1]`), which is no record.
     if line.trim_ascii_start().first() != Some(&b'{') {
@@ -647,7 +812,15 @@ pub(crate) fn decode(line: &[u8]) -> Result<Event, String> {
             e.valid_up_to() + 1
         )
     })?;
-    let l: LineIn<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let l = match fast(text) {
+        Some(l) => l,
+        None => serde_json::from_str(text).map_err(|e| e.to_string())?,
+    };
+    into_event(l)
+}
+
+/// The event of a line as read.
+fn into_event(l: LineIn<'_>) -> Result<Event, String> {
     if let Some(v) = l.v {
         if v > FORMAT_VERSION {
             return Err(format!(
@@ -1163,5 +1336,211 @@ mod tests {
             assert!(decode(line).is_err(), "{}", String::from_utf8_lossy(line));
         }
         assert!(decode(br#" {"event_type":"a.b","timestamp":1}"#).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod read_written_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What serde alone reads of `line`.
+    fn by_serde(line: &str) -> Result<Event, String> {
+        decode_with(line.as_bytes(), |_| None)
+    }
+
+    fn both(line: &str) -> (Result<Event, String>, Result<Event, String>) {
+        (decode(line.as_bytes()), by_serde(line))
+    }
+
+    fn written(event: &Event) -> String {
+        let mut out = Vec::new();
+        assert_eq!(encode(event, None, &mut out), None);
+        out.pop();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_line_as_written_is_read_in_one_pass_as_serde_reads_it() {
+        let cause = Event::builder("a.b").build().unwrap();
+        let e = Event::builder("order.placed")
+            .source("shop")
+            .correlation_id("checkout-7f3a")
+            .causation_id(cause.event_id())
+            .run_id("run-1")
+            .lane("left")
+            .lane_seq(7)
+            .seq(42)
+            .data(nerve_core::json!({"order_id": 1, "customer": "c-1042", "total": 99.5, "v": 3}))
+            .build()
+            .unwrap();
+        let line = written(&e);
+        assert!(read_written(&line).is_some(), "{line}");
+        // With its newline too, as a NATS message carries it.
+        assert!(read_written(&format!("{line}\n")).is_some(), "{line}");
+        assert_eq!(decode(format!("{line}\r\n").as_bytes()).unwrap(), e);
+        assert_eq!(decode(line.as_bytes()).unwrap(), e);
+        assert_eq!(by_serde(&line).unwrap(), e);
+        // Escapes, or a trace context, go to serde.
+        let escaped = Event::builder("a.b").source("say \"hi\"").build().unwrap();
+        assert!(read_written(&written(&escaped)).is_none());
+        assert_eq!(decode(written(&escaped).as_bytes()).unwrap(), escaped);
+    }
+
+    #[test]
+    fn a_deep_payload_is_read_as_serde_reads_it() {
+        let id = EventId::new();
+        for levels in 95..=131 {
+            let data = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+            let line = format!(
+                "{{\"event_id\":\"{id}\",\"event_type\":\"a.b\",\"timestamp\":\"2026-12-06T04:30:17.123456Z\",\"seq\":1,\"data\":{data},\"v\":1}}"
+            );
+            let (fast, serde) = both(&line);
+            assert_eq!(fast, serde, "{levels} levels");
+        }
+    }
+
+    /// Pieces of JSON an edit puts into a line.
+    const PIECES: &[&str] = &[
+        "\"",
+        "\\",
+        ",",
+        "}",
+        "{",
+        "[",
+        "]",
+        "0",
+        "01",
+        "-",
+        " ",
+        "e5",
+        ".5",
+        ":",
+        "null",
+        "\u{1}",
+        "é",
+        ",\"v\":1}",
+        ",\"v\":2",
+        "\"seq\":",
+        ",\"x\":1",
+        "18446744073709551616",
+        "\"2026-12-06T04:30:17.123456Z\"",
+        "Z",
+        "\\u0041",
+        "\n",
+        "\r\n",
+        "\t",
+        "\u{c}",
+    ];
+
+    fn any_event() -> impl Strategy<Value = Event> {
+        let text = prop_oneof![
+            "[a-z0-9_-]{1,10}",
+            "[ -~]{0,8}",
+            "\\PC{0,6}",
+            Just("a\"b".to_owned()),
+            Just("a\\b".to_owned()),
+            Just("a\u{1}b".to_owned()),
+        ];
+        let data = prop_oneof![
+            Just(nerve_core::json!(null)),
+            any::<i64>().prop_map(|n| nerve_core::json!({"i": n, "v": [n, "x"]})),
+            // Floats serde_json reads back exactly.
+            (any::<i16>(), 0..4_i32).prop_map(
+                |(n, k)| nerve_core::json!([f64::from(n) / f64::from(1 << k), {"é": "\u{7}"}])
+            ),
+            "\\PC{0,12}".prop_map(|s| nerve_core::json!({ "s": s, ",\"v\":": 1 })),
+        ];
+        (
+            "[a-z]{1,6}\\.[a-z]{1,6}",
+            proptest::option::of(text.clone()),
+            proptest::option::of("[a-zA-Z0-9_.:-]{1,12}"),
+            any::<bool>(),
+            proptest::option::of(text.clone()),
+            proptest::option::of(text),
+            proptest::option::of(any::<u64>()),
+            any::<u64>(),
+            -62_135_596_800_000_000_i64..253_402_300_799_999_999,
+            data,
+        )
+            .prop_filter_map(
+                "a valid event",
+                |(ty, source, corr, cause, run, lane, lane_seq, seq, micros, data)| {
+                    let mut b = Event::builder(ty)
+                        .timestamp(Timestamp::from_micros(micros))
+                        .seq(seq)
+                        .data(data);
+                    if let Some(s) = source {
+                        b = b.source(s);
+                    }
+                    if let Some(c) = corr {
+                        b = b.correlation_id(c);
+                    }
+                    if cause {
+                        b = b.causation_id(EventId::new());
+                    }
+                    if let Some(r) = run {
+                        b = b.run_id(r);
+                    }
+                    if let Some(l) = lane {
+                        b = b.lane(l);
+                    }
+                    if let Some(n) = lane_seq {
+                        b = b.lane_seq(n);
+                    }
+                    b.build().ok()
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Every line written reads back as the event written, and as
+        /// serde reads it.
+        #[test]
+        fn written_lines_read_back(event in any_event()) {
+            let line = written(&event);
+            let (fast, serde) = both(&line);
+            prop_assert_eq!(&fast, &serde);
+            prop_assert_eq!(fast.unwrap(), event);
+        }
+
+        /// A line damaged anywhere reads as serde reads it: the same event,
+        /// or the same error.
+        #[test]
+        fn damaged_lines_read_as_serde_reads_them(
+            event in any_event(),
+            edits in proptest::collection::vec(
+                (any::<prop::sample::Index>(), 0..3_usize, 0..4_usize, prop::sample::select(PIECES)),
+                1..3,
+            ),
+        ) {
+            let mut line = written(&event).into_bytes();
+            for (at, kind, len, piece) in edits {
+                let at = at.index(line.len() + 1);
+                let end = (at + len).min(line.len());
+                match kind {
+                    0 => { line.drain(at..end); }
+                    1 => { line.splice(at..at, piece.bytes()); }
+                    _ => { line.splice(at..end, piece.bytes()); }
+                }
+            }
+            let Ok(line) = String::from_utf8(line) else { return Ok(()) };
+            match both(&line) {
+                (Ok(fast), Ok(serde)) => {
+                    // A line without an id gets a new one each time it is read.
+                    let rest = |e: &Event| written(e)[51..].to_owned();
+                    prop_assert_eq!(rest(&fast), rest(&serde), "{}", line);
+                    prop_assert!(
+                        fast.event_id() == serde.event_id()
+                            || !line.contains(&fast.event_id().to_string()),
+                        "{}", line
+                    );
+                }
+                (fast, serde) => prop_assert_eq!(fast, serde, "{}", line),
+            }
+        }
     }
 }
