@@ -73,6 +73,8 @@ struct Counters {
     io_errors: AtomicU64,
     /// Failures no caller was told of (a timed sync, a compaction).
     unreported: AtomicU64,
+    /// Files found removed while in use, and written again.
+    rewritten_after_removal: AtomicU64,
 }
 
 fn inc(counter: &AtomicU64) {
@@ -98,6 +100,12 @@ pub struct DeadLetterJournalStats {
     pub unreadable: u64,
     /// Bytes moved to the quarantine file at open.
     pub quarantined_bytes: u64,
+    /// Times the file was found removed while in use (alone, or with its
+    /// directory: `rm -r` of a run's directory) and written again, whole,
+    /// from the live entries the writer holds, in the directory made again
+    /// where the lock is taken again: nothing is lost. Looked for at each
+    /// sync and, under [`Fsync::Never`], once a second while writing.
+    pub rewritten_after_removal: u64,
 }
 
 /// Builds a [`DeadLetterJournal`]. Made by [`DeadLetterJournal::builder`].
@@ -207,6 +215,8 @@ impl DeadLetterJournalBuilder {
             live: BTreeMap::new(),
             broken: false,
             sync_due: None,
+            looked: Instant::now(),
+            relock: None,
             counters: counters.clone(),
         };
         for entry in &opened.entries {
@@ -386,6 +396,7 @@ impl DeadLetterJournal {
             io_errors: c.io_errors.load(Ordering::Relaxed),
             unreadable: self.inner.unreadable,
             quarantined_bytes: self.inner.quarantined,
+            rewritten_after_removal: c.rewritten_after_removal.load(Ordering::Relaxed),
         }
     }
 
@@ -621,8 +632,16 @@ struct Writer {
     broken: bool,
     /// When the `Interval` policy wants the next sync.
     sync_due: Option<Instant>,
+    /// When the writer last looked whether its file was removed.
+    looked: Instant,
+    /// The lock taken again in a directory made again (`relock`).
+    relock: Option<File>,
     counters: Arc<Counters>,
 }
+
+/// How often a writer that is not syncing (under `Fsync::Never`, or between
+/// syncs of a long burst) looks whether its file was removed.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 impl Writer {
     fn run(mut self, rx: &Receiver<Msg>) {
@@ -706,6 +725,9 @@ impl Writer {
             bytes.extend_from_slice(&line);
             ops += 1;
         }
+        if self.looked.elapsed() >= LOOK_EVERY {
+            self.look_removed();
+        }
         let mut result = self.write(&bytes, ops);
         if result.is_ok() && (sync || (close.is_some() && self.fsync != Fsync::Never)) {
             result = self.sync();
@@ -777,6 +799,11 @@ impl Writer {
 
     fn sync(&mut self) -> io::Result<()> {
         self.sync_due = None;
+        self.look_removed();
+        if self.broken {
+            // Rewritten, synced, and its directory synced.
+            return self.compact();
+        }
         let Some(file) = &mut self.file else {
             return Ok(());
         };
@@ -790,6 +817,53 @@ impl Writer {
                 // What the failed sync covered may be lost: rewrite it all.
                 self.broken = true;
                 Err(e)
+            }
+        }
+    }
+
+    /// Whether the file was removed while in use (alone, or with its
+    /// directory): if so, it is to be written again from `live`, which holds
+    /// every acknowledged change, so nothing written to the removed file is
+    /// lost. The directory is made again and the lock taken again there.
+    fn look_removed(&mut self) {
+        self.looked = Instant::now();
+        let removed = self
+            .file
+            .as_ref()
+            .is_some_and(|file| file.is_removed().unwrap_or(false));
+        if !removed {
+            return;
+        }
+        inc(&self.counters.rewritten_after_removal);
+        tracing::warn!(
+            path = %self.paths.active().display(),
+            entries = self.live.len(),
+            "dead letter file removed while in use: written again from the live entries"
+        );
+        // A failure here fails the rewrite, which is counted and answered.
+        let _ = self.fs.create_dir_all(self.paths.dir());
+        self.relock();
+        self.file = None;
+        self.broken = true;
+    }
+
+    /// Takes the lock again when its file went with the directory, so that
+    /// a second store is still refused there. A lock file still there is
+    /// this store's (only the dead letter file was removed), or one another
+    /// store took first: that is said.
+    fn relock(&mut self) {
+        if self.paths.lock().exists() {
+            return;
+        }
+        match take_lock(&self.paths) {
+            Ok(lock) => self.relock = Some(lock),
+            Err(e) => {
+                inc(&self.counters.unreported);
+                tracing::warn!(
+                    path = %self.paths.lock().display(),
+                    error = %e,
+                    "dead letter lock not taken again after its directory was removed"
+                );
             }
         }
     }
@@ -835,6 +909,7 @@ impl Writer {
 
     /// Leaves the file whole and, unless the policy is `Never`, synced.
     fn finish(&mut self) -> io::Result<()> {
+        self.look_removed();
         if self.broken {
             self.compact()?;
         }

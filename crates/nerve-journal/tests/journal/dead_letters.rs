@@ -26,8 +26,20 @@ fn letter(id: u64, error: &str) -> DeadLetter {
     )
 }
 
+/// Opens the store at `path`. A test of this process that spawns a child
+/// (the second opener's, the SIGKILL one's) can hold a lock just released
+/// here for a moment: the child's copy of the descriptor lives until its
+/// `exec`. So `Locked` is tried again until it clears.
 fn open(path: &Path) -> DeadLetterJournal {
-    DeadLetterJournal::builder(path).build().unwrap()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match DeadLetterJournal::builder(path).build() {
+            Err(JournalError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::yield_now();
+            }
+            opened => return opened.unwrap(),
+        }
+    }
 }
 
 fn ids(entries: &[DeadLetter]) -> Vec<u64> {
@@ -281,5 +293,65 @@ fn child_adds_a_dead_letter_and_waits() {
     println!("CHILD added");
     loop {
         std::thread::park();
+    }
+}
+
+/// `rm -r` of the directory while the store is open, under each fsync
+/// policy: the file is written again, whole, from the live entries, the
+/// lock is taken again, and nothing acknowledged is lost.
+fn removed_directory_is_made_again(fsync: Fsync) {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run-1");
+    let path = run.join("dead_letters.jsonl");
+    let store = DeadLetterJournal::builder(&path)
+        .fsync(fsync)
+        .build()
+        .unwrap();
+    for id in 1..=3 {
+        store.put(&letter(id, "smtp down")).unwrap();
+    }
+    store.remove(2).unwrap();
+    store.flush(std::time::Duration::from_secs(10)).unwrap();
+    std::fs::remove_dir_all(&run).unwrap();
+    // Written to the removed file, then found at the next look.
+    store.put(&letter(4, "smtp down")).unwrap();
+    store.flush(std::time::Duration::from_secs(10)).unwrap();
+    if fsync == Fsync::Never {
+        // No sync to look at: closing looks.
+        store.close().unwrap();
+    }
+    assert_eq!(store.stats().rewritten_after_removal, 1, "{fsync:?}");
+    assert!(path.exists(), "{fsync:?}");
+    if fsync != Fsync::Never {
+        // The lock is this store's again: a second one is refused.
+        assert!(
+            matches!(
+                DeadLetterJournal::builder(&path).build(),
+                Err(JournalError::Locked { .. })
+            ),
+            "{fsync:?}"
+        );
+        store.close().unwrap();
+    }
+    drop(store);
+    let written: Vec<u64> = lines(&path)
+        .iter()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["op"], "put", "{line}");
+            v["entry"]["id"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(written, [1, 3, 4], "{fsync:?}: the live entries, rewritten");
+}
+
+#[test]
+fn a_removed_directory_is_made_again_with_every_entry() {
+    for fsync in [
+        Fsync::Always,
+        Fsync::Interval(std::time::Duration::from_millis(200)),
+        Fsync::Never,
+    ] {
+        removed_directory_is_made_again(fsync);
     }
 }
