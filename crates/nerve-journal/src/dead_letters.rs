@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::files::{self, Paths};
 use crate::fs::{JournalFile, JournalFs, StdFs};
-use crate::journal::{Fsync, JournalError, take_lock};
+use crate::journal::{Fsync, JournalError, retake_lock, take_lock};
 use crate::writer::{Ack, await_reply};
 
 /// The version of the dead letter file's lines (the `v` key).
@@ -852,12 +852,10 @@ impl Writer {
     /// this store's (only the dead letter file was removed), or one another
     /// store took first: that is said.
     fn relock(&mut self) {
-        if self.paths.lock().exists() {
-            return;
-        }
-        match take_lock(&self.paths) {
-            Ok(lock) => self.relock = Some(lock),
-            Err(e) => {
+        match retake_lock(&self.paths) {
+            None => {}
+            Some(Ok(lock)) => self.relock = Some(lock),
+            Some(Err(e)) => {
                 inc(&self.counters.unreported);
                 tracing::warn!(
                     path = %self.paths.lock().display(),

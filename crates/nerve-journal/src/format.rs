@@ -643,11 +643,11 @@ impl std::fmt::Debug for Text<'_> {
 /// NATS bridge's import and `nerve query` read every line through here).
 fn read_written(text: &str) -> Option<LineIn<'_>> {
     let mut r = Written { text, at: 0 };
-    r.expect(b"{\"event_id\":")?;
+    r.key(b"{\"event_id\":")?;
     let event_id = Text(std::borrow::Cow::Borrowed(r.string()?));
-    r.expect(b",\"event_type\":")?;
+    r.key(b",\"event_type\":")?;
     let event_type = r.string()?.to_owned();
-    r.expect(b",\"timestamp\":")?;
+    r.key(b",\"timestamp\":")?;
     // Through the type's own `Deserialize`: the same checks as serde's read.
     let timestamp = Timestamp::deserialize(serde::de::value::BorrowedStrDeserializer::<
         serde_json::Error,
@@ -659,9 +659,9 @@ fn read_written(text: &str) -> Option<LineIn<'_>> {
     let run_id = r.optional(b",\"run_id\":", Written::string)?;
     let lane = r.optional(b",\"lane\":", Written::string)?;
     let lane_seq = r.optional(b",\"lane_seq\":", Written::number)?;
-    r.expect(b",\"seq\":")?;
+    r.key(b",\"seq\":")?;
     let seq = r.number()?;
-    r.expect(b",\"data\":")?;
+    r.key(b",\"data\":")?;
     // The line ends in `,"v":N}` (and what JSON takes after a value, a
     // journal line's newline say); the payload is all before it, and
     // serde_json checks that it is one value with nothing around it.
@@ -724,12 +724,7 @@ impl<'a> Written<'a> {
         &self.text.as_bytes()[self.at..]
     }
 
-    /// Steps over `literal`, or `None`.
-    fn expect(&mut self, literal: &[u8]) -> Option<()> {
-        self.key(literal)
-    }
-
-    /// Steps over `key` if it is next.
+    /// Steps over `key` if it is next, or `None`.
     fn key(&mut self, key: &[u8]) -> Option<()> {
         self.rest().starts_with(key).then(|| self.at += key.len())
     }
@@ -1081,7 +1076,8 @@ mod tests {
     use super::*;
     use nerve_core::json;
 
-    fn line(event: &Event) -> String {
+    /// `event`'s line as the journal writes it, newline included.
+    pub(super) fn line(event: &Event) -> String {
         let mut out = Vec::new();
         assert_eq!(encode(event, None, &mut out), None);
         String::from_utf8(out).unwrap()
@@ -1354,11 +1350,11 @@ mod read_written_tests {
         (decode(line.as_bytes()), by_serde(line))
     }
 
+    /// `event`'s line without its newline.
     fn written(event: &Event) -> String {
-        let mut out = Vec::new();
-        assert_eq!(encode(event, None, &mut out), None);
-        out.pop();
-        String::from_utf8(out).unwrap()
+        let mut line = super::tests::line(event);
+        line.pop();
+        line
     }
 
     #[test]

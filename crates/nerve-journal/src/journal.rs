@@ -433,6 +433,15 @@ impl JournalBuilder {
 
 /// Takes the advisory lock on `paths`' lock file (`events.jsonl.lock`), held
 /// while the returned file is open: one writer per file, in any process.
+/// The lock taken again in a directory made again after it was removed
+/// with its files in use (the journal's, the dead letter file's). `None`
+/// when the lock file is still there: the writer's own (only its data file
+/// was removed), or one another writer took first, which `take_lock` in a
+/// new opener reports.
+pub(crate) fn retake_lock(paths: &Paths) -> Option<Result<File, JournalError>> {
+    (!paths.lock().exists()).then(|| take_lock(paths))
+}
+
 pub(crate) fn take_lock(paths: &Paths) -> Result<File, JournalError> {
     let io = |source| JournalError::Io {
         path: paths.lock(),

@@ -14,7 +14,7 @@ use crate::Fsync;
 use crate::files::{self, Paths};
 use crate::format;
 use crate::fs::{JournalFile, JournalFs};
-use crate::journal::{Redact, Shared, take_lock};
+use crate::journal::{Redact, Shared, retake_lock};
 use crate::marker::{self, Gap, Marker, Owed, Skipped};
 use crate::shifter::Shifter;
 
@@ -764,12 +764,10 @@ impl Writer {
     /// (only the active file was removed), or another writer's that got in
     /// first: that is said.
     fn relock(&mut self) {
-        if self.paths.lock().exists() {
-            return;
-        }
-        match take_lock(&self.paths) {
-            Ok(lock) => self.relock = Some(lock),
-            Err(e) => self.shared.report(SinkFault {
+        match retake_lock(&self.paths) {
+            None => {}
+            Some(Ok(lock)) => self.relock = Some(lock),
+            Some(Err(e)) => self.shared.report(SinkFault {
                 kind: SinkErrorKind::Io,
                 message: format!(
                     "journal lock not taken again after its directory was removed: {e}"

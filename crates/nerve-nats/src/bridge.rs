@@ -1567,13 +1567,17 @@ mod tests {
     fn bodies_take_turns_between_two_blocks_and_reuse_one_that_is_free() {
         let mut bodies = Bodies::default();
         let body = [7u8; 1000];
+        // Cuts bodies into `held` until the block being filled is full.
+        let fill = |bodies: &mut Bodies, held: &mut Vec<bytes::Bytes>| {
+            while bodies.filling.capacity() >= body.len() {
+                held.push(bodies.cut(&body));
+            }
+        };
         let first = bodies.cut(&body);
         assert_eq!(&first[..], &body[..]);
         // Fill the first block; keep its first body alive until it is full.
         let mut rest = Vec::new();
-        while bodies.filling.capacity() >= body.len() {
-            rest.push(bodies.cut(&body));
-        }
+        fill(&mut bodies, &mut rest);
         let block_one = first.as_ptr();
         // The second block is new; the first is still in use.
         let second = bodies.cut(&body);
@@ -1582,9 +1586,7 @@ mod tests {
         // The first block is still held by `first`: once the second is
         // full, a third block is made rather than the first overwritten.
         let mut more = vec![second];
-        while bodies.filling.capacity() >= body.len() {
-            more.push(bodies.cut(&body));
-        }
+        fill(&mut bodies, &mut more);
         let third = bodies.cut(&body);
         assert_ne!(third.as_ptr(), block_one);
         assert_eq!(&first[..], &body[..], "a body in use is never overwritten");
@@ -1593,9 +1595,7 @@ mod tests {
         let block_two = more[0].as_ptr();
         drop(more);
         let mut held = vec![third];
-        while bodies.filling.capacity() >= body.len() {
-            held.push(bodies.cut(&body));
-        }
+        fill(&mut bodies, &mut held);
         let again = bodies.cut(&body);
         assert_eq!(again.as_ptr(), block_two);
         assert_eq!(&again[..], &body[..]);
