@@ -515,8 +515,9 @@ impl Event {
     }
 
     /// The JSON text the payload was kept as, for an event made with
-    /// [`EventBuilder::data_raw`] whose payload was deferred (an array or
-    /// object; see there), whether or not [`data`](Self::data) has parsed
+    /// [`EventBuilder::data_raw`] or [`EventBuilder::data_json`] whose
+    /// payload was deferred (an array or object; see there), whether or not
+    /// [`data`](Self::data) has parsed
     /// it since; `None` for any other event. A writer can copy it instead
     /// of parsing and writing the payload again: it is the payload's text
     /// as received (its key order, its spacing), nested at most 100 deep.
@@ -844,6 +845,34 @@ impl EventBuilder {
     /// The `serde_json` error of a text a `Value` refuses.
     pub fn data_raw(mut self, json: &RawValue) -> Result<Self, serde_json::Error> {
         self.data = Payload::from_raw(json.get())?;
+        Ok(self)
+    }
+
+    /// A payload given as JSON text not yet checked, as [`data_raw`]
+    /// keeps it: an array or object is checked and kept as text, parsed
+    /// when first read; anything else is parsed now. For text a reader has
+    /// not parsed yet (a message body, an HTTP request's), this checks it
+    /// in one pass where `RawValue` and then `data_raw` take two.
+    ///
+    /// ```
+    /// use nerve::Event;
+    /// let event = Event::builder("batch.ready")
+    ///     .data_json(r#"{"rows": [1, 2, 3]}"#)?
+    ///     .build()?;
+    /// assert_eq!(event.data_text(), Some(r#"{"rows": [1, 2, 3]}"#));
+    /// assert_eq!(event.data()["rows"][2], 3);
+    /// assert!(Event::builder("batch.ready").data_json("{\"rows\": [1,").is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The `serde_json` error of a text that is not one JSON value, or that
+    /// a `Value` refuses.
+    ///
+    /// [`data_raw`]: Self::data_raw
+    pub fn data_json(mut self, json: &str) -> Result<Self, serde_json::Error> {
+        self.data = Payload::from_text(json)?;
         Ok(self)
     }
 

@@ -610,6 +610,10 @@ struct LineIn<'a> {
     data: Option<&'a serde_json::value::RawValue>,
     #[serde(default, borrow)]
     payload: Option<&'a serde_json::value::RawValue>,
+    /// The payload as the fast reader found it, not yet checked: checked
+    /// as the event is made (`EventBuilder::data_json`, one pass).
+    #[serde(skip)]
+    data_text: Option<&'a str>,
     #[serde(default)]
     v: Option<u32>,
 }
@@ -680,7 +684,6 @@ fn read_written(text: &str) -> Option<LineIn<'_>> {
     {
         return None;
     }
-    let data: &serde_json::value::RawValue = serde_json::from_str(data).ok()?;
     Some(LineIn {
         event_id: Some(event_id),
         event_type,
@@ -693,8 +696,9 @@ fn read_written(text: &str) -> Option<LineIn<'_>> {
         lane_seq,
         seq,
         trace_context: None,
-        data: Some(data),
+        data: None,
         payload: None,
+        data_text: Some(data),
         v: Some(version),
     })
 }
@@ -807,11 +811,13 @@ fn decode_with(
             e.valid_up_to() + 1
         )
     })?;
-    let l = match fast(text) {
-        Some(l) => l,
-        None => serde_json::from_str(text).map_err(|e| e.to_string())?,
-    };
-    into_event(l)
+    // A line the fast reader took but whose event could not be made (a
+    // payload that is not JSON, an id that is no UUID) is read again by
+    // serde, so that its error is serde's, as for any other line.
+    if let Some(event) = fast(text).and_then(|l| into_event(l).ok()) {
+        return Ok(event);
+    }
+    into_event(serde_json::from_str(text).map_err(|e| e.to_string())?)
 }
 
 /// The event of a line as read.
@@ -826,7 +832,9 @@ fn into_event(l: LineIn<'_>) -> Result<Event, String> {
     let mut b = Event::builder(l.event_type)
         .timestamp(l.timestamp)
         .seq(l.seq);
-    if let Some(raw) = l.data.or(l.payload) {
+    if let Some(text) = l.data_text {
+        b = b.data_json(text).map_err(|e| e.to_string())?;
+    } else if let Some(raw) = l.data.or(l.payload) {
         b = b.data_raw(raw).map_err(|e| e.to_string())?;
     }
     if let Some(id) = l.event_id {

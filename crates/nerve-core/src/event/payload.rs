@@ -2,27 +2,42 @@
 //! JSON text it arrived in, parsed when first read.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
+use once_cell::race::OnceBox;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The owned case is a plain `Value` (the enum uses spare tags of `Value`,
 /// so it is no larger), sharing costs one reference count, and a deferred
-/// payload one allocation for its text until something reads it.
+/// payload one allocation, its text, until something reads it.
 #[derive(Clone)]
 pub(super) enum Payload {
     Owned(Value),
     Shared(Arc<Value>),
-    Deferred(Box<Deferred>),
+    Deferred(Deferred),
 }
 
 /// Well-formed JSON text that `serde_json` parses into a `Value` without
-/// error (checked by [`may_refuse`] before one is made).
-#[derive(Clone)]
+/// error (checked by [`may_refuse`] before one is made), and that `Value`
+/// once read. `OnceBox`, not std's `OnceLock`: one word, so the text and
+/// its cache fit beside `Value`'s tag, and a payload stays `Value`'s size.
 pub(super) struct Deferred {
     text: Box<str>,
-    parsed: OnceLock<Value>,
+    parsed: OnceBox<Value>,
+}
+
+impl Clone for Deferred {
+    fn clone(&self) -> Self {
+        let parsed = OnceBox::new();
+        if let Some(v) = self.parsed.get() {
+            let _ = parsed.set(Box::new(v.clone()));
+        }
+        Self {
+            text: self.text.clone(),
+            parsed,
+        }
+    }
 }
 
 /// Nesting deeper than this is parsed at once: `serde_json` refuses more
@@ -40,20 +55,35 @@ impl Payload {
     pub(super) fn from_raw(text: &str) -> Result<Self, serde_json::Error> {
         let bytes = text.trim_ascii_start().as_bytes();
         if matches!(bytes.first(), Some(b'{' | b'[')) && !may_refuse(bytes) {
-            Ok(Self::Deferred(Box::new(Deferred {
+            Ok(Self::Deferred(Deferred {
                 text: text.into(),
-                parsed: OnceLock::new(),
-            })))
+                parsed: OnceBox::new(),
+            }))
         } else {
             serde_json::from_str(text).map(Self::Owned)
         }
+    }
+
+    /// A payload for `text`, JSON text not yet checked: deferred when
+    /// [`plain`] takes it, otherwise as [`from_raw`](Self::from_raw) after
+    /// `serde_json` checked it.
+    pub(super) fn from_text(text: &str) -> Result<Self, serde_json::Error> {
+        let trimmed = text.trim_ascii();
+        if plain(trimmed.as_bytes()) {
+            return Ok(Self::Deferred(Deferred {
+                text: trimmed.into(),
+                parsed: OnceBox::new(),
+            }));
+        }
+        let raw: &serde_json::value::RawValue = serde_json::from_str(text)?;
+        Self::from_raw(raw.get())
     }
 
     pub(super) fn get(&self) -> &Value {
         match self {
             Self::Owned(v) => v,
             Self::Shared(v) => v,
-            Self::Deferred(d) => d.parsed.get_or_init(|| d.parse()),
+            Self::Deferred(d) => d.parsed.get_or_init(|| Box::new(d.parse())),
         }
     }
 
@@ -136,6 +166,188 @@ fn may_refuse(text: &[u8]) -> bool {
         i += 1;
     }
     false
+}
+
+/// Whether `text` is one JSON array or object that `serde_json` takes, and
+/// takes as a `Value`, for sure: checked in one pass over a subset of JSON
+/// (no `\\u` escape, no exponent, numbers of at most [`MAX_NUMBER`]
+/// characters, at most [`MAX_DEPTH`] levels). A no means "not sure", not
+/// "not JSON": the caller asks `serde_json`.
+///
+/// By hand: `serde_json` checks a text only by parsing it (`RawValue`),
+/// then [`may_refuse`] walks it again; this is both in one walk.
+fn plain(text: &[u8]) -> bool {
+    let mut at = Plain { text, i: 0 };
+    if !matches!(text.first(), Some(b'{' | b'[')) {
+        return false;
+    }
+    // Bit `d` set: level `d` is an object. 100 levels fit in 128 bits.
+    let mut objects = 0_u128;
+    let mut depth = 0_u32;
+    loop {
+        // A value.
+        match at.next() {
+            Some(b'{') => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return false;
+                }
+                objects |= 1 << depth;
+                if at.peek() == Some(b'}') {
+                    at.i += 1;
+                    depth -= 1;
+                } else {
+                    if !at.key() {
+                        return false;
+                    }
+                    continue;
+                }
+            }
+            Some(b'[') => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return false;
+                }
+                objects &= !(1 << depth);
+                if at.peek() == Some(b']') {
+                    at.i += 1;
+                    depth -= 1;
+                } else {
+                    continue;
+                }
+            }
+            Some(b'"') => {
+                if !at.string() {
+                    return false;
+                }
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                at.i -= 1;
+                if !at.number() {
+                    return false;
+                }
+            }
+            Some(b't') => {
+                if !at.word(b"rue") {
+                    return false;
+                }
+            }
+            Some(b'f') => {
+                if !at.word(b"alse") {
+                    return false;
+                }
+            }
+            Some(b'n') => {
+                if !at.word(b"ull") {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+        // After a value: closes, then a comma or the end.
+        loop {
+            if depth == 0 {
+                return at.i == text.len();
+            }
+            let object = objects & (1 << depth) != 0;
+            match at.next() {
+                Some(b',') => {
+                    if object && !at.key() {
+                        return false;
+                    }
+                    break;
+                }
+                Some(b'}') if object => depth -= 1,
+                Some(b']') if !object => depth -= 1,
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// The cursor of [`plain`]: whitespace is skipped before every token.
+struct Plain<'a> {
+    text: &'a [u8],
+    i: usize,
+}
+
+impl Plain<'_> {
+    /// The next token's first byte, taken.
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.i += 1;
+        Some(b)
+    }
+
+    /// The next token's first byte, left.
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(&b) = self.text.get(self.i) {
+            if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                return Some(b);
+            }
+            self.i += 1;
+        }
+        None
+    }
+
+    /// An object's key and its colon.
+    fn key(&mut self) -> bool {
+        self.next() == Some(b'"') && self.string() && self.next() == Some(b':')
+    }
+
+    /// The rest of a string after its opening quote: no control character,
+    /// escapes other than `\\u`.
+    fn string(&mut self) -> bool {
+        while let Some(&b) = self.text.get(self.i) {
+            self.i += 1;
+            match b {
+                b'"' => return true,
+                b'\\' => match self.text.get(self.i) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 1,
+                    _ => return false,
+                },
+                0..0x20 => return false,
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// A number without exponent: `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, at most
+    /// [`MAX_NUMBER`] characters.
+    fn number(&mut self) -> bool {
+        let start = self.i;
+        if self.text.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        match self.text.get(self.i) {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return false,
+        }
+        if self.text.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            if !matches!(self.text.get(self.i), Some(b'0'..=b'9')) {
+                return false;
+            }
+            self.digits();
+        }
+        !matches!(self.text.get(self.i), Some(b'e' | b'E' | b'0'..=b'9'))
+            && self.i - start <= MAX_NUMBER
+    }
+
+    fn digits(&mut self) {
+        while matches!(self.text.get(self.i), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+    }
+
+    /// The rest of `true`, `false` or `null`.
+    fn word(&mut self, rest: &[u8]) -> bool {
+        let ok = self.text[self.i..].starts_with(rest);
+        self.i += rest.len();
+        ok
+    }
 }
 
 impl Default for Payload {
@@ -272,11 +484,111 @@ mod tests {
         (tree, 0_usize..140).prop_map(|(t, n)| format!("{}{t}{}", "[".repeat(n), "]".repeat(n)))
     }
 
+    /// What [`Payload::from_text`] makes of `text` agrees with
+    /// `serde_json`: the same `Value`, or an error where it errs; and a
+    /// text [`plain`] takes is one `serde_json` takes.
+    fn text_agrees(text: &str) {
+        let want = serde_json::from_str::<Value>(text).ok();
+        if plain(text.as_bytes()) {
+            assert!(want.is_some(), "plain, yet serde_json refuses {text:?}");
+        }
+        let got = Payload::from_text(text).ok().map(|p| p.get().clone());
+        assert_eq!(got, want, "{text:?}");
+    }
+
+    #[test]
+    fn plain_text_is_checked_in_one_pass() {
+        for (text, plain_) in [
+            (r#"{"order_id":7,"customer":"c-1042","total":99.5,"tags":["a","b"]}"#, true),
+            (" { \"a\" : [ 1 , -0.25 , true , false , null , { } , [ ] ] } ", false),
+            ("{\"a\":[1,-0.25,true,false,null,{},[]],\"b\\n\\\"\":\"\\/\"}", true),
+            ("[]", true),
+            ("{}", true),
+            ("[1e5]", false),
+            ("[\"\\u00e9\"]", false),
+            ("[01]", false),
+            ("[1.]", false),
+            ("[-]", false),
+            ("[1,]", false),
+            ("{\"a\":1,}", false),
+            ("{\"a\" 1}", false),
+            ("[tru]", false),
+            ("[true1]", false),
+            ("[\"a\tb\"]", false),
+            ("[1] [2]", false),
+            ("[[1]", false),
+            ("[1]]", false),
+            ("{\"a\":1]", false),
+            ("7", false),
+        ] {
+            assert_eq!(plain(text.as_bytes()), plain_, "{text:?}");
+            text_agrees(text);
+        }
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(plain(deep(MAX_DEPTH as usize).as_bytes()));
+        assert!(!plain(deep(MAX_DEPTH as usize + 1).as_bytes()));
+        assert!(plain(format!("[{}]", "9".repeat(MAX_NUMBER)).as_bytes()));
+        assert!(!plain(format!("[{}]", "9".repeat(MAX_NUMBER + 1)).as_bytes()));
+        for text in [deep(129), format!("[1{}]", "0".repeat(400)), "[1e400]".into()] {
+            text_agrees(&text);
+        }
+    }
+
+    /// JSON as writers write it: compact or spaced, strings with any
+    /// character (escaped by `serde_json`), numbers of every kind.
+    fn written_json() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::from),
+            "[\\x00-\\x7f]{0,6}".prop_map(Value::from),
+        ];
+        let tree = leaf.prop_recursive(4, 32, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::from),
+                proptest::collection::btree_map("[a-z\"\\\\]{0,4}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        });
+        (tree, any::<bool>()).prop_map(|(v, pretty)| {
+            if pretty {
+                serde_json::to_string_pretty(&v)
+            } else {
+                serde_json::to_string(&v)
+            }
+            .expect("a Value writes")
+        })
+    }
+
     proptest! {
+        #[test]
+        fn text_agrees_with_serde_json(text in written_json()) {
+            text_agrees(&text);
+            text_agrees(&format!("[{text}]"));
+        }
+
+        #[test]
+        fn damaged_text_agrees_with_serde_json(
+            text in written_json(),
+            at in any::<prop::sample::Index>(),
+            with in prop::sample::select(vec!["", "\"", "\\", ",", ":", "[", "]", "{", "}", "0", "-", ".", "e", " ", "\n", "\u{1}", "t", "\\u"]),
+            cut in 0_usize..3,
+        ) {
+            let mut chars: Vec<char> = text.chars().collect();
+            let at = at.index(chars.len() + 1);
+            let cut = cut.min(chars.len() - at.min(chars.len()));
+            chars.splice(at..at + cut, with.chars());
+            text_agrees(&chars.into_iter().collect::<String>());
+        }
+
         #[test]
         fn a_payload_agrees_with_serde_json(text in risky_json()) {
             prop_assert!(made(&text).is_some(), "well-formed: {text:?}");
             agrees(&text);
+            text_agrees(&text);
             agrees(&format!("{{\"k\": [{text}]}}"));
         }
 
@@ -284,6 +596,8 @@ mod tests {
         fn an_arbitrary_text_agrees_with_serde_json(text in "\\PC{0,64}") {
             agrees(&text);
             agrees(&format!("[{text}]"));
+            text_agrees(&text);
+            text_agrees(&format!("[{text}]"));
         }
     }
 }
