@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use nerve_core::metrics::Metrics;
 use nerve_core::query::HistoryQuery;
@@ -355,6 +355,7 @@ impl Bus {
             worker: Mutex::new(None),
             running: Arc::default(),
             turn: Arc::new(Turn::new()),
+            alone: OnceLock::new(),
         });
         self.inner
             .add(patterns.into_patterns()?, options, kind, None)

@@ -3,7 +3,7 @@
 //! stream.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use nerve_core::instrument::{HandlerInfo, HandlerMode};
@@ -93,6 +93,11 @@ pub(crate) struct AsyncSlot {
     /// Who runs the next delivery (`concurrency(1)` only): the worker, or a
     /// waiting emitter that runs its own delivery in place.
     pub(crate) turn: Arc<Turn>,
+    /// The chain of a delivery no emitter waits on (this subscription
+    /// alone), made on its first such delivery: an emitter that runs its
+    /// own delivery in the subscription's turn takes a reference count,
+    /// not an allocation.
+    pub(crate) alone: OnceLock<Chain>,
 }
 
 /// The bus's record of a subscription.

@@ -342,7 +342,9 @@ async fn run(caller: &Weak<Caller>, delivery: Delivery, alone: &mut Option<Chain
             &mut waited
         }
         None => {
-            alone.get_or_insert_with(|| reentry::extended(None, me));
+            alone.get_or_insert_with(|| {
+                Chain::clone(slot.alone.get_or_init(|| reentry::extended(None, me)))
+            });
             alone
         }
     };
