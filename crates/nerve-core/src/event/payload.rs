@@ -281,13 +281,16 @@ impl Plain<'_> {
 
     /// The next token's first byte, left.
     fn peek(&mut self) -> Option<u8> {
-        while let Some(&b) = self.text.get(self.i) {
-            if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-                return Some(b);
-            }
-            self.i += 1;
+        let b = *self.text.get(self.i)?;
+        if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            return Some(b);
         }
-        None
+        let spaces = self.text[self.i..]
+            .iter()
+            .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+            .count();
+        self.i += spaces;
+        self.text.get(self.i).copied()
     }
 
     /// An object's key and its colon.
@@ -298,19 +301,21 @@ impl Plain<'_> {
     /// The rest of a string after its opening quote: no control character,
     /// escapes other than `\\u`.
     fn string(&mut self) -> bool {
-        while let Some(&b) = self.text.get(self.i) {
-            self.i += 1;
-            match b {
+        loop {
+            let rest = &self.text[self.i..];
+            let Some(n) = rest.iter().position(|&b| STRING_STOPS[usize::from(b)]) else {
+                return false;
+            };
+            self.i += n + 1;
+            match rest[n] {
                 b'"' => return true,
                 b'\\' => match self.text.get(self.i) {
                     Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 1,
                     _ => return false,
                 },
-                0..0x20 => return false,
-                _ => {}
+                _ => return false,
             }
         }
-        false
     }
 
     /// A number without exponent: `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, at most
@@ -349,6 +354,19 @@ impl Plain<'_> {
         ok
     }
 }
+
+/// Where [`Plain::string`] stops: a quote, a backslash, a control character.
+static STRING_STOPS: [bool; 256] = {
+    let mut stops = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        stops[b] = true;
+        b += 1;
+    }
+    stops[b'"' as usize] = true;
+    stops[b'\\' as usize] = true;
+    stops
+};
 
 impl Default for Payload {
     fn default() -> Self {
@@ -499,9 +517,18 @@ mod tests {
     #[test]
     fn plain_text_is_checked_in_one_pass() {
         for (text, plain_) in [
-            (r#"{"order_id":7,"customer":"c-1042","total":99.5,"tags":["a","b"]}"#, true),
-            (" { \"a\" : [ 1 , -0.25 , true , false , null , { } , [ ] ] } ", false),
-            ("{\"a\":[1,-0.25,true,false,null,{},[]],\"b\\n\\\"\":\"\\/\"}", true),
+            (
+                r#"{"order_id":7,"customer":"c-1042","total":99.5,"tags":["a","b"]}"#,
+                true,
+            ),
+            (
+                " { \"a\" : [ 1 , -0.25 , true , false , null , { } , [ ] ] } ",
+                false,
+            ),
+            (
+                "{\"a\":[1,-0.25,true,false,null,{},[]],\"b\\n\\\"\":\"\\/\"}",
+                true,
+            ),
             ("[]", true),
             ("{}", true),
             ("[1e5]", false),
@@ -528,8 +555,14 @@ mod tests {
         assert!(plain(deep(MAX_DEPTH as usize).as_bytes()));
         assert!(!plain(deep(MAX_DEPTH as usize + 1).as_bytes()));
         assert!(plain(format!("[{}]", "9".repeat(MAX_NUMBER)).as_bytes()));
-        assert!(!plain(format!("[{}]", "9".repeat(MAX_NUMBER + 1)).as_bytes()));
-        for text in [deep(129), format!("[1{}]", "0".repeat(400)), "[1e400]".into()] {
+        assert!(!plain(
+            format!("[{}]", "9".repeat(MAX_NUMBER + 1)).as_bytes()
+        ));
+        for text in [
+            deep(129),
+            format!("[1{}]", "0".repeat(400)),
+            "[1e400]".into(),
+        ] {
             text_agrees(&text);
         }
     }
