@@ -170,7 +170,7 @@ fn may_refuse(text: &[u8]) -> bool {
 
 /// Whether `text` is one JSON array or object that `serde_json` takes, and
 /// takes as a `Value`, for sure: checked in one pass over a subset of JSON
-/// (no `\\u` escape, no exponent, numbers of at most [`MAX_NUMBER`]
+/// (no `\u` escape, no exponent, numbers of at most [`MAX_NUMBER`]
 /// characters, at most [`MAX_DEPTH`] levels). A no means "not sure", not
 /// "not JSON": the caller asks `serde_json`.
 ///
@@ -299,7 +299,7 @@ impl Plain<'_> {
     }
 
     /// The rest of a string after its opening quote: no control character,
-    /// escapes other than `\\u`.
+    /// escapes other than `\u`.
     fn string(&mut self) -> bool {
         loop {
             let rest = &self.text[self.i..];
