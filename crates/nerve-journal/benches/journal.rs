@@ -1,6 +1,7 @@
 //! Journal throughput under each fsync policy, emit latency with and
-//! without the journal, sustained emits with and without it, and what a
-//! durable event (`record_and_wait`) costs its emitter, in the same run.
+//! without the journal, sustained emits with and without it, what a
+//! durable event (`record_and_wait`) costs its emitter, and reading a line
+//! back against `serde_json` parsing it, in the same run.
 //!
 //! `cargo bench -p nerve-journal --bench journal` (`-- sustained` for the
 //! paired 2,000,000-event run alone, `-- sustained --quick` for a short one)
@@ -605,7 +606,46 @@ fn process_cpu() -> f64 {
     (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
-criterion_group!(benches, throughput, emit_latency);
+/// Reading one line back (`journal_read`): the journal's decoder, on a
+/// line in the form it writes and on the same record spaced out (its
+/// slower path), with and without reading the payload, against
+/// `serde_json` parsing the line into a `Value` (what a reader of a JSONL
+/// log does without nerve). The event users send: a small object, a
+/// correlation id and a source, as the NATS bench's.
+fn read(c: &mut Criterion) {
+    let event = Event::builder("order.placed")
+        .data(json!({"order_id": 7, "customer": "c-1042", "items": 3, "total": 99.5, "currency": "EUR"}))
+        .correlation_id("checkout-7f3a")
+        .source("shop")
+        .seq(42)
+        .build()
+        .unwrap();
+    let mut written = Vec::new();
+    nerve_journal::line::encode(&event, &mut written);
+    let value: serde_json::Value = serde_json::from_slice(&written).unwrap();
+    let spaced = serde_json::to_vec_pretty(&value).unwrap();
+    let mut group = c.benchmark_group("journal_read");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("nerve line::decode", |b| {
+        b.iter(|| nerve_journal::line::decode(black_box(&written)).unwrap());
+    });
+    group.bench_function("nerve line::decode, payload read", |b| {
+        b.iter(|| {
+            let event = nerve_journal::line::decode(black_box(&written)).unwrap();
+            black_box(event.data().is_object());
+            event
+        });
+    });
+    group.bench_function("nerve line::decode, spaced", |b| {
+        b.iter(|| nerve_journal::line::decode(black_box(&spaced)).unwrap());
+    });
+    group.bench_function("serde_json Value", |b| {
+        b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&written)).unwrap());
+    });
+    group.finish();
+}
+
+criterion_group!(benches, throughput, emit_latency, read);
 
 /// Whether the measurement `name` runs: a filter (the first argument not
 /// starting with '-') skips what it does not name, as criterion skips what
