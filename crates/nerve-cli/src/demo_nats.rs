@@ -32,6 +32,12 @@ const CHECKPOINT: usize = 5;
 /// Generous bound on a verdict, a flush, or a run's last events arriving
 /// after its worker exited.
 const PATIENCE: Duration = Duration::from_secs(30);
+/// How long the import must stay quiet, after a worker died, before its
+/// failure is recorded: its last messages may still be in the server or
+/// in this process's import. NATS cannot say when a dead publisher's
+/// messages are all delivered, so this waits for silence, at most
+/// `PATIENCE`.
+const QUIET: Duration = Duration::from_millis(300);
 
 /// `nerve demo-worker`: one run of `nerve demo --nats`.
 #[derive(Debug, Args)]
@@ -114,7 +120,9 @@ pub(crate) fn run_one(plan: &Plan, args: &DemoArgs, seed: u64, url: &str) -> Res
     let status = worker.wait().context("lost the worker process")?;
     if !status.success() {
         // The run did not end as a run ends: the journal says so, as it
-        // does for Ctrl-C, instead of leaving a run that never ended.
+        // does for Ctrl-C, instead of leaving a run that never ended;
+        // after the worker's last events, not among them.
+        settle(&rt, &bridge);
         let processed = consumers.snapshot().map_or(0, |m| m.processed);
         let failed = Event::builder("extraction.failed")
             .run_id(plan.run_id)
@@ -187,6 +195,27 @@ pub(crate) fn run_one(plan: &Plan, args: &DemoArgs, seed: u64, url: &str) -> Res
         elapsed: start.elapsed(),
         log,
     })
+}
+
+/// Waits until the import has received nothing for [`QUIET`] (at most
+/// [`PATIENCE`]): what a dead worker sent before it died is then in the
+/// bus.
+fn settle(rt: &tokio::runtime::Runtime, bridge: &NatsBridge) {
+    let received = |s: nerve::nats::BridgeStats| {
+        s.imported + s.import_rejected + s.echoes_suppressed + s.internal_skipped
+    };
+    let deadline = Instant::now() + PATIENCE;
+    // The server has what this process sent: the verdicts, if any.
+    rt.block_on(bridge.flush(PATIENCE));
+    let mut seen = received(bridge.stats());
+    while Instant::now() < deadline {
+        std::thread::sleep(QUIET);
+        let now = received(bridge.stats());
+        if now == seen {
+            return;
+        }
+        seen = now;
+    }
 }
 
 /// Asks the kernel to end this worker (SIGTERM) when the demo that
