@@ -122,7 +122,7 @@ pub(crate) fn run_one(plan: &Plan, args: &DemoArgs, seed: u64, url: &str) -> Res
         // The run did not end as a run ends: the journal says so, as it
         // does for Ctrl-C, instead of leaving a run that never ended;
         // after the worker's last events, not among them.
-        settle(&rt, &bridge);
+        settle(&bridge);
         let processed = consumers.snapshot().map_or(0, |m| m.processed);
         let failed = Event::builder("extraction.failed")
             .run_id(plan.run_id)
@@ -200,13 +200,11 @@ pub(crate) fn run_one(plan: &Plan, args: &DemoArgs, seed: u64, url: &str) -> Res
 /// Waits until the import has received nothing for [`QUIET`] (at most
 /// [`PATIENCE`]): what a dead worker sent before it died is then in the
 /// bus.
-fn settle(rt: &tokio::runtime::Runtime, bridge: &NatsBridge) {
+fn settle(bridge: &NatsBridge) {
     let received = |s: nerve::nats::BridgeStats| {
         s.imported + s.import_rejected + s.echoes_suppressed + s.internal_skipped
     };
     let deadline = Instant::now() + PATIENCE;
-    // The server has what this process sent: the verdicts, if any.
-    rt.block_on(bridge.flush(PATIENCE));
     let mut seen = received(bridge.stats());
     while Instant::now() < deadline {
         std::thread::sleep(QUIET);
