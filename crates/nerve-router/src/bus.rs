@@ -8,6 +8,7 @@ use std::future::Future;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Instant;
 
 use nerve_core::metrics::Metrics;
 use nerve_core::query::HistoryQuery;
@@ -178,7 +179,7 @@ impl std::fmt::Debug for Bus {
         f.debug_struct("Bus")
             .field("id", &self.inner.core.id)
             .field("subscriptions", &self.inner.core.routes.load().len())
-            .field("closed", &self.inner.core.closed.load(Ordering::Relaxed))
+            .field("closed", &self.inner.core.gate.is_closed())
             .finish_non_exhaustive()
     }
 }
@@ -816,14 +817,19 @@ impl Bus {
 
     /// Whether [`shutdown`](Self::shutdown) was called.
     pub fn is_closed(&self) -> bool {
-        self.inner.core.closed.load(Ordering::Acquire)
+        self.inner.core.gate.is_closed()
     }
 
     // ----- shutting down -----
 
-    /// Stops accepting events, waits up to the shutdown timeout for queued
-    /// deliveries, cancels what is left, and removes every subscription.
+    /// Stops accepting events, waits up to the shutdown timeout for the
+    /// events accepted before to be recorded and their queued deliveries to
+    /// run, cancels what is left, and removes every subscription.
     /// Idempotent: later calls return the first call's report.
+    ///
+    /// An emit racing with the shutdown is either refused
+    /// ([`EmitError::Closed`]) or recorded before the journal is closed,
+    /// never half-way.
     ///
     /// Handlers that hold a clone of the bus keep it alive; shutting down
     /// releases them.
@@ -832,7 +838,11 @@ impl Bus {
             return report;
         }
         let timeout = self.inner.core.config.shutdown_timeout;
-        let drained = tokio::time::timeout(timeout, self.inner.core.ledger.in_flight.wait())
+        let start = Instant::now();
+        let recorded = self.inner.core.gate.wait_empty_async(timeout).await;
+        self.inner.accepted_recorded(recorded);
+        let left = timeout.saturating_sub(start.elapsed());
+        let drained = tokio::time::timeout(left, self.inner.core.ledger.in_flight.wait())
             .await
             .is_ok();
         self.inner.finish_shutdown(drained)
@@ -840,10 +850,12 @@ impl Bus {
 
     /// Shuts down as [`shutdown_blocking`](Self::shutdown_blocking) does,
     /// with `last` as the bus's last event: the bus stops accepting events
-    /// first, then `last` is emitted (recorded, durable if terminal, and
-    /// delivered), so nothing emitted concurrently is numbered after it. Its
-    /// handlers' own emits are refused as `Closed`. Used by
-    /// [`signals`](crate::signals) for `system.interrupted`.
+    /// first and waits (up to the shutdown timeout) for the events it
+    /// accepted to be recorded, then `last` is emitted (recorded, durable if
+    /// terminal, and delivered). So nothing emitted concurrently is
+    /// numbered, journaled or kept in the history after it: the journal
+    /// ends with `last`. Its handlers' own emits are refused as `Closed`.
+    /// Used by [`signals`](crate::signals) for `system.interrupted`.
     ///
     /// `last` is not emitted if the bus was already shut down.
     pub fn shutdown_with(&self, last: Event) -> ShutdownReport {
@@ -857,16 +869,18 @@ impl Bus {
         if let Some(report) = self.inner.begin_shutdown() {
             return report;
         }
+        let start = Instant::now();
+        self.inner.wait_accepted();
         let emitted = {
             // Only around the emit: the wait below must not look like
             // blocking the runtime's own thread, which this is not.
             let _runtime = runtime.map(Handle::enter);
-            self.inner.core.dispatch_open(last, None)
+            self.inner.core.dispatch_last(last)
         };
         if let Err(e) = emitted {
             tracing::warn!(error = %e, "the last event was not emitted");
         }
-        self.drain_blocking()
+        self.inner.drain_blocking(start)
     }
 
     /// The blocking twin of [`shutdown`](Self::shutdown).
@@ -874,25 +888,9 @@ impl Bus {
         if let Some(report) = self.inner.begin_shutdown() {
             return report;
         }
-        self.drain_blocking()
-    }
-
-    /// Waits for queued deliveries where that cannot wait on itself, then
-    /// finishes the shutdown `begin_shutdown` started.
-    fn drain_blocking(&self) -> ShutdownReport {
-        let drained = if reentry::in_handler() || self.inner.core.blocking_would_deadlock() {
-            self.inner.core.ledger.in_flight.get() == 0
-        } else {
-            let timeout = self.inner.core.config.shutdown_timeout;
-            block_here(|| {
-                self.inner
-                    .core
-                    .ledger
-                    .in_flight
-                    .wait_blocking(Some(timeout))
-            })
-        };
-        self.inner.finish_shutdown(drained)
+        let start = Instant::now();
+        self.inner.wait_accepted();
+        self.inner.drain_blocking(start)
     }
 }
 
@@ -920,7 +918,7 @@ impl BusInner {
         }
         let routes = &self.core.routes;
         let _writer = routes.writer();
-        if self.core.closed.load(Ordering::Acquire) {
+        if self.core.gate.is_closed() {
             return Err(SubscribeError::Closed);
         }
         let id = SubscriptionId::from_u64(self.next_subscription.fetch_add(1, Ordering::Relaxed));
@@ -1018,8 +1016,7 @@ impl BusInner {
 
     /// Closes the bus; `Some` with the earlier report if it was closed already.
     fn begin_shutdown(&self) -> Option<ShutdownReport> {
-        let already = self.core.closed.swap(true, Ordering::AcqRel);
-        if already {
+        if !self.core.gate.close() {
             let report = *self.shutdown.lock().unwrap_or_else(PoisonError::into_inner);
             // A concurrent first call may still be draining; it will finish.
             return Some(report.unwrap_or(ShutdownReport {
@@ -1033,24 +1030,52 @@ impl BusInner {
     /// The last `Bus` handle was dropped: shut down as `shutdown_blocking`
     /// does, waiting for queued deliveries where that cannot wait on itself.
     fn last_handle_dropped(&self) {
-        if self.core.closed.swap(true, Ordering::AcqRel) {
+        if !self.core.gate.close() {
             return;
         }
-        let report = self.drain_blocking();
+        let start = Instant::now();
+        self.wait_accepted();
+        let report = self.drain_blocking(start);
         if !report.drained {
             announce_abandoned(report.abandoned, "dropping the last bus handle");
         }
     }
 
-    /// Waits for queued deliveries where that cannot wait on itself, then
-    /// finishes the shutdown `begin_shutdown` started.
-    fn drain_blocking(&self) -> ShutdownReport {
+    /// Waits, up to the shutdown timeout, for the emits that passed the
+    /// gate before it closed to record their events. Blocking is safe on
+    /// any thread: an emit holds its pass only while it runs, never across
+    /// an await.
+    fn wait_accepted(&self) {
+        let recorded = self.core.gate.wait_empty(self.core.config.shutdown_timeout);
+        self.accepted_recorded(recorded);
+    }
+
+    /// Says so if the emits accepted before the shutdown were still
+    /// recording their events when the wait for them ended.
+    fn accepted_recorded(&self, recorded: bool) {
+        if !recorded {
+            tracing::warn!(
+                timeout = ?self.core.config.shutdown_timeout,
+                "shutting down while events accepted before are still being recorded: \
+                 they may follow the last event, or meet a closed journal (counted as journal errors)"
+            );
+        }
+    }
+
+    /// Waits for queued deliveries where that cannot wait on itself, for
+    /// what is left of the shutdown timeout since `start`, then finishes
+    /// the shutdown `begin_shutdown` started.
+    fn drain_blocking(&self, start: Instant) -> ShutdownReport {
         let in_flight = &self.core.ledger.in_flight;
         let drained = if reentry::in_handler() || self.core.blocking_would_deadlock() {
             in_flight.get() == 0
         } else {
-            let timeout = self.core.config.shutdown_timeout;
-            block_here(|| in_flight.wait_blocking(Some(timeout)))
+            let left = self
+                .core
+                .config
+                .shutdown_timeout
+                .saturating_sub(start.elapsed());
+            block_here(|| in_flight.wait_blocking(Some(left)))
         };
         self.finish_shutdown(drained)
     }

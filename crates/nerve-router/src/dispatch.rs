@@ -10,7 +10,7 @@
 //! and dead-letter redeliveries all go through it.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,7 @@ use crate::call::Caller;
 use crate::config::{Config, Reject};
 use crate::dead_letter::{DeadLetterReason, Failure};
 use crate::error::EmitError;
+use crate::gate::{Gate, Pass};
 use crate::handler::panic_message;
 use crate::history::History;
 use crate::ledger::{JOURNAL_ERROR, Ledger, Publish};
@@ -57,8 +58,9 @@ pub(crate) struct Dispatcher {
     pub(crate) runs: Runs,
     pub(crate) ledger: Arc<Ledger>,
     pub(crate) caller: Arc<Caller>,
-    /// Set by shutdown: no event is accepted, no subscription added.
-    pub(crate) closed: AtomicBool,
+    /// Closed by shutdown: no event is accepted, no subscription added;
+    /// every emit passes it until its event is recorded (`gate.rs`).
+    pub(crate) gate: Gate,
     /// Every worker started, so that shutdown can cancel the workers of
     /// subscriptions removed while their deliveries were still running.
     pub(crate) workers: Mutex<Vec<AbortHandle>>,
@@ -353,7 +355,7 @@ impl Dispatcher {
                 emitted_base: AtomicU64::new(first_seq),
                 ledger,
                 caller,
-                closed: AtomicBool::new(false),
+                gate: Gate::new(),
                 workers: Mutex::new(Vec::new()),
                 attachments: Attachments::default(),
             }
@@ -399,7 +401,10 @@ impl Dispatcher {
     /// on write. Otherwise, the event is made and dispatched as any other.
     #[inline]
     pub(crate) fn emit(&self, topic: &str, data: Data) -> Result<EventId, EmitError> {
-        let (route, lookup) = if self.plain_accept && !self.closed.load(Ordering::Acquire) {
+        let Some(pass) = self.gate.enter() else {
+            return Err(EmitError::Closed);
+        };
+        let (route, lookup) = if self.plain_accept {
             match self.routes.cached(topic) {
                 Some(route) if !route.has_async => (Some(route), Lookup::Cached),
                 Some(_) => (None, Lookup::Cached),
@@ -416,7 +421,7 @@ impl Dispatcher {
             };
             let event = self.build(event)?;
             return self
-                .dispatch_unless_closed(event, None, lookup)?
+                .dispatch_with(event, None, lookup, Some(pass))?
                 .into_result();
         };
         let _depth = DepthGuard::enter(self.config.max_depth)
@@ -443,7 +448,7 @@ impl Dispatcher {
             Data::Shared(data) => Event::stamped_shared(&route.event_type, data, stamp),
         };
         let deliveries = Deliveries::new(None, None, route.terminal, None);
-        self.record_and_deliver(&event, &route, deliveries)
+        self.record_and_deliver(&event, &route, deliveries, Some(pass))
             .into_result()
     }
 
@@ -455,39 +460,27 @@ impl Dispatcher {
         event: Event,
         waiter: Option<(Waiter, WaitMode)>,
     ) -> Result<Dispatched, EmitError> {
-        self.dispatch_unless_closed(event, waiter, Lookup::Cached)
-    }
-
-    /// `dispatch`, told whether the route cache is worth a look.
-    #[inline]
-    fn dispatch_unless_closed(
-        &self,
-        event: Event,
-        waiter: Option<(Waiter, WaitMode)>,
-        lookup: Lookup,
-    ) -> Result<Dispatched, EmitError> {
-        if self.closed.load(Ordering::Acquire) {
+        let Some(pass) = self.gate.enter() else {
             return Err(EmitError::Closed);
-        }
-        self.dispatch_with(event, waiter, lookup)
+        };
+        self.dispatch_with(event, waiter, Lookup::Cached, Some(pass))
     }
 
-    /// `dispatch` without the closed check: for the last event of a bus
-    /// that is shutting down (`Bus::shutdown_with`).
-    pub(crate) fn dispatch_open(
-        &self,
-        event: Event,
-        waiter: Option<(Waiter, WaitMode)>,
-    ) -> Result<Dispatched, EmitError> {
-        self.dispatch_with(event, waiter, Lookup::Cached)
+    /// `dispatch` through a closed gate: for the last event of a bus that
+    /// is shutting down (`Bus::shutdown_with`), once every event accepted
+    /// before it is recorded.
+    pub(crate) fn dispatch_last(&self, event: Event) -> Result<Dispatched, EmitError> {
+        self.dispatch_with(event, None, Lookup::Cached, None)
     }
 
-    /// `dispatch_open`, told whether the route cache is worth a look.
+    /// `dispatch`, told whether the route cache is worth a look, with the
+    /// emit's pass through the gate (none for the last event).
     fn dispatch_with(
         &self,
         event: Event,
         waiter: Option<(Waiter, WaitMode)>,
         lookup: Lookup,
+        pass: Option<Pass<'_>>,
     ) -> Result<Dispatched, EmitError> {
         let _depth = DepthGuard::enter(self.config.max_depth)
             .map_err(|depth| EmitError::TooDeep { depth })?;
@@ -502,20 +495,22 @@ impl Dispatcher {
         let terminal = event.is_marked_terminal();
         let mut deliveries = Deliveries::new(waiter.map(|(w, _)| w), chain, terminal, runtime);
         deliveries.may_take_turn = may_take_turn;
-        Ok(self.record_and_deliver(&event, &route, deliveries))
+        Ok(self.record_and_deliver(&event, &route, deliveries, pass))
     }
 
-    /// Stages 4 to 6 of a numbered event: journal, deliver, settle.
+    /// Stages 4 to 6 of a numbered event: journal, deliver, settle. The
+    /// pass is given back once the event is recorded.
     #[inline]
     fn record_and_deliver(
         &self,
         event: &Event,
         route: &Route,
         mut deliveries: Deliveries,
+        pass: Option<Pass<'_>>,
     ) -> Dispatched {
         // The journal's word first: it is the bus's own record (an inline
         // handler's `not_recorded` keeps it).
-        deliveries.not_recorded = self.journal(event, route);
+        deliveries.not_recorded = self.journal(event, route, pass);
         self.deliver_all(event, route, &mut deliveries);
         self.settle(event, &mut deliveries);
         Dispatched {
@@ -669,11 +664,28 @@ impl Dispatcher {
         (event, route)
     }
 
+    /// Reports what the sink said of `event`; for a durable event, the
+    /// error `emit` returns too (it promised the event on disk).
+    #[cold]
+    fn not_recorded(&self, event: &Event, e: SinkError, durable: bool) -> Option<Box<SinkError>> {
+        self.ledger.sink_fault(SinkFault {
+            kind: e.kind(),
+            message: e.to_string(),
+            event: Some(event.clone()),
+        });
+        durable.then(|| Box::new(e))
+    }
+
     /// Stage 4: records the event (the sink, the history) and counts it.
     /// What the sink said of a durable event it could not record, which
     /// `emit` returns as [`EmitError::NotRecorded`].
-    fn journal(&self, event: &Event, route: &Route) -> Option<Box<SinkError>> {
-        let mut not_recorded = None;
+    fn journal(
+        &self,
+        event: &Event,
+        route: &Route,
+        pass: Option<Pass<'_>>,
+    ) -> Option<Box<SinkError>> {
+        let mut failed = None;
         if let Some(sink) = self.config.sink.as_ref().filter(|_| route.recorded) {
             // Durable events (terminal ones unless configured) are on disk,
             // with everything before them, before any handler runs.
@@ -685,19 +697,16 @@ impl Dispatcher {
                 sink.record(event)
             };
             if let Err(e) = recorded {
-                self.ledger.sink_fault(SinkFault {
-                    kind: e.kind(),
-                    message: e.to_string(),
-                    event: Some(event.clone()),
-                });
-                // `emit` promised this one on disk: it says so too.
-                if durable {
-                    not_recorded = Some(Box::new(e));
-                }
+                failed = Some((e, durable));
             }
         }
         self.history
             .push(event, route.recorded.then(|| event.seq()));
+        // Recorded: a shutdown waiting for this emit may go on. Before the
+        // fault is reported, whose `journal.error` handlers run here and
+        // might shut the bus down themselves.
+        drop(pass);
+        let not_recorded = failed.and_then(|(e, durable)| self.not_recorded(event, e, durable));
         if let Some(instrument) = &self.config.instrument {
             instrument.emitted(event);
         }

@@ -106,6 +106,7 @@ mod counter;
 mod dead_letter;
 mod dispatch;
 mod error;
+mod gate;
 mod global;
 mod handler;
 mod history;

@@ -1,4 +1,5 @@
-//! `loom` models of the subscriber queue and the route table: every
+//! `loom` models of the subscriber queue, the route table and the bus's
+//! gate: every
 //! interleaving of a few threads, within a preemption bound, through the
 //! primitives of `sync.rs` (see there for what is modelled and what is
 //! taken by its contract).
@@ -17,11 +18,12 @@ use ::loom::thread;
 use nerve_core::Event;
 
 use crate::counter::Counter;
+use crate::gate::Gate;
 use crate::queue::{DropReason, Overflow, Pushed, Queue, QueueItem, Wakes, thread_waker, wake_all};
 use crate::routes::{RouteTable, Routes, TopicTraits};
 use crate::subscribe::SubscriptionId;
 use crate::subscription::{HandlerKind, StreamItem, Subscription};
-use crate::sync::{Arc, Ordering};
+use crate::sync::{Arc, Mutex, Ordering};
 
 /// The preemption bound when `LOOM_MAX_PREEMPTIONS` is not set.
 const DEFAULT_PREEMPTIONS: usize = 2;
@@ -360,7 +362,7 @@ fn loom_an_emitter_taking_the_turn_never_strands_an_item() {
     use std::task::{Context, Poll};
 
     use crate::queue::{Fast, Waiting};
-    use crate::sync::{AtomicBool, Mutex};
+    use crate::sync::AtomicBool;
     use crate::turn::Turn;
 
     check("emitter taking the turn", || {
@@ -478,5 +480,50 @@ fn loom_an_emitter_taking_the_turn_never_strands_an_item() {
         all.sort_unstable();
         assert_eq!(all, [10, 11, 20], "read {log:?}");
         assert!(q.close_and_drain().is_empty());
+    });
+}
+
+/// (8) Two emitters pass the bus's gate and record an event while the bus
+/// shuts down and records its last event once the gate is empty (as
+/// `Bus::shutdown_with` does): each emit is either refused or recorded
+/// before the last event, never after it.
+#[test]
+fn loom_an_emit_racing_shutdown_is_refused_or_recorded_before_the_last_event() {
+    const LAST: u32 = 0;
+    check("emit racing shutdown", || {
+        let gate = Arc::new(Gate::new());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let emitters: Vec<_> = [1, 2]
+            .map(|id| {
+                let (gate, log) = (gate.clone(), log.clone());
+                thread::spawn(move || {
+                    let Some(pass) = gate.enter() else {
+                        return None;
+                    };
+                    log.lock().unwrap().push(id);
+                    drop(pass);
+                    Some(id)
+                })
+            })
+            .into();
+        assert!(gate.close());
+        while !gate.is_empty() {
+            thread::yield_now();
+        }
+        log.lock().unwrap().push(LAST);
+        let mut accepted: Vec<u32> = emitters
+            .into_iter()
+            .filter_map(|e| e.join().unwrap())
+            .collect();
+        let log = log.lock().unwrap().clone();
+        assert_eq!(
+            log.last(),
+            Some(&LAST),
+            "recorded after the last event: {log:?}"
+        );
+        let mut recorded = log[..log.len() - 1].to_vec();
+        recorded.sort_unstable();
+        accepted.sort_unstable();
+        assert_eq!(recorded, accepted, "log {log:?}");
     });
 }

@@ -3,7 +3,6 @@
 //! for an entry that belongs to no subscription, through the whole bus.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use futures::future::BoxFuture;
 use nerve_core::Event;
@@ -26,7 +25,7 @@ impl Redeliver for Dispatcher {
 /// for an entry that belongs to none, through the whole bus. `Err` with the
 /// failure's text.
 async fn redeliver(bus: &Dispatcher, entry: &DeadLetter) -> Result<(), String> {
-    if bus.closed.load(Ordering::Acquire) {
+    if bus.gate.is_closed() {
         return Err("the bus is shut down".to_owned());
     }
     let targets: Vec<SubscriptionId> = if entry.targets.is_empty() {

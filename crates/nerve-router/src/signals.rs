@@ -3,7 +3,9 @@
 //! Off by default. [`install`] starts a thread that, on the first SIGINT or
 //! SIGTERM:
 //!
-//! 1. stops the bus accepting events, then emits a terminal
+//! 1. stops the bus accepting events, waits for the events it had
+//!    accepted to be recorded (an emit under way on another thread is
+//!    either refused or written before), then emits a terminal
 //!    `system.interrupted` event naming the signal
 //!    (`{"signal":"SIGTERM","number":15,"exit_status":143}`) as its last
 //!    event ([`Bus::shutdown_with`]): the journal has it on disk, after

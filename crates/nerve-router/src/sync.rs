@@ -1,6 +1,6 @@
-//! The synchronization that the subscriber queue (`queue.rs`) and the route
-//! table (`routes.rs`) are built on, in one place, so that a model build can
-//! swap it for a model checker's.
+//! The synchronization that the subscriber queue (`queue.rs`), the route
+//! table (`routes.rs`) and the bus's gate (`gate.rs`) are built on, in one
+//! place, so that a model build can swap it for a model checker's.
 //!
 //! A normal build re-exports std, crossbeam, futures and arc-swap: nothing
 //! changes for production. A build with `--cfg nerve_loom` (`cargo xtask
@@ -84,6 +84,18 @@ pub(crate) use model::Snapshot;
 /// What loading a [`Snapshot`] gives.
 #[cfg(nerve_loom)]
 pub(crate) type SnapshotGuard<T> = std::sync::Arc<T>;
+
+/// What a `SeqCst` access between a store and a load of another atomic
+/// gives (Dekker's pattern, as in `gate.rs`), for the model: loom treats
+/// `SeqCst` accesses as `AcqRel` (tokio-rs/loom#180, "it will fail to
+/// validate algorithms that correctly rely on SeqCst guarantees"), but
+/// models `SeqCst` fences. A fence there orders no more than the `SeqCst`
+/// accesses already do, so a normal build needs none and has none.
+#[inline(always)]
+pub(crate) fn seq_cst_point() {
+    #[cfg(nerve_loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
+}
 
 /// Whether this is a model build: the reader then neither spins nor dozes
 /// before it parks.

@@ -694,3 +694,161 @@ fn a_durable_event_the_journal_could_not_record_is_delivered_and_emit_says_so() 
     );
     assert_eq!(bus.stats().events.journal_errors, 3);
 }
+
+// ----- a shutdown racing emits: refused, or recorded before the end -----
+
+/// A sink that holds the recording of one event type until released,
+/// saying when it started holding it.
+struct Holding {
+    held: &'static str,
+    holding: std_mpsc::Sender<()>,
+    release: Mutex<std_mpsc::Receiver<()>>,
+    seen: Mutex<Vec<(u64, String)>>,
+}
+
+impl Holding {
+    fn new(held: &'static str) -> (Arc<Self>, std_mpsc::Receiver<()>, std_mpsc::Sender<()>) {
+        let (holding, is_holding) = std_mpsc::channel();
+        let (release, released) = std_mpsc::channel();
+        let sink = Arc::new(Self {
+            held,
+            holding,
+            release: Mutex::new(released),
+            seen: Mutex::default(),
+        });
+        (sink, is_holding, release)
+    }
+
+    fn write(&self, event: &Event) {
+        if event.event_type() == self.held {
+            self.holding.send(()).unwrap();
+            self.release.lock().unwrap().recv_timeout(LIMIT).unwrap();
+        }
+        let entry = (event.seq(), event.event_type().to_owned());
+        self.seen.lock().unwrap().push(entry);
+    }
+
+    fn seen(&self) -> Vec<(u64, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl nerve_core::sink::EventSink for Holding {
+    fn record(&self, event: &Event) -> Result<(), nerve_core::sink::SinkError> {
+        self.write(event);
+        Ok(())
+    }
+    fn record_and_wait(&self, event: &Event) -> Result<(), nerve_core::sink::SinkError> {
+        self.write(event);
+        Ok(())
+    }
+    fn flush(&self, _: Duration) -> Result<(), nerve_core::sink::SinkError> {
+        Ok(())
+    }
+}
+
+/// Waits (yielding, up to `LIMIT`) until the bus is closed.
+fn until_closed(bus: &Bus) {
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !bus.is_closed() {
+        assert!(std::time::Instant::now() < deadline, "the bus never closed");
+        std::thread::yield_now();
+    }
+}
+
+/// What Ctrl-C in the demo does: the signal thread shuts the bus down with
+/// `system.interrupted` while the run's thread is inside an emit (here,
+/// held in the journal's write). The shutdown waits for that emit, so the
+/// journal ends with the last event, and the emits after the close are
+/// refused. Before the gate, `system.interrupted` was written first and
+/// the straggler after it (CI saw this in `ctrl_c_ends_the_run_cleanly`).
+#[test]
+fn shutdown_with_waits_for_an_emit_already_accepted_then_ends_the_journal() {
+    let (sink, holding, release) = Holding::new("specimen.processing");
+    let bus = Bus::builder().journal(sink.clone()).build().unwrap();
+    bus.emit("extraction.started", json!({})).unwrap();
+    let emitter = {
+        let bus = bus.clone();
+        std::thread::spawn(move || bus.emit("specimen.processing", json!({"sequence": 7})))
+    };
+    holding.recv_timeout(LIMIT).unwrap();
+    let stopper = {
+        let bus = bus.clone();
+        std::thread::spawn(move || {
+            let last = Event::builder("system.interrupted")
+                .terminal()
+                .build()
+                .unwrap();
+            bus.shutdown_with(last)
+        })
+    };
+    until_closed(&bus);
+    assert!(matches!(
+        bus.emit("specimen.completed", json!({})),
+        Err(EmitError::Closed)
+    ));
+    assert_eq!(
+        sink.seen().len(),
+        1,
+        "nothing more is recorded while the accepted emit is held: {:?}",
+        sink.seen()
+    );
+    release.send(()).unwrap();
+    assert!(emitter.join().unwrap().is_ok(), "accepted, so recorded");
+    let report = stopper.join().unwrap();
+    assert!(report.drained);
+    let types: Vec<(u64, String)> = sink.seen();
+    assert_eq!(
+        types,
+        [
+            (1, "extraction.started".to_owned()),
+            (2, "specimen.processing".to_owned()),
+            (3, "system.interrupted".to_owned()),
+        ]
+    );
+}
+
+/// The same for a plain shutdown: the journal is closed only after the
+/// emit it accepted has been written.
+#[test]
+fn shutdown_blocking_waits_for_an_emit_already_accepted_before_closing_the_journal() {
+    let (sink, holding, release) = Holding::new("specimen.processing");
+    let bus = Bus::builder().journal(sink.clone()).build().unwrap();
+    let emitter = {
+        let bus = bus.clone();
+        std::thread::spawn(move || bus.emit("specimen.processing", json!({})))
+    };
+    holding.recv_timeout(LIMIT).unwrap();
+    let stopper = {
+        let bus = bus.clone();
+        std::thread::spawn(move || bus.shutdown_blocking())
+    };
+    until_closed(&bus);
+    release.send(()).unwrap();
+    assert!(emitter.join().unwrap().is_ok());
+    assert!(stopper.join().unwrap().drained);
+    assert_eq!(sink.seen(), [(1, "specimen.processing".to_owned())]);
+}
+
+/// A shutdown that cannot wait for an emit stuck in the journal gives up
+/// after its timeout, rather than hanging the program's exit.
+#[test]
+fn a_shutdown_waits_for_a_stuck_emit_only_up_to_its_timeout() {
+    let (sink, holding, release) = Holding::new("specimen.processing");
+    let bus = Bus::builder()
+        .journal(sink.clone())
+        .shutdown_timeout(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let emitter = {
+        let bus = bus.clone();
+        std::thread::spawn(move || bus.emit("specimen.processing", json!({})))
+    };
+    holding.recv_timeout(LIMIT).unwrap();
+    let last = Event::builder("system.interrupted").build().unwrap();
+    let report = bus.shutdown_with(last);
+    assert!(report.drained, "no delivery was queued");
+    assert_eq!(sink.seen(), [(2, "system.interrupted".to_owned())]);
+    release.send(()).unwrap();
+    assert!(emitter.join().unwrap().is_ok());
+}
