@@ -19,12 +19,12 @@ use tokio::runtime::Handle;
 use crate::attachment::{Attachment, AttachmentId};
 use crate::config::Config;
 use crate::dead_letter::Redeliver;
-use crate::dispatch::{Data, Dispatcher, WaitMode};
+use crate::dispatch::{Data, Dispatched, Dispatcher, WaitMode};
 use crate::error::{EmitError, EmitManyError, SubscribeError};
 use crate::handler::{self, HandlerError, IntoHandlerResult};
 use crate::queue::{Overflow, Queue};
 use crate::reentry::{self, block_here};
-use crate::report::{DeliveryReport, Waiter};
+use crate::report::{DeliveryReport, Outcomes, Waiter};
 use crate::stats::BusStats;
 use crate::stream::{EventStream, StreamOptions};
 use crate::subscribe::{IntoPatterns, Subscribe, SubscriptionId};
@@ -649,8 +649,14 @@ impl Bus {
         event_type: impl AsRef<str>,
         data: impl Into<Value>,
     ) -> Result<DeliveryReport, EmitError> {
-        let event = self.inner.core.build(Event::new(event_type, data))?;
-        self.emit_event_and_wait(event).await
+        let (waiter, outcomes) = Waiter::new();
+        let dispatched = self.inner.core.emit_waiting(
+            event_type.as_ref(),
+            data.into(),
+            waiter,
+            WaitMode::Async,
+        )?;
+        self.wait_async(dispatched, outcomes).await
     }
 
     /// [`emit_and_wait`](Self::emit_and_wait) for a built event.
@@ -660,10 +666,19 @@ impl Bus {
     /// As [`emit_and_wait`](Self::emit_and_wait).
     pub async fn emit_event_and_wait(&self, event: Event) -> Result<DeliveryReport, EmitError> {
         let (waiter, outcomes) = Waiter::new();
-        let mut dispatched = self
+        let dispatched = self
             .inner
             .core
             .dispatch(event, Some((waiter, WaitMode::Async)))?;
+        self.wait_async(dispatched, outcomes).await
+    }
+
+    /// The rest of an `emit_and_wait`, once its event was dispatched.
+    async fn wait_async(
+        &self,
+        mut dispatched: Dispatched,
+        outcomes: Outcomes,
+    ) -> Result<DeliveryReport, EmitError> {
         if let Some((turn, ours)) = dispatched.take_turn() {
             // An idle async handler's delivery runs here, on this task,
             // rather than on its worker's (`turn.rs`); finished in this poll.
@@ -684,8 +699,14 @@ impl Bus {
         event_type: impl AsRef<str>,
         data: impl Into<Value>,
     ) -> Result<DeliveryReport, EmitError> {
-        let event = self.inner.core.build(Event::new(event_type, data))?;
-        self.emit_event_and_wait_blocking(event)
+        let (waiter, outcomes) = Waiter::new();
+        let dispatched = self.inner.core.emit_waiting(
+            event_type.as_ref(),
+            data.into(),
+            waiter,
+            WaitMode::Blocking,
+        )?;
+        Self::wait_blocking(dispatched, outcomes)
     }
 
     /// [`emit_and_wait_blocking`](Self::emit_and_wait_blocking) for a built event.
@@ -699,6 +720,15 @@ impl Bus {
             .inner
             .core
             .dispatch(event, Some((waiter, WaitMode::Blocking)))?;
+        Self::wait_blocking(dispatched, outcomes)
+    }
+
+    /// The rest of an `emit_and_wait_blocking`, once its event was
+    /// dispatched.
+    fn wait_blocking(
+        dispatched: Dispatched,
+        outcomes: Outcomes,
+    ) -> Result<DeliveryReport, EmitError> {
         // `futures`' executor does not refuse to run inside a runtime; the
         // deadlock cases were refused by `dispatch`.
         let outcomes = block_here(|| futures::executor::block_on(outcomes));

@@ -426,12 +426,68 @@ impl Dispatcher {
         };
         let _depth = DepthGuard::enter(self.config.max_depth)
             .map_err(|depth| EmitError::TooDeep { depth })?;
+        let stamp = self.stamp(&route);
+        let event = match data {
+            Data::Owned(data) => Event::stamped(&route.event_type, data, stamp),
+            Data::Shared(data) => Event::stamped_shared(&route.event_type, data, stamp),
+        };
+        let deliveries = Deliveries::new(None, None, route.terminal, None);
+        self.record_and_deliver(&event, &route, deliveries, Some(pass))
+            .into_result()
+    }
+
+    /// `Bus::emit_and_wait`: makes an event of type `topic` carrying `data`
+    /// and dispatches it for `waiter`, on the common path (a topic routed
+    /// before, nothing in `accept` but correlation) as [`emit`](Self::emit)
+    /// does: the route first, then the event, made numbered and correlated.
+    pub(crate) fn emit_waiting(
+        &self,
+        topic: &str,
+        data: Value,
+        waiter: Waiter,
+        mode: WaitMode,
+    ) -> Result<Dispatched, EmitError> {
+        let Some(pass) = self.gate.enter() else {
+            return Err(EmitError::Closed);
+        };
+        let (route, lookup) = if self.plain_accept {
+            match self.routes.cached(topic) {
+                Some(route) => (Some(route), Lookup::Cached),
+                None => (None, Lookup::Missed),
+            }
+        } else {
+            (None, Lookup::Cached)
+        };
+        let Some(route) = route else {
+            let event = self.build(Event::new(topic, data))?;
+            return self.dispatch_with(event, Some((waiter, mode)), lookup, Some(pass));
+        };
+        let _depth = DepthGuard::enter(self.config.max_depth)
+            .map_err(|depth| EmitError::TooDeep { depth })?;
+        let Routed {
+            route,
+            runtime,
+            chain,
+            may_take_turn,
+        } = self.routed(topic, route, Some(mode))?;
+        let event = Event::stamped(&route.event_type, data, self.stamp(&route));
+        let mut deliveries = Deliveries::new(Some(waiter), chain, route.terminal, runtime);
+        deliveries.may_take_turn = may_take_turn;
+        Ok(self.record_and_deliver(&event, &route, deliveries, Some(pass)))
+    }
+
+    /// What `accept` and `number` give an event of `route` made on the
+    /// common path: a new id and time, the ambient correlation and cause
+    /// (a root event names its correlation after itself), the next `seq`
+    /// if recorded, and the route's terminal mark. Taken only once nothing
+    /// can refuse the event, so `seq` has no gaps.
+    #[inline]
+    fn stamp(&self, route: &Route) -> Stamp {
         let ambient = correlation::current_ambient();
         let timestamp = Timestamp::now();
         let event_id = EventId::for_timestamp(timestamp);
-        let stamp = Stamp::new(event_id, timestamp)
+        Stamp::new(event_id, timestamp)
             .with_correlation_id(ambient.correlation_id.or_else(|| {
-                // A root event names its correlation after itself.
                 self.config
                     .generate_correlation_ids
                     .then(|| CorrelationId::from(event_id))
@@ -442,14 +498,7 @@ impl Dispatcher {
             } else {
                 0
             })
-            .with_terminal(route.terminal);
-        let event = match data {
-            Data::Owned(data) => Event::stamped(&route.event_type, data, stamp),
-            Data::Shared(data) => Event::stamped_shared(&route.event_type, data, stamp),
-        };
-        let deliveries = Deliveries::new(None, None, route.terminal, None);
-        self.record_and_deliver(&event, &route, deliveries, Some(pass))
-            .into_result()
+            .with_terminal(route.terminal)
     }
 
     /// Emits `event` through the pipeline; `waiter` collects the handlers'
@@ -583,6 +632,16 @@ impl Dispatcher {
         lookup: Lookup,
     ) -> Result<Routed, EmitError> {
         let route = self.lookup(event, lookup);
+        self.routed(event.event_type(), route, wait)
+    }
+
+    /// `route` once the route is known.
+    fn routed(
+        &self,
+        event_type: &str,
+        route: Arc<Route>,
+        wait: Option<WaitMode>,
+    ) -> Result<Routed, EmitError> {
         if !route.has_async {
             return Ok(Routed {
                 route,
@@ -592,11 +651,11 @@ impl Dispatcher {
             });
         }
         let runtime = self.runtime().ok_or_else(|| EmitError::NoRuntime {
-            event_type: event.event_type().to_owned(),
+            event_type: event_type.to_owned(),
         })?;
         let chain = match wait {
             Some(mode) => {
-                self.check_wait(event, &route, mode)?;
+                self.check_wait(event_type, &route, mode)?;
                 reentry::chain()
             }
             None => None,
@@ -1213,13 +1272,13 @@ impl Dispatcher {
     }
 
     /// Refuses an `emit_and_wait` that would wait on itself.
-    fn check_wait(&self, event: &Event, route: &Route, mode: WaitMode) -> Result<(), EmitError> {
+    fn check_wait(&self, event_type: &str, route: &Route, mode: WaitMode) -> Result<(), EmitError> {
         if mode == WaitMode::Blocking && self.blocking_would_deadlock() {
             return Err(EmitError::WouldDeadlock {
                 reason: format!(
                     "event {} has async handlers, and blocking this current-thread runtime would stop them; \
                      use emit_and_wait().await",
-                    event.event_type()
+                    event_type
                 ),
             });
         }
@@ -1234,7 +1293,7 @@ impl Dispatcher {
                         reason: format!(
                             "{} handles {} but is itself running or waiting higher up on this task",
                             sub.label(),
-                            event.event_type()
+                            event_type
                         ),
                     });
                 }
@@ -1249,7 +1308,7 @@ impl Dispatcher {
                         reason: format!(
                             "the async handlers waiting on this task hold all {max} of the bus's \
                              max_concurrent_handlers permits, so the handlers of {} could never start",
-                            event.event_type()
+                            event_type
                         ),
                     });
                 }
