@@ -404,17 +404,8 @@ impl Dispatcher {
         let Some(pass) = self.gate.enter() else {
             return Err(EmitError::Closed);
         };
-        let (route, lookup) = if self.plain_accept {
-            match self.routes.cached(topic) {
-                Some(route) if !route.has_async => (Some(route), Lookup::Cached),
-                Some(_) => (None, Lookup::Cached),
-                // Not to be looked up again below.
-                None => (None, Lookup::Missed),
-            }
-        } else {
-            (None, Lookup::Cached)
-        };
-        let Some(route) = route else {
+        let (route, lookup) = self.common_route(topic);
+        let Some(route) = route.filter(|route| !route.has_async) else {
             let event = match data {
                 Data::Owned(data) => Event::new(topic, data),
                 Data::Shared(data) => Event::builder(topic).data_shared(data).build(),
@@ -450,14 +441,7 @@ impl Dispatcher {
         let Some(pass) = self.gate.enter() else {
             return Err(EmitError::Closed);
         };
-        let (route, lookup) = if self.plain_accept {
-            match self.routes.cached(topic) {
-                Some(route) => (Some(route), Lookup::Cached),
-                None => (None, Lookup::Missed),
-            }
-        } else {
-            (None, Lookup::Cached)
-        };
+        let (route, lookup) = self.common_route(topic);
         let Some(route) = route else {
             let event = self.build(Event::new(topic, data))?;
             return self.dispatch_with(event, Some((waiter, mode)), lookup, Some(pass));
@@ -474,6 +458,21 @@ impl Dispatcher {
         let mut deliveries = Deliveries::new(Some(waiter), chain, route.terminal, runtime);
         deliveries.may_take_turn = may_take_turn;
         Ok(self.record_and_deliver(&event, &route, deliveries, Some(pass)))
+    }
+
+    /// The route of `topic` if `emit` and `emit_waiting` may take the
+    /// common path (a topic routed before, on a bus whose `accept` only
+    /// fills in correlation and causation), and whether looking the topic
+    /// up again later would be worth it (not after a miss here).
+    #[inline]
+    fn common_route(&self, topic: &str) -> (Option<Arc<Route>>, Lookup) {
+        if !self.plain_accept {
+            return (None, Lookup::Cached);
+        }
+        match self.routes.cached(topic) {
+            Some(route) => (Some(route), Lookup::Cached),
+            None => (None, Lookup::Missed),
+        }
     }
 
     /// What `accept` and `number` give an event of `route` made on the
