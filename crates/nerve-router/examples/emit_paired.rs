@@ -19,7 +19,12 @@
 //!   `Value::Null`), for `valgrind --tool=callgrind`; `wait-ours N`: N
 //!   `emit_and_wait` round trips only. Instructions per emit are the
 //!   difference between two runs (say N = 20,000 and 40,000) over the
-//!   difference in N, so that start-up cancels out.
+//!   difference in N, so that start-up cancels out. For `wait-ours`, take
+//!   N over the history's capacity (12,000 and 24,000): below it, the
+//!   larger run also fills more of the history and frees more at exit.
+//!
+//! `NERVE_BENCH_HISTORY=N` gives the buses a history of `N` events instead
+//! of the default 10,000.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -66,8 +71,19 @@ fn broadcast(
     start.elapsed()
 }
 
+/// A default bus's builder; with `NERVE_BENCH_HISTORY=N`, a history of
+/// `N` events instead of the default 10,000 (what the history's memory
+/// costs an emit: `docs/benchmarks.md`).
+fn builder() -> nerve_router::BusBuilder {
+    let builder = Bus::builder();
+    match std::env::var("NERVE_BENCH_HISTORY") {
+        Ok(n) => builder.history_capacity(n.parse().expect("NERVE_BENCH_HISTORY: a number")),
+        Err(_) => builder,
+    }
+}
+
 fn one_handler_bus() -> Bus {
-    let bus = Bus::builder().build().unwrap();
+    let bus = builder().build().unwrap();
     bus.subscribe("bench.*", |e: &Event| {
         black_box(e.data());
     })
@@ -195,7 +211,7 @@ fn wait_sides(rounds: usize, timeout: bool, run_ours: bool, run_theirs: bool) {
         .unwrap();
     let n = 2_000u64;
     runtime.block_on(async move {
-        let builder = Bus::builder();
+        let builder = builder();
         let builder = if timeout {
             builder
         } else {
