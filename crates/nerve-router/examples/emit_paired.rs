@@ -24,7 +24,8 @@
 //!   larger run also fills more of the history and frees more at exit.
 //!
 //! `NERVE_BENCH_HISTORY=N` gives the buses a history of `N` events instead
-//! of the default 10,000.
+//! of the default 10,000; `NERVE_BENCH_BROADCAST=N` gives the broadcast
+//! channel room for `N` values instead of 1,024.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -93,7 +94,10 @@ fn one_handler_bus() -> Bus {
 
 fn emit(rounds: usize) {
     let bus = one_handler_bus();
-    let (tx, mut rx) = tokio::sync::broadcast::channel(1024);
+    let capacity = std::env::var("NERVE_BENCH_BROADCAST").map_or(1024, |n| {
+        n.parse().expect("NERVE_BENCH_BROADCAST: a number")
+    });
+    let (tx, mut rx) = tokio::sync::broadcast::channel(capacity);
     for null in [false, true] {
         // Warm up both (history ring full, allocator settled).
         nerve_emit(&bus, null, 20_000);
