@@ -918,9 +918,7 @@ impl Bus {
         if let Some(report) = self.inner.begin_shutdown() {
             return report;
         }
-        let start = Instant::now();
-        self.inner.wait_accepted();
-        self.inner.drain_blocking(start)
+        self.inner.close_blocking()
     }
 }
 
@@ -1063,12 +1061,19 @@ impl BusInner {
         if !self.core.gate.close() {
             return;
         }
-        let start = Instant::now();
-        self.wait_accepted();
-        let report = self.drain_blocking(start);
+        let report = self.close_blocking();
         if !report.drained {
             announce_abandoned(report.abandoned, "dropping the last bus handle");
         }
+    }
+
+    /// The rest of a blocking shutdown once the gate is closed: waits for
+    /// the emits accepted before to record their events, then for queued
+    /// deliveries, within one shutdown timeout.
+    fn close_blocking(&self) -> ShutdownReport {
+        let start = Instant::now();
+        self.wait_accepted();
+        self.drain_blocking(start)
     }
 
     /// Waits, up to the shutdown timeout, for the emits that passed the
