@@ -23,6 +23,16 @@
 //!   N over the history's capacity (12,000 and 24,000): below it, the
 //!   larger run also fills more of the history and frees more at exit.
 //!
+//! - `floor`: the json payload through [`floor::Floor`], the least a bus
+//!   can do and still keep what the emit keeps (nerve's clock read
+//!   and event id, a `seq`, one allocation of an event of nerve's size, a
+//!   history of 10,000 events behind a lock, the handler called under
+//!   `catch_unwind` with the event as the thread's ambient context),
+//!   beside the broadcast and nerve, the three taking turns: what the
+//!   targets leave for everything else a bus does. `floor-null`: the same
+//!   with `Value::Null`. `profile-floor N`, `profile-floor-null N`: N floor
+//!   emits only, for callgrind.
+//!
 //! `NERVE_BENCH_HISTORY=N` gives the buses a history of `N` events instead
 //! of the default 10,000; `NERVE_BENCH_BROADCAST=N` gives the broadcast
 //! channel room for `N` values instead of 1,024.
@@ -325,6 +335,170 @@ fn wait_mimic(n: u64) {
     });
 }
 
+/// The floor under any bus's emit (`floor` mode): only what the issue's
+/// emit must do whatever the design. It has no routing (one handler,
+/// called directly), no shutdown gate, no counters, no per-subscription
+/// outcome, no depth limit, no correlation id but a copied one, and its
+/// history is one lock for every thread.
+mod floor {
+    use nerve_core::{EventId, Timestamp, Value};
+    use std::cell::Cell;
+    use std::collections::VecDeque;
+    use std::hint::black_box;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// The fields of nerve's event, of the same size (224 bytes).
+    #[allow(dead_code)]
+    pub(super) struct FloorEvent {
+        event_id: EventId,
+        timestamp: Timestamp,
+        seq: u64,
+        lane_seq: Option<u64>,
+        event_type: Arc<str>,
+        source: Option<Box<str>>,
+        run_id: Option<Box<str>>,
+        lane: Option<Box<str>>,
+        correlation_id: Option<[u8; 36]>,
+        causation_id: Option<EventId>,
+        trace_context: Option<Box<[u8; 64]>>,
+        terminal: bool,
+        /// The room nerve's inline event type takes beyond a pointer, and
+        /// its padding.
+        _rest: [u64; 2],
+        pub(super) data: Value,
+    }
+
+    type Handler = Box<dyn Fn(&Arc<FloorEvent>) + Send + Sync>;
+
+    thread_local! {
+        static AMBIENT: Cell<Option<Arc<FloorEvent>>> = const { Cell::new(None) };
+    }
+
+    pub(super) struct Floor {
+        event_type: Arc<str>,
+        seq: AtomicU64,
+        history: Mutex<VecDeque<Arc<FloorEvent>>>,
+        capacity: usize,
+        handler: Handler,
+    }
+
+    impl Floor {
+        pub(super) fn new(
+            capacity: usize,
+            handler: impl Fn(&Arc<FloorEvent>) + Send + Sync + 'static,
+        ) -> Self {
+            assert_eq!(size_of::<FloorEvent>(), 224, "the size of nerve's event");
+            Self {
+                event_type: Arc::from("bench.tick"),
+                seq: AtomicU64::new(0),
+                history: Mutex::new(VecDeque::with_capacity(capacity + 1)),
+                capacity,
+                handler: Box::new(handler),
+            }
+        }
+
+        #[inline(never)]
+        pub(super) fn emit(&self, data: Value) -> EventId {
+            // nerve's own clock read and id (a UUIDv7 with a per-thread
+            // counter): the same cost on both sides.
+            let timestamp = Timestamp::now();
+            let id = EventId::for_timestamp(timestamp);
+            let event = Arc::new(FloorEvent {
+                event_id: id,
+                timestamp,
+                seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+                lane_seq: None,
+                event_type: self.event_type.clone(),
+                source: None,
+                run_id: None,
+                lane: None,
+                correlation_id: Some([b'0'; 36]),
+                causation_id: None,
+                trace_context: None,
+                terminal: false,
+                _rest: [0; 2],
+                data,
+            });
+            let evicted = {
+                let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+                history.push_back(event.clone());
+                (history.len() > self.capacity).then(|| history.pop_front())
+            };
+            drop(evicted);
+            let previous = AMBIENT.replace(Some(event.clone()));
+            let result = catch_unwind(AssertUnwindSafe(|| (self.handler)(&event)));
+            drop(AMBIENT.replace(previous));
+            black_box(result.is_ok());
+            id
+        }
+    }
+}
+
+fn floor_emit(floor: &floor::Floor, null: bool, n: u64) -> Duration {
+    let start = Instant::now();
+    for i in 0..n {
+        let data = if null { Value::Null } else { json!({ "i": i }) };
+        black_box(floor.emit(data));
+    }
+    start.elapsed()
+}
+
+fn floor_bus() -> floor::Floor {
+    let capacity = std::env::var("NERVE_BENCH_HISTORY").map_or(10_000, |n| {
+        n.parse().expect("NERVE_BENCH_HISTORY: a number")
+    });
+    floor::Floor::new(capacity, |e| {
+        black_box(&e.data);
+    })
+}
+
+/// `floor` and `floor-null` modes: the broadcast, the floor and nerve,
+/// taking turns in a rotating order; the floor's and nerve's ratios to the
+/// broadcast. One payload a process: after the other payload's rounds, the
+/// allocator's free memory is laid out for it, and every side slows down.
+fn floor(rounds: usize, null: bool) {
+    let bus = one_handler_bus();
+    let floor = floor_bus();
+    let (tx, mut rx) = tokio::sync::broadcast::channel(1024);
+    {
+        nerve_emit(&bus, null, 20_000);
+        floor_emit(&floor, null, 20_000);
+        broadcast(&tx, &mut rx, null, 20_000);
+        let mut times: [Vec<f64>; 3] = Default::default();
+        let (mut floor_ratios, mut nerve_ratios) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let mut t = [0.0; 3];
+            for k in 0..3 {
+                let side = (round + k) % 3;
+                let elapsed = match side {
+                    0 => broadcast(&tx, &mut rx, null, BATCH),
+                    1 => floor_emit(&floor, null, BATCH),
+                    _ => nerve_emit(&bus, null, BATCH),
+                };
+                t[side] = ns_per(elapsed, BATCH);
+            }
+            for side in 0..3 {
+                times[side].push(t[side]);
+            }
+            floor_ratios.push(t[1] / t[0]);
+            nerve_ratios.push(t[2] / t[0]);
+        }
+        let [b, f, n] = times;
+        println!(
+            "floor {:<12} broadcast {:6.1} ns  floor {:6.1} ns ({:.2} x)  nerve {:6.1} ns ({:.2} x)  (medians, {} rounds)",
+            if null { "Value::Null" } else { "json!({i: n})" },
+            median(b),
+            median(f),
+            median(floor_ratios),
+            median(n),
+            median(nerve_ratios),
+            rounds,
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let what = args.get(1).map_or("all", String::as_str);
@@ -341,6 +515,16 @@ fn main() {
         "profile" => {
             let bus = one_handler_bus();
             nerve_emit(&bus, false, rounds as u64);
+        }
+        "floor" => floor(rounds, false),
+        "floor-null" => floor(rounds, true),
+        "profile-floor" => {
+            let floor = floor_bus();
+            floor_emit(&floor, false, rounds as u64);
+        }
+        "profile-floor-null" => {
+            let floor = floor_bus();
+            floor_emit(&floor, true, rounds as u64);
         }
         "profile-null" => {
             let bus = one_handler_bus();
