@@ -273,6 +273,30 @@ fn errors_say_what_to_fix() {
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     }
 
+    // A symbolic link that points at itself is not "no such file": the
+    // error says what the system said.
+    #[cfg(unix)]
+    for name in ["events.jsonl", "looping"] {
+        let looping = d.join(name);
+        std::os::unix::fs::symlink(&looping, &looping).unwrap();
+        let lp = looping.to_str().unwrap();
+        for args in [
+            vec!["stats", lp],
+            vec!["verify", lp],
+            vec!["query", lp],
+            // Not waited for as a journal that does not exist yet.
+            vec!["tail", "-f", lp],
+        ] {
+            let o = nerve(&args);
+            assert_eq!(o.status.code(), Some(2), "{args:?}");
+            let err = stderr(&o);
+            assert!(err.contains("symbolic links"), "{args:?}: {err}");
+            assert!(!err.contains("no such file"), "{args:?}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        }
+        std::fs::remove_file(&looping).unwrap();
+    }
+
     // Bad lines name the line and the field, quote at most 64 characters,
     // and never an internal type.
     let path = d.join("events.jsonl");
