@@ -51,6 +51,11 @@ use std::time::Duration;
 use crate::Event;
 use crate::query::HistoryQuery;
 
+/// A rewrite of an event before it leaves the process: a sink's redaction
+/// hook ([`EventSink::redaction`]), which keeps what may be written down of
+/// an event (its payload, source and correlation id) and drops the rest.
+pub type Redaction = Arc<dyn Fn(&Event) -> Event + Send + Sync>;
+
 /// Records every event a bus accepts. See the [module docs](self).
 ///
 /// Implementations are called from any thread, concurrently, on the emit
@@ -135,6 +140,15 @@ pub trait EventSink: Send + Sync + 'static {
     fn attach(&self, reporter: FaultReporter) {
         let _ = reporter;
     }
+
+    /// The rewrite this sink applies to every event before writing it (a
+    /// journal's redaction hook), if any. Other ways out of the process
+    /// that the bus feeds, such as a NATS bridge's exports, apply it too
+    /// (`Bus::redaction`), so what is redacted on disk is redacted on the
+    /// wire. `None` by default.
+    fn redaction(&self) -> Option<Redaction> {
+        None
+    }
 }
 
 impl<S: EventSink + ?Sized> EventSink for Arc<S> {
@@ -158,6 +172,9 @@ impl<S: EventSink + ?Sized> EventSink for Arc<S> {
     }
     fn attach(&self, reporter: FaultReporter) {
         (**self).attach(reporter);
+    }
+    fn redaction(&self) -> Option<Redaction> {
+        (**self).redaction()
     }
 }
 

@@ -181,6 +181,41 @@ pub(crate) fn encode_redacted(
     )
 }
 
+/// Appends `event` as a journal with the redaction hook `redact` writes it:
+/// [`encode_redacted`] with what `redact` returns, or, if it panics, the
+/// event with its payload replaced by an error marker (`"redact"`): never
+/// unredacted. Returns what the hook returned (`None` if it panicked) and
+/// why the payload was replaced, if it was.
+pub(crate) fn encode_through(
+    event: &Event,
+    redact: &(dyn Fn(&Event) -> Event + '_),
+    out: &mut Vec<u8>,
+) -> (Option<Event>, Option<Replaced>) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| redact(event))) {
+        Ok(redacted) => {
+            let replaced = encode_redacted(event, &redacted, out);
+            (Some(redacted), replaced)
+        }
+        Err(panic) => {
+            // Writing the unredacted payload could leak what the hook
+            // exists to hide, so the payload is replaced.
+            let message = format!(
+                "redaction panicked: {}",
+                crate::writer::panic_message(&*panic)
+            );
+            let marker = error_marker("redact", &message);
+            encode(event, Some(&marker), out);
+            (
+                None,
+                Some(Replaced {
+                    reason: "redact",
+                    message,
+                }),
+            )
+        }
+    }
+}
+
 /// Appends `event` to `out` as one line; `data` overrides the event's payload
 /// (the redacted or replacement payload). Returns why the payload was
 /// replaced, if it was.

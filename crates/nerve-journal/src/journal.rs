@@ -21,7 +21,7 @@ use crate::shifter::{Disk, Shifter};
 use crate::writer::{Msg, Writer, await_reply};
 
 /// The redaction hook: the event as it is to be written.
-pub(crate) type Redact = Arc<dyn Fn(&Event) -> Event + Send + Sync>;
+pub(crate) type Redact = nerve_core::sink::Redaction;
 
 /// When written events are made durable (`fdatasync`).
 ///
@@ -397,7 +397,7 @@ impl JournalBuilder {
             self.max_bytes,
             self.max_files,
             self.fsync,
-            self.redact,
+            self.redact.clone(),
             shared.clone(),
             len,
             shifter,
@@ -426,6 +426,7 @@ impl JournalBuilder {
                 thread: Mutex::new(Some(thread)),
                 recovery,
                 lock: Mutex::new(Some(lock)),
+                redact: self.redact,
             }),
         })
     }
@@ -495,6 +496,9 @@ struct Inner {
     /// joined), not until the last handle goes: a process may reopen the
     /// journal as soon as `close` (or the bus's shutdown) returned.
     lock: Mutex<Option<File>>,
+    /// The writer's redaction hook, for the bus's other ways out
+    /// (`EventSink::redaction`).
+    redact: Option<Redact>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -785,6 +789,13 @@ impl EventSink for Journal {
             .reporter
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Some(reporter);
+    }
+
+    /// The hook given to [`JournalBuilder::redact_with`] (or `redactor`,
+    /// feature `redact`), for the bus's other ways out of the process: a
+    /// NATS bridge on the bus redacts its exports with it.
+    fn redaction(&self) -> Option<nerve_core::sink::Redaction> {
+        self.inner.redact.clone()
     }
 }
 

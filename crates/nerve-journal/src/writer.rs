@@ -2,7 +2,6 @@
 //! appends, rotates and syncs.
 
 use std::io;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -312,20 +311,7 @@ impl Writer {
         let start = self.pending.len();
         let replaced = match &self.redact {
             None => format::encode(&event, None, &mut self.pending),
-            Some(f) => match catch_unwind(AssertUnwindSafe(|| f(&event))) {
-                Ok(redacted) => format::encode_redacted(&event, &redacted, &mut self.pending),
-                Err(panic) => {
-                    // Writing the unredacted payload could leak what the hook
-                    // exists to hide, so the payload is replaced.
-                    let message = format!("redaction panicked: {}", panic_message(&*panic));
-                    let marker = format::error_marker("redact", &message);
-                    format::encode(&event, Some(&marker), &mut self.pending);
-                    Some(format::Replaced {
-                        reason: "redact",
-                        message,
-                    })
-                }
-            },
+            Some(f) => format::encode_through(&event, &**f, &mut self.pending).1,
         };
         if let Some(r) = replaced {
             self.shared.counters.serialize_errors.inc();

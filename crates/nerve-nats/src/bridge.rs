@@ -58,7 +58,7 @@ pub const BRIDGE_CONNECTED: &str = "system.bridge_connected";
 /// Emitted on the bus when the bridge's connection is lost.
 pub const BRIDGE_DISCONNECTED: &str = "system.bridge_disconnected";
 
-type RedactFn = Arc<dyn Fn(&Event) -> Event + Send + Sync>;
+type RedactFn = nerve_core::sink::Redaction;
 
 /// Options of [`NatsBridge::connect`].
 ///
@@ -69,7 +69,7 @@ type RedactFn = Arc<dyn Fn(&Event) -> Event + Send + Sync>;
 /// | `origin` | a random UUID: this bridge's id in the `Nerve-Origin` header |
 /// | `capacity` | 10,000 events per export waiting for the connection |
 /// | `overflow` | [`Overflow::DropOldest`] |
-/// | `redact_with` | none |
+/// | `redact_with` | the bus's journal's redaction hook, if it has one ([`Bus::redaction`]) |
 /// | `reconnect_delay` | async-nats's backoff (0 ms, then growing to 4 s) |
 /// | `ack_timeout` | 5 s: how long a durable export waits for JetStream's acknowledgement of one publish |
 /// | `publish_attempts` | 10: publishes of one event (while connected) before a durable export gives it up |
@@ -174,9 +174,19 @@ impl NatsOptions {
         self
     }
 
-    /// Passes every exported event through `redact` before it is encoded
-    /// (ids, type, time, run, lane and `seq` are kept from the original).
-    /// With `nerve::redact`: `move |e| redactor.redact_event(e)`.
+    /// Passes every exported event through `redact` before it is encoded,
+    /// as a journal's hook is applied ([`line::encode_redacted`]): payload,
+    /// source and correlation id from what `redact` returns, every id,
+    /// name and time from the event; if `redact` panics, the payload goes
+    /// out as an error marker, never unredacted (counted in
+    /// [`BridgeStats::redaction_failed`]). With `nerve::redact`:
+    /// `move |e| redactor.redact_event(e)`.
+    ///
+    /// Without it, a bridge redacts with its bus's journal's hook
+    /// ([`Bus::redaction`]), so an event redacted on disk is redacted on the
+    /// wire; `redact_with(|e| e.clone())` sends events as they are.
+    ///
+    /// [`line::encode_redacted`]: nerve_journal::line::encode_redacted
     pub fn redact_with(mut self, redact: impl Fn(&Event) -> Event + Send + Sync + 'static) -> Self {
         self.redact = Some(Arc::new(redact));
         self
@@ -335,6 +345,7 @@ struct Counters {
     internal_skipped: AtomicU64,
     not_forwarded: AtomicU64,
     unmappable: AtomicU64,
+    redaction_failed: AtomicU64,
     too_large: AtomicU64,
     reconnects: AtomicU64,
     disconnects: AtomicU64,
@@ -369,6 +380,8 @@ struct Shared {
     origin: String,
     prefix: Prefix,
     options: NatsOptions,
+    /// `options`' redaction hook, else the bus's journal's.
+    redact: Option<RedactFn>,
     counters: Arc<Counters>,
     connected: watch::Sender<bool>,
     exports: Arc<Mutex<Vec<Export>>>,
@@ -436,6 +449,10 @@ pub struct BridgeStats {
     pub not_forwarded: u64,
     /// Events whose type has no NATS subject (see the mapping table).
     pub unmappable: u64,
+    /// Exported events whose redaction hook panicked: published with their
+    /// payload replaced by an error marker (`"$nerve_error":"redact"`),
+    /// never unredacted, each reported as a `system.bridge_error` event.
+    pub redaction_failed: u64,
     /// Events whose message (the journal line and the headers) is larger
     /// than the server takes (its `max_payload`, 1 MiB by default): not
     /// published, each reported as a `system.bridge_error` event. The
@@ -582,12 +599,14 @@ impl NatsBridge {
             );
         }
         let max_payload = client.server_info().max_payload;
+        let redact = options.redact.clone().or_else(|| bus.redaction());
         let shared = Arc::new(Shared {
             bus: bus.clone(),
             client,
             origin,
             prefix,
             options,
+            redact,
             counters,
             connected,
             exports,
@@ -1044,32 +1063,47 @@ impl Shared {
     }
 
     /// `event`'s journal line (after the redaction hook) into `body`; its
-    /// headers.
+    /// headers, with the correlation id the line holds.
     fn encode(&self, event: &Event, body: &mut Vec<u8>) -> HeaderMap {
         body.clear();
-        let redacted;
-        let event = match &self.options.redact {
-            Some(redact) => {
-                // As the journal does: payload, source and correlation id
-                // from the hook, every id, name and time from the event, so
-                // a hook cannot make a message lie about which event it is.
-                let r = redact(event);
-                redacted = rebuilt(
-                    event,
-                    r.source().map(str::to_owned),
-                    r.correlation_id().cloned(),
-                    r.data().clone(),
-                )
-                .unwrap_or_else(|_| event.clone());
-                &redacted
-            }
-            None => event,
+        let Some(redact) = &self.redact else {
+            nerve_journal::line::encode(event, body);
+            return self.headers(event, event.correlation_id());
         };
-        nerve_journal::line::encode(event, body);
-        self.headers(event)
+        // As the journal applies its hook: payload, source and correlation
+        // id from the hook, every id, name and time from the event, so a
+        // hook cannot make a message lie about which event it is; a hook
+        // that panics sends an error marker, never the payload.
+        let written = nerve_journal::line::encode_redacted(event, &**redact, body);
+        if written.event.is_none() {
+            self.counters
+                .redaction_failed
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = self.bus.emit(
+                "system.bridge_error",
+                json!({
+                    "origin": self.origin,
+                    "event_id": event.event_id().to_string(),
+                    "event_type": event.event_type(),
+                    "error": format!(
+                        "{}; published with its payload replaced by an error marker",
+                        written.message.as_deref().unwrap_or("redaction failed")
+                    ),
+                }),
+            );
+            return self.headers(event, event.correlation_id());
+        }
+        let correlation_id = written.event.as_ref().and_then(Event::correlation_id);
+        self.headers(event, correlation_id)
     }
 
-    fn headers(&self, event: &Event) -> HeaderMap {
+    /// The headers of `event`'s message, `correlation_id` the one its body
+    /// holds.
+    fn headers(
+        &self,
+        event: &Event,
+        correlation_id: Option<&nerve_core::CorrelationId>,
+    ) -> HeaderMap {
         let mut h = HeaderMap::new();
         let mut id = uuid::Uuid::encode_buffer();
         h.insert(
@@ -1081,7 +1115,7 @@ impl Shared {
                 .encode_lower(&mut id),
         );
         h.insert(key::ORIGIN, self.origin.as_str());
-        if let Some(id) = event.correlation_id() {
+        if let Some(id) = correlation_id {
             h.insert(key::CORRELATION_ID, id.as_str());
         }
         if let Some(id) = event.causation_id() {
@@ -1416,6 +1450,7 @@ impl Link {
             internal_skipped: get(&c.internal_skipped),
             not_forwarded: get(&c.not_forwarded),
             unmappable: get(&c.unmappable),
+            redaction_failed: get(&c.redaction_failed),
             too_large: get(&c.too_large),
             reconnects: get(&c.reconnects),
             disconnects: get(&c.disconnects),
@@ -1466,6 +1501,7 @@ impl Attachment for Link {
             ("internal_skipped", s.internal_skipped),
             ("not_forwarded", s.not_forwarded),
             ("unmappable", s.unmappable),
+            ("redaction_failed", s.redaction_failed),
             ("too_large", s.too_large),
             ("reconnects", s.reconnects),
             ("disconnects", s.disconnects),
@@ -1521,42 +1557,6 @@ fn forwardable(event: &Event) -> bool {
 /// prefix.
 fn is_nats_internal(subject: &str) -> bool {
     subject.starts_with("_INBOX.") || subject.starts_with('$')
-}
-
-/// `event` with its source, correlation id and payload replaced, every
-/// other field kept (`seq` is the bus's to assign).
-fn rebuilt(
-    event: &Event,
-    source: Option<String>,
-    correlation_id: Option<nerve_core::CorrelationId>,
-    data: nerve_core::Value,
-) -> Result<Event, String> {
-    let mut b = Event::builder(event.event_type())
-        .event_id(event.event_id())
-        .timestamp(event.timestamp())
-        .data(data);
-    if let Some(s) = source {
-        b = b.source(s);
-    }
-    if let Some(c) = correlation_id {
-        b = b.correlation_id(c);
-    }
-    if let Some(c) = event.causation_id() {
-        b = b.causation_id(c);
-    }
-    if let Some(r) = event.run_id() {
-        b = b.run_id(r);
-    }
-    if let Some(l) = event.lane() {
-        b = b.lane(l);
-    }
-    if let Some(n) = event.lane_seq() {
-        b = b.lane_seq(n);
-    }
-    if let Some(tc) = event.trace_context() {
-        b = b.trace_context(tc.clone());
-    }
-    b.build().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -822,6 +822,21 @@ impl Bus {
         self.inner.core.config.durable()
     }
 
+    /// The redaction hook of the bus's journal (or other sink), if it has
+    /// one ([`EventSink::redaction`](nerve_core::sink::EventSink::redaction)),
+    /// so that what carries the bus's events out of the process redacts
+    /// them as its journal does: a NATS bridge on the bus applies it to
+    /// every event it exports unless told otherwise.
+    ///
+    /// ```
+    /// let bus = nerve::Bus::new();
+    /// assert!(bus.redaction().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn redaction(&self) -> Option<nerve_core::sink::Redaction> {
+        self.inner.core.config.sink.as_ref()?.redaction()
+    }
+
     /// The metrics recorder the bus was built with
     /// ([`BusBuilder::metrics`](crate::BusBuilder::metrics)), if any, so
     /// that what is attached to the bus reports where the bus does.

@@ -225,6 +225,106 @@ async fn exported_events_pass_the_redaction_hook_and_keep_their_ids() {
     assert_eq!(got.data(), &json!({"email": "[redacted]"}));
 }
 
+/// A bus whose journal (in `dir`) redacts every payload to `{"email":
+/// "[redacted]"}`, or panics on `user.broken`.
+fn journaled_bus(dir: &std::path::Path) -> nerve::Bus {
+    let journal = nerve::journal::Journal::builder(dir.join("events.jsonl"))
+        .redact_with(|e: &Event| {
+            assert!(e.event_type() != "user.broken", "no rule for this event");
+            Event::builder(e.event_type())
+                .data(json!({"email": "[redacted]"}))
+                .correlation_id("[redacted]")
+                .build()
+                .unwrap()
+        })
+        .build()
+        .unwrap();
+    nerve::Bus::builder()
+        .history_capacity(0)
+        .journal(journal)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_redacts_with_its_bus_s_journal_hook_unless_told_otherwise() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = journaled_bus(dir.path());
+    assert!(a.redaction().is_some());
+    let b = bus();
+    // No `redact_with`: the journal's hook applies, on disk and on the wire.
+    let bridge_a = NatsBridge::connect(&server.url(), &a, NatsOptions::new())
+        .await
+        .unwrap();
+    let bridge_b = NatsBridge::connect(&server.url(), &b, NatsOptions::new())
+        .await
+        .unwrap();
+    bridge_b.import("user.*").await.unwrap();
+    let mut at_b = b.stream("user.*").unwrap();
+    bridge_a.export("user.*").unwrap();
+    let mut errors = a.stream("system.bridge_error").unwrap();
+    let signed_up = nerve::Event::builder("user.signed_up")
+        .data(json!({"email": "alice@example.com"}))
+        .correlation_id("alice@example.com")
+        .build()
+        .unwrap();
+    let id = a.emit_event(signed_up).unwrap();
+    let got = collect(&mut at_b, 1, LIMIT).await.remove(0);
+    assert_eq!(got.event_id(), id);
+    assert_eq!(got.event_type(), "user.signed_up");
+    assert_eq!(got.data(), &json!({"email": "[redacted]"}));
+    assert_eq!(got.correlation_id().unwrap().as_str(), "[redacted]");
+
+    // A hook that panics: the payload goes out as an error marker, never
+    // as it was; counted, reported, and the export goes on.
+    let broken = a
+        .emit("user.broken", json!({"email": "bob@example.com"}))
+        .unwrap();
+    let after = a
+        .emit("user.signed_up", json!({"email": "carol@example.com"}))
+        .unwrap();
+    let got = collect(&mut at_b, 2, LIMIT).await;
+    assert_eq!(got[0].event_id(), broken);
+    assert_eq!(got[0].data()["$nerve_error"], json!("redact"), "{got:?}");
+    assert!(
+        !format!("{:?}", got[0].data()).contains("bob@"),
+        "{:?}",
+        got[0].data()
+    );
+    assert_eq!(got[1].event_id(), after);
+    assert_eq!(got[1].data(), &json!({"email": "[redacted]"}));
+    assert_eq!(bridge_a.stats().redaction_failed, 1);
+    let error = collect(&mut errors, 1, LIMIT).await.remove(0);
+    assert_eq!(error.data()["event_id"], json!(broken.to_string()));
+    assert!(
+        error.data()["error"]
+            .as_str()
+            .unwrap()
+            .contains("redaction panicked: no rule for this event"),
+        "{:?}",
+        error.data()
+    );
+
+    // `redact_with` replaces the journal's hook: here, events as they are.
+    let bridge_c = NatsBridge::connect(
+        &server.url(),
+        &a,
+        NatsOptions::new().redact_with(Event::clone),
+    )
+    .await
+    .unwrap();
+    let mut at_b_c = b.stream("plain.*").unwrap();
+    bridge_b.import("plain.*").await.unwrap();
+    bridge_c.export("plain.*").unwrap();
+    a.emit("plain.note", json!({"email": "dave@example.com"}))
+        .unwrap();
+    let got = collect(&mut at_b_c, 1, LIMIT).await.remove(0);
+    assert_eq!(got.data(), &json!({"email": "dave@example.com"}));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminal_emit_waits_until_the_server_has_it_and_everything_before() {
     let Some(server) = NatsServer::start() else {
