@@ -102,6 +102,12 @@ pub(crate) fn record(args: &RecordArgs, out: &mut Out) -> Result<ExitCode> {
             args.ack_wait
         );
     }
+    if args.dir.exists() && !args.dir.is_dir() {
+        bail!(
+            "{} is a file: name a directory for the journal (events.jsonl goes inside)",
+            args.dir.display()
+        );
+    }
     // Before the directory is made.
     crate::tail_nats::reachable(&args.nats)?;
     std::fs::create_dir_all(&args.dir)

@@ -242,6 +242,19 @@ fn record_refuses_bad_input_clearly() {
         stderr(&o)
     );
 
+    // A file where the directory should be: said as such, not as "File
+    // exists".
+    let file = out.with_extension("file");
+    std::fs::write(&file, b"").unwrap();
+    let o = record(&unreachable, &file, &["--drain"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is a file: name a directory"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_file(&file).unwrap();
+
     let o = record(&unreachable, &out, &["--from", "yesterday"])
         .output()
         .unwrap();
