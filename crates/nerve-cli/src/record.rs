@@ -108,8 +108,9 @@ pub(crate) fn record(args: &RecordArgs, out: &mut Out) -> Result<ExitCode> {
             args.dir.display()
         );
     }
-    // Before the directory is made.
-    crate::tail_nats::reachable(&args.nats)?;
+    // Before the directory is made: nothing is left behind for a server
+    // that is not there or a stream it does not have.
+    crate::tail_nats::reachable_with_stream(&args.nats, &args.stream)?;
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let path = args.dir.join("events.jsonl");

@@ -31,6 +31,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// --nats` a run's journal, `nerve record` its directory): one connection,
 /// closed again.
 pub(crate) fn reachable(url: &str) -> Result<()> {
+    check(url, None)
+}
+
+/// [`reachable`], and the server has the JetStream stream `stream`:
+/// checked before `nerve record` makes its journal, so that a mistyped name
+/// leaves nothing behind.
+pub(crate) fn reachable_with_stream(url: &str, stream: &str) -> Result<()> {
+    check(url, Some(stream))
+}
+
+fn check(url: &str, stream: Option<&str>) -> Result<()> {
     let servers = nerve::nats::servers(url)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -42,8 +53,27 @@ pub(crate) fn reachable(url: &str) -> Result<()> {
             .connect(servers)
             .await
             .with_context(|| format!("cannot connect to NATS at {}", quote(url)))?;
-        drop(client);
-        Ok(())
+        let Some(name) = stream else {
+            return Ok(());
+        };
+        use async_nats::jetstream::{self, ErrorCode, context::GetStreamErrorKind};
+        match jetstream::new(client).get_stream(name).await {
+            Ok(_) => Ok(()),
+            Err(e) => match e.kind() {
+                GetStreamErrorKind::JetStream(inner)
+                    if inner.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    Err(anyhow::anyhow!(
+                        "cannot record the stream {name:?}: {}",
+                        nerve::nats::BridgeError::StreamNotFound(name.to_owned())
+                    ))
+                }
+                _ => Err(anyhow::anyhow!(
+                    "cannot record the stream {name:?}: the server at {} could not look it up: {e}",
+                    quote(url)
+                )),
+            },
+        }
     })
 }
 

@@ -275,6 +275,10 @@ fn record_refuses_bad_input_clearly() {
         "{}",
         stderr(&o)
     );
+    assert!(
+        !out.join("events.jsonl").exists(),
+        "no journal made for a stream that is not there"
+    );
 }
 
 /// A stream holding messages that are not nerve events (another program's
