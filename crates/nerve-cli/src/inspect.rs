@@ -60,9 +60,23 @@ fn parse_time(text: &str) -> Result<Timestamp> {
         #[allow(clippy::cast_possible_truncation, reason = "within EPOCH_SECONDS")]
         return Ok(Timestamp::from_micros((secs? * 1e6).round() as i64));
     }
-    Timestamp::parse_rfc3339(text).map_err(|_| {
+    // A date alone is its midnight, UTC (as `journalctl --since` reads one).
+    let is_date = text.len() == 10
+        && text.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    let parsed = if is_date {
+        Timestamp::parse_rfc3339(&format!("{text}T00:00:00Z"))
+    } else {
+        Timestamp::parse_rfc3339(text)
+    };
+    parsed.map_err(|_| {
         anyhow::anyhow!(
-            "{} is not a time (RFC 3339, like 2026-11-23T10:00:00Z, or seconds since the epoch)",
+            "{} is not a time (RFC 3339, like 2026-11-23T10:00:00Z, a date, or seconds since the epoch)",
             quote(text)
         )
     })
@@ -81,11 +95,22 @@ impl Filter {
         if let Some(p) = &self.event_type {
             q = q.with_pattern(parse_pattern(p)?);
         }
-        if let Some(t) = &self.since {
-            q = q.since(parse_time(t)?);
+        let since = self.since.as_deref().map(parse_time).transpose()?;
+        let until = self.until.as_deref().map(parse_time).transpose()?;
+        if let (Some(since), Some(until)) = (since, until) {
+            if until < since {
+                anyhow::bail!(
+                    "--until {} is before --since {}: no event can match",
+                    quote(self.until.as_deref().unwrap_or_default()),
+                    quote(self.since.as_deref().unwrap_or_default())
+                );
+            }
         }
-        if let Some(t) = &self.until {
-            q = q.until(parse_time(t)?);
+        if let Some(t) = since {
+            q = q.since(t);
+        }
+        if let Some(t) = until {
+            q = q.until(t);
         }
         if let Some(c) = &self.correlation {
             q = q.correlation_id(c.as_str());

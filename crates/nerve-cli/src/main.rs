@@ -146,10 +146,12 @@ struct Filter {
     /// Only event types matching this pattern (`user.*`, `*.failed`).
     #[arg(long = "type", value_name = "PATTERN")]
     event_type: Option<String>,
-    /// Only events at or after this time (RFC 3339, or seconds since the epoch).
+    /// Only events at or after this time (RFC 3339, a date alone for its
+    /// midnight UTC, or seconds since the epoch).
     #[arg(long, value_name = "TIME")]
     since: Option<String>,
-    /// Only events at or before this time (RFC 3339, or seconds since the epoch).
+    /// Only events at or before this time (RFC 3339, a date alone for its
+    /// midnight UTC, or seconds since the epoch).
     #[arg(long, value_name = "TIME")]
     until: Option<String>,
     /// Only events with this correlation id.

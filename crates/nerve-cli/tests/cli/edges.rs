@@ -360,6 +360,57 @@ fn errors_say_what_to_fix() {
     }
 }
 
+/// A date alone is its midnight, UTC; a window that ends before it starts
+/// is said to be empty instead of printing nothing.
+#[test]
+fn a_date_alone_is_its_midnight_and_an_empty_window_is_refused() {
+    let d = dir("dates");
+    let path = d.join("events.jsonl");
+    let mut text = String::new();
+    for id in 1..=3 {
+        // Every line's time is 2026-01-01T00:00:00Z.
+        text += &line(id, "load.tick", Some(id), &json!({}));
+    }
+    std::fs::write(&path, text).unwrap();
+    let p = path.to_str().unwrap();
+    let count = |args: &[&str]| {
+        let o = nerve(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        stdout(&o).lines().count()
+    };
+    assert_eq!(count(&["query", p, "--since", "2026-01-01"]), 3);
+    assert_eq!(count(&["query", p, "--until", "2026-01-01"]), 3);
+    assert_eq!(count(&["query", p, "--since", "2026-01-02"]), 0);
+    assert_eq!(count(&["query", p, "--until", "2025-12-31"]), 0);
+    for args in [
+        vec!["query", p, "--since", "2026-01-02", "--until", "2026-01-01"],
+        vec![
+            "timeline",
+            p,
+            "--field",
+            "seq",
+            "--since",
+            "2026-01-01T00:00:01Z",
+            "--until",
+            "2026-01-01T00:00:00Z",
+        ],
+    ] {
+        let o = nerve(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = stderr(&o);
+        assert!(err.contains("is before --since"), "{err}");
+        assert!(err.contains("no event can match"), "{err}");
+    }
+    // Not a date: a clear error that names the forms taken.
+    let o = nerve(&["query", p, "--since", "2026-02-30"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("a date, or seconds since the epoch"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn a_journal_that_had_a_journal_error_verifies() {
     // A real bus whose journal could not write one payload as it was (too
