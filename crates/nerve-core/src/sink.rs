@@ -142,10 +142,9 @@ pub trait EventSink: Send + Sync + 'static {
     }
 
     /// The rewrite this sink applies to every event before writing it (a
-    /// journal's redaction hook), if any. Other ways out of the process
-    /// that the bus feeds, such as a NATS bridge's exports, apply it too
-    /// (`Bus::redaction`), so what is redacted on disk is redacted on the
-    /// wire. `None` by default.
+    /// journal's redaction hook), if any. A NATS bridge on the bus applies
+    /// it to its exports too (`Bus::redaction`), so what is redacted on
+    /// disk is redacted on the wire. `None` by default.
     fn redaction(&self) -> Option<Redaction> {
         None
     }

@@ -824,7 +824,7 @@ impl Bus {
 
     /// The redaction hook of the bus's journal (or other sink), if it has
     /// one ([`EventSink::redaction`](nerve_core::sink::EventSink::redaction)),
-    /// so that what carries the bus's events out of the process redacts
+    /// so that what carries the bus's events out of the process can redact
     /// them as its journal does: a NATS bridge on the bus applies it to
     /// every event it exports unless told otherwise.
     ///
