@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 
 /// One journal on disk: its active file and its rotated files.
 #[derive(Debug, Clone)]
@@ -20,18 +20,6 @@ pub(crate) struct JournalFiles {
     pub(crate) backups: Vec<u32>,
     /// Pending generations found (`events.p<g>.jsonl`), ascending.
     pub(crate) pending: Vec<u64>,
-}
-
-/// Why nothing can be read at `path`: "no such file or directory", or
-/// what the system said instead (a symbolic link that loops, a directory
-/// on the way that cannot be searched), which `Path::exists` hides.
-fn unreachable(path: &Path) -> anyhow::Error {
-    match std::fs::metadata(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            anyhow!("{}: {e}", path.display())
-        }
-        _ => anyhow!("{}: no such file or directory", path.display()),
-    }
 }
 
 /// What a file name says about the journal it belongs to.
@@ -56,7 +44,7 @@ impl JournalFiles {
     pub(crate) fn resolve(path: &Path) -> Result<Self> {
         let files = Self::resolve_missing_ok(path)?;
         if !path.exists() && !files.active.exists() {
-            return Err(unreachable(path));
+            bail!("{}: no such file or directory", path.display());
         }
         Ok(files)
     }
@@ -66,7 +54,8 @@ impl JournalFiles {
     pub(crate) fn resolve_missing_ok(path: &Path) -> Result<Self> {
         // Only a journal that does not exist yet is worth waiting for, not
         // a link that loops or a directory on the way that cannot be
-        // searched.
+        // searched: said as the system says it, which `Path::exists` (and
+        // so every check below) hides.
         if let Err(e) = std::fs::metadata(path) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 bail!("{}: {e}", path.display());
@@ -81,7 +70,7 @@ impl JournalFiles {
             .unwrap_or_default();
         let Some((stem, _)) = split(&name) else {
             if !path.exists() {
-                return Err(unreachable(path));
+                bail!("{}: no such file or directory", path.display());
             }
             bail!(
                 "{} is not a journal file (events.jsonl, or a directory holding one)",

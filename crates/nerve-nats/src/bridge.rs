@@ -9,7 +9,7 @@ use async_nats::HeaderMap;
 use futures::{FutureExt, StreamExt};
 use nerve_core::metrics::Metrics;
 use nerve_core::metrics::names::{self as metric, bridge_outcome as outcome};
-use nerve_core::sink::{SinkError, SinkErrorKind};
+use nerve_core::sink::{Redaction, SinkError, SinkErrorKind};
 use nerve_core::{Event, Pattern, json};
 use nerve_router::attachment::{Attachment, AttachmentId, AttachmentState, AttachmentStats};
 use nerve_router::{Bus, Overflow, StreamOptions, SubscriptionId};
@@ -58,8 +58,6 @@ pub const BRIDGE_CONNECTED: &str = "system.bridge_connected";
 /// Emitted on the bus when the bridge's connection is lost.
 pub const BRIDGE_DISCONNECTED: &str = "system.bridge_disconnected";
 
-type RedactFn = nerve_core::sink::Redaction;
-
 /// Options of [`NatsBridge::connect`].
 ///
 /// | option | default |
@@ -83,7 +81,7 @@ pub struct NatsOptions {
     origin: Option<String>,
     capacity: usize,
     overflow: Overflow,
-    redact: Option<RedactFn>,
+    redact: Option<Redaction>,
     reconnect_delay: Option<Duration>,
     ack_timeout: Duration,
     publish_attempts: u32,
@@ -381,7 +379,7 @@ struct Shared {
     prefix: Prefix,
     options: NatsOptions,
     /// `options`' redaction hook, else the bus's journal's.
-    redact: Option<RedactFn>,
+    redact: Option<Redaction>,
     counters: Arc<Counters>,
     connected: watch::Sender<bool>,
     exports: Arc<Mutex<Vec<Export>>>,
@@ -1075,26 +1073,37 @@ impl Shared {
         // hook cannot make a message lie about which event it is; a hook
         // that panics sends an error marker, never the payload.
         let written = nerve_journal::line::encode_redacted(event, &**redact, body);
-        if written.event.is_none() {
-            self.counters
-                .redaction_failed
-                .fetch_add(1, Ordering::Relaxed);
-            let _ = self.bus.emit(
-                "system.bridge_error",
-                json!({
-                    "origin": self.origin,
-                    "event_id": event.event_id().to_string(),
-                    "event_type": event.event_type(),
-                    "error": format!(
+        let correlation_id = match &written.event {
+            Some(redacted) => redacted.correlation_id(),
+            None => {
+                self.counters
+                    .redaction_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                self.report_error(
+                    event,
+                    format!(
                         "{}; published with its payload replaced by an error marker",
                         written.message.as_deref().unwrap_or("redaction failed")
                     ),
-                }),
-            );
-            return self.headers(event, event.correlation_id());
-        }
-        let correlation_id = written.event.as_ref().and_then(Event::correlation_id);
+                );
+                event.correlation_id()
+            }
+        };
         self.headers(event, correlation_id)
+    }
+
+    /// Says what went wrong with `event` as a `system.bridge_error` event
+    /// on the bus, where a program's events are seen.
+    pub(crate) fn report_error(&self, event: &Event, error: impl Into<nerve_core::Value>) {
+        let _ = self.bus.emit(
+            "system.bridge_error",
+            json!({
+                "origin": self.origin,
+                "event_id": event.event_id().to_string(),
+                "event_type": event.event_type(),
+                "error": error.into(),
+            }),
+        );
     }
 
     /// The headers of `event`'s message, `correlation_id` the one its body

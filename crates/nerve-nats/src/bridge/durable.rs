@@ -569,15 +569,7 @@ impl NatsBridge {
                         if c.ack_waits_skipped.fetch_add(1, Ordering::Relaxed) == 0 {
                             // Said once, where a program's events are seen:
                             // a counter alone is read by few.
-                            let _ = shared.bus.emit(
-                                "system.bridge_error",
-                                json!({
-                                    "origin": shared.origin,
-                                    "event_id": event.event_id().to_string(),
-                                    "event_type": event.event_type(),
-                                    "error": "a terminal event's emit cannot wait for NATS on a current-thread tokio runtime (the bridge runs on that thread); call the bridge's flush or shutdown before the program exits (counted in ack_waits_skipped; said once)",
-                                }),
-                            );
+                            shared.report_error(event, "a terminal event's emit cannot wait for NATS on a current-thread tokio runtime (the bridge runs on that thread); call the bridge's flush or shutdown before the program exits (counted in ack_waits_skipped; said once)");
                         }
                         return Ok(());
                     }

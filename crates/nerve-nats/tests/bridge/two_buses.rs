@@ -208,21 +208,33 @@ async fn exported_events_pass_the_redaction_hook_and_keep_their_ids() {
             .build()
             .unwrap()
     });
-    let bridge_a = NatsBridge::connect(&server.url(), &a, options)
-        .await
-        .unwrap();
-    let bridge_b = NatsBridge::connect(&server.url(), &b, NatsOptions::new())
-        .await
-        .unwrap();
-    bridge_b.import("user.*").await.unwrap();
-    let mut at_b = b.stream("user.*").unwrap();
-    bridge_a.export("user.*").unwrap();
+    let (_bridges, mut at_b) = user_events_from_a_to_b(&server, &a, options, &b).await;
     let id = a
         .emit("user.signed_up", json!({"email": "alice@example.com"}))
         .unwrap();
     let got = collect(&mut at_b, 1, LIMIT).await.remove(0);
     assert_eq!(got.event_id(), id);
     assert_eq!(got.data(), &json!({"email": "[redacted]"}));
+}
+
+/// A bridge on `a` (with `options`) exporting `user.*`, one on `b`
+/// importing it, and a stream of `user.*` on `b`.
+async fn user_events_from_a_to_b(
+    server: &NatsServer,
+    a: &nerve::Bus,
+    options: NatsOptions,
+    b: &nerve::Bus,
+) -> ((NatsBridge, NatsBridge), nerve::EventStream) {
+    let bridge_a = NatsBridge::connect(&server.url(), a, options)
+        .await
+        .unwrap();
+    let bridge_b = NatsBridge::connect(&server.url(), b, NatsOptions::new())
+        .await
+        .unwrap();
+    bridge_b.import("user.*").await.unwrap();
+    let at_b = b.stream("user.*").unwrap();
+    bridge_a.export("user.*").unwrap();
+    ((bridge_a, bridge_b), at_b)
 }
 
 /// A bus whose journal (in `dir`) redacts every payload to `{"email":
@@ -256,15 +268,8 @@ async fn a_bridge_redacts_with_its_bus_s_journal_hook_unless_told_otherwise() {
     assert!(a.redaction().is_some());
     let b = bus();
     // No `redact_with`: the journal's hook applies, on disk and on the wire.
-    let bridge_a = NatsBridge::connect(&server.url(), &a, NatsOptions::new())
-        .await
-        .unwrap();
-    let bridge_b = NatsBridge::connect(&server.url(), &b, NatsOptions::new())
-        .await
-        .unwrap();
-    bridge_b.import("user.*").await.unwrap();
-    let mut at_b = b.stream("user.*").unwrap();
-    bridge_a.export("user.*").unwrap();
+    let ((bridge_a, bridge_b), mut at_b) =
+        user_events_from_a_to_b(&server, &a, NatsOptions::new(), &b).await;
     let mut errors = a.stream("system.bridge_error").unwrap();
     let signed_up = nerve::Event::builder("user.signed_up")
         .data(json!({"email": "alice@example.com"}))
